@@ -1,0 +1,121 @@
+"""DatasetVersion: one immutable version of a named dataset, by content digest."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.aggregate import LedgerAggregate
+from domain.errors import InvalidPayload, RuleViolated
+
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+DATASHEET_FIELDS = (
+    "motivation",
+    "composition",
+    "collection",
+    "preprocessing",
+    "uses",
+    "pii_columns",
+    "protected_attributes",
+)
+
+
+def check_digest(digest: str, field: str = "digest") -> None:
+    """Refuse anything but ``sha256:<64 lowercase hex>``."""
+    if not isinstance(digest, str) or not DIGEST_PATTERN.match(digest):
+        raise InvalidPayload(
+            f"{field} must look like sha256:<64 lowercase hex digits>, got {digest!r}",
+            field=field,
+        )
+
+
+def check_datasheet(datasheet: dict[str, Any]) -> None:
+    """Datasheet fields are the known ones; column lists are lists of strings."""
+    for key in datasheet:
+        if key not in DATASHEET_FIELDS:
+            raise InvalidPayload(
+                f"unknown datasheet field {key!r}; known fields are {', '.join(DATASHEET_FIELDS)}",
+                field=f"datasheet.{key}",
+            )
+    for key in ("pii_columns", "protected_attributes"):
+        value = datasheet.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidPayload(f"datasheet.{key} must be a list of column names", field=f"datasheet.{key}")
+
+
+class DatasetVersion(LedgerAggregate):
+    """A version of a dataset: its digest, size, format, schema and datasheet."""
+
+    class Registered(Aggregate.Created, LedgerAggregate.Event):
+        """A dataset version was registered."""
+
+        TOPIC = "mlledger.dataset.Registered.v1"
+        name: str
+        digest: str
+        size: int
+        format: str
+        schema: list[dict[str, Any]]
+        row_count: int
+        datasheet: dict[str, Any]
+        source: str
+
+    class Deprecated(LedgerAggregate.Event):
+        """The version should no longer be used for training."""
+
+        TOPIC = "mlledger.dataset.Deprecated.v1"
+        reason: str
+
+    @event(Registered)
+    def __init__(
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        format: str,
+        schema: list[dict[str, Any]],
+        row_count: int,
+        datasheet: dict[str, Any],
+        source: str,
+        actor: str,
+    ) -> None:
+        self.name = name
+        self.digest = digest
+        self.size = size
+        self.format = format
+        self.schema = schema
+        self.row_count = row_count
+        self.datasheet = datasheet
+        self.source = source
+        self.deprecated = False
+
+    @staticmethod
+    def check_registration(
+        name: str, digest: str, size: int, row_count: int, schema: list[dict[str, Any]],
+        datasheet: dict[str, Any],
+    ) -> None:
+        """Validate the fields of a registration before anything is recorded."""
+        if not name or not name.strip():
+            raise InvalidPayload("a dataset needs a non-empty name", field="name")
+        check_digest(digest)
+        if size < 0:
+            raise InvalidPayload("size must be zero or more bytes", field="size")
+        if row_count < 0:
+            raise InvalidPayload("row_count must be zero or more", field="row_count")
+        for index, column in enumerate(schema):
+            if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+                raise InvalidPayload(
+                    "each schema column needs a string 'name'", field=f"schema.{index}"
+                )
+        check_datasheet(datasheet)
+
+    def deprecate(self, reason: str, actor: str) -> None:
+        """Mark the version deprecated; refuse twice."""
+        if self.deprecated:
+            raise RuleViolated("this dataset version is already deprecated")
+        self._deprecate(reason=reason, actor=actor)
+
+    @event(Deprecated)
+    def _deprecate(self, reason: str, actor: str) -> None:
+        self.deprecated = True

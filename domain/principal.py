@@ -1,0 +1,105 @@
+"""Principal: a user or service account, its roles and its signing keys."""
+
+from __future__ import annotations
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.aggregate import LedgerAggregate
+from domain.errors import InvalidPayload, RuleViolated
+from domain.keys import key_id, load_public_key_pem
+from domain.roles import Role
+
+PRINCIPAL_KINDS = ("user", "service")
+
+
+def check_roles(roles: list[str]) -> list[str]:
+    """Return the roles sorted and de-duplicated, or raise naming the unknown one."""
+    known = {r.value for r in Role}
+    for role in roles:
+        if role not in known:
+            raise InvalidPayload(
+                f"unknown role {role!r}; roles are {', '.join(sorted(known))}", field="roles"
+            )
+    return sorted(set(roles))
+
+
+class Principal(LedgerAggregate):
+    """A user or service account known to the ledger."""
+
+    class Registered(Aggregate.Created, LedgerAggregate.Event):
+        """A principal was registered with a name, a kind and initial roles."""
+
+        TOPIC = "mlledger.principal.Registered.v1"
+        name: str
+        kind: str
+        roles: list[str]
+
+    class RoleGranted(LedgerAggregate.Event):
+        """A role was granted."""
+
+        TOPIC = "mlledger.principal.RoleGranted.v1"
+        role: str
+
+    class RoleRevoked(LedgerAggregate.Event):
+        """A role was revoked."""
+
+        TOPIC = "mlledger.principal.RoleRevoked.v1"
+        role: str
+
+    class SigningKeyRegistered(LedgerAggregate.Event):
+        """A public Ed25519 key the principal signs statements with."""
+
+        TOPIC = "mlledger.principal.SigningKeyRegistered.v1"
+        key_id: str
+        public_key_pem: str
+
+    @event(Registered)
+    def __init__(self, name: str, kind: str, roles: list[str], actor: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.roles = list(roles)
+        self.signing_keys: dict[str, str] = {}
+
+    @staticmethod
+    def check_registration(name: str, kind: str, roles: list[str]) -> list[str]:
+        """Validate a registration; return the normalized roles."""
+        if not name or not name.strip():
+            raise InvalidPayload("a principal needs a non-empty name", field="name")
+        if kind not in PRINCIPAL_KINDS:
+            raise InvalidPayload(
+                f"kind must be one of {', '.join(PRINCIPAL_KINDS)}, not {kind!r}", field="kind"
+            )
+        return check_roles(roles)
+
+    def grant_role(self, role: str, actor: str) -> None:
+        """Grant ``role``; refuse one already held."""
+        check_roles([role])
+        if role in self.roles:
+            raise RuleViolated(f"{self.name} already holds the role {role!r}", field="role")
+        self._grant_role(role=role, actor=actor)
+
+    @event(RoleGranted)
+    def _grant_role(self, role: str, actor: str) -> None:
+        self.roles = sorted({*self.roles, role})
+
+    def revoke_role(self, role: str, actor: str) -> None:
+        """Revoke ``role``; refuse one not held."""
+        if role not in self.roles:
+            raise RuleViolated(f"{self.name} does not hold the role {role!r}", field="role")
+        self._revoke_role(role=role, actor=actor)
+
+    @event(RoleRevoked)
+    def _revoke_role(self, role: str, actor: str) -> None:
+        self.roles = [r for r in self.roles if r != role]
+
+    def register_signing_key(self, public_key_pem: str, actor: str) -> str:
+        """Register a public signing key; return its key id."""
+        kid = key_id(load_public_key_pem(public_key_pem))
+        if kid in self.signing_keys:
+            raise RuleViolated(f"key {kid} is already registered", field="public_key_pem")
+        self._register_signing_key(key_id=kid, public_key_pem=public_key_pem, actor=actor)
+        return kid
+
+    @event(SigningKeyRegistered)
+    def _register_signing_key(self, key_id: str, public_key_pem: str, actor: str) -> None:
+        self.signing_keys[key_id] = public_key_pem

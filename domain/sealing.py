@@ -1,0 +1,140 @@
+"""The signed event: envelope, canonical hash, Ed25519 seal, stored record.
+
+The envelope (DESIGN section 3) is encoded once in RFC 8785 canonical form; its
+sha256 is the event hash; the ledger key signs the 32 raw hash bytes. The stored
+record is one header line of JSON with hash, signature and key id, a newline,
+then the canonical envelope bytes exactly as hashed, so verification hashes the
+stored bytes and never depends on re-encoding. (Canonical JSON never contains a
+raw newline, so the split is unambiguous.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.canonical import canonical_json
+from domain.errors import PayloadTooLarge, TamperedEvent
+from domain.keys import Signer
+
+ENVELOPE_VERSION = 1
+ZERO_HASH = "0" * 64
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z``: ``2026-11-22T10:00:00.000000Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Inverse of :func:`format_timestamp`."""
+    return datetime.strptime(text, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def build_envelope(
+    *,
+    aggregate_id: str,
+    aggregate_type: str,
+    version: int,
+    event_type: str,
+    recorded_at: str,
+    actor: str,
+    payload: dict[str, Any],
+    prev_hash: str,
+) -> dict[str, Any]:
+    """The envelope of DESIGN section 3, as a plain dict ready to canonicalize."""
+    return {
+        "v": ENVELOPE_VERSION,
+        "aggregate_id": aggregate_id,
+        "aggregate_type": aggregate_type,
+        "version": version,
+        "type": event_type,
+        "recorded_at": recorded_at,
+        "actor": actor,
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEvent:
+    """An envelope in canonical bytes with its hash, signature and key id."""
+
+    envelope: bytes
+    hash: str
+    signature: str
+    key_id: str
+
+    def to_record(self) -> bytes:
+        """The bytes stored in the event store's ``state`` column."""
+        header = json.dumps(
+            {"hash": self.hash, "key_id": self.key_id, "signature": self.signature},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode("ascii")
+        return header + b"\n" + self.envelope
+
+    @classmethod
+    def from_record(cls, record: bytes | memoryview) -> SealedEvent:
+        """Parse a stored record; raise :class:`TamperedEvent` if it is malformed."""
+        data = bytes(record)
+        header_bytes, sep, envelope = data.partition(b"\n")
+        try:
+            if not sep:
+                raise ValueError("no header line")
+            header = json.loads(header_bytes)
+            return cls(
+                envelope=envelope,
+                hash=str(header["hash"]),
+                signature=str(header["signature"]),
+                key_id=str(header["key_id"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TamperedEvent(f"stored record is malformed: {exc}") from None
+
+    def computed_hash(self) -> str:
+        """sha256 of the stored envelope bytes, in hex."""
+        return hashlib.sha256(self.envelope).hexdigest()
+
+    def hash_matches(self) -> bool:
+        """True when the stored hash is the hash of the stored envelope."""
+        return self.computed_hash() == self.hash
+
+    def envelope_fields(self) -> dict[str, Any]:
+        """The envelope decoded into a dict."""
+        try:
+            fields = json.loads(self.envelope)
+        except ValueError as exc:
+            raise TamperedEvent(f"envelope is not JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise TamperedEvent("envelope is not a JSON object")
+        return fields
+
+
+def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | None = None) -> SealedEvent:
+    """Canonicalize, hash and sign an envelope.
+
+    Raises :class:`~domain.errors.InvalidPayload` for values canonical JSON cannot
+    carry and :class:`PayloadTooLarge` when the payload's canonical form exceeds
+    ``max_payload_bytes``.
+    """
+    encoded = canonical_json(envelope, path="")
+    if max_payload_bytes is not None and len(encoded) > max_payload_bytes:
+        raise PayloadTooLarge(
+            f"the event is {len(encoded)} bytes in canonical form, over the limit of "
+            f"{max_payload_bytes} bytes",
+            field="payload",
+        )
+    digest = hashlib.sha256(encoded)
+    return SealedEvent(
+        envelope=encoded,
+        hash=digest.hexdigest(),
+        signature=signer.sign(digest.digest()),
+        key_id=signer.key_id,
+    )

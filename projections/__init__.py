@@ -1,0 +1,1 @@
+"""Read models: each consumes the event log in order and writes its own tables."""

@@ -1,0 +1,1 @@
+"""Everything of ML Ledger that touches the outside world."""

@@ -1,0 +1,50 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import problems
+from service.api.routers import health, ledger
+from service.bootstrap import Services, open_services
+from service.projector import ProjectorThread
+from service.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_projector: bool = True,
+    services: Services | None = None,
+) -> FastAPI:
+    """Build the API. Opens the services at startup unless given ready ones."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        opened = services or open_services(settings or Settings())
+        app.state.services = opened
+        projector = ProjectorThread(opened) if run_projector else None
+        if projector is not None:
+            projector.start()
+        try:
+            yield
+        finally:
+            if projector is not None:
+                projector.stop()
+            if owned:
+                opened.close()
+
+    app = FastAPI(
+        title="ML Ledger",
+        version="0.1.0",
+        summary="Signed, hash-chained, transparency-logged records of machine learning.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(ledger.router)
+    return app

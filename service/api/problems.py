@@ -1,0 +1,70 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import LedgerError
+
+log = logging.getLogger(__name__)
+PROBLEM_BASE = "https://mlledger.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
+    """A problem+json response."""
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers."""
+
+    @app.exception_handler(LedgerError)
+    async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("ledger error: %s", exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.type_slug, field=exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        location = [str(p) for p in first.get("loc", ())]
+        field = ".".join(location[1:]) if len(location) > 1 else ".".join(location)
+        return problem(
+            422,
+            "Invalid request",
+            f"{field or 'request'}: {first.get('msg')}",
+            "invalid-request",
+            field=field or None,
+            errors=[
+                {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg")}
+                for e in errors
+            ],
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
+        response = problem(
+            exc.status_code,
+            title.get(exc.status_code, "Error"),
+            str(exc.detail),
+            title.get(exc.status_code, "error").lower().replace(" ", "-"),
+        )
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(500, "Internal error", "an unexpected error occurred; it was logged", "internal")

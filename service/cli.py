@@ -1,0 +1,245 @@
+"""The ``mlledger`` command line.
+
+Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from domain.errors import LedgerError
+from domain.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
+from service import keystore
+from service.settings import Settings
+
+app = typer.Typer(
+    name="mlledger",
+    help="ML Ledger: a signed, hash-chained, transparency-logged record of machine learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="The ledger's signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"mlledger: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn expected failures into one line on stderr and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise _fail(f"invalid setting MLLEDGER_{field.upper()}: {first['msg']}") from None
+        except (LedgerError, keystore.KeyFileError, KeyError, ValueError, OSError) as exc:
+            text = exc.detail if isinstance(exc, LedgerError) else str(exc).strip("'\"")
+            raise _fail(text) from None
+        except Exception as exc:  # database unreachable and the like
+            raise _fail(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+@friendly_errors
+def migrate() -> None:
+    """Create or upgrade every table (read models and the event store)."""
+    from service.bootstrap import open_services
+
+    settings = _settings()
+    services = open_services(settings, migrate=True)
+    try:
+        if services.key_created:
+            typer.echo(f"created ledger key {services.signer.key_id} in {settings.keys_dir}")
+        typer.echo(f"database ready: {_describe(settings)}")
+    finally:
+        services.close()
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    projector: Annotated[bool, typer.Option(help="run the projector in this process")] = True,
+) -> None:
+    """Run the HTTP API (with the projector in-process by default)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = _settings()
+    typer.echo(f"ML Ledger on http://{host}:{port} (docs at /docs), database {_describe(settings)}")
+    uvicorn.run(create_app(settings, run_projector=projector), host=host, port=port, log_level="info")
+
+
+@app.command()
+@friendly_errors
+def project(
+    rebuild: Annotated[str | None, typer.Option(help="drop and replay this projection")] = None,
+    follow: Annotated[bool, typer.Option(help="keep projecting new events until stopped")] = False,
+) -> None:
+    """Bring read models up to date (or rebuild one from the log)."""
+    from service.bootstrap import open_services
+    from service.projector import ProjectorThread, publish_checkpoint_if_due
+
+    services = open_services(_settings())
+    try:
+        def progress(name: str, count: int) -> None:
+            typer.echo(f"{name}: +{count} events", err=True)
+
+        if rebuild:
+            total = services.runner.rebuild(rebuild, progress)
+            typer.echo(f"rebuilt {rebuild} from {total} events")
+        else:
+            total = services.runner.catch_up(progress=progress)
+            typer.echo(f"projected {total} events")
+        checkpoint = publish_checkpoint_if_due(services)
+        if checkpoint is not None:
+            typer.echo(f"checkpoint published at tree size {checkpoint.tree_size}")
+        if follow:
+            thread = ProjectorThread(services)
+            thread.start()
+            try:
+                thread.join()
+            except KeyboardInterrupt:
+                thread.stop()
+    finally:
+        services.close()
+
+
+@app.command()
+@friendly_errors
+def checkpoint() -> None:
+    """Publish a signed checkpoint of the transparency log now."""
+    from service.bootstrap import open_services
+    from service.projector import publish_checkpoint_if_due
+
+    services = open_services(_settings())
+    try:
+        services.runner.catch_up()
+        published = publish_checkpoint_if_due(services, force=True)
+        if published is None:
+            typer.echo("the latest checkpoint already covers the whole log")
+        else:
+            typer.echo(published.note, nl=False)
+    finally:
+        services.close()
+
+
+@app.command()
+@friendly_errors
+def verify(
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(help="trusted ledger public key (PEM); default: the keys directory"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes; default: every core")] = None,
+) -> None:
+    """Check every hash, signature, chain, Merkle leaf, node and checkpoint."""
+    from service.verify import verify_ledger
+
+    settings = _settings()
+    anchors = [raw_public_key(load_public_key_pem(p.read_bytes())) for p in public_key or []]
+    if not anchors:
+        anchors = _local_public_keys(settings)
+    report = verify_ledger(settings, anchors, workers=workers)
+    rate = report.events / report.seconds if report.seconds else 0.0
+    first = report.first()
+    if first is not None:
+        typer.echo(f"FAILED: {first.describe()}")
+        if len(report.findings) > 1:
+            typer.echo(f"({len(report.findings) - 1} more finding(s) after the first)")
+        raise typer.Exit(1)
+    typer.echo(
+        f"OK: {report.events} events in {report.aggregates} aggregates: hashes, signatures, "
+        f"chains and versions verified with {len(report.keys)} ledger key(s)"
+    )
+    typer.echo(
+        f"transparency log: {report.leaves} leaves, {report.checkpoints} checkpoint(s) verified"
+        + (f", {report.unlogged} newest event(s) not yet logged" if report.unlogged else "")
+    )
+    if report.latest_checkpoint:
+        typer.echo("latest checkpoint:")
+        typer.echo(report.latest_checkpoint, nl=False)
+    typer.echo(
+        f"verified in {report.seconds:.2f} s ({rate:,.0f} events/s, {workers or os.cpu_count()} workers)"
+    )
+
+
+def _local_public_keys(settings: Settings) -> list[bytes]:
+    public_dir = settings.keys_dir / "public"
+    return [
+        raw_public_key(load_public_key_pem(p.read_bytes()))
+        for p in sorted(public_dir.glob("*.pem"))
+    ] if public_dir.is_dir() else []
+
+
+@keys_app.command("show")
+@friendly_errors
+def keys_show() -> None:
+    """Print the current ledger public key (PEM) and its key id."""
+    settings = _settings()
+    signer, created = keystore.load_or_create(settings.keys_dir, settings.key_path)
+    if created:
+        typer.echo(f"created ledger key in {settings.keys_dir}", err=True)
+    typer.echo(f"key id: {signer.key_id}")
+    typer.echo(public_key_pem(signer.public_key), nl=False)
+
+
+@keys_app.command("rotate")
+@friendly_errors
+def keys_rotate(
+    reason: Annotated[str, typer.Option(help="why the key is rotated (recorded)")] = "scheduled rotation",
+) -> None:
+    """Rotate the ledger key: the old key signs the new one into the keyring."""
+    from service.bootstrap import open_services
+
+    settings = _settings()
+    services = open_services(settings)
+    try:
+        old = services.signer.key_id
+        new = Signer.generate()
+        pending = keystore.ledger_key_path(settings.keys_dir, settings.key_path).with_suffix(".next.pem")
+        keystore.write_private(pending, new)
+        services.ledger.rotate_key(new, reason=reason, actor="system:cli")
+        keystore.replace_current(settings.keys_dir, settings.key_path, new)
+        pending.unlink(missing_ok=True)
+        typer.echo(f"rotated ledger key {old} -> {key_id(new.public_key)}")
+    finally:
+        services.close()
+
+
+def _describe(settings: Settings) -> str:
+    if settings.is_postgres:
+        return f"PostgreSQL (schema {settings.database_schema})"
+    return f"SQLite at {settings.resolved_database_url.removeprefix('sqlite:///')}"
+
+
+def main() -> None:
+    """Entry point with logging configured."""
+    logging.basicConfig(level=os.environ.get("MLLEDGER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    app()

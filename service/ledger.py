@@ -1,0 +1,194 @@
+"""The ledger application: command handlers over the sealed event store.
+
+Routers and the CLI call these methods; the aggregates enforce the rules; the
+event store seals, chains and records. Every write returns the ledger position
+(the notification id of its last event) so clients can read their own writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, Recording
+
+from domain.dataset import DatasetVersion
+from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.keys import Signer, public_key_pem
+from domain.ledger_key import KEYRING_ID, LedgerKeyring
+from domain.principal import Principal
+from service.event_store import LedgerEventStore, SealingMapper
+from service.persistence import eventsourcing_env
+from service.settings import Settings
+
+SYSTEM_ACTOR = "system:ledger"
+
+
+class KeyNotInKeyring(LedgerError):
+    """The configured ledger key is not the keyring's current key."""
+
+    title = "Ledger key not in keyring"
+    status = 500
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command recorded: the aggregate id and the ledger position."""
+
+    id: str
+    position: int
+
+
+class Ledger(Application[uuid.UUID]):
+    """Event-sourced application whose every event is sealed and signed."""
+
+    name = "mlledger"
+
+    def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self._signer = signer
+        super().__init__(env={**eventsourcing_env(settings), **(env or {})})
+
+    # -- wiring -------------------------------------------------------------
+    def construct_mapper(self) -> SealingMapper:  # type: ignore[override]
+        return SealingMapper(lambda: self._signer, self.settings.max_payload_bytes)
+
+    def construct_event_store(self) -> LedgerEventStore:  # type: ignore[override]
+        return LedgerEventStore(mapper=self.mapper, recorder=self.recorder)  # type: ignore[arg-type]
+
+    @property
+    def signer(self) -> Signer:
+        """The key that seals new events."""
+        return self._signer
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
+        """Record pending events; a lost race becomes :class:`VersionConflict`."""
+        try:
+            return super().save(*objs, **kwargs)
+        except IntegrityError as exc:
+            raise VersionConflict(f"another writer got there first: {exc}") from None
+
+    def _written(self, aggregate: MutableOrImmutableAggregate[uuid.UUID]) -> Written:
+        recordings = self.save(aggregate)
+        return Written(id=str(aggregate.id), position=recordings[-1].notification.id)
+
+    def get(self, aggregate_id: uuid.UUID | str, kind: type[Any]) -> Any:
+        """Load an aggregate of the given class, or raise :class:`NotFound`."""
+        try:
+            oid = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(aggregate_id)
+            aggregate = self.repository.get(oid)
+        except (ValueError, AggregateNotFoundError):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
+        return aggregate
+
+    def position(self) -> int:
+        """The notification id of the newest event (0 for an empty ledger)."""
+        return self.recorder.max_notification_id() or 0
+
+    # -- the ledger's own keys ----------------------------------------------
+    def keyring(self) -> LedgerKeyring | None:
+        """The keyring, or None before the first start."""
+        try:
+            keyring = self.repository.get(KEYRING_ID)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(keyring, LedgerKeyring)
+        return keyring
+
+    def ensure_keyring(self) -> LedgerKeyring:
+        """Record the genesis key on first start; refuse a key the keyring does not know."""
+        keyring = self.keyring()
+        if keyring is None:
+            keyring = LedgerKeyring(
+                key_id=self._signer.key_id,
+                public_key_pem=public_key_pem(self._signer.public_key),
+                actor=SYSTEM_ACTOR,
+            )
+            try:
+                self.save(keyring)
+            except VersionConflict:
+                keyring = self.keyring()  # another process established it first
+                assert keyring is not None
+        if keyring.current_key_id != self._signer.key_id:
+            raise KeyNotInKeyring(
+                f"the configured ledger key {self._signer.key_id} is not the current key "
+                f"of this ledger ({keyring.current_key_id}); use the current key file"
+            )
+        return keyring
+
+    def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
+        """Record a rotation signed by the current key, then sign with the new one."""
+        keyring = self.ensure_keyring()
+        keyring.rotate(
+            key_id=new_signer.key_id,
+            public_key_pem=public_key_pem(new_signer.public_key),
+            reason=reason,
+            actor=actor,
+        )
+        written = self._written(keyring)
+        self._signer = new_signer
+        return written
+
+    # -- principals ---------------------------------------------------------
+    def register_principal(self, name: str, kind: str, roles: list[str], actor: str) -> Written:
+        """Register a user or service account."""
+        roles = Principal.check_registration(name, kind, roles)
+        return self._written(Principal(name=name, kind=kind, roles=roles, actor=actor))
+
+    def grant_role(self, principal_id: str, role: str, actor: str) -> Written:
+        """Grant a role to a principal."""
+        principal: Principal = self.get(principal_id, Principal)
+        principal.grant_role(role, actor=actor)
+        return self._written(principal)
+
+    def revoke_role(self, principal_id: str, role: str, actor: str) -> Written:
+        """Revoke a role from a principal."""
+        principal: Principal = self.get(principal_id, Principal)
+        principal.revoke_role(role, actor=actor)
+        return self._written(principal)
+
+    def register_signing_key(self, principal_id: str, public_key_pem: str, actor: str) -> Written:
+        """Register a principal's public signing key."""
+        principal: Principal = self.get(principal_id, Principal)
+        principal.register_signing_key(public_key_pem, actor=actor)
+        return self._written(principal)
+
+    # -- datasets -----------------------------------------------------------
+    def register_dataset_version(
+        self,
+        *,
+        name: str,
+        digest: str,
+        size: int,
+        format: str,
+        schema: list[dict[str, Any]],
+        row_count: int,
+        datasheet: dict[str, Any],
+        source: str,
+        actor: str,
+    ) -> Written:
+        """Register one version of a dataset by its content digest."""
+        DatasetVersion.check_registration(name, digest, size, row_count, schema, datasheet)
+        dataset = DatasetVersion(
+            name=name,
+            digest=digest,
+            size=size,
+            format=format,
+            schema=schema,
+            row_count=row_count,
+            datasheet=datasheet,
+            source=source,
+            actor=actor,
+        )
+        return self._written(dataset)
+
+    def deprecate_dataset_version(self, dataset_id: str, reason: str, actor: str) -> Written:
+        """Mark a dataset version deprecated."""
+        dataset: DatasetVersion = self.get(dataset_id, DatasetVersion)
+        dataset.deprecate(reason, actor=actor)
+        return self._written(dataset)

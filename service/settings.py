@@ -1,0 +1,61 @@
+"""Settings from the environment (prefix ``MLLEDGER_``), with safe defaults for
+the embedded single-process mode and refusals of unsafe values in production."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the ledger lives and how it behaves."""
+
+    model_config = SettingsConfigDict(env_prefix="MLLEDGER_", extra="ignore")
+
+    environment: str = Field("development", description="development | test | production")
+    data_dir: Path = Field(Path("data"), description="blobs, keys and the SQLite database")
+    database_url: str = Field(
+        "", description="postgresql://user@host:port/db, or empty for SQLite under data_dir"
+    )
+    database_schema: str = Field("public", description="PostgreSQL schema for all tables")
+    key_path: Path | None = Field(None, description="ledger key PEM; default data_dir/keys")
+    max_payload_bytes: int = Field(1_048_576, gt=0, description="largest canonical event")
+    log_origin: str = Field("mlledger.local/ledger", description="checkpoint origin line")
+    checkpoint_every_events: int = Field(1000, gt=0)
+    checkpoint_every_seconds: float = Field(10.0, gt=0)
+    projection_batch_size: int = Field(500, gt=0)
+    projection_poll_seconds: float = Field(0.2, gt=0)
+    read_wait_seconds: float = Field(2.0, ge=0, description="how long reads wait for min_position")
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or value[0].isdigit():
+            raise ValueError("database_schema must be a plain SQL identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and not self.database_url.startswith("postgresql"):
+            raise ValueError("production needs MLLEDGER_DATABASE_URL=postgresql://...")
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ledger.sqlite3').resolve()}"
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the ledger lives in PostgreSQL."""
+        return self.resolved_database_url.startswith(("postgresql", "postgres://"))
+
+    @property
+    def keys_dir(self) -> Path:
+        """Directory of the ledger's key files."""
+        return self.key_path.parent if self.key_path else self.data_dir / "keys"

@@ -1,0 +1,290 @@
+"""``mlledger verify``: check the whole ledger, on every core.
+
+1. The key chain: the genesis key and each rotation (signed by the key it
+   replaces), anchored on a public key the caller trusts.
+2. Every event, in parallel worker processes that each read a range of
+   notification ids: record format, hash, Ed25519 signature, envelope vs row.
+3. Per aggregate: versions 1..n with no gap, each ``prev_hash`` linked.
+4. The transparency log: leaves are the event hashes in notification order,
+   stored nodes equal the recomputed tree, every checkpoint is signed by a
+   ledger key and its root is the root of the tree at its size, and no leaf
+   names an event that is gone.
+
+The first finding in ledger order is reported; the process exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import nacl.bindings
+import nacl.exceptions
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import Engine
+
+from domain import merkle
+from domain.checkpoint import CheckpointError, verify_checkpoint
+from domain.keys import key_id as compute_key_id
+from domain.keys import load_public_key_pem, public_key_pem, raw_public_key, verify_signature
+from domain.ledger_key import KEYRING_ID, LedgerKeyring
+from domain.sealing import SealedEvent
+from domain.verification import (
+    UNPLACED,
+    EventLink,
+    Finding,
+    Leaf,
+    check_chains,
+    check_event,
+    check_leaves,
+    check_nodes,
+    complete_nodes,
+)
+from projections import transparency_log as tlog
+from service.persistence import EVENTS_TABLE, create_engine, events_select, notification_id_column
+from service.settings import Settings
+
+CHUNK = 20_000
+KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC)
+
+
+@dataclass
+class Report:
+    """What verification saw and found."""
+
+    events: int = 0
+    aggregates: int = 0
+    leaves: int = 0
+    unlogged: int = 0
+    checkpoints: int = 0
+    latest_checkpoint: str | None = None
+    keys: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.findings
+
+    def first(self) -> Finding | None:
+        """The first finding in ledger order."""
+        return min(self.findings) if self.findings else None
+
+
+def _aggregate_id(value: Any) -> str:
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int, str, bytes]]:
+    column = notification_id_column(engine)
+    query = sa.text(
+        f"{events_select(engine)} WHERE {column} >= :start AND {column} < :stop ORDER BY {column}"
+    )
+    with engine.connect() as conn:
+        for nid, oid, version, topic, state in conn.execute(query, {"start": start, "stop": stop}):
+            yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+
+
+_worker_engine: Engine | None = None
+
+
+def _verify_range(
+    settings_json: str, start: int, stop: int, keys: dict[str, bytes]
+) -> tuple[list[EventLink], list[Finding]]:
+    """Worker: check every event with start <= notification id < stop."""
+    global _worker_engine
+    if _worker_engine is None:
+        _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
+
+    def verify(kid: str, signature: bytes, message: bytes) -> bool:
+        public = keys.get(kid)
+        if public is None:
+            return False
+        try:
+            nacl.bindings.crypto_sign_open(signature + message, public)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+    links: list[EventLink] = []
+    findings: list[Finding] = []
+    for nid, aggregate_id, version, topic, record in _rows(_worker_engine, start, stop):
+        link, finding = check_event(nid, aggregate_id, version, topic, record, verify)
+        if finding is not None:
+            findings.append(finding)
+            # Keep the event in the sequence so later checks do not cascade.
+            try:
+                sealed = SealedEvent.from_record(record)
+                prev = json.loads(sealed.envelope).get("prev_hash", "")
+                links.append(EventLink(nid, aggregate_id, version, sealed.hash, str(prev)))
+            except Exception:
+                links.append(EventLink(nid, aggregate_id, version, "", ""))
+        elif link is not None:
+            links.append(link)
+    return links, findings
+
+
+def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes], list[Finding]]:
+    """Follow the key chain from the genesis event; check the anchor is part of it."""
+    keys: dict[str, bytes] = {}
+    findings: list[Finding] = []
+    query = sa.text(
+        f"{events_select(engine)} WHERE topic IN :topics ORDER BY {notification_id_column(engine)}"
+    ).bindparams(sa.bindparam("topics", expanding=True))
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"topics": list(KEYRING_TOPICS)}).all()
+    for nid, oid, version, topic, state in rows:
+        aggregate_id = _aggregate_id(oid)
+
+        def fail(what: str, nid: int = nid, aggregate_id: str = aggregate_id, version: int = version) -> None:
+            findings.append(Finding(int(nid), aggregate_id, int(version), what))
+
+        try:
+            sealed = SealedEvent.from_record(bytes(state))
+            payload = sealed.envelope_fields()["payload"]
+            new_key = load_public_key_pem(payload["public_key_pem"])
+        except Exception as exc:
+            fail(f"key event cannot be read: {exc}")
+            break
+        if aggregate_id != str(KEYRING_ID):
+            fail("a key event outside the ledger keyring")
+            break
+        signer = new_key if topic == LedgerKeyring.Established.TOPIC else None
+        if topic == LedgerKeyring.Established.TOPIC and keys:
+            fail("a second genesis key")
+            break
+        if signer is None:
+            raw = keys.get(sealed.key_id)
+            if raw is None:
+                fail(f"rotation signed by key {sealed.key_id}, which is not a ledger key")
+                break
+            signer = load_public_key_pem(_pem(raw))
+        if not sealed.hash_matches() or not verify_signature(
+            signer, sealed.signature, bytes.fromhex(sealed.hash)
+        ):
+            fail("key event signature or hash does not verify")
+            break
+        keys[compute_key_id(new_key)] = raw_public_key(new_key)
+    if not rows:
+        findings.append(Finding(UNPLACED, "-", 0, "the ledger has no keyring (no genesis key)"))
+    elif anchors and not any(a in keys.values() for a in anchors):
+        findings.append(
+            Finding(UNPLACED, "-", 0, "none of the trusted public keys is part of this ledger's key chain")
+        )
+    return keys, findings
+
+
+def _pem(raw: bytes) -> str:
+    return public_key_pem(Ed25519PublicKey.from_public_bytes(raw))
+
+
+def _ranges(engine: Engine) -> list[tuple[int, int]]:
+    column = notification_id_column(engine)
+    with engine.connect() as conn:
+        low, high = conn.execute(
+            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {EVENTS_TABLE}")  # noqa: S608
+        ).one()
+    if low is None:
+        return []
+    return [(start, min(start + CHUNK, high + 1)) for start in range(int(low), int(high) + 1, CHUNK)]
+
+
+def _load_leaves(engine: Engine) -> list[Leaf]:
+    t = tlog.tlog_leaves
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.leaf_index, t.c.notification_id, t.c.aggregate_id, t.c.version, t.c.leaf_hash)
+            .order_by(t.c.leaf_index)
+        )
+        return [Leaf(int(a), int(b), c, int(d), bytes(e)) for a, b, c, d, e in rows]
+
+
+def _load_nodes(engine: Engine) -> dict[tuple[int, int], bytes]:
+    t = tlog.tlog_nodes
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.level, t.c.node_index, t.c.hash))
+        return {(int(a), int(b)): bytes(c) for a, b, c in rows}
+
+
+def _check_checkpoints(
+    engine: Engine, origin: str, keys: dict[str, bytes], nodes: dict[tuple[int, int], bytes], leaves: list[Leaf]
+) -> tuple[list[Finding], int, str | None]:
+    findings: list[Finding] = []
+    with engine.connect() as conn:
+        checkpoints = tlog.all_checkpoints(conn)
+    latest = None
+    for cp in checkpoints:
+        where = f"checkpoint at tree size {cp.tree_size}"
+        raw = keys.get(cp.key_id)
+        if raw is None:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where} is signed by unknown key {cp.key_id}"))
+            continue
+        try:
+            parsed = verify_checkpoint(cp.note, origin, Ed25519PublicKey.from_public_bytes(raw))
+        except CheckpointError as exc:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: {exc}"))
+            continue
+        if parsed.tree_size != cp.tree_size or parsed.root_hash != cp.root_hash:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: the stored size or root differs from the signed note"))
+            continue
+        if cp.tree_size > len(leaves):
+            findings.append(
+                Finding(UNPLACED, "-", 0,
+                        f"{where} covers {cp.tree_size} leaves but the log has {len(leaves)}: "
+                        f"logged events after leaf {len(leaves)} were removed")
+            )
+            continue
+        root = merkle.root_from_nodes(cp.tree_size, lambda lv, ix: nodes[(lv, ix)])
+        if root != cp.root_hash:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: its root is not the root of the log at that size"))
+            continue
+        latest = cp.note
+    return findings, len(checkpoints), latest
+
+
+def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, workers: int | None = None) -> Report:
+    """Verify everything; return a report (``report.ok`` tells the verdict)."""
+    started = time.perf_counter()
+    report = Report()
+    engine = create_engine(settings)
+    try:
+        keys, key_findings = trusted_keys(engine, anchors or [])
+        report.findings += key_findings
+        report.keys = sorted(keys)
+        links: list[EventLink] = []
+        ranges = _ranges(engine)
+        workers = workers or os.cpu_count() or 1
+        settings_json = settings.model_dump_json()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+            futures = [pool.submit(_verify_range, settings_json, a, b, keys) for a, b in ranges]
+            leaves = _load_leaves(engine)
+            stored_nodes = _load_nodes(engine)
+            expected_nodes = complete_nodes([leaf.leaf_hash for leaf in leaves])
+            for future in futures:
+                chunk_links, chunk_findings = future.result()
+                links += chunk_links
+                report.findings += chunk_findings
+        report.events = len(links)
+        report.aggregates = len({link.aggregate_id for link in links})
+        report.findings += check_chains(links)
+        report.leaves = len(leaves)
+        report.unlogged = max(0, len(links) - len(leaves))
+        report.findings += check_leaves(links, leaves)
+        report.findings += check_nodes(expected_nodes, stored_nodes, leaves)
+        cp_findings, report.checkpoints, report.latest_checkpoint = _check_checkpoints(
+            engine, settings.log_origin, keys, expected_nodes, leaves
+        )
+        report.findings += cp_findings
+    finally:
+        engine.dispose()
+    report.seconds = time.perf_counter() - started
+    return report
