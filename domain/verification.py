@@ -54,9 +54,12 @@ class EventLink:
 
 
 class SignatureVerifier(Protocol):
-    """Checks an Ed25519 signature over a message with a trusted key."""
+    """Checks an Ed25519 signature over a message with a trusted key.
 
-    def __call__(self, key_id: str, signature: bytes, message: bytes) -> bool: ...
+    Returns True or False for a trusted key, None when ``key_id`` is not trusted.
+    """
+
+    def __call__(self, key_id: str, signature: bytes, message: bytes) -> bool | None: ...
 
 
 def check_event(
@@ -83,8 +86,11 @@ def check_event(
         signature = base64.b64decode(sealed.signature, validate=True)
     except ValueError:
         return finding("the signature is not valid base64")
-    if not verify_signature(sealed.key_id, signature, digest.digest()):
-        return finding(f"the signature does not verify with trusted ledger key {sealed.key_id!r}")
+    verdict = verify_signature(sealed.key_id, signature, digest.digest())
+    if verdict is None:
+        return finding(f"signed by key {sealed.key_id!r}, which is not a ledger key (forged or foreign event)")
+    if not verdict:
+        return finding(f"the signature does not verify with ledger key {sealed.key_id!r}")
     try:
         envelope: Any = json.loads(sealed.envelope)
     except ValueError:

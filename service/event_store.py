@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+from domain import catalog
 from domain.aggregate import aggregate_class, aggregate_type_of, event_class, is_known_topic
 from domain.errors import LedgerError, TamperedEvent, UnknownEventType, VersionConflict
 from domain.keys import Signer
@@ -40,6 +41,7 @@ from domain.sealing import (
     seal,
 )
 
+assert catalog.AGGREGATES  # every event type is registered before events are read
 _ENVELOPE_KEYS = ("originator_id", "originator_version", "timestamp", "actor", "originator_topic")
 
 

@@ -17,7 +17,13 @@ from sqlalchemy.engine import Engine
 
 from service.settings import Settings
 
-EVENTS_TABLE = "stored_events"
+SQLITE_EVENTS_TABLE = "stored_events"
+POSTGRES_EVENTS_TABLE = "mlledger_events"  # eventsourcing names it after the application
+
+
+def events_table(engine: Engine) -> str:
+    """The event store's table (the library names it differently per database)."""
+    return SQLITE_EVENTS_TABLE if engine.dialect.name == "sqlite" else POSTGRES_EVENTS_TABLE
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -104,11 +110,11 @@ def events_select(engine: Engine) -> str:
     if engine.dialect.name == "sqlite":
         return (
             "SELECT rowid AS notification_id, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE}"  # noqa: S608 - constant table name
+            f"FROM {SQLITE_EVENTS_TABLE}"  # noqa: S608 - constant table name
         )
     return (
         "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE}"  # noqa: S608 - constant table name
+        f"FROM {POSTGRES_EVENTS_TABLE}"  # noqa: S608 - constant table name
     )
 
 

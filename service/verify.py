@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
-from domain import merkle
+from domain import catalog, merkle
 from domain.checkpoint import CheckpointError, verify_checkpoint
 from domain.keys import key_id as compute_key_id
 from domain.keys import load_public_key_pem, public_key_pem, raw_public_key, verify_signature
@@ -49,10 +49,11 @@ from domain.verification import (
     complete_nodes,
 )
 from projections import transparency_log as tlog
-from service.persistence import EVENTS_TABLE, create_engine, events_select, notification_id_column
+from service.persistence import create_engine, events_select, events_table, notification_id_column
 from service.settings import Settings
 
 CHUNK = 20_000
+assert catalog.AGGREGATES  # every event type is registered before verification
 KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC)
 
 
@@ -105,10 +106,10 @@ def _verify_range(
     if _worker_engine is None:
         _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
 
-    def verify(kid: str, signature: bytes, message: bytes) -> bool:
+    def verify(kid: str, signature: bytes, message: bytes) -> bool | None:
         public = keys.get(kid)
         if public is None:
-            return False
+            return None
         try:
             nacl.bindings.crypto_sign_open(signature + message, public)
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
@@ -191,7 +192,7 @@ def _ranges(engine: Engine) -> list[tuple[int, int]]:
     column = notification_id_column(engine)
     with engine.connect() as conn:
         low, high = conn.execute(
-            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {EVENTS_TABLE}")  # noqa: S608
+            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {events_table(engine)}")  # noqa: S608
         ).one()
     if low is None:
         return []
