@@ -29,11 +29,16 @@ log = logging.getLogger(__name__)
 class NotificationLike(Protocol):
     """What the runner needs of a notification (eventsourcing's ``Notification``)."""
 
-    id: int
-    originator_id: Any
-    originator_version: int
-    topic: str
-    state: bytes
+    @property
+    def id(self) -> int: ...
+    @property
+    def originator_id(self) -> Any: ...
+    @property
+    def originator_version(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def state(self) -> bytes: ...
 
 
 SelectNotifications = Callable[[int, int], Sequence[NotificationLike]]

@@ -52,7 +52,7 @@ class SealingMapper(Mapper[uuid.UUID]):
         super().__init__(transcoder=JSONTranscoder())
         self._signer = signer
         self.max_payload_bytes = max_payload_bytes
-        self.on_read: Callable[[uuid.UUID, int, str], None] = lambda *_: None
+        self.on_read: Callable[[uuid.UUID | str, int, str], None] = lambda *_: None
 
     def seal_event(self, domain_event: Any, prev_hash: str) -> tuple[StoredEvent, str]:
         """Seal one event chained to ``prev_hash``; return the stored event and its hash."""
@@ -128,11 +128,11 @@ class _Heads:
     """The latest known (version, hash) of aggregates, bounded in size."""
 
     def __init__(self, limit: int = 100_000) -> None:
-        self._heads: dict[uuid.UUID, tuple[int, str]] = {}
+        self._heads: dict[uuid.UUID | str, tuple[int, str]] = {}
         self._limit = limit
         self._lock = threading.Lock()
 
-    def note(self, originator_id: uuid.UUID, version: int, event_hash: str) -> None:
+    def note(self, originator_id: uuid.UUID | str, version: int, event_hash: str) -> None:
         with self._lock:
             known = self._heads.get(originator_id)
             if known is None or known[0] <= version:
@@ -140,7 +140,7 @@ class _Heads:
                     self._heads.clear()
                 self._heads[originator_id] = (version, event_hash)
 
-    def get(self, originator_id: uuid.UUID, version: int) -> str | None:
+    def get(self, originator_id: uuid.UUID | str, version: int) -> str | None:
         known = self._heads.get(originator_id)
         return known[1] if known is not None and known[0] == version else None
 

@@ -79,7 +79,7 @@ class Ledger(Application[uuid.UUID]):
         """Load an aggregate of the given class, or raise :class:`NotFound`."""
         try:
             oid = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(aggregate_id)
-            aggregate = self.repository.get(oid)
+            aggregate: Any = self.repository.get(oid)
         except (ValueError, AggregateNotFoundError):
             raise NotFound(f"no {kind.__name__} with id {aggregate_id}") from None
         if not isinstance(aggregate, kind):
@@ -94,7 +94,7 @@ class Ledger(Application[uuid.UUID]):
     def keyring(self) -> LedgerKeyring | None:
         """The keyring, or None before the first start."""
         try:
-            keyring = self.repository.get(KEYRING_ID)
+            keyring: Any = self.repository.get(KEYRING_ID)
         except AggregateNotFoundError:
             return None
         assert isinstance(keyring, LedgerKeyring)

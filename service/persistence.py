@@ -107,15 +107,9 @@ def events_select(engine: Engine) -> str:
 
     The caller appends its own WHERE (on the notification id column) and ORDER BY.
     """
-    if engine.dialect.name == "sqlite":
-        return (
-            "SELECT rowid AS notification_id, originator_id, originator_version, topic, state "
-            f"FROM {SQLITE_EVENTS_TABLE}"  # noqa: S608 - constant table name
-        )
-    return (
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {POSTGRES_EVENTS_TABLE}"  # noqa: S608 - constant table name
-    )
+    column = notification_id_column(engine)
+    columns = f"{column} AS notification_id, originator_id, originator_version, topic, state"
+    return f"SELECT {columns} FROM {events_table(engine)}"  # noqa: S608 - constant names
 
 
 def notification_id_column(engine: Engine) -> str:

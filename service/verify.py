@@ -106,8 +106,8 @@ def _verify_range(
     if _worker_engine is None:
         _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
 
-    def verify(kid: str, signature: bytes, message: bytes) -> bool | None:
-        public = keys.get(kid)
+    def verify(key_id: str, signature: bytes, message: bytes) -> bool | None:
+        public = keys.get(key_id)
         if public is None:
             return None
         try:

@@ -34,7 +34,7 @@ def postgres_unavailable() -> str | None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"PostgreSQL at {PG_URL} unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None
 

@@ -68,7 +68,8 @@ def _execute(services: Services, sql: str, **params: object) -> None:
 
 def _set_state(services: Services, nid: int, state: bytes) -> None:
     column = notification_id_column(services.engine)
-    _execute(services, f"UPDATE {events_table(services.engine)} SET state = :state WHERE {column} = :nid", state=state, nid=nid)
+    table = events_table(services.engine)
+    _execute(services, f"UPDATE {table} SET state = :state WHERE {column} = :nid", state=state, nid=nid)
 
 
 def _aggregate_id(row: sa.Row) -> str:
