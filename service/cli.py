@@ -218,14 +218,14 @@ def keys_rotate(
     reason: Annotated[str, typer.Option(help="why the key is rotated (recorded)")] = "scheduled rotation",
 ) -> None:
     """Rotate the ledger key: the old key signs the new one into the keyring."""
-    from service.bootstrap import open_services
+    from service.bootstrap import open_services, pending_key_path
 
     settings = _settings()
     services = open_services(settings)
     try:
         old = services.signer.key_id
         new = Signer.generate()
-        pending = keystore.ledger_key_path(settings.keys_dir, settings.key_path).with_suffix(".next.pem")
+        pending = pending_key_path(settings)
         keystore.write_private(pending, new)
         services.ledger.rotate_key(new, reason=reason, actor="system:cli")
         keystore.replace_current(settings.keys_dir, settings.key_path, new)

@@ -9,6 +9,8 @@ isolate themselves.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +33,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """Environment for ``eventsourcing`` (persistence module and connection)."""
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
+        prepare_sqlite_file(url)
         path = url.removeprefix("sqlite:///")
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -56,6 +59,18 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def prepare_sqlite_file(url: str) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they
+    inherit 0600 too.
+    """
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def sqlalchemy_url(settings: Settings) -> str:
     """The database URL in SQLAlchemy's dialect+driver form."""
     url = settings.resolved_database_url
@@ -76,7 +91,7 @@ def create_engine(settings: Settings, *, immediate: bool = False, **kwargs: Any)
     """
     url = sqlalchemy_url(settings)
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
         @sa.event.listens_for(engine, "connect")

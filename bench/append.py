@@ -1,0 +1,342 @@
+"""Benchmark: signed events per second appended through the ledger application.
+
+Every event goes through the real write path: the domain command builds the
+aggregate's events, ``Ledger.save`` hands them to ``LedgerEventStore.put``, which
+chains each one to its aggregate's previous hash, seals it (canonical JSON,
+sha256, Ed25519 signature) and inserts the batch in one transaction. The events
+come from ``service.workload.append_events`` (principals with ten events each and
+some dataset registrations).
+
+Two modes, each after a warm-up, in a fresh ledger of its own:
+
+* one event per transaction (default 5,000 events; target >= 2,500 events/s);
+* batches of 500 events per transaction (default 100,000 events; target
+  >= 15,000 events/s).
+
+By default the ledger is the PostgreSQL at ``--database-url``
+(postgresql://postgres@127.0.0.1:5432/test), each mode in a new schema named
+``bench_<random>`` that is dropped at the end, also on failure or Ctrl-C. With
+``--sqlite`` it is a SQLite file in a temporary directory, removed at the end.
+
+It also prints, for context, the cost per event of the pieces of sealing
+(canonical JSON, sha256, Ed25519 signing) measured in this process on a sample
+of the same events, so a reader can see where the time goes.
+
+Run from the repository root::
+
+    .venv/bin/python bench/append.py
+    .venv/bin/python bench/append.py --sqlite
+    .venv/bin/python bench/append.py --events 20000 --single-events 1000
+
+Progress goes to stderr, the results table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa
+
+from domain.canonical import canonical_json
+from domain.keys import Signer
+from domain.sealing import ZERO_HASH, SealedEvent
+from service.bootstrap import Services, open_services
+from service.event_store import SealingMapper
+from service.persistence import create_engine
+from service.settings import Settings
+from service.workload import append_events, dataset, events_for_one_principal
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+SINGLE_TARGET = 2_500
+BATCH_TARGET = 15_000
+BATCH_SIZE = 500
+DEPTH = 10  # events per principal, as in service.workload
+
+
+# -- shared helpers (bench/verify.py imports these) --------------------------
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks (schema drop) still run."""
+
+    def _exit(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _psycopg_url(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+def drop_schema(database_url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it (waits at most 60 s for locks)."""
+    engine = sa.create_engine(_psycopg_url(database_url), poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def fresh_settings(database_url: str, use_sqlite: bool) -> Iterator[Settings]:
+    """Settings for an empty ledger: a new ``bench_<random>`` schema, or a temp SQLite file.
+
+    The schema (or the temporary directory) is removed when the block exits,
+    however it exits.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="mlledger-bench-"))
+    schema = f"bench_{secrets.token_hex(6)}"
+    try:
+        if use_sqlite:
+            settings = Settings(data_dir=tmp / "data", database_url="")
+        else:
+            settings = Settings(data_dir=tmp / "data", database_url=database_url, database_schema=schema)
+        yield settings
+    finally:
+        try:
+            if not use_sqlite:
+                drop_schema(database_url, schema)
+                print(f"dropped schema {schema}", file=sys.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def opened(settings: Settings) -> Iterator[Services]:
+    """``open_services(settings, migrate=True)``, closed at the end."""
+    services = open_services(settings, migrate=True)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+class Progress:
+    """Throttled progress lines on stderr: ``label: done/total (rate/s)``."""
+
+    def __init__(self, label: str, total: int, every: float = 2.0) -> None:
+        self.label = label
+        self.total = total
+        self.every = every
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < (0.25 if self.tty else self.every) and done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = f"  {self.label}: {done:,}/{self.total:,} events, {elapsed:.1f} s, {rate:,.0f}/s"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        """End the progress line."""
+        if self.tty:
+            print(file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def describe_database(settings: Settings) -> str:
+    """Server, version and durability settings of the ledger's database."""
+    engine = create_engine(settings, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                version = conn.exec_driver_sql("SELECT sqlite_version()").scalar()
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                return f"SQLite {version} (journal_mode={mode}, synchronous=NORMAL) in a temp dir"
+            version = conn.exec_driver_sql("SHOW server_version").scalar()
+            sync = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+            fsync = conn.exec_driver_sql("SHOW fsync").scalar()
+    finally:
+        engine.dispose()
+    parts = urlsplit(settings.database_url)
+    where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+    return f"PostgreSQL {version} at {where} (fsync={fsync}, synchronous_commit={sync})"
+
+
+def machine_line(database: str) -> str:
+    """One line of machine facts."""
+    return (
+        f"machine: {os.cpu_count()} cores ({_cpu_model()}), {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, database {database}"
+    )
+
+
+def verdict(rate: float, target: float) -> str:
+    """``ok`` or ``MISSED`` against a target rate."""
+    return "ok" if rate >= target else "MISSED"
+
+
+# -- append benchmark ---------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One timed mode."""
+
+    mode: str
+    events: int
+    seconds: float
+    target: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def run_mode(
+    settings: Settings, mode: str, count: int, batch: int, warmup: int, target: int
+) -> Result:
+    """Warm up, then time ``count`` events in transactions of ``batch`` events."""
+    print(f"{mode}: fresh ledger, warm-up {warmup:,} events", file=sys.stderr, flush=True)
+    with opened(settings) as services:
+        append_events(services.ledger, warmup, batch=batch, depth=DEPTH)
+        progress = Progress(mode, count)
+        started = time.perf_counter()
+        written = append_events(services.ledger, count, batch=batch, depth=DEPTH, progress=progress)
+        seconds = time.perf_counter() - started
+        progress(written)
+        progress.done()
+        stored = services.ledger.position()
+    expected = 1 + warmup + count  # the keyring's genesis event, the warm-up, the timed events
+    if written != count or stored != expected:
+        raise SystemExit(f"{mode}: wrote {written} events, the ledger holds {stored}, expected {expected}")
+    return Result(mode, written, seconds, target)
+
+
+def _time_per_call(func: Callable[[Any], object], items: list[Any], rounds: int) -> float:
+    """Mean microseconds per call of ``func`` over ``items``, best of ``rounds``."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for item in items:
+            func(item)
+        best = min(best, time.perf_counter() - started)
+    return best / len(items) * 1e6
+
+
+def sample_events(principals: int = 9, datasets: int = 1) -> list[Any]:
+    """Domain events in the workload's mix: per 10 aggregates, 9 principals of 10 events and 1 dataset."""
+    events: list[Any] = []
+    for index in range(principals):
+        events += events_for_one_principal(index, "user:workload", DEPTH).collect_events()
+    for index in range(datasets):
+        events += dataset(index, "user:workload").collect_events()
+    return events
+
+
+def breakdown(rounds: int = 5) -> list[tuple[str, float]]:
+    """Microseconds per event of each step of the write path, measured in-process."""
+    signer = Signer.generate()
+    mapper = SealingMapper(lambda: signer, 1_048_576)
+    events = sample_events() * 10  # 910 events
+    sealed = [SealedEvent.from_record(mapper.seal_event(e, ZERO_HASH)[0].state) for e in events]
+    envelopes = [json.loads(s.envelope) for s in sealed]
+    encoded = [s.envelope for s in sealed]
+    digests = [hashlib.sha256(b).digest() for b in encoded]
+    avg_bytes = sum(len(b) for b in encoded) / len(encoded)
+
+    def command(index: int) -> None:
+        events_for_one_principal(index, "user:workload", DEPTH).collect_events()
+
+    command_us = _time_per_call(command, list(range(100)), rounds) / DEPTH
+    return [
+        ("domain command (Principal + 9 role events, per event)", command_us),
+        (f"canonical JSON (canonical_json, {avg_bytes:.0f} B envelope)",
+         _time_per_call(lambda env: canonical_json(env, path=""), envelopes, rounds)),
+        ("sha256 of the canonical bytes", _time_per_call(lambda b: hashlib.sha256(b).digest(), encoded, rounds)),
+        ("Ed25519 sign (Signer.sign of the 32-byte hash)", _time_per_call(signer.sign, digests, rounds)),
+        ("full seal (SealingMapper.seal_event: all of the above + record)",
+         _time_per_call(lambda e: mapper.seal_event(e, ZERO_HASH), events, rounds)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="events in the batched mode (default 100,000)")
+    parser.add_argument("--single-events", type=int, default=5_000,
+                        help="events in the one-per-transaction mode (default 5,000)")
+    parser.add_argument("--batch", type=int, default=BATCH_SIZE, help="events per transaction when batched")
+    args = parser.parse_args(argv)
+    install_sigterm_handler()
+
+    modes = [
+        ("one event per transaction", args.single_events, 1, max(200, args.single_events // 20), SINGLE_TARGET),
+        (f"batches of {args.batch} per transaction", args.events, args.batch,
+         max(5 * args.batch, args.events // 20), BATCH_TARGET),
+    ]
+    results: list[Result] = []
+    database = ""
+    for mode, count, batch, warmup, target in modes:
+        with fresh_settings(args.database_url, args.sqlite) as settings:
+            results.append(run_mode(settings, mode, count, batch, warmup, target))
+            if not database:
+                database = describe_database(settings)
+
+    print("measuring per-event costs in-process...", file=sys.stderr, flush=True)
+    costs = breakdown()
+
+    backend = "SQLite" if args.sqlite else "PostgreSQL"
+    print()
+    print(f"ML Ledger append benchmark: signed events through Ledger.save on {backend} "
+          "(each mode in a fresh ledger, after a warm-up)")
+    header = f"{'mode':<36} | {'events':>8} | {'seconds':>8} | {'events/s':>9} | {'target':>10} | result"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r.mode:<36} | {r.events:>8,} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | "
+              f"{'>= ' + format(r.target, ','):>10} | {verdict(r.rate, r.target)}")
+    print(machine_line(database))
+    print()
+    print("where the time goes (µs per event, in-process, best of 5 over the workload's event mix):")
+    for label, micros in costs:
+        print(f"  {label:<66} {micros:>8.1f} µs")
+    for r in results:
+        print(f"  {'end to end, ' + r.mode + ' (1 / measured rate)':<66} {1e6 / r.rate:>8.1f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
