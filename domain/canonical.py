@@ -43,7 +43,12 @@ def canonical_json(value: Any, *, path: str = "payload") -> bytes:
         raise InvalidPayload(
             f"{bad} contains a lone surrogate, which is not valid Unicode text", field=bad
         ) from None
-    except rfc8785.CanonicalizationError as exc:  # pragma: no cover - _check is stricter
+    except rfc8785.CanonicalizationError as exc:
+        bad = _find_lone_surrogate(value, path)
+        if bad:
+            raise InvalidPayload(
+                f"{bad} contains a lone surrogate, which is not valid Unicode text", field=bad
+            ) from None
         raise InvalidPayload(f"{path or 'value'}: {exc}", field=path) from None
 
 

@@ -3,8 +3,26 @@ types are registered before any stored event is read or verified."""
 
 from __future__ import annotations
 
-from domain.dataset import DatasetVersion
+from domain.code import CodeVersion
+from domain.credentials import ApiKey
+from domain.dataset import Dataset, DatasetVersion
+from domain.deployment import Deployment
 from domain.ledger_key import LedgerKeyring
+from domain.model import Model, ModelVersion
+from domain.pipeline import Pipeline
 from domain.principal import Principal
+from domain.run import Run
 
-AGGREGATES = (LedgerKeyring, Principal, DatasetVersion)
+AGGREGATES = (
+    LedgerKeyring,
+    Principal,
+    ApiKey,
+    Dataset,
+    DatasetVersion,
+    CodeVersion,
+    Pipeline,
+    Run,
+    Model,
+    ModelVersion,
+    Deployment,
+)

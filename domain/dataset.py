@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
+from domain.series import check_name, series_id
 
-DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 DATASHEET_FIELDS = (
     "motivation",
     "composition",
@@ -24,7 +26,7 @@ DATASHEET_FIELDS = (
 
 def check_digest(digest: str, field: str = "digest") -> None:
     """Refuse anything but ``sha256:<64 lowercase hex>``."""
-    if not isinstance(digest, str) or not DIGEST_PATTERN.match(digest):
+    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
         raise InvalidPayload(
             f"{field} must look like sha256:<64 lowercase hex digits>, got {digest!r}",
             field=field,
@@ -45,47 +47,89 @@ def check_datasheet(datasheet: dict[str, Any]) -> None:
             raise InvalidPayload(f"datasheet.{key} must be a list of column names", field=f"datasheet.{key}")
 
 
+class Dataset(LedgerAggregate):
+    """A named dataset: numbers its versions."""
+
+    class Created(Aggregate.Created, LedgerAggregate.Event):
+        """The dataset name was first used."""
+
+        TOPIC = "mlledger.dataset.Created.v1"
+        name: str
+
+    class VersionAdded(LedgerAggregate.Event):
+        """Version ``number`` of the dataset is the dataset version ``dataset_version_id``."""
+
+        TOPIC = "mlledger.dataset.VersionAdded.v1"
+        number: int
+        dataset_version_id: str
+
+    @staticmethod
+    def create_id(name: str, **_: object) -> uuid.UUID:
+        """One aggregate per dataset name."""
+        return series_id("dataset", name)
+
+    @event(Created)
+    def __init__(self, name: str, actor: str) -> None:
+        self.name = name
+        self.versions: list[str] = []
+
+    def next_number(self) -> int:
+        """The number the next version gets."""
+        return len(self.versions) + 1
+
+    @event(VersionAdded)
+    def add_version(self, number: int, dataset_version_id: str, actor: str) -> None:
+        """Append a version (numbers run 1, 2, 3, ...)."""
+        self.versions.append(dataset_version_id)
+
+
 class DatasetVersion(LedgerAggregate):
     """A version of a dataset: its digest, size, format, schema and datasheet."""
 
     class Registered(Aggregate.Created, LedgerAggregate.Event):
         """A dataset version was registered."""
 
-        TOPIC = "mlledger.dataset.Registered.v1"
+        TOPIC = "mlledger.datasetversion.Registered.v1"
         name: str
+        number: int
         digest: str
         size: int
         format: str
         schema: list[dict[str, Any]]
         row_count: int
+        profile: list[dict[str, Any]]
         datasheet: dict[str, Any]
         source: str
 
     class Deprecated(LedgerAggregate.Event):
         """The version should no longer be used for training."""
 
-        TOPIC = "mlledger.dataset.Deprecated.v1"
+        TOPIC = "mlledger.datasetversion.Deprecated.v1"
         reason: str
 
     @event(Registered)
     def __init__(
         self,
         name: str,
+        number: int,
         digest: str,
         size: int,
         format: str,
         schema: list[dict[str, Any]],
         row_count: int,
+        profile: list[dict[str, Any]],
         datasheet: dict[str, Any],
         source: str,
         actor: str,
     ) -> None:
         self.name = name
+        self.number = number
         self.digest = digest
         self.size = size
         self.format = format
         self.schema = schema
         self.row_count = row_count
+        self.profile = profile
         self.datasheet = datasheet
         self.source = source
         self.deprecated = False
@@ -96,8 +140,7 @@ class DatasetVersion(LedgerAggregate):
         datasheet: dict[str, Any],
     ) -> None:
         """Validate the fields of a registration before anything is recorded."""
-        if not name or not name.strip():
-            raise InvalidPayload("a dataset needs a non-empty name", field="name")
+        check_name(name)
         check_digest(digest)
         if size < 0:
             raise InvalidPayload("size must be zero or more bytes", field="size")

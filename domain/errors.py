@@ -80,3 +80,44 @@ class RuleViolated(LedgerError):
 
     title = "Rule violated"
     status = 409
+
+
+class Unauthenticated(LedgerError):
+    """No credentials, or credentials that do not identify an active principal."""
+
+    title = "Unauthenticated"
+    status = 401
+
+
+class Forbidden(LedgerError):
+    """The principal's roles do not allow the action."""
+
+    title = "Forbidden"
+    status = 403
+
+
+class SeparationOfDutiesViolated(Forbidden):
+    """The same person may not both produce and approve a model version."""
+
+    title = "Separation of duties violated"
+
+
+class InvalidStatementSignature(LedgerError):
+    """A signed statement does not verify with the signer's registered key."""
+
+    title = "Invalid statement signature"
+    status = 422
+
+
+class ApprovalRequired(LedgerError):
+    """A model version cannot be deployed before the approval policy is met."""
+
+    title = "Approval required"
+    status = 409
+
+
+class DeploymentStopped(LedgerError):
+    """The deployment was stopped (kill switch); it serves nothing until resumed."""
+
+    title = "Deployment stopped"
+    status = 503

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
 from domain.keys import key_id, load_public_key_pem
 from domain.roles import Role
+from domain.series import check_name, series_id
 
 PRINCIPAL_KINDS = ("user", "service")
 
@@ -53,18 +56,43 @@ class Principal(LedgerAggregate):
         key_id: str
         public_key_pem: str
 
+    class Deactivated(LedgerAggregate.Event):
+        """The principal may no longer act (keys stop working, roles stay on record)."""
+
+        TOPIC = "mlledger.principal.Deactivated.v1"
+        reason: str
+
+    @staticmethod
+    def create_id(name: str, **_: object) -> uuid.UUID:
+        """Principal names are unique: the id derives from the name."""
+        return series_id("principal", name)
+
     @event(Registered)
     def __init__(self, name: str, kind: str, roles: list[str], actor: str) -> None:
         self.name = name
         self.kind = kind
         self.roles = list(roles)
         self.signing_keys: dict[str, str] = {}
+        self.active = True
+
+    def has_role(self, *roles: str) -> bool:
+        """True when the principal is active and holds any of ``roles``."""
+        return self.active and any(role in self.roles for role in roles)
+
+    def deactivate(self, reason: str, actor: str) -> None:
+        """Stop the principal from acting."""
+        if not self.active:
+            raise RuleViolated(f"{self.name} is already deactivated")
+        self._deactivate(reason=reason, actor=actor)
+
+    @event(Deactivated)
+    def _deactivate(self, reason: str, actor: str) -> None:
+        self.active = False
 
     @staticmethod
     def check_registration(name: str, kind: str, roles: list[str]) -> list[str]:
         """Validate a registration; return the normalized roles."""
-        if not name or not name.strip():
-            raise InvalidPayload("a principal needs a non-empty name", field="name")
+        check_name(name)
         if kind not in PRINCIPAL_KINDS:
             raise InvalidPayload(
                 f"kind must be one of {', '.join(PRINCIPAL_KINDS)}, not {kind!r}", field="kind"

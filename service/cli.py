@@ -76,6 +76,7 @@ def migrate() -> None:
     try:
         if services.key_created:
             typer.echo(f"created ledger key {services.signer.key_id} in {settings.keys_dir}")
+        _announce_admin_key(services.admin_api_key)
         typer.echo(f"database ready: {_describe(settings)}")
     finally:
         services.close()
@@ -233,6 +234,13 @@ def keys_rotate(
         typer.echo(f"rotated ledger key {old} -> {key_id(new.public_key)}")
     finally:
         services.close()
+
+
+def _announce_admin_key(token: str | None) -> None:
+    if token:
+        typer.echo("created the first admin; its API key is shown only this once:")
+        typer.echo(f"  {token}")
+        typer.echo("use it as 'Authorization: Bearer <key>' (or set MLLEDGER_ADMIN_API_KEY before first start)")
 
 
 def _describe(settings: Settings) -> str:

@@ -105,7 +105,7 @@ class SealingMapper(Mapper[uuid.UUID]):
         domain_event = object.__new__(cls)
         object.__setattr__(domain_event, "__dict__", state)
         self.on_read(stored_event.originator_id, stored_event.originator_version, sealed.hash)
-        return domain_event  # type: ignore[return-value]
+        return domain_event
 
 
 def open_record(stored_event: StoredEvent | Notification) -> tuple[SealedEvent, dict[str, Any]]:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_schema: str = Field("public", description="PostgreSQL schema for all tables")
     key_path: Path | None = Field(None, description="ledger key PEM; default data_dir/keys")
     max_payload_bytes: int = Field(1_048_576, gt=0, description="largest canonical event")
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest dataset or artifact upload")
+    import_dir: Path | None = Field(None, description="where file:// URIs may point; default data_dir/import")
+    admin_api_key: str | None = Field(None, description="the first admin's API key (else generated and printed once)")
     log_origin: str = Field("mlledger.local/ledger", description="checkpoint origin line")
     checkpoint_every_events: int = Field(1000, gt=0)
     checkpoint_every_seconds: float = Field(10.0, gt=0)
@@ -33,8 +36,8 @@ class Settings(BaseSettings):
     @field_validator("database_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
-        if not value.replace("_", "").isalnum() or value[0].isdigit():
-            raise ValueError("database_schema must be a plain SQL identifier")
+        if not value or not value.replace("_", "").isalnum() or value[0].isdigit() or value != value.lower():
+            raise ValueError("database_schema must be a plain lower-case SQL identifier")
         return value
 
     @model_validator(mode="after")
@@ -54,6 +57,16 @@ class Settings(BaseSettings):
     def is_postgres(self) -> bool:
         """True when the ledger lives in PostgreSQL."""
         return self.resolved_database_url.startswith(("postgresql", "postgres://"))
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Root of the content-addressed store."""
+        return self.data_dir / "blobs"
+
+    @property
+    def resolved_import_dir(self) -> Path:
+        """Directory that register-by-URI may read from."""
+        return (self.import_dir or self.data_dir / "import").resolve()
 
     @property
     def keys_dir(self) -> Path:

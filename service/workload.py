@@ -7,6 +7,7 @@ store), so what it measures and exercises is what production does.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,21 +24,23 @@ def dataset(index: int, actor: str) -> DatasetVersion:
     digest = "sha256:" + hashlib.sha256(f"dataset-{index}".encode()).hexdigest()
     return DatasetVersion(
         name=f"credit-{index % 50}",
+        number=1,
         digest=digest,
         size=1_000 + index,
         format="csv",
         schema=[{"name": "age", "type": "int"}, {"name": "income", "type": "float"},
                 {"name": "approved", "type": "bool"}],
         row_count=100 + index,
+        profile=[],
         datasheet={"motivation": "credit scoring", "protected_attributes": ["age"]},
         source=f"s3://bucket/credit/{index}.csv",
         actor=actor,
     )
 
 
-def events_for_one_principal(index: int, actor: str, depth: int) -> Principal:
+def events_for_one_principal(index: int, actor: str, depth: int, tag: str = "") -> Principal:
     """A principal with ``depth`` events: registration then role grants/revokes."""
-    principal = Principal(name=f"user-{index}", kind="user", roles=[Role.DATA_SCIENTIST.value], actor=actor)
+    principal = Principal(name=f"user-{tag}{index}", kind="user", roles=[Role.DATA_SCIENTIST.value], actor=actor)
     for step in range(depth - 1):
         role = ROLE_CYCLE[(step // 2) % len(ROLE_CYCLE)]
         if step % 2 == 0:
@@ -63,6 +66,7 @@ def append_events(
     """
     written = 0
     index = 0
+    tag = uuid.uuid4().hex[:8] + "-"  # principal names are unique; each call gets its own
     pending: list[Any] = []
     pending_events = 0
     while written + pending_events < count:
@@ -71,7 +75,7 @@ def append_events(
             aggregate: Any = dataset(index, actor)
             size = 1
         else:
-            aggregate = events_for_one_principal(index, actor, depth)
+            aggregate = events_for_one_principal(index, actor, depth, tag)
             size = depth
         index += 1
         if batch == 1:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from service.bootstrap import Services, open_services
 from service.settings import Settings
 
+ADMIN_KEY = "mll_test-admin-key-0123456789abcdefghij"
 PG_URL = os.environ.get("MLLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,8 @@ def drop_schema(schema: str) -> None:
 
 
 def make_settings(backend: str, data_dir: Path, **overrides: object) -> Settings:
-    """Settings for a fresh, isolated ledger on ``backend``."""
+    """Settings for a fresh, isolated ledger on ``backend`` (admin key: ADMIN_KEY)."""
+    overrides.setdefault("admin_api_key", ADMIN_KEY)
     if backend == "postgres":
         schema = f"t_{uuid.uuid4().hex[:16]}"
         return Settings(
@@ -102,6 +104,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "MLLEDGER_DATA_DIR": str(settings.data_dir),
             "MLLEDGER_DATABASE_URL": settings.database_url,
             "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
+            "MLLEDGER_ADMIN_API_KEY": settings.admin_api_key or "",
         }
     )
     return env

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import problems
-from service.api.routers import health, ledger
+from service.api.routers import datasets, health, ledger, lineage, models, principals
 from service.bootstrap import Services, open_services
 from service.projector import ProjectorThread
 from service.settings import Settings
@@ -26,6 +26,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         opened = services or open_services(settings or Settings())
+        if opened.admin_api_key:
+            print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)  # noqa: T201
         app.state.services = opened
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:
@@ -47,4 +49,8 @@ def create_app(
     problems.install(app)
     app.include_router(health.router)
     app.include_router(ledger.router)
+    app.include_router(principals.router)
+    app.include_router(datasets.router)
+    app.include_router(lineage.router)
+    app.include_router(models.router)
     return app

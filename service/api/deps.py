@@ -1,14 +1,29 @@
-"""Dependency aliases shared by the routers."""
+"""Dependency aliases shared by the routers: services, connections, the
+authenticated caller, role checks and read-your-writes waits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request, Response
 from sqlalchemy.engine import Connection
 
+from domain.errors import LedgerError
+from domain.permissions import Action
+from service.auth import Caller, authenticate
 from service.bootstrap import Services
+from service.ledger import Ledger, Written
+
+POSITION_HEADER = "X-Ledger-Position"
+
+
+class ProjectionsBehind(LedgerError):
+    """Read models have not reached the position the client asked for."""
+
+    title = "Projections behind"
+    status = 503
 
 
 def get_services(request: Request) -> Services:
@@ -17,11 +32,66 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_conn(services: Annotated[Services, Depends(get_services)]) -> Iterator[Connection]:
-    """A read-only connection for queries."""
+def get_ledger(services: Annotated[Services, Depends(get_services)]) -> Ledger:
+    """The ledger application."""
+    return services.ledger
+
+
+def current_caller(request: Request, ledger: Annotated[Ledger, Depends(get_ledger)]) -> Caller:
+    """The principal of the ``Authorization: Bearer`` API key (401 otherwise)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return authenticate(ledger, token.strip() if scheme.lower() == "bearer" else None)
+
+
+def require(action: Action) -> Callable[[Caller], Caller]:
+    """A dependency that lets the caller through only if a role allows ``action``."""
+
+    def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        caller.require(action)
+        return caller
+
+    dependency.__name__ = f"require_{action.value}"
+    return dependency
+
+
+def read_connection(
+    services: Annotated[Services, Depends(get_services)],
+    min_position: Annotated[
+        int | None,
+        Query(ge=0, le=2**62, description="wait until read models include this ledger position"),
+    ] = None,
+) -> Iterator[Connection]:
+    """A connection for queries, after the projections reached ``min_position``."""
+    if min_position:
+        deadline = time.monotonic() + services.settings.read_wait_seconds
+        while min(services.runner.position(n) for n in services.runner.projections) < min_position:
+            if time.monotonic() > deadline:
+                raise ProjectionsBehind(
+                    f"read models have not reached position {min_position} yet; retry shortly",
+                    field="min_position",
+                )
+            time.sleep(0.02)
     with services.engine.connect() as conn:
         yield conn
 
 
+def written(response: Response, result: Written) -> dict[str, object]:
+    """Set the position header and return the common write answer."""
+    response.headers[POSITION_HEADER] = str(result.position)
+    return {"id": result.id, "position": result.position}
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
-ConnDep = Annotated[Connection, Depends(get_conn)]
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+ConnDep = Annotated[Connection, Depends(read_connection)]
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+AdminCaller = Annotated[Caller, Depends(require(Action.MANAGE_PRINCIPALS))]
+LineageReader = Annotated[Caller, Depends(require(Action.READ_LINEAGE))]
+LineageWriter = Annotated[Caller, Depends(require(Action.WRITE_LINEAGE))]
+ApproverCaller = Annotated[Caller, Depends(require(Action.DECIDE_APPROVALS))]
+OperatorCaller = Annotated[Caller, Depends(require(Action.MANAGE_DEPLOYMENTS))]
+PolicyAdmin = Annotated[Caller, Depends(require(Action.MANAGE_POLICY))]
+AuditorCaller = Annotated[Caller, Depends(require(Action.READ_AUDIT))]
+LedgerEventReader = Annotated[Caller, Depends(require(Action.READ_LEDGER_EVENTS))]

@@ -45,10 +45,7 @@ def install(app: FastAPI) -> None:
             f"{field or 'request'}: {first.get('msg')}",
             "invalid-request",
             field=field or None,
-            errors=[
-                {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg")}
-                for e in errors
-            ],
+            errors=[{"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg")} for e in errors],
         )
 
     @app.exception_handler(StarletteHTTPException)

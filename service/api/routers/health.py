@@ -26,7 +26,5 @@ def readyz(services: ServicesDep) -> JSONResponse:
         head = services.ledger.position()
         lag = {name: head - services.runner.position(name) for name in services.runner.projections}
     except Exception as exc:
-        return JSONResponse(
-            {"status": "unavailable", "detail": type(exc).__name__}, status_code=503
-        )
+        return JSONResponse({"status": "unavailable", "detail": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ok", "position": head, "projection_lag": lag})

@@ -142,17 +142,13 @@ def inclusion(
     """Inclusion proof of an event in the tree of ``tree_size`` leaves."""
     leaf = tlog.leaf_for_notification(conn, notification_id)
     if leaf is None:
-        raise NotFound(
-            f"event {notification_id} is not in the transparency log (yet)", field="notification_id"
-        )
+        raise NotFound(f"event {notification_id} is not in the transparency log (yet)", field="notification_id")
     size = tlog.tree_size(conn)
     if tree_size is None:
         latest = tlog.latest_checkpoint(conn)
         tree_size = latest.tree_size if latest and latest.tree_size > leaf.leaf_index else size
     if not leaf.leaf_index < tree_size <= size:
-        raise ProofRangeError(
-            f"tree_size must be in ({leaf.leaf_index}, {size}] for this event", field="tree_size"
-        )
+        raise ProofRangeError(f"tree_size must be in ({leaf.leaf_index}, {size}] for this event", field="tree_size")
     proof = tlog.inclusion_proof(conn, leaf.leaf_index, tree_size)
     checkpoint = tlog.checkpoint_at(conn, tree_size)
     return InclusionProofPublic(

@@ -1,0 +1,136 @@
+"""Signed approval statements and the approval policy.
+
+An approver signs, with their own Ed25519 key and on their own machine, the
+canonical JSON (RFC 8785) of a statement naming exactly what is approved. The
+service checks the signature against the key the approver registered and keeps
+statement and signature in the event, so the approval can be checked by anyone,
+without trusting the server (non-repudiation).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from domain.canonical import canonical_json
+from domain.errors import InvalidPayload
+from domain.keys import load_public_key_pem, verify_signature
+
+DECISIONS = ("approve", "reject")
+STATEMENT_FIELDS = (
+    "model_version_id",
+    "model_name",
+    "version",
+    "artifact_digest",
+    "run_digest",
+    "decision",
+    "reason",
+    "approver",
+    "signed_at",
+)
+STATEMENT_TYPE = "mlledger.approval-statement.v1"
+
+
+def approval_statement(
+    *,
+    model_version_id: str,
+    model_name: str,
+    version: int,
+    artifact_digest: str,
+    run_digest: str,
+    decision: str,
+    reason: str,
+    approver: str,
+    signed_at: str,
+) -> dict[str, Any]:
+    """The statement an approver signs."""
+    return {
+        "type": STATEMENT_TYPE,
+        "model_version_id": model_version_id,
+        "model_name": model_name,
+        "version": version,
+        "artifact_digest": artifact_digest,
+        "run_digest": run_digest,
+        "decision": decision,
+        "reason": reason,
+        "approver": approver,
+        "signed_at": signed_at,
+    }
+
+
+def statement_message(statement: dict[str, Any]) -> bytes:
+    """The exact bytes that are signed: the statement's canonical JSON."""
+    return canonical_json(statement, path="statement")
+
+
+def sign_statement(statement: dict[str, Any], sign: Any) -> str:
+    """Sign with ``sign(bytes) -> base64 str`` (e.g. ``domain.keys.Signer.sign``)."""
+    signature: str = sign(statement_message(statement))
+    return signature
+
+
+def statement_verifies(statement: dict[str, Any], signature: str, public_key_pem: str) -> bool:
+    """True when ``signature`` is the key's signature of the statement."""
+    try:
+        base64.b64decode(signature, validate=True)
+    except ValueError:
+        return False
+    return verify_signature(load_public_key_pem(public_key_pem), signature, statement_message(statement))
+
+
+def check_statement_shape(statement: Any) -> dict[str, Any]:
+    """The statement has exactly the expected fields of the expected types."""
+    if not isinstance(statement, dict):
+        raise InvalidPayload("statement must be an object", field="statement")
+    expected = {"type", *STATEMENT_FIELDS}
+    missing = sorted(expected - statement.keys())
+    extra = sorted(statement.keys() - expected)
+    if missing or extra:
+        raise InvalidPayload(f"statement fields differ: missing {missing}, unexpected {extra}", field="statement")
+    if statement["type"] != STATEMENT_TYPE:
+        raise InvalidPayload(f"statement.type must be {STATEMENT_TYPE}", field="statement.type")
+    if statement["decision"] not in DECISIONS:
+        raise InvalidPayload("statement.decision must be approve or reject", field="statement.decision")
+    if not isinstance(statement["reason"], str) or not statement["reason"].strip():
+        raise InvalidPayload("statement.reason must say why", field="statement.reason")
+    return statement
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """When a model version may be deployed.
+
+    - ``required_approvals`` distinct approvers must approve;
+    - with ``separation_of_duties`` nobody who submitted the source run or
+      registered the version may approve it;
+    - with ``rejection_blocks`` one rejection blocks the version for good
+      (a new version is needed).
+    """
+
+    required_approvals: int = 2
+    separation_of_duties: bool = True
+    rejection_blocks: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form, as recorded in events."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ApprovalPolicy:
+        """Parse and validate; None gives the default policy."""
+        if data is None:
+            return cls()
+        unknown = set(data) - {"required_approvals", "separation_of_duties", "rejection_blocks"}
+        if unknown:
+            raise InvalidPayload(f"unknown policy fields {sorted(unknown)}", field="policy")
+        required = data.get("required_approvals", 2)
+        if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= 10:
+            raise InvalidPayload(
+                "policy.required_approvals must be between 1 and 10", field="policy.required_approvals"
+            )
+        flags = {k: data.get(k, True) for k in ("separation_of_duties", "rejection_blocks")}
+        for key, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidPayload(f"policy.{key} must be true or false", field=f"policy.{key}")
+        return cls(required, flags["separation_of_duties"], flags["rejection_blocks"])

@@ -1,0 +1,211 @@
+"""Deployment: what serves a model name. A champion answers; a challenger
+predicts in shadow; a canary takes a share of traffic; rollback returns to an
+earlier champion; stop is the kill switch; retire ends it. Only versions the
+approval policy has approved may serve."""
+
+from __future__ import annotations
+
+import uuid
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.aggregate import LedgerAggregate
+from domain.approval import ApprovalPolicy
+from domain.errors import ApprovalRequired, InvalidPayload, RuleViolated
+from domain.model import APPROVED, REJECTED, ModelVersion
+from domain.series import series_id
+
+
+class Deployment(LedgerAggregate):
+    """The serving configuration of one model name."""
+
+    class Created(Aggregate.Created, LedgerAggregate.Event):
+        """The model was deployed for the first time."""
+
+        TOPIC = "mlledger.deployment.Created.v1"
+        model_name: str
+
+    class ChampionSet(LedgerAggregate.Event):
+        """A version became the champion."""
+
+        TOPIC = "mlledger.deployment.ChampionSet.v1"
+        model_version_id: str
+        number: int
+        reason: str
+
+    class ChallengerSet(LedgerAggregate.Event):
+        """A version predicts in shadow (None clears it)."""
+
+        TOPIC = "mlledger.deployment.ChallengerSet.v1"
+        model_version_id: str | None
+        number: int | None
+
+    class CanarySet(LedgerAggregate.Event):
+        """A version takes ``share`` of traffic (None clears it)."""
+
+        TOPIC = "mlledger.deployment.CanarySet.v1"
+        model_version_id: str | None
+        number: int | None
+        share: float
+
+    class RolledBack(LedgerAggregate.Event):
+        """The champion went back to an earlier champion."""
+
+        TOPIC = "mlledger.deployment.RolledBack.v1"
+        model_version_id: str
+        number: int
+        from_number: int
+        reason: str
+
+    class Stopped(LedgerAggregate.Event):
+        """Kill switch: nothing is served."""
+
+        TOPIC = "mlledger.deployment.Stopped.v1"
+        reason: str
+
+    class Resumed(LedgerAggregate.Event):
+        """Serving resumed after a stop."""
+
+        TOPIC = "mlledger.deployment.Resumed.v1"
+        reason: str
+
+    class Retired(LedgerAggregate.Event):
+        """The model is no longer served, for good."""
+
+        TOPIC = "mlledger.deployment.Retired.v1"
+        reason: str
+
+    @staticmethod
+    def create_id(model_name: str, **_: object) -> uuid.UUID:
+        """One deployment per model name."""
+        return series_id("deployment", model_name)
+
+    @event(Created)
+    def __init__(self, model_name: str, actor: str) -> None:
+        self.model_name = model_name
+        self.champion: tuple[str, int] | None = None
+        self.challenger: tuple[str, int] | None = None
+        self.canary: tuple[str, int, float] | None = None
+        self.past_champions: list[tuple[str, int]] = []
+        self.stopped = False
+        self.retired = False
+
+    def _check_live(self) -> None:
+        if self.retired:
+            raise RuleViolated(f"{self.model_name} is retired")
+
+    def _check_deployable(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
+        self._check_live()
+        if version.model_name != self.model_name:
+            raise InvalidPayload(f"version belongs to {version.model_name}, not {self.model_name}", field="version")
+        state = version.state(policy)
+        if state == REJECTED:
+            raise ApprovalRequired(
+                f"{self.model_name} v{version.number} was rejected; a rejection blocks deployment "
+                "until a new version is registered"
+            )
+        if state != APPROVED:
+            raise ApprovalRequired(
+                f"{self.model_name} v{version.number} has {len(version.approvers)} of "
+                f"{policy.required_approvals} required approvals"
+            )
+
+    def set_champion(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
+        """Make an approved version the champion."""
+        self._check_deployable(version, policy)
+        if self.champion is not None and self.champion[0] == str(version.id):
+            raise RuleViolated(f"v{version.number} is already the champion")
+        self._set_champion(model_version_id=str(version.id), number=version.number, reason=reason, actor=actor)
+
+    @event(ChampionSet)
+    def _set_champion(self, model_version_id: str, number: int, reason: str, actor: str) -> None:
+        if self.champion is not None:
+            self.past_champions.append(self.champion)
+        self.champion = (model_version_id, number)
+        if self.challenger is not None and self.challenger[0] == model_version_id:
+            self.challenger = None
+        if self.canary is not None and self.canary[0] == model_version_id:
+            self.canary = None
+
+    def set_challenger(self, version: ModelVersion | None, policy: ApprovalPolicy, actor: str) -> None:
+        """Shadow an approved version (or clear the challenger with None)."""
+        self._check_live()
+        if version is None:
+            self._set_challenger(model_version_id=None, number=None, actor=actor)
+            return
+        self._check_deployable(version, policy)
+        self._set_challenger(model_version_id=str(version.id), number=version.number, actor=actor)
+
+    @event(ChallengerSet)
+    def _set_challenger(self, model_version_id: str | None, number: int | None, actor: str) -> None:
+        self.challenger = None if model_version_id is None or number is None else (model_version_id, number)
+
+    def set_canary(self, version: ModelVersion | None, share: float, policy: ApprovalPolicy, actor: str) -> None:
+        """Route ``share`` (0 < share < 1) of traffic to an approved version, or clear it."""
+        self._check_live()
+        if version is None:
+            self._set_canary(model_version_id=None, number=None, share=0.0, actor=actor)
+            return
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise InvalidPayload("share must be strictly between 0 and 1", field="share")
+        if self.champion is None:
+            raise RuleViolated("a canary needs a champion to share traffic with")
+        self._check_deployable(version, policy)
+        self._set_canary(model_version_id=str(version.id), number=version.number, share=float(share), actor=actor)
+
+    @event(CanarySet)
+    def _set_canary(self, model_version_id: str | None, number: int | None, share: float, actor: str) -> None:
+        self.canary = None if model_version_id is None or number is None else (model_version_id, number, share)
+
+    def roll_back(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
+        """Return to an earlier champion (still approved)."""
+        self._check_deployable(version, policy)
+        if self.champion is None:
+            raise RuleViolated("there is no champion to roll back from")
+        if (str(version.id), version.number) not in self.past_champions:
+            raise RuleViolated(f"v{version.number} was never the champion; roll back only to an earlier champion")
+        self._roll_back(
+            model_version_id=str(version.id),
+            number=version.number,
+            from_number=self.champion[1],
+            reason=reason,
+            actor=actor,
+        )
+
+    @event(RolledBack)
+    def _roll_back(self, model_version_id: str, number: int, from_number: int, reason: str, actor: str) -> None:
+        if self.champion is not None:
+            self.past_champions.append(self.champion)
+        self.champion = (model_version_id, number)
+
+    def stop(self, reason: str, actor: str) -> None:
+        """Pull the kill switch."""
+        self._check_live()
+        if self.stopped:
+            raise RuleViolated(f"{self.model_name} is already stopped")
+        self._stop(reason=reason, actor=actor)
+
+    @event(Stopped)
+    def _stop(self, reason: str, actor: str) -> None:
+        self.stopped = True
+
+    def resume(self, reason: str, actor: str) -> None:
+        """Serve again after a stop."""
+        self._check_live()
+        if not self.stopped:
+            raise RuleViolated(f"{self.model_name} is not stopped")
+        self._resume(reason=reason, actor=actor)
+
+    @event(Resumed)
+    def _resume(self, reason: str, actor: str) -> None:
+        self.stopped = False
+
+    def retire(self, reason: str, actor: str) -> None:
+        """End serving for good."""
+        self._check_live()
+        self._retire(reason=reason, actor=actor)
+
+    @event(Retired)
+    def _retire(self, reason: str, actor: str) -> None:
+        self.retired = True
+        self.champion = self.challenger = self.canary = None

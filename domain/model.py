@@ -1,0 +1,199 @@
+"""Model and ModelVersion: a named model, its approval policy, and numbered
+versions registered from a run's artifact, with their signed approvals."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.aggregate import LedgerAggregate
+from domain.approval import ApprovalPolicy, check_statement_shape, statement_verifies
+from domain.errors import InvalidPayload, InvalidStatementSignature, RuleViolated, SeparationOfDutiesViolated
+from domain.series import check_name, series_id
+
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+
+
+class Model(LedgerAggregate):
+    """A named model: its policy and the numbering of its versions."""
+
+    class Created(Aggregate.Created, LedgerAggregate.Event):
+        """The model name was first used."""
+
+        TOPIC = "mlledger.model.Created.v1"
+        name: str
+        policy: dict[str, Any]
+
+    class PolicyChanged(LedgerAggregate.Event):
+        """The approval policy changed (applies to decisions from now on)."""
+
+        TOPIC = "mlledger.model.PolicyChanged.v1"
+        policy: dict[str, Any]
+
+    class VersionAdded(LedgerAggregate.Event):
+        """Version ``number`` is the model version ``model_version_id``."""
+
+        TOPIC = "mlledger.model.VersionAdded.v1"
+        number: int
+        model_version_id: str
+
+    @staticmethod
+    def create_id(name: str, **_: object) -> uuid.UUID:
+        """One aggregate per model name."""
+        return series_id("model", name)
+
+    @event(Created)
+    def __init__(self, name: str, policy: dict[str, Any], actor: str) -> None:
+        self.name = name
+        self.policy = ApprovalPolicy.from_dict(policy)
+        self.versions: list[str] = []
+
+    def next_number(self) -> int:
+        """The number the next version gets."""
+        return len(self.versions) + 1
+
+    @event(VersionAdded)
+    def add_version(self, number: int, model_version_id: str, actor: str) -> None:
+        """Append a version."""
+        self.versions.append(model_version_id)
+
+    def change_policy(self, policy: dict[str, Any], actor: str) -> None:
+        """Set a new approval policy."""
+        self._change_policy(policy=ApprovalPolicy.from_dict(policy).to_dict(), actor=actor)
+
+    @event(PolicyChanged)
+    def _change_policy(self, policy: dict[str, Any], actor: str) -> None:
+        self.policy = ApprovalPolicy.from_dict(policy)
+
+
+class ModelVersion(LedgerAggregate):
+    """One version of a model, from one run's artifact."""
+
+    class Registered(Aggregate.Created, LedgerAggregate.Event):
+        """A version was registered from a run's artifact."""
+
+        TOPIC = "mlledger.modelversion.Registered.v1"
+        model_name: str
+        number: int
+        run_id: str
+        run_digest: str
+        run_submitted_by: str
+        artifact_name: str
+        artifact_digest: str
+        input_schema: list[dict[str, Any]]
+
+    class ApprovalGranted(LedgerAggregate.Event):
+        """An approver signed an approval statement."""
+
+        TOPIC = "mlledger.modelversion.ApprovalGranted.v1"
+        approver: str
+        key_id: str
+        statement: dict[str, Any]
+        signature: str
+
+    class ApprovalRejected(LedgerAggregate.Event):
+        """An approver signed a rejection statement."""
+
+        TOPIC = "mlledger.modelversion.ApprovalRejected.v1"
+        approver: str
+        key_id: str
+        statement: dict[str, Any]
+        signature: str
+
+    @event(Registered)
+    def __init__(
+        self,
+        model_name: str,
+        number: int,
+        run_id: str,
+        run_digest: str,
+        run_submitted_by: str,
+        artifact_name: str,
+        artifact_digest: str,
+        input_schema: list[dict[str, Any]],
+        actor: str,
+    ) -> None:
+        self.model_name = model_name
+        self.number = number
+        self.run_id = run_id
+        self.run_digest = run_digest
+        self.run_submitted_by = run_submitted_by
+        self.registered_by = actor
+        self.artifact_name = artifact_name
+        self.artifact_digest = artifact_digest
+        self.input_schema = input_schema
+        self.approvers: list[str] = []
+        self.rejecters: list[str] = []
+
+    @staticmethod
+    def check_registration(model_name: str, input_schema: list[dict[str, Any]]) -> None:
+        """Validate the name and the input schema."""
+        check_name(model_name, "model_name")
+        if not isinstance(input_schema, list):
+            raise InvalidPayload("input_schema must be a list of columns", field="input_schema")
+        for index, column in enumerate(input_schema):
+            if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+                raise InvalidPayload("each input_schema column needs a string 'name'", field=f"input_schema.{index}")
+
+    def state(self, policy: ApprovalPolicy) -> str:
+        """pending, approved or rejected under ``policy``."""
+        if self.rejecters and policy.rejection_blocks:
+            return REJECTED
+        if len(self.approvers) >= policy.required_approvals:
+            return APPROVED
+        return PENDING
+
+    def decide(
+        self,
+        *,
+        approver: str,
+        key_id: str,
+        public_key_pem: str,
+        statement: dict[str, Any],
+        signature: str,
+        policy: ApprovalPolicy,
+        actor: str,
+    ) -> str:
+        """Record a signed approval or rejection after checking it; return the decision."""
+        check_statement_shape(statement)
+        expected = {
+            "model_version_id": str(self.id),
+            "model_name": self.model_name,
+            "version": self.number,
+            "artifact_digest": self.artifact_digest,
+            "run_digest": self.run_digest,
+            "approver": approver,
+        }
+        for key, value in expected.items():
+            if statement[key] != value:
+                raise InvalidPayload(
+                    f"statement.{key} is {statement[key]!r} but this version has {value!r}",
+                    field=f"statement.{key}",
+                )
+        if not statement_verifies(statement, signature, public_key_pem):
+            raise InvalidStatementSignature(
+                f"the signature does not verify with the approver's registered key {key_id}",
+                field="signature",
+            )
+        if policy.separation_of_duties and approver in (self.registered_by, self.run_submitted_by):
+            role = "registered this version" if approver == self.registered_by else "submitted its run"
+            raise SeparationOfDutiesViolated(
+                f"separation of duties: the approver {role}; someone else must decide", field="approver"
+            )
+        if approver in self.approvers or approver in self.rejecters:
+            raise RuleViolated("this approver has already decided on this version", field="approver")
+        if self.rejecters and policy.rejection_blocks:
+            raise RuleViolated("this version was rejected; register a new version", field="statement.decision")
+        decide = self._grant if statement["decision"] == "approve" else self._reject
+        decide(approver=approver, key_id=key_id, statement=statement, signature=signature, actor=actor)
+        return str(statement["decision"])
+
+    @event(ApprovalGranted)
+    def _grant(self, approver: str, key_id: str, statement: dict[str, Any], signature: str, actor: str) -> None:
+        self.approvers.append(approver)
+
+    @event(ApprovalRejected)
+    def _reject(self, approver: str, key_id: str, statement: dict[str, Any], signature: str, actor: str) -> None:
+        self.rejecters.append(approver)

@@ -1,0 +1,44 @@
+"""Who may do what: the permission table behind every endpoint.
+
+The README prints this table; the role x endpoint test checks the API against it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from domain.roles import Role
+
+
+class Action(StrEnum):
+    """Everything an API caller can ask for, grouped by what it touches."""
+
+    MANAGE_PRINCIPALS = "manage_principals"
+    READ_SELF = "read_self"
+    READ_LINEAGE = "read_lineage"
+    WRITE_LINEAGE = "write_lineage"
+    DECIDE_APPROVALS = "decide_approvals"
+    MANAGE_DEPLOYMENTS = "manage_deployments"
+    MANAGE_POLICY = "manage_policy"
+    READ_AUDIT = "read_audit"
+    READ_LEDGER_EVENTS = "read_ledger_events"
+
+
+ALL_ROLES = frozenset(Role)
+PERMISSIONS: dict[Action, frozenset[Role]] = {
+    Action.MANAGE_PRINCIPALS: frozenset({Role.ADMIN}),
+    Action.READ_SELF: ALL_ROLES,
+    Action.READ_LINEAGE: frozenset({Role.ADMIN, Role.DATA_SCIENTIST, Role.APPROVER, Role.OPERATOR, Role.AUDITOR}),
+    Action.WRITE_LINEAGE: frozenset({Role.ADMIN, Role.DATA_SCIENTIST}),
+    Action.DECIDE_APPROVALS: frozenset({Role.APPROVER}),
+    Action.MANAGE_DEPLOYMENTS: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Action.MANAGE_POLICY: frozenset({Role.ADMIN}),
+    Action.READ_AUDIT: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Action.READ_LEDGER_EVENTS: frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
+}
+
+
+def allowed(action: Action, roles: list[str]) -> bool:
+    """True when any of ``roles`` may perform ``action``."""
+    permitted = PERMISSIONS[action]
+    return any(role in permitted for role in roles)

@@ -1,0 +1,188 @@
+"""Run: one training run, requested for a runner or reported by a client that
+trains elsewhere. Either way it records the same events: parameters, metrics,
+artifacts and how it ended."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.aggregate import LedgerAggregate
+from domain.dataset import check_digest
+from domain.errors import InvalidPayload, RuleViolated
+
+MODES = ("runner", "client")
+DEVICES = ("auto", "cpu", "cuda")
+END_STATES = ("succeeded", "failed", "cancelled")
+METRIC_KEY_MAX = 250
+
+
+def check_metric(metric: dict[str, Any], index: int) -> dict[str, Any]:
+    """A metric point is {key, value, step, timestamp?} with a finite value."""
+    field = f"metrics.{index}"
+    key = metric.get("key")
+    if not isinstance(key, str) or not key or len(key) > METRIC_KEY_MAX:
+        raise InvalidPayload(f"{field}.key must be 1 to {METRIC_KEY_MAX} characters", field=f"{field}.key")
+    value = metric.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidPayload(f"{field}.value must be a finite number", field=f"{field}.value")
+    step = metric.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InvalidPayload(f"{field}.step must be a non-negative integer", field=f"{field}.step")
+    point: dict[str, Any] = {"key": key, "value": float(value), "step": step}
+    if metric.get("timestamp") is not None:
+        point["timestamp"] = str(metric["timestamp"])
+    return point
+
+
+class Run(LedgerAggregate):
+    """A training run and everything it recorded."""
+
+    class Requested(Aggregate.Created, LedgerAggregate.Event):
+        """A run was requested (mode ``runner``) or started by a client (mode ``client``)."""
+
+        TOPIC = "mlledger.run.Requested.v1"
+        name: str
+        mode: str
+        pipeline_id: str | None
+        pipeline_version: int | None
+        spec_digest: str | None
+        dataset_version_ids: list[str]
+        code_version_id: str | None
+        params: dict[str, Any]
+        seed: int
+        device: str
+
+    class ParamsLogged(LedgerAggregate.Event):
+        """Parameters were recorded (each key once)."""
+
+        TOPIC = "mlledger.run.ParamsLogged.v1"
+        params: dict[str, Any]
+
+    class MetricsLogged(LedgerAggregate.Event):
+        """Metric points were recorded."""
+
+        TOPIC = "mlledger.run.MetricsLogged.v1"
+        metrics: list[dict[str, Any]]
+
+    class ArtifactRecorded(LedgerAggregate.Event):
+        """An artifact (content-addressed) was produced."""
+
+        TOPIC = "mlledger.run.ArtifactRecorded.v1"
+        name: str
+        digest: str
+        size: int
+        media_type: str
+
+    class Finished(LedgerAggregate.Event):
+        """The run ended."""
+
+        TOPIC = "mlledger.run.Finished.v1"
+        status: str
+        error: str | None
+
+    @event(Requested)
+    def __init__(
+        self,
+        name: str,
+        mode: str,
+        pipeline_id: str | None,
+        pipeline_version: int | None,
+        spec_digest: str | None,
+        dataset_version_ids: list[str],
+        code_version_id: str | None,
+        params: dict[str, Any],
+        seed: int,
+        device: str,
+        actor: str,
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        self.pipeline_id = pipeline_id
+        self.pipeline_version = pipeline_version
+        self.dataset_version_ids = list(dataset_version_ids)
+        self.code_version_id = code_version_id
+        self.params = dict(params)
+        self.seed = seed
+        self.device = device
+        self.submitted_by = actor
+        self.status = "requested" if mode == "runner" else "running"
+        self.artifacts: dict[str, str] = {}
+        self.metric_points = 0
+
+    @staticmethod
+    def check_request(mode: str, seed: int, device: str, name: str) -> None:
+        """Validate the request's own fields."""
+        if mode not in MODES:
+            raise InvalidPayload(f"mode must be one of {', '.join(MODES)}", field="mode")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise InvalidPayload("seed must be an integer in [0, 2**32)", field="seed")
+        if device not in DEVICES:
+            raise InvalidPayload(f"device must be one of {', '.join(DEVICES)}", field="device")
+        if len(name) > 200:
+            raise InvalidPayload("name must be at most 200 characters", field="name")
+
+    @property
+    def finished(self) -> bool:
+        """True once the run ended."""
+        return self.status in END_STATES
+
+    def _check_open(self) -> None:
+        if self.finished:
+            raise RuleViolated(f"the run already {self.status}; nothing more can be recorded")
+
+    def log_params(self, params: dict[str, Any], actor: str) -> None:
+        """Record parameters; a key keeps its first value forever."""
+        self._check_open()
+        if not params:
+            raise InvalidPayload("params must not be empty", field="params")
+        for key, value in params.items():
+            if key in self.params and self.params[key] != value:
+                raise RuleViolated(
+                    f"parameter {key!r} was already recorded as {self.params[key]!r}", field=f"params.{key}"
+                )
+        new = {k: v for k, v in params.items() if k not in self.params}
+        if new:
+            self._log_params(params=new, actor=actor)
+
+    @event(ParamsLogged)
+    def _log_params(self, params: dict[str, Any], actor: str) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: list[dict[str, Any]], actor: str) -> None:
+        """Record a batch of metric points."""
+        self._check_open()
+        if not metrics:
+            raise InvalidPayload("metrics must not be empty", field="metrics")
+        self._log_metrics(metrics=[check_metric(m, i) for i, m in enumerate(metrics)], actor=actor)
+
+    @event(MetricsLogged)
+    def _log_metrics(self, metrics: list[dict[str, Any]], actor: str) -> None:
+        self.metric_points += len(metrics)
+
+    def record_artifact(self, name: str, digest: str, size: int, media_type: str, actor: str) -> None:
+        """Record an artifact by digest; a name is recorded once."""
+        self._check_open()
+        check_digest(digest)
+        if not name or "/" in name or len(name) > 200:
+            raise InvalidPayload("artifact name must be 1 to 200 characters without '/'", field="name")
+        if name in self.artifacts:
+            raise RuleViolated(f"artifact {name!r} was already recorded", field="name")
+        self._record_artifact(name=name, digest=digest, size=size, media_type=media_type, actor=actor)
+
+    @event(ArtifactRecorded)
+    def _record_artifact(self, name: str, digest: str, size: int, media_type: str, actor: str) -> None:
+        self.artifacts[name] = digest
+
+    def finish(self, status: str, error: str | None, actor: str) -> None:
+        """End the run."""
+        self._check_open()
+        if status not in END_STATES:
+            raise InvalidPayload(f"status must be one of {', '.join(END_STATES)}", field="status")
+        self._finish(status=status, error=error, actor=actor)
+
+    @event(Finished)
+    def _finish(self, status: str, error: str | None, actor: str) -> None:
+        self.status = status

@@ -1,0 +1,157 @@
+"""The audit trail: one row per event, every event, indexed for the questions an
+auditor asks (who did what, to which aggregate, of which type, about which
+model, when), each answered in notification order with a cursor.
+
+A row keeps a ``summary`` of the payload: the payload itself, except that any
+field whose canonical JSON exceeds 2 KB is replaced by ``sha256:<hex>`` of that
+JSON, so the trail stays small and the full value can still be matched against
+the event. Events of models, model versions and deployments carry the model's
+name; those whose payload does not name it get it from ``audit_aggregate_models``,
+filled when the aggregate's first event (which always names it) is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from domain.canonical import canonical_json
+from domain.deployment import Deployment
+from domain.model import Model, ModelVersion
+from projections.base import ProjectedEvent, Projection
+from projections.tables import metadata
+
+SUMMARY_FIELD_LIMIT = 2048
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("aggregate_id", sa.String(64), nullable=False),
+    sa.Column("aggregate_type", sa.String(100), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.String(32), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_recorded_at", "recorded_at", "notification_id"),
+    sa.Index("ix_audit_events_actor", "actor", "notification_id"),
+    sa.Index("ix_audit_events_aggregate", "aggregate_id", "notification_id"),
+    sa.Index("ix_audit_events_event_type", "event_type", "notification_id"),
+    sa.Index("ix_audit_events_model_name", "model_name", "notification_id"),
+)
+
+audit_aggregate_models = sa.Table(
+    "audit_aggregate_models",
+    metadata,
+    sa.Column("aggregate_id", sa.String(64), primary_key=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+)
+
+# The first event of each model-bearing aggregate, and the payload field naming the model.
+_NAMING_EVENTS = {
+    Model.Created.TOPIC: "name",
+    ModelVersion.Registered.TOPIC: "model_name",
+    Deployment.Created.TOPIC: "model_name",
+}
+_MODEL_AGGREGATES = {"Model", "ModelVersion", "Deployment"}
+
+
+def short_event_type(topic: str) -> str:
+    """The class-like name of a topic: ``mlledger.modelversion.ApprovalGranted.v1`` -> ``ApprovalGranted``."""
+    parts = topic.split(".")
+    if len(parts) >= 2 and parts[-1][:1] == "v" and parts[-1][1:].isdigit():
+        return parts[-2]
+    return parts[-1]
+
+
+def summarize(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with every field over 2 KB (canonical JSON) replaced by its sha256."""
+    summary: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, (dict, list, str)):
+            encoded = canonical_json(value)
+            if len(encoded) > SUMMARY_FIELD_LIMIT:
+                value = "sha256:" + hashlib.sha256(encoded).hexdigest()
+        summary[key] = value
+    return summary
+
+
+class AuditTrail(Projection):
+    """Keeps ``audit_events``: every event with its actor, time, type and model."""
+
+    name = "audit_trail"
+    tables = (audit_events, audit_aggregate_models)
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._model_rows: list[dict[str, Any]] = []
+        # aggregate id -> model name never changes, so this cache cannot go stale.
+        self._models: dict[str, str] = {}
+
+    def begin_batch(self, conn: Connection) -> None:
+        """Start the batch with empty buffers."""
+        self._rows, self._model_rows = [], []
+        if len(self._models) > 100_000:
+            self._models.clear()
+
+    def handle(self, conn: Connection, event: ProjectedEvent) -> None:
+        """Buffer the event's row (written in :meth:`end_batch`)."""
+        envelope = event.envelope
+        payload = event.payload
+        # Only a payload that is larger than a field limit as a whole can have a large field.
+        small = len(event.sealed.envelope) <= SUMMARY_FIELD_LIMIT
+        self._rows.append(
+            {
+                "notification_id": event.notification_id,
+                "aggregate_id": event.aggregate_id,
+                "aggregate_type": str(envelope["aggregate_type"]),
+                "version": event.version,
+                "event_type": short_event_type(event.topic),
+                "topic": event.topic,
+                "actor": event.actor,
+                "recorded_at": event.recorded_at,
+                "model_name": self._model_name(conn, event),
+                "summary": canonical_json(payload if small else summarize(payload)).decode(),
+                "hash": event.hash,
+            }
+        )
+
+    def end_batch(self, conn: Connection) -> None:
+        """Write the batch's rows."""
+        if self._model_rows:
+            conn.execute(audit_aggregate_models.insert(), self._model_rows)
+        if self._rows:
+            conn.execute(audit_events.insert(), self._rows)
+        self._rows, self._model_rows = [], []
+
+    def reset(self, conn: Connection) -> None:
+        """Delete every row and forget cached model names."""
+        super().reset(conn)
+        self._models.clear()
+
+    def _model_name(self, conn: Connection, event: ProjectedEvent) -> str | None:
+        field = _NAMING_EVENTS.get(event.topic)
+        if field is not None:
+            name = str(event.payload[field])
+            self._models[event.aggregate_id] = name
+            self._model_rows.append({"aggregate_id": event.aggregate_id, "model_name": name})
+            return name
+        if event.envelope["aggregate_type"] not in _MODEL_AGGREGATES:
+            return None
+        name = self._models.get(event.aggregate_id)
+        if name is None:
+            name = conn.execute(
+                sa.select(audit_aggregate_models.c.model_name).where(
+                    audit_aggregate_models.c.aggregate_id == event.aggregate_id
+                )
+            ).scalar()
+            if name is not None:
+                self._models[event.aggregate_id] = name
+        return name

@@ -1,0 +1,560 @@
+"""The registry: the current state of everything the ledger governs, one table per
+kind of thing (principals, keys, datasets, code, pipelines, runs and their metrics
+and artifacts, models, versions, approvals, deployments and their history).
+
+The tables are a pure function of the log: handlers read only the event and rows
+written by earlier events, and stamp rows with the event's own time. A version's
+approval state is computed here from its model's policy, exactly as
+``ModelVersion.state`` computes it, and recomputed for every version of a model
+whenever the model's policy is set, because a policy change applies to later
+decisions and to deployability from then on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from domain.approval import ApprovalPolicy
+from domain.canonical import canonical_json
+from domain.code import CodeVersion
+from domain.credentials import ApiKey
+from domain.dataset import DatasetVersion
+from domain.deployment import Deployment
+from domain.model import APPROVED, PENDING, REJECTED, Model, ModelVersion
+from domain.pipeline import Pipeline
+from domain.principal import Principal
+from domain.run import Run
+from projections.base import ProjectedEvent, Projection
+from projections.tables import metadata
+
+ID, NAME, TIME, DIGEST = sa.String(64), sa.String(200), sa.String(32), sa.String(80)
+
+
+def _text(name: str, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, sa.Text, nullable=nullable)
+
+
+reg_principals = sa.Table(
+    "reg_principals", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    _text("roles"),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("registered_at", TIME, nullable=False),
+    sa.UniqueConstraint("name", name="uq_reg_principals_name"),
+)
+reg_api_keys = sa.Table(
+    "reg_api_keys", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("principal_id", ID, nullable=False, index=True),
+    _text("label"),
+    sa.Column("revoked", sa.Boolean, nullable=False),
+    sa.Column("issued_at", TIME, nullable=False),
+)
+reg_signing_keys = sa.Table(
+    "reg_signing_keys", metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("principal_id", ID, primary_key=True),
+    _text("public_key_pem"),
+    sa.Column("registered_at", TIME, nullable=False),
+)
+reg_dataset_versions = sa.Table(
+    "reg_dataset_versions", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("number", sa.BigInteger, nullable=False),
+    sa.Column("digest", DIGEST, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    _text("format"), _text("schema"),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    _text("datasheet"), _text("source"), _text("registered_by"),
+    sa.Column("registered_at", TIME, nullable=False),
+    sa.Column("deprecated", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("name", "number", name="uq_reg_dataset_versions_name_number"),
+)
+reg_code_versions = sa.Table(
+    "reg_code_versions", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("repository", sa.String(500), nullable=False),
+    sa.Column("commit", sa.String(64), nullable=False),
+    sa.Column("archive_digest", DIGEST, nullable=True),
+    _text("entrypoint", nullable=True), _text("registered_by"),
+    sa.Column("registered_at", TIME, nullable=False),
+)
+# A pipeline's later events carry only its id; this maps the id to name and kind.
+reg_pipeline_names = sa.Table(
+    "reg_pipeline_names", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.UniqueConstraint("name", name="uq_reg_pipeline_names_name"),
+)
+reg_pipelines = sa.Table(
+    "reg_pipelines", metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    _text("spec"),
+    sa.Column("spec_digest", DIGEST, nullable=False),
+    _text("created_by"),
+    sa.Column("created_at", TIME, nullable=False),
+)
+reg_runs = sa.Table(
+    "reg_runs", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("pipeline_id", ID, nullable=True),
+    sa.Column("pipeline_name", NAME, nullable=True),
+    sa.Column("pipeline_version", sa.BigInteger, nullable=True),
+    sa.Column("spec_digest", DIGEST, nullable=True),
+    _text("dataset_version_ids"),
+    sa.Column("code_version_id", ID, nullable=True),
+    _text("params"),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("device", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    _text("error", nullable=True), _text("submitted_by"),
+    sa.Column("requested_at", TIME, nullable=False),
+    sa.Column("finished_at", TIME, nullable=True),
+    sa.Column("metric_points", sa.BigInteger, nullable=False),
+    sa.Index("ix_reg_runs_status_requested_at", "status", "requested_at"),
+)
+reg_run_metrics = sa.Table(
+    "reg_run_metrics", metadata,
+    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("key", sa.String(250), nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.Double, nullable=False),
+    _text("timestamp"),
+    sa.Index("ix_reg_run_metrics_run_key_step", "run_id", "key", "step"),
+)
+reg_run_artifacts = sa.Table(
+    "reg_run_artifacts", metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("digest", DIGEST, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    _text("media_type"),
+)
+reg_models = sa.Table(
+    "reg_models", metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("id", ID, nullable=False),
+    _text("policy"),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("id", name="uq_reg_models_id"),
+)
+reg_model_versions = sa.Table(
+    "reg_model_versions", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("number", sa.BigInteger, nullable=False),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("run_digest", DIGEST, nullable=False),
+    sa.Column("artifact_name", NAME, nullable=False),
+    sa.Column("artifact_digest", DIGEST, nullable=False),
+    _text("input_schema"), _text("registered_by"),
+    sa.Column("registered_at", TIME, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("approvals", sa.Integer, nullable=False),
+    sa.Column("rejections", sa.Integer, nullable=False),
+    sa.UniqueConstraint("model_name", "number", name="uq_reg_model_versions_model_number"),
+)
+reg_approvals = sa.Table(
+    "reg_approvals", metadata,
+    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_version_id", ID, nullable=False),
+    _text("approver"),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("decision", sa.String(20), nullable=False),
+    _text("statement"), _text("signature"),
+    sa.Column("recorded_at", TIME, nullable=False),
+    sa.Index("ix_reg_approvals_version", "model_version_id", "notification_id"),
+)
+reg_deployments = sa.Table(
+    "reg_deployments", metadata,
+    sa.Column("model_name", NAME, primary_key=True),
+    sa.Column("id", ID, nullable=False),
+    sa.Column("champion_version_id", ID, nullable=True),
+    sa.Column("champion_number", sa.BigInteger, nullable=True),
+    sa.Column("challenger_version_id", ID, nullable=True),
+    sa.Column("challenger_number", sa.BigInteger, nullable=True),
+    sa.Column("canary_version_id", ID, nullable=True),
+    sa.Column("canary_number", sa.BigInteger, nullable=True),
+    sa.Column("canary_share", sa.Double, nullable=True),
+    sa.Column("stopped", sa.Boolean, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("id", name="uq_reg_deployments_id"),
+)
+reg_deployment_history = sa.Table(
+    "reg_deployment_history", metadata,
+    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("model_version_id", ID, nullable=True),
+    sa.Column("number", sa.BigInteger, nullable=True),
+    sa.Column("share", sa.Double, nullable=True),
+    _text("reason", nullable=True), _text("actor"),
+    sa.Column("recorded_at", TIME, nullable=False),
+    sa.Index("ix_reg_deployment_history_model_time", "model_name", "recorded_at"),
+)
+
+
+def to_json(value: Any) -> str:
+    """Canonical JSON text (RFC 8785), the form every JSON column holds."""
+    return canonical_json(value).decode()
+
+
+def version_state(policy: dict[str, Any] | None, approvals: int, rejections: int) -> str:
+    """pending, approved or rejected: the rule of ``ModelVersion.state`` on counts."""
+    rules = ApprovalPolicy.from_dict(policy)
+    if rejections and rules.rejection_blocks:
+        return REJECTED
+    if approvals >= rules.required_approvals:
+        return APPROVED
+    return PENDING
+
+
+Handler = Callable[["Registry", Connection, ProjectedEvent], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _on(*topics: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for topic in topics:
+            _HANDLERS[topic] = handler
+        return handler
+
+    return register
+
+
+class Registry(Projection):
+    """Keeps the ``reg_*`` tables: the current state of every governed thing."""
+
+    name = "registry"
+    tables = (
+        reg_principals, reg_api_keys, reg_signing_keys, reg_dataset_versions, reg_code_versions,
+        reg_pipeline_names, reg_pipelines, reg_runs, reg_run_metrics, reg_run_artifacts, reg_models,
+        reg_model_versions, reg_approvals, reg_deployments, reg_deployment_history,
+    )
+
+    def __init__(self) -> None:
+        self._metric_rows: list[dict[str, Any]] = []
+        self._metric_counts: Counter[str] = Counter()
+        # id -> name of pipelines, models and deployments: immutable facts, so a
+        # cache can never disagree with the tables it was read from.
+        self._names: dict[str, Any] = {}
+
+    def begin_batch(self, conn: Connection) -> None:
+        """Start the batch with empty buffers."""
+        self._metric_rows, self._metric_counts = [], Counter()
+        if len(self._names) > 100_000:
+            self._names.clear()
+
+    def handle(self, conn: Connection, event: ProjectedEvent) -> None:
+        """Apply one event through the handler registered for its topic."""
+        handler = _HANDLERS.get(event.topic)
+        if handler is not None:
+            handler(self, conn, event)
+
+    def end_batch(self, conn: Connection) -> None:
+        """Write the batch's metric points and bump the runs' point counts."""
+        if self._metric_rows:
+            conn.execute(reg_run_metrics.insert(), self._metric_rows)
+            conn.execute(
+                reg_runs.update()
+                .where(reg_runs.c.id == sa.bindparam("run"))
+                .values(metric_points=reg_runs.c.metric_points + sa.bindparam("points")),
+                [{"run": run, "points": n} for run, n in sorted(self._metric_counts.items())],
+            )
+        self._metric_rows, self._metric_counts = [], Counter()
+
+    def reset(self, conn: Connection) -> None:
+        """Delete every row and forget cached names."""
+        super().reset(conn)
+        self._names.clear()
+
+    def _name_of(self, conn: Connection, table: sa.Table, column: str, aggregate_id: str) -> Any:
+        key = f"{table.name}.{column}:{aggregate_id}"
+        if key not in self._names:
+            row = conn.execute(sa.select(table.c[column]).where(table.c.id == aggregate_id)).first()
+            if row is None:
+                raise LookupError(f"{table.name} has no row for aggregate {aggregate_id}")
+            self._names[key] = row[0]
+        return self._names[key]
+
+    # -- principals and keys ---------------------------------------------------
+
+    @_on(Principal.Registered.TOPIC)
+    def _principal_registered(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_principals.insert().values(
+            id=e.aggregate_id, name=p["name"], kind=p["kind"], roles=to_json(sorted(set(p["roles"]))),
+            active=True, registered_at=e.recorded_at,
+        ))
+
+    @_on(Principal.RoleGranted.TOPIC, Principal.RoleRevoked.TOPIC)
+    def _role_changed(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = reg_principals.c.id == e.aggregate_id
+        roles = set(json.loads(conn.execute(sa.select(reg_principals.c.roles).where(where)).scalar_one()))
+        role = e.payload["role"]
+        roles = roles | {role} if e.topic == Principal.RoleGranted.TOPIC else roles - {role}
+        conn.execute(reg_principals.update().where(where).values(roles=to_json(sorted(roles))))
+
+    @_on(Principal.Deactivated.TOPIC)
+    def _principal_deactivated(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_principals.update().where(reg_principals.c.id == e.aggregate_id).values(active=False))
+
+    @_on(Principal.SigningKeyRegistered.TOPIC)
+    def _signing_key(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_signing_keys.insert().values(
+            key_id=e.payload["key_id"], principal_id=e.aggregate_id,
+            public_key_pem=e.payload["public_key_pem"], registered_at=e.recorded_at,
+        ))
+
+    @_on(ApiKey.Issued.TOPIC)
+    def _api_key_issued(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_api_keys.insert().values(
+            id=e.aggregate_id, principal_id=e.payload["principal_id"], label=e.payload["label"],
+            revoked=False, issued_at=e.recorded_at,
+        ))
+
+    @_on(ApiKey.Revoked.TOPIC)
+    def _api_key_revoked(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_api_keys.update().where(reg_api_keys.c.id == e.aggregate_id).values(revoked=True))
+
+    # -- what models are made from -------------------------------------------
+
+    @_on(DatasetVersion.Registered.TOPIC)
+    def _dataset_registered(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_dataset_versions.insert().values(
+            id=e.aggregate_id, name=p["name"], number=p["number"], digest=p["digest"], size=p["size"],
+            format=p["format"], schema=to_json(p["schema"]), row_count=p["row_count"],
+            datasheet=to_json(p["datasheet"]), source=p["source"], registered_by=e.actor,
+            registered_at=e.recorded_at, deprecated=False,
+        ))
+
+    @_on(DatasetVersion.Deprecated.TOPIC)
+    def _dataset_deprecated(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(
+            reg_dataset_versions.update().where(reg_dataset_versions.c.id == e.aggregate_id).values(deprecated=True)
+        )
+
+    @_on(CodeVersion.Registered.TOPIC)
+    def _code_registered(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_code_versions.insert().values(
+            id=e.aggregate_id, repository=p["repository"], commit=p["commit"],
+            archive_digest=p["archive_digest"], entrypoint=p["entrypoint"],
+            registered_by=e.actor, registered_at=e.recorded_at,
+        ))
+
+    @_on(Pipeline.Created.TOPIC)
+    def _pipeline_created(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_pipeline_names.insert().values(
+            id=e.aggregate_id, name=e.payload["name"], kind=e.payload["kind"]
+        ))
+
+    @_on(Pipeline.SpecVersioned.TOPIC)
+    def _pipeline_spec(self, conn: Connection, e: ProjectedEvent) -> None:
+        name = self._name_of(conn, reg_pipeline_names, "name", e.aggregate_id)
+        kind = self._name_of(conn, reg_pipeline_names, "kind", e.aggregate_id)
+        conn.execute(reg_pipelines.insert().values(
+            name=name, number=e.payload["number"], kind=kind, spec=to_json(e.payload["spec"]),
+            spec_digest=e.payload["spec_digest"], created_by=e.actor, created_at=e.recorded_at,
+        ))
+
+    # -- runs -----------------------------------------------------------------
+
+    @_on(Run.Requested.TOPIC)
+    def _run_requested(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        pipeline_id = p["pipeline_id"]
+        conn.execute(reg_runs.insert().values(
+            id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id,
+            pipeline_name=None if pipeline_id is None else self._name_of(conn, reg_pipeline_names, "name", pipeline_id),
+            pipeline_version=p["pipeline_version"], spec_digest=p["spec_digest"],
+            dataset_version_ids=to_json(p["dataset_version_ids"]), code_version_id=p["code_version_id"],
+            params=to_json(p["params"]), seed=p["seed"], device=p["device"],
+            status="requested" if p["mode"] == "runner" else "running", error=None,
+            submitted_by=e.actor, requested_at=e.recorded_at, finished_at=None, metric_points=0,
+        ))
+
+    @_on(Run.ParamsLogged.TOPIC)
+    def _run_params(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = reg_runs.c.id == e.aggregate_id
+        params = json.loads(conn.execute(sa.select(reg_runs.c.params).where(where)).scalar_one())
+        conn.execute(reg_runs.update().where(where).values(params=to_json({**params, **e.payload["params"]})))
+
+    @_on(Run.MetricsLogged.TOPIC)
+    def _run_metrics(self, conn: Connection, e: ProjectedEvent) -> None:
+        metrics = e.payload["metrics"]
+        self._metric_rows.extend(
+            {
+                "notification_id": e.notification_id, "seq": seq, "run_id": e.aggregate_id, "key": m["key"],
+                "step": m["step"], "value": m["value"], "timestamp": m.get("timestamp") or e.recorded_at,
+            }
+            for seq, m in enumerate(metrics)
+        )
+        self._metric_counts[e.aggregate_id] += len(metrics)
+
+    @_on(Run.ArtifactRecorded.TOPIC)
+    def _run_artifact(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_run_artifacts.insert().values(
+            run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]
+        ))
+
+    @_on(Run.Finished.TOPIC)
+    def _run_finished(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
+            status=e.payload["status"], error=e.payload["error"], finished_at=e.recorded_at
+        ))
+
+    # -- models, versions and approvals ------------------------------------------
+
+    def _policy(self, conn: Connection, model_name: str) -> dict[str, Any] | None:
+        text = conn.execute(sa.select(reg_models.c.policy).where(reg_models.c.name == model_name)).scalar()
+        return None if text is None else dict(json.loads(text))
+
+    def _restate_versions(self, conn: Connection, model_name: str, policy: dict[str, Any]) -> None:
+        t = reg_model_versions
+        rows = conn.execute(
+            sa.select(t.c.id, t.c.state, t.c.approvals, t.c.rejections).where(t.c.model_name == model_name)
+        ).all()
+        for row in rows:
+            state = version_state(policy, row.approvals, row.rejections)
+            if state != row.state:
+                conn.execute(t.update().where(t.c.id == row.id).values(state=state))
+
+    @_on(Model.Created.TOPIC)
+    def _model_created(self, conn: Connection, e: ProjectedEvent) -> None:
+        policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
+        name = e.payload["name"]
+        conn.execute(reg_models.insert().values(
+            name=name, id=e.aggregate_id, policy=to_json(policy), created_at=e.recorded_at
+        ))
+        # A model's first version is saved before the model itself, so it exists already.
+        self._restate_versions(conn, name, policy)
+
+    @_on(Model.PolicyChanged.TOPIC)
+    def _model_policy(self, conn: Connection, e: ProjectedEvent) -> None:
+        name = self._name_of(conn, reg_models, "name", e.aggregate_id)
+        policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
+        conn.execute(reg_models.update().where(reg_models.c.name == name).values(policy=to_json(policy)))
+        self._restate_versions(conn, name, policy)
+
+    @_on(ModelVersion.Registered.TOPIC)
+    def _version_registered(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_model_versions.insert().values(
+            id=e.aggregate_id, model_name=p["model_name"], number=p["number"], run_id=p["run_id"],
+            run_digest=p["run_digest"], artifact_name=p["artifact_name"], artifact_digest=p["artifact_digest"],
+            input_schema=to_json(p["input_schema"]), registered_by=e.actor, registered_at=e.recorded_at,
+            state=version_state(self._policy(conn, p["model_name"]), 0, 0), approvals=0, rejections=0,
+        ))
+
+    @_on(ModelVersion.ApprovalGranted.TOPIC, ModelVersion.ApprovalRejected.TOPIC)
+    def _version_decided(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        approve = e.topic == ModelVersion.ApprovalGranted.TOPIC
+        conn.execute(reg_approvals.insert().values(
+            notification_id=e.notification_id, model_version_id=e.aggregate_id, approver=p["approver"],
+            key_id=p["key_id"], decision="approve" if approve else "reject", statement=to_json(p["statement"]),
+            signature=p["signature"], recorded_at=e.recorded_at,
+        ))
+        t = reg_model_versions
+        row = conn.execute(
+            sa.select(t.c.model_name, t.c.approvals, t.c.rejections).where(t.c.id == e.aggregate_id)
+        ).one()
+        approvals, rejections = row.approvals + approve, row.rejections + (not approve)
+        state = version_state(self._policy(conn, row.model_name), approvals, rejections)
+        conn.execute(
+            t.update().where(t.c.id == e.aggregate_id).values(approvals=approvals, rejections=rejections, state=state)
+        )
+
+    # -- deployments ------------------------------------------------------------
+
+    def _history(self, conn: Connection, e: ProjectedEvent, model_name: str, action: str, **values: Any) -> None:
+        conn.execute(reg_deployment_history.insert().values(
+            notification_id=e.notification_id, model_name=model_name, action=action,
+            reason=e.payload.get("reason"), actor=e.actor, recorded_at=e.recorded_at, **values,
+        ))
+
+    def _deployment(self, conn: Connection, e: ProjectedEvent) -> tuple[str, sa.Row[Any]]:
+        name = self._name_of(conn, reg_deployments, "model_name", e.aggregate_id)
+        row = conn.execute(sa.select(reg_deployments).where(reg_deployments.c.model_name == name)).one()
+        return name, row
+
+    def _set(self, conn: Connection, e: ProjectedEvent, name: str, **values: Any) -> None:
+        conn.execute(reg_deployments.update().where(reg_deployments.c.model_name == name).values(
+            updated_at=e.recorded_at, **values
+        ))
+
+    @_on(Deployment.Created.TOPIC)
+    def _deployment_created(self, conn: Connection, e: ProjectedEvent) -> None:
+        name = e.payload["model_name"]
+        conn.execute(reg_deployments.insert().values(
+            model_name=name, id=e.aggregate_id, stopped=False, retired=False, updated_at=e.recorded_at
+        ))
+        self._history(conn, e, name, "created")
+
+    @_on(Deployment.ChampionSet.TOPIC, Deployment.RolledBack.TOPIC)
+    def _champion(self, conn: Connection, e: ProjectedEvent) -> None:
+        name, row = self._deployment(conn, e)
+        vid, number = e.payload["model_version_id"], e.payload["number"]
+        values: dict[str, Any] = {"champion_version_id": vid, "champion_number": number}
+        if e.topic == Deployment.ChampionSet.TOPIC:
+            # A promoted version stops being the challenger or the canary (as in the aggregate).
+            if row.challenger_version_id == vid:
+                values |= {"challenger_version_id": None, "challenger_number": None}
+            if row.canary_version_id == vid:
+                values |= {"canary_version_id": None, "canary_number": None, "canary_share": None}
+        self._set(conn, e, name, **values)
+        action = "champion" if e.topic == Deployment.ChampionSet.TOPIC else "rollback"
+        self._history(conn, e, name, action, model_version_id=vid, number=number)
+
+    @_on(Deployment.ChallengerSet.TOPIC)
+    def _challenger(self, conn: Connection, e: ProjectedEvent) -> None:
+        name, _ = self._deployment(conn, e)
+        vid, number = e.payload["model_version_id"], e.payload["number"]
+        self._set(conn, e, name, challenger_version_id=vid, challenger_number=number)
+        self._history(conn, e, name, "challenger", model_version_id=vid, number=number)
+
+    @_on(Deployment.CanarySet.TOPIC)
+    def _canary(self, conn: Connection, e: ProjectedEvent) -> None:
+        name, _ = self._deployment(conn, e)
+        vid, number = e.payload["model_version_id"], e.payload["number"]
+        share = None if vid is None else e.payload["share"]
+        self._set(conn, e, name, canary_version_id=vid, canary_number=number, canary_share=share)
+        self._history(conn, e, name, "canary", model_version_id=vid, number=number, share=share)
+
+    @_on(Deployment.Stopped.TOPIC, Deployment.Resumed.TOPIC)
+    def _kill_switch(self, conn: Connection, e: ProjectedEvent) -> None:
+        name, _ = self._deployment(conn, e)
+        stopped = e.topic == Deployment.Stopped.TOPIC
+        self._set(conn, e, name, stopped=stopped)
+        self._history(conn, e, name, "stop" if stopped else "resume")
+
+    @_on(Deployment.Retired.TOPIC)
+    def _retired(self, conn: Connection, e: ProjectedEvent) -> None:
+        name, _ = self._deployment(conn, e)
+        cleared = {f"{role}_{field}": None for role in ("champion", "challenger", "canary")
+                   for field in ("version_id", "number")}
+        self._set(conn, e, name, retired=True, canary_share=None, **cleared)
+        self._history(conn, e, name, "retire")
+
+
+Registry.topics = tuple(_HANDLERS)

@@ -1,0 +1,228 @@
+"""Code versions, pipelines and runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import BaseModel, Field
+
+from domain.code import CodeVersion
+from domain.errors import PayloadTooLarge
+from domain.run import Run
+from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, written
+from service.api.schemas import WriteResult
+
+router = APIRouter(prefix="/v1", tags=["lineage"])
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
+NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+JSONValue = Any
+
+
+class CodeVersionCreate(BaseModel):
+    """A code version (the archive, if any, is uploaded as an artifact of digest ``archive_digest``)."""
+
+    repository: str = Field(min_length=1, max_length=500)
+    commit: str = Field(pattern=r"^[0-9a-f]{7,64}$")
+    archive_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
+    entrypoint: str | None = Field(None, max_length=300)
+
+
+class CodeVersionPublic(CodeVersionCreate):
+    """A recorded code version."""
+
+    id: str
+
+
+class PipelineSpecCreate(BaseModel):
+    """A new spec version of a named pipeline."""
+
+    kind: Literal["sklearn", "torch", "python"]
+    spec: dict[str, JSONValue]
+
+
+class PipelineSpecResult(WriteResult):
+    """The recorded spec version number."""
+
+    version: int
+
+
+class RunCreate(BaseModel):
+    """A run: requested for a runner, or started by a client that trains elsewhere."""
+
+    name: str = Field("", max_length=200)
+    mode: Literal["runner", "client"] = "client"
+    pipeline: str | None = Field(None, max_length=200)
+    pipeline_version: int | None = Field(None, ge=1)
+    dataset_version_ids: list[str] = Field(default_factory=list, max_length=100)
+    code_version_id: str | None = None
+    params: dict[str, JSONValue] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ParamsLog(BaseModel):
+    """Parameters (each key keeps its first value)."""
+
+    params: dict[str, JSONValue] = Field(min_length=1, max_length=1000)
+
+
+class MetricPoint(BaseModel):
+    """One metric value at a step."""
+
+    key: str = Field(min_length=1, max_length=250)
+    value: float = Field(allow_inf_nan=False)
+    step: int = Field(0, ge=0)
+    timestamp: str | None = Field(None, max_length=40)
+
+
+class MetricsLog(BaseModel):
+    """A batch of metric points."""
+
+    metrics: list[MetricPoint] = Field(min_length=1, max_length=10_000)
+
+
+class RunFinish(BaseModel):
+    """How the run ended."""
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    error: str | None = Field(None, max_length=20_000)
+
+
+class ArtifactResult(WriteResult):
+    """The stored artifact."""
+
+    digest: str
+    size: int
+
+
+class RunPublic(BaseModel):
+    """A run as recorded."""
+
+    id: str
+    name: str
+    mode: str
+    status: str
+    pipeline_id: str | None
+    pipeline_version: int | None
+    dataset_version_ids: list[str]
+    code_version_id: str | None
+    params: dict[str, JSONValue]
+    seed: int
+    device: str
+    submitted_by: str
+    artifacts: dict[str, str]
+    metric_points: int
+
+
+@router.post("/code-versions", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
+def create_code_version(
+    body: CodeVersionCreate, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Register a code version."""
+    return written(response, ledger.register_code_version(**body.model_dump(), actor=caller.actor))
+
+
+@router.get("/code-versions/{code_id}", response_model=CodeVersionPublic)
+def get_code_version(code_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
+    """A code version."""
+    code: CodeVersion = ledger.get(code_id, CodeVersion)
+    return {
+        "id": str(code.id),
+        "repository": code.repository,
+        "commit": code.commit,
+        "archive_digest": code.archive_digest,
+        "entrypoint": code.entrypoint,
+    }
+
+
+@router.post("/pipelines/{name}/specs", response_model=PipelineSpecResult, status_code=status.HTTP_201_CREATED)
+def add_pipeline_spec(
+    name: NamePath, body: PipelineSpecCreate, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Record a new spec version of a pipeline (created on first use); the spec is validated."""
+    number, result = ledger.add_pipeline_spec(name=name, kind=body.kind, spec=body.spec, actor=caller.actor)
+    return {**written(response, result), "version": number}
+
+
+@router.post("/runs", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
+def create_run(body: RunCreate, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """Request a run for a runner, or start a client-reported run."""
+    return written(response, ledger.start_run(**body.model_dump(), actor=caller.actor))
+
+
+@router.get("/runs/{run_id}", response_model=RunPublic)
+def get_run(run_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
+    """A run's current state."""
+    run: Run = ledger.get(run_id, Run)
+    return {
+        "id": str(run.id),
+        "name": run.name,
+        "mode": run.mode,
+        "status": run.status,
+        "pipeline_id": run.pipeline_id,
+        "pipeline_version": run.pipeline_version,
+        "dataset_version_ids": run.dataset_version_ids,
+        "code_version_id": run.code_version_id,
+        "params": run.params,
+        "seed": run.seed,
+        "device": run.device,
+        "submitted_by": run.submitted_by,
+        "artifacts": run.artifacts,
+        "metric_points": run.metric_points,
+    }
+
+
+@router.post("/runs/{run_id}/params", response_model=WriteResult)
+def log_params(run_id: IdPath, body: ParamsLog, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """Record parameters."""
+    return written(response, ledger.log_params(run_id, body.params, actor=caller.actor))
+
+
+@router.post("/runs/{run_id}/metrics", response_model=WriteResult)
+def log_metric(
+    run_id: IdPath, body: MetricPoint, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Record one metric point."""
+    return written(response, ledger.log_metrics(run_id, [body.model_dump(exclude_none=True)], actor=caller.actor))
+
+
+@router.post("/runs/{run_id}/metrics:batch", response_model=WriteResult)
+def log_metrics(
+    run_id: IdPath, body: MetricsLog, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Record many metric points in one event."""
+    points = [m.model_dump(exclude_none=True) for m in body.metrics]
+    return written(response, ledger.log_metrics(run_id, points, actor=caller.actor))
+
+
+@router.put(
+    "/runs/{run_id}/artifacts/{name}",
+    response_model=ArtifactResult,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def upload_artifact(
+    run_id: IdPath, name: NamePath, request: Request, caller: LineageWriter, services: ServicesDep, response: Response
+) -> object:
+    """Upload an artifact (raw body, streamed to the content-addressed store) and record it."""
+    limit = services.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="body")
+    services.ledger.get(run_id, Run)  # 404 before reading the body
+    blob = await services.blobs.put_async_chunks(request.stream(), max_bytes=limit)
+    media_type = request.headers.get("content-type", "application/octet-stream")[:200]
+    result = services.ledger.record_artifact(run_id, name, blob.digest, blob.size, media_type, actor=caller.actor)
+    return {**written(response, result), "digest": blob.digest, "size": blob.size}
+
+
+@router.post("/runs/{run_id}/finish", response_model=WriteResult)
+def finish_run(run_id: IdPath, body: RunFinish, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """End a run."""
+    return written(response, ledger.finish_run(run_id, body.status, body.error, actor=caller.actor))

@@ -1,0 +1,144 @@
+"""Content-addressed file store under the data directory.
+
+Files live at ``blobs/sha256/ab/cdef...`` named by the SHA-256 of their bytes.
+Writes stream through a temporary file (owner-only) with a size limit and are
+renamed into place only when complete; every read checks the digest, so a file
+changed on disk is refused rather than served or trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from domain.dataset import check_digest
+from domain.errors import LedgerError, NotFound, PayloadTooLarge, TamperedEvent
+
+CHUNK = 1024 * 1024
+
+
+class BlobTampered(TamperedEvent):
+    """A stored file no longer has the digest it is stored under."""
+
+    title = "Stored file changed"
+    status = 409
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A file in the store."""
+
+    digest: str
+    size: int
+    path: Path
+
+
+class BlobStore:
+    """Content-addressed files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+
+    def path_of(self, digest: str) -> Path:
+        """Where the blob with ``digest`` lives (whether or not it exists)."""
+        check_digest(digest)
+        hexdigest = digest.removeprefix("sha256:")
+        return self.root / "sha256" / hexdigest[:2] / hexdigest[2:]
+
+    def _open_temp(self) -> tuple[Path, int]:
+        self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = self.tmp / f"upload-{os.getpid()}-{os.urandom(8).hex()}"
+        return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _commit(self, temp: Path, digest: str, size: int) -> StoredBlob:
+        final = self.path_of(digest)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if final.exists():
+            temp.unlink()
+        else:
+            os.replace(temp, final)
+        return StoredBlob(digest, size, final)
+
+    def put_chunks(self, chunks: Iterable[bytes], max_bytes: int) -> StoredBlob:
+        """Store a stream of bytes; refuse one larger than ``max_bytes`` (nothing stays behind)."""
+        temp, fd = self._open_temp()
+        hasher, size = hashlib.sha256(), 0
+        try:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the upload exceeds the limit of {max_bytes} bytes")
+                hasher.update(chunk)
+                os.write(fd, chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return self._commit(temp, "sha256:" + hasher.hexdigest(), size)
+
+    async def put_async_chunks(self, chunks: AsyncIterator[bytes], max_bytes: int) -> StoredBlob:
+        """Like :meth:`put_chunks` for an async stream (an HTTP request body)."""
+        temp, fd = self._open_temp()
+        hasher, size = hashlib.sha256(), 0
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the upload exceeds the limit of {max_bytes} bytes")
+                hasher.update(chunk)
+                os.write(fd, chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return self._commit(temp, "sha256:" + hasher.hexdigest(), size)
+
+    def put_bytes(self, data: bytes) -> StoredBlob:
+        """Store a small byte string."""
+        return self.put_chunks([data], max_bytes=len(data))
+
+    def exists(self, digest: str) -> bool:
+        """True when the blob is present (not checked)."""
+        return self.path_of(digest).is_file()
+
+    def verify(self, digest: str) -> StoredBlob:
+        """Re-hash the stored file; raise :class:`BlobTampered` if it changed, NotFound if absent."""
+        path = self.path_of(digest)
+        if not path.is_file():
+            raise NotFound(f"no stored file with digest {digest}", field="digest")
+        hasher, size = hashlib.sha256(), 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise BlobTampered(f"the stored file {digest} was changed on disk; it will not be used")
+        return StoredBlob(digest, size, path)
+
+    def read_verified(self, digest: str) -> Iterator[bytes]:
+        """Verify, then stream the file's bytes."""
+        blob = self.verify(digest)
+        with blob.path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+
+def digest_of_file(path: Path) -> tuple[str, int]:
+    """``sha256:<hex>`` and size of a file, streamed."""
+    hasher, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return "sha256:" + hasher.hexdigest(), size
+
+
+__all__ = ["BlobStore", "BlobTampered", "LedgerError", "StoredBlob", "digest_of_file"]

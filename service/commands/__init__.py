@@ -1,0 +1,1 @@
+"""Command handlers of the ledger, grouped by what they record."""

@@ -1,0 +1,147 @@
+"""The core of the ledger application: wiring, loading, saving and the ledger's own keys.
+
+Routers and the CLI call these methods; the aggregates enforce the rules; the
+event store seals, chains and records. Every write returns the ledger position
+(the notification id of its last event) so clients can read their own writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, Recording
+
+from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.keys import Signer, public_key_pem
+from domain.ledger_key import KEYRING_ID, LedgerKeyring
+from service.event_store import LedgerEventStore, SealingMapper
+from service.persistence import eventsourcing_env
+from service.settings import Settings
+
+SYSTEM_ACTOR = "system:ledger"
+
+
+class KeyNotInKeyring(LedgerError):
+    """The configured ledger key is not the keyring's current key."""
+
+    title = "Ledger key not in keyring"
+    status = 500
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command recorded: the aggregate id and the ledger position."""
+
+    id: str
+    position: int
+
+
+class LedgerCore(Application[uuid.UUID]):
+    """Event-sourced application whose every event is sealed and signed."""
+
+    name = "mlledger"
+
+    def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self._signer = signer
+        super().__init__(env={**eventsourcing_env(settings), **(env or {})})
+
+    # -- wiring -------------------------------------------------------------
+    def construct_mapper(self) -> SealingMapper:
+        return SealingMapper(lambda: self._signer, self.settings.max_payload_bytes)
+
+    def construct_event_store(self) -> LedgerEventStore:
+        assert isinstance(self.mapper, SealingMapper)
+        return LedgerEventStore(mapper=self.mapper, recorder=self.recorder)
+
+    @property
+    def signer(self) -> Signer:
+        """The key that seals new events."""
+        return self._signer
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
+        """Record pending events; a lost race becomes :class:`VersionConflict`."""
+        try:
+            return super().save(*objs, **kwargs)
+        except IntegrityError as exc:
+            raise VersionConflict(f"another writer got there first: {exc}") from None
+
+    def _written(self, aggregate: MutableOrImmutableAggregate[uuid.UUID]) -> Written:
+        recordings = self.save(aggregate)
+        return Written(id=str(aggregate.id), position=recordings[-1].notification.id)
+
+    def _written_all(self, main: Any, *others: Any) -> Written:
+        """Save several aggregates in one transaction; report the first one's id."""
+        recordings = self.save(main, *others)
+        return Written(id=str(main.id), position=recordings[-1].notification.id)
+
+    def _series(self, kind: type[Any], name: str, actor: str, **create: Any) -> Any:
+        """The named series aggregate, created on first use."""
+        oid = kind.create_id(name=name)
+        try:
+            return self.repository.get(oid)
+        except AggregateNotFoundError:
+            return kind(name=name, actor=actor, **create)
+
+    def get(self, aggregate_id: uuid.UUID | str, kind: type[Any]) -> Any:
+        """Load an aggregate of the given class, or raise :class:`NotFound`."""
+        try:
+            oid = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(aggregate_id)
+            aggregate: Any = self.repository.get(oid)
+        except (ValueError, AggregateNotFoundError):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
+        return aggregate
+
+    def position(self) -> int:
+        """The notification id of the newest event (0 for an empty ledger)."""
+        return self.recorder.max_notification_id() or 0
+
+    # -- the ledger's own keys ----------------------------------------------
+    def keyring(self) -> LedgerKeyring | None:
+        """The keyring, or None before the first start."""
+        try:
+            keyring: Any = self.repository.get(KEYRING_ID)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(keyring, LedgerKeyring)
+        return keyring
+
+    def ensure_keyring(self) -> LedgerKeyring:
+        """Record the genesis key on first start; refuse a key the keyring does not know."""
+        keyring = self.keyring()
+        if keyring is None:
+            keyring = LedgerKeyring(
+                key_id=self._signer.key_id,
+                public_key_pem=public_key_pem(self._signer.public_key),
+                actor=SYSTEM_ACTOR,
+            )
+            try:
+                self.save(keyring)
+            except VersionConflict:
+                keyring = self.keyring()  # another process established it first
+                assert keyring is not None
+        if keyring.current_key_id != self._signer.key_id:
+            raise KeyNotInKeyring(
+                f"the configured ledger key {self._signer.key_id} is not the current key "
+                f"of this ledger ({keyring.current_key_id}); use the current key file"
+            )
+        return keyring
+
+    def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
+        """Record a rotation signed by the current key, then sign with the new one."""
+        keyring = self.ensure_keyring()
+        keyring.rotate(
+            key_id=new_signer.key_id,
+            public_key_pem=public_key_pem(new_signer.public_key),
+            reason=reason,
+            actor=actor,
+        )
+        written = self._written(keyring)
+        self._signer = new_signer
+        return written

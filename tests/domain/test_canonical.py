@@ -1,0 +1,117 @@
+"""Tests of domain.canonical: RFC 8785 output, byte for byte, and refusals that name the field.
+
+``canonical_json`` takes a fast path through the standard library's encoder for
+values without floats or astral-plane object keys; ``rfc8785`` is the reference
+encoder both paths must agree with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.canonical import canonical_json
+from domain.errors import InvalidPayload
+
+MAX_SAFE = 2**53 - 1
+
+# Text mixing arbitrary valid code points with the ones encoders disagree about
+# most often: controls, quotes, backslash, U+2028, the top of the BMP and astral
+# characters (two UTF-16 code units each, which changes RFC 8785's key order).
+_chars = st.one_of(
+    st.characters(exclude_categories=("Cs",)),
+    st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF),
+    st.sampled_from(["\x00", "\x1f", "\x7f", '"', "\\", "\u2028", "\ue000", "\uffff", "\U0001f600", "\U00010000"]),
+)
+texts = st.text(_chars, max_size=8)
+# Keys that sort differently by code point and by UTF-16 code unit, drawn often
+# enough that one dict holds a pair of them.
+keys = texts | st.sampled_from(["\ue000", "\uffff", "a\uffff", "\U00010000", "\U0001f600", "a\U0001f600"])
+ints = st.integers(min_value=-MAX_SAFE, max_value=MAX_SAFE)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def _json(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
+        max_leaves=25,
+    )
+
+
+float_free_values = _json(st.none() | st.booleans() | ints | texts)
+any_values = _json(st.none() | st.booleans() | ints | floats | texts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(float_free_values)
+def test_float_free_values_encode_exactly_as_rfc8785(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(any_values)
+def test_any_json_value_encodes_exactly_as_rfc8785(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_astral_keys_sort_by_utf16_code_units_not_code_points() -> None:
+    # U+E000 is one code unit 0xE000; U+10000 is 0xD800 0xDC00, so it sorts first.
+    value = {"\ue000": 1, "\U00010000": 2}
+
+    encoded = canonical_json(value)
+
+    assert encoded == '{"\U00010000":2,"\ue000":1}'.encode()
+
+
+@pytest.mark.parametrize("value", [MAX_SAFE, -MAX_SAFE], ids=["max", "min"])
+def test_integers_at_the_safe_limit_are_accepted(value: int) -> None:
+    assert canonical_json({"n": value}) == f'{{"n":{value}}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        pytest.param({"a": float("nan")}, "payload.a", id="nan"),
+        pytest.param({"a": [1, float("inf")]}, "payload.a.1", id="plus-infinity"),
+        pytest.param({"a": {"b": float("-inf")}}, "payload.a.b", id="minus-infinity"),
+        pytest.param({"a": 2**53}, "payload.a", id="int-above-safe-range"),
+        pytest.param({"a": [-(2**53)]}, "payload.a.0", id="int-below-safe-range"),
+        pytest.param({"a": ["ok", "\ud800"]}, "payload.a.1", id="lone-surrogate-in-value"),
+        pytest.param({"a": {"\udfff": 1}}, "payload.a.<key>", id="lone-surrogate-in-key"),
+        pytest.param({"a": {1: "x"}}, "payload.a", id="non-string-key"),
+        pytest.param({"a": {1, 2}}, "payload.a", id="set"),
+        pytest.param({"a": [b"raw"]}, "payload.a.0", id="bytes"),
+        pytest.param({"a": {"b": object()}}, "payload.a.b", id="object"),
+    ],
+)
+def test_values_json_cannot_carry_are_refused_naming_their_path(value: Any, field: str) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        canonical_json(value)
+
+    assert caught.value.field == field
+
+
+def test_an_empty_root_path_names_fields_without_a_leading_dot() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        canonical_json({"payload": {"score": float("nan")}}, path="")
+
+    assert caught.value.field == "payload.score"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"score": 0.5, "note": "\ud800"}, id="beside-a-float"),
+        pytest.param({"\U0001f600": 1, "note": "\ud800"}, id="beside-an-astral-key"),
+    ],
+)
+def test_a_lone_surrogate_is_named_even_when_the_value_needs_the_reference_encoder(value: Any) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        canonical_json(value)
+
+    assert caught.value.field == "payload.note"
