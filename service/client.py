@@ -1,0 +1,275 @@
+"""A typed Python client for the ML Ledger API.
+
+Writes return a :class:`Written` (record id and ledger position); reads accept
+``min_position`` so a client reads its own writes. Approvals are signed here,
+on the client, with the approver's own key: the service never sees it.
+
+    client = LedgerClient("http://127.0.0.1:8000", api_key)
+    run = client.start_run(name="baseline")
+    client.log_params(run.id, {"max_depth": 3})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from domain.approval import approval_statement, sign_statement
+from domain.keys import Signer, public_key_pem
+from domain.sealing import format_timestamp
+
+
+class LedgerClientError(Exception):
+    """The service answered with an RFC 9457 problem."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.field = problem.get("field")
+        super().__init__(f"{status} {problem.get('title', 'Error')}: {problem.get('detail', '')}")
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write recorded."""
+
+    id: str
+    position: int
+
+
+class LedgerClient:
+    """Talks to one ML Ledger service with one API key."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str = "",
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; return the JSON body or raise :class:`LedgerClientError`."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.reason_phrase, "detail": response.text[:500]}
+            raise LedgerClientError(response.status_code, problem)
+        return response.json() if response.content else None
+
+    def _write(self, method: str, path: str, **kwargs: Any) -> tuple[Written, dict[str, Any]]:
+        body = self.request(method, path, **kwargs)
+        return Written(body["id"], body["position"]), body
+
+    @staticmethod
+    def _read_params(min_position: int | None, **params: Any) -> dict[str, Any]:
+        out = {k: v for k, v in params.items() if v is not None}
+        if min_position:
+            out["min_position"] = min_position
+        return out
+
+    # -- principals -----------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        """Who this client is."""
+        result: dict[str, Any] = self.request("GET", "/v1/me")
+        return result
+
+    def create_principal(self, name: str, roles: list[str], kind: str = "user") -> Written:
+        """Register a principal (admin)."""
+        return self._write("POST", "/v1/principals", json={"name": name, "kind": kind, "roles": roles})[0]
+
+    def grant_role(self, principal_id: str, role: str) -> Written:
+        """Grant a role (admin)."""
+        return self._write("POST", f"/v1/principals/{principal_id}/roles", json={"role": role})[0]
+
+    def issue_api_key(self, principal_id: str, label: str = "") -> str:
+        """Issue an API key (admin); returns the key, shown once."""
+        body = self.request("POST", f"/v1/principals/{principal_id}/api-keys", json={"label": label})
+        return str(body["api_key"])
+
+    def register_signing_key(self, principal_id: str, signer: Signer) -> str:
+        """Register the public half of ``signer``; return its key id."""
+        body = self.request(
+            "POST",
+            f"/v1/principals/{principal_id}/signing-keys",
+            json={"public_key_pem": public_key_pem(signer.public_key)},
+        )
+        return str(body["key_id"])
+
+    # -- lineage --------------------------------------------------------------
+    def upload_dataset(
+        self,
+        name: str,
+        data: bytes | BinaryIO | Path,
+        *,
+        format: str = "csv",
+        datasheet: dict[str, Any] | None = None,
+        source: str = "upload",
+        filename: str = "data",
+    ) -> Written:
+        """Upload a new dataset version (streamed)."""
+        import json
+
+        handle: Any = data.open("rb") if isinstance(data, Path) else data
+        try:
+            meta = json.dumps({"format": format, "datasheet": datasheet or {}, "source": source})
+            return self._write(
+                "POST", f"/v1/datasets/{name}/versions", files={"file": (filename, handle)}, data={"metadata": meta}
+            )[0]
+        finally:
+            if isinstance(data, Path):
+                handle.close()
+
+    def register_dataset(self, name: str, uri: str, digest: str, **fields: Any) -> Written:
+        """Register a dataset file by URI and digest."""
+        return self._write(
+            "POST", f"/v1/datasets/{name}/versions:register", json={"uri": uri, "digest": digest, **fields}
+        )[0]
+
+    def register_code_version(self, repository: str, commit: str, **fields: Any) -> Written:
+        """Register a code version."""
+        return self._write("POST", "/v1/code-versions", json={"repository": repository, "commit": commit, **fields})[0]
+
+    def add_pipeline_spec(self, name: str, kind: str, spec: dict[str, Any]) -> tuple[int, Written]:
+        """Record a pipeline spec version; return its number."""
+        written, body = self._write("POST", f"/v1/pipelines/{name}/specs", json={"kind": kind, "spec": spec})
+        return int(body["version"]), written
+
+    def start_run(self, **fields: Any) -> Written:
+        """Start a client-reported run (or request one for a runner with mode='runner')."""
+        return self._write("POST", "/v1/runs", json=fields)[0]
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> Written:
+        """Record parameters."""
+        return self._write("POST", f"/v1/runs/{run_id}/params", json={"params": params})[0]
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0) -> Written:
+        """Record one metric point."""
+        return self._write("POST", f"/v1/runs/{run_id}/metrics", json={"key": key, "value": value, "step": step})[0]
+
+    def log_metrics(self, run_id: str, metrics: list[dict[str, Any]]) -> Written:
+        """Record a batch of metric points."""
+        return self._write("POST", f"/v1/runs/{run_id}/metrics:batch", json={"metrics": metrics})[0]
+
+    def upload_artifact(self, run_id: str, name: str, data: bytes, media_type: str = "application/octet-stream") -> str:
+        """Upload an artifact; return its digest."""
+        body = self.request(
+            "PUT",
+            f"/v1/runs/{run_id}/artifacts/{name}",
+            content=data,
+            headers={**self.headers, "Content-Type": media_type},
+        )
+        return str(body["digest"])
+
+    def finish_run(self, run_id: str, status: str = "succeeded", error: str | None = None) -> Written:
+        """End a run."""
+        return self._write("POST", f"/v1/runs/{run_id}/finish", json={"status": status, "error": error})[0]
+
+    # -- models ---------------------------------------------------------------
+    def register_model_version(
+        self,
+        name: str,
+        run_id: str,
+        artifact_name: str,
+        input_schema: list[dict[str, Any]] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> tuple[int, Written]:
+        """Register the next version of a model; return its number."""
+        payload: dict[str, Any] = {"run_id": run_id, "artifact_name": artifact_name, "input_schema": input_schema or []}
+        if policy is not None:
+            payload["policy"] = policy
+        written, body = self._write("POST", f"/v1/models/{name}/versions", json=payload)
+        return int(body["version"]), written
+
+    def model_version(self, name: str, version: int) -> dict[str, Any]:
+        """A model version with its approval state."""
+        result: dict[str, Any] = self.request("GET", f"/v1/models/{name}/versions/{version}")
+        return result
+
+    def decide(
+        self,
+        name: str,
+        version: int,
+        signer: Signer,
+        key_id: str,
+        decision: str,
+        reason: str,
+        approver_id: str | None = None,
+    ) -> Written:
+        """Build the statement, sign it here with ``signer``, and record the decision."""
+        found = self.model_version(name, version)
+        statement = approval_statement(
+            model_version_id=found["id"],
+            model_name=name,
+            version=version,
+            artifact_digest=found["artifact_digest"],
+            run_digest=found["run_digest"],
+            decision=decision,
+            reason=reason,
+            approver=approver_id or self.me()["id"],
+            signed_at=format_timestamp(datetime.now(UTC)),
+        )
+        signature = sign_statement(statement, signer.sign)
+        return self._write(
+            "POST",
+            f"/v1/models/{name}/versions/{version}/approvals",
+            json={"key_id": key_id, "statement": statement, "signature": signature},
+        )[0]
+
+    def deploy(
+        self, name: str, action: str, version: int | None = None, share: float | None = None, reason: str = ""
+    ) -> Written:
+        """Change the deployment (champion, challenger, canary, rollback, stop, resume, retire)."""
+        return self._write(
+            "POST",
+            f"/v1/models/{name}/deployment",
+            json={"action": action, "version": version, "share": share, "reason": reason},
+        )[0]
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        """What serves a model now."""
+        result: dict[str, Any] = self.request("GET", f"/v1/models/{name}/deployment")
+        return result
+
+    # -- audit ----------------------------------------------------------------
+    def lineage(self, name: str, version: int, min_position: int | None = None) -> dict[str, Any]:
+        """The whole chain behind a model version."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/models/{name}/versions/{version}/lineage", params=self._read_params(min_position)
+        )
+        return result
+
+    def champion_at(self, name: str, at: str, min_position: int | None = None) -> dict[str, Any]:
+        """Which version served as champion at moment ``at`` (RFC 3339)."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/models/{name}/champion", params=self._read_params(min_position, at=at)
+        )
+        return result
+
+    def audit_events(self, min_position: int | None = None, **filters: Any) -> dict[str, Any]:
+        """One page of the audit trail (filters: aggregate_id, type, actor, model, since, until, after, limit)."""
+        result: dict[str, Any] = self.request(
+            "GET", "/v1/audit/events", params=self._read_params(min_position, **filters)
+        )
+        return result
