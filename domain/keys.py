@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+import nacl.bindings
+import nacl.exceptions
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -83,6 +85,15 @@ def verify_signature(public_key: Ed25519PublicKey, signature_b64: str, message: 
         signature = base64.b64decode(signature_b64, validate=True)
         public_key.verify(signature, message)
     except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_raw(raw_public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Fast Ed25519 check (libsodium) for bulk verification; True when valid."""
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, raw_public_key)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
     return True
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from domain import merkle
 from domain.aggregate import aggregate_type_of, is_known_topic
 from domain.errors import TamperedEvent
+from domain.keys import key_id, load_public_key_pem, raw_public_key, verify_raw
 from domain.sealing import ENVELOPE_VERSION, ZERO_HASH, SealedEvent
 
 UNPLACED = 2**62
@@ -143,6 +144,52 @@ def check_chains(links: Iterable[EventLink]) -> list[Finding]:
                 break
             expected_version, expected_prev = link.version + 1, link.hash
     return findings
+
+
+KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
+KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
+
+
+def follow_key_chain(events: Iterable[tuple[int, str, int, str, bytes]]) -> tuple[dict[str, bytes], Finding | None]:
+    """The trusted ledger keys, from the keyring's events in order.
+
+    ``events`` are (notification id, aggregate id, version, topic, record).
+    The genesis event must be signed by the key it introduces; each rotation by
+    a key already trusted. Returns the keys (key id -> raw public key) and the
+    first problem, if any (the walk stops there).
+    """
+    keys: dict[str, bytes] = {}
+    for nid, aggregate_id, version, topic, record in events:
+
+        def problem(what: str, nid: int = nid, aggregate_id: str = aggregate_id, version: int = version) -> Finding:
+            return Finding(nid, aggregate_id, version, what)
+
+        try:
+            sealed = SealedEvent.from_record(record)
+            envelope = sealed.envelope_fields()
+            new_key = load_public_key_pem(envelope["payload"]["public_key_pem"])
+        except Exception as exc:
+            return keys, problem(f"key event cannot be read: {exc}")
+        if envelope.get("type") != topic or envelope.get("version") != version:
+            return keys, problem("key event envelope does not match its row")
+        new_raw = raw_public_key(new_key)
+        if topic == KEYRING_ESTABLISHED:
+            if keys:
+                return keys, problem("a second genesis key")
+            signer_raw = new_raw
+        elif topic == KEYRING_ROTATED:
+            found = keys.get(sealed.key_id)
+            if found is None:
+                return keys, problem(f"rotation signed by key {sealed.key_id}, which is not a ledger key")
+            signer_raw = found
+        else:
+            return keys, problem(f"unexpected event {topic} in the keyring")
+        if not sealed.hash_matches() or not verify_raw(
+            signer_raw, base64.b64decode(sealed.signature), bytes.fromhex(sealed.hash)
+        ):
+            return keys, problem("key event signature or hash does not verify")
+        keys[key_id(new_key)] = new_raw
+    return keys, None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ written, or from the database.
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from eventsourcing.utils import get_topic
 from domain import catalog
 from domain.aggregate import aggregate_class, aggregate_type_of, event_class, is_known_topic
 from domain.errors import LedgerError, TamperedEvent, UnknownEventType, VersionConflict
-from domain.keys import Signer
+from domain.keys import Signer, verify_raw
 from domain.sealing import (
     ZERO_HASH,
     SealedEvent,
@@ -53,6 +54,8 @@ class SealingMapper(Mapper[uuid.UUID]):
         self._signer = signer
         self.max_payload_bytes = max_payload_bytes
         self.on_read: Callable[[uuid.UUID | str, int, str], None] = lambda *_: None
+        self.trusted_keys: dict[str, bytes] = {}
+        self.refresh_keys: Callable[[], dict[str, bytes]] = dict
 
     def seal_event(self, domain_event: Any, prev_hash: str) -> tuple[StoredEvent, str]:
         """Seal one event chained to ``prev_hash``; return the stored event and its hash."""
@@ -94,6 +97,7 @@ class SealingMapper(Mapper[uuid.UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[uuid.UUID]:
         """Check a stored record against its hash and row, and rebuild the event."""
         sealed, envelope = open_record(stored_event)
+        self._check_signature(sealed, stored_event)
         cls = event_class(stored_event.topic)
         state: dict[str, Any] = dict(envelope["payload"])
         state["originator_id"] = stored_event.originator_id
@@ -106,6 +110,23 @@ class SealingMapper(Mapper[uuid.UUID]):
         object.__setattr__(domain_event, "__dict__", state)
         self.on_read(stored_event.originator_id, stored_event.originator_version, sealed.hash)
         return domain_event
+
+
+    def _check_signature(self, sealed: SealedEvent, stored_event: StoredEvent) -> None:
+        """The record was signed by a ledger key (so an edited, re-hashed record is refused)."""
+        where = f"event {stored_event.originator_id} v{stored_event.originator_version}"
+        public = self.trusted_keys.get(sealed.key_id)
+        if public is None:
+            self.trusted_keys = self.refresh_keys()
+            public = self.trusted_keys.get(sealed.key_id)
+        if public is None:
+            raise TamperedEvent(f"{where}: signed by key {sealed.key_id}, which is not a ledger key")
+        try:
+            signature = base64.b64decode(sealed.signature, validate=True)
+        except ValueError:
+            raise TamperedEvent(f"{where}: the signature is not base64") from None
+        if not verify_raw(public, signature, bytes.fromhex(sealed.hash)):
+            raise TamperedEvent(f"{where}: the signature does not verify")
 
 
 def open_record(stored_event: StoredEvent | Notification) -> tuple[SealedEvent, dict[str, Any]]:

@@ -7,6 +7,7 @@ event store seals, chains and records. Every write returns the ledger position
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,14 @@ from eventsourcing.persistence import IntegrityError, Recording
 from domain.errors import LedgerError, NotFound, VersionConflict
 from domain.keys import Signer, public_key_pem
 from domain.ledger_key import KEYRING_ID, LedgerKeyring
+from domain.verification import follow_key_chain
 from service.event_store import LedgerEventStore, SealingMapper
 from service.persistence import eventsourcing_env
 from service.settings import Settings
 
 SYSTEM_ACTOR = "system:ledger"
+AGGREGATE_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+log = logging.getLogger(__name__)
 
 
 class KeyNotInKeyring(LedgerError):
@@ -48,7 +52,20 @@ class LedgerCore(Application[uuid.UUID]):
     def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self._signer = signer
-        super().__init__(env={**eventsourcing_env(settings), **(env or {})})
+        super().__init__(env={**AGGREGATE_CACHE, **eventsourcing_env(settings), **(env or {})})
+        assert isinstance(self.mapper, SealingMapper)
+        self.mapper.refresh_keys = self._trusted_keys
+
+    def _trusted_keys(self) -> dict[str, bytes]:
+        """The ledger keys, followed from the keyring's own signed events."""
+        events = [
+            (0, str(e.originator_id), e.originator_version, e.topic, bytes(e.state))
+            for e in self.recorder.select_events(KEYRING_ID)
+        ]
+        keys, problem = follow_key_chain(events)
+        if problem is not None:
+            log.error("ledger keyring does not verify: %s", problem.describe())
+        return keys
 
     # -- wiring -------------------------------------------------------------
     def construct_mapper(self) -> SealingMapper:

@@ -25,16 +25,13 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
-import nacl.bindings
-import nacl.exceptions
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
 from domain import catalog, merkle
 from domain.checkpoint import CheckpointError, verify_checkpoint
-from domain.keys import key_id as compute_key_id
-from domain.keys import load_public_key_pem, public_key_pem, raw_public_key, verify_signature
+from domain.keys import verify_raw
 from domain.ledger_key import KEYRING_ID, LedgerKeyring
 from domain.sealing import SealedEvent
 from domain.verification import (
@@ -47,6 +44,7 @@ from domain.verification import (
     check_leaves,
     check_nodes,
     complete_nodes,
+    follow_key_chain,
 )
 from projections import transparency_log as tlog
 from service.persistence import create_engine, events_select, events_table, notification_id_column
@@ -108,13 +106,7 @@ def _verify_range(
 
     def verify(key_id: str, signature: bytes, message: bytes) -> bool | None:
         public = keys.get(key_id)
-        if public is None:
-            return None
-        try:
-            nacl.bindings.crypto_sign_open(signature + message, public)
-        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-            return False
-        return True
+        return None if public is None else verify_raw(public, signature, message)
 
     links: list[EventLink] = []
     findings: list[Finding] = []
@@ -135,57 +127,28 @@ def _verify_range(
 
 
 def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes], list[Finding]]:
-    """Follow the key chain from the genesis event; check the anchor is part of it."""
-    keys: dict[str, bytes] = {}
-    findings: list[Finding] = []
+    """Follow the key chain from the genesis event; check an anchor is part of it."""
     query = sa.text(
         f"{events_select(engine)} WHERE topic IN :topics ORDER BY {notification_id_column(engine)}"
     ).bindparams(sa.bindparam("topics", expanding=True))
     with engine.connect() as conn:
         rows = conn.execute(query, {"topics": list(KEYRING_TOPICS)}).all()
-    for nid, oid, version, topic, state in rows:
-        aggregate_id = _aggregate_id(oid)
-
-        def fail(what: str, nid: int = nid, aggregate_id: str = aggregate_id, version: int = version) -> None:
-            findings.append(Finding(int(nid), aggregate_id, int(version), what))
-
-        try:
-            sealed = SealedEvent.from_record(bytes(state))
-            payload = sealed.envelope_fields()["payload"]
-            new_key = load_public_key_pem(payload["public_key_pem"])
-        except Exception as exc:
-            fail(f"key event cannot be read: {exc}")
-            break
-        if aggregate_id != str(KEYRING_ID):
-            fail("a key event outside the ledger keyring")
-            break
-        signer = new_key if topic == LedgerKeyring.Established.TOPIC else None
-        if topic == LedgerKeyring.Established.TOPIC and keys:
-            fail("a second genesis key")
-            break
-        if signer is None:
-            raw = keys.get(sealed.key_id)
-            if raw is None:
-                fail(f"rotation signed by key {sealed.key_id}, which is not a ledger key")
-                break
-            signer = load_public_key_pem(_pem(raw))
-        if not sealed.hash_matches() or not verify_signature(
-            signer, sealed.signature, bytes.fromhex(sealed.hash)
-        ):
-            fail("key event signature or hash does not verify")
-            break
-        keys[compute_key_id(new_key)] = raw_public_key(new_key)
-    if not rows:
+    events = [(int(n), _aggregate_id(o), int(v), t, bytes(s)) for n, o, v, t, s in rows]
+    findings: list[Finding] = [
+        Finding(nid, aggregate_id, version, "a key event outside the ledger keyring")
+        for nid, aggregate_id, version, _, _ in events
+        if aggregate_id != str(KEYRING_ID)
+    ]
+    keys, problem = follow_key_chain(events)
+    if problem is not None:
+        findings.append(problem)
+    if not events:
         findings.append(Finding(UNPLACED, "-", 0, "the ledger has no keyring (no genesis key)"))
     elif anchors and not any(a in keys.values() for a in anchors):
         findings.append(
             Finding(UNPLACED, "-", 0, "none of the trusted public keys is part of this ledger's key chain")
         )
     return keys, findings
-
-
-def _pem(raw: bytes) -> str:
-    return public_key_pem(Ed25519PublicKey.from_public_bytes(raw))
 
 
 def _ranges(engine: Engine) -> list[tuple[int, int]]:

@@ -19,11 +19,11 @@ from service.ledger import Ledger
 ROLE_CYCLE = [Role.AUDITOR.value, Role.OPERATOR.value, Role.APPROVER.value, Role.PREDICTOR.value]
 
 
-def dataset(index: int, actor: str) -> DatasetVersion:
-    """A plausible dataset version with a deterministic digest."""
+def dataset(index: int, actor: str, tag: str = "") -> DatasetVersion:
+    """The first version of a plausible dataset (its own name) with a deterministic digest."""
     digest = "sha256:" + hashlib.sha256(f"dataset-{index}".encode()).hexdigest()
     return DatasetVersion(
-        name=f"credit-{index % 50}",
+        name=f"credit-{tag}{index}",
         number=1,
         digest=digest,
         size=1_000 + index,
@@ -72,7 +72,7 @@ def append_events(
     while written + pending_events < count:
         remaining = count - written - pending_events
         if index % 10 == 9 or remaining < depth:
-            aggregate: Any = dataset(index, actor)
+            aggregate: Any = dataset(index, actor, tag)
             size = 1
         else:
             aggregate = events_for_one_principal(index, actor, depth, tag)

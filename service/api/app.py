@@ -27,7 +27,7 @@ def create_app(
         owned = services is None
         opened = services or open_services(settings or Settings())
         if opened.admin_api_key:
-            print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)  # noqa: T201
+            print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)
         app.state.services = opened
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:

@@ -253,12 +253,6 @@ def test_loading_an_aggregate_whose_record_is_not_a_record_raises_tampered_event
         other.ledger.get(principal_id, Principal)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="records are checked on load for hash and row, not for the signature, so an edit "
-    "whose hash was recomputed loads as if the ledger had written it",
-)
 def test_loading_an_aggregate_whose_record_was_edited_and_rehashed_raises_tampered_event(
     services: Services,
 ) -> None:

@@ -1,7 +1,9 @@
 """The ledger itself: checkpoints, keys, sealed events and Merkle proofs.
 
 These are the endpoints a verifier needs; hashes are hex, the checkpoint note is
-the C2SP signed-note text exactly as signed.
+the C2SP signed-note text exactly as signed. Checkpoints, keys and proofs are
+public verification material (they reveal hashes only, like a Certificate
+Transparency log); the events themselves need a role that may read them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from domain.errors import LedgerError, NotFound
 from projections import transparency_log as tlog
-from service.api.deps import ConnDep, ServicesDep
+from service.api.deps import ConnDep, LedgerEventReader, ServicesDep
 from service.event_store import open_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -115,6 +117,7 @@ def ledger_keys(services: ServicesDep) -> list[KeyPublic]:
 def ledger_event(
     services: ServicesDep,
     conn: ConnDep,
+    caller: LedgerEventReader,
     notification_id: Annotated[int, Path(ge=1, le=2**62)],
 ) -> EventPublic:
     """One sealed event by its position in the ledger."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, Field
 
 from domain.errors import Forbidden
@@ -13,7 +13,7 @@ from domain.principal import Principal
 from domain.roles import Role
 from service.api.deps import AdminCaller, CurrentCaller, LedgerDep, written
 from service.api.schemas import Reason, WriteResult
-from service.auth import new_token
+from service.auth import Caller, new_token
 
 router = APIRouter(prefix="/v1", tags=["principals"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
@@ -68,6 +68,16 @@ class ApiKeyIssued(WriteResult):
     api_key: str
 
 
+def _self_or_admin(principal_id: IdPath, caller: CurrentCaller) -> Caller:
+    """The principal itself, or an admin."""
+    if principal_id != caller.id and not allowed(Action.MANAGE_PRINCIPALS, caller.roles):
+        raise Forbidden("only admins may act on other principals")
+    return caller
+
+
+SelfOrAdmin = Annotated[Caller, Depends(_self_or_admin)]
+
+
 def _public(principal: Principal) -> PrincipalPublic:
     return PrincipalPublic(
         id=str(principal.id),
@@ -93,10 +103,8 @@ def create_principal(body: PrincipalCreate, caller: AdminCaller, ledger: LedgerD
 
 
 @router.get("/principals/{principal_id}", response_model=PrincipalPublic)
-def get_principal(principal_id: IdPath, caller: CurrentCaller, ledger: LedgerDep) -> PrincipalPublic:
+def get_principal(principal_id: IdPath, caller: SelfOrAdmin, ledger: LedgerDep) -> PrincipalPublic:
     """A principal (admin, or the principal itself)."""
-    if principal_id != caller.id and not allowed(Action.MANAGE_PRINCIPALS, caller.roles):
-        raise Forbidden("only admins may look at other principals")
     return _public(ledger.get(principal_id, Principal))
 
 
@@ -126,11 +134,9 @@ def deactivate(
     "/principals/{principal_id}/signing-keys", response_model=SigningKeyResult, status_code=status.HTTP_201_CREATED
 )
 def register_signing_key(
-    principal_id: IdPath, body: SigningKeyCreate, caller: CurrentCaller, ledger: LedgerDep, response: Response
+    principal_id: IdPath, body: SigningKeyCreate, caller: SelfOrAdmin, ledger: LedgerDep, response: Response
 ) -> object:
     """Register a public signing key (the principal itself, or an admin)."""
-    if principal_id != caller.id and not allowed(Action.MANAGE_PRINCIPALS, caller.roles):
-        raise Forbidden("only admins may register keys for other principals")
     key_id, result = ledger.register_signing_key(principal_id, body.public_key_pem, actor=caller.actor)
     return {**written(response, result), "key_id": key_id}
 
