@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from domain.canonical import canonical_json
 from domain.deployment import Deployment
 from domain.model import Model, ModelVersion
+from domain.sealing import ENVELOPE_VERSION
 from projections.base import ProjectedEvent, Projection
 from projections.tables import metadata
 
@@ -83,6 +84,23 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def payload_json(event: ProjectedEvent) -> str:
+    """The payload's canonical JSON, cut from the event's canonical envelope bytes.
+
+    Re-encoding every payload would double the cost of this projection. In the
+    envelope (keys sorted) the payload follows ``actor``, ``aggregate_id`` and
+    ``aggregate_type``, whose string values cannot hold an unescaped quote, and is
+    followed by ``prev_hash``, ``recorded_at``, ``type``, ``v`` and ``version``,
+    which cannot either; so the first ``"payload":`` and the last
+    ``,"prev_hash":"`` bound exactly the bytes that were hashed for the payload.
+    """
+    envelope = event.sealed.envelope
+    start, end = envelope.find(b'"payload":'), envelope.rfind(b',"prev_hash":"')
+    if event.envelope.get("v") != ENVELOPE_VERSION or start < 0 or end < start:
+        return canonical_json(event.payload).decode()
+    return envelope[start + len(b'"payload":') : end].decode()
+
+
 class AuditTrail(Projection):
     """Keeps ``audit_events``: every event with its actor, time, type and model."""
 
@@ -104,9 +122,8 @@ class AuditTrail(Projection):
     def handle(self, conn: Connection, event: ProjectedEvent) -> None:
         """Buffer the event's row (written in :meth:`end_batch`)."""
         envelope = event.envelope
-        payload = event.payload
-        # Only a payload that is larger than a field limit as a whole can have a large field.
-        small = len(event.sealed.envelope) <= SUMMARY_FIELD_LIMIT
+        # Only an event larger than the field limit as a whole can hold a field over it.
+        summary = summarize(event.payload) if len(event.sealed.envelope) > SUMMARY_FIELD_LIMIT else None
         self._rows.append(
             {
                 "notification_id": event.notification_id,
@@ -118,7 +135,10 @@ class AuditTrail(Projection):
                 "actor": event.actor,
                 "recorded_at": event.recorded_at,
                 "model_name": self._model_name(conn, event),
-                "summary": canonical_json(payload if small else summarize(payload)).decode(),
+                "summary": (
+                    payload_json(event) if summary is None or summary == event.payload
+                    else canonical_json(summary).decode()
+                ),
                 "hash": event.hash,
             }
         )
@@ -139,19 +159,20 @@ class AuditTrail(Projection):
     def _model_name(self, conn: Connection, event: ProjectedEvent) -> str | None:
         field = _NAMING_EVENTS.get(event.topic)
         if field is not None:
-            name = str(event.payload[field])
-            self._models[event.aggregate_id] = name
-            self._model_rows.append({"aggregate_id": event.aggregate_id, "model_name": name})
-            return name
+            named = str(event.payload[field])
+            self._models[event.aggregate_id] = named
+            self._model_rows.append({"aggregate_id": event.aggregate_id, "model_name": named})
+            return named
         if event.envelope["aggregate_type"] not in _MODEL_AGGREGATES:
             return None
-        name = self._models.get(event.aggregate_id)
-        if name is None:
-            name = conn.execute(
-                sa.select(audit_aggregate_models.c.model_name).where(
-                    audit_aggregate_models.c.aggregate_id == event.aggregate_id
-                )
-            ).scalar()
-            if name is not None:
-                self._models[event.aggregate_id] = name
+        cached = self._models.get(event.aggregate_id)
+        if cached is not None:
+            return cached
+        name: str | None = conn.execute(
+            sa.select(audit_aggregate_models.c.model_name).where(
+                audit_aggregate_models.c.aggregate_id == event.aggregate_id
+            )
+        ).scalar()
+        if name is not None:
+            self._models[event.aggregate_id] = name
         return name

@@ -74,7 +74,7 @@ reg_dataset_versions = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     _text("format"), _text("schema"),
     sa.Column("row_count", sa.BigInteger, nullable=False),
-    _text("datasheet"), _text("source"), _text("registered_by"),
+    _text("profile"), _text("datasheet"), _text("source"), _text("registered_by"),
     sa.Column("registered_at", TIME, nullable=False),
     sa.Column("deprecated", sa.Boolean, nullable=False),
     sa.UniqueConstraint("name", "number", name="uq_reg_dataset_versions_name_number"),
@@ -299,7 +299,7 @@ class Registry(Projection):
     @_on(Principal.Registered.TOPIC)
     def _principal_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_principals.insert().values(
+        conn.execute(reg_principals.insert(), dict(
             id=e.aggregate_id, name=p["name"], kind=p["kind"], roles=to_json(sorted(set(p["roles"]))),
             active=True, registered_at=e.recorded_at,
         ))
@@ -318,14 +318,14 @@ class Registry(Projection):
 
     @_on(Principal.SigningKeyRegistered.TOPIC)
     def _signing_key(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_signing_keys.insert().values(
+        conn.execute(reg_signing_keys.insert(), dict(
             key_id=e.payload["key_id"], principal_id=e.aggregate_id,
             public_key_pem=e.payload["public_key_pem"], registered_at=e.recorded_at,
         ))
 
     @_on(ApiKey.Issued.TOPIC)
     def _api_key_issued(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_api_keys.insert().values(
+        conn.execute(reg_api_keys.insert(), dict(
             id=e.aggregate_id, principal_id=e.payload["principal_id"], label=e.payload["label"],
             revoked=False, issued_at=e.recorded_at,
         ))
@@ -339,11 +339,11 @@ class Registry(Projection):
     @_on(DatasetVersion.Registered.TOPIC)
     def _dataset_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_dataset_versions.insert().values(
+        conn.execute(reg_dataset_versions.insert(), dict(
             id=e.aggregate_id, name=p["name"], number=p["number"], digest=p["digest"], size=p["size"],
             format=p["format"], schema=to_json(p["schema"]), row_count=p["row_count"],
-            datasheet=to_json(p["datasheet"]), source=p["source"], registered_by=e.actor,
-            registered_at=e.recorded_at, deprecated=False,
+            profile=to_json(p.get("profile", [])), datasheet=to_json(p["datasheet"]), source=p["source"],
+            registered_by=e.actor, registered_at=e.recorded_at, deprecated=False,
         ))
 
     @_on(DatasetVersion.Deprecated.TOPIC)
@@ -355,7 +355,7 @@ class Registry(Projection):
     @_on(CodeVersion.Registered.TOPIC)
     def _code_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_code_versions.insert().values(
+        conn.execute(reg_code_versions.insert(), dict(
             id=e.aggregate_id, repository=p["repository"], commit=p["commit"],
             archive_digest=p["archive_digest"], entrypoint=p["entrypoint"],
             registered_by=e.actor, registered_at=e.recorded_at,
@@ -363,7 +363,7 @@ class Registry(Projection):
 
     @_on(Pipeline.Created.TOPIC)
     def _pipeline_created(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_pipeline_names.insert().values(
+        conn.execute(reg_pipeline_names.insert(), dict(
             id=e.aggregate_id, name=e.payload["name"], kind=e.payload["kind"]
         ))
 
@@ -371,7 +371,7 @@ class Registry(Projection):
     def _pipeline_spec(self, conn: Connection, e: ProjectedEvent) -> None:
         name = self._name_of(conn, reg_pipeline_names, "name", e.aggregate_id)
         kind = self._name_of(conn, reg_pipeline_names, "kind", e.aggregate_id)
-        conn.execute(reg_pipelines.insert().values(
+        conn.execute(reg_pipelines.insert(), dict(
             name=name, number=e.payload["number"], kind=kind, spec=to_json(e.payload["spec"]),
             spec_digest=e.payload["spec_digest"], created_by=e.actor, created_at=e.recorded_at,
         ))
@@ -382,7 +382,7 @@ class Registry(Projection):
     def _run_requested(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         pipeline_id = p["pipeline_id"]
-        conn.execute(reg_runs.insert().values(
+        conn.execute(reg_runs.insert(), dict(
             id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id,
             pipeline_name=None if pipeline_id is None else self._name_of(conn, reg_pipeline_names, "name", pipeline_id),
             pipeline_version=p["pipeline_version"], spec_digest=p["spec_digest"],
@@ -413,7 +413,7 @@ class Registry(Projection):
     @_on(Run.ArtifactRecorded.TOPIC)
     def _run_artifact(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_run_artifacts.insert().values(
+        conn.execute(reg_run_artifacts.insert(), dict(
             run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]
         ))
 
@@ -443,7 +443,7 @@ class Registry(Projection):
     def _model_created(self, conn: Connection, e: ProjectedEvent) -> None:
         policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
         name = e.payload["name"]
-        conn.execute(reg_models.insert().values(
+        conn.execute(reg_models.insert(), dict(
             name=name, id=e.aggregate_id, policy=to_json(policy), created_at=e.recorded_at
         ))
         # A model's first version is saved before the model itself, so it exists already.
@@ -459,7 +459,7 @@ class Registry(Projection):
     @_on(ModelVersion.Registered.TOPIC)
     def _version_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_model_versions.insert().values(
+        conn.execute(reg_model_versions.insert(), dict(
             id=e.aggregate_id, model_name=p["model_name"], number=p["number"], run_id=p["run_id"],
             run_digest=p["run_digest"], artifact_name=p["artifact_name"], artifact_digest=p["artifact_digest"],
             input_schema=to_json(p["input_schema"]), registered_by=e.actor, registered_at=e.recorded_at,
@@ -470,7 +470,7 @@ class Registry(Projection):
     def _version_decided(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         approve = e.topic == ModelVersion.ApprovalGranted.TOPIC
-        conn.execute(reg_approvals.insert().values(
+        conn.execute(reg_approvals.insert(), dict(
             notification_id=e.notification_id, model_version_id=e.aggregate_id, approver=p["approver"],
             key_id=p["key_id"], decision="approve" if approve else "reject", statement=to_json(p["statement"]),
             signature=p["signature"], recorded_at=e.recorded_at,
@@ -488,7 +488,7 @@ class Registry(Projection):
     # -- deployments ------------------------------------------------------------
 
     def _history(self, conn: Connection, e: ProjectedEvent, model_name: str, action: str, **values: Any) -> None:
-        conn.execute(reg_deployment_history.insert().values(
+        conn.execute(reg_deployment_history.insert(), dict(
             notification_id=e.notification_id, model_name=model_name, action=action,
             reason=e.payload.get("reason"), actor=e.actor, recorded_at=e.recorded_at, **values,
         ))
@@ -506,7 +506,7 @@ class Registry(Projection):
     @_on(Deployment.Created.TOPIC)
     def _deployment_created(self, conn: Connection, e: ProjectedEvent) -> None:
         name = e.payload["model_name"]
-        conn.execute(reg_deployments.insert().values(
+        conn.execute(reg_deployments.insert(), dict(
             model_name=name, id=e.aggregate_id, stopped=False, retired=False, updated_at=e.recorded_at
         ))
         self._history(conn, e, name, "created")

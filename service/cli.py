@@ -201,6 +201,22 @@ def _local_public_keys(settings: Settings) -> list[bytes]:
     ] if public_dir.is_dir() else []
 
 
+@app.command()
+@friendly_errors
+def demo() -> None:
+    """Run a whole governed lifecycle on this ledger and print the lineage."""
+    from service.bootstrap import open_services
+    from service.demo import run_demo
+
+    settings = _settings()
+    services = open_services(settings, migrate=True)
+    try:
+        _announce_admin_key(services.admin_api_key)
+        run_demo(services, say=typer.echo)
+    finally:
+        services.close()
+
+
 @keys_app.command("show")
 @friendly_errors
 def keys_show() -> None:

@@ -57,6 +57,7 @@ def _registry() -> None:
         _text("format"),
         _text("schema"),
         sa.Column("row_count", sa.BigInteger, nullable=False),
+        _text("profile"),
         _text("datasheet"),
         _text("source"),
         _text("registered_by"),

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import problems
-from service.api.routers import datasets, health, ledger, lineage, models, principals
+from service.api.routers import audit, datasets, health, ledger, lineage, models, principals, registry
 from service.bootstrap import Services, open_services
 from service.projector import ProjectorThread
 from service.settings import Settings
@@ -26,7 +26,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         opened = services or open_services(settings or Settings())
-        if opened.admin_api_key:
+        if owned and opened.admin_api_key:
             print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)
         app.state.services = opened
         projector = ProjectorThread(opened) if run_projector else None
@@ -53,4 +53,6 @@ def create_app(
     app.include_router(datasets.router)
     app.include_router(lineage.router)
     app.include_router(models.router)
+    app.include_router(registry.router)
+    app.include_router(audit.router)
     return app

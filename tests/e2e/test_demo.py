@@ -1,0 +1,31 @@
+"""``mlledger demo`` runs a whole governed lifecycle on a fresh embedded ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+
+def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "MLLEDGER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "demo"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "signed an approval" in result.stdout
+    assert "as champion" in result.stdout
+    assert "lineage of breast-cancer-" in result.stdout
+    assert result.stdout.count("approve by ") == 2
+    assert "deployment: champion v1" in result.stdout
+    assert "Traceback" not in result.stderr
+    verify = subprocess.run(
+        [sys.executable, "-m", "service", "verify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
