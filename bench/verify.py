@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{report.leaves:,} log leaves, {report.checkpoints} checkpoint(s), {workers} workers")
     print(f"build (not part of verification): {build_seconds:.1f} s")
     for step, seconds, events in steps:
-        rate = f" ({events / seconds:,.0f} events/s)" if events and seconds else ""
-        print(f"  {step:<34} {seconds:>8.1f} s{rate}")
+        rate_text = f" ({events / seconds:,.0f} events/s)" if events and seconds else ""
+        print(f"  {step:<34} {seconds:>8.1f} s{rate_text}")
     header = f"{'verification':<54} | {'events':>8} | {'seconds':>8} | {'events/s':>9} | {'target':>10} | result"
     print(header)
     print("-" * len(header))
