@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 from sqlalchemy.engine import Connection
 
-from domain.errors import LedgerError
+from domain.errors import InvalidPayload, LedgerError
 from domain.permissions import Action
 from service.auth import Caller, authenticate
 from service.bootstrap import Services
@@ -64,6 +64,11 @@ def read_connection(
 ) -> Iterator[Connection]:
     """A connection for queries, after the projections reached ``min_position``."""
     if min_position:
+        head = services.ledger.position()
+        if min_position > head:
+            raise InvalidPayload(
+                f"min_position {min_position} is beyond the ledger's newest position {head}", field="min_position"
+            )
         deadline = time.monotonic() + services.settings.read_wait_seconds
         while min(services.runner.position(n) for n in services.runner.projections) < min_position:
             if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import LedgerError
@@ -17,6 +18,37 @@ PROBLEM_BASE = "https://mlledger.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 
 
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of the API is reported."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No valid API key",
+    403: "The caller's roles do not allow this",
+    404: "Not found",
+    409: "Conflicts with the ledger's state or rules",
+    413: "Too large",
+    422: "Invalid input (the problem names the field)",
+    503: "Temporarily unavailable",
+}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": text,
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for code, text in _DESCRIPTIONS.items()
+}
+
+
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
     """A problem+json response."""
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
@@ -24,8 +56,32 @@ def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
+def document(app: FastAPI) -> None:
+    """Describe every error response as problem+json in the OpenAPI document."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema()
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for code, response in PROBLEM_RESPONSES.items():
+                    responses[str(code)] = response
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
-    """Register the exception handlers."""
+    """Register the exception handlers and document them."""
+    document(app)
 
     @app.exception_handler(LedgerError)
     async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
