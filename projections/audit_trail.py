@@ -18,12 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from domain.canonical import canonical_json
 from domain.deployment import Deployment
 from domain.model import Model, ModelVersion
 from domain.sealing import ENVELOPE_VERSION
 from projections.base import ProjectedEvent, Projection
-from projections.tables import metadata
+from projections.tables import json_text, metadata
 
 SUMMARY_FIELD_LIMIT = 2048
 
@@ -77,7 +76,7 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for key, value in payload.items():
         if isinstance(value, (dict, list, str)):
-            encoded = canonical_json(value)
+            encoded = json_text(value).encode()
             if len(encoded) > SUMMARY_FIELD_LIMIT:
                 value = "sha256:" + hashlib.sha256(encoded).hexdigest()
         summary[key] = value
@@ -97,7 +96,7 @@ def payload_json(event: ProjectedEvent) -> str:
     envelope = event.sealed.envelope
     start, end = envelope.find(b'"payload":'), envelope.rfind(b',"prev_hash":"')
     if event.envelope.get("v") != ENVELOPE_VERSION or start < 0 or end < start:
-        return canonical_json(event.payload).decode()
+        return json_text(event.payload)
     return envelope[start + len(b'"payload":') : end].decode()
 
 
@@ -137,7 +136,7 @@ class AuditTrail(Projection):
                 "model_name": self._model_name(conn, event),
                 "summary": (
                     payload_json(event) if summary is None or summary == event.payload
-                    else canonical_json(summary).decode()
+                    else json_text(summary)
                 ),
                 "hash": event.hash,
             }

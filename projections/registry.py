@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from domain.approval import ApprovalPolicy
-from domain.canonical import canonical_json
 from domain.code import CodeVersion
 from domain.credentials import ApiKey
 from domain.dataset import DatasetVersion
@@ -31,7 +30,7 @@ from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import Run
 from projections.base import ProjectedEvent, Projection
-from projections.tables import metadata
+from projections.tables import json_text, metadata
 
 ID, NAME, TIME, DIGEST = sa.String(64), sa.String(200), sa.String(32), sa.String(80)
 
@@ -212,8 +211,8 @@ reg_deployment_history = sa.Table(
 
 
 def to_json(value: Any) -> str:
-    """Canonical JSON text (RFC 8785), the form every JSON column holds."""
-    return canonical_json(value).decode()
+    """The JSON text every JSON column holds."""
+    return json_text(value)
 
 
 def version_state(policy: dict[str, Any] | None, approvals: int, rejections: int) -> str:
