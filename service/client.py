@@ -147,6 +147,13 @@ class LedgerClient:
             "POST", f"/v1/datasets/{name}/versions:register", json={"uri": uri, "digest": digest, **fields}
         )[0]
 
+    def upload_code_archive(self, data: bytes) -> str:
+        """Upload a code archive; return its digest (pass it to register_code_version)."""
+        body = self.request(
+            "PUT", "/v1/code-archives", content=data, headers={"Content-Type": "application/octet-stream"}
+        )
+        return str(body["digest"])
+
     def register_code_version(self, repository: str, commit: str, **fields: Any) -> Written:
         """Register a code version."""
         return self._write("POST", "/v1/code-versions", json={"repository": repository, "commit": commit, **fields})[0]

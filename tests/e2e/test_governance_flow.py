@@ -124,3 +124,22 @@ def test_an_approval_statement_for_another_version_is_refused(world: World) -> N
 
     assert caught.value.status == 422
     assert caught.value.field is not None and caught.value.field.startswith("statement.")
+
+
+def test_a_code_version_names_an_uploaded_archive(world: World) -> None:
+    alice = world.people["alice"].client
+    digest = alice.upload_code_archive(b"PK\x03\x04 pretend zip")
+
+    written = alice.register_code_version("https://git.example/x", "abcdef1", archive_digest=digest)
+
+    assert alice.request("GET", f"/v1/code-versions/{written.id}")["archive_digest"] == digest
+
+
+def test_a_code_version_naming_a_missing_archive_is_refused(world: World) -> None:
+    alice = world.people["alice"].client
+
+    with pytest.raises(LedgerClientError) as caught:
+        alice.register_code_version("https://git.example/x", "abcdef1", archive_digest="sha256:" + "1" * 64)
+
+    assert caught.value.status == 422
+    assert caught.value.field == "archive_digest"

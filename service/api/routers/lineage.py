@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
 from domain.code import CodeVersion
-from domain.errors import PayloadTooLarge
+from domain.errors import InvalidPayload, PayloadTooLarge
 from domain.run import Run
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, written
 from service.api.schemas import WriteResult
@@ -115,12 +115,45 @@ class RunPublic(BaseModel):
     metric_points: int
 
 
+class StoredFile(BaseModel):
+    """A file in the content-addressed store."""
+
+    digest: str
+    size: int
+
+
+@router.put(
+    "/code-archives",
+    response_model=StoredFile,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def upload_code_archive(request: Request, caller: LineageWriter, services: ServicesDep) -> object:
+    """Upload a code archive (raw body, streamed); register a code version with its digest next."""
+    limit = services.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="body")
+    blob = await services.blobs.put_async_chunks(request.stream(), max_bytes=limit)
+    return {"digest": blob.digest, "size": blob.size}
+
+
 @router.post("/code-versions", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
 def create_code_version(
-    body: CodeVersionCreate, caller: LineageWriter, ledger: LedgerDep, response: Response
+    body: CodeVersionCreate, caller: LineageWriter, services: ServicesDep, response: Response
 ) -> object:
-    """Register a code version."""
-    return written(response, ledger.register_code_version(**body.model_dump(), actor=caller.actor))
+    """Register a code version (its archive, if named, must have been uploaded)."""
+    if body.archive_digest is not None and not services.blobs.exists(body.archive_digest):
+        raise InvalidPayload(
+            f"no uploaded archive with digest {body.archive_digest}; PUT it to /v1/code-archives first",
+            field="archive_digest",
+        )
+    return written(response, services.ledger.register_code_version(**body.model_dump(), actor=caller.actor))
 
 
 @router.get("/code-versions/{code_id}", response_model=CodeVersionPublic)
