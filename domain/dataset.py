@@ -107,6 +107,11 @@ class DatasetVersion(LedgerAggregate):
         TOPIC = "mlledger.datasetversion.Deprecated.v1"
         reason: str
 
+    @staticmethod
+    def create_id(name: str, number: int, **_: object) -> uuid.UUID:
+        """One aggregate per (name, number): a duplicate version number is refused when written."""
+        return series_id("dataset-version", f"{name}\n{number}")
+
     @event(Registered)
     def __init__(
         self,

@@ -119,6 +119,10 @@ class Deployment(LedgerAggregate):
 
     @event(ChampionSet)
     def _set_champion(self, model_version_id: str, number: int, reason: str, actor: str) -> None:
+        self._promote(model_version_id, number)
+
+    def _promote(self, model_version_id: str, number: int) -> None:
+        """The version serves as champion; it stops being challenger or canary."""
         if self.champion is not None:
             self.past_champions.append(self.champion)
         self.champion = (model_version_id, number)
@@ -174,9 +178,7 @@ class Deployment(LedgerAggregate):
 
     @event(RolledBack)
     def _roll_back(self, model_version_id: str, number: int, from_number: int, reason: str, actor: str) -> None:
-        if self.champion is not None:
-            self.past_champions.append(self.champion)
-        self.champion = (model_version_id, number)
+        self._promote(model_version_id, number)
 
     def stop(self, reason: str, actor: str) -> None:
         """Pull the kill switch."""

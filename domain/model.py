@@ -102,6 +102,11 @@ class ModelVersion(LedgerAggregate):
         statement: dict[str, Any]
         signature: str
 
+    @staticmethod
+    def create_id(model_name: str, number: int, **_: object) -> uuid.UUID:
+        """One aggregate per (model, number): a duplicate version number is refused when written."""
+        return series_id("model-version", f"{model_name}\n{number}")
+
     @event(Registered)
     def __init__(
         self,

@@ -13,7 +13,15 @@ from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
 from domain.errors import InvalidPayload, RuleViolated
 
+
+class RunAlreadyClaimed(RuleViolated):
+    """Another runner claimed the run first."""
+
+    title = "Run already claimed"
+
+
 MODES = ("runner", "client")
+ACTIVE_STATES = ("claimed", "running")
 DEVICES = ("auto", "cpu", "cuda")
 END_STATES = ("succeeded", "failed", "cancelled")
 METRIC_KEY_MAX = 250
@@ -54,6 +62,46 @@ class Run(LedgerAggregate):
         params: dict[str, Any]
         seed: int
         device: str
+        reproduces: str | None
+
+    class Claimed(LedgerAggregate.Event):
+        """A runner took the run (exactly one can: the claim is an optimistic append)."""
+
+        TOPIC = "mlledger.run.Claimed.v1"
+        runner_id: str
+        host: str
+
+    class EnvironmentCaptured(LedgerAggregate.Event):
+        """What the run executes on, recorded before execution starts."""
+
+        TOPIC = "mlledger.run.EnvironmentCaptured.v1"
+        environment: dict[str, Any]
+        environment_digest: str
+        device: str
+        device_note: str | None
+
+    class Abandoned(LedgerAggregate.Event):
+        """The runner stopped heartbeating; the run will not finish."""
+
+        TOPIC = "mlledger.run.Abandoned.v1"
+        runner_id: str
+        reason: str
+
+    class ReproductionVerified(LedgerAggregate.Event):
+        """A re-execution matched this run."""
+
+        TOPIC = "mlledger.run.ReproductionVerified.v1"
+        reproduction_run_id: str
+        method: str
+        tolerance: float
+        details: dict[str, Any]
+
+    class ReproductionDiverged(LedgerAggregate.Event):
+        """A re-execution did not match this run; the differences are recorded."""
+
+        TOPIC = "mlledger.run.ReproductionDiverged.v1"
+        reproduction_run_id: str
+        differences: dict[str, Any]
 
     class ParamsLogged(LedgerAggregate.Event):
         """Parameters were recorded (each key once)."""
@@ -96,12 +144,14 @@ class Run(LedgerAggregate):
         params: dict[str, Any],
         seed: int,
         device: str,
+        reproduces: str | None,
         actor: str,
     ) -> None:
         self.name = name
         self.mode = mode
         self.pipeline_id = pipeline_id
         self.pipeline_version = pipeline_version
+        self.spec_digest = spec_digest
         self.dataset_version_ids = list(dataset_version_ids)
         self.code_version_id = code_version_id
         self.params = dict(params)
@@ -111,6 +161,11 @@ class Run(LedgerAggregate):
         self.status = "requested" if mode == "runner" else "running"
         self.artifacts: dict[str, str] = {}
         self.metric_points = 0
+        self.reproduces = reproduces
+        self.runner_id: str | None = None
+        self.environment: dict[str, Any] = {}
+        self.environment_digest: str | None = None
+        self.verdicts: dict[str, str] = {}
 
     @staticmethod
     def check_request(mode: str, seed: int, device: str, name: str) -> None:
@@ -126,8 +181,84 @@ class Run(LedgerAggregate):
 
     @property
     def finished(self) -> bool:
-        """True once the run ended."""
-        return self.status in END_STATES
+        """True once the run ended (abandoned included)."""
+        return self.status in (*END_STATES, "abandoned")
+
+    def claim(self, runner_id: str, host: str, actor: str) -> None:
+        """Take a requested run; refuse one already taken."""
+        if self.mode != "runner":
+            raise RuleViolated("a client-reported run is not executed by runners")
+        if self.status != "requested":
+            raise RunAlreadyClaimed(f"the run is {self.status}; only requested runs can be claimed")
+        self._claim(runner_id=runner_id, host=host, actor=actor)
+
+    @event(Claimed)
+    def _claim(self, runner_id: str, host: str, actor: str) -> None:
+        self.status = "claimed"
+        self.runner_id = runner_id
+
+    def capture_environment(
+        self, environment: dict[str, Any], digest: str, device: str, device_note: str | None, actor: str
+    ) -> None:
+        """Record the environment before execution; the run is running from now on."""
+        if self.status != "claimed":
+            raise RuleViolated(f"the environment is captured right after the claim, not when {self.status}")
+        self._capture(
+            environment=environment, environment_digest=digest, device=device, device_note=device_note, actor=actor
+        )
+
+    @event(EnvironmentCaptured)
+    def _capture(
+        self, environment: dict[str, Any], environment_digest: str, device: str, device_note: str | None, actor: str
+    ) -> None:
+        self.status = "running"
+        self.environment = environment
+        self.environment_digest = environment_digest
+
+    def abandon(self, runner_id: str, reason: str, actor: str) -> None:
+        """Mark a claimed or running run abandoned (its runner went silent)."""
+        if self.status not in ACTIVE_STATES or self.runner_id != runner_id:
+            raise RuleViolated(f"the run is {self.status} by {self.runner_id}, not active under {runner_id}")
+        self._abandon(runner_id=runner_id, reason=reason, actor=actor)
+
+    @event(Abandoned)
+    def _abandon(self, runner_id: str, reason: str, actor: str) -> None:
+        self.status = "abandoned"
+
+    def record_reproduction(
+        self,
+        reproduction_run_id: str,
+        matched: bool,
+        method: str,
+        tolerance: float,
+        details: dict[str, Any],
+        actor: str,
+    ) -> None:
+        """Record whether a re-execution matched this (succeeded) run."""
+        if self.status != "succeeded":
+            raise RuleViolated("only a succeeded run can be reproduced")
+        if reproduction_run_id in self.verdicts:
+            raise RuleViolated("this reproduction already has a verdict")
+        if matched:
+            self._verified(
+                reproduction_run_id=reproduction_run_id,
+                method=method,
+                tolerance=tolerance,
+                details=details,
+                actor=actor,
+            )
+        else:
+            self._diverged(reproduction_run_id=reproduction_run_id, differences=details, actor=actor)
+
+    @event(ReproductionVerified)
+    def _verified(
+        self, reproduction_run_id: str, method: str, tolerance: float, details: dict[str, Any], actor: str
+    ) -> None:
+        self.verdicts[reproduction_run_id] = "verified"
+
+    @event(ReproductionDiverged)
+    def _diverged(self, reproduction_run_id: str, differences: dict[str, Any], actor: str) -> None:
+        self.verdicts[reproduction_run_id] = "diverged"
 
     def _check_open(self) -> None:
         if self.finished:
@@ -177,8 +308,10 @@ class Run(LedgerAggregate):
         self.artifacts[name] = digest
 
     def finish(self, status: str, error: str | None, actor: str) -> None:
-        """End the run."""
+        """End the run (a requested run can only be cancelled)."""
         self._check_open()
+        if self.status == "requested" and status != "cancelled":
+            raise RuleViolated("a run nobody has claimed can only be cancelled", field="status")
         if status not in END_STATES:
             raise InvalidPayload(f"status must be one of {', '.join(END_STATES)}", field="status")
         self._finish(status=status, error=error, actor=actor)

@@ -78,8 +78,10 @@ def audit_events(
     including events recorded while walking.
     """
     q.check_limit(limit)
+    start = None if since is None else normalize_time(since, "since")
+    end = None if until is None else normalize_time(until, "until")
     t = audit_trail.audit_events
-    query = sa.select(t)
+    query = sa.select(*(c for c in t.c if c.name not in ("high_watermark", "low_watermark")))
     if aggregate_id is not None:
         query = query.where(t.c.aggregate_id == aggregate_id)
     if event_type is not None:
@@ -91,10 +93,15 @@ def audit_events(
         query = query.where(t.c.actor == actor)
     if model is not None:
         query = query.where(t.c.model_name == model)
-    if since is not None:
-        query = query.where(t.c.recorded_at >= normalize_time(since, "since"))
-    if until is not None:
-        query = query.where(t.c.recorded_at < normalize_time(until, "until"))
+    if start is not None or end is not None:
+        span = _id_span(conn, start, end)
+        if span is None:
+            return AuditPage(events=[], next_after=None)
+        query = query.where(t.c.notification_id.between(*span))
+        if start is not None:
+            query = query.where(t.c.recorded_at >= start)
+        if end is not None:
+            query = query.where(t.c.recorded_at < end)
     if after is not None:
         query = query.where(t.c.notification_id > after)
     rows = conn.execute(query.order_by(t.c.notification_id).limit(limit + 1)).all()
@@ -102,6 +109,35 @@ def audit_events(
         AuditEvent.model_validate(dict(row._mapping) | {"summary": json.loads(row.summary)}) for row in rows[:limit]
     ]
     return AuditPage(events=events, next_after=events[-1].notification_id if len(rows) > limit else None)
+
+
+def _id_span(conn: Connection, start: str | None, end: str | None) -> tuple[int, int] | None:
+    """Notification ids that hold every event recorded in [start, end), or None if none can be.
+
+    An event at or after ``start`` has a high watermark at or after it, and the
+    high watermark grows with the id: the first id whose watermark reaches
+    ``start`` bounds the window from below. Symmetrically, the last id whose low
+    watermark is before ``end`` bounds it from above.
+    """
+    t = audit_trail.audit_events
+    first, last = 0, 2**63 - 1
+    if start is not None:
+        found = conn.execute(
+            sa.select(t.c.notification_id).where(t.c.high_watermark >= start)
+            .order_by(t.c.high_watermark, t.c.notification_id).limit(1)
+        ).scalar()
+        if found is None:
+            return None
+        first = found
+    if end is not None:
+        found = conn.execute(
+            sa.select(t.c.notification_id).where(t.c.low_watermark < end)
+            .order_by(t.c.low_watermark.desc(), t.c.notification_id.desc()).limit(1)
+        ).scalar()
+        if found is None:
+            return None
+        last = found
+    return (first, last) if first <= last else None
 
 
 class RunLineage(q.RunPublic):

@@ -2,6 +2,17 @@
 auditor asks (who did what, to which aggregate, of which type, about which
 model, when), each answered in notification order with a cursor.
 
+Time filters are answered through two watermarks per row, because an event's
+``recorded_at`` (taken when the command ran) need not grow with its notification
+id (given when it was stored): ``high_watermark`` is the latest time of this event
+and every earlier one, ``low_watermark`` the earliest time of this event and every
+later one projected so far. Both grow with the notification id, so one index probe
+each turns a time window into a notification-id range that holds every event of
+the window, and the window's page is read in notification order from there,
+however long the trail. (An index on ``recorded_at`` cannot give notification
+order, and scanning in notification order while filtering on time reads every
+earlier event first.)
+
 A row keeps a ``summary`` of the payload: the payload itself, except that any
 field whose canonical JSON exceeds 2 KB is replaced by ``sha256:<hex>`` of that
 JSON, so the trail stays small and the full value can still be matched against
@@ -18,7 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from domain.canonical import canonical_json
 from domain.deployment import Deployment
+from domain.errors import InvalidPayload
 from domain.model import Model, ModelVersion
 from domain.sealing import ENVELOPE_VERSION
 from projections.base import ProjectedEvent, Projection
@@ -40,7 +53,10 @@ audit_events = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=True),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
-    sa.Index("ix_audit_events_recorded_at", "recorded_at", "notification_id"),
+    sa.Column("high_watermark", sa.String(32), nullable=False),
+    sa.Column("low_watermark", sa.String(32), nullable=False),
+    sa.Index("ix_audit_events_high_watermark", "high_watermark", "notification_id"),
+    sa.Index("ix_audit_events_low_watermark", "low_watermark", "notification_id"),
     sa.Index("ix_audit_events_actor", "actor", "notification_id"),
     sa.Index("ix_audit_events_aggregate", "aggregate_id", "notification_id"),
     sa.Index("ix_audit_events_event_type", "event_type", "notification_id"),
@@ -71,12 +87,19 @@ def short_event_type(topic: str) -> str:
     return parts[-1]
 
 
+def _field_json(value: Any) -> bytes:
+    try:
+        return canonical_json(value)
+    except InvalidPayload:  # e.g. an integer over 2**53 read back from a canonical float
+        return json_text(value).encode()
+
+
 def summarize(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload with every field over 2 KB (canonical JSON) replaced by its sha256."""
     summary: dict[str, Any] = {}
     for key, value in payload.items():
         if isinstance(value, (dict, list, str)):
-            encoded = json_text(value).encode()
+            encoded = _field_json(value)
             if len(encoded) > SUMMARY_FIELD_LIMIT:
                 value = "sha256:" + hashlib.sha256(encoded).hexdigest()
         summary[key] = value
@@ -111,18 +134,22 @@ class AuditTrail(Projection):
         self._model_rows: list[dict[str, Any]] = []
         # aggregate id -> model name never changes, so this cache cannot go stale.
         self._models: dict[str, str] = {}
+        self._high = self._high_before = ""
 
     def begin_batch(self, conn: Connection) -> None:
-        """Start the batch with empty buffers."""
+        """Start the batch with empty buffers and the trail's high watermark."""
         self._rows, self._model_rows = [], []
         if len(self._models) > 100_000:
             self._models.clear()
+        latest = sa.select(audit_events.c.high_watermark).order_by(audit_events.c.notification_id.desc()).limit(1)
+        self._high = self._high_before = conn.execute(latest).scalar() or ""
 
     def handle(self, conn: Connection, event: ProjectedEvent) -> None:
         """Buffer the event's row (written in :meth:`end_batch`)."""
         envelope = event.envelope
         # Only an event larger than the field limit as a whole can hold a field over it.
         summary = summarize(event.payload) if len(event.sealed.envelope) > SUMMARY_FIELD_LIMIT else None
+        self._high = max(self._high, event.recorded_at)
         self._rows.append(
             {
                 "notification_id": event.notification_id,
@@ -139,14 +166,26 @@ class AuditTrail(Projection):
                     else json_text(summary)
                 ),
                 "hash": event.hash,
+                "high_watermark": self._high,
+                "low_watermark": event.recorded_at,  # lowered in end_batch
             }
         )
 
     def end_batch(self, conn: Connection) -> None:
-        """Write the batch's rows."""
+        """Set the low watermarks, then write the batch's rows."""
         if self._model_rows:
             conn.execute(audit_aggregate_models.insert(), self._model_rows)
         if self._rows:
+            low = self._rows[-1]["recorded_at"]
+            for row in reversed(self._rows):
+                low = row["low_watermark"] = min(low, row["recorded_at"])
+            # Earlier rows whose later events now include an older time: none unless this
+            # batch holds a time older than the latest one before it. The value is inlined
+            # so that PostgreSQL plans an index range scan, never a generic sequential scan.
+            if low < self._high_before:
+                below: sa.BindParameter[str] = sa.bindparam("low", low, literal_execute=True)
+                lowered = audit_events.update().where(audit_events.c.low_watermark > below)
+                conn.execute(lowered.values(low_watermark=low))
             conn.execute(audit_events.insert(), self._rows)
         self._rows, self._model_rows = [], []
 

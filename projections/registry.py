@@ -124,7 +124,22 @@ reg_runs = sa.Table(
     sa.Column("requested_at", TIME, nullable=False),
     sa.Column("finished_at", TIME, nullable=True),
     sa.Column("metric_points", sa.BigInteger, nullable=False),
+    sa.Column("runner_id", sa.String(200), nullable=True),
+    sa.Column("environment_digest", DIGEST, nullable=True),
+    sa.Column("reproduces", ID, nullable=True),
     sa.Index("ix_reg_runs_status_requested_at", "status", "requested_at"),
+)
+reg_reproductions = sa.Table(
+    "reg_reproductions", metadata,
+    sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("reproduction_run_id", ID, nullable=False),
+    sa.Column("verdict", sa.String(20), nullable=False),
+    sa.Column("method", sa.String(40), nullable=True),
+    sa.Column("tolerance", sa.Float, nullable=True),
+    _text("details"),
+    sa.Column("recorded_at", TIME, nullable=False),
+    sa.Index("ix_reg_reproductions_run", "run_id"),
 )
 reg_run_metrics = sa.Table(
     "reg_run_metrics", metadata,
@@ -245,7 +260,7 @@ class Registry(Projection):
     tables = (
         reg_principals, reg_api_keys, reg_signing_keys, reg_dataset_versions, reg_code_versions,
         reg_pipeline_names, reg_pipelines, reg_runs, reg_run_metrics, reg_run_artifacts, reg_models,
-        reg_model_versions, reg_approvals, reg_deployments, reg_deployment_history,
+        reg_model_versions, reg_approvals, reg_deployments, reg_deployment_history, reg_reproductions,
     )
 
     def __init__(self) -> None:
@@ -284,11 +299,16 @@ class Registry(Projection):
         super().reset(conn)
         self._names.clear()
 
-    def _name_of(self, conn: Connection, table: sa.Table, column: str, aggregate_id: str) -> Any:
+    def _name_of(
+        self, conn: Connection, table: sa.Table, column: str, aggregate_id: str, *, required: bool = True
+    ) -> Any:
+        """``column`` of the row of ``aggregate_id``; None for a missing row that is not ``required``."""
         key = f"{table.name}.{column}:{aggregate_id}"
         if key not in self._names:
             row = conn.execute(sa.select(table.c[column]).where(table.c.id == aggregate_id)).first()
             if row is None:
+                if not required:
+                    return None
                 raise LookupError(f"{table.name} has no row for aggregate {aggregate_id}")
             self._names[key] = row[0]
         return self._names[key]
@@ -381,14 +401,56 @@ class Registry(Projection):
     def _run_requested(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         pipeline_id = p["pipeline_id"]
+        # A run names its pipeline by id; the command checked that it exists, but a
+        # projection must not stall on a run recorded some other way.
+        pipeline_name = (
+            None if pipeline_id is None
+            else self._name_of(conn, reg_pipeline_names, "name", pipeline_id, required=False)
+        )
         conn.execute(reg_runs.insert(), dict(
-            id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id,
-            pipeline_name=None if pipeline_id is None else self._name_of(conn, reg_pipeline_names, "name", pipeline_id),
+            id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id, pipeline_name=pipeline_name,
             pipeline_version=p["pipeline_version"], spec_digest=p["spec_digest"],
             dataset_version_ids=to_json(p["dataset_version_ids"]), code_version_id=p["code_version_id"],
             params=to_json(p["params"]), seed=p["seed"], device=p["device"],
             status="requested" if p["mode"] == "runner" else "running", error=None,
             submitted_by=e.actor, requested_at=e.recorded_at, finished_at=None, metric_points=0,
+            reproduces=p.get("reproduces"),
+        ))
+
+    @_on(Run.Claimed.TOPIC)
+    def _run_claimed(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
+            status="claimed", runner_id=e.payload["runner_id"]
+        ))
+
+    @_on(Run.EnvironmentCaptured.TOPIC)
+    def _run_environment(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
+            status="running", environment_digest=e.payload["environment_digest"], device=e.payload["device"]
+        ))
+
+    @_on(Run.Abandoned.TOPIC)
+    def _run_abandoned(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
+            status="abandoned", error=e.payload["reason"], finished_at=e.recorded_at
+        ))
+
+    @_on(Run.ReproductionVerified.TOPIC)
+    def _run_verified(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_reproductions.insert(), dict(
+            notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
+            verdict="verified", method=p["method"], tolerance=p["tolerance"], details=to_json(p["details"]),
+            recorded_at=e.recorded_at,
+        ))
+
+    @_on(Run.ReproductionDiverged.TOPIC)
+    def _run_diverged(self, conn: Connection, e: ProjectedEvent) -> None:
+        p = e.payload
+        conn.execute(reg_reproductions.insert(), dict(
+            notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
+            verdict="diverged", method=None, tolerance=None, details=to_json(p["differences"]),
+            recorded_at=e.recorded_at,
         ))
 
     @_on(Run.ParamsLogged.TOPIC)

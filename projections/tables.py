@@ -17,6 +17,17 @@ projection_positions = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+runner_heartbeats = sa.Table(
+    "runner_heartbeats",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("runner_id", sa.String(200), primary_key=True),
+    sa.Column("beat_at", sa.Float, nullable=False),
+)
+"""Operational state, not a read model: the last sign of life of each executing
+run's runner (epoch seconds). Heartbeats are not ledger events; only the
+verdict they lead to (``Run.Abandoned``) is."""
+
 
 def json_text(value: Any) -> str:
     """Deterministic JSON text for read-model columns (sorted keys, compact).

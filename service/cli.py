@@ -88,15 +88,45 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     projector: Annotated[bool, typer.Option(help="run the projector in this process")] = True,
+    runner: Annotated[bool, typer.Option(help="run a runner (device auto) in this process")] = True,
+    access_log: Annotated[bool, typer.Option(help="log every HTTP request")] = False,
 ) -> None:
-    """Run the HTTP API (with the projector in-process by default)."""
+    """Run the HTTP API (with the projector and a runner in-process by default)."""
     import uvicorn
 
     from service.api.app import create_app
 
     settings = _settings()
     typer.echo(f"ML Ledger on http://{host}:{port} (docs at /docs), database {_describe(settings)}")
-    uvicorn.run(create_app(settings, run_projector=projector), host=host, port=port, log_level="info")
+    app_ = create_app(settings, run_projector=projector, run_runner=runner)
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)
+
+
+@app.command()
+@friendly_errors
+def runner(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="runs executed at once")] = 1,
+) -> None:
+    """Claim requested runs and execute them until stopped (SIGTERM/Ctrl-C finishes active runs)."""
+    import signal
+    import threading
+
+    from service.bootstrap import open_services
+    from service.runners.runner import Runner, default_say
+
+    settings = _settings()
+    services = open_services(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        Runner(
+            services, device=device, concurrency=concurrency, heartbeat_interval=settings.heartbeat_seconds,
+            heartbeat_timeout=settings.heartbeat_timeout_seconds, say=default_say,
+        ).run(stop)
+    finally:
+        services.close()
 
 
 @app.command()

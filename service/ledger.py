@@ -10,10 +10,11 @@ from __future__ import annotations
 from service.commands.governance import GovernanceCommands
 from service.commands.identity import IdentityCommands
 from service.commands.lineage import LineageCommands
+from service.commands.runs import RunnerCommands
 from service.ledger_core import SYSTEM_ACTOR, KeyNotInKeyring, LedgerCore, Written
 
 
-class Ledger(IdentityCommands, LineageCommands, GovernanceCommands, LedgerCore):
+class Ledger(IdentityCommands, LineageCommands, RunnerCommands, GovernanceCommands, LedgerCore):
     """Every command of ML Ledger."""
 
     name = "mlledger"  # names the PostgreSQL table: mlledger_events

@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
+from domain.aggregate import LedgerAggregate
 from domain.errors import LedgerError, NotFound, VersionConflict
 from domain.keys import Signer, public_key_pem
 from domain.ledger_key import KEYRING_ID, LedgerKeyring
@@ -83,9 +84,17 @@ class LedgerCore(Application[uuid.UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
         """Record pending events; a lost race becomes :class:`VersionConflict`."""
         try:
-            return super().save(*objs, **kwargs)
+            recordings = super().save(*objs, **kwargs)
         except IntegrityError as exc:
             raise VersionConflict(f"another writer got there first: {exc}") from None
+        cache = self.repository.cache
+        if cache is not None:
+            # With fast-forward on, the library leaves the cache stale after a save,
+            # so the next command would re-read (and re-verify) what was just written.
+            for obj in objs:
+                if isinstance(obj, LedgerAggregate):
+                    cache.put(obj.id, obj)
+        return recordings
 
     def _written(self, aggregate: MutableOrImmutableAggregate[uuid.UUID]) -> Written:
         recordings = self.save(aggregate)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     checkpoint_every_seconds: float = Field(10.0, gt=0)
     projection_batch_size: int = Field(500, gt=0)
     projection_poll_seconds: float = Field(0.2, gt=0)
+    heartbeat_seconds: float = Field(2.0, gt=0, description="how often runners signal life")
+    heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="silence after which a run is abandoned")
     read_wait_seconds: float = Field(2.0, ge=0, description="how long reads wait for min_position")
 
     @field_validator("database_schema")

@@ -217,9 +217,12 @@ def _audit_trail() -> None:
         sa.Column("model_name", sa.String(200), nullable=True),
         sa.Column("summary", sa.Text, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("high_watermark", sa.String(32), nullable=False),
+        sa.Column("low_watermark", sa.String(32), nullable=False),
     )
     for name, columns in (
-        ("ix_audit_events_recorded_at", ["recorded_at", "notification_id"]),
+        ("ix_audit_events_high_watermark", ["high_watermark", "notification_id"]),
+        ("ix_audit_events_low_watermark", ["low_watermark", "notification_id"]),
         ("ix_audit_events_actor", ["actor", "notification_id"]),
         ("ix_audit_events_aggregate", ["aggregate_id", "notification_id"]),
         ("ix_audit_events_event_type", ["event_type", "notification_id"]),

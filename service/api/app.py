@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     run_projector: bool = True,
+    run_runner: bool = False,
     services: Services | None = None,
 ) -> FastAPI:
     """Build the API. Opens the services at startup unless given ready ones."""
@@ -32,9 +34,26 @@ def create_app(
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:
             projector.start()
+        stop_runner = threading.Event()
+        runner_thread = None
+        if run_runner:
+            from service.runners.runner import Runner
+
+            runner = Runner(
+                opened,
+                heartbeat_interval=opened.settings.heartbeat_seconds,
+                heartbeat_timeout=opened.settings.heartbeat_timeout_seconds,
+            )
+            runner_thread = threading.Thread(
+                target=runner.run, args=(stop_runner,), name="mlledger-runner", daemon=True
+            )
+            runner_thread.start()
         try:
             yield
         finally:
+            stop_runner.set()
+            if runner_thread is not None:
+                runner_thread.join(timeout=30)
             if projector is not None:
                 projector.stop()
             if owned:

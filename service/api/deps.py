@@ -4,7 +4,7 @@ authenticated caller, role checks and read-your-writes waits."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
@@ -26,13 +26,13 @@ class ProjectionsBehind(LedgerError):
     status = 503
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's opened services."""
     services: Services = request.app.state.services
     return services
 
 
-def get_ledger(services: Annotated[Services, Depends(get_services)]) -> Ledger:
+async def get_ledger(services: Annotated[Services, Depends(get_services)]) -> Ledger:
     """The ledger application."""
     return services.ledger
 
@@ -44,10 +44,10 @@ def current_caller(request: Request, ledger: Annotated[Ledger, Depends(get_ledge
     return authenticate(ledger, token.strip() if scheme.lower() == "bearer" else None)
 
 
-def require(action: Action) -> Callable[[Caller], Caller]:
+def require(action: Action) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that lets the caller through only if a role allows ``action``."""
 
-    def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         caller.require(action)
         return caller
 

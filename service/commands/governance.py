@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.approval import ApprovalPolicy
 from domain.deployment import Deployment
 from domain.errors import InvalidPayload, NotFound, RuleViolated
 from domain.model import Model, ModelVersion
@@ -55,7 +56,7 @@ class GovernanceCommands(LedgerCore):
             raise RuleViolated(f"run {run_id} is {run.status}; register versions from succeeded runs", field="run_id")
         if artifact_name not in run.artifacts:
             raise InvalidPayload(f"run {run_id} has no artifact named {artifact_name!r}", field="artifact_name")
-        model = self._series(Model, model_name, actor, policy=policy or {})
+        model = self._series(Model, model_name, actor, policy=ApprovalPolicy.from_dict(policy).to_dict())
         if policy is not None and model.version > 0:
             model.change_policy(policy, actor=actor)
         version = ModelVersion(
@@ -70,7 +71,8 @@ class GovernanceCommands(LedgerCore):
             actor=actor,
         )
         model.add_version(number=version.number, model_version_id=str(version.id), actor=actor)
-        return self._written_all(version, model)
+        recordings = self.save(model, version)  # the model (and its policy) before its version
+        return Written(id=str(version.id), position=recordings[-1].notification.id)
 
     def set_policy(self, model_name: str, policy: dict[str, Any], actor: str) -> Written:
         """Change a model's approval policy."""

@@ -46,7 +46,8 @@ class LineageCommands(LedgerCore):
             actor=actor,
         )
         series.add_version(number=dataset.number, dataset_version_id=str(dataset.id), actor=actor)
-        return self._written_all(dataset, series)
+        recordings = self.save(series, dataset)  # the named dataset before its version
+        return Written(id=str(dataset.id), position=recordings[-1].notification.id)
 
     def deprecate_dataset_version(self, dataset_id: str, reason: str, actor: str) -> Written:
         """Mark a dataset version deprecated."""
@@ -89,6 +90,7 @@ class LineageCommands(LedgerCore):
         seed: int,
         device: str,
         actor: str,
+        reproduces: str | None = None,
     ) -> Written:
         """Request a run for a runner (mode ``runner``) or start a client-reported run."""
         Run.check_request(mode, seed, device, name)
@@ -129,6 +131,7 @@ class LineageCommands(LedgerCore):
             params=params,
             seed=seed,
             device=device,
+            reproduces=reproduces,
             actor=actor,
         )
         return self._written(run)

@@ -6,7 +6,9 @@ after a rebuild."""
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ from domain.approval import approval_statement, sign_statement
 from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
 from domain.keys import Signer, public_key_pem
-from domain.sealing import SealedEvent
+from domain.principal import Principal
+from domain.sealing import SealedEvent, format_timestamp, parse_timestamp
 from projections import audit_trail
 from projections.audit_queries import AuditEvent, audit_events
 from service.bootstrap import Services
@@ -214,6 +217,50 @@ def test_a_time_filter_accepts_any_offset_and_refuses_nonsense(services: Service
         audit_events(conn, since="last tuesday")
 
 
+def out_of_order(services: Services) -> list[str]:
+    """Principals whose events are stored in a different order than their times; projected."""
+    created = []
+    for name in ("p0", "p1", "p2", "p3", "p4"):
+        created.append(Principal(name=name, kind="user", roles=[], actor=ADMIN))
+        time.sleep(0.002)
+    for index in (3, 0, 4, 1, 2):  # stored (and projected, one by one) out of time order
+        services.ledger.save(created[index])
+        services.runner.catch_up()
+    return [str(p.id) for p in created]
+
+
+def test_time_windows_are_exact_when_times_and_ids_disagree(services: Services) -> None:
+    out_of_order(services)
+    logged = raw_log(services)
+    times = sorted({e.recorded_at for e in logged})
+    step = timedelta(microseconds=1)
+    edges = sorted({t for x in times for t in (x, format_timestamp(parse_timestamp(x) + step))})
+
+    wrong = [
+        (since, until)
+        for since in edges
+        for until in edges
+        if ids(query(services, since=since, until=until)) != ids([e for e in logged if since <= e.recorded_at < until])
+    ]
+
+    by_time = sorted(logged, key=lambda e: e.recorded_at)
+    assert ids(logged) != ids(by_time)
+    assert wrong == []
+
+
+def test_watermarks_bound_every_later_and_earlier_time(services: Services) -> None:
+    out_of_order(services)
+    t = audit_trail.audit_events
+
+    with services.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.recorded_at, t.c.high_watermark, t.c.low_watermark)
+                            .order_by(t.c.notification_id)).all()
+
+    times = [row.recorded_at for row in rows]
+    assert [row.high_watermark for row in rows] == [max(times[: i + 1]) for i in range(len(rows))]
+    assert [row.low_watermark for row in rows] == [min(times[i:]) for i in range(len(rows))]
+
+
 @pytest.mark.parametrize("limit", [0, 1001])
 def test_a_page_size_outside_1_to_1000_is_refused(services: Services, limit: int) -> None:
     with services.engine.connect() as conn, pytest.raises(InvalidPayload) as raised:
@@ -251,6 +298,7 @@ def test_cursor_pages_see_every_event_once_in_order_while_the_log_grows(
 
 
 def test_a_rebuild_reproduces_every_audit_row(services: Services, people: dict[str, Any]) -> None:
+    out_of_order(services)  # projected event by event, rebuilt in one batch
     tables = audit_trail.AuditTrail.tables
     with services.engine.connect() as conn:
         before = {t.name: conn.execute(sa.select(t).order_by(*t.primary_key.columns)).all() for t in tables}

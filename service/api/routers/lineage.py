@@ -255,6 +255,33 @@ async def upload_artifact(
     return {**written(response, result), "digest": blob.digest, "size": blob.size}
 
 
+class ReproduceRequest(BaseModel):
+    """Optional parameter overrides (a reproduction normally uses none)."""
+
+    params: dict[str, JSONValue] = Field(default_factory=dict, max_length=1000)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=WriteResult)
+def cancel_run(run_id: IdPath, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """Cancel a requested or executing run (its runner stops the execution)."""
+    return written(response, ledger.finish_run(run_id, "cancelled", f"cancelled by {caller.name}", actor=caller.actor))
+
+
+@router.post("/runs/{run_id}/reproduce", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
+def reproduce_run(
+    run_id: IdPath, caller: LineageWriter, ledger: LedgerDep, response: Response, body: ReproduceRequest | None = None
+) -> object:
+    """Request a re-execution from the run's manifest; the verdict is recorded on this run when it finishes."""
+    overrides = body.params if body is not None else {}
+    return written(response, ledger.request_again(run_id, caller.actor, reproduce=True, params=overrides))
+
+
+@router.post("/runs/{run_id}/retry", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
+def retry_run(run_id: IdPath, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """Request the same run again (for example after it was abandoned)."""
+    return written(response, ledger.request_again(run_id, caller.actor, reproduce=False))
+
+
 @router.post("/runs/{run_id}/finish", response_model=WriteResult)
 def finish_run(run_id: IdPath, body: RunFinish, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
     """End a run."""

@@ -1,0 +1,209 @@
+"""Run one execution in a child process that a runner can poll, heartbeat around and kill.
+
+``python -m service.runners.child REQUEST_JSON`` reads an
+:class:`ExecutionRequest` (as written by ``ExecutionRequest.to_json``), appends
+each progress batch as a JSON line to ``output_dir/progress.jsonl`` and writes
+``output_dir/result.json``: ``{"ok": true, "metrics", "model_file",
+"predictions_file", "details"}`` or ``{"ok": false, "error"}``. It exits 0,
+also for an :class:`ExecutionError`, and 1 when it crashed (the traceback's last
+line is the error). :func:`run_request` does the same in the calling process
+(a ``multiprocessing`` target); :func:`run_in_child` starts the module in its
+own process group and returns a :class:`ChildExecution` handle. An entrypoint
+subprocess of the python kind dies with its parent, however the parent ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
+from service.runners.python_kind import output_tail
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TERMINATE_GRACE_SECONDS = 5.0
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _write_result(output_dir: Path, payload: dict[str, Any]) -> None:
+    """Write result.json atomically, so a poller never reads half of it."""
+    temporary = output_dir / "result.json.tmp"
+    temporary.write_text(json.dumps(payload, default=_jsonable, allow_nan=False), encoding="utf-8")
+    os.replace(temporary, output_dir / "result.json")
+
+
+def _relative(path: Path, output_dir: Path) -> str:
+    """A file's name relative to the output folder (absolute when it lies elsewhere)."""
+    try:
+        return str(path.resolve().relative_to(output_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_request(request: ExecutionRequest) -> int:
+    """Execute ``request`` here, writing progress.jsonl and result.json; return the exit status.
+
+    Usable as a ``multiprocessing.Process`` target. Every metric point appears
+    exactly once in progress.jsonl: live batches as they happen, then the
+    remaining (final) points as the last batch, written before result.json, so a
+    runner that records progress.jsonl records everything.
+    """
+    from service.runners.executors import execute
+
+    progress_path = request.output_dir / "progress.jsonl"
+
+    def report(points: list[dict[str, Any]]) -> None:
+        with progress_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(points, default=_jsonable) + "\n")
+            handle.flush()
+
+    try:
+        result = execute(request, report)
+    except ExecutionError as exc:
+        _write_result(request.output_dir, {"ok": False, "error": exc.detail})
+        return 0
+    except Exception:
+        traceback.print_exc()
+        last = traceback.format_exc().strip().splitlines()[-1]
+        _write_result(request.output_dir, {"ok": False, "error": last})
+        return 1
+    remaining = result.metrics[int(result.details.get("metrics_reported_live", 0)) :]
+    if remaining:
+        report(remaining)
+    payload = result.to_json() | {
+        "ok": True,
+        "model_file": _relative(result.model_file, request.output_dir),
+        "predictions_file": _relative(result.predictions_file, request.output_dir),
+    }
+    _write_result(request.output_dir, payload)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.runners.child REQUEST_JSON``: execute the request in that file."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m service.runners.child REQUEST_JSON", file=sys.stderr)
+        return 2
+    request = ExecutionRequest.from_json(json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    return run_request(request)
+
+
+class ChildExecution:
+    """A child process executing one request: poll it, read its progress, kill it, read its result."""
+
+    def __init__(self, process: subprocess.Popen[bytes], output_dir: Path, timeout: float | None) -> None:
+        self.process = process
+        self.output_dir = output_dir
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timed_out = False
+        self._progress_offset = 0
+
+    @property
+    def log_file(self) -> Path:
+        """Where the child's stdout and stderr go."""
+        return self.output_dir / "child.log"
+
+    def poll(self) -> int | None:
+        """The exit status, or None while running; kills the child once its time is up."""
+        returncode = self.process.poll()
+        if returncode is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out = True
+            self.kill()
+            returncode = self.process.returncode
+        return returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to end (within its own time limit); return its exit status."""
+        if self.deadline is not None:
+            remaining = max(0.0, self.deadline - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.timed_out = True
+                self.kill()
+                return self.process.wait()
+            raise
+
+    def read_progress(self) -> list[list[dict[str, Any]]]:
+        """Progress batches written since the last call (complete lines only)."""
+        path = self.output_dir / "progress.jsonl"
+        if not path.exists():
+            return []
+        with path.open("rb") as handle:
+            handle.seek(self._progress_offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._progress_offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def kill(self, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+        """Ask the child to stop (SIGTERM), then kill its whole process group after ``grace`` seconds."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def result(self) -> ExecutionResult:
+        """The result of a finished child; raise :class:`ExecutionError` when it failed or ran out of time."""
+        returncode = self.wait()
+        if self.timed_out:
+            raise ExecutionError(f"time limit of {self.timeout:g} s exceeded")
+        path = self.output_dir / "result.json"
+        if not path.exists():
+            tail = output_tail(self.log_file).strip().splitlines()
+            raise ExecutionError(
+                f"the execution process exited with status {returncode} without a result"
+                + (f": {tail[-1]}" if tail else "")
+            )
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if not payload.get("ok"):
+            raise ExecutionError(str(payload.get("error") or "the execution failed"))
+        result = ExecutionResult.from_json(payload)
+        return ExecutionResult(
+            result.metrics, self.output_dir / result.model_file, self.output_dir / result.predictions_file,
+            result.details,
+        )
+
+
+def run_in_child(request: ExecutionRequest, timeout: float | None = None) -> ChildExecution:
+    """Start ``python -m service.runners.child`` for ``request`` in its own process group."""
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    request_file = request.output_dir / "request.json"
+    request_file.write_text(json.dumps(request.to_json()), encoding="utf-8")
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), environment.get("PYTHONPATH")]))
+    with (request.output_dir / "child.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.runners.child", str(request_file)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+        )
+    return ChildExecution(process, request.output_dir, timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

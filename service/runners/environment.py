@@ -1,0 +1,217 @@
+"""What a run executes on: captured before execution, digested, and compared for reproductions.
+
+The capture lists the interpreter, every installed distribution, the OS and
+kernel, CPU and memory, the GPU stack when torch sees CUDA (model and driver
+from nvidia-smi, so that capturing does not initialise CUDA before a fork), torch's version and
+determinism switches, the seed and the executor's flags. Its ``digest`` is the
+SHA-256 of the canonical JSON of everything else, so two runs on the same
+environment with the same inputs record the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from domain.canonical import canonical_json
+from service.runners.contract import ExecutionError
+
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def _packages() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"]
+        if name:
+            found.setdefault(name.lower().replace("_", "-"), distribution.version)
+    return dict(sorted(found.items()))
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _nvidia_smi() -> tuple[str | None, str | None]:
+    """GPU model and driver version from nvidia-smi, or Nones when it is absent."""
+    if shutil.which("nvidia-smi") is None:
+        return None, None
+    try:
+        answer = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    lines = answer.stdout.strip().splitlines()
+    if not lines or "," not in lines[0]:
+        return None, None
+    name, driver = lines[0].rsplit(",", 1)
+    return name.strip(), driver.strip()
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device, asked without initialising CUDA in this process.
+
+    The NVML-based check leaves processes forked from this one free to use CUDA
+    (a runner captures the environment, then forks the execution).
+    """
+    import torch
+
+    previous = os.environ.get(NVML_CHECK)
+    os.environ[NVML_CHECK] = "1"
+    try:
+        return bool(torch.cuda.is_available())
+    finally:
+        if previous is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = previous
+
+
+def _torch() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """torch's version and determinism switches, and the GPU stack when it sees CUDA."""
+    if importlib.util.find_spec("torch") is None:
+        return None, None
+    import torch
+
+    about = {
+        "version": torch.__version__,
+        "built_with_cuda": torch.version.cuda,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "num_threads": torch.get_num_threads(),
+    }
+    if not cuda_available():
+        return about, None
+    model, driver = _nvidia_smi()
+    if model is None and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        model = torch.cuda.get_device_name(0)
+    gpu = {
+        "model": model,
+        "count": torch.cuda.device_count(),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
+    }
+    return about, gpu
+
+
+def environment_digest(environment: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical JSON of a capture without its ``digest``."""
+    body = {k: v for k, v in environment.items() if k != "digest"}
+    return "sha256:" + hashlib.sha256(canonical_json(body, path="environment")).hexdigest()
+
+
+def capture_environment(device: str, seed: int, extra_flags: dict[str, Any]) -> dict[str, Any]:
+    """Describe this machine and interpreter for a run on ``device`` with ``seed``, with a digest."""
+    torch_about, gpu = _torch()
+    environment: dict[str, Any] = {
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+        },
+        "packages": _packages(),
+        "os": {"platform": platform.platform(), "system": platform.system(), "machine": platform.machine()},
+        "kernel": {"release": platform.release(), "version": platform.uname().version},
+        "cpu": {"model": _cpu_model(), "count": os.cpu_count()},
+        "memory_bytes": _memory_bytes(),
+        "gpu": gpu,
+        "torch": torch_about,
+        "device": device,
+        "seed": seed,
+        "flags": dict(extra_flags),
+    }
+    environment["digest"] = environment_digest(environment)
+    return environment
+
+
+def _no_cuda_reason() -> str | None:
+    """Why CUDA cannot be used here, or None when it can."""
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    import torch
+
+    if cuda_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch reports no CUDA device (torch {torch.__version__} is built without CUDA)"
+    return "torch reports no CUDA device"
+
+
+def resolve_device(requested: str) -> tuple[str, str | None]:
+    """The device to run on and, when ``auto`` falls back to cpu, why; refuse unavailable ``cuda``."""
+    if requested == "cpu":
+        return "cpu", None
+    if requested not in ("auto", "cuda"):
+        raise ExecutionError(f"device must be auto, cpu or cuda, got {requested!r}")
+    reason = _no_cuda_reason()
+    if reason is None:
+        return "cuda", None
+    if requested == "cuda":
+        raise ExecutionError(f"cuda requested but {reason}")
+    return "cpu", reason
+
+
+def _flatten(value: Any, prefix: str, into: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else key, into)
+    else:
+        into[prefix] = value
+
+
+def environment_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What differs between two captures: fields (dotted paths) and packages (changed, only in one)."""
+    packages_a, packages_b = a.get("packages") or {}, b.get("packages") or {}
+    fields_a: dict[str, Any] = {}
+    fields_b: dict[str, Any] = {}
+    _flatten({k: v for k, v in a.items() if k not in ("packages", "digest")}, "", fields_a)
+    _flatten({k: v for k, v in b.items() if k not in ("packages", "digest")}, "", fields_b)
+    fields = {
+        key: {"a": fields_a.get(key), "b": fields_b.get(key)}
+        for key in sorted(set(fields_a) | set(fields_b))
+        if fields_a.get(key) != fields_b.get(key)
+    }
+    changed = {
+        name: {"a": packages_a[name], "b": packages_b[name]}
+        for name in sorted(set(packages_a) & set(packages_b))
+        if packages_a[name] != packages_b[name]
+    }
+    diff = {
+        "identical": not fields and not changed and set(packages_a) == set(packages_b),
+        "fields": fields,
+        "packages": {
+            "changed": changed,
+            "only_in_a": {n: packages_a[n] for n in sorted(set(packages_a) - set(packages_b))},
+            "only_in_b": {n: packages_b[n] for n in sorted(set(packages_b) - set(packages_a))},
+        },
+    }
+    return diff

@@ -1,0 +1,64 @@
+"""Heartbeats of executing runs, and the sweep that marks silent runs abandoned."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from domain.errors import LedgerError, NotFound
+from domain.run import Run
+from projections.tables import runner_heartbeats
+from service.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+def beat(engine: Engine, run_ids: list[str], runner_id: str, now: float | None = None) -> None:
+    """Record a sign of life for each run (inserting rows that do not exist yet)."""
+    moment = time.time() if now is None else now
+    with engine.begin() as conn:
+        for run_id in run_ids:
+            updated = conn.execute(
+                runner_heartbeats.update()
+                .where(runner_heartbeats.c.run_id == run_id, runner_heartbeats.c.runner_id == runner_id)
+                .values(beat_at=moment)
+            ).rowcount
+            if not updated:
+                conn.execute(runner_heartbeats.insert().values(run_id=run_id, runner_id=runner_id, beat_at=moment))
+
+
+def forget(engine: Engine, run_id: str, runner_id: str) -> None:
+    """The run is no longer executing under ``runner_id``."""
+    with engine.begin() as conn:
+        conn.execute(
+            runner_heartbeats.delete().where(
+                runner_heartbeats.c.run_id == run_id, runner_heartbeats.c.runner_id == runner_id
+            )
+        )
+
+
+def sweep(engine: Engine, ledger: Ledger, timeout: float, actor: str, now: float | None = None) -> list[str]:
+    """Mark runs whose runner went silent for ``timeout`` seconds abandoned; return their ids."""
+    moment = time.time() if now is None else now
+    with engine.connect() as conn:
+        stale = conn.execute(
+            sa.select(runner_heartbeats.c.run_id, runner_heartbeats.c.runner_id, runner_heartbeats.c.beat_at).where(
+                runner_heartbeats.c.beat_at < moment - timeout
+            )
+        ).all()
+    abandoned = []
+    for run_id, runner_id, beat_at in stale:
+        try:
+            run: Run = ledger.get(run_id, Run)
+            if run.status in ("claimed", "running") and run.runner_id == runner_id:
+                silent = moment - beat_at
+                ledger.abandon_run(run_id, runner_id, f"no heartbeat from runner {runner_id} for {silent:.0f} s", actor)
+                abandoned.append(run_id)
+                log.warning("run %s abandoned: runner %s silent for %.0f s", run_id, runner_id, silent)
+        except (NotFound, LedgerError) as exc:
+            log.info("sweep skipped run %s: %s", run_id, exc)
+        forget(engine, run_id, runner_id)
+    return abandoned

@@ -1,0 +1,365 @@
+"""The runner: claims requested runs, executes them in child processes,
+heartbeats, and records what happened.
+
+Claims are optimistic appends to the run's event stream, so of several runners
+(on one machine or many, sharing one PostgreSQL) exactly one wins each run.
+Children are forked from the runner, which has already imported the ML
+libraries, so starting a run costs milliseconds, not an interpreter start. The
+runner records everything; the child only computes and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from domain.code import CodeVersion
+from domain.dataset import DatasetVersion
+from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.pipeline import Pipeline
+from domain.run import Run, RunAlreadyClaimed
+from service.blobs import BlobTampered
+from service.bootstrap import Services
+from service.runners import child, environment
+from service.runners.executors import ExecutionError, ExecutionRequest
+from service.runners.heartbeats import beat, forget, sweep
+from service.runners.reproduction import compare_runs
+
+log = logging.getLogger(__name__)
+REQUESTED_TOPIC = Run.Requested.TOPIC
+LOG_TAIL_BYTES = 4096
+
+
+@dataclass
+class Active:
+    """A run executing in a child process."""
+
+    run_id: str
+    process: multiprocessing.process.BaseProcess
+    workdir: Path
+    started: float
+    time_limit: float | None
+    progress_read: int = 0
+
+
+@dataclass
+class RunnerStats:
+    """What the runner did so far."""
+
+    claimed: int = 0
+    lost_claims: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    abandoned_swept: int = 0
+    started_at: list[float] = field(default_factory=list)
+
+
+class Runner:
+    """Claims and executes runs for one device kind."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        device: str = "auto",
+        concurrency: int = 1,
+        heartbeat_interval: float = 2.0,
+        heartbeat_timeout: float = 30.0,
+        poll_interval: float = 0.25,
+        work_dir: Path | None = None,
+        say: Callable[[str], None] = log.info,
+    ) -> None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        self.services = services
+        self.ledger = services.ledger
+        self.requested_device = device
+        self.device, self.device_note = environment.resolve_device(device)
+        self.concurrency = max(1, concurrency)
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.poll_interval = poll_interval
+        self.host = socket.gethostname()
+        self.runner_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.actor = f"runner:{self.runner_id}"
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mlledger-runner-"))
+        self.say = say
+        self.active: dict[str, Active] = {}
+        self.stats = RunnerStats()
+        self._cursor = 0
+        self._candidates: list[str] = []
+        self._last_sweep = 0.0
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context("fork")
+
+    # -- the loop -------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; then stop claiming and let active runs finish."""
+        beater = threading.Thread(target=self._heartbeats, args=(stop,), name="mlledger-heartbeat", daemon=True)
+        beater.start()
+        note = f" ({self.device_note})" if self.device_note else ""
+        self.say(f"runner {self.runner_id} on {self.device}{note}, {self.concurrency} at a time")
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except Exception:
+                log.exception("runner step failed; continuing")
+                busy = False
+            if not busy:
+                stop.wait(self.poll_interval)
+        while self.active:
+            self._reap()
+            time.sleep(self.poll_interval)
+
+    def step(self) -> bool:
+        """One round: record finished children and progress, sweep, claim; True if anything happened."""
+        busy = self._reap()
+        now = time.time()
+        if now - self._last_sweep >= self.heartbeat_interval:
+            self._last_sweep = now
+            swept = sweep(self.services.writer_engine, self.ledger, self.heartbeat_timeout, self.actor)
+            self.stats.abandoned_swept += len(swept)
+        while len(self.active) < self.concurrency:
+            run_id = self._next_candidate()
+            if run_id is None:
+                break
+            if self._try_start(run_id):
+                busy = True
+        return busy
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        while not stop.is_set() or self.active:
+            with self._lock:
+                run_ids = list(self.active)
+            if run_ids:
+                try:
+                    beat(self.services.writer_engine, run_ids, self.runner_id)
+                except Exception:
+                    log.exception("heartbeat failed")
+            time.sleep(self.heartbeat_interval)
+
+    # -- claiming -------------------------------------------------------------
+    def _next_candidate(self) -> str | None:
+        if not self._candidates:
+            found: list[Notification] = list(
+                self.ledger.recorder.select_notifications(self._cursor + 1, 500, topics=[REQUESTED_TOPIC])
+            )
+            if found:
+                self._cursor = found[-1].id
+                self._candidates = [str(n.originator_id) for n in found]
+        return self._candidates.pop(0) if self._candidates else None
+
+    def _wants(self, run: Run) -> bool:
+        if run.mode != "runner" or run.status != "requested":
+            return False
+        return not (run.device == "cuda" and self.device != "cuda")
+
+    def _try_start(self, run_id: str) -> bool:
+        try:
+            run: Run = self.ledger.get(run_id, Run)
+        except NotFound:
+            return False
+        if not self._wants(run):
+            return False
+        beat(self.services.writer_engine, [run_id], self.runner_id)
+        try:
+            self.ledger.claim_run(run_id, self.runner_id, self.host)
+        except (RunAlreadyClaimed, VersionConflict):
+            self.stats.lost_claims += 1
+            forget(self.services.writer_engine, run_id, self.runner_id)
+            return False
+        self.stats.claimed += 1
+        try:
+            self._start(run)
+        except (ExecutionError, LedgerError) as exc:
+            self._fail(run_id, str(exc.detail if isinstance(exc, LedgerError) else exc))
+        return True
+
+    def _start(self, run: Run) -> None:
+        run_id = str(run.id)
+        device = self.device if run.device == "auto" or run.device == self.device else run.device
+        env = environment.capture_environment(device, run.seed, {})
+        self.ledger.record_environment(run_id, self.runner_id, env, env["digest"], device, self.device_note)
+        request = self._request(run, device)
+        workdir = request.output_dir
+        process = self._context.Process(target=child.run_request, args=(request,), daemon=False)
+        process.start()
+        limit = request.spec.get("time_limit_seconds") if request.kind == "python" else None
+        with self._lock:
+            self.active[run_id] = Active(run_id, process, workdir, time.time(), float(limit) + 5 if limit else None)
+        self.stats.started_at.append(time.time())
+
+    def _request(self, run: Run, device: str) -> ExecutionRequest:
+        assert run.pipeline_id is not None and run.pipeline_version is not None
+        pipeline: Pipeline = self.ledger.get(run.pipeline_id, Pipeline)
+        spec = pipeline.spec(run.pipeline_version)
+        if pipeline.digests[run.pipeline_version - 1] != run.spec_digest:
+            raise ExecutionError("the pipeline spec does not have the digest the run recorded")
+        datasets = []
+        for dataset_id in run.dataset_version_ids:
+            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
+            try:
+                datasets.append(self.services.blobs.verify(dataset.digest).path)
+            except BlobTampered:
+                raise ExecutionError(
+                    f"dataset {dataset.name} v{dataset.number}: the stored file no longer has digest "
+                    f"{dataset.digest}; refusing to train on it"
+                ) from None
+            except NotFound:
+                raise ExecutionError(
+                    f"dataset {dataset.name} v{dataset.number}: its file is not in this store"
+                ) from None
+        archive = None
+        if run.code_version_id is not None:
+            code: CodeVersion = self.ledger.get(run.code_version_id, CodeVersion)
+            if code.archive_digest is not None:
+                try:
+                    archive = self.services.blobs.verify(code.archive_digest).path
+                except (BlobTampered, NotFound):
+                    raise ExecutionError(f"code archive {code.archive_digest} is missing or changed") from None
+        workdir = self.work_dir / str(run.id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, mode=0o700)
+        return ExecutionRequest(
+            kind=pipeline.kind,
+            spec=spec,
+            params=dict(run.params),
+            seed=run.seed,
+            device=device,
+            datasets=datasets,
+            code_archive=archive,
+            output_dir=workdir,
+        )
+
+    # -- recording --------------------------------------------------------------
+    def _reap(self) -> bool:
+        busy = False
+        for run_id, active in list(self.active.items()):
+            self._record_progress(active)
+            if active.process.is_alive():
+                if active.time_limit and time.time() - active.started > active.time_limit:
+                    active.process.kill()
+                if self._cancelled(run_id):
+                    active.process.kill()
+                    active.process.join(5)
+                    self._forget(run_id)
+                    busy = True
+                continue
+            active.process.join()
+            self._record_progress(active)
+            self._record_result(active)
+            self._forget(run_id)
+            busy = True
+        return busy
+
+    def _cancelled(self, run_id: str) -> bool:
+        try:
+            run: Run = self.ledger.get(run_id, Run)
+        except NotFound:
+            return True
+        return run.finished
+
+    def _record_progress(self, active: Active) -> None:
+        path = active.workdir / "progress.jsonl"
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            handle.seek(active.progress_read)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete:
+            return
+        active.progress_read += len(complete)
+        points = [p for line in complete.splitlines() if line.strip() for p in json.loads(line)]
+        if points:
+            self.ledger.log_metrics(active.run_id, points, actor=self.actor)
+
+    def _record_result(self, active: Active) -> None:
+        result_path = active.workdir / "result.json"
+        if not result_path.exists():
+            code = active.process.exitcode
+            reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
+            self._fail(active.run_id, f"the run produced no result: {reason}")
+            return
+        result = json.loads(result_path.read_text())
+        if not result.get("ok"):
+            self._fail(active.run_id, str(result.get("error", "failed"))[-LOG_TAIL_BYTES:])
+            return
+        try:
+            final = [m for m in result.get("final_metrics", result.get("metrics", [])) if m.get("final", True)]
+            if final and not (active.workdir / "progress.jsonl").exists():
+                self.ledger.log_metrics(active.run_id, final, actor=self.actor)
+            for name_key in ("model_file", "predictions_file"):
+                name = result.get(name_key)
+                if name:
+                    self._store_artifact(active, active.workdir / name)
+            details = json.dumps(result.get("details", {}), sort_keys=True).encode()
+            blob = self.services.blobs.put_bytes(details)
+            self.ledger.record_artifact(
+                active.run_id, "execution.json", blob.digest, blob.size, "application/json", actor=self.actor
+            )
+            self.ledger.finish_run(active.run_id, "succeeded", None, actor=self.actor)
+            self.stats.succeeded += 1
+        except LedgerError as exc:
+            log.warning("could not record the result of %s: %s", active.run_id, exc.detail)
+            return
+        self._check_reproduction(active.run_id)
+
+    def _store_artifact(self, active: Active, path: Path) -> None:
+        with path.open("rb") as handle:
+            blob = self.services.blobs.put_chunks(iter(lambda: handle.read(1024 * 1024), b""), max_bytes=2**40)
+        media = "application/json" if path.suffix == ".json" else "application/octet-stream"
+        self.ledger.record_artifact(active.run_id, path.name, blob.digest, blob.size, media, actor=self.actor)
+
+    def _check_reproduction(self, run_id: str) -> None:
+        run: Run = self.ledger.get(run_id, Run)
+        if run.reproduces is None:
+            return
+        original: Run = self.ledger.get(run.reproduces, Run)
+        verdict = compare_runs(self.ledger, self.services.blobs, original, run)
+        self.ledger.record_reproduction(
+            str(original.id),
+            run_id,
+            verdict.matched,
+            verdict.method,
+            verdict.tolerance,
+            verdict.details,
+            actor=self.actor,
+        )
+
+    def _fail(self, run_id: str, error: str) -> None:
+        self.stats.failed += 1
+        try:
+            self.ledger.finish_run(run_id, "failed", error[-LOG_TAIL_BYTES:], actor=self.actor)
+        except LedgerError as exc:
+            log.warning("could not record the failure of %s: %s", run_id, exc.detail)
+        self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            active = self.active.pop(run_id, None)
+        forget(self.services.writer_engine, run_id, self.runner_id)
+        if active is not None:
+            shutil.rmtree(active.workdir, ignore_errors=True)
+
+
+def default_say(message: str) -> None:
+    """Print runner progress (used by the CLI)."""
+    print(message, flush=True)
+
+
+__all__ = ["Any", "Runner", "RunnerStats", "default_say"]
