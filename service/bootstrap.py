@@ -15,6 +15,7 @@ import migrations
 from domain.keys import Signer
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner
+from projections.manifests import Manifests
 from projections.registry import Registry
 from projections.transparency_log import TransparencyLog
 from service import keystore
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def all_projections() -> list[Projection]:
     """Every read model the service keeps current."""
-    return [TransparencyLog(), Registry(), AuditTrail()]
+    return [TransparencyLog(), Registry(), AuditTrail(), Manifests()]
 
 
 def run_migrations(settings: Settings) -> None:

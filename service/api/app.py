@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import problems
-from service.api.routers import audit, datasets, health, ledger, lineage, models, principals, registry
+from service.api.routers import audit, datasets, health, ledger, lineage, manifests, models, principals, registry
 from service.bootstrap import Services, open_services
 from service.projector import ProjectorThread
 from service.settings import Settings
@@ -74,4 +74,5 @@ def create_app(
     app.include_router(models.router)
     app.include_router(registry.router)
     app.include_router(audit.router)
+    app.include_router(manifests.router)
     return app

@@ -196,7 +196,7 @@ class Runner:
         self.ledger.record_environment(run_id, self.runner_id, env, env["digest"], device, self.device_note)
         request = self._request(run, device)
         workdir = request.output_dir
-        process = self._context.Process(target=child.run_request, args=(request,), daemon=False)
+        process = self._context.Process(target=_child_entry, args=(request,), daemon=False)
         process.start()
         limit = request.spec.get("time_limit_seconds") if request.kind == "python" else None
         with self._lock:
@@ -355,6 +355,18 @@ class Runner:
         forget(self.services.writer_engine, run_id, self.runner_id)
         if active is not None:
             shutil.rmtree(active.workdir, ignore_errors=True)
+
+
+def _child_entry(request: ExecutionRequest) -> int:
+    """In the forked child: die with the runner (a SIGKILLed runner leaves no orphan), then execute."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except OSError:
+        pass
+    return child.run_request(request)
 
 
 def default_say(message: str) -> None:
