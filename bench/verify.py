@@ -102,7 +102,8 @@ def build(settings: Settings, count: int) -> tuple[bytes, list[tuple[str, float,
         started = time.perf_counter()
         services.runner.catch_up(progress=on_batch)
         project_progress.done()
-        steps.append(("project (transparency log)", time.perf_counter() - started, projected))
+        names = ", ".join(p.name for p in services.projections)
+        steps.append((f"project ({names})", time.perf_counter() - started, projected))
 
         started = time.perf_counter()
         checkpoint = publish_checkpoint_if_due(services, force=True)
@@ -154,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ML Ledger verify benchmark on {backend}: {report.events:,} events in {report.aggregates:,} aggregates, "
           f"{report.leaves:,} log leaves, {report.checkpoints} checkpoint(s), {workers} workers")
     print(f"build (not part of verification): {build_seconds:.1f} s")
+    width = max(len(step) for step, _, _ in steps)
     for step, seconds, events in steps:
         rate_text = f" ({events / seconds:,.0f} events/s)" if events and seconds else ""
-        print(f"  {step:<34} {seconds:>8.1f} s{rate_text}")
+        print(f"  {step:<{width}} {seconds:>8.1f} s{rate_text}")
     header = f"{'verification':<54} | {'events':>8} | {'seconds':>8} | {'events/s':>9} | {'target':>10} | result"
     print(header)
     print("-" * len(header))

@@ -37,16 +37,28 @@ def dataset(services: Services, name: str = "small", data: bytes | None = None) 
     """Store and register a dataset; return its version id."""
     blob = services.blobs.put_bytes(data or small_csv())
     return services.ledger.register_dataset_version(
-        name=name, digest=blob.digest, size=blob.size, format="csv", schema=[], row_count=0, datasheet={},
-        source="test", actor="alice",
+        name=name,
+        digest=blob.digest,
+        size=blob.size,
+        format="csv",
+        schema=[],
+        row_count=0,
+        datasheet={},
+        source="test",
+        actor="alice",
     ).id
 
 
-def sklearn_pipeline(services: Services, name: str = "logreg", estimator: str = "sklearn.linear_model.LogisticRegression",
-                     target: str = "label") -> str:
+def sklearn_pipeline(
+    services: Services,
+    name: str = "logreg",
+    estimator: str = "sklearn.linear_model.LogisticRegression",
+    target: str = "label",
+) -> str:
     """Record an sklearn pipeline spec; return its name."""
     services.ledger.add_pipeline_spec(
-        name=name, kind="sklearn",
+        name=name,
+        kind="sklearn",
         spec={"estimator": estimator, "features": FEATURES, "target": target, "task": "classification"},
         actor="alice",
     )
@@ -56,7 +68,8 @@ def sklearn_pipeline(services: Services, name: str = "logreg", estimator: str = 
 def torch_pipeline(services: Services, name: str = "mlp") -> str:
     """Record a torch MLP pipeline spec; return its name."""
     services.ledger.add_pipeline_spec(
-        name=name, kind="torch",
+        name=name,
+        kind="torch",
         spec={"features": FEATURES, "target": "label", "task": "classification", "hidden_layers": [8]},
         actor="alice",
     )
@@ -78,7 +91,10 @@ def code_archive(services: Services, source: str) -> str:
         archive.writestr("train.py", source)
     blob = services.blobs.put_bytes(buffer.getvalue())
     return services.ledger.register_code_version(
-        repository="https://git.example/t", commit="abcdef1", archive_digest=blob.digest, entrypoint=None,
+        repository="https://git.example/t",
+        commit="abcdef1",
+        archive_digest=blob.digest,
+        entrypoint=None,
         actor="alice",
     ).id
 
@@ -86,8 +102,15 @@ def code_archive(services: Services, source: str) -> str:
 def request(services: Services, pipeline: str, dataset_id: str, **fields: Any) -> str:
     """Request a runner run; return its id."""
     values: dict[str, Any] = {
-        "name": pipeline, "mode": "runner", "pipeline": pipeline, "pipeline_version": None,
-        "dataset_version_ids": [dataset_id], "code_version_id": None, "params": {}, "seed": 11, "device": "auto",
+        "name": pipeline,
+        "mode": "runner",
+        "pipeline": pipeline,
+        "pipeline_version": None,
+        "dataset_version_ids": [dataset_id],
+        "code_version_id": None,
+        "params": {},
+        "seed": 11,
+        "device": "auto",
         "actor": "alice",
     }
     values.update(fields)

@@ -101,7 +101,9 @@ def test_bad_specs_fail_with_a_recorded_reason_and_the_runner_keeps_serving(serv
     code = code_archive(services, FINE)
     sleepy = code_archive(services, SLEEPY)
     bad = {
-        "unknown estimator": request(services, sklearn_pipeline(services, "nope", "sklearn.ensemble.NoSuchModel"), data),
+        "unknown estimator": request(
+            services, sklearn_pipeline(services, "nope", "sklearn.ensemble.NoSuchModel"), data
+        ),
         "param of the wrong type": request(services, sklearn_pipeline(services, "typed"), data, params={"C": "high"}),
         "missing target column": request(services, sklearn_pipeline(services, "target", target="missing"), data),
         "entrypoint not found": request(
