@@ -1,0 +1,114 @@
+"""Runner processes on one PostgreSQL: every run is executed exactly once, and a
+runner killed mid-run leaves an abandoned run, not a broken ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, drop_schema, make_settings, require_postgres, settings_env
+from runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
+
+from domain.run import Run
+from service.bootstrap import Services, open_services
+from service.projector import publish_checkpoint_if_due
+from service.verify import verify_ledger
+
+RUNS = 40
+RUNNERS = 4
+
+
+@pytest.fixture
+def pg_services(tmp_path: Path) -> Iterator[Services]:
+    require_postgres()
+    settings = make_settings("postgres", tmp_path / "data", heartbeat_seconds=0.5, heartbeat_timeout_seconds=4)
+    services = open_services(settings, migrate=True)
+    yield services
+    services.close()
+    drop_schema(settings.database_schema)
+
+
+def _start_runners(services: Services, count: int, concurrency: int = 2) -> list[subprocess.Popen[bytes]]:
+    env = settings_env(services.settings)
+    env["MLLEDGER_HEARTBEAT_SECONDS"] = "0.5"
+    env["MLLEDGER_HEARTBEAT_TIMEOUT_SECONDS"] = "4"
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        process.wait(timeout=60)
+
+
+def _verify(services: Services) -> None:
+    services.runner.catch_up()
+    publish_checkpoint_if_due(services, force=True)
+    report = verify_ledger(services.settings, [], workers=2)
+    assert report.ok, [f.describe() for f in report.findings]
+
+
+def test_four_runners_execute_forty_runs_each_exactly_once(pg_services: Services) -> None:
+    data = dataset(pg_services)
+    pipeline = sklearn_pipeline(pg_services)
+    run_ids = [request(pg_services, pipeline, data, seed=i) for i in range(RUNS)]
+    runners = _start_runners(pg_services, RUNNERS)
+    try:
+        runs = wait_finished(pg_services, run_ids, timeout=240)
+    finally:
+        _stop(runners)
+
+    claims = {run.id: [e for e in pg_services.ledger.events.get(run.id) if isinstance(e, Run.Claimed)] for run in runs}
+    assert [run.status for run in runs] == ["succeeded"] * RUNS
+    assert all(len(found) == 1 for found in claims.values())
+    assert len({found[0].runner_id for found in claims.values()}) > 1, "the work was shared"
+    _verify(pg_services)
+
+
+SLOW = "import time\ndef main(request):\n    time.sleep(120)\n    return {'metrics': {}}\n"
+
+
+def test_a_runner_killed_mid_run_leaves_it_abandoned_within_the_timeout(pg_services: Services) -> None:
+    data = dataset(pg_services)
+    code = code_archive(pg_services, SLOW)
+    run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 600), data, code_version_id=code)
+    (doomed,) = _start_runners(pg_services, 1, concurrency=1)
+    survivors: list[subprocess.Popen[bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while pg_services.ledger.get(run_id, Run).status != "running":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.1)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+        killed_at = time.monotonic()
+        survivors = _start_runners(pg_services, 1)
+        (run,) = wait_finished(pg_services, [run_id], timeout=60)
+        noticed_after = time.monotonic() - killed_at
+    finally:
+        _stop(survivors)
+
+    abandoned = next(e for e in pg_services.ledger.events.get(run.id) if isinstance(e, Run.Abandoned))
+    assert run.status == "abandoned"
+    assert "no heartbeat" in abandoned.reason
+    assert noticed_after < 4 + 10  # the timeout, plus a sweep interval and process start-up
+    retry = pg_services.ledger.request_again(run_id, "alice", reproduce=False).id
+    assert pg_services.ledger.get(retry, Run).status == "requested"
+    _verify(pg_services)
