@@ -189,6 +189,40 @@ class LedgerClient:
         )
         return str(body["digest"])
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run's current state."""
+        result: dict[str, Any] = self.request("GET", f"/v1/runs/{run_id}")
+        return result
+
+    def wait_for_run(self, run_id: str, timeout: float = 600.0, poll: float = 0.25) -> dict[str, Any]:
+        """Poll until the run has ended (succeeded, failed, cancelled or abandoned); return it."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.run(run_id)
+            if found["status"] in ("succeeded", "failed", "cancelled", "abandoned"):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} is still {found['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def reproduce(self, run_id: str, params: dict[str, Any] | None = None) -> Written:
+        """Request a re-execution of a run; the verdict is recorded on the original run."""
+        return self._write("POST", f"/v1/runs/{run_id}/reproduce", json={"params": params or {}})[0]
+
+    def manifest(self, run_id: str, min_position: int | None = None) -> dict[str, Any]:
+        """The reproducibility manifest of a run."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/runs/{run_id}/manifest", params=self._read_params(min_position)
+        )
+        return result
+
+    def provenance(self, run_id: str) -> dict[str, Any]:
+        """The run's in-toto/SLSA provenance in a DSSE envelope signed by the ledger key."""
+        result: dict[str, Any] = self.request("GET", f"/v1/runs/{run_id}/provenance")
+        return result
+
     def finish_run(self, run_id: str, status: str = "succeeded", error: str | None = None) -> Written:
         """End a run."""
         return self._write("POST", f"/v1/runs/{run_id}/finish", json={"status": status, "error": error})[0]

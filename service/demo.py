@@ -1,8 +1,9 @@
 """``mlledger demo``: a whole governed lifecycle on the configured ledger.
 
-A scikit-learn dataset is registered, a model is trained and recorded as a run,
-the version is registered, two approvers sign their approvals on their side,
-an operator deploys it, and the lineage is printed. Everything goes through the
+A scikit-learn dataset is registered, two recorded pipelines (a gradient-boosting
+classifier and a torch MLP) are trained by the runner, both models are
+registered, two approvers sign approvals on their side, an operator deploys the
+first, its run is re-executed and the verdict recorded, and the lineage is printed. Everything goes through the
 HTTP API (in-process) with the typed client, exactly as remote clients would.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import pickle
 import uuid
 import warnings
 from collections.abc import Callable
@@ -61,14 +61,10 @@ def _breast_cancer_csv() -> tuple[bytes, list[str]]:
 
 def run_demo(services: Services, say: Callable[[str], None] = print) -> dict[str, object]:
     """Run the demo lifecycle; return the lineage of the deployed version."""
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.ensemble import GradientBoostingClassifier
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
-
     tag = uuid.uuid4().hex[:6]
     model_name = f"breast-cancer-{tag}"
-    with TestClient(create_app(services.settings, run_projector=True, services=services)) as http:
+    app = create_app(services.settings, run_projector=True, run_runner=True, services=services)
+    with TestClient(app) as http:
         people = _people(services, http, tag)
         scientist = people["scientist"][1]
 
@@ -86,30 +82,45 @@ def run_demo(services: Services, say: Callable[[str], None] = print) -> dict[str
             filename="breast_cancer.csv",
         )
         say(f"registered dataset version {dataset.id} (position {dataset.position})")
-        code = scientist.register_code_version("https://example.org/demo", "0123456789abcdef", entrypoint="demo:train")
-        run = scientist.start_run(
-            name="gbm-baseline", dataset_version_ids=[dataset.id], code_version_id=code.id, seed=42
+        common = {"features": features, "target": "target", "task": "classification"}
+        scientist.add_pipeline_spec(
+            "gbm",
+            "sklearn",
+            {
+                "estimator": "sklearn.ensemble.GradientBoostingClassifier",
+                "estimator_params": {"n_estimators": 100, "max_depth": 3},
+                **common,
+            },
         )
-        params = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "random_state": 42}
-        scientist.log_params(run.id, params)
-        x, y = load_breast_cancer(return_X_y=True)
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=42, stratify=y)
-        model = GradientBoostingClassifier(**params).fit(x_train, y_train)
-        proba = model.predict_proba(x_test)[:, 1]
-        metrics = [
-            {"key": "accuracy", "value": float(accuracy_score(y_test, proba > 0.5)), "step": 0},
-            {"key": "roc_auc", "value": float(roc_auc_score(y_test, proba)), "step": 0},
-        ]
-        scientist.log_metrics(run.id, metrics)
-        digest = scientist.upload_artifact(run.id, "model.pkl", pickle.dumps(model))
-        scientist.finish_run(run.id)
-        accuracy, auc = metrics[0]["value"], metrics[1]["value"]
-        say(f"recorded run {run.id}: accuracy {accuracy:.3f}, ROC AUC {auc:.3f}, model {digest}")
-
-        version, _ = scientist.register_model_version(
-            model_name, run.id, "model.pkl", input_schema=[{"name": f, "type": "float"} for f in features]
-        )
-        say(f"registered {model_name} v{version}")
+        scientist.add_pipeline_spec("mlp", "torch", {"hidden_layers": [32, 16], **common})
+        runs = {}
+        for pipeline, params in (("gbm", {}), ("mlp", {"epochs": 30})):
+            requested = scientist.start_run(
+                name=f"{pipeline}-baseline",
+                mode="runner",
+                pipeline=pipeline,
+                dataset_version_ids=[dataset.id],
+                params=params,
+                seed=42,
+            )
+            say(f"requested a {pipeline} run {requested.id}; the runner picks it up")
+            runs[pipeline] = requested.id
+        versions = {}
+        for pipeline, run_id in runs.items():
+            run = scientist.wait_for_run(run_id)
+            if run["status"] != "succeeded":
+                raise RuntimeError(f"the {pipeline} run {run['status']}")
+            model_file = next(name for name in run["artifacts"] if name.startswith("model."))
+            say(f"{pipeline} run succeeded on {run['device_used']}: model {run['artifacts'][model_file]}")
+            version, _ = scientist.register_model_version(
+                model_name if pipeline == "gbm" else f"{model_name}-mlp",
+                run_id,
+                model_file,
+                input_schema=[{"name": f, "type": "float"} for f in features],
+            )
+            versions[pipeline] = version
+        version = versions["gbm"]
+        say(f"registered {model_name} v{version} (gbm) and {model_name}-mlp v{versions['mlp']} (torch)")
         for name in ("approver-1", "approver-2"):
             approver_id, client = people[name]
             signer = Signer.generate()  # held by the approver, never sent to the service
@@ -118,6 +129,10 @@ def run_demo(services: Services, say: Callable[[str], None] = print) -> dict[str
             say(f"{name} signed an approval with key {key_id}")
         deployed = people["operator"][1].deploy(model_name, "champion", version, reason="demo go-live")
         say(f"deployed {model_name} v{version} as champion (position {deployed.position})")
+        reproduction = scientist.reproduce(runs["gbm"])
+        scientist.wait_for_run(reproduction.id)
+        verdict = scientist.run(runs["gbm"])["reproductions"].get(reproduction.id, "pending")
+        say(f"reproduced the gbm run: {verdict}")
         lineage = people["auditor"][1].lineage(model_name, version, min_position=deployed.position)
         say(describe_lineage(lineage))
         return lineage

@@ -23,6 +23,8 @@ def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None
     assert "lineage of breast-cancer-" in result.stdout
     assert result.stdout.count("approve by ") == 2
     assert "deployment: champion v1" in result.stdout
+    assert "gbm run succeeded on cpu" in result.stdout and "mlp run succeeded on cpu" in result.stdout
+    assert "reproduced the gbm run: verified" in result.stdout
     assert "Traceback" not in result.stderr
     verify = subprocess.run(
         [sys.executable, "-m", "service", "verify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -113,6 +113,10 @@ class RunPublic(BaseModel):
     submitted_by: str
     artifacts: dict[str, str]
     metric_points: int
+    reproduces: str | None = None
+    environment_digest: str | None = None
+    device_used: str | None = Field(None, description="the device the runner executed on")
+    reproductions: dict[str, str] = Field(default_factory=dict, description="reproduction run id -> verdict")
 
 
 class StoredFile(BaseModel):
@@ -203,6 +207,10 @@ def get_run(run_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
         "submitted_by": run.submitted_by,
         "artifacts": run.artifacts,
         "metric_points": run.metric_points,
+        "reproduces": run.reproduces,
+        "environment_digest": run.environment_digest,
+        "device_used": run.environment.get("device"),
+        "reproductions": run.verdicts,
     }
 
 
