@@ -1,4 +1,4 @@
-# ML Ledger service image: API, projector and (later) runners share it.
+# ML Ledger service image: the API, the projector and runners share it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MLLEDGER_DATA_DIR=/data
@@ -17,4 +17,4 @@ USER mlledger
 VOLUME ["/data"]
 EXPOSE 8000
 ENTRYPOINT ["mlledger"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--no-projector"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--no-projector", "--no-runner"]
