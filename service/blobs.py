@@ -36,6 +36,38 @@ class StoredBlob:
     path: Path
 
 
+class _Upload:
+    """One write into the store: a 0600 temporary file, hashed as it grows,
+    renamed into place on success and removed on any failure."""
+
+    def __init__(self, store: BlobStore, temp: Path, max_bytes: int) -> None:
+        self.store, self.temp, self.max_bytes = store, temp, max_bytes
+        self.hasher, self.size = hashlib.sha256(), 0
+        self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.stored: StoredBlob
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise PayloadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes")
+        self.hasher.update(chunk)
+        os.write(self.fd, chunk)
+
+    def __enter__(self) -> _Upload:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        try:
+            if kind is None:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+        if kind is not None:
+            self.temp.unlink(missing_ok=True)
+            return
+        self.stored = self.store._commit(self.temp, "sha256:" + self.hasher.hexdigest(), self.size)
+
+
 class BlobStore:
     """Content-addressed files."""
 
@@ -49,10 +81,9 @@ class BlobStore:
         hexdigest = digest.removeprefix("sha256:")
         return self.root / "sha256" / hexdigest[:2] / hexdigest[2:]
 
-    def _open_temp(self) -> tuple[Path, int]:
+    def _begin(self, max_bytes: int) -> _Upload:
         self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = self.tmp / f"upload-{os.getpid()}-{os.urandom(8).hex()}"
-        return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return _Upload(self, self.tmp / f"upload-{os.getpid()}-{os.urandom(8).hex()}", max_bytes)
 
     def _commit(self, temp: Path, digest: str, size: int) -> StoredBlob:
         final = self.path_of(digest)
@@ -65,41 +96,17 @@ class BlobStore:
 
     def put_chunks(self, chunks: Iterable[bytes], max_bytes: int) -> StoredBlob:
         """Store a stream of bytes; refuse one larger than ``max_bytes`` (nothing stays behind)."""
-        temp, fd = self._open_temp()
-        hasher, size = hashlib.sha256(), 0
-        try:
+        with self._begin(max_bytes) as upload:
             for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"the upload exceeds the limit of {max_bytes} bytes")
-                hasher.update(chunk)
-                os.write(fd, chunk)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return self._commit(temp, "sha256:" + hasher.hexdigest(), size)
+                upload.write(chunk)
+        return upload.stored
 
     async def put_async_chunks(self, chunks: AsyncIterator[bytes], max_bytes: int) -> StoredBlob:
         """Like :meth:`put_chunks` for an async stream (an HTTP request body)."""
-        temp, fd = self._open_temp()
-        hasher, size = hashlib.sha256(), 0
-        try:
+        with self._begin(max_bytes) as upload:
             async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"the upload exceeds the limit of {max_bytes} bytes")
-                hasher.update(chunk)
-                os.write(fd, chunk)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return self._commit(temp, "sha256:" + hasher.hexdigest(), size)
+                upload.write(chunk)
+        return upload.stored
 
     def put_bytes(self, data: bytes) -> StoredBlob:
         """Store a small byte string."""

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 from sqlalchemy.engine import Connection
 
-from domain.errors import InvalidPayload, LedgerError
+from domain.errors import InvalidPayload, LedgerError, PayloadTooLarge
 from domain.permissions import Action
 from service.auth import Caller, authenticate
 from service.bootstrap import Services
@@ -79,6 +79,13 @@ def read_connection(
             time.sleep(0.02)
     with services.engine.connect() as conn:
         yield conn
+
+
+def refuse_oversized(request: Request, limit: int, field: str) -> None:
+    """413 before reading a body whose declared length is over ``limit`` (streaming still counts)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field=field)
 
 
 def written(response: Response, result: Written) -> dict[str, object]:

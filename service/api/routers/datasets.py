@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from domain.dataset import DatasetVersion
-from domain.errors import InvalidPayload, PayloadTooLarge
+from domain.errors import InvalidPayload
 from service import datasets
-from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, written
+from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
 from service.api.schemas import WriteResult
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
@@ -80,9 +80,7 @@ async def upload_dataset(
 ) -> object:
     """Upload a new version of a dataset; digest, schema, row count and profile are computed here."""
     limit = services.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="file")
+    refuse_oversized(request, limit + 64 * 1024, "file")  # multipart framing is not data
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidPayload("send the file as multipart/form-data with a 'file' part", field="file")
     form = await request.form(max_files=1, max_fields=5, max_part_size=256 * 1024)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
 from domain.code import CodeVersion
-from domain.errors import InvalidPayload, PayloadTooLarge
+from domain.errors import InvalidPayload
 from domain.run import Run
-from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, written
+from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
 from service.api.schemas import WriteResult
 
 router = APIRouter(prefix="/v1", tags=["lineage"])
@@ -140,9 +140,7 @@ class StoredFile(BaseModel):
 async def upload_code_archive(request: Request, caller: LineageWriter, services: ServicesDep) -> object:
     """Upload a code archive (raw body, streamed); register a code version with its digest next."""
     limit = services.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="body")
+    refuse_oversized(request, limit, "body")
     blob = await services.blobs.put_async_chunks(request.stream(), max_bytes=limit)
     return {"digest": blob.digest, "size": blob.size}
 
@@ -253,9 +251,7 @@ async def upload_artifact(
 ) -> object:
     """Upload an artifact (raw body, streamed to the content-addressed store) and record it."""
     limit = services.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="body")
+    refuse_oversized(request, limit, "body")
     services.ledger.get(run_id, Run)  # 404 before reading the body
     blob = await services.blobs.put_async_chunks(request.stream(), max_bytes=limit)
     media_type = request.headers.get("content-type", "application/octet-stream")[:200]

@@ -1,0 +1,366 @@
+"""Benchmark: runs claimed and started per second by several runner processes sharing one ledger.
+
+``--runners`` (default 4) real runner processes (``python -m service runner
+--concurrency 16 --device cpu``) serve one PostgreSQL schema. Once every one of
+them is up and has executed at least one warm-up run (its first environment
+capture imports torch, a one-off cost), ``--runs`` (default 400) trivial runs
+are requested at once, in one transaction (N ``Run.Requested`` events built as
+``Ledger.start_run`` builds them and saved together, so requesting never limits
+claiming): an sklearn ``LogisticRegression`` on a 50-row, 3-feature CSV.
+
+From the runs' own events (``ledger.events.get(run_id)``, ``.timestamp`` =
+``recorded_at``) it reports:
+
+* claimed and started per second: N / (last ``EnvironmentCaptured`` - first
+  ``Claimed``), the figure with the target (>= 50/s);
+* the same for the first runners x concurrency runs (the burst that fills every
+  free slot, where claiming alone is timed and execution cannot hold it back);
+* the time from the request until every run succeeded;
+* that every run was claimed exactly once, and how the runs were shared.
+
+By default the ledger is the PostgreSQL at ``--database-url`` in a fresh schema
+``bench_<random>``, dropped at the end (also on failure or Ctrl-C); with
+``--sqlite`` it is a SQLite file in a temporary directory (runners then contend
+for SQLite's single writer).
+
+Run from the repository root::
+
+    .venv/bin/python bench/claim_throughput.py
+    .venv/bin/python bench/claim_throughput.py --runs 1000 --runners 4 --concurrency 32
+    .venv/bin/python bench/claim_throughput.py --preload-sklearn   # runners import scikit-learn up front
+
+Progress goes to stderr, the results table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.append import (
+    DEFAULT_DATABASE_URL,
+    describe_database,
+    fresh_settings,
+    install_sigterm_handler,
+    machine_line,
+    opened,
+)
+from domain.pipeline import Pipeline
+from domain.run import Run
+from service.bootstrap import Services
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RATE = 50.0
+ACTOR = "user:bench"
+FEATURES = ["x1", "x2", "x3"]
+PIPELINE = "tiny-logreg"
+END_TOPICS = [Run.Finished.TOPIC, Run.Abandoned.TOPIC]
+PRELOAD = (
+    "import sklearn.base, sklearn.linear_model, sklearn.model_selection, sklearn.metrics; "
+    "import service.runners.sklearn_kind; import runpy; runpy.run_module('service', run_name='__main__')"
+)
+
+
+def say(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def tiny_csv(rows: int = 50, seed: int = 3) -> bytes:
+    """A small, learnable binary classification table."""
+    rng = random.Random(seed)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*FEATURES, "label"])
+    for _ in range(rows):
+        x = [round(rng.uniform(-1, 1), 6) for _ in FEATURES]
+        writer.writerow([*x, int(x[0] + 0.5 * x[1] > 0)])
+    return out.getvalue().encode()
+
+
+def prepare(services: Services) -> str:
+    """Register the dataset and the pipeline; return the dataset version id."""
+    data = tiny_csv()
+    blob = services.blobs.put_bytes(data)
+    dataset_id = services.ledger.register_dataset_version(
+        name="tiny", digest=blob.digest, size=blob.size, format="csv", schema=[], row_count=0,
+        datasheet={}, source="bench", actor=ACTOR,
+    ).id
+    services.ledger.add_pipeline_spec(
+        name=PIPELINE, kind="sklearn",
+        spec={"estimator": "sklearn.linear_model.LogisticRegression", "features": FEATURES, "target": "label",
+              "task": "classification"},
+        actor=ACTOR,
+    )
+    return dataset_id
+
+
+def request_batch(services: Services, dataset_id: str, count: int, first_seed: int) -> tuple[list[str], float]:
+    """Request ``count`` runs in one transaction (as ``start_run`` builds them); their ids and the commit time."""
+    pipeline: Pipeline = services.ledger.get(Pipeline.create_id(name=PIPELINE), Pipeline)
+    version = len(pipeline.specs)
+    runs = [
+        Run(
+            name=PIPELINE, mode="runner", pipeline_id=str(pipeline.id), pipeline_version=version,
+            spec_digest=pipeline.digests[version - 1], dataset_version_ids=[dataset_id], code_version_id=None,
+            params={}, seed=first_seed + index, device="auto", reproduces=None, actor=ACTOR,
+        )
+        for index in range(count)
+    ]
+    services.ledger.save(*runs)
+    return [str(run.id) for run in runs], time.time()
+
+
+def count_topics(services: Services, after: int, topics: list[str], wanted: set[str]) -> int:
+    """How many events of ``topics`` for runs in ``wanted`` were recorded after notification ``after``."""
+    seen = 0
+    cursor = after + 1
+    while True:
+        page = services.ledger.recorder.select_notifications(cursor, 1000, topics=topics)
+        seen += sum(1 for n in page if str(n.originator_id) in wanted)
+        if len(page) < 1000:
+            return seen
+        cursor = page[-1].id + 1
+
+
+def wait_ended(services: Services, run_ids: list[str], after: int, timeout: float, label: str) -> None:
+    """Wait until every run has ended, printing claimed/started/ended counts on stderr."""
+    wanted = set(run_ids)
+    deadline = time.monotonic() + timeout
+    last_line = 0.0
+    while True:
+        ended = count_topics(services, after, END_TOPICS, wanted)
+        if ended >= len(run_ids):
+            return
+        now = time.monotonic()
+        if now - last_line >= 2.0:
+            last_line = now
+            claimed = count_topics(services, after, [Run.Claimed.TOPIC], wanted)
+            started = count_topics(services, after, [Run.EnvironmentCaptured.TOPIC], wanted)
+            say(f"  {label}: claimed {claimed}/{len(run_ids)}, started {started}, ended {ended}, "
+                f"load {load_average()}")
+        if now > deadline:
+            raise SystemExit(f"{label}: only {ended} of {len(run_ids)} runs ended within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def runner_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the ledger's settings as MLLEDGER_ variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
+    env.update(
+        {
+            "MLLEDGER_DATA_DIR": str(settings.data_dir),
+            "MLLEDGER_DATABASE_URL": settings.database_url,
+            "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path, preload: bool) -> Iterator[
+    dict[str, int]
+]:
+    """``count`` runner processes; yields {runner_id: pid} once all are serving; stops them at the end."""
+    command = [sys.executable, "-c", PRELOAD] if preload else [sys.executable, "-m", "service"]
+    command += ["runner", "--concurrency", str(concurrency), "--device", "cpu"]
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for index in range(count):
+            log_path = logs / f"runner-{index}.log"
+            with log_path.open("wb") as log:
+                processes.append(
+                    (subprocess.Popen(command, env=runner_env(settings), cwd=REPO, stdout=log,
+                                      stderr=subprocess.STDOUT), log_path)
+                )
+        ids: dict[str, int] = {}
+        deadline = time.monotonic() + 180
+        while len(ids) < count:
+            for process, log_path in processes:
+                if process.poll() is not None:
+                    raise SystemExit(f"a runner exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+                found = re.search(r"runner (\S+) on ", log_path.read_text(errors="replace"))
+                if found:
+                    ids[found.group(1)] = process.pid
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(ids)} of {count} runners started within 180 s")
+            time.sleep(0.1)
+        yield ids
+    finally:
+        for process, _ in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in processes:
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class RunTimes:
+    """What one run's events say."""
+
+    claims: int
+    runner_id: str | None
+    claimed: float | None
+    started: float | None
+    ended: float | None
+    status: str | None
+
+
+def run_times(services: Services, run_id: str) -> RunTimes:
+    """Claims, runner, Claimed/EnvironmentCaptured/Finished times and the status of a run."""
+    events = list(services.ledger.events.get(run_id))
+    claims = [e for e in events if isinstance(e, Run.Claimed)]
+    started = [e for e in events if isinstance(e, Run.EnvironmentCaptured)]
+    finished = [e for e in events if isinstance(e, Run.Finished)]
+    return RunTimes(
+        len(claims),
+        claims[0].runner_id if claims else None,
+        claims[0].timestamp.timestamp() if claims else None,
+        started[0].timestamp.timestamp() if started else None,
+        finished[-1].timestamp.timestamp() if finished else None,
+        finished[-1].status if finished else ("abandoned" if any(isinstance(e, Run.Abandoned) for e in events)
+                                              else None),
+    )
+
+
+def warm_up(services: Services, dataset_id: str, runner_ids: dict[str, int], per_runner: int) -> tuple[int, float]:
+    """Warm-up batches until every runner has executed a run; (runs, seconds)."""
+    started = time.perf_counter()
+    total = 0
+    served: set[str] = set()
+    for attempt in range(5):
+        after = services.ledger.position()
+        batch = per_runner * len(runner_ids)
+        run_ids, _ = request_batch(services, dataset_id, batch, 1_000_000 + total)
+        total += batch
+        wait_ended(services, run_ids, after, 600, f"warm-up {attempt + 1}")
+        served |= {t.runner_id for t in (run_times(services, r) for r in run_ids) if t.runner_id}
+        if served >= set(runner_ids):
+            break
+    else:
+        say(f"  warning: runners {sorted(set(runner_ids) - served)} executed no warm-up run")
+    return total, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
+    parser.add_argument("--runs", type=int, default=400, help="runs requested at once (default 400)")
+    parser.add_argument("--runners", type=int, default=4, help="runner processes (default 4)")
+    parser.add_argument("--concurrency", type=int, default=16, help="runs each runner executes at once (default 16)")
+    parser.add_argument("--warmup", type=int, default=4, help="warm-up runs per runner (default 4)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for all runs (default 900)")
+    parser.add_argument("--preload-sklearn", action="store_true",
+                        help="start the runners with scikit-learn already imported (a what-if for a fix)")
+    args = parser.parse_args(argv)
+    install_sigterm_handler()
+    load_before = load_average()
+
+    with tempfile.TemporaryDirectory(prefix="mlledger-claims-") as tmp, \
+            fresh_settings(args.database_url, args.sqlite) as settings:
+        database = describe_database(settings)
+        with opened(settings) as services:
+            dataset_id = prepare(services)
+            say(f"starting {args.runners} runners (--concurrency {args.concurrency}, cpu"
+                f"{', scikit-learn preloaded' if args.preload_sklearn else ''})")
+            with runner_processes(settings, args.runners, args.concurrency, Path(tmp), args.preload_sklearn) as ids:
+                say(f"runners up: {', '.join(ids)}; warm-up")
+                warm_runs, warm_seconds = warm_up(services, dataset_id, ids, args.warmup)
+                say(f"  warm-up: {warm_runs} runs in {warm_seconds:.1f} s")
+                say(f"requesting {args.runs} runs in one transaction, load {load_average()}")
+                after = services.ledger.position()
+                requested_at = time.time()
+                run_ids, committed_at = request_batch(services, dataset_id, args.runs, 0)
+                wait_ended(services, run_ids, after, args.timeout, "measured")
+                load_during = load_average()
+            say("reading the runs' events")
+            times = [run_times(services, run_id) for run_id in run_ids]
+    load_after = load_average()
+
+    n = len(times)
+    claimed_once = sum(1 for t in times if t.claims == 1)
+    succeeded = sum(1 for t in times if t.status == "succeeded")
+    claim_times = sorted(t.claimed for t in times if t.claimed is not None)
+    start_times = sorted(t.started for t in times if t.started is not None)
+    end_times = [t.ended for t in times if t.ended is not None]
+    first_claim = claim_times[0]
+    span = start_times[-1] - first_claim
+    rate = len(start_times) / span if span > 0 else float("inf")
+    slots = min(n, args.runners * args.concurrency)
+    burst_span = start_times[slots - 1] - first_claim if len(start_times) >= slots else float("nan")
+    burst_rate = slots / burst_span if burst_span > 0 else float("inf")
+    all_done = max(end_times) - committed_at if end_times else float("nan")
+    start_latency = statistics.median(
+        t.started - t.claimed for t in times if t.started is not None and t.claimed is not None
+    )
+    shares = Counter(t.runner_id for t in times)
+    rate_ok = rate >= TARGET_RATE
+    once_ok = claimed_once == n
+    all_ok = succeeded == n
+    passed = rate_ok and once_ok and all_ok
+
+    print()
+    print(f"ML Ledger claim throughput: {args.runners} `python -m service runner --concurrency {args.concurrency} "
+          f"--device cpu` processes{' (scikit-learn preloaded)' if args.preload_sklearn else ''}, "
+          f"{n} requested runs (sklearn LogisticRegression on 50 rows x 3 features), one "
+          f"{'SQLite file' if args.sqlite else 'PostgreSQL schema'}")
+    print(f"warm-up (not counted): {warm_runs} runs in {warm_seconds:.1f} s, so every runner had captured once")
+    header = f"{'measure':<58} | {'value':>12} | {'target':>8} | result"
+    print(header)
+    print("-" * len(header))
+    rows: list[tuple[str, str, str, str]] = [
+        ("request (one transaction) committed", f"{committed_at - requested_at:.3f} s", "", ""),
+        ("first Claimed -> last EnvironmentCaptured", f"{span:.2f} s", "", ""),
+        ("runs claimed and started per second", f"{rate:.1f}/s", f">= {TARGET_RATE:g}/s",
+         "PASS" if rate_ok else "FAIL"),
+        (f"  first {slots} runs (every slot free: claiming alone)", f"{burst_rate:.1f}/s", "", ""),
+        ("median Claimed -> EnvironmentCaptured of a run", f"{start_latency * 1000:.0f} ms", "", ""),
+        ("request -> first Claimed", f"{first_claim - committed_at:.2f} s", "", ""),
+        ("request -> all runs succeeded", f"{all_done:.2f} s", "", ""),
+        ("runs claimed exactly once", f"{claimed_once}/{n}", f"{n}/{n}", "PASS" if once_ok else "FAIL"),
+        ("runs succeeded", f"{succeeded}/{n}", f"{n}/{n}", "PASS" if all_ok else "FAIL"),
+    ]
+    for measure, value, target, result in rows:
+        print(f"{measure:<58} | {value:>12} | {target:>8} | {result}")
+    print("-" * len(header))
+    share_text = ", ".join(f"{runner_id}: {shares.get(runner_id, 0)}" for runner_id in ids)
+    print(f"runs per runner: {share_text}")
+    print(f"overall: {'PASS' if passed else 'FAIL'}")
+    print(machine_line(database))
+    print(f"load average (1/5/15 min): {load_before} before, {load_during} at the end of the measured runs, "
+          f"{load_after} after")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
