@@ -118,12 +118,13 @@ class SealedEvent:
         return fields
 
 
-def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | None = None) -> SealedEvent:
-    """Canonicalize, hash and sign an envelope.
+def encode(envelope: dict[str, Any], *, max_payload_bytes: int | None = None) -> tuple[bytes, bytes]:
+    """Canonicalize and hash an envelope; return (canonical bytes, raw sha256).
 
     Raises :class:`~domain.errors.InvalidPayload` for values canonical JSON cannot
-    carry and :class:`PayloadTooLarge` when the payload's canonical form exceeds
-    ``max_payload_bytes``.
+    carry and :class:`PayloadTooLarge` when the canonical form exceeds
+    ``max_payload_bytes``. The hash is all the next event of the chain needs, so
+    signing can happen later (and in parallel).
     """
     encoded = canonical_json(envelope, path="")
     if max_payload_bytes is not None and len(encoded) > max_payload_bytes:
@@ -132,10 +133,10 @@ def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | N
             f"{max_payload_bytes} bytes",
             field="payload",
         )
-    digest = hashlib.sha256(encoded)
-    return SealedEvent(
-        envelope=encoded,
-        hash=digest.hexdigest(),
-        signature=signer.sign(digest.digest()),
-        key_id=signer.key_id,
-    )
+    return encoded, hashlib.sha256(encoded).digest()
+
+
+def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | None = None) -> SealedEvent:
+    """Canonicalize, hash and sign an envelope (see :func:`encode` for the errors)."""
+    encoded, digest = encode(envelope, max_payload_bytes=max_payload_bytes)
+    return SealedEvent(envelope=encoded, hash=digest.hex(), signature=signer.sign(digest), key_id=signer.key_id)

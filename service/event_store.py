@@ -12,9 +12,11 @@ written, or from the database.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol
@@ -37,9 +39,9 @@ from domain.sealing import (
     ZERO_HASH,
     SealedEvent,
     build_envelope,
+    encode,
     format_timestamp,
     parse_timestamp,
-    seal,
 )
 
 assert catalog.AGGREGATES  # every event type is registered before events are read
@@ -59,6 +61,28 @@ class SealingMapper(Mapper[uuid.UUID]):
 
     def seal_event(self, domain_event: Any, prev_hash: str) -> tuple[StoredEvent, str]:
         """Seal one event chained to ``prev_hash``; return the stored event and its hash."""
+        encoded, digest = self.encode_event(domain_event, prev_hash)
+        signer = self._signer()
+        return self.stored(domain_event, encoded, digest, signer.sign(digest), signer.key_id), digest.hex()
+
+    @property
+    def signer(self) -> Signer:
+        """The key sealing new events."""
+        return self._signer()
+
+    @staticmethod
+    def stored(domain_event: Any, encoded: bytes, digest: bytes, signature: str, key_id: str) -> StoredEvent:
+        """The stored form of an encoded, signed event."""
+        sealed = SealedEvent(envelope=encoded, hash=digest.hex(), signature=signature, key_id=key_id)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=type(domain_event).TOPIC,
+            state=sealed.to_record(),
+        )
+
+    def encode_event(self, domain_event: Any, prev_hash: str) -> tuple[bytes, bytes]:
+        """The canonical envelope of one event chained to ``prev_hash``, and its raw hash."""
         topic = getattr(type(domain_event), "TOPIC", None)
         if not isinstance(topic, str) or not is_known_topic(topic):
             raise UnknownEventType(
@@ -81,14 +105,7 @@ class SealingMapper(Mapper[uuid.UUID]):
             payload=payload,
             prev_hash=prev_hash,
         )
-        sealed = seal(envelope, self._signer(), max_payload_bytes=self.max_payload_bytes)
-        stored = StoredEvent(
-            originator_id=domain_event.originator_id,
-            originator_version=domain_event.originator_version,
-            topic=topic,
-            state=sealed.to_record(),
-        )
-        return stored, sealed.hash
+        return encode(envelope, max_payload_bytes=self.max_payload_bytes)
 
     def to_stored_event(self, domain_event: DomainEventProtocol[uuid.UUID]) -> StoredEvent:
         """Not used: events are sealed in chains by :class:`LedgerEventStore`."""
@@ -145,6 +162,23 @@ def open_record(stored_event: StoredEvent | Notification) -> tuple[SealedEvent, 
     return sealed, envelope
 
 
+_PARALLEL_FROM = 64
+_pool: ThreadPoolExecutor | None = None
+
+
+def sign_all(signer: Signer, digests: list[bytes]) -> list[str]:
+    """Sign many hashes; large batches use every core (Ed25519 signing releases the GIL)."""
+    global _pool
+    cores = os.cpu_count() or 1
+    if len(digests) < _PARALLEL_FROM or cores == 1:
+        return [signer.sign(d) for d in digests]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="mlledger-sign")
+    size = -(-len(digests) // cores)
+    chunks = [digests[i : i + size] for i in range(0, len(digests), size)]
+    return [s for part in _pool.map(lambda chunk: [signer.sign(d) for d in chunk], chunks) for s in part]
+
+
 class _Heads:
     """The latest known (version, hash) of aggregates, bounded in size."""
 
@@ -195,17 +229,22 @@ class LedgerEventStore(EventStore[uuid.UUID]):
     ) -> list[Recording[uuid.UUID]]:
         """Seal, chain and insert ``domain_events`` in one transaction."""
         chain: dict[uuid.UUID, str] = {}
-        stored_events: list[StoredEvent] = []
-        hashes: list[str] = []
+        encoded: list[tuple[bytes, bytes]] = []
         for domain_event in domain_events:
             oid = domain_event.originator_id
             prev = chain.get(oid)
             if prev is None:
                 prev = self.head_hash(oid, domain_event.originator_version - 1)
-            stored, event_hash = self.mapper.seal_event(domain_event, prev)
-            chain[oid] = event_hash
-            stored_events.append(stored)
-            hashes.append(event_hash)
+            envelope, digest = self.mapper.encode_event(domain_event, prev)
+            chain[oid] = digest.hex()
+            encoded.append((envelope, digest))
+        signer = self.mapper.signer
+        signatures = sign_all(signer, [digest for _, digest in encoded])
+        stored_events = [
+            self.mapper.stored(d, envelope, digest, signature, signer.key_id)
+            for d, (envelope, digest), signature in zip(domain_events, encoded, signatures, strict=True)
+        ]
+        hashes = [digest.hex() for _, digest in encoded]
         try:
             notification_ids = self.recorder.insert_events(stored_events, **kwargs)
         except IntegrityError:
