@@ -24,7 +24,15 @@ from service.bootstrap import Services, open_services
 from service.projector import ProjectorThread
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@asynccontextmanager
+async def already_open(_: object) -> AsyncIterator[None]:
+    yield  # the module fixture below gives the app its services; nothing opens ./data
+
+
 APP = create_app(run_projector=False)
+APP.router.lifespan_context = already_open
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 
@@ -33,12 +41,6 @@ OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 def ledger_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     services = open_services(make_settings("sqlite", Path(tmp_path_factory.mktemp("schema")) / "data"), migrate=True)
     APP.state.services = services
-
-    @asynccontextmanager
-    async def already_open(_: object) -> AsyncIterator[None]:
-        yield
-
-    APP.router.lifespan_context = already_open  # the services above are the app's
     projector = ProjectorThread(services)
     projector.start()
     yield services
