@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -196,7 +197,8 @@ class Runner:
         self.ledger.record_environment(run_id, self.runner_id, env, env["digest"], device, self.device_note)
         request = self._request(run, device)
         workdir = request.output_dir
-        process = self._context.Process(target=_child_entry, args=(request,), daemon=False)
+        threads = max(1, (os.cpu_count() or 1) // self.concurrency)
+        process = self._context.Process(target=_child_entry, args=(request, threads), daemon=False)
         process.start()
         limit = request.spec.get("time_limit_seconds") if request.kind == "python" else None
         with self._lock:
@@ -357,8 +359,9 @@ class Runner:
             shutil.rmtree(active.workdir, ignore_errors=True)
 
 
-def _child_entry(request: ExecutionRequest) -> int:
-    """In the forked child: die with the runner (a SIGKILLed runner leaves no orphan), then execute."""
+def _child_entry(request: ExecutionRequest, threads: int) -> int:
+    """In the forked child: die with the runner (a SIGKILLed runner leaves no orphan), use its
+    share of the cores (``concurrency`` children must not each start a thread per core), execute."""
     try:
         import ctypes
 
@@ -366,6 +369,11 @@ def _child_entry(request: ExecutionRequest) -> int:
         libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
     except OSError:
         pass
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return child.run_request(request)
 
 
