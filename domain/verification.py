@@ -246,6 +246,8 @@ def check_nodes(
     leaves: list[Leaf],
 ) -> list[Finding]:
     """Stored Merkle nodes equal the ones recomputed from the leaves."""
+    if expected == stored:
+        return []
     for node_id in sorted(set(expected) | set(stored)):
         if expected.get(node_id) != stored.get(node_id):
             level, index = node_id

@@ -55,6 +55,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": "8",
         "POSTGRES_MAX_OVERFLOW": "8",
         "POSTGRES_LOCK_TIMEOUT": "10",
+        "APPLICATION_RECORDER_TOPIC": "service.pg_recorder:LedgerPostgresRecorder",
         "CREATE_TABLE": "y",
     }
 

@@ -51,6 +51,7 @@ from service.persistence import create_engine, events_select, events_table, noti
 from service.settings import Settings
 
 CHUNK = 20_000
+MIN_CHUNK = 2_000
 assert catalog.AGGREGATES  # every event type is registered before verification
 KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC)
 
@@ -151,7 +152,7 @@ def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes]
     return keys, findings
 
 
-def _ranges(engine: Engine) -> list[tuple[int, int]]:
+def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:
     column = notification_id_column(engine)
     with engine.connect() as conn:
         low, high = conn.execute(
@@ -159,7 +160,10 @@ def _ranges(engine: Engine) -> list[tuple[int, int]]:
         ).one()
     if low is None:
         return []
-    return [(start, min(start + CHUNK, high + 1)) for start in range(int(low), int(high) + 1, CHUNK)]
+    # About four ranges per worker keeps every core busy to the end, small ledgers included.
+    span = int(high) - int(low) + 1
+    chunk = max(MIN_CHUNK, min(CHUNK, -(-span // (workers * 4))))
+    return [(start, min(start + chunk, high + 1)) for start in range(int(low), int(high) + 1, chunk)]
 
 
 def _load_leaves(engine: Engine) -> list[Leaf]:
@@ -225,8 +229,8 @@ def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, worker
         report.findings += key_findings
         report.keys = sorted(keys)
         links: list[EventLink] = []
-        ranges = _ranges(engine)
         workers = workers or os.cpu_count() or 1
+        ranges = _ranges(engine, workers)
         settings_json = settings.model_dump_json()
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
             futures = [pool.submit(_verify_range, settings_json, a, b, keys) for a, b in ranges]
