@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,7 +236,7 @@ class RunTimes:
 
 def run_times(services: Services, run_id: str) -> RunTimes:
     """Claims, runner, Claimed/EnvironmentCaptured/Finished times and the status of a run."""
-    events = list(services.ledger.events.get(run_id))
+    events = list(services.ledger.events.get(uuid.UUID(run_id)))  # a str id finds nothing on SQLite
     claims = [e for e in events if isinstance(e, Run.Claimed)]
     started = [e for e in events if isinstance(e, Run.EnvironmentCaptured)]
     finished = [e for e in events if isinstance(e, Run.Finished)]

@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,12 +304,15 @@ def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, 
         if time.monotonic() > deadline:
             raise SystemExit(f"run {run_id} did not finish within {timeout:.0f} s")
         time.sleep(0.1)
-    events = list(ledger.events.get(run_id))
+    events = list(ledger.events.get(uuid.UUID(run_id)))  # a str id finds nothing on SQLite
 
     def first(kind: type[Any]) -> float:
         return next(e.timestamp.timestamp() for e in events if isinstance(e, kind))
 
-    finished = next(e for e in events if isinstance(e, Run.Finished))
+    finished = next((e for e in events if isinstance(e, Run.Finished)), None)
+    if finished is None or finished.status != "succeeded":
+        why = f"{finished.status}: {finished.error}" if finished is not None else ledger.get(run_id, Run).status
+        raise SystemExit(f"run {run_id} did not succeed ({why})")
     claimed, captured, ended = first(Run.Claimed), first(Run.EnvironmentCaptured), finished.timestamp.timestamp()
     after = [e.timestamp.timestamp() for e in events if isinstance(e, (Run.MetricsLogged, Run.ArtifactRecorded))]
     results = min(after) if after else ended

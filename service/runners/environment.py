@@ -10,6 +10,7 @@ environment with the same inputs record the same digest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -26,6 +27,7 @@ from service.runners.contract import ExecutionError
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
+@functools.cache  # fixed for the life of the process
 def _packages() -> dict[str, str]:
     found: dict[str, str] = {}
     for distribution in importlib.metadata.distributions():
@@ -35,6 +37,7 @@ def _packages() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+@functools.cache  # fixed for the life of the process
 def _cpu_model() -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -45,6 +48,7 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+@functools.cache  # fixed for the life of the process
 def _memory_bytes() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
@@ -58,6 +62,7 @@ def _memory_bytes() -> int | None:
         return None
 
 
+@functools.cache  # fixed for the life of the process
 def _nvidia_smi() -> tuple[str | None, str | None]:
     """GPU model and driver version from nvidia-smi, or Nones when it is absent."""
     if shutil.which("nvidia-smi") is None:

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ class Runner:
         self._last_sweep = 0.0
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("fork")
+        self._created_work_dir = work_dir is None
+        preload()
 
     # -- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -121,10 +124,21 @@ class Runner:
                 log.exception("runner step failed; continuing")
                 busy = False
             if not busy:
-                stop.wait(self.poll_interval)
+                self._idle(stop)
         while self.active:
             self._reap()
-            time.sleep(self.poll_interval)
+            self._idle(stop)
+        if self._created_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Wait a poll interval, waking at once when a child exits."""
+        with self._lock:
+            sentinels = [active.process.sentinel for active in self.active.values()]
+        if sentinels:
+            wait(sentinels, timeout=self.poll_interval)
+        else:
+            stop.wait(self.poll_interval)
 
     def step(self) -> bool:
         """One round: record finished children and progress, sweep, claim; True if anything happened."""
@@ -357,6 +371,21 @@ class Runner:
         forget(self.services.writer_engine, run_id, self.runner_id)
         if active is not None:
             shutil.rmtree(active.workdir, ignore_errors=True)
+
+
+def preload() -> None:
+    """Import the ML libraries once in the runner, so forked children start with them loaded."""
+    import importlib
+
+    for name in (
+        "sklearn.ensemble", "sklearn.linear_model", "sklearn.tree", "sklearn.model_selection", "sklearn.metrics",
+        "sklearn.preprocessing", "sklearn.compose", "sklearn.impute", "sklearn.pipeline",
+        "service.runners.sklearn_kind", "service.runners.torch_kind", "service.runners.python_kind",
+    ):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a runner without an optional library still serves the other kinds
+            log.warning("could not preload %s", name)
 
 
 def _child_entry(request: ExecutionRequest, threads: int) -> int:
