@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from domain import merkle
 from domain.aggregate import aggregate_type_of, is_known_topic
@@ -43,9 +43,8 @@ class Finding:
         )
 
 
-@dataclass(frozen=True)
-class EventLink:
-    """What the chain and Merkle checks need of each verified event."""
+class EventLink(NamedTuple):
+    """What the chain and Merkle checks need of each verified event (a tuple: cheap to send between processes)."""
 
     notification_id: int
     aggregate_id: str

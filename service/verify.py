@@ -85,13 +85,21 @@ def _aggregate_id(value: Any) -> str:
 
 
 def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int, str, bytes]]:
+    """Events in [start, stop) by notification id, read with the driver's own cursor (binary on
+    PostgreSQL): row wrapping costs more than hashing here."""
     column = notification_id_column(engine)
-    query = sa.text(
-        f"{events_select(engine)} WHERE {column} >= :start AND {column} < :stop ORDER BY {column}"
-    )
+    sqlite = engine.dialect.name == "sqlite"
+    mark = "?" if sqlite else "%s"
+    sql = f"{events_select(engine)} WHERE {column} >= {mark} AND {column} < {mark} ORDER BY {column}"
     with engine.connect() as conn:
-        for nid, oid, version, topic, state in conn.execute(query, {"start": start, "stop": stop}):
-            yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+        raw: Any = conn.connection.driver_connection
+        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
+        try:
+            cursor.execute(sql, (start, stop))
+            for nid, oid, version, topic, state in cursor:
+                yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+        finally:
+            cursor.close()
 
 
 _worker_engine: Engine | None = None
