@@ -195,6 +195,16 @@ class _Heads:
                     self._heads.clear()
                 self._heads[originator_id] = (version, event_hash)
 
+    def note_many(self, heads: list[tuple[uuid.UUID | str, int, str]]) -> None:
+        """Note several heads under one lock (after a batch is written)."""
+        with self._lock:
+            if len(self._heads) + len(heads) > self._limit:
+                self._heads.clear()
+            for originator_id, version, event_hash in heads:
+                known = self._heads.get(originator_id)
+                if known is None or known[0] <= version:
+                    self._heads[originator_id] = (version, event_hash)
+
     def get(self, originator_id: uuid.UUID | str, version: int) -> str | None:
         known = self._heads.get(originator_id)
         return known[1] if known is not None and known[0] == version else None
@@ -254,8 +264,9 @@ class LedgerEventStore(EventStore[uuid.UUID]):
                 f"(version {first.originator_version} or a later one is taken); "
                 "reload it and try again"
             ) from None
-        for stored, event_hash in zip(stored_events, hashes, strict=True):
-            self.heads.note(stored.originator_id, stored.originator_version, event_hash)
+        self.heads.note_many(
+            [(s.originator_id, s.originator_version, h) for s, h in zip(stored_events, hashes, strict=True)]
+        )
         return [
             Recording(
                 d,
