@@ -97,6 +97,24 @@ class ProjectedEvent:
         )
 
 
+Handler = Callable[[Any, Connection, "ProjectedEvent"], None]
+
+
+def handler_registry() -> tuple[dict[str, Handler], Callable[..., Callable[[Handler], Handler]]]:
+    """A topic -> handler table and the ``@on(*topics)`` decorator that fills it."""
+    handlers: dict[str, Handler] = {}
+
+    def on(*topics: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            for topic in topics:
+                handlers[topic] = handler
+            return handler
+
+        return register
+
+    return handlers, on
+
+
 class Projection:
     """Base class of read models."""
 

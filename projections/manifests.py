@@ -17,7 +17,6 @@ metric batches costs one write per projection batch, not one per event.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ from domain.pipeline import Pipeline
 from domain.provenance import manifest_digest
 from domain.run import Run
 from projections.audit_trail import short_event_type
-from projections.base import ProjectedEvent, Projection
+from projections.base import ProjectedEvent, Projection, handler_registry
 from projections.tables import json_text, metadata
 
 ID, NAME, DIGEST = sa.String(64), sa.String(200), sa.String(80)
@@ -113,17 +112,7 @@ class _Open:
     new: bool
 
 
-Handler = Callable[["Manifests", Connection, ProjectedEvent], None]
-_HANDLERS: dict[str, Handler] = {}
-
-
-def _on(*topics: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        for topic in topics:
-            _HANDLERS[topic] = handler
-        return handler
-
-    return register
+_HANDLERS, _on = handler_registry()
 
 
 class Manifests(Projection):

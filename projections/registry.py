@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +28,7 @@ from domain.model import APPROVED, PENDING, REJECTED, Model, ModelVersion
 from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import Run
-from projections.base import ProjectedEvent, Projection
+from projections.base import ProjectedEvent, Projection, handler_registry
 from projections.tables import json_text, metadata
 
 ID, NAME, TIME, DIGEST = sa.String(64), sa.String(200), sa.String(32), sa.String(80)
@@ -240,17 +239,7 @@ def version_state(policy: dict[str, Any] | None, approvals: int, rejections: int
     return PENDING
 
 
-Handler = Callable[["Registry", Connection, ProjectedEvent], None]
-_HANDLERS: dict[str, Handler] = {}
-
-
-def _on(*topics: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        for topic in topics:
-            _HANDLERS[topic] = handler
-        return handler
-
-    return register
+_HANDLERS, _on = handler_registry()
 
 
 class Registry(Projection):
