@@ -21,6 +21,39 @@ class RunnerCommands(LedgerCore):
         except VersionConflict:
             raise RunAlreadyClaimed(f"run {run_id} was claimed by another runner") from None
 
+    def claim_and_capture(
+        self,
+        run_id: str,
+        runner_id: str,
+        host: str,
+        environment: dict[str, Any],
+        digest: str,
+        device: str,
+        note: str | None,
+    ) -> Written:
+        """Claim a run and record its environment in one append (one commit, one lock)."""
+        run: Run = self.get(run_id, Run)
+        actor = f"runner:{runner_id}"
+        run.claim(runner_id, host, actor=actor)
+        run.capture_environment(environment, digest, device, note, actor=actor)
+        try:
+            return self._written(run)
+        except VersionConflict:
+            raise RunAlreadyClaimed(f"run {run_id} was claimed by another runner") from None
+
+    def record_execution(
+        self, run_id: str, runner_id: str, metrics: list[dict[str, Any]], artifacts: list[tuple[str, str, int, str]]
+    ) -> Written:
+        """Record a successful execution's final metrics, its artifacts and its end in one append."""
+        run: Run = self.get(run_id, Run)
+        actor = f"runner:{runner_id}"
+        if metrics:
+            run.log_metrics(metrics, actor=actor)
+        for name, digest, size, media_type in artifacts:
+            run.record_artifact(name, digest, size, media_type, actor=actor)
+        run.finish("succeeded", None, actor=actor)
+        return self._written(run)
+
     def record_environment(
         self, run_id: str, runner_id: str, environment: dict[str, Any], digest: str, device: str, note: str | None
     ) -> Written:

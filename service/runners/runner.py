@@ -190,25 +190,26 @@ class Runner:
             return False
         if not self._wants(run):
             return False
+        device = self.device if run.device in ("auto", self.device) else run.device
+        env = environment.capture_environment(device, run.seed, {})
         beat(self.services.writer_engine, [run_id], self.runner_id)
         try:
-            self.ledger.claim_run(run_id, self.runner_id, self.host)
+            self.ledger.claim_and_capture(
+                run_id, self.runner_id, self.host, env, env["digest"], device, self.device_note
+            )
         except (RunAlreadyClaimed, VersionConflict):
             self.stats.lost_claims += 1
             forget(self.services.writer_engine, run_id, self.runner_id)
             return False
         self.stats.claimed += 1
         try:
-            self._start(run)
+            self._start(run, device)
         except (ExecutionError, LedgerError) as exc:
             self._fail(run_id, str(exc.detail if isinstance(exc, LedgerError) else exc))
         return True
 
-    def _start(self, run: Run) -> None:
+    def _start(self, run: Run, device: str) -> None:
         run_id = str(run.id)
-        device = self.device if run.device == "auto" or run.device == self.device else run.device
-        env = environment.capture_environment(device, run.seed, {})
-        self.ledger.record_environment(run_id, self.runner_id, env, env["digest"], device, self.device_note)
         request = self._request(run, device)
         workdir = request.output_dir
         threads = max(1, (os.cpu_count() or 1) // self.concurrency)
@@ -317,29 +318,28 @@ class Runner:
             return
         try:
             final = [m for m in result.get("final_metrics", result.get("metrics", [])) if m.get("final", True)]
-            if final and not (active.workdir / "progress.jsonl").exists():
-                self.ledger.log_metrics(active.run_id, final, actor=self.actor)
-            for name_key in ("model_file", "predictions_file"):
-                name = result.get(name_key)
-                if name:
-                    self._store_artifact(active, active.workdir / name)
-            details = json.dumps(result.get("details", {}), sort_keys=True).encode()
-            blob = self.services.blobs.put_bytes(details)
-            self.ledger.record_artifact(
-                active.run_id, "execution.json", blob.digest, blob.size, "application/json", actor=self.actor
-            )
-            self.ledger.finish_run(active.run_id, "succeeded", None, actor=self.actor)
+            if (active.workdir / "progress.jsonl").exists():
+                final = []  # the child already reported every point through progress.jsonl
+            artifacts = [
+                self._store_artifact(active.workdir / name)
+                for name in (result.get("model_file"), result.get("predictions_file"))
+                if name
+            ]
+            details = self.services.blobs.put_bytes(json.dumps(result.get("details", {}), sort_keys=True).encode())
+            artifacts.append(("execution.json", details.digest, details.size, "application/json"))
+            self.ledger.record_execution(active.run_id, self.runner_id, final, artifacts)
             self.stats.succeeded += 1
         except LedgerError as exc:
             log.warning("could not record the result of %s: %s", active.run_id, exc.detail)
             return
         self._check_reproduction(active.run_id)
 
-    def _store_artifact(self, active: Active, path: Path) -> None:
+    def _store_artifact(self, path: Path) -> tuple[str, str, int, str]:
+        """Put an output file in the blob store; return (name, digest, size, media type)."""
         with path.open("rb") as handle:
             blob = self.services.blobs.put_chunks(iter(lambda: handle.read(1024 * 1024), b""), max_bytes=2**40)
         media = "application/json" if path.suffix == ".json" else "application/octet-stream"
-        self.ledger.record_artifact(active.run_id, path.name, blob.digest, blob.size, media, actor=self.actor)
+        return path.name, blob.digest, blob.size, media
 
     def _check_reproduction(self, run_id: str) -> None:
         run: Run = self.ledger.get(run_id, Run)
@@ -378,9 +378,18 @@ def preload() -> None:
     import importlib
 
     for name in (
-        "sklearn.ensemble", "sklearn.linear_model", "sklearn.tree", "sklearn.model_selection", "sklearn.metrics",
-        "sklearn.preprocessing", "sklearn.compose", "sklearn.impute", "sklearn.pipeline",
-        "service.runners.sklearn_kind", "service.runners.torch_kind", "service.runners.python_kind",
+        "sklearn.ensemble",
+        "sklearn.linear_model",
+        "sklearn.tree",
+        "sklearn.model_selection",
+        "sklearn.metrics",
+        "sklearn.preprocessing",
+        "sklearn.compose",
+        "sklearn.impute",
+        "sklearn.pipeline",
+        "service.runners.sklearn_kind",
+        "service.runners.torch_kind",
+        "service.runners.python_kind",
     ):
         try:
             importlib.import_module(name)
