@@ -12,7 +12,6 @@ from domain.credentials import TOKEN_PREFIX, ApiKey, api_key_id, key_digest
 from domain.errors import Forbidden, NotFound, Unauthenticated
 from domain.permissions import Action, allowed
 from domain.principal import Principal
-from domain.roles import Role
 from domain.series import series_id
 from service.ledger import Ledger
 
@@ -84,4 +83,4 @@ def bootstrap_admin(ledger: Ledger, given_token: str | None) -> str | None:
     return None if given_token else token
 
 
-__all__ = ["BOOTSTRAP_ADMIN_ID", "Caller", "Role", "authenticate", "bootstrap_admin", "new_token"]
+__all__ = ["BOOTSTRAP_ADMIN_ID", "Caller", "authenticate", "bootstrap_admin", "new_token"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.dataset import check_digest
-from domain.errors import LedgerError, NotFound, PayloadTooLarge, TamperedEvent
+from domain.errors import NotFound, PayloadTooLarge, TamperedEvent
 
 CHUNK = 1024 * 1024
 
@@ -148,4 +148,4 @@ def digest_of_file(path: Path) -> tuple[str, int]:
     return "sha256:" + hasher.hexdigest(), size
 
 
-__all__ = ["BlobStore", "BlobTampered", "LedgerError", "StoredBlob", "digest_of_file"]
+__all__ = ["BlobStore", "BlobTampered", "StoredBlob", "digest_of_file"]

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
 
 from eventsourcing.persistence import Notification
 
@@ -56,6 +55,7 @@ class Active:
     started: float
     time_limit: float | None
     progress_read: int = 0
+    checked_at: float = 0.0
 
 
 @dataclass
@@ -270,7 +270,7 @@ class Runner:
             if active.process.is_alive():
                 if active.time_limit and time.time() - active.started > active.time_limit:
                     active.process.kill()
-                if self._cancelled(run_id):
+                if time.time() - active.checked_at >= self.heartbeat_interval and self._cancelled(active):
                     active.process.kill()
                     active.process.join(5)
                     self._forget(run_id)
@@ -283,9 +283,11 @@ class Runner:
             busy = True
         return busy
 
-    def _cancelled(self, run_id: str) -> bool:
+    def _cancelled(self, active: Active) -> bool:
+        """Whether the run ended elsewhere (cancelled through the API); checked once per heartbeat."""
+        active.checked_at = time.time()
         try:
-            run: Run = self.ledger.get(run_id, Run)
+            run: Run = self.ledger.get(active.run_id, Run)
         except NotFound:
             return True
         return run.finished
@@ -420,4 +422,4 @@ def default_say(message: str) -> None:
     print(message, flush=True)
 
 
-__all__ = ["Any", "Runner", "RunnerStats", "default_say"]
+__all__ = ["Runner", "RunnerStats", "default_say"]

@@ -8,7 +8,6 @@ Transparency log); the events themselves need a role that may read them.
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -182,8 +181,3 @@ def consistency(
         to_root=tlog.root_at(conn, to_size).hex(),
         proof=[p.hex() for p in tlog.consistency_proof(conn, from_size, to_size)],
     )
-
-
-def b64(data: bytes) -> str:
-    """Standard base64 text."""
-    return base64.b64encode(data).decode("ascii")
