@@ -9,9 +9,13 @@ from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
 from domain.ledger_key import LedgerKeyring
 from domain.model import Model, ModelVersion
+from domain.monitor import Monitor
 from domain.pipeline import Pipeline
+from domain.prediction import Prediction
 from domain.principal import Principal
+from domain.report import Report
 from domain.run import Run
+from domain.subject import Subject
 
 AGGREGATES = (
     LedgerKeyring,
@@ -25,4 +29,8 @@ AGGREGATES = (
     Model,
     ModelVersion,
     Deployment,
+    Report,
+    Subject,
+    Prediction,
+    Monitor,
 )
