@@ -31,6 +31,7 @@ class Monitor(LedgerAggregate):
         """A window of inputs drifted from the reference profile."""
 
         TOPIC = "mlledger.monitor.DriftDetected.v1"
+        model_name: str
         model_version_id: str
         number: int
         window: dict[str, Any]
@@ -53,6 +54,7 @@ class Monitor(LedgerAggregate):
     @event(DriftDetected)
     def detect(
         self,
+        model_name: str,
         model_version_id: str,
         number: int,
         window: dict[str, Any],

@@ -28,6 +28,17 @@ runner_heartbeats = sa.Table(
 run's runner (epoch seconds). Heartbeats are not ledger events; only the
 verdict they lead to (``Run.Abandoned``) is."""
 
+subject_keys = sa.Table(
+    "subject_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("subject_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+)
+"""Operational state, not a read model: each data subject's input key, wrapped
+by the service's key-encryption key. Erasure deletes the row (crypto-shredding);
+the ledger keeps only the key's id and the tombstone."""
+
 
 def json_text(value: Any) -> str:
     """Deterministic JSON text for read-model columns (sorted keys, compact).

@@ -16,6 +16,7 @@ from domain.keys import Signer
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner
 from projections.manifests import Manifests
+from projections.predictions import Predictions
 from projections.registry import Registry
 from projections.transparency_log import TransparencyLog
 from service import keystore
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def all_projections() -> list[Projection]:
     """Every read model the service keeps current."""
-    return [TransparencyLog(), Registry(), AuditTrail(), Manifests()]
+    return [TransparencyLog(), Registry(), AuditTrail(), Manifests(), Predictions()]
 
 
 def run_migrations(settings: Settings) -> None:
