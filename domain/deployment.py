@@ -88,6 +88,7 @@ class Deployment(LedgerAggregate):
         self.canary: tuple[str, int, float] | None = None
         self.past_champions: list[tuple[str, int]] = []
         self.stopped = False
+        self.stop_reason: str | None = None
         self.retired = False
 
     def _check_live(self) -> None:
@@ -190,6 +191,7 @@ class Deployment(LedgerAggregate):
     @event(Stopped)
     def _stop(self, reason: str, actor: str) -> None:
         self.stopped = True
+        self.stop_reason = reason
 
     def resume(self, reason: str, actor: str) -> None:
         """Serve again after a stop."""

@@ -22,6 +22,12 @@ class Action(StrEnum):
     MANAGE_POLICY = "manage_policy"
     READ_AUDIT = "read_audit"
     READ_LEDGER_EVENTS = "read_ledger_events"
+    PREDICT = "predict"
+    RECORD_OUTCOMES = "record_outcomes"
+    OVERRIDE_DECISIONS = "override_decisions"
+    READ_DECISIONS = "read_decisions"
+    ERASE_SUBJECTS = "erase_subjects"
+    CHECK_MONITORING = "check_monitoring"
 
 
 ALL_ROLES = frozenset(Role)
@@ -35,6 +41,12 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_POLICY: frozenset({Role.ADMIN}),
     Action.READ_AUDIT: frozenset({Role.ADMIN, Role.AUDITOR}),
     Action.READ_LEDGER_EVENTS: frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
+    Action.PREDICT: frozenset({Role.ADMIN, Role.PREDICTOR}),
+    Action.RECORD_OUTCOMES: frozenset({Role.ADMIN, Role.PREDICTOR}),
+    Action.OVERRIDE_DECISIONS: frozenset({Role.ADMIN, Role.OPERATOR, Role.APPROVER}),
+    Action.READ_DECISIONS: frozenset({Role.ADMIN, Role.AUDITOR, Role.OPERATOR}),
+    Action.ERASE_SUBJECTS: frozenset({Role.ADMIN}),
+    Action.CHECK_MONITORING: frozenset({Role.ADMIN, Role.OPERATOR}),
 }
 
 

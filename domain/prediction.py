@@ -141,8 +141,12 @@ class Prediction(LedgerAggregate):
 
     @staticmethod
     def create_id(model_name: str, request_id: str, role: str = CHAMPION, **_: object) -> uuid.UUID:
-        """One prediction per (model, request, role): a replayed request id is refused when written."""
-        return series_id("prediction", f"{model_name}\n{role}\n{request_id}")
+        """One served prediction (and at most one shadow) per (model, request id).
+
+        A replayed request id is refused when written, whichever version served it.
+        """
+        kind = "shadow" if role == CHALLENGER else "served"
+        return series_id("prediction", f"{model_name}\n{kind}\n{request_id}")
 
     @event(Made)
     def __init__(

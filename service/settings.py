@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often runners signal life")
     heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="silence after which a run is abandoned")
     read_wait_seconds: float = Field(2.0, ge=0, description="how long reads wait for min_position")
+    reason_codes: int = Field(4, ge=0, le=50, description="reason codes recorded per prediction")
+    max_batch_rows: int = Field(10_000, gt=0, description="most rows one predict:batch request may carry")
+    group_commit_max_events: int = Field(20_000, gt=0, description="most events one group commit writes")
+    model_cache_size: int = Field(8, gt=0, description="model versions kept loaded for serving")
+    monitor_window: int = Field(500, ge=30, description="served predictions per drift window")
+    monitor_seconds: float = Field(30.0, gt=0, description="how often the monitor checks for drift")
+    psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature has drifted")
+    drift_p_threshold: float = Field(0.01, gt=0, lt=1, description="KS / chi-squared p-value marking drift")
 
     @field_validator("database_schema")
     @classmethod
