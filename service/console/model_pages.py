@@ -1,0 +1,70 @@
+"""The models list and the model page: versions with their approval state, the
+lineage of one version (graph and details), approvals with signer and
+signature status, deployment history, monitoring, reports and the export button."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from domain.errors import NotFound
+from domain.permissions import Action
+from projections import audit_queries as aq
+from projections import registry_queries as q
+from service.console.model_view import approval_views, lineage_graph
+from service.console.svg import lineage_svg
+from service.console.web import ConsoleRoute, ServicesDep, Viewer, page, render
+
+router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+ModelReader = Annotated[Viewer, Depends(page(Action.READ_LINEAGE))]
+NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models(request: Request, viewer: ModelReader, services: ServicesDep) -> Response:
+    """Every model with its newest version and what serves it now."""
+    rows: list[dict[str, Any]] = []
+    with services.engine.connect() as conn:
+        for model in q.list_models(conn):
+            versions = q.model_versions(conn, model.name)
+            rows.append({"model": model, "versions": versions, "latest": versions[-1] if versions else None,
+                         "deployment": q.deployment(conn, model.name)})
+    return render(request, "models.html", title="Models", rows=rows)
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def model_page(
+    request: Request,
+    viewer: ModelReader,
+    services: ServicesDep,
+    name: NamePath,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+) -> Response:
+    """One model; the lineage shown is of ``version`` (default: the newest)."""
+    with services.engine.connect() as conn:
+        model = q.model(conn, name)
+        versions = q.model_versions(conn, name)
+        if model is None and not versions:
+            raise NotFound(f"there is no model named {name!r} (or it is not projected yet)")
+        number = version or (versions[-1].number if versions else None)
+        lineage = aq.lineage(conn, name, number) if number is not None else None
+        if version is not None and lineage is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        principals = {p.id: p.name for p in q.list_principals(conn)}
+        context: dict[str, Any] = {
+            "model": model,
+            "versions": versions,
+            "deployment": q.deployment(conn, name),
+            "history": q.deployment_history(conn, name),
+            "lineage": lineage,
+            "names": principals,
+        }
+        if lineage is not None:
+            context["approvals"] = approval_views(conn, lineage.version)
+            label = f"lineage of {name} version {lineage.version.number}"
+            context["graph"] = lineage_svg(lineage_graph(lineage), label)
+        else:
+            context["approvals"], context["graph"] = [], None
+    return render(request, "model.html", title=f"Model {name}", name=name, **context)

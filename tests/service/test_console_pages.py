@@ -1,0 +1,365 @@
+"""The web console over TestClient: signing in and out, sessions that end when
+their key is revoked, role checks, CSRF refusals, audit filters, escaping of
+user-controlled text, signature status of approvals, and no external resources."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import ADMIN_KEY, make_settings
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from domain.keys import Signer
+from projections import registry as r
+from service.api.app import create_app
+from service.bootstrap import Services, open_services
+from service.client import LedgerClient
+from service.console.sessions import SessionStore
+from service.projector import publish_checkpoint_if_due
+
+HOSTILE = "<script>alert('x')</script>"
+HOSTILE_NAME = "x<img src=x onerror=alert(1)>"
+MODEL = "credit-risk"
+
+
+@dataclass
+class World:
+    """A small organisation with one approved, deployed model."""
+
+    services: Services
+    app: FastAPI
+    keys: dict[str, str]
+    ids: dict[str, str]
+    run_id: str
+
+
+def _catch_up(services: Services) -> None:
+    services.runner.catch_up()
+    publish_checkpoint_if_due(services, force=True)
+
+
+def _csv() -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["age", "income", "approved"])
+    for i in range(20):
+        writer.writerow([20 + i, 1000 * i, i % 2])
+    return out.getvalue().encode()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    services = open_services(make_settings("sqlite", Path(tmp_path_factory.mktemp("console")) / "data"), migrate=True)
+    app = create_app(services.settings, run_projector=False, services=services)
+    with TestClient(app) as http:
+        admin = LedgerClient(api_key=ADMIN_KEY, http=http)
+        keys, ids, clients = {"admin": ADMIN_KEY}, {}, {}
+        for name, roles in [("alice", ["data_scientist"]), ("bob", ["approver"]), ("carol", ["approver"]),
+                            ("olivia", ["operator"]), ("audrey", ["auditor"]), ("pat", ["predictor"]),
+                            ("rita", ["regulator"])]:
+            ids[name] = admin.create_principal(name, roles).id
+            keys[name] = admin.issue_api_key(ids[name])
+            clients[name] = LedgerClient(api_key=keys[name], http=http)
+        alice = clients["alice"]
+        dataset = alice.upload_dataset(HOSTILE_NAME, _csv(), datasheet={"motivation": HOSTILE,
+                                                                         "protected_attributes": ["age"]})
+        code = alice.register_code_version("https://git.example/credit", "a1b2c3d4e5f6", entrypoint="train:main")
+        run = alice.start_run(name="gbm", dataset_version_ids=[dataset.id], code_version_id=code.id, seed=3)
+        alice.log_params(run.id, {"max_depth": 3})
+        alice.log_metric(run.id, "auc", 0.91, 0)
+        alice.upload_artifact(run.id, "model.pkl", b"model-bytes")
+        alice.finish_run(run.id)
+        number, _ = alice.register_model_version(MODEL, run.id, "model.pkl")
+        for approver in ("bob", "carol"):
+            signer = Signer.generate()
+            key_id = clients[approver].register_signing_key(ids[approver], signer)
+            clients[approver].decide(MODEL, number, signer, key_id, "approve", f"{approver} reviewed the report")
+        clients["olivia"].deploy(MODEL, "champion", number, reason="first release")
+        _catch_up(services)
+        yield World(services, app, keys, ids, run.id)
+    services.close()
+
+
+def browser(world: World) -> TestClient:
+    """A client with its own cookie jar (the application is already started)."""
+    return TestClient(world.app, follow_redirects=False)
+
+
+def login_token(http: TestClient) -> str:
+    page = http.get("/console/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+def sign_in(world: World, who: str, next_path: str = "/console") -> TestClient:
+    http = browser(world)
+    response = http.post("/console/login", data={"api_key": world.keys[who], "csrf_token": login_token(http),
+                                                 "next": next_path})
+    assert response.status_code == 303, response.text
+    return http
+
+
+def csrf_of(http: TestClient, path: str = "/console/ledger") -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_a_page_without_a_session_redirects_to_the_login_form(world: World) -> None:
+    response = browser(world).get("/console/audit?model=credit-risk")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=%2Fconsole%2Faudit%3Fmodel%3Dcredit-risk"
+
+
+def test_the_site_root_opens_the_console(world: World) -> None:
+    assert browser(world).get("/").headers["location"] == "/console"
+
+
+def test_signing_in_sets_an_opaque_strict_httponly_cookie_and_goes_on(world: World) -> None:
+    http = browser(world)
+    response = http.post("/console/login", data={"api_key": world.keys["audrey"], "csrf_token": login_token(http),
+                                                 "next": "/console/audit?type=ApprovalGranted"})
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/audit?type=ApprovalGranted"
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("mll_console="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert world.keys["audrey"] not in cookie
+    page = http.get("/console/audit")
+    assert page.status_code == 200
+    assert "audrey" in page.text and "Sign out" in page.text
+
+
+def test_a_bad_key_is_refused_and_opens_no_session(world: World) -> None:
+    http = browser(world)
+    response = http.post("/console/login", data={"api_key": "mll_not-a-key-but-long-enough-to-try",
+                                                 "csrf_token": login_token(http)})
+
+    assert response.status_code == 401
+    assert "Unknown, revoked or deactivated API key" in response.text
+    assert "mll_not-a-key" not in response.text
+    assert "mll_console=" not in response.headers.get("set-cookie", "")
+    assert http.get("/console/audit").status_code == 303
+
+
+def test_a_login_form_without_its_token_is_refused(world: World) -> None:
+    http = browser(world)
+    http.get("/console/login")
+
+    response = http.post("/console/login", data={"api_key": world.keys["audrey"], "csrf_token": "forged"})
+
+    assert response.status_code == 403
+    assert http.get("/console/audit").status_code == 303
+
+
+def test_login_never_redirects_off_site(world: World) -> None:
+    http = browser(world)
+    response = http.post("/console/login", data={"api_key": world.keys["audrey"], "csrf_token": login_token(http),
+                                                 "next": "//evil.example/console"})
+
+    assert response.headers["location"] == "/console"
+
+
+def test_revoking_the_key_ends_the_open_session_at_once(world: World) -> None:
+    admin = LedgerClient(api_key=ADMIN_KEY, http=browser(world))
+    key = admin.issue_api_key(world.ids["audrey"], "to revoke")
+    world.keys["audrey-temporary"] = key
+    http = sign_in(world, "audrey-temporary")
+    assert http.get("/console/audit").status_code == 200
+
+    admin.request("DELETE", f"/v1/api-keys/{world.services.ledger.api_key_of(key).id}")
+    response = http.get("/console/audit")
+
+    assert response.status_code == 303
+    assert response.headers["location"].endswith("&message=revoked")
+    assert "revoked" in http.get(response.headers["location"]).text
+
+
+def test_a_role_without_the_permission_gets_a_403_page(world: World) -> None:
+    http = sign_in(world, "olivia")
+
+    refused = http.get("/console/audit")
+    allowed = http.get(f"/console/models/{MODEL}")
+
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "this page needs one of the roles admin, auditor; you have operator" in refused.text
+    assert allowed.status_code == 200
+    assert 'href="/console/audit"' not in allowed.text  # the navigation bar offers only pages that open
+
+
+def test_a_role_with_no_console_page_is_told_so(world: World) -> None:
+    response = sign_in(world, "pat").get("/console")
+
+    assert response.status_code == 403
+    assert "no console page is open to the roles predictor" in response.text
+
+
+def test_the_landing_page_is_the_first_page_a_role_opens(world: World) -> None:
+    assert sign_in(world, "audrey").get("/console").headers["location"] == "/console/audit"
+    assert sign_in(world, "olivia").get("/console").headers["location"] == "/console/models"
+    assert sign_in(world, "rita").get("/console").headers["location"] == "/console/ledger"
+
+
+def test_a_form_without_the_session_csrf_token_is_refused(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    logout = http.post("/console/logout", data={"csrf_token": "wrong"})
+    verify = http.post("/console/ledger/verify", data={})
+
+    assert logout.status_code == 403 and verify.status_code == 403
+    assert "did not carry this session&#39;s token" in logout.text
+    assert http.get("/console/audit").status_code == 200  # still signed in
+
+
+def test_signing_out_ends_the_session(world: World) -> None:
+    http = sign_in(world, "audrey")
+    cookie = http.cookies.get("mll_console")
+
+    response = http.post("/console/logout", data={"csrf_token": csrf_of(http)})
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?message=signed-out"
+    stale = browser(world)
+    stale.cookies.set("mll_console", cookie or "", path="/console")
+    assert stale.get("/console/audit").status_code == 303
+
+
+def test_the_audit_filters_are_applied(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    approvals = http.get("/console/audit", params={"type": "ApprovalGranted", "actor": "bob"})
+    by_model = http.get("/console/audit", params={"model": MODEL})
+    nothing = http.get("/console/audit", params={"until": "2000-01-01T00:00:00"})
+
+    rows = re.findall(r'<a href="/console/audit\?type=([A-Za-z]+)">', approvals.text)
+    assert rows == ["ApprovalGranted"]
+    types = set(re.findall(r'<a href="/console/audit\?type=([A-Za-z]+)">', by_model.text))
+    assert "Registered" in types and "ApprovalGranted" in types
+    assert "DatasetVersion" not in by_model.text
+    assert "No event matches these filters." in nothing.text
+
+
+def test_the_audit_trail_pages_by_cursor(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    first = http.get("/console/audit", params={"limit": "20"})
+    next_href = re.search(r'<a href="([^"]+)" rel="next">', first.text)
+    assert next_href is not None
+    second = http.get(next_href.group(1).replace("&amp;", "&"))
+
+    ids_first = [int(n) for n in re.findall(r'title="inclusion proof \(JSON\)">(\d+)<', first.text)]
+    ids_second = [int(n) for n in re.findall(r'title="inclusion proof \(JSON\)">(\d+)<', second.text)]
+    assert len(ids_first) == 20
+    assert ids_second and min(ids_second) > max(ids_first)
+
+
+def test_a_bad_filter_is_explained_on_the_page(world: World) -> None:
+    response = sign_in(world, "audrey").get("/console/audit", params={"since": "yesterday"})
+
+    assert response.status_code == 422
+    assert "since must be a time such as 2026-11-22T10:00:00Z" in response.text
+
+
+def test_user_controlled_text_is_escaped(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    pages = [http.get(f"/console/models/{MODEL}").text, http.get("/console/audit").text]
+
+    for text in pages:
+        assert "<script>alert" not in text
+        assert "<img src=x" not in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in pages[0]
+    assert "x&lt;img src=x onerror=alert(1)&gt;" in pages[0]
+
+
+def test_the_model_page_shows_lineage_and_valid_signatures(world: World) -> None:
+    page = sign_in(world, "audrey").get(f"/console/models/{MODEL}?version=1")
+
+    assert page.status_code == 200
+    assert '<svg class="lineage"' in page.text
+    assert "run gbm" in page.text and "credit-risk v1" in page.text and "champion" in page.text
+    assert page.text.count("valid Ed25519") == 2
+    assert page.text.count("names this version") == 2
+    assert "bob reviewed the report" in page.text
+
+
+def test_a_tampered_approval_signature_shows_as_invalid(world: World) -> None:
+    table = r.reg_approvals
+    with world.services.engine.begin() as conn:
+        first = conn.execute(sa.select(table.c.notification_id, table.c.signature).order_by(
+            table.c.notification_id)).first()
+        assert first is not None
+        forged = ("A" if first.signature[0] != "A" else "B") + first.signature[1:]
+        conn.execute(table.update().where(table.c.notification_id == first.notification_id).values(signature=forged))
+    try:
+        page = sign_in(world, "audrey").get(f"/console/models/{MODEL}")
+    finally:
+        with world.services.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.notification_id == first.notification_id)
+                         .values(signature=first.signature))
+
+    assert page.text.count("valid Ed25519") == 1
+    assert "INVALID" in page.text
+
+
+def test_an_unknown_model_is_a_404_page(world: World) -> None:
+    response = sign_in(world, "audrey").get("/console/models/no-such-model")
+
+    assert response.status_code == 404
+    assert "there is no model named &#39;no-such-model&#39;" in response.text
+
+
+def test_pages_load_nothing_from_elsewhere_and_run_no_script(world: World) -> None:
+    http = sign_in(world, "admin")
+    paths = ["/console/audit", "/console/models", f"/console/models/{MODEL}", "/console/decisions",
+             "/console/ledger", "/console/login"]
+
+    for path in paths:
+        response = http.get(path) if path != "/console/login" else browser(world).get(path)
+        assert response.status_code == 200, path
+        assert "<script" not in response.text, path
+        assert not re.search(r'(?:src|href|action)="(?!/|#)', response.text), path
+        assert not re.search(r"url\((?!#)", response.text), path
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "http" not in http.get("/console/static/console.css").text
+
+
+def test_the_ledger_page_shows_the_checkpoint_and_verifies_the_ledger(world: World) -> None:
+    http = sign_in(world, "audrey")
+    before = http.get("/console/ledger")
+    assert "mlledger.local/ledger" in before.text and "Root hash (hex)" in before.text
+
+    started = http.post("/console/ledger/verify", data={"csrf_token": csrf_of(http)})
+    world.app.state.console.verification.wait(120)
+    after = http.get("/console/ledger")
+
+    assert started.status_code == 303
+    assert '<div class="notice ok" id="verify-result"><strong>OK</strong>' in after.text
+    assert "Started" in after.text and "by audrey" in after.text
+
+
+def test_sessions_expire_when_idle_and_after_their_maximum_age() -> None:
+    now = [0.0]
+    store = SessionStore(idle_seconds=10, max_age_seconds=25, clock=lambda: now[0])
+    token, _ = store.open("p", "sha256:" + "0" * 64)
+
+    now[0] = 9
+    assert store.find(token) is not None
+    now[0] = 18
+    assert store.find(token) is not None
+    now[0] = 26
+    assert store.find(token) is None
+    idle, _ = store.open("p", "sha256:" + "0" * 64)
+    now[0] = 37
+    assert store.find(idle) is None
