@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from service.api import problems
 from service.api.routers import audit, datasets, health, ledger, lineage, manifests, models, principals, registry
 from service.bootstrap import Services, open_services
+from service.console import router as console_router
 from service.projector import ProjectorThread
 from service.settings import Settings
 
@@ -75,4 +76,5 @@ def create_app(
     app.include_router(registry.router)
     app.include_router(audit.router)
     app.include_router(manifests.router)
+    app.include_router(console_router)
     return app
