@@ -1,0 +1,768 @@
+"""SHAP explanations of served models: reason codes per prediction, a global report per model version.
+
+:func:`explainer_for` picks the explainer for a :class:`~service.model_loading.LoadedModel`:
+
+- ``tree``: ``shap.TreeExplainer`` (path-dependent TreeSHAP, exact and fast) for
+  scikit-learn decision trees, random forests, extra trees, gradient boosting and
+  histogram gradient boosting. It uses the training distribution the trees carry
+  (their node cover), not a background sample, so its background size is 0.
+- ``linear``: ``shap.LinearExplainer`` (interventional, exact) for linear models
+  (LogisticRegression, LinearRegression, Ridge, Lasso, SGD, LinearSVC, ...),
+  against a seeded background sample of at most 100 rows.
+- ``permutation``: ``shap.PermutationExplainer`` for anything else, the torch
+  kind's MLP included, against a seeded background sample of at most 50 rows. Its
+  values are estimates, but each one is exactly additive: a permutation's
+  marginal contributions telescope from the background mean to the model output.
+
+Tree and linear explainers are checked on background rows when they are built:
+if base value plus contributions does not give the model's output within 1e-6
+the permutation explainer is used instead, so additivity always holds.
+
+With a preprocessing Pipeline the final estimator is explained on the
+transformed matrix and the contributions of transformed columns are summed back
+onto the feature they came from (every one-hot column onto its categorical
+feature, a scaled column onto itself); sums are unchanged, so additivity holds
+per original feature.
+
+What is explained (``output_space``, the quantity base value plus contributions
+equals): ``log_odds`` (binary classifiers whose probability is the sigmoid of
+their decision function), ``logit`` (multiclass ones, softmax of the decision
+function), ``margin`` (another decision function), ``probability``
+(``predict_proba``: forests, single trees, the torch MLP, other classifiers) or
+``value`` (regression). With two classes the positive class is explained; with
+more, each row's predicted class (the arg-max of its outputs) is explained and
+named in :attr:`Explanation.output_class`.
+
+The global report draws its plots with matplotlib's object API and the Agg
+canvas (no pyplot, so no global figure state and no display). Explaining is
+safe from several threads; the permutation explainer seeds NumPy's global
+random state, so its calls are serialised by a lock and the state is restored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from domain.canonical import canonical_json
+from domain.errors import InvalidPayload
+from service.model_loading import LoadedModel, SklearnModel, UnsupportedModel
+
+__all__ = [
+    "Explanation",
+    "GlobalExplanation",
+    "ModelExplainer",
+    "background_digest",
+    "column_groups",
+    "explainer_for",
+    "global_report",
+    "reason_codes",
+]
+
+TOP_K = 4
+LINEAR_BACKGROUND = 100
+PERMUTATION_BACKGROUND = 50
+PERMUTATIONS = 2
+ADDITIVITY_TOLERANCE = 1e-6
+SELF_CHECK_ROWS = 20
+MAX_BEESWARM_ROWS = 5_000
+_NUMPY_RANDOM = threading.Lock()  # shap's permutation explainer uses NumPy's global random state
+
+Matrix = NDArray[Any]
+Attribution = tuple[NDArray[np.float64], NDArray[np.float64]]
+Arrays = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], list[Any]]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One row's explanation: ``base_value + sum(contributions) == output`` in the explainer's output space.
+
+    ``contributions`` follow the model's feature order; ``output_class`` is the
+    class whose output is explained (None for regression).
+    """
+
+    base_value: float
+    contributions: list[float]
+    output: float
+    output_class: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Base value, output and explained class, for the prediction event (reason codes carry the rest)."""
+        return {"base_value": self.base_value, "output": self.output, "output_class": self.output_class}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def reason_codes(
+    explanation: Explanation,
+    row_values: Sequence[Any] | Mapping[str, Any],
+    features: Sequence[str],
+    top_k: int = TOP_K,
+) -> list[dict[str, Any]]:
+    """The ``top_k`` features with the largest absolute contribution, largest first (ties by feature name).
+
+    Each is ``{"feature", "value", "contribution"}`` with plain JSON values (a
+    missing numeric value is null). ``row_values`` is the row in feature order,
+    or a mapping from feature name to value.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise InvalidPayload(f"top_k must be a non-negative integer, got {top_k!r}", field="top_k")
+    contributions = explanation.contributions
+    if len(contributions) != len(features):
+        raise InvalidPayload(f"{len(contributions)} contributions for {len(features)} features")
+    order = sorted(range(len(features)), key=lambda j: (-abs(contributions[j]), features[j]))[:top_k]
+    if isinstance(row_values, Mapping):
+        values = [row_values[features[j]] for j in order]
+    else:
+        values = [row_values[j] for j in order]
+    return [
+        {"feature": features[j], "value": _json_value(value), "contribution": float(contributions[j])}
+        for j, value in zip(order, values, strict=True)
+    ]
+
+
+class ModelExplainer:
+    """Explains a loaded model's outputs per original feature; built by :func:`explainer_for`.
+
+    ``name`` is ``tree``, ``linear`` or ``permutation``; ``output_space`` what
+    base value plus contributions equals; ``background_digest`` the
+    ``sha256:`` of the canonical JSON of the background rows used
+    (``{"features": [...], "rows": [[...], ...]}``, original values, NaN as null).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: LoadedModel,
+        name: str,
+        output_space: str,
+        background: Matrix,
+        transform: Callable[[Matrix], NDArray[np.float64]],
+        outputs: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+        attribute: Callable[[NDArray[np.float64]], Attribution],
+        groups: NDArray[np.float64],
+    ) -> None:
+        self.name = name
+        self.output_space = output_space
+        self.features = list(model.features)
+        self.categorical = list(model.categorical)
+        self.background_size = len(background)
+        self.background_digest = background_digest(self.features, background)
+        self._classes = model.classes
+        self._positive = model.positive_class
+        self._positive_index = model.positive_index
+        self._transform = transform
+        self._outputs = outputs
+        self._attribute = attribute
+        self._groups = groups
+
+    def describe(self) -> dict[str, Any]:
+        """The explainer's identity, as recorded with explanations and reports."""
+        return {
+            "explainer": self.name,
+            "output_space": self.output_space,
+            "background_digest": self.background_digest,
+            "background_size": self.background_size,
+        }
+
+    def explain(self, X: Matrix) -> list[Explanation]:
+        """Explain each row of ``X`` (a matrix from :meth:`LoadedModel.matrix`)."""
+        contributions, base, output, explained = self.explain_arrays(X)
+        return [
+            Explanation(float(b), row, float(o), c)
+            for row, b, o, c in zip(contributions.tolist(), base, output, explained, strict=True)
+        ]
+
+    def explain_arrays(self, X: Matrix) -> Arrays:
+        """Contributions ``(n, features)``, base values ``(n,)``, outputs ``(n,)`` and explained classes."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != len(self.features):
+            raise InvalidPayload(f"expected a matrix of {len(self.features)} features, got shape {X.shape}")
+        if len(X) == 0:
+            empty = np.empty(0)
+            return np.empty((0, len(self.features))), empty, empty, []
+        transformed = self._transform(X)
+        out = np.asarray(self._outputs(transformed), dtype=np.float64)
+        values, base = self._attribute(transformed)
+        values, base, out, explained = self._select(np.asarray(values), np.asarray(base), out)
+        contributions = values @ self._groups
+        if not (np.isfinite(contributions).all() and np.isfinite(base).all() and np.isfinite(out).all()):
+            raise InvalidPayload("the model's output or its explanation is not a finite number for these rows")
+        return contributions, base, out, explained
+
+    def _select(self, values: NDArray[np.float64], base: NDArray[np.float64], out: NDArray[np.float64]) -> Arrays:
+        n = len(out)
+        if out.ndim == 1:
+            if values.ndim != 2:
+                raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for one output")
+            if self._classes is None:
+                return values, base, out, [None] * n
+            # A binary decision function scores classes[1]; flip it when the positive class is classes[0].
+            sign = 1.0 if self._positive == self._classes[1] else -1.0
+            return sign * values, sign * base, sign * out, [self._positive] * n
+        if values.ndim != 3 or self._classes is None:
+            raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for {out.shape}")
+        rows = np.arange(n)
+        columns = np.full(n, self._positive_index) if self._positive_index is not None else np.argmax(out, axis=1)
+        explained = [self._classes[k] for k in columns]
+        return values[rows, :, columns], base[rows, columns], out[rows, columns], explained
+
+
+def background_digest(features: Sequence[str], rows: Matrix) -> str:
+    """``sha256:`` of the canonical JSON of background rows in original feature values."""
+    document = {"features": list(features), "rows": [[_json_value(v) for v in row] for row in np.asarray(rows)]}
+    return "sha256:" + hashlib.sha256(canonical_json(document, path="background")).hexdigest()
+
+
+def _sample(X: Matrix, size: int, seed: int) -> Matrix:
+    if len(X) <= size:
+        return X
+    picked = np.sort(np.random.default_rng(seed).choice(len(X), size=size, replace=False))
+    return X[picked]
+
+
+def explainer_for(
+    model: LoadedModel, background: Matrix, *, seed: int = 0, permutations: int = PERMUTATIONS
+) -> ModelExplainer:
+    """The explainer for ``model``; ``background`` is a matrix of representative rows (e.g. training data).
+
+    The background is sampled (seeded) down to what the explainer uses.
+    ``permutations`` sets how many antithetic permutations the permutation
+    explainer averages per row (more: smoother estimates, proportionally slower).
+    """
+    background = np.asarray(background)
+    if background.ndim != 2 or background.shape[1] != len(model.features) or len(background) == 0:
+        raise InvalidPayload(
+            f"the background must be a non-empty matrix of {len(model.features)} features, got {background.shape}",
+            field="background",
+        )
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
+        raise InvalidPayload(f"permutations must be a positive integer, got {permutations!r}", field="permutations")
+    if isinstance(model, SklearnModel):
+        return _sklearn_explainer(model, background, seed, permutations)
+    identity = np.eye(len(model.features))
+    sample = _sample(background, PERMUTATION_BACKGROUND, seed)
+    return _permutation(model, sample, _as_float, model.scores, _scores_space(model), identity, seed, permutations)
+
+
+def _as_float(X: Matrix) -> NDArray[np.float64]:
+    return np.asarray(X, dtype=np.float64)
+
+
+def _scores_space(model: LoadedModel) -> str:
+    return "value" if model.classes is None else "probability"
+
+
+def _sklearn_transform(model: SklearnModel) -> Callable[[Matrix], NDArray[np.float64]]:
+    preprocess = model.preprocess
+
+    def transform(X: Matrix) -> NDArray[np.float64]:
+        if preprocess is None:
+            return np.asarray(X, dtype=np.float64)
+        try:
+            out = preprocess.transform(X)
+        except (ValueError, TypeError) as exc:
+            raise InvalidPayload(f"the model cannot preprocess these rows: {' '.join(str(exc).split())}") from None
+        return np.asarray(out.toarray() if hasattr(out, "toarray") else out, dtype=np.float64)
+
+    return transform
+
+
+def _estimator_method(model: SklearnModel, name: str) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    method = getattr(model.estimator, name)
+
+    def call(Xt: NDArray[np.float64]) -> NDArray[np.float64]:
+        try:
+            return np.asarray(method(Xt), dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise InvalidPayload(f"the model cannot score these rows: {' '.join(str(exc).split())}") from None
+
+    return call
+
+
+def _sklearn_explainer(model: SklearnModel, background: Matrix, seed: int, permutations: int) -> ModelExplainer:
+    transform = _sklearn_transform(model)
+    groups = column_groups(model, transform(background[:1]).shape[1])
+    estimator = model.estimator
+    check_rows = _sample(background, SELF_CHECK_ROWS, seed)
+    explainer: ModelExplainer | None = None
+    try:
+        if _is_tree(estimator):
+            explainer = _tree(model, transform, groups, check_rows)
+        elif _is_linear(estimator):
+            explainer = _linear(model, _sample(background, LINEAR_BACKGROUND, seed), transform, groups)
+    except (InvalidPayload, UnsupportedModel):
+        raise
+    except Exception:  # shap cannot take this model (e.g. native categorical splits): permutation below
+        explainer = None
+    if explainer is not None and _additive(explainer, check_rows):
+        return explainer
+    sample = _sample(background, PERMUTATION_BACKGROUND, seed)
+    if model.classes is None:
+        scores, space = _estimator_method(model, "predict"), "value"
+    elif hasattr(estimator, "predict_proba"):
+        scores, space = _estimator_method(model, "predict_proba"), "probability"
+    else:
+        scores, space = _estimator_method(model, "decision_function"), "margin"
+    return _permutation(model, sample, transform, scores, space, groups, seed, permutations)
+
+
+def _additive(explainer: ModelExplainer, rows: Matrix) -> bool:
+    """Whether base value plus contributions gives the model output on ``rows`` (within 1e-6)."""
+    contributions, base, out, _ = explainer.explain_arrays(rows)
+    error = np.abs(base + contributions.sum(axis=1) - out)
+    return bool(np.all(error <= ADDITIVITY_TOLERANCE * np.maximum(1.0, np.abs(out))))
+
+
+def _is_tree(estimator: Any) -> bool:
+    from sklearn import ensemble, tree
+
+    return isinstance(
+        estimator,
+        (
+            tree.DecisionTreeClassifier, tree.DecisionTreeRegressor, tree.ExtraTreeClassifier, tree.ExtraTreeRegressor,
+            ensemble.RandomForestClassifier, ensemble.RandomForestRegressor,
+            ensemble.ExtraTreesClassifier, ensemble.ExtraTreesRegressor,
+            ensemble.GradientBoostingClassifier, ensemble.GradientBoostingRegressor,
+            ensemble.HistGradientBoostingClassifier, ensemble.HistGradientBoostingRegressor,
+        ),
+    )
+
+
+def _is_linear(estimator: Any) -> bool:
+    # Candidates only: the additivity check at build time refuses e.g. a GLM with a log link.
+    module = type(estimator).__module__
+    named = module.startswith("sklearn.linear_model") or type(estimator).__name__ in ("LinearSVC", "LinearSVR")
+    return named and hasattr(estimator, "coef_") and hasattr(estimator, "intercept_")
+
+
+def _decision_space(estimator: Any, Xt: NDArray[np.float64]) -> str:
+    """``log_odds``/``logit`` when the classifier's probabilities are the sigmoid/softmax of its decision function."""
+    if not hasattr(estimator, "predict_proba"):
+        return "margin"
+    decision = np.asarray(estimator.decision_function(Xt), dtype=np.float64)
+    proba = np.asarray(estimator.predict_proba(Xt), dtype=np.float64)
+    if decision.ndim == 1:
+        expected = 1.0 / (1.0 + np.exp(-decision))
+        return "log_odds" if np.allclose(proba[:, 1], expected, atol=1e-6) else "margin"
+    shifted = np.exp(decision - decision.max(axis=1, keepdims=True))
+    expected = shifted / shifted.sum(axis=1, keepdims=True)
+    return "logit" if np.allclose(proba, expected, atol=1e-6) else "margin"
+
+
+def _per_row(values: Any, expected: Any, n: int) -> Attribution:
+    """shap values as an array ((n, t) or (n, t, k)) and the base value repeated per row."""
+    values = np.asarray(values, dtype=np.float64)
+    base = np.asarray(expected, dtype=np.float64).reshape(-1)
+    if values.ndim == 2:
+        return values, np.full(n, base[0])
+    return values, np.tile(base, (n, 1))
+
+
+def _tree(
+    model: SklearnModel, transform: Callable[[Matrix], NDArray[np.float64]], groups: NDArray[np.float64],
+    probe: Matrix,
+) -> ModelExplainer:
+    import shap
+
+    estimator = model.estimator
+    explainer = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent", model_output="raw")
+    expected = explainer.expected_value
+    if model.classes is not None and hasattr(estimator, "decision_function"):
+        outputs = _estimator_method(model, "decision_function")
+        space = _decision_space(estimator, transform(probe))
+    elif model.classes is not None:
+        outputs, space = _estimator_method(model, "predict_proba"), "probability"
+    else:
+        outputs, space = _estimator_method(model, "predict"), "value"
+
+    def attribute(Xt: NDArray[np.float64]) -> Attribution:
+        return _per_row(explainer.shap_values(Xt, check_additivity=False), expected, len(Xt))
+
+    return ModelExplainer(
+        model=model, name="tree", output_space=space, background=probe[:0], transform=transform,
+        outputs=outputs, attribute=attribute, groups=groups,
+    )
+
+
+def _linear(
+    model: SklearnModel, background: Matrix, transform: Callable[[Matrix], NDArray[np.float64]],
+    groups: NDArray[np.float64],
+) -> ModelExplainer:
+    import shap
+
+    estimator = model.estimator
+    background_t = transform(background)
+    explainer = shap.LinearExplainer(estimator, shap.maskers.Independent(background_t, max_samples=len(background_t)))
+    expected = explainer.expected_value
+    if model.classes is None:
+        outputs, space = _estimator_method(model, "predict"), "value"
+    else:
+        outputs, space = _estimator_method(model, "decision_function"), _decision_space(estimator, background_t)
+
+    def attribute(Xt: NDArray[np.float64]) -> Attribution:
+        return _per_row(explainer.shap_values(Xt), expected, len(Xt))
+
+    return ModelExplainer(
+        model=model, name="linear", output_space=space, background=background, transform=transform,
+        outputs=outputs, attribute=attribute, groups=groups,
+    )
+
+
+def _permutation(
+    model: LoadedModel, background: Matrix, transform: Callable[[Matrix], NDArray[np.float64]],
+    outputs: Callable[[NDArray[np.float64]], NDArray[np.float64]], space: str, groups: NDArray[np.float64],
+    seed: int, permutations: int,
+) -> ModelExplainer:
+    import shap
+
+    background_t = transform(background)
+    masker = shap.maskers.Independent(background_t, max_samples=len(background_t))
+    max_evals = permutations * (2 * background_t.shape[1] + 1)
+
+    def attribute(Xt: NDArray[np.float64]) -> Attribution:
+        values, bases = [], []
+        with _NUMPY_RANDOM:
+            state = np.random.get_state()
+            try:
+                for row in Xt:
+                    # Seeded per row: a row's explanation does not depend on the rest of its batch.
+                    explainer = shap.PermutationExplainer(outputs, masker, seed=seed)
+                    result = explainer(row[None, :], max_evals=max_evals, silent=True)
+                    values.append(result.values[0])
+                    bases.append(result.base_values[0])
+            finally:
+                np.random.set_state(state)
+        return np.asarray(values, dtype=np.float64), np.asarray(bases, dtype=np.float64)
+
+    return ModelExplainer(
+        model=model, name="permutation", output_space=space, background=background, transform=transform,
+        outputs=outputs, attribute=attribute, groups=groups,
+    )
+
+
+# -- transformed columns back to original features ------------------------------------------------
+
+
+def column_groups(model: SklearnModel, width: int) -> NDArray[np.float64]:
+    """A 0/1 matrix ``(transformed columns, features)``: which original feature each transformed column comes from.
+
+    Understands ColumnTransformers (one-to-one transformers, OneHotEncoders,
+    pipelines ending in either, passthrough and dropped columns) and one-to-one
+    steps; anything else cannot be mapped back and is refused.
+    """
+    n = len(model.features)
+    sources = list(range(n))
+    if model.preprocess is not None:
+        for _, step in model.preprocess.steps:
+            sources = _step_sources(step, sources)
+    if len(sources) != width:
+        raise UnsupportedModel(f"the preprocessing makes {width} columns, but {len(sources)} were traced")
+    groups = np.zeros((width, n))
+    groups[np.arange(width), sources] = 1.0
+    return groups
+
+
+def _step_sources(step: Any, sources: list[int]) -> list[int]:
+    from sklearn.compose import ColumnTransformer
+
+    if step == "passthrough" or step is None:
+        return sources
+    if not isinstance(step, ColumnTransformer):
+        width = len(_feature_names_out(step, len(sources)))
+        if width != len(sources):
+            raise UnsupportedModel(f"{type(step).__name__} changes the number of columns; it cannot be explained")
+        return sources
+    out: list[int] = [-1] * sum(s.stop - s.start for s in step.output_indices_.values())
+    for name, transformer, columns in step.transformers_:
+        span = step.output_indices_.get(name)
+        if span is None or span.stop == span.start or transformer == "drop":
+            continue
+        inputs = _column_indices(columns, len(sources))
+        widths = _widths(transformer, len(inputs), span.stop - span.start)
+        position = span.start
+        for column, width in zip(inputs, widths, strict=True):
+            out[position : position + width] = [sources[column]] * width
+            position += width
+    if -1 in out:
+        raise UnsupportedModel("the preprocessing makes a column that no feature maps to")
+    return out
+
+
+def _feature_names_out(step: Any, width: int) -> list[str]:
+    try:
+        return list(step.get_feature_names_out([f"x{i}" for i in range(width)]))
+    except Exception:
+        raise UnsupportedModel(f"{type(step).__name__} does not say which columns it makes") from None
+
+
+def _column_indices(columns: Any, width: int) -> list[int]:
+    if isinstance(columns, slice):
+        return list(range(width))[columns]
+    array = np.asarray(columns)
+    if array.dtype == bool:
+        return [int(i) for i in np.flatnonzero(array)]
+    if array.dtype.kind not in "iu":
+        raise UnsupportedModel("the preprocessing selects columns by name; only positions can be traced")
+    return [int(i) for i in array.reshape(-1)]
+
+
+def _widths(transformer: Any, n_inputs: int, width: int) -> list[int]:
+    """How many output columns each input column of a ColumnTransformer part makes."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encoder = transformer[-1] if isinstance(transformer, Pipeline) else transformer
+    if isinstance(encoder, OneHotEncoder):
+        if getattr(encoder, "_infrequent_enabled", False):
+            raise UnsupportedModel("one-hot encoding with infrequent categories cannot be traced to features")
+        dropped = encoder.drop_idx_ if encoder.drop_idx_ is not None else [None] * n_inputs
+        widths = [len(c) - (d is not None) for c, d in zip(encoder.categories_, dropped, strict=True)]
+    elif width == n_inputs:
+        widths = [1] * n_inputs
+    else:
+        raise UnsupportedModel(f"{type(transformer).__name__} maps {n_inputs} columns to {width}; it cannot be traced")
+    if sum(widths) != width:
+        raise UnsupportedModel(f"{type(transformer).__name__} makes {width} columns, {sum(widths)} were traced")
+    return widths
+
+
+# -- the global report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GlobalExplanation:
+    """A model version's global SHAP report: mean |SHAP| per feature and two plots.
+
+    ``features`` and ``mean_abs_shap`` are sorted by importance (largest first,
+    ties by name). The plots are PNG bytes; :meth:`to_json` names them by digest.
+    """
+
+    explainer: str
+    output_space: str
+    background_digest: str
+    background_size: int
+    n_rows: int
+    base_value: float
+    features: list[str]
+    mean_abs_shap: list[float]
+    bar_png: bytes
+    beeswarm_png: bytes
+
+    def plots(self) -> dict[str, bytes]:
+        """The plots by name, as referenced in :meth:`to_json`."""
+        return {"bar": self.bar_png, "beeswarm": self.beeswarm_png}
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON values; plots by ``sha256:`` digest of their PNG bytes."""
+        return {
+            "explainer": self.explainer,
+            "output_space": self.output_space,
+            "background_digest": self.background_digest,
+            "background_size": self.background_size,
+            "n_rows": self.n_rows,
+            "base_value": self.base_value,
+            "mean_abs_shap": [
+                {"feature": f, "mean_abs_shap": v} for f, v in zip(self.features, self.mean_abs_shap, strict=True)
+            ],
+            "plots": {name: _digest(png) for name, png in self.plots().items()},
+        }
+
+    def to_html(self, title: str) -> str:
+        """A self-contained HTML page: the facts, both plots embedded as ``data:`` URIs, the table."""
+        e = html.escape
+        rows = "\n".join(
+            f"<tr><td>{e(f)}</td><td>{v:.6g}</td></tr>" for f, v in zip(self.features, self.mean_abs_shap, strict=True)
+        )
+        facts = [
+            ("Explainer", self.explainer),
+            ("Output explained", self.output_space),
+            ("Rows explained", str(self.n_rows)),
+            ("Mean base value", f"{self.base_value:.6g}"),
+            ("Background sample", f"{self.background_size} rows, {self.background_digest}"),
+        ]
+        facts_html = "\n".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts)
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{e(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2rem; color: #222; }}
+dt {{ font-weight: bold; }} dd {{ margin: 0 0 0.5rem 0; font-family: monospace; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+<h1>{e(title)}</h1>
+<dl>
+{facts_html}
+</dl>
+<h2>Mean |SHAP| per feature</h2>
+<img alt="Bar chart of mean absolute SHAP value per feature" src="{_data_uri(self.bar_png)}">
+<h2>SHAP values per row</h2>
+<img alt="Beeswarm plot of SHAP values per feature, coloured by feature value" src="{_data_uri(self.beeswarm_png)}">
+<h2>Table</h2>
+<table>
+<thead><tr><th>Feature</th><th>Mean |SHAP|</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def global_report(
+    explainer: ModelExplainer, X: Matrix, features: list[str], *, max_display: int = 20
+) -> GlobalExplanation:
+    """Explain every row of ``X`` and summarise: mean |SHAP| per feature, a bar and a beeswarm plot.
+
+    Meant for off the request path (after registration). With more than two
+    classes each row contributes its predicted class's explanation. The plots
+    show the ``max_display`` most important features; the bar plot sums the rest.
+    """
+    if len(features) != len(explainer.features):
+        raise InvalidPayload(f"{len(features)} feature names for a model of {len(explainer.features)} features")
+    if isinstance(max_display, bool) or not isinstance(max_display, int) or max_display < 1:
+        raise InvalidPayload(f"max_display must be a positive integer, got {max_display!r}", field="max_display")
+    X = np.asarray(X)
+    if len(X) == 0:
+        raise InvalidPayload("a global report needs at least one row", field="X")
+    contributions, base, _, _ = explainer.explain_arrays(X)
+    mean_abs = np.abs(contributions).mean(axis=0)
+    order = sorted(range(len(features)), key=lambda j: (-mean_abs[j], features[j]))
+    shown = order[:max_display]
+    values = _numeric_values(X, [name in set(explainer.categorical) for name in features])
+    space = explainer.output_space
+    return GlobalExplanation(
+        explainer=explainer.name,
+        output_space=space,
+        background_digest=explainer.background_digest,
+        background_size=explainer.background_size,
+        n_rows=len(X),
+        base_value=float(base.mean()),
+        features=[features[j] for j in order],
+        mean_abs_shap=[float(mean_abs[j]) for j in order],
+        bar_png=_bar_png([features[j] for j in shown], mean_abs[shown], float(mean_abs[order[max_display:]].sum()),
+                         len(order) - len(shown), space),
+        beeswarm_png=_beeswarm_png([features[j] for j in shown], contributions[:, shown], values[:, shown], space),
+    )
+
+
+def _numeric_values(X: Matrix, categorical: list[bool]) -> NDArray[np.float64]:
+    """Feature values for colouring: numbers as floats, categories as NaN (drawn grey)."""
+    out = np.full(X.shape, np.nan)
+    for j, is_categorical in enumerate(categorical):
+        if not is_categorical:
+            out[:, j] = np.asarray(X[:, j], dtype=np.float64)
+    return out
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    # No "Software" entry: the same figure gives the same bytes whatever the matplotlib version.
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _bar_png(names: list[str], values: NDArray[np.float64], rest: float, n_rest: int, space: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    labels, heights = list(names), [float(v) for v in values]
+    if n_rest:
+        labels.append(f"Sum of {n_rest} other features")
+        heights.append(rest)
+    figure = Figure(figsize=(8, 0.4 * len(labels) + 1.2), layout="constrained")
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))[::-1]
+    axes.barh(positions, heights, color="#1e88e5")
+    axes.set_yticks(positions, labels)
+    for y, height in zip(positions, heights, strict=True):
+        axes.text(height, y, f" {height:.3g}", va="center", fontsize=8)
+    axes.set_xlabel(f"mean(|SHAP value|) ({space})")
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.margins(x=0.15)
+    return _png(figure)
+
+
+def _beeswarm_offsets(values: NDArray[np.float64], bins: int = 100, height: float = 0.4) -> NDArray[np.float64]:
+    """Vertical offsets that stack points falling in the same bin alternately above and below the line."""
+    span = float(values.max() - values.min()) if len(values) else 0.0
+    quantized = np.zeros(len(values), dtype=np.int64) if span == 0 else np.floor(
+        (values - values.min()) / span * (bins - 1)
+    ).astype(np.int64)
+    order = np.lexsort((values, quantized))
+    offsets = np.zeros(len(values))
+    layer, previous = 0, -1
+    for index in order:
+        layer = layer + 1 if quantized[index] == previous else 0
+        previous = quantized[index]
+        offsets[index] = math.ceil(layer / 2) * (1 if layer % 2 else -1)
+    peak = np.abs(offsets).max() if len(offsets) else 0
+    return offsets * (height / peak) if peak else offsets
+
+
+def _beeswarm_png(names: list[str], shap_values: NDArray[np.float64], values: NDArray[np.float64], space: str) -> bytes:
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    rows = len(shap_values)
+    if rows > MAX_BEESWARM_ROWS:  # evenly spaced rows keep the picture and the bytes deterministic
+        keep = np.linspace(0, rows - 1, MAX_BEESWARM_ROWS).astype(np.int64)
+        shap_values, values = shap_values[keep], values[keep]
+    colormap = mpl.colormaps["coolwarm"]
+    figure = Figure(figsize=(8, 0.4 * len(names) + 1.5), layout="constrained")
+    axes = figure.add_subplot()
+    axes.axvline(0, color="#999999", linewidth=0.8)
+    if np.isnan(values).any():
+        axes.set_title("grey: categorical or missing value", fontsize=8, loc="right", color="#666666")
+    for position, j in zip(range(len(names) - 1, -1, -1), range(len(names)), strict=True):
+        x, colour_values = shap_values[:, j], values[:, j]
+        y = position + _beeswarm_offsets(x)
+        known = ~np.isnan(colour_values)
+        if (~known).any():
+            axes.scatter(x[~known], y[~known], s=8, color="#888888", linewidths=0)
+        if known.any():
+            low, high = np.percentile(colour_values[known], [5, 95])
+            if high <= low:
+                low, high = float(colour_values[known].min()), float(colour_values[known].max())
+            scale = (np.clip(colour_values[known], low, high) - low) / (high - low) if high > low else np.full(
+                int(known.sum()), 0.5
+            )
+            axes.scatter(x[known], y[known], s=8, c=colormap(scale), linewidths=0)
+    axes.set_yticks(range(len(names) - 1, -1, -1), names)
+    axes.set_ylim(-0.7, len(names) - 0.3)
+    axes.set_xlabel(f"SHAP value ({space})")
+    axes.spines[["top", "right"]].set_visible(False)
+    bar = figure.colorbar(mpl.cm.ScalarMappable(cmap=colormap), ax=axes, ticks=[0, 1], aspect=40, pad=0.02)
+    bar.set_ticklabels(["Low", "High"])
+    bar.set_label("Feature value")
+    bar.outline.set_visible(False)
+    return _png(figure)
