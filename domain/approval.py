@@ -15,6 +15,7 @@ from typing import Any
 
 from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
+from domain.fairness import DEFAULT_MIN_IMPACT_RATIO
 from domain.keys import load_public_key_pem, verify_signature
 
 DECISIONS = ("approve", "reject")
@@ -99,18 +100,24 @@ def check_statement_shape(statement: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ApprovalPolicy:
-    """When a model version may be deployed.
+    """When a model version may be deployed, and what monitoring does about it.
 
     - ``required_approvals`` distinct approvers must approve;
     - with ``separation_of_duties`` nobody who submitted the source run or
       registered the version may approve it;
     - with ``rejection_blocks`` one rejection blocks the version for good
-      (a new version is needed).
+      (a new version is needed);
+    - ``min_impact_ratio``: an approval is refused while the version's fairness
+      report shows a group's impact ratio below it (None: fairness does not gate);
+    - with ``retrain_on_drift`` a drift alert requests a retraining run on the
+      newest version of the training dataset.
     """
 
     required_approvals: int = 2
     separation_of_duties: bool = True
     rejection_blocks: bool = True
+    min_impact_ratio: float | None = DEFAULT_MIN_IMPACT_RATIO
+    retrain_on_drift: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form, as recorded in events."""
@@ -121,7 +128,7 @@ class ApprovalPolicy:
         """Parse and validate; None gives the default policy."""
         if data is None:
             return cls()
-        unknown = set(data) - {"required_approvals", "separation_of_duties", "rejection_blocks"}
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise InvalidPayload(f"unknown policy fields {sorted(unknown)}", field="policy")
         required = data.get("required_approvals", 2)
@@ -130,7 +137,16 @@ class ApprovalPolicy:
                 "policy.required_approvals must be between 1 and 10", field="policy.required_approvals"
             )
         flags = {k: data.get(k, True) for k in ("separation_of_duties", "rejection_blocks")}
+        flags["retrain_on_drift"] = data.get("retrain_on_drift", False)
         for key, value in flags.items():
             if not isinstance(value, bool):
                 raise InvalidPayload(f"policy.{key} must be true or false", field=f"policy.{key}")
-        return cls(required, flags["separation_of_duties"], flags["rejection_blocks"])
+        ratio = data.get("min_impact_ratio", DEFAULT_MIN_IMPACT_RATIO)
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1):
+            raise InvalidPayload(
+                "policy.min_impact_ratio must be a number in (0, 1], or null", field="policy.min_impact_ratio"
+            )
+        return cls(
+            required, flags["separation_of_duties"], flags["rejection_blocks"],
+            None if ratio is None else float(ratio), flags["retrain_on_drift"],
+        )

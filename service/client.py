@@ -314,3 +314,63 @@ class LedgerClient:
             "GET", "/v1/audit/events", params=self._read_params(min_position, **filters)
         )
         return result
+
+    # -- predictions ------------------------------------------------------------
+    def predict(
+        self, name: str, features: dict[str, Any], *, request_id: str | None = None, subject_id: str | None = None
+    ) -> dict[str, Any]:
+        """One prediction from the deployed model (returned after its event is durable)."""
+        body: dict[str, Any] = {"input": features}
+        if request_id is not None:
+            body["request_id"] = request_id
+        if subject_id is not None:
+            body["subject_id"] = subject_id
+        result: dict[str, Any] = self.request("POST", f"/v1/models/{name}/predict", json=body)
+        return result
+
+    def predict_batch(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Many predictions in one request; each record is {"input": {...}, "request_id"?, "subject_id"?}."""
+        result: dict[str, Any] = self.request("POST", f"/v1/models/{name}/predict:batch", json={"records": records})
+        return result
+
+    def decision(self, reference: str, min_position: int | None = None, model: str | None = None) -> dict[str, Any]:
+        """A decision reconstructed, by prediction id or request id."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/predictions/{reference}", params=self._read_params(min_position, model=model)
+        )
+        return result
+
+    def record_outcome(self, prediction_id: str, outcome: Any) -> Written:
+        """The true outcome of a prediction."""
+        return self._write("POST", f"/v1/predictions/{prediction_id}/outcome", json={"outcome": outcome})[0]
+
+    def override(self, prediction_id: str, decision: dict[str, Any], reason: str) -> Written:
+        """A person's decision replacing the model's."""
+        return self._write(
+            "POST", f"/v1/predictions/{prediction_id}/override", json={"decision": decision, "reason": reason}
+        )[0]
+
+    def erase_subject(self, subject_id: str, reason: str) -> Written:
+        """Destroy a data subject's key: their inputs become unreadable."""
+        return self._write("POST", f"/v1/subjects/{subject_id}/erase", json={"reason": reason})[0]
+
+    def monitoring(self, name: str, min_position: int | None = None) -> dict[str, Any]:
+        """Drift alerts, live accuracy and serving figures of a model."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/models/{name}/monitoring", params=self._read_params(min_position)
+        )
+        return result
+
+    def check_drift(self, name: str, window: int | None = None) -> dict[str, Any]:
+        """Compare the latest window of inputs with the training data now."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/models/{name}/monitoring/check", json={} if window is None else {"window": window}
+        )
+        return result
+
+    def report(self, name: str, version: int, kind: str, min_position: int | None = None) -> dict[str, Any]:
+        """A version's ``explanations`` or ``fairness`` report."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/models/{name}/versions/{version}/{kind}", params=self._read_params(min_position)
+        )
+        return result

@@ -7,6 +7,7 @@ event store seals, chains and records. Every write returns the ledger position
 
 from __future__ import annotations
 
+from service.commands.decisions import DecisionCommands
 from service.commands.governance import GovernanceCommands
 from service.commands.identity import IdentityCommands
 from service.commands.lineage import LineageCommands
@@ -14,7 +15,7 @@ from service.commands.runs import RunnerCommands
 from service.ledger_core import SYSTEM_ACTOR, KeyNotInKeyring, LedgerCore, Written
 
 
-class Ledger(IdentityCommands, LineageCommands, RunnerCommands, GovernanceCommands, LedgerCore):
+class Ledger(IdentityCommands, LineageCommands, RunnerCommands, GovernanceCommands, DecisionCommands, LedgerCore):
     """Every command of ML Ledger."""
 
     name = "mlledger"  # names the PostgreSQL table: mlledger_events

@@ -9,10 +9,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import problems
-from service.api.routers import audit, datasets, health, ledger, lineage, manifests, models, principals, registry
+from service.api.routers import (
+    audit,
+    datasets,
+    health,
+    ledger,
+    lineage,
+    manifests,
+    models,
+    monitoring,
+    predictions,
+    principals,
+    registry,
+)
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
 from service.projector import ProjectorThread
+from service.serving.runtime import open_serving
 from service.settings import Settings
 
 
@@ -21,9 +34,14 @@ def create_app(
     *,
     run_projector: bool = True,
     run_runner: bool = False,
+    run_workers: bool | None = None,
     services: Services | None = None,
 ) -> FastAPI:
-    """Build the API. Opens the services at startup unless given ready ones."""
+    """Build the API. Opens the services at startup unless given ready ones.
+
+    ``run_workers`` (default: as ``run_projector``) computes model reports and
+    checks drift in the background.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,9 +50,12 @@ def create_app(
         if owned and opened.admin_api_key:
             print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)
         app.state.services = opened
+        app.state.serving = open_serving(opened)
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:
             projector.start()
+        if run_projector if run_workers is None else run_workers:
+            app.state.serving.start_background(opened.settings.monitor_seconds)
         stop_runner = threading.Event()
         runner_thread = None
         if run_runner:
@@ -52,6 +73,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.serving.close()
             stop_runner.set()
             if runner_thread is not None:
                 runner_thread.join(timeout=30)
@@ -76,5 +98,7 @@ def create_app(
     app.include_router(registry.router)
     app.include_router(audit.router)
     app.include_router(manifests.router)
+    app.include_router(predictions.router)
+    app.include_router(monitoring.router)
     app.include_router(console_router)
     return app

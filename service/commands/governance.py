@@ -7,8 +7,10 @@ from typing import Any
 from domain.approval import ApprovalPolicy
 from domain.deployment import Deployment
 from domain.errors import InvalidPayload, NotFound, RuleViolated
+from domain.fairness import impact_ratio_violations
 from domain.model import Model, ModelVersion
 from domain.principal import Principal
+from domain.report import FAIRNESS, Report
 from domain.run import Run
 from service.event_store import LedgerEventStore
 from service.ledger_core import LedgerCore, Written
@@ -93,6 +95,9 @@ class GovernanceCommands(LedgerCore):
     ) -> tuple[str, Written]:
         """Check and record a signed approval or rejection; return the decision."""
         version = self.model_version(model_name, number)
+        policy = self.model(model_name).policy
+        if statement.get("decision") == "approve":
+            self._check_fairness(version, policy)
         approver: Principal = self.get(approver_id, Principal)
         public_key_pem = approver.signing_keys.get(key_id)
         if public_key_pem is None:
@@ -105,10 +110,28 @@ class GovernanceCommands(LedgerCore):
             public_key_pem=public_key_pem,
             statement=statement,
             signature=signature,
-            policy=self.model(model_name).policy,
+            policy=policy,
             actor=actor,
         )
         return decision, self._written(version)
+
+    def _check_fairness(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
+        """Refuse an approval while the version's fairness report shows a ratio under the policy's minimum."""
+        if policy.min_impact_ratio is None:
+            return
+        try:
+            report: Report = self.get(Report.create_id(model_version_id=str(version.id), kind=FAIRNESS), Report)
+        except NotFound:
+            return  # no protected attributes, or not computed yet: nothing to gate on
+        violations = impact_ratio_violations(report.summary, policy.min_impact_ratio)
+        if violations:
+            worst = violations[0]
+            raise RuleViolated(
+                f"fairness: group {worst['group']} of {worst['attribute']} has an impact ratio of "
+                f"{worst['impact_ratio']:.3f}, below the policy's minimum of {policy.min_impact_ratio}; "
+                f"{len(violations)} group(s) in all",
+                field="statement.decision",
+            )
 
     def _deployment(self, model_name: str, actor: str) -> Deployment:
         self.model(model_name)

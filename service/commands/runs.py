@@ -69,19 +69,27 @@ class RunnerCommands(LedgerCore):
         return self._written(run)
 
     def request_again(
-        self, run_id: str, actor: str, *, reproduce: bool, params: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        actor: str,
+        *,
+        reproduce: bool,
+        params: dict[str, Any] | None = None,
+        datasets: list[str] | None = None,
+        purpose: str | None = None,
     ) -> Written:
-        """A new runner run with the recorded inputs (a reproduction, or a retry); ``params`` override."""
+        """A new runner run with the recorded inputs (a reproduction, a retry, or a retraining
+        on newer ``datasets``); ``params`` override."""
         original: Run = self.get(run_id, Run)
         if original.mode != "runner" or original.pipeline_id is None:
             raise RuleViolated("only runs executed by runners from a pipeline can be re-executed")
         run = Run(
-            name=f"{'reproduce' if reproduce else 'retry'} {original.name or run_id}"[:200],
+            name=f"{purpose or ('reproduce' if reproduce else 'retry')} {original.name or run_id}"[:200],
             mode="runner",
             pipeline_id=original.pipeline_id,
             pipeline_version=original.pipeline_version,
             spec_digest=original.spec_digest,
-            dataset_version_ids=original.dataset_version_ids,
+            dataset_version_ids=datasets if datasets is not None else original.dataset_version_ids,
             code_version_id=original.code_version_id,
             params={**original.params, **(params or {})},
             seed=original.seed,

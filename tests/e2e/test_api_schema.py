@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
 from service.projector import ProjectorThread
+from service.serving.runtime import open_serving
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -41,10 +42,12 @@ OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 def ledger_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     services = open_services(make_settings("sqlite", Path(tmp_path_factory.mktemp("schema")) / "data"), migrate=True)
     APP.state.services = services
+    APP.state.serving = open_serving(services)
     projector = ProjectorThread(services)
     projector.start()
     yield services
     projector.stop()
+    APP.state.serving.close()
     services.close()
 
 

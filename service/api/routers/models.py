@@ -36,6 +36,10 @@ class PolicyBody(BaseModel):
     required_approvals: int = Field(2, ge=1, le=10)
     separation_of_duties: bool = True
     rejection_blocks: bool = True
+    min_impact_ratio: float | None = Field(
+        0.8, gt=0, le=1, description="refuse approvals while a fairness impact ratio is below this (null: never)"
+    )
+    retrain_on_drift: bool = Field(False, description="a drift alert requests a retraining run on the newest data")
 
 
 class ModelVersionCreate(BaseModel):

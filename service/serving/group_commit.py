@@ -1,0 +1,148 @@
+"""Group commit: concurrent requests share one transaction and one batch of signatures.
+
+Request threads hand their new aggregates to :meth:`GroupCommitter.submit` and
+wait on the returned future. One writer thread takes everything queued, seals
+it (signatures in parallel on every core), inserts it in one transaction and
+then resolves every future with the ledger position of its last event. A
+response is therefore sent only after its events are durable, and under load
+the cost of a commit is shared by every request that arrived meanwhile.
+
+When a shared transaction fails (a replayed request id, say), the writer
+retries each request's aggregates on their own, so one bad request never
+fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.errors import LedgerError
+from service.ledger_core import LedgerCore
+
+log = logging.getLogger(__name__)
+
+
+class WriterStopped(LedgerError):
+    """The writer is shutting down."""
+
+    title = "Service stopping"
+    status = 503
+
+
+@dataclass
+class _Request:
+    aggregates: list[Any]
+    future: Future[int] = field(default_factory=Future)
+
+    @property
+    def events(self) -> int:
+        return sum(len(a.pending_events) for a in self.aggregates)
+
+
+class GroupCommitter:
+    """One writer thread recording the aggregates of many requests per transaction."""
+
+    def __init__(self, ledger: LedgerCore, max_events: int = 20_000) -> None:
+        self._ledger = ledger
+        self._max_events = max_events
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.transactions = 0
+        self.requests = 0
+
+    def submit(self, aggregates: list[Any]) -> Future[int]:
+        """Queue aggregates for recording; the future gives the ledger position once durable."""
+        request = _Request(aggregates)
+        with self._lock:
+            if self._stopped:
+                raise WriterStopped("the service is stopping; retry shortly")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mlledger-group-commit", daemon=True)
+                self._thread.start()
+        self._queue.put(request)
+        return request.future
+
+    def record(self, aggregates: list[Any], timeout: float = 60.0) -> int:
+        """Submit and wait: the ledger position of the last event."""
+        return self.submit(aggregates).result(timeout=timeout)
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the writer thread."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        pending: _Request | None = None
+        while True:
+            first = pending if pending is not None else self._queue.get()
+            pending = None
+            if first is None:
+                return
+            group = [first]
+            events = first.events
+            stop = False
+            while events < self._max_events:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if events + nxt.events > self._max_events:
+                    pending = nxt
+                    break
+                group.append(nxt)
+                events += nxt.events
+            self._write(group)
+            if stop:
+                return
+
+    def _write(self, group: list[_Request]) -> None:
+        try:
+            positions = self._save([a for request in group for a in request.aggregates])
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            for request in group:  # isolate the request that failed the shared transaction
+                try:
+                    own = self._save(request.aggregates)
+                except Exception as error:
+                    request.future.set_exception(error)
+                else:
+                    request.future.set_result(own[id(request.aggregates[-1])])
+            return
+        for request in group:
+            request.future.set_result(positions[id(request.aggregates[-1])])
+
+    def _save(self, aggregates: list[Any]) -> dict[int, int]:
+        """Save in one transaction; map each aggregate (by identity) to its last event's position.
+
+        A failed save leaves the aggregates' pending events in place, so they can be retried.
+        """
+        pending = [list(a._pending_events) for a in aggregates]
+        try:
+            recordings = self._ledger.save(*aggregates)
+        except Exception:
+            for aggregate, events in zip(aggregates, pending, strict=True):
+                aggregate._pending_events[:] = events
+            raise
+        self.transactions += 1
+        positions: dict[int, int] = {}
+        index = 0
+        for aggregate, events in zip(aggregates, pending, strict=True):
+            index += len(events)
+            positions[id(aggregate)] = recordings[index - 1].notification.id
+        return positions

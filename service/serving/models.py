@@ -1,0 +1,172 @@
+"""Served models: each version is loaded once (model, input schema, explainer) and cached.
+
+Only artifacts that one of the ledger's own runners produced are served: a
+model file from a runner-executed run, with that run's ``execution.json``,
+read from the blob store after its digest is checked. A client-reported run
+may upload any bytes, and unpickling those would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from domain.dataset import DatasetVersion
+from domain.errors import LedgerError, RuleViolated
+from domain.model import ModelVersion
+from domain.run import Run
+from service.blobs import BlobStore
+from service.explain import ModelExplainer, explainer_for
+from service.ledger_core import LedgerCore
+from service.model_loading import LoadedModel, load_model
+from service.runners.tabular import read_table
+
+MODEL_FILES = ("model.pkl", "model.pt")
+DETAILS_FILE = "execution.json"
+BACKGROUND_ROWS = 100
+
+
+class NotServable(RuleViolated):
+    """The version's artifact cannot be served."""
+
+    title = "Model not servable"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model version, ready to predict and explain."""
+
+    version_id: str
+    model_name: str
+    number: int
+    input_schema: list[dict[str, Any]]
+    model: LoadedModel
+    explainer: ModelExplainer | None
+    run_id: str
+    dataset_version_id: str | None
+    details: dict[str, Any]
+
+    @property
+    def features(self) -> list[str]:
+        """The model's features, in matrix order."""
+        return list(self.model.features)
+
+
+def parse_cell(value: str, categorical: bool) -> Any:
+    """A CSV cell as a model input value (None when missing)."""
+    text = value.strip()
+    if text.lower() in ("", "na", "nan", "null", "none"):
+        return None
+    if categorical:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def effective_schema(version: ModelVersion, model: LoadedModel) -> list[dict[str, Any]]:
+    """The registered input schema, or one derived from the model's features."""
+    if version.input_schema:
+        return [dict(column) for column in version.input_schema]
+    return [{"name": name, "type": "string" if name in model.categorical else "number"} for name in model.features]
+
+
+class ModelCache:
+    """Loads served versions on first use and keeps the most recent ones."""
+
+    def __init__(self, ledger: LedgerCore, blobs: BlobStore, size: int = 8) -> None:
+        self._ledger = ledger
+        self._blobs = blobs
+        self._size = size
+        self._models: OrderedDict[str, ServedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, version: ModelVersion) -> ServedModel:
+        """The served form of ``version``, loading it once even under concurrent requests."""
+        key = str(version.id)
+        with self._lock:
+            served = self._models.get(key)
+            if served is not None:
+                self._models.move_to_end(key)
+                return served
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                served = self._models.get(key)
+            if served is None:
+                served = self._load(version)
+                with self._lock:
+                    self._models[key] = served
+                    while len(self._models) > self._size:
+                        self._models.popitem(last=False)
+            with self._lock:
+                self._loading.pop(key, None)
+        return served
+
+    def _load(self, version: ModelVersion) -> ServedModel:
+        run: Run = self._ledger.get(version.run_id, Run)
+        where = f"{version.model_name} v{version.number}"
+        if run.mode != "runner" or run.runner_id is None:
+            raise NotServable(
+                f"{where} comes from a client-reported run; only models trained by a ledger runner are served"
+            )
+        if version.artifact_name not in MODEL_FILES:
+            raise NotServable(
+                f"{where} names artifact {version.artifact_name!r}; serving loads {' or '.join(MODEL_FILES)}"
+            )
+        if DETAILS_FILE not in run.artifacts:
+            raise NotServable(f"run {run.id} has no {DETAILS_FILE}; it cannot be served")
+        details = json.loads(b"".join(self._blobs.read_verified(run.artifacts[DETAILS_FILE])))
+        model_blob = self._blobs.verify(version.artifact_digest)
+        model = load_model(model_blob.path, {**details, "artifact_name": version.artifact_name})
+        dataset_id = run.dataset_version_ids[0] if run.dataset_version_ids else None
+        background = self._background(model, dataset_id, details)
+        explainer = None
+        if background is not None:
+            try:
+                explainer = explainer_for(model, background, seed=run.seed)
+            except LedgerError:
+                explainer = None
+        return ServedModel(
+            version_id=str(version.id),
+            model_name=version.model_name,
+            number=version.number,
+            input_schema=effective_schema(version, model),
+            model=model,
+            explainer=explainer,
+            run_id=str(run.id),
+            dataset_version_id=dataset_id,
+            details=details,
+        )
+
+    def training_rows(self, dataset_version_id: str, columns: list[str], categorical: set[str]) -> list[dict[str, Any]]:
+        """Every row of a dataset version's CSV, parsed, restricted to ``columns``."""
+        dataset: DatasetVersion = self._ledger.get(dataset_version_id, DatasetVersion)
+        blob = self._blobs.verify(dataset.digest)
+        table = read_table(blob.path, columns, columns[-1])
+        return [
+            {name: parse_cell(table.columns[name][i], name in categorical) for name in columns}
+            for i in range(table.n_rows)
+        ]
+
+    def _background(self, model: LoadedModel, dataset_id: str | None, details: dict[str, Any]) -> Any:
+        """A seeded sample of the training data for explainers that need one."""
+        if dataset_id is None:
+            return None
+        features = list(model.features)
+        try:
+            rows = self.training_rows(dataset_id, features, set(model.categorical))
+        except LedgerError:
+            return None
+        if not rows:
+            return None
+        rng = np.random.default_rng(0)
+        picked = sorted(rng.choice(len(rows), size=min(BACKGROUND_ROWS, len(rows)), replace=False).tolist())
+        return model.matrix([{f: rows[i][f] for f in features} for i in picked])

@@ -1,0 +1,375 @@
+"""The drift monitor: recent inputs against the training data's reference profile.
+
+A check takes the newest window of predictions the champion served, reads
+their inputs from the ledger (decrypting data subjects' inputs; erased ones are
+skipped), and compares them with the version's ``reference_profile`` report by
+PSI per feature and KS (numeric) or chi-squared (categorical). When a threshold
+is crossed it records ``Monitor.DriftDetected`` and, if the model's policy says
+``retrain_on_drift``, requests a retraining run of the version's pipeline on the
+newest version of its training dataset.
+
+Monitoring figures (served counts, latency, live accuracy per window, alerts)
+come from the ``predictions`` read models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection
+
+from domain.dataset import Dataset, DatasetVersion
+from domain.deployment import Deployment
+from domain.drift import compare_window
+from domain.errors import LedgerError, NotFound, RuleViolated
+from domain.model import Model, ModelVersion
+from domain.monitor import Monitor
+from domain.prediction import CHALLENGER
+from domain.report import REFERENCE_PROFILE, Report
+from domain.run import Run
+from projections.predictions import drift_alerts, predictions
+from service.bootstrap import Services
+from service.event_store import open_record
+from service.ledger_core import SYSTEM_ACTOR
+from service.serving.vault import KeyDestroyed, SubjectVault
+
+log = logging.getLogger(__name__)
+
+
+class DriftCheck(BaseModel):
+    """What one drift check found."""
+
+    model_name: str
+    version: int | None
+    window: dict[str, Any]
+    comparison: dict[str, Any] | None
+    alert_position: int | None
+    retraining_run_id: str | None
+    note: str | None = None
+
+
+class DriftMonitor:
+    """Checks deployed models for drift and records what it finds."""
+
+    def __init__(self, services: Services, vault: SubjectVault, actor: str = SYSTEM_ACTOR) -> None:
+        self.services = services
+        self.vault = vault
+        self.actor = actor
+        self._checked: dict[str, int] = {}
+
+    def check(self, model_name: str, window: int | None = None, *, only_new: bool = False) -> DriftCheck:
+        """Compare the newest ``window`` served inputs of the champion with its reference profile."""
+        settings, ledger = self.services.settings, self.services.ledger
+        size = window or settings.monitor_window
+        ledger.get(Model.create_id(name=model_name), Model)
+        try:
+            deployment: Deployment = ledger.get(Deployment.create_id(model_name=model_name), Deployment)
+        except NotFound:
+            raise RuleViolated(f"{model_name} is not deployed; nothing to monitor", field="name") from None
+        if deployment.champion is None:
+            raise RuleViolated(f"{model_name} has no champion to monitor", field="name")
+        version: ModelVersion = ledger.get(deployment.champion[0], ModelVersion)
+        with self.services.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(predictions.c.prediction_id, predictions.c.position)
+                .where(
+                    predictions.c.model_name == model_name,
+                    predictions.c.number == version.number,
+                    predictions.c.role != CHALLENGER,
+                )
+                .order_by(predictions.c.position.desc())
+                .limit(size)
+            ).all()
+        empty = {"predictions": 0, "from_position": None, "to_position": None}
+        if not rows:
+            return DriftCheck(
+                model_name=model_name,
+                version=version.number,
+                window=empty,
+                comparison=None,
+                alert_position=None,
+                retraining_run_id=None,
+                note="no served predictions yet",
+            )
+        newest = rows[0].position
+        if only_new and self._checked.get(model_name, 0) >= newest:
+            return DriftCheck(
+                model_name=model_name,
+                version=version.number,
+                window=empty,
+                comparison=None,
+                alert_position=None,
+                retraining_run_id=None,
+                note="no new predictions since the last check",
+            )
+        try:
+            profile: Report = ledger.get(
+                Report.create_id(model_version_id=str(version.id), kind=REFERENCE_PROFILE), Report
+            )
+        except NotFound:
+            raise RuleViolated(
+                f"{model_name} v{version.number} has no reference profile yet; reports are computed after registration",
+                field="name",
+            ) from None
+        features = list(profile.summary.get("features", {}))
+        columns: dict[str, list[Any]] = {f: [] for f in features}
+        used = 0
+        for row in reversed(rows):
+            values = self._input(row.prediction_id)
+            if values is None:
+                continue
+            used += 1
+            for f in features:
+                columns[f].append(values.get(f))
+        self._checked[model_name] = newest
+        span = {
+            "predictions": used,
+            "from_position": rows[-1].position,
+            "to_position": newest,
+            "skipped_erased": len(rows) - used,
+        }
+        comparison = compare_window(
+            profile.summary, columns, psi_threshold=settings.psi_threshold, p_threshold=settings.drift_p_threshold
+        )
+        if not comparison["drifted"]:
+            return DriftCheck(
+                model_name=model_name,
+                version=version.number,
+                window=span,
+                comparison=comparison,
+                alert_position=None,
+                retraining_run_id=None,
+            )
+        retraining = self._retrain(model_name, version)
+        monitor = self._monitor(model_name)
+        statistics = {
+            name: {k: v for k, v in stats.items() if k in ("kind", "psi", "test", "statistic", "p_value", "drifted")}
+            for name, stats in comparison["features"].items()
+        }
+        monitor.detect(
+            model_name=model_name,
+            model_version_id=str(version.id),
+            number=version.number,
+            window=span,
+            drifted_features=comparison["drifted_features"],
+            statistics=statistics,
+            thresholds=comparison["thresholds"],
+            retraining_run_id=retraining,
+            actor=self.actor,
+        )
+        written = ledger.save(monitor)
+        return DriftCheck(
+            model_name=model_name,
+            version=version.number,
+            window=span,
+            comparison=comparison,
+            alert_position=written[-1].notification.id,
+            retraining_run_id=retraining,
+        )
+
+    def _monitor(self, model_name: str) -> Monitor:
+        try:
+            monitor: Monitor = self.services.ledger.get(Monitor.create_id(model_name=model_name), Monitor)
+        except NotFound:
+            monitor = Monitor(model_name=model_name, actor=self.actor)
+        return monitor
+
+    def _input(self, prediction_id: str) -> dict[str, Any] | None:
+        """The recorded input of a prediction; None once its subject was erased."""
+        stored = self.services.ledger.recorder.select_events(uuid.UUID(prediction_id), lte=1, limit=1)
+        _, envelope = open_record(stored[0])
+        payload = envelope["payload"]
+        if payload["input"] is not None:
+            return dict(payload["input"])
+        try:
+            secret = json.loads(self.vault.decrypt(payload["input_key_id"], payload["input_ciphertext"]))
+        except KeyDestroyed:
+            return None
+        return dict(secret["input"])
+
+    def _retrain(self, model_name: str, version: ModelVersion) -> str | None:
+        """Request a retraining run on the newest training data when the policy asks for it."""
+        ledger = self.services.ledger
+        if not ledger.get(Model.create_id(name=model_name), Model).policy.retrain_on_drift:
+            return None
+        run: Run = ledger.get(version.run_id, Run)
+        if run.mode != "runner" or not run.dataset_version_ids:
+            log.warning("drift on %s: its run cannot be re-executed, so no retraining was requested", model_name)
+            return None
+        first: DatasetVersion = ledger.get(run.dataset_version_ids[0], DatasetVersion)
+        series: Dataset = ledger.get(Dataset.create_id(name=first.name), Dataset)
+        datasets = [series.versions[-1], *run.dataset_version_ids[1:]]
+        written = ledger.request_again(
+            str(run.id), self.actor, reproduce=False, datasets=datasets, purpose="retrain on drift:"
+        )
+        return str(written.id)
+
+    def check_all(self) -> list[DriftCheck]:
+        """Check every deployed model that served new predictions since the last check."""
+        with self.services.engine.connect() as conn:
+            names = [r.model_name for r in conn.execute(sa.select(predictions.c.model_name).distinct())]
+        results = []
+        for name in names:
+            try:
+                results.append(self.check(name, only_new=True))
+            except LedgerError as exc:
+                log.info("drift check of %s skipped: %s", name, exc.detail)
+        return results
+
+
+class MonitorThread:
+    """Runs drift checks every ``interval`` seconds in the background of ``mlledger serve``."""
+
+    def __init__(self, monitor: DriftMonitor, interval: float) -> None:
+        self.monitor = monitor
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlledger-monitor", daemon=True)
+
+    def start(self) -> None:
+        """Start the background loop."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current check."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.monitor.check_all()
+            except Exception:
+                log.exception("the drift monitor failed a pass")
+
+
+# -- the monitoring view ----------------------------------------------------------
+
+
+class AccuracyWindow(BaseModel):
+    """Live accuracy (or mean absolute error) over a window of predictions with outcomes."""
+
+    version: int
+    from_position: int
+    to_position: int
+    outcomes: int
+    accuracy: float | None
+    mean_absolute_error: float | None
+
+
+class VersionServing(BaseModel):
+    """Serving figures of one version."""
+
+    version: int
+    role: str
+    predictions: int
+    latency_ms_p50: float | None
+    latency_ms_p95: float | None
+    outcomes: int
+    overrides: int
+
+
+class DriftAlert(BaseModel):
+    """A recorded ``DriftDetected``."""
+
+    position: int
+    version: int
+    recorded_at: str
+    drifted_features: list[str]
+    statistics: dict[str, Any]
+    window: dict[str, Any]
+    retraining_run_id: str | None
+
+
+class Monitoring(BaseModel):
+    """Everything the monitoring page plots."""
+
+    model_name: str
+    window: int
+    versions: list[VersionServing]
+    live_accuracy: list[AccuracyWindow]
+    drift_alerts: list[DriftAlert]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def monitoring(conn: Connection, model_name: str, window: int = 100, recent: int = 10_000) -> Monitoring:
+    """Serving figures per version, live accuracy per window of outcomes, and drift alerts."""
+    p = predictions
+    rows = conn.execute(
+        sa.select(
+            p.c.number,
+            p.c.role,
+            p.c.latency_ms,
+            p.c.correct,
+            p.c.abs_error,
+            p.c.outcome_position,
+            p.c.overrides,
+            p.c.position,
+        )
+        .where(p.c.model_name == model_name)
+        .order_by(p.c.position.desc())
+        .limit(recent)
+    ).all()
+    by_version: dict[tuple[int, str], list[Any]] = {}
+    for row in rows:
+        by_version.setdefault((row.number, "shadow" if row.role == CHALLENGER else "served"), []).append(row)
+    versions = [
+        VersionServing(
+            version=number,
+            role=role,
+            predictions=len(group),
+            latency_ms_p50=_percentile([r.latency_ms for r in group], 0.5),
+            latency_ms_p95=_percentile([r.latency_ms for r in group], 0.95),
+            outcomes=sum(1 for r in group if r.outcome_position is not None),
+            overrides=sum(r.overrides for r in group),
+        )
+        for (number, role), group in sorted(by_version.items())
+    ]
+    accuracy: list[AccuracyWindow] = []
+    for (number, role), group in sorted(by_version.items()):
+        if role != "served":
+            continue
+        known = [r for r in reversed(group) if r.outcome_position is not None]
+        for start in range(0, len(known), window):
+            chunk = known[start : start + window]
+            rights = [r.correct for r in chunk if r.correct is not None]
+            errors = [r.abs_error for r in chunk if r.abs_error is not None]
+            accuracy.append(
+                AccuracyWindow(
+                    version=number,
+                    from_position=chunk[0].position,
+                    to_position=chunk[-1].position,
+                    outcomes=len(chunk),
+                    accuracy=sum(rights) / len(rights) if rights else None,
+                    mean_absolute_error=sum(errors) / len(errors) if errors else None,
+                )
+            )
+    alerts = [
+        DriftAlert(
+            position=a.position,
+            version=a.number,
+            recorded_at=a.recorded_at,
+            drifted_features=json.loads(a.drifted_features),
+            statistics=json.loads(a.statistics),
+            window=json.loads(a.window),
+            retraining_run_id=a.retraining_run_id,
+        )
+        for a in conn.execute(
+            sa.select(drift_alerts).where(drift_alerts.c.model_name == model_name).order_by(drift_alerts.c.position)
+        )
+    ]
+    return Monitoring(
+        model_name=model_name, window=window, versions=versions, live_accuracy=accuracy, drift_alerts=alerts
+    )

@@ -1,0 +1,356 @@
+"""Serving predictions: route, check, predict, explain, encrypt, record.
+
+A request names a model; its deployment decides which version answers each
+record: the champion, or the canary for its share of traffic. A challenger
+predicts the same records in shadow; those predictions are recorded and never
+returned. A stopped deployment serves nothing (503 with the operator's reason).
+
+Everything that can refuse a request is checked before anything is written:
+the deployment, every record against the serving version's input schema, the
+data subjects (an erased subject's data is not processed again). Then the
+models predict and explain, inputs of data subjects are encrypted with their
+keys, and all the request's predictions go to the group committer together;
+the answer leaves only after they are durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.canonical import canonical_json
+from domain.deployment import Deployment
+from domain.errors import DeploymentStopped, InvalidPayload, NotFound, RuleViolated
+from domain.model import Model, ModelVersion
+from domain.prediction import (
+    CANARY,
+    CHALLENGER,
+    CHAMPION,
+    Prediction,
+    check_input_row,
+    check_request_id,
+    check_subject_id,
+)
+from domain.subject import Subject
+from service.explain import reason_codes
+from service.ledger_core import LedgerCore
+from service.serving.group_commit import GroupCommitter
+from service.serving.models import ModelCache, ServedModel
+from service.serving.vault import SubjectVault
+
+
+@dataclass(frozen=True)
+class PredictRecord:
+    """One record to predict: its input and, optionally, a request id and a data subject."""
+
+    input: dict[str, Any]
+    request_id: str | None = None
+    subject_id: str | None = None
+
+
+@dataclass
+class Served:
+    """What the caller gets back for one record."""
+
+    prediction_id: str
+    request_id: str
+    model_name: str
+    version: int
+    role: str
+    output: dict[str, Any]
+    reason_codes: list[dict[str, Any]]
+    position: int = 0
+
+
+@dataclass
+class _Route:
+    version: ModelVersion
+    served: ServedModel
+    role: str
+    indexes: list[int] = field(default_factory=list)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class PredictionService:
+    """Predicts for the API (single records and batches) and records every prediction."""
+
+    def __init__(
+        self,
+        ledger: LedgerCore,
+        cache: ModelCache,
+        vault: SubjectVault,
+        committer: GroupCommitter,
+        *,
+        top_k: int = 4,
+        max_rows: int = 10_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._cache = cache
+        self._vault = vault
+        self._committer = committer
+        self._top_k = top_k
+        self._max_rows = max_rows
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+
+    # -- the deployment --------------------------------------------------------
+    def _deployment(self, model_name: str) -> Deployment:
+        try:
+            self._ledger.get(Model.create_id(name=model_name), Model)
+        except NotFound:
+            raise NotFound(f"no model named {model_name!r}", field="name") from None
+        try:
+            deployment: Deployment = self._ledger.get(Deployment.create_id(model_name=model_name), Deployment)
+        except NotFound:
+            raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name") from None
+        if deployment.retired:
+            raise DeploymentStopped(f"{model_name} is retired and serves no predictions")
+        if deployment.stopped:
+            raise DeploymentStopped(f"{model_name} is stopped: {deployment.stop_reason or 'no reason given'}")
+        if deployment.champion is None:
+            raise RuleViolated(f"{model_name} has no champion to serve predictions", field="name")
+        return deployment
+
+    def _version(self, version_id: str) -> ModelVersion:
+        version: ModelVersion = self._ledger.get(version_id, ModelVersion)
+        return version
+
+    def _route(self, deployment: Deployment, count: int) -> tuple[_Route, _Route | None, _Route | None]:
+        assert deployment.champion is not None
+        champion_version = self._version(deployment.champion[0])
+        champion = _Route(champion_version, self._cache.get(champion_version), CHAMPION)
+        canary = None
+        if deployment.canary is not None:
+            canary_version = self._version(deployment.canary[0])
+            canary = _Route(canary_version, self._cache.get(canary_version), CANARY)
+            share = deployment.canary[2]
+            with self._rng_lock:
+                draws = [self._rng.random() for _ in range(count)]
+            for i, draw in enumerate(draws):
+                (canary if draw < share else champion).indexes.append(i)
+        else:
+            champion.indexes = list(range(count))
+        challenger = None
+        if deployment.challenger is not None:
+            challenger_version = self._version(deployment.challenger[0])
+            challenger = _Route(challenger_version, self._cache.get(challenger_version), CHALLENGER)
+        return champion, canary, challenger
+
+    # -- predicting ------------------------------------------------------------
+    def predict(self, model_name: str, records: Sequence[PredictRecord], caller: str) -> list[Served]:
+        """Predict every record, record every prediction (and shadow), return the served ones."""
+        started = time.perf_counter()
+        if not records:
+            raise InvalidPayload("the batch is empty; send at least one record", field="records")
+        if len(records) > self._max_rows:
+            raise InvalidPayload(
+                f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
+            )
+        request_ids = self._request_ids(records)
+        deployment = self._deployment(model_name)
+        champion, canary, challenger = self._route(deployment, len(records))
+        routes = [r for r in (champion, canary) if r is not None and r.indexes]
+        checked: list[dict[str, Any]] = [{} for _ in records]
+        for route in routes:
+            for i in route.indexes:
+                checked[i] = check_input_row(records[i].input, route.served.input_schema, field=f"records.{i}.input")
+        shadow_rows: list[int] = []
+        if challenger is not None:
+            for i, record in enumerate(records):
+                try:
+                    check_input_row(record.input, challenger.served.input_schema)
+                except InvalidPayload:
+                    continue  # the challenger cannot read this record; it simply does not shadow it
+                shadow_rows.append(i)
+        keys = self._subject_keys(records)
+
+        served: list[Served | None] = [None] * len(records)
+        bases: list[float | None] = [None] * len(records)
+        versions: list[ModelVersion] = [champion.version] * len(records)
+        for route in routes:
+            for i, (output, code, base) in zip(
+                route.indexes, self._predict(route.served, [checked[i] for i in route.indexes]), strict=True
+            ):
+                served[i] = Served("", request_ids[i], model_name, route.version.number, route.role, output, code)
+                bases[i], versions[i] = base, route.version
+        shadows: list[tuple[int, tuple[dict[str, Any], list[dict[str, Any]], float | None]]] = []
+        if challenger is not None and shadow_rows:
+            shadow_out = self._predict(challenger.served, [dict(records[i].input) for i in shadow_rows])
+            shadows = list(zip(shadow_rows, shadow_out, strict=True))
+        latency_ms = (time.perf_counter() - started) * 1000.0
+
+        aggregates: list[Any] = []
+        served_ids: list[str] = []
+        for i, result in enumerate(served):
+            assert result is not None
+            aggregates.append(
+                self._prediction(
+                    result,
+                    versions[i],
+                    records[i],
+                    checked[i],
+                    keys,
+                    bases[i],
+                    shadow_of=None,
+                    latency_ms=latency_ms,
+                    actor=caller,
+                )
+            )
+            served_ids.append(result.prediction_id)
+        for i, (output, code, base) in shadows:
+            assert challenger is not None
+            shadow = Served("", request_ids[i], model_name, challenger.version.number, CHALLENGER, output, code)
+            aggregates.append(
+                self._prediction(
+                    shadow,
+                    challenger.version,
+                    records[i],
+                    dict(records[i].input),
+                    keys,
+                    base,
+                    shadow_of=served_ids[i],
+                    latency_ms=latency_ms,
+                    actor=caller,
+                )
+            )
+        new_subjects = [
+            Subject(subject_id=subject, key_id=key_id, actor=caller)
+            for subject, (key_id, _, created) in keys.items()
+            if created
+        ]
+        try:
+            position = self._committer.record([*new_subjects, *aggregates])
+        except BaseException:
+            for subject in new_subjects:  # the key of a subject whose first record failed is not kept
+                self._vault.destroy(subject.subject_id)
+            raise
+        results = [s for s in served if s is not None]
+        for result in results:
+            result.position = position
+        return results
+
+    def _request_ids(self, records: Sequence[PredictRecord]) -> list[str]:
+        ids: list[str] = []
+        seen: set[str] = set()
+        for i, record in enumerate(records):
+            if record.request_id is None:
+                ids.append(uuid.uuid4().hex)
+                continue
+            request_id = check_request_id(record.request_id, field=f"records.{i}.request_id")
+            if request_id in seen:
+                raise InvalidPayload(
+                    f"request id {request_id!r} appears twice in the batch", field=f"records.{i}.request_id"
+                )
+            seen.add(request_id)
+            ids.append(request_id)
+        return ids
+
+    def _subject_keys(self, records: Sequence[PredictRecord]) -> dict[str, tuple[str, bytes, bool]]:
+        """Each subject's key (issued now for a new subject); refuse an erased subject."""
+        subjects: dict[str, int] = {}
+        for i, record in enumerate(records):
+            if record.subject_id is not None:
+                subjects.setdefault(check_subject_id(record.subject_id, field=f"records.{i}.subject_id"), i)
+        keys: dict[str, tuple[str, bytes, bool]] = {}
+        for subject, i in subjects.items():
+            found = self._vault.key_of(subject)
+            if found is not None:
+                keys[subject] = (found[0], found[1], False)
+                continue
+            try:
+                known: Subject = self._ledger.get(Subject.create_id(subject_id=subject), Subject)
+            except NotFound:
+                known = None  # type: ignore[assignment]
+            if known is not None:
+                raise RuleViolated(
+                    f"data subject {subject} was erased; their data is no longer processed",
+                    field=f"records.{i}.subject_id",
+                )
+        for subject in subjects:
+            if subject not in keys:
+                keys[subject] = self._vault.issue(subject)
+        return keys
+
+    def _predict(
+        self, served: ServedModel, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], list[dict[str, Any]], float | None]]:
+        """(output, reason codes, explanation base value) per row."""
+        matrix = served.model.matrix(rows)
+        outputs = served.model.predict(matrix)
+        if served.explainer is None or self._top_k == 0:
+            return [(output, [], None) for output in outputs]
+        explanations = served.explainer.explain(matrix)
+        features = served.features
+        return [
+            (
+                output,
+                reason_codes(explanation, [row.get(f) for f in features], features, top_k=self._top_k),
+                explanation.base_value,
+            )
+            for output, explanation, row in zip(outputs, explanations, rows, strict=True)
+        ]
+
+    def _prediction(
+        self,
+        result: Served,
+        version: ModelVersion,
+        record: PredictRecord,
+        row: dict[str, Any],
+        keys: dict[str, tuple[str, bytes, bool]],
+        base: float | None,
+        *,
+        shadow_of: str | None,
+        latency_ms: float,
+        actor: str,
+    ) -> Prediction:
+        explanation = None
+        explainer = self._cache.get(version).explainer
+        if explainer is not None and base is not None:
+            explanation = {"explainer": explainer.name, "output_space": explainer.output_space, "base_value": base}
+        output = result.output
+        fields: dict[str, Any] = dict(
+            model_name=result.model_name,
+            model_version_id=str(version.id),
+            number=version.number,
+            role=result.role,
+            request_id=result.request_id,
+            shadow_of=shadow_of,
+            subject_id=record.subject_id,
+            output=output,
+            explanation=explanation,
+            latency_ms=round(latency_ms, 3),
+            actor=actor,
+        )
+        if record.subject_id is None:
+            fields.update(
+                input=row,
+                input_ciphertext=None,
+                input_key_id=None,
+                reason_codes=result.reason_codes,
+                input_digest=_sha256(canonical_json(row, path="input")),
+            )
+        else:
+            key_id, key, _ = keys[record.subject_id]
+            secret = {"input": row, "reason_values": [code.get("value") for code in result.reason_codes]}
+            ciphertext = self._vault.encrypt(key_id, key, json.dumps(secret, sort_keys=True).encode())
+            fields.update(
+                input=None,
+                input_ciphertext=ciphertext,
+                input_key_id=key_id,
+                reason_codes=[{k: v for k, v in code.items() if k != "value"} for code in result.reason_codes],
+                input_digest=_sha256(ciphertext.encode()),
+            )
+        prediction = Prediction.make(**fields)
+        result.prediction_id = str(prediction.id)
+        return prediction

@@ -1,0 +1,58 @@
+"""The serving parts of one process, opened together: vault, model cache, group committer, predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.bootstrap import Services
+from service.serving.group_commit import GroupCommitter
+from service.serving.models import ModelCache
+from service.serving.monitor import DriftMonitor, MonitorThread
+from service.serving.predict import PredictionService
+from service.serving.reports import ReportsThread, ReportsWorker
+from service.serving.vault import SubjectVault
+
+
+@dataclass
+class Serving:
+    """What the prediction endpoints, the reports worker and the monitor share."""
+
+    vault: SubjectVault
+    models: ModelCache
+    committer: GroupCommitter
+    predictor: PredictionService
+    reports: ReportsWorker
+    monitor: DriftMonitor
+    threads: list[ReportsThread | MonitorThread]
+
+    def start_background(self, settings_interval: float) -> None:
+        """Compute reports and check drift in the background (``mlledger serve``)."""
+        self.threads = [ReportsThread(self.reports), MonitorThread(self.monitor, settings_interval)]
+        for thread in self.threads:
+            thread.start()
+
+    def close(self) -> None:
+        """Stop the background work, write what is queued, then stop the writer."""
+        for thread in self.threads:
+            thread.stop()
+        self.committer.stop()
+
+
+def open_serving(services: Services) -> Serving:
+    """Open the serving parts over the process's services."""
+    settings = services.settings
+    vault = SubjectVault(services.writer_engine, settings.keys_dir)
+    models = ModelCache(services.ledger, services.blobs, settings.model_cache_size)
+    committer = GroupCommitter(services.ledger, settings.group_commit_max_events)
+    predictor = PredictionService(
+        services.ledger, models, vault, committer, top_k=settings.reason_codes, max_rows=settings.max_batch_rows
+    )
+    return Serving(
+        vault=vault,
+        models=models,
+        committer=committer,
+        predictor=predictor,
+        reports=ReportsWorker(services, models),
+        monitor=DriftMonitor(services, vault),
+        threads=[],
+    )

@@ -1,0 +1,246 @@
+"""Serving through the API: routing, shadows, canaries, reason codes, bad input, overrides,
+outcomes, erasure and the reconstructed decision, on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import drop_schema, make_settings, require_postgres, run_cli
+from fastapi.testclient import TestClient
+from serving_world import FEATURES, MODEL, Deployed, credit_rows, deploy_world, features_of
+
+from service.api.app import create_app
+from service.bootstrap import open_services
+from service.client import LedgerClientError
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    if request.param == "postgres":
+        require_postgres()
+    settings = make_settings(request.param, Path(tmp_path_factory.mktemp("serving")) / "data", max_batch_rows=2500)
+    services = open_services(settings, migrate=True)
+    try:
+        with TestClient(create_app(settings, run_workers=False, services=services)) as http:
+            world = deploy_world(http, services, seeds=[1, 2, 3])
+            services.runner.catch_up()
+            http.app.state.serving.reports.run_once()  # type: ignore[attr-defined]
+            services.runner.catch_up()
+            yield world
+    finally:
+        services.close()
+        if request.param == "postgres":
+            drop_schema(settings.database_schema)
+
+
+def _ledger_size(deployed: Deployed) -> int:
+    return deployed.services.ledger.position()
+
+
+def test_a_prediction_comes_from_the_champion_with_its_top_reasons(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    row = credit_rows(1, seed=99)[0]
+
+    answer = pia.predict(MODEL, features_of(row), request_id="loan-1")
+
+    assert answer["version"] == deployed.versions[0]
+    assert answer["output"]["label"] in (0, 1)
+    assert 0.0 <= answer["output"]["probability"] <= 1.0
+    codes = answer["reason_codes"]
+    assert 1 <= len(codes) <= 4 and {c["feature"] for c in codes} <= set(FEATURES)
+    magnitudes = [abs(c["contribution"]) for c in codes]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert {c["feature"]: c["value"] for c in codes} == {c["feature"]: row[c["feature"]] for c in codes}
+
+
+def test_a_replayed_request_id_is_refused_and_not_recorded_twice(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    pia.predict(MODEL, features_of(credit_rows(1, seed=5)[0]), request_id="once-only")
+    before = _ledger_size(deployed)
+
+    with pytest.raises(LedgerClientError) as refused:
+        pia.predict(MODEL, features_of(credit_rows(1, seed=6)[0]), request_id="once-only")
+
+    assert refused.value.status == 409
+    assert _ledger_size(deployed) == before
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"input": {"age": 30, "income": 50_000}}, "records.0.input.debt"),
+        ({"input": {"age": 30, "income": 50_000, "debt": 1, "zip": "X"}}, "records.0.input.zip"),
+        ({"input": {"age": "thirty", "income": 50_000, "debt": 1}}, "records.0.input.age"),
+        ({"input": {"age": True, "income": 50_000, "debt": 1}}, "records.0.input.age"),
+        ({"input": {"age": None, "income": 50_000, "debt": 1}}, "records.0.input.age"),
+    ],
+)
+def test_bad_records_are_refused_naming_the_field_and_nothing_is_recorded(
+    deployed: Deployed, record: dict[str, object], field: str
+) -> None:
+    pia = deployed.world.people["pia"].client
+    before = _ledger_size(deployed)
+
+    with pytest.raises(LedgerClientError) as refused:
+        pia.predict_batch(MODEL, [{"input": features_of(credit_rows(1, seed=1)[0])}, record][::-1])
+
+    assert refused.value.status == 422
+    assert refused.value.field == field
+    assert refused.value.problem["type"] and refused.value.problem["title"]
+    assert _ledger_size(deployed) == before
+
+
+def test_nan_empty_oversized_and_unknown_are_refused(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    http = pia.http
+    before = _ledger_size(deployed)
+    raw = '{"input": {"age": NaN, "income": 1, "debt": 1}}'
+    nan = http.post(
+        f"/v1/models/{MODEL}/predict", content=raw, headers={**pia.headers, "content-type": "application/json"}
+    )
+    assert nan.status_code == 422 and nan.headers["content-type"].startswith("application/problem+json")
+    assert "age" in nan.json()["field"]
+
+    with pytest.raises(LedgerClientError) as empty:
+        pia.predict_batch(MODEL, [])
+    assert empty.value.status == 422 and empty.value.field == "records"
+
+    too_many = [{"input": features_of(r)} for r in credit_rows(2501, seed=3)]
+    with pytest.raises(LedgerClientError) as oversized:
+        pia.predict_batch(MODEL, too_many)
+    assert oversized.value.status == 422 and oversized.value.field == "records"
+
+    with pytest.raises(LedgerClientError) as unknown:
+        pia.predict("no-such-model", features_of(credit_rows(1, seed=1)[0]))
+    assert unknown.value.status == 404
+
+    with pytest.raises(LedgerClientError) as no_version:
+        deployed.world.people["audrey"].client.report(MODEL, 99, "explanations")
+    assert no_version.value.status == 404
+    assert _ledger_size(deployed) == before
+
+
+def test_canary_share_and_challenger_shadows_over_2000_requests(deployed: Deployed) -> None:
+    olivia = deployed.world.people["olivia"].client
+    pia = deployed.world.people["pia"].client
+    champion, canary, challenger = deployed.versions
+    olivia.deploy(MODEL, "canary", canary, share=0.25)
+    olivia.deploy(MODEL, "challenger", challenger)
+    try:
+        rows = credit_rows(2000, seed=21)
+        served = []
+        for start in range(0, 2000, 250):
+            batch = [{"input": features_of(r), "request_id": f"canary-{start + i}"} for i, r in enumerate(rows[start : start + 250])]
+            served.extend(pia.predict_batch(MODEL, batch)["predictions"])
+    finally:
+        olivia.deploy(MODEL, "canary", None)
+        olivia.deploy(MODEL, "challenger", None)
+
+    versions = [p["version"] for p in served]
+    assert set(versions) <= {champion, canary}
+    on_canary = versions.count(canary)
+    assert abs(on_canary - 500) < 4.5 * (2000 * 0.25 * 0.75) ** 0.5  # within 4.5 binomial standard deviations
+    services = deployed.services
+    services.runner.catch_up()
+    from projections.predictions import predictions
+
+    import sqlalchemy as sa
+
+    with services.engine.connect() as conn:
+        shadows = conn.execute(
+            sa.select(predictions.c.prediction_id, predictions.c.shadow_of, predictions.c.number)
+            .where(predictions.c.role == "challenger", predictions.c.request_id.like("canary-%"))
+        ).all()
+    returned = {p["prediction_id"] for p in served}
+    assert len(shadows) == 2000 and {s.number for s in shadows} == {challenger}
+    assert {s.shadow_of for s in shadows} == returned
+    assert not returned & {s.prediction_id for s in shadows}
+
+
+def test_a_stopped_deployment_refuses_with_the_reason(deployed: Deployed) -> None:
+    olivia = deployed.world.people["olivia"].client
+    pia = deployed.world.people["pia"].client
+    olivia.deploy(MODEL, "stop", reason="incident 42: score drift under review")
+    before = _ledger_size(deployed)
+    try:
+        with pytest.raises(LedgerClientError) as refused:
+            pia.predict(MODEL, features_of(credit_rows(1, seed=8)[0]))
+        after = _ledger_size(deployed)
+    finally:
+        olivia.deploy(MODEL, "resume", reason="incident 42 closed")
+    assert refused.value.status == 503
+    assert "incident 42" in refused.value.problem["detail"]
+    assert after == before
+    assert pia.predict(MODEL, features_of(credit_rows(1, seed=8)[0]))["version"] == deployed.versions[0]
+
+
+def test_override_outcome_and_the_reconstructed_decision(deployed: Deployed) -> None:
+    world = deployed.world
+    pia, olivia, audrey = (world.people[n].client for n in ("pia", "olivia", "audrey"))
+    answer = pia.predict(MODEL, features_of(credit_rows(1, seed=31)[0]), request_id="loan-override")
+    pid = answer["prediction_id"]
+    flipped = {"label": 1 - answer["output"]["label"]}
+    olivia.override(pid, flipped, "income verified by phone; the model had a stale figure")
+    written = pia.record_outcome(pid, flipped["label"])
+
+    decision = audrey.decision("loan-override", min_position=written.position)
+
+    assert decision["prediction_id"] == pid
+    assert decision["input"] == features_of(credit_rows(1, seed=31)[0])
+    assert decision["output"] == answer["output"]
+    assert decision["final_decision"] == flipped
+    assert decision["overrides"][0]["reason"].startswith("income verified")
+    assert decision["outcome"] == flipped["label"] and decision["has_outcome"]
+    assert decision["lineage"]["version"]["number"] == deployed.versions[0]
+    assert len(decision["lineage"]["approvals"]) == 2
+    assert decision["champion_at_time"]["number"] == deployed.versions[0]
+    with pytest.raises(LedgerClientError) as twice:
+        pia.record_outcome(pid, 0)
+    assert twice.value.status == 409
+
+
+def test_an_erased_subject_cannot_be_read_anywhere_and_the_ledger_still_verifies(deployed: Deployed) -> None:
+    world = deployed.world
+    pia, audrey, admin = world.people["pia"].client, world.people["audrey"].client, world.admin
+    row = features_of(credit_rows(1, seed=41)[0])
+    answer = pia.predict(MODEL, row, request_id="subject-loan", subject_id="subject-7")
+    seen = audrey.decision(answer["prediction_id"], min_position=answer["position"])
+    assert seen["input"] == row and not seen["input_erased"]
+    assert all("value" in code for code in seen["reason_codes"])
+
+    erased = admin.erase_subject("subject-7", "Art. 17 request 2026-118")
+    after = audrey.decision(answer["prediction_id"], min_position=erased.position)
+
+    assert after["input"] is None and after["input_erased"]
+    assert all("value" not in code for code in after["reason_codes"])
+    with pytest.raises(LedgerClientError) as refused:
+        pia.predict(MODEL, row, subject_id="subject-7")
+    assert refused.value.status == 409
+    raw = deployed.services.ledger.recorder.select_events(
+        __import__("uuid").UUID(answer["prediction_id"]), limit=1
+    )[0].state.decode()
+    assert str(row["income"]) not in raw and json.dumps(row) not in raw
+    result = run_cli(deployed.services.settings, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reports_explain_the_model_and_measure_fairness(deployed: Deployed) -> None:
+    audrey = deployed.world.people["audrey"].client
+    explanations = audrey.report(MODEL, deployed.versions[0], "explanations")
+    fairness = audrey.report(MODEL, deployed.versions[0], "fairness")
+
+    summary = explanations["summary"]
+    assert summary["explainer"] == "tree"
+    importance = [f["mean_abs_shap"] for f in summary["mean_abs_shap"]]
+    assert {f["feature"] for f in summary["mean_abs_shap"]} == set(FEATURES)
+    assert importance == sorted(importance, reverse=True) and importance[0] > 0
+    assert set(explanations["attachments"]) == {"bar.png", "beeswarm.png", "report.html"}
+    html = audrey.http.get(
+        f"/v1/models/{MODEL}/versions/{deployed.versions[0]}/explanations", params={"format": "html"},
+        headers=audrey.headers,
+    )
+    assert html.status_code == 200 and "income" in html.text
+    assert [a["name"] for a in fairness["summary"]["attributes"]] == ["sex"]
