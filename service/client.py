@@ -354,10 +354,10 @@ class LedgerClient:
         """Destroy a data subject's key: their inputs become unreadable."""
         return self._write("POST", f"/v1/subjects/{subject_id}/erase", json={"reason": reason})[0]
 
-    def monitoring(self, name: str, min_position: int | None = None) -> dict[str, Any]:
-        """Drift alerts, live accuracy and serving figures of a model."""
+    def monitoring(self, name: str, min_position: int | None = None, window: int | None = None) -> dict[str, Any]:
+        """Drift alerts, live accuracy (per ``window`` outcomes) and serving figures of a model."""
         result: dict[str, Any] = self.request(
-            "GET", f"/v1/models/{name}/monitoring", params=self._read_params(min_position)
+            "GET", f"/v1/models/{name}/monitoring", params=self._read_params(min_position, window=window)
         )
         return result
 

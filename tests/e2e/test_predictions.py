@@ -244,3 +244,68 @@ def test_reports_explain_the_model_and_measure_fairness(deployed: Deployed) -> N
     )
     assert html.status_code == 200 and "income" in html.text
     assert [a["name"] for a in fairness["summary"]["attributes"]] == ["sex"]
+
+
+def _serve(deployed: Deployed, rows: list[dict[str, object]], prefix: str) -> int:
+    pia = deployed.world.people["pia"].client
+    answer = pia.predict_batch(
+        MODEL, [{"input": features_of(r), "request_id": f"{prefix}-{i}"} for i, r in enumerate(rows)]
+    )
+    return int(answer["position"])
+
+
+def test_drift_is_detected_on_a_shifted_window_and_not_on_an_unshifted_one(deployed: Deployed) -> None:
+    olivia, audrey = deployed.world.people["olivia"].client, deployed.world.people["audrey"].client
+    deployed.services.runner.catch_up()
+
+    _serve(deployed, credit_rows(300, seed=51), "steady")
+    deployed.services.runner.catch_up()
+    steady = olivia.check_drift(MODEL, window=300)
+    assert steady["comparison"]["drifted"] is False and steady["alert_position"] is None
+    assert steady["window"]["predictions"] == 300
+
+    _serve(deployed, credit_rows(300, seed=52, income_shift=45_000), "shifted")
+    deployed.services.runner.catch_up()
+    shifted = olivia.check_drift(MODEL, window=300)
+
+    assert shifted["comparison"]["drifted"] is True
+    assert "income" in shifted["comparison"]["drifted_features"] and "age" not in shifted["comparison"]["drifted_features"]
+    assert shifted["comparison"]["features"]["income"]["psi"] > 0.2
+    view = audrey.monitoring(MODEL, min_position=shifted["alert_position"])
+    (alert,) = [a for a in view["drift_alerts"] if a["position"] == shifted["alert_position"]]
+    assert alert["version"] == deployed.versions[0] and "income" in alert["drifted_features"]
+    assert alert["window"]["to_position"] > alert["window"]["from_position"]
+
+
+def test_live_accuracy_follows_recorded_outcomes(deployed: Deployed) -> None:
+    pia, audrey = deployed.world.people["pia"].client, deployed.world.people["audrey"].client
+    rows = credit_rows(40, seed=61)
+    answer = pia.predict_batch(MODEL, [{"input": features_of(r), "request_id": f"acc-{i}"} for i, r in enumerate(rows)])
+    right = 0
+    position = 0
+    for i, served in enumerate(answer["predictions"]):
+        truth = served["output"]["label"] if i < 30 else 1 - served["output"]["label"]
+        right += truth == served["output"]["label"]
+        position = pia.record_outcome(served["prediction_id"], truth).position
+
+    view = audrey.monitoring(MODEL, min_position=position, window=1000)
+
+    import sqlalchemy as sa
+
+    from projections.predictions import predictions
+
+    t = predictions
+    with deployed.services.engine.connect() as conn:
+        flags = conn.execute(
+            sa.select(t.c.request_id, t.c.correct).where(
+                t.c.number == deployed.versions[0], t.c.role != "challenger", t.c.outcome_position.is_not(None)
+            )
+        ).all()
+    mine = {r.request_id: r.correct for r in flags if r.request_id.startswith("acc-")}
+    assert mine == {f"acc-{i}": i < 30 for i in range(40)}
+    (window,) = [w for w in view["live_accuracy"] if w["version"] == deployed.versions[0]]
+    assert window["outcomes"] == len(flags)
+    assert window["accuracy"] == pytest.approx(sum(r.correct for r in flags) / len(flags))
+    served_rows = [v for v in view["versions"] if v["version"] == deployed.versions[0] and v["role"] == "served"]
+    assert served_rows[0]["outcomes"] >= 40
+    assert served_rows[0]["latency_ms_p95"] is not None
