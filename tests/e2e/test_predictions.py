@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
 from serving_world import FEATURES, MODEL, Deployed, credit_rows, deploy_world, features_of
 
+from projections.predictions import predictions
 from service.api.app import create_app
 from service.bootstrap import open_services
 from service.client import LedgerClientError
@@ -133,7 +135,8 @@ def test_canary_share_and_challenger_shadows_over_2000_requests(deployed: Deploy
         rows = credit_rows(2000, seed=21)
         served = []
         for start in range(0, 2000, 250):
-            batch = [{"input": features_of(r), "request_id": f"canary-{start + i}"} for i, r in enumerate(rows[start : start + 250])]
+            chunk = rows[start : start + 250]
+            batch = [{"input": features_of(r), "request_id": f"canary-{start + i}"} for i, r in enumerate(chunk)]
             served.extend(pia.predict_batch(MODEL, batch)["predictions"])
     finally:
         olivia.deploy(MODEL, "canary", None)
@@ -145,10 +148,6 @@ def test_canary_share_and_challenger_shadows_over_2000_requests(deployed: Deploy
     assert abs(on_canary - 500) < 4.5 * (2000 * 0.25 * 0.75) ** 0.5  # within 4.5 binomial standard deviations
     services = deployed.services
     services.runner.catch_up()
-    from projections.predictions import predictions
-
-    import sqlalchemy as sa
-
     with services.engine.connect() as conn:
         shadows = conn.execute(
             sa.select(predictions.c.prediction_id, predictions.c.shadow_of, predictions.c.number)
@@ -269,7 +268,8 @@ def test_drift_is_detected_on_a_shifted_window_and_not_on_an_unshifted_one(deplo
     shifted = olivia.check_drift(MODEL, window=300)
 
     assert shifted["comparison"]["drifted"] is True
-    assert "income" in shifted["comparison"]["drifted_features"] and "age" not in shifted["comparison"]["drifted_features"]
+    drifted = shifted["comparison"]["drifted_features"]
+    assert "income" in drifted and "age" not in drifted
     assert shifted["comparison"]["features"]["income"]["psi"] > 0.2
     view = audrey.monitoring(MODEL, min_position=shifted["alert_position"])
     (alert,) = [a for a in view["drift_alerts"] if a["position"] == shifted["alert_position"]]
@@ -289,10 +289,6 @@ def test_live_accuracy_follows_recorded_outcomes(deployed: Deployed) -> None:
         position = pia.record_outcome(served["prediction_id"], truth).position
 
     view = audrey.monitoring(MODEL, min_position=position, window=1000)
-
-    import sqlalchemy as sa
-
-    from projections.predictions import predictions
 
     t = predictions
     with deployed.services.engine.connect() as conn:
