@@ -7,6 +7,7 @@ from domain.code import CodeVersion
 from domain.credentials import ApiKey
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
+from domain.export import Export
 from domain.ledger_key import LedgerKeyring
 from domain.model import Model, ModelVersion
 from domain.monitor import Monitor
@@ -33,4 +34,5 @@ AGGREGATES = (
     Subject,
     Prediction,
     Monitor,
+    Export,
 )
