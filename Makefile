@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run migrate test test-fast lint bench clean
+.PHONY: install run migrate test test-fast lint bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ run: install
 	$(BIN)/mlledger migrate
 	$(BIN)/mlledger serve --host $(HOST) --port $(PORT)
 
-test: install
+# The console's browser test drives Debian's chromium (never a downloaded browser);
+# as root it is installed when missing, otherwise the test says why it skips.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: install browser
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -62,4 +62,4 @@ def verify(
     """Start a verification of the whole ledger (one at a time) and go back to the ledger page."""
     check_csrf(viewer, csrf_token)
     state.verification.start(services.settings, viewer.caller.name)
-    return RedirectResponse("/console/ledger#verification", status_code=303)
+    return RedirectResponse("/console/ledger", status_code=303)

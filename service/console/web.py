@@ -50,7 +50,7 @@ SECURITY_HEADERS = {
 PAGES: list[tuple[str, str, Action]] = [
     ("Audit trail", "/console/audit", Action.READ_AUDIT),
     ("Models", "/console/models", Action.READ_LINEAGE),
-    ("Decisions", "/console/decisions", Action.READ_AUDIT),
+    ("Decisions", "/console/decisions", Action.READ_DECISIONS),
     ("Ledger", "/console/ledger", Action.READ_LEDGER_EVENTS),
 ]
 
@@ -75,6 +75,24 @@ def _compact(value: object, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _gist(value: object, limit: int = 120) -> str:
+    """A one-line digest of a payload summary: ``key=value`` pairs, long values clipped."""
+    if not isinstance(value, dict):
+        return _compact(value, limit)
+    pairs = []
+    for key in sorted(value):
+        item = value[key]
+        if isinstance(item, str) and item.startswith("sha256:"):
+            text = item[:19] + "…"
+        elif isinstance(item, str):
+            text = item if len(item) <= 40 else item[:39] + "…"
+        else:
+            text = _compact(item, 40)
+        pairs.append(f"{key}={text}")
+    line = ", ".join(pairs)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _pretty(value: object) -> str:
     return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
 
@@ -87,7 +105,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.filters.update(
-    short=_short, when=_when, compact=_compact, pretty=_pretty, urlquote=lambda v: quote(str(v), safe="")
+    short=_short, when=_when, compact=_compact, gist=_gist, pretty=_pretty, urlquote=lambda v: quote(str(v), safe="")
 )
 
 
