@@ -361,10 +361,13 @@ class LedgerClient:
         )
         return result
 
-    def check_drift(self, name: str, window: int | None = None) -> dict[str, Any]:
-        """Compare the latest window of inputs with the training data now."""
+    def check_drift(self, name: str, window: int | None = None, min_position: int | None = None) -> dict[str, Any]:
+        """Compare the latest window of inputs (up to ``min_position`` at least) with the training data now."""
         result: dict[str, Any] = self.request(
-            "POST", f"/v1/models/{name}/monitoring/check", json={} if window is None else {"window": window}
+            "POST",
+            f"/v1/models/{name}/monitoring/check",
+            json={} if window is None else {"window": window},
+            params=self._read_params(min_position),
         )
         return result
 

@@ -25,6 +25,11 @@ def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None
     assert "deployment: champion v1" in result.stdout
     assert "gbm run succeeded on cpu" in result.stdout and "mlp run succeeded on cpu" in result.stdout
     assert "reproduced the gbm run: verified" in result.stdout
+    assert "explanations (tree explainer" in result.stdout
+    assert "fairness by clinic: selection rate A:" in result.stdout
+    assert "served 1000 signed predictions" in result.stdout
+    assert "top reasons:" in result.stdout and " contributes " in result.stdout
+    assert "drift alert recorded at position" in result.stdout
     assert "Traceback" not in result.stderr
     verify = subprocess.run(
         [sys.executable, "-m", "service", "verify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -108,9 +108,12 @@ class CheckBody(BaseModel):
 
 @router.post("/{name}/monitoring/check", response_model=DriftCheck)
 def check_drift(
-    name: NamePath, body: CheckBody, caller: MonitoringChecker, serving: ServingDep, response: Response
+    name: NamePath, body: CheckBody, caller: MonitoringChecker, serving: ServingDep, conn: ConnDep, response: Response
 ) -> DriftCheck:
-    """Compare the newest window of inputs with the training data now; a crossed threshold records DriftDetected."""
+    """Compare the newest window of inputs with the training data now; a crossed threshold records DriftDetected.
+
+    Pass ``min_position`` (the position of your last prediction) to include it in the window.
+    """
     result = serving.monitor.check(name, body.window)
     if result.alert_position is not None:
         response.headers["X-Ledger-Position"] = str(result.alert_position)
