@@ -175,6 +175,11 @@ class LedgerClient:
         """Record one metric point."""
         return self._write("POST", f"/v1/runs/{run_id}/metrics", json={"key": key, "value": value, "step": step})[0]
 
+    def metric_logger(self, run_id: str, flush_every: int = 1000) -> MetricLogger:
+        """A buffer for many single metric points: one HTTP call and one signed event per ``flush_every``
+        points, and a flush when the ``with`` block ends (use it for training loops)."""
+        return MetricLogger(self, run_id, flush_every)
+
     def log_metrics(self, run_id: str, metrics: list[dict[str, Any]]) -> Written:
         """Record a batch of metric points."""
         return self._write("POST", f"/v1/runs/{run_id}/metrics:batch", json={"metrics": metrics})[0]
@@ -377,3 +382,41 @@ class LedgerClient:
             "GET", f"/v1/models/{name}/versions/{version}/{kind}", params=self._read_params(min_position)
         )
         return result
+
+
+class MetricLogger:
+    """Buffers one run's metric points on the client and records them in batches.
+
+    ``log`` costs no request; ``flush`` (every ``flush_every`` points, and on
+    leaving the ``with`` block) records the buffered points with one
+    ``metrics:batch`` call, one signed event. Points are durable once flushed:
+    :meth:`flush` returns the ledger position, as every write does.
+    """
+
+    def __init__(self, client: LedgerClient, run_id: str, flush_every: int = 1000) -> None:
+        if flush_every < 1:
+            raise ValueError("flush_every must be at least 1")
+        self.client = client
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self._points: list[dict[str, Any]] = []
+
+    def log(self, key: str, value: float, step: int = 0) -> None:
+        """Buffer one point; flush when the buffer is full."""
+        self._points.append({"key": key, "value": value, "step": step})
+        if len(self._points) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> Written | None:
+        """Record the buffered points (None when there were none)."""
+        if not self._points:
+            return None
+        points, self._points = self._points, []
+        return self.client.log_metrics(self.run_id, points)
+
+    def __enter__(self) -> MetricLogger:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.flush()
