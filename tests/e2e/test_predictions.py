@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
-from serving_world import FEATURES, MODEL, Deployed, credit_rows, deploy_world, features_of
+from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
 
+from domain.run import Run
 from projections.predictions import predictions
 from service.api.app import create_app
 from service.bootstrap import open_services
@@ -263,6 +264,10 @@ def test_drift_is_detected_on_a_shifted_window_and_not_on_an_unshifted_one(deplo
     assert steady["comparison"]["drifted"] is False and steady["alert_position"] is None
     assert steady["window"]["predictions"] == 300
 
+    newer = deployed.world.people["alice"].client.upload_dataset("credit", credit_csv(rows=300, seed=77))
+    deployed.world.admin.request(
+        "PUT", f"/v1/models/{MODEL}/policy", json={"min_impact_ratio": None, "retrain_on_drift": True}
+    )
     _serve(deployed, credit_rows(300, seed=52, income_shift=45_000), "shifted")
     deployed.services.runner.catch_up()
     shifted = olivia.check_drift(MODEL, window=300)
@@ -275,6 +280,9 @@ def test_drift_is_detected_on_a_shifted_window_and_not_on_an_unshifted_one(deplo
     (alert,) = [a for a in view["drift_alerts"] if a["position"] == shifted["alert_position"]]
     assert alert["version"] == deployed.versions[0] and "income" in alert["drifted_features"]
     assert alert["window"]["to_position"] > alert["window"]["from_position"]
+    retraining = deployed.services.ledger.get(shifted["retraining_run_id"], Run)
+    assert retraining.dataset_version_ids == [newer.id] and retraining.status == "requested"
+    assert alert["retraining_run_id"] == shifted["retraining_run_id"]
 
 
 def test_live_accuracy_follows_recorded_outcomes(deployed: Deployed) -> None:
