@@ -313,3 +313,20 @@ def test_live_accuracy_follows_recorded_outcomes(deployed: Deployed) -> None:
     served_rows = [v for v in view["versions"] if v["version"] == deployed.versions[0] and v["role"] == "served"]
     assert served_rows[0]["outcomes"] >= 40
     assert served_rows[0]["latency_ms_p95"] is not None
+
+
+def test_the_predictions_read_models_rebuild_to_identical_rows(deployed: Deployed) -> None:
+    from projections.predictions import Predictions
+
+    services = deployed.services
+    services.runner.catch_up()
+    tables = Predictions.tables
+
+    def rows() -> dict[str, list[tuple[object, ...]]]:
+        with services.engine.connect() as conn:
+            return {t.name: sorted(tuple(r) for r in conn.execute(sa.select(t))) for t in tables}
+
+    before = rows()
+    assert before["predictions"] and before["model_reports"] and before["subjects"]
+    services.runner.rebuild("predictions")
+    assert rows() == before
