@@ -1,0 +1,224 @@
+"""Benchmark: signed, durable predictions per second through ``predict:batch``.
+
+A real server (``python -m service serve``, one process) serves a
+``GradientBoostingClassifier`` (100 trees, depth 3) over 30 numeric features,
+trained by the server's own runner, registered, approved by two signers and
+deployed as champion (``bench/serving_setup.py``). ``--clients`` (default 2)
+load generators each keep one HTTP connection and send requests of
+``--rows-per-request`` (default 1,000) records, each with its own request id,
+until ``--requests`` (default 40) requests have been sent; the round is timed
+from the first request to the last answer. Every answered record went the
+whole way: schema check, prediction, TreeSHAP reason codes, a ``Prediction``
+aggregate, canonical JSON, sha256, Ed25519 signature, and a committed
+PostgreSQL transaction before the answer left (group commit).
+
+``--repeats`` (default 3) rounds follow ``--warmup`` (default 2) requests that
+are not timed. Afterwards the ledger is checked: the ``Prediction`` events
+recorded during the rounds must be exactly the predictions answered 2xx (same
+count, same ids), and the number of distinct PostgreSQL transactions (``xmin``)
+that wrote them is the number of group commits.
+
+For context it also prints the CPU seconds per 1,000 rows used by the server
+process, by the local PostgreSQL processes and by the load generators, so a
+reader can see where the time goes on this machine.
+
+The ledger is the PostgreSQL at ``--database-url`` in a fresh schema
+``bench_<random>``, dropped at the end (also on failure or Ctrl-C). The
+projector and the runner are off while the load runs (``--with-projector``
+keeps the projector in the server process: read models then follow the load).
+
+Run from the repository root::
+
+    .venv/bin/python bench/predict_batch.py
+    .venv/bin/python bench/predict_batch.py --clients 4 --requests 80 --repeats 5
+    .venv/bin/python bench/predict_batch.py --with-projector
+
+Progress goes to stderr, the results table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.append import DEFAULT_DATABASE_URL, describe_database, install_sigterm_handler, machine_line
+from bench.serving_setup import (
+    ESTIMATORS,
+    FEATURES,
+    MAX_DEPTH,
+    Connection,
+    CpuMeter,
+    CpuUse,
+    Deployed,
+    Server,
+    batch_body,
+    deploy_model,
+    encoded_rows,
+    input_rows,
+    ledger_position,
+    ledger_predictions,
+    load_average,
+    percentile,
+    say,
+    serving_ledger,
+)
+
+TARGET_ROWS_PER_SECOND = 10_000
+
+
+@dataclass
+class Round:
+    """One timed round of batch requests."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    rows: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    transactions: int = 0
+    cpu: CpuUse | None = None
+
+    @property
+    def rate(self) -> float:
+        """Rows answered 2xx per second."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def send_batches(
+    base_url: str, deployed: Deployed, encoded: list[str], *, requests: int, rows: int, clients: int, prefix: str
+) -> Round:
+    """``requests`` batch requests from ``clients`` threads; every answered prediction id is kept."""
+    path = f"/v1/models/{deployed.model}/predict:batch"
+    numbers = itertools.count()
+    lock = threading.Lock()
+    result = Round()
+
+    def client() -> None:
+        connection = Connection(base_url, deployed.predictor_key)
+        try:
+            while (index := next(numbers)) < requests:
+                body = batch_body(encoded, index * rows, rows, f"{prefix}-{index}")
+                started = time.perf_counter()
+                status, data = connection.post(path, body)
+                latency = time.perf_counter() - started
+                answered = [p["prediction_id"] for p in json.loads(data)["predictions"]] if status == 200 else []
+                with lock:
+                    result.requests += 1
+                    result.latencies.append(latency)
+                    if status == 200:
+                        result.rows += len(answered)
+                        result.ids.extend(answered)
+                    else:
+                        result.errors.append(f"{status}: {data[:300]!r}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, name=f"bench-client-{k}") for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--rows-per-request", type=int, default=1_000, help="records per request (default 1000)")
+    parser.add_argument("--requests", type=int, default=40, help="requests per round (default 40)")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent load generators (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default 2)")
+    parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
+    args = parser.parse_args(argv)
+
+    install_sigterm_handler()
+    load_before = load_average()
+    encoded = encoded_rows(input_rows(5_000))
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="mlledger-predict-batch-") as tmp, \
+            serving_ledger(args.database_url, max_batch_rows=max(10_000, args.rows_per_request)) as settings:
+        database = describe_database(settings)
+        say("setting up: a server with its runner trains, registers, approves and deploys the model")
+        with Server(settings, Path(tmp) / "setup.log") as server:
+            deployed = deploy_model(server.base_url)
+        say(f"model {deployed.model} v{deployed.version} deployed (training took {deployed.training_seconds:.1f} s)")
+        server = Server(settings, Path(tmp) / "load.log", projector=args.with_projector, runner=False)
+        with server:
+            say(f"load server: {server.command}")
+            warm = send_batches(server.base_url, deployed, encoded, requests=args.warmup, rows=args.rows_per_request,
+                                clients=1, prefix="warm")
+            if warm.errors:
+                raise SystemExit(f"warm-up failed: {warm.errors[0]}")
+            meter = CpuMeter(server.pid)
+            for number in range(1, args.repeats + 1):
+                before = ledger_position(settings)
+                meter.start()
+                found = send_batches(server.base_url, deployed, encoded, requests=args.requests,
+                                     rows=args.rows_per_request, clients=args.clients, prefix=f"r{number}")
+                found.cpu = meter.stop()
+                found.transactions = ledger_predictions(settings, before).transactions
+                rounds.append(found)
+                say(f"round {number}/{args.repeats}: {found.rows:,} rows in {found.seconds:.2f} s = "
+                    f"{found.rate:,.0f} rows/s, {found.transactions} transactions, load {load_average()}")
+            position = ledger_position(settings)
+        recorded = ledger_predictions(settings, 0, position)
+    load_after = load_average()
+
+    answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
+    answered_count = sum(r.rows for r in rounds) + warm.rows
+    errors = [e for r in rounds for e in r.errors]
+    ledger_ok = recorded.events == answered_count and recorded.ids == answered
+    rates = [r.rate for r in rounds]
+    best, typical = max(rates), statistics.median(rates)
+
+    print()
+    print(f"ML Ledger serving: signed, durable predictions through predict:batch "
+          f"({args.rows_per_request:,} rows per request, {args.clients} concurrent clients)")
+    print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
+          "numeric features, trained by the server's runner, two signed approvals, champion; "
+          "TreeSHAP reason codes (top 4) per row")
+    print(f"server: `{server.command}` (one process); PostgreSQL commit before every answer")
+    header = (f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
+              f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "
+              f"{'CPU ms/1000 rows: server':>24} | {'postgres':>8} | {'clients':>7}")
+    print(header)
+    print("-" * len(header))
+    for number, found in enumerate(rounds, start=1):
+        latencies = sorted(found.latencies)
+        cpu = found.cpu or CpuUse(0, 0, 0)
+        per = 1_000_000 / found.rows if found.rows else 0.0
+        print(f"{number:>2} | {found.requests:>8} | {found.rows:>7,} | {found.seconds:>7.2f} | {found.rate:>7,.0f} | "
+              f"{percentile(latencies, 0.50) * 1000:>10.0f} | {percentile(latencies, 0.95) * 1000:>7.0f} | "
+              f"{percentile(latencies, 0.99) * 1000:>7.0f} | {found.transactions:>5} | "
+              f"{cpu.server * per:>24.0f} | {cpu.postgres * per:>8.0f} | {cpu.clients * per:>7.0f}")
+    print("-" * len(header))
+    print(f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "
+          f"=> {'PASS' if best >= TARGET_ROWS_PER_SECOND else 'MISSED'}")
+    requests = sum(r.requests for r in rounds)
+    print(f"group commit: {sum(r.transactions for r in rounds)} transactions for {requests} requests; "
+          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
+    print(f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
+          f"(warm-up included), ids {'equal' if recorded.ids == answered else 'DIFFERENT'} "
+          f"=> {'OK' if ledger_ok else 'MISMATCH'}")
+    print(machine_line(database))
+    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
+    return 0 if ledger_ok and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

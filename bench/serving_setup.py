@@ -1,0 +1,428 @@
+"""Shared setup of the serving benchmarks: a ledger, a real server, a deployed gradient-boosting model.
+
+``serving_ledger`` gives settings for a fresh PostgreSQL schema ``bench_<random>``
+(dropped at the end, also on failure or Ctrl-C) with a known admin API key, and
+migrates it. ``Server`` runs ``python -m service serve --port P`` as a
+subprocess on a free port with those settings in its environment (its log goes
+to a file). ``deploy_model`` then does what an organisation would do through
+the API: the admin creates a data scientist, two approvers with signing keys,
+an operator and a predictor; the scientist uploads a 30-feature CSV
+(``make_classification``, seeded) and records an sklearn pipeline
+(``GradientBoostingClassifier``, 100 trees); the server's own runner trains it;
+the version is registered, approved by two signers and deployed as champion.
+
+``ledger_predictions`` counts what the benches must find in the ledger
+afterwards: the ``Prediction`` events, their ids and the number of distinct
+PostgreSQL transactions that wrote them (``xmin``), which is the number of
+group commits that served the load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import sqlalchemy as sa
+
+from bench.append import drop_schema, opened
+from domain.keys import Signer
+from domain.prediction import Prediction
+from service.client import LedgerClient
+from service.persistence import POSTGRES_EVENTS_TABLE, create_engine
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "mll_bench-admin-key-" + "0123456789abcdefghij"
+MODEL = "scoring"
+FEATURES = 30
+TRAINING_ROWS = 4_000
+ESTIMATORS = 100
+MAX_DEPTH = 3
+SEED = 7
+
+
+def say(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def percentile(sorted_values: list[float], share: float) -> float:
+    """The nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(share * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+# -- data -----------------------------------------------------------------------
+
+
+def feature_names(count: int = FEATURES) -> list[str]:
+    """The model's feature columns."""
+    return [f"f{j}" for j in range(count)]
+
+
+def training_table(rows: int = TRAINING_ROWS, features: int = FEATURES, seed: int = SEED) -> tuple[Any, Any]:
+    """A learnable binary classification problem (the same for the same arguments)."""
+    from sklearn.datasets import make_classification
+
+    return make_classification(
+        n_samples=rows, n_features=features, n_informative=features // 2, n_redundant=features // 4,
+        flip_y=0.05, random_state=seed,
+    )
+
+
+def training_csv(rows: int = TRAINING_ROWS, features: int = FEATURES, seed: int = SEED) -> bytes:
+    """The training table as CSV: the features with 6 decimals, then the integer ``label``."""
+    X, y = training_table(rows, features, seed)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*feature_names(features), "label"])
+    for values, label in zip(X.tolist(), y.tolist(), strict=True):
+        writer.writerow([f"{v:.6f}" for v in values] + [int(label)])
+    return out.getvalue().encode()
+
+
+def input_rows(count: int, features: int = FEATURES, seed: int = SEED + 1) -> list[dict[str, float]]:
+    """Records to predict, drawn like the training data (another seed)."""
+    X, _ = training_table(count, features, seed)
+    names = feature_names(features)
+    return [{name: round(v, 6) for name, v in zip(names, values, strict=True)} for values in X.tolist()]
+
+
+# -- the ledger and the server ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving_ledger(database_url: str, **overrides: Any) -> Iterator[Settings]:
+    """Settings for a fresh, migrated ``bench_<random>`` schema with the admin key ``ADMIN_KEY``.
+
+    The schema and the temporary data directory are removed when the block exits, however it exits.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="mlledger-serving-"))
+    schema = f"bench_{secrets.token_hex(6)}"
+    settings = Settings(
+        data_dir=tmp / "data", database_url=database_url, database_schema=schema, admin_api_key=ADMIN_KEY,
+        **overrides,
+    )
+    try:
+        with opened(settings):
+            pass  # migrations, the ledger key and the first admin
+        yield settings
+    finally:
+        try:
+            drop_schema(database_url, schema)
+            say(f"dropped schema {schema}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def server_env(settings: Settings, log_level: str = "WARNING") -> dict[str, str]:
+    """This process's environment with the ledger's settings as ``MLLEDGER_`` variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"MLLEDGER_{name.upper()}"] = str(value)
+    env["MLLEDGER_LOG_LEVEL"] = log_level
+    return env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A ``python -m service serve`` subprocess on a free port, logging to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, projector: bool = True, runner: bool = True) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.flags = [
+            "--port", str(self.port),
+            "--projector" if projector else "--no-projector",
+            "--runner" if runner else "--no-runner",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        if self.process is None:
+            raise RuntimeError("the server is not started")
+        return self.process.pid
+
+    @property
+    def command(self) -> str:
+        """The command line, for the report."""
+        return "python -m service serve " + " ".join(self.flags)
+
+    def start(self, timeout: float = 120.0) -> Server:
+        """Start the server and wait until ``/healthz`` answers."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve", *self.flags],
+                env=server_env(self.settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM (the server finishes what is queued), SIGKILL after 60 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# -- the deployed model ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A champion ready to serve, and the predictor's API key."""
+
+    model: str
+    version: int
+    features: list[str]
+    predictor_key: str
+    training_seconds: float
+
+
+def _person(admin: LedgerClient, base_url: str, name: str, roles: list[str]) -> tuple[str, LedgerClient]:
+    written = admin.create_principal(name, roles)
+    token = admin.issue_api_key(written.id, label=f"{name}'s key")
+    return written.id, LedgerClient(base_url, token, timeout=120)
+
+
+def deploy_model(base_url: str, features: int = FEATURES, rows: int = TRAINING_ROWS) -> Deployed:
+    """Train (on the server's runner), register, approve twice (signed) and deploy the benchmark model."""
+    names = feature_names(features)
+    with LedgerClient(base_url, ADMIN_KEY, timeout=120) as admin:
+        _, scientist = _person(admin, base_url, "sam", ["data_scientist"])
+        approvers = []
+        for name in ("vera", "victor"):
+            principal, client = _person(admin, base_url, name, ["approver"])
+            signer = Signer.generate()
+            approvers.append((client, signer, client.register_signing_key(principal, signer)))
+        _, operator = _person(admin, base_url, "otto", ["operator"])
+        predictor = admin.create_principal("pat", ["predictor"])
+        predictor_key = admin.issue_api_key(predictor.id, label="load generator")
+    try:
+        dataset = scientist.upload_dataset(
+            "scoring-train", training_csv(rows, features), datasheet={"motivation": "serving benchmark"}
+        )
+        spec = {
+            "estimator": "sklearn.ensemble.GradientBoostingClassifier",
+            "estimator_params": {"n_estimators": ESTIMATORS, "max_depth": MAX_DEPTH},
+            "features": names,
+            "target": "label",
+            "task": "classification",
+        }
+        scientist.add_pipeline_spec("scoring-gbm", "sklearn", spec)
+        started = time.monotonic()
+        run = scientist.start_run(
+            name="scoring-gbm", mode="runner", pipeline="scoring-gbm", dataset_version_ids=[dataset.id], seed=SEED
+        )
+        finished = scientist.wait_for_run(run.id, timeout=600)
+        training_seconds = time.monotonic() - started
+        if finished["status"] != "succeeded":
+            raise SystemExit(f"training run {run.id} {finished['status']}: {finished.get('error')}")
+        version, _ = scientist.register_model_version(
+            MODEL, run.id, "model.pkl", input_schema=[{"name": n, "type": "number"} for n in names],
+            policy={"min_impact_ratio": None},
+        )
+        for client, signer, key_id in approvers:
+            client.decide(MODEL, version, signer, key_id, "approve", "validated for the serving benchmark")
+        operator.deploy(MODEL, "champion", version, reason="serving benchmark")
+    finally:
+        for client in (scientist, operator, *(a[0] for a in approvers)):
+            client.close()
+    return Deployed(MODEL, version, names, predictor_key, training_seconds)
+
+
+# -- what the ledger holds ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerPredictions:
+    """The prediction events recorded after a position."""
+
+    ids: set[str]
+    events: int
+    transactions: int
+
+
+def ledger_predictions(settings: Settings, after: int = 0, upto: int | None = None) -> LedgerPredictions:
+    """Prediction events with positions in (after, upto]: their ids, and how many transactions wrote them."""
+    engine = create_engine(settings, poolclass=sa.NullPool)
+    table = f'"{settings.database_schema}".{POSTGRES_EVENTS_TABLE}'
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    f"SELECT originator_id::text, xmin::text FROM {table} "  # noqa: S608 - constant names
+                    "WHERE topic = :topic AND notification_id > :after AND notification_id <= :upto"
+                ),
+                {"topic": Prediction.Made.TOPIC, "after": after, "upto": upto if upto is not None else 2**62},
+            ).all()
+    finally:
+        engine.dispose()
+    return LedgerPredictions({r[0] for r in rows}, len(rows), len({r[1] for r in rows}))
+
+
+def ledger_position(settings: Settings) -> int:
+    """The last notification id in the ledger."""
+    engine = create_engine(settings, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text(f'SELECT max(notification_id) FROM "{settings.database_schema}".{POSTGRES_EVENTS_TABLE}')
+            ).scalar()
+    finally:
+        engine.dispose()
+    return int(found or 0)
+
+
+# -- the load generators' side ----------------------------------------------------------
+
+
+def encoded_rows(rows: list[dict[str, float]]) -> list[str]:
+    """Each input record as compact JSON, encoded once (the load generators only splice them)."""
+    return [json.dumps(row, separators=(",", ":")) for row in rows]
+
+
+def single_body(encoded_row: str, request_id: str) -> bytes:
+    """The body of ``POST /v1/models/{name}/predict``."""
+    return f'{{"input":{encoded_row},"request_id":"{request_id}"}}'.encode()
+
+
+def batch_body(encoded: list[str], start: int, count: int, prefix: str) -> bytes:
+    """The body of ``predict:batch``: ``count`` records from ``start`` (cycling), request ids ``prefix-i``."""
+    size = len(encoded)
+    records = ",".join(
+        f'{{"input":{encoded[(start + i) % size]},"request_id":"{prefix}-{i}"}}' for i in range(count)
+    )
+    return f'{{"records":[{records}]}}'.encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (``http.client``: far less client CPU per request than httpx)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 120.0) -> None:
+        parts = urlsplit(base_url)
+        self._connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """Send a POST; return the status and the body (raises OSError when the server is gone)."""
+        try:
+            self._connection.request("POST", path, body=body, headers=self._headers)
+            response = self._connection.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self._connection.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every local ``postgres`` process (0 when the server is elsewhere)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(entry.name))
+    return total
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds used during a measured interval, by who."""
+
+    server: float
+    postgres: float
+    clients: float
+
+
+class CpuMeter:
+    """CPU used by the server process, local PostgreSQL and this process between ``start`` and ``stop``."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._pid = server_pid
+        self._start = (0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float]:
+        return cpu_seconds(self._pid), postgres_cpu_seconds(), time.process_time()
+
+    def start(self) -> None:
+        """Take the starting figures."""
+        self._start = self._now()
+
+    def stop(self) -> CpuUse:
+        """CPU used since :meth:`start`."""
+        server, postgres, clients = (b - a for a, b in zip(self._start, self._now(), strict=True))
+        return CpuUse(server, postgres, clients)
