@@ -313,7 +313,7 @@ def ledger_predictions(settings: Settings, after: int = 0, upto: int | None = No
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    f"SELECT originator_id::text, xmin::text FROM {table} "  # noqa: S608 - constant names
+                    f"SELECT originator_id::text, xmin::text FROM {table} "
                     "WHERE topic = :topic AND notification_id > :after AND notification_id <= :upto"
                 ),
                 {"topic": Prediction.Made.TOPIC, "after": after, "upto": upto if upto is not None else 2**62},
