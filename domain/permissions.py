@@ -28,6 +28,8 @@ class Action(StrEnum):
     READ_DECISIONS = "read_decisions"
     ERASE_SUBJECTS = "erase_subjects"
     CHECK_MONITORING = "check_monitoring"
+    EXPORT = "export"
+    READ_EXPORTS = "read_exports"
 
 
 ALL_ROLES = frozenset(Role)
@@ -47,6 +49,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.READ_DECISIONS: frozenset({Role.ADMIN, Role.AUDITOR, Role.OPERATOR}),
     Action.ERASE_SUBJECTS: frozenset({Role.ADMIN}),
     Action.CHECK_MONITORING: frozenset({Role.ADMIN, Role.OPERATOR}),
+    Action.EXPORT: frozenset({Role.ADMIN, Role.AUDITOR}),
+    Action.READ_EXPORTS: frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
 }
 
 

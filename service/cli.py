@@ -233,6 +233,57 @@ def _local_public_keys(settings: Settings) -> list[bytes]:
 
 @app.command()
 @friendly_errors
+def export(
+    model: Annotated[str, typer.Option(help="the model to export")],
+    out: Annotated[Path, typer.Option(help="where to write the bundle (.zip)")],
+    since: Annotated[str | None, typer.Option("--from", help="RFC 3339: predictions recorded at or after")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="RFC 3339: predictions recorded at or before")] = None,
+    predictions: Annotated[str, typer.Option(help="all, sample or none")] = "all",
+    sample_size: Annotated[int, typer.Option(help="most predictions a sample holds")] = 1_000,
+    share_with: Annotated[list[str] | None, typer.Option(help="principal id to share with; repeatable")] = None,
+) -> None:
+    """Write a model's signed history, proofs, keys, manifests and reports to a bundle a regulator can verify."""
+    from service.bootstrap import open_services
+    from service.exports.bundle import export_bundle
+    from service.exports.scope import ExportRequest
+
+    if not out.parent.is_dir():
+        raise _fail(f"the directory of {out} does not exist")
+    request = ExportRequest.of(model, since, until, predictions, sample_size, share_with or [])
+    services = open_services(_settings())
+    try:
+        result = export_bundle(services, request, actor="system:cli", destination=out)
+    finally:
+        services.close()
+    typer.echo(f"exported {result.events} events of {model} to {out}: {result.size:,} bytes, {result.bundle_digest}")
+    typer.echo(f"export {result.export_id} recorded at position {result.position} ({result.seconds:.2f} s)")
+
+
+@app.command("verify-bundle")
+@friendly_errors
+def verify_bundle(
+    bundle: Annotated[Path, typer.Argument(help="the bundle (.zip)")],
+    public_key: Annotated[
+        list[Path] | None, typer.Option(help="a ledger public key you trust (PEM); repeatable")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="processes checking signatures")] = None,
+    max_bytes: Annotated[int | None, typer.Option(min=1, help="refuse a bundle larger than this")] = None,
+    extract: Annotated[Path | None, typer.Option(help="after verifying, write the files under this directory")] = None,
+) -> None:
+    """Verify an export bundle offline (the same checks as the bundle's own verify_bundle.py)."""
+    from service.exports import verify_bundle as checker
+
+    argv = [str(bundle), *(arg for key in public_key or [] for arg in ("--public-key", str(key)))]
+    argv += ["--workers", str(workers)] if workers else []
+    argv += ["--max-bytes", str(max_bytes)] if max_bytes else []
+    argv += ["--extract", str(extract)] if extract else []
+    code = checker.main(argv)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@friendly_errors
 def demo() -> None:
     """Run a whole governed lifecycle on this ledger and print the lineage."""
     from service.bootstrap import open_services

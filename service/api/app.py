@@ -12,6 +12,7 @@ from service.api import problems
 from service.api.routers import (
     audit,
     datasets,
+    exports,
     health,
     ledger,
     lineage,
@@ -100,5 +101,6 @@ def create_app(
     app.include_router(manifests.router)
     app.include_router(predictions.router)
     app.include_router(monitoring.router)
+    app.include_router(exports.router)
     app.include_router(console_router)
     return app

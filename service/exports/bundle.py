@@ -1,0 +1,261 @@
+"""Build an export bundle: select the scope, write the documents, record the export,
+make sure a signed checkpoint covers everything, and write the zip.
+
+The order matters. Manifests are read before the events, so every event a
+manifest lists is in the bundle; the documents (reports, manifests, provenance)
+are made before ``Export.Created``, which names their digests and commits to
+the exact events; the transparency log then takes in ``Export.Created`` and a
+checkpoint is published if none covers it yet, so the export record itself is
+proven like every other event. ``Export.Packed`` finally records the archive's
+digest and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import zipfile
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from domain.aggregate import aggregate_type_of
+from domain.errors import InvalidPayload, NotFound
+from domain.export import Export, events_commitment
+from domain.ledger_key import LedgerKeyring
+from domain.principal import Principal
+from domain.provenance import provenance_statement, sign_envelope, stable_json
+from domain.report import Report
+from domain.sealing import SealedEvent
+from projections import transparency_log as tlog
+from projections.manifests import manifest
+from service.bootstrap import Services
+from service.exports import proofs
+from service.exports.document import render_html, render_pdf
+from service.exports.model_card import ModelCard, prediction_statistics
+from service.exports.readme import readme_text
+from service.exports.scope import EventRow, ExportRequest, leaf_indexes, read_events, select_scope
+from service.exports.verify_bundle import (
+    CONSISTENCY,
+    EVENTS,
+    FORMAT,
+    INCLUSION,
+    INDEX,
+    KEYRING_LINES,
+    README,
+    VERIFIER,
+    attachment_name,
+    checkpoint_name,
+    event_line,
+    manifest_name,
+    provenance_name,
+)
+from service.projector import publish_checkpoint_if_due
+
+MAX_BUNDLE_BYTES = 4 * 1024**3
+CHECKPOINT_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A written bundle and the export recorded for it."""
+
+    export_id: str
+    bundle_digest: str
+    size: int
+    path: Path
+    events: int
+    position: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    row: EventRow
+    sealed: SealedEvent
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _documents(services: Services, card: ModelCard, manifests: dict[str, dict[str, Any]],
+               attachments: dict[str, bytes]) -> dict[str, bytes]:
+    """Every file of the bundle that the export record names by digest."""
+    files: dict[str, bytes] = dict(attachments)
+    for run_id, document in sorted(manifests.items()):
+        files[manifest_name(run_id)] = stable_json(document)
+        if document.get("status") == "succeeded":
+            envelope = sign_envelope(provenance_statement(document), services.ledger.signer)
+            files[provenance_name(run_id)] = json.dumps(envelope, indent=2).encode("utf-8")
+    report = card.document()
+    files["reports/model_card.html"] = render_html(report)
+    files["reports/model_card.pdf"] = render_pdf(report)
+    for name, png in report.figures.items():
+        files[f"reports/plots/{name}"] = png
+    files[VERIFIER] = Path(__file__).with_name("verify_bundle.py").read_bytes()
+    return files
+
+
+def _attachments(services: Services, sealed: list[_Sealed]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The files the latest publication of each report names, read (digest-checked) from the blob store."""
+    latest: dict[str, dict[str, str]] = {}
+    for item in sealed:
+        if item.row.topic == Report.Published.TOPIC:
+            latest[item.row.aggregate_id] = item.sealed.envelope_fields()["payload"]["attachments"]
+    files: dict[str, bytes] = {}
+    paths: dict[str, str] = {}
+    for report_id, attached in latest.items():
+        for name, digest in sorted(attached.items()):
+            if services.blobs.exists(digest):
+                path = attachment_name(report_id, name, digest)
+                files[path] = b"".join(services.blobs.read_verified(digest))
+                paths[digest] = path
+    return files, paths
+
+
+def _ensure_checkpoint(services: Services, position: int) -> tlog.StoredCheckpoint:
+    """Log every event up to ``position`` and return a signed checkpoint that covers it."""
+    for _ in range(CHECKPOINT_ATTEMPTS):
+        services.runner.catch_up("transparency_log")
+        with services.engine.connect() as conn:
+            leaf = tlog.leaf_for_notification(conn, position)
+            latest = tlog.latest_checkpoint(conn)
+        if leaf is not None and latest is not None and latest.tree_size > leaf.leaf_index:
+            return latest
+        if leaf is not None:
+            publish_checkpoint_if_due(services, force=True)
+        else:
+            time.sleep(0.05)  # the event is committed but another projector holds the log's batch
+    raise RuntimeError(f"no checkpoint covers ledger position {position}; is the transparency log projecting?")
+
+
+def _keys(sealed: list[_Sealed]) -> dict[str, bytes]:
+    """``keys/``: the ledger keys (PEM) and the approvers' registered keys (PEM)."""
+    files: dict[str, bytes] = {}
+    for item in sealed:
+        if item.row.topic in (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC):
+            payload = item.sealed.envelope_fields()["payload"]
+            files[f"keys/ledger/{payload['key_id']}.pem"] = payload["public_key_pem"].encode("ascii")
+        elif item.row.topic == Principal.SigningKeyRegistered.TOPIC:
+            payload = item.sealed.envelope_fields()["payload"]
+            path = f"keys/approvers/{item.row.aggregate_id}/{payload['key_id']}.pem"
+            files[path] = payload["public_key_pem"].encode("ascii")
+    return files
+
+
+def _lines(sealed: list[_Sealed], leaves: dict[int, int]) -> Iterator[bytes]:
+    for item in sealed:
+        yield event_line(
+            position=item.row.position, leaf_index=leaves[item.row.position],
+            aggregate_type=aggregate_type_of(item.row.topic), aggregate_id=item.row.aggregate_id,
+            version=item.row.version, topic=item.row.topic, hash=item.sealed.hash, key_id=item.sealed.key_id,
+            signature=item.sealed.signature, envelope=item.sealed.envelope,
+        )
+
+
+def _write_zip(target: Path, members: list[tuple[str, bytes | list[bytes]]], moment: datetime) -> None:
+    stamp = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    with zipfile.ZipFile(target, "w", allowZip64=True) as archive:
+        for name, content in members:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_STORED if name.endswith((".png", ".pdf")) else zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as handle:
+                for chunk in content if isinstance(content, list) else [content]:
+                    handle.write(chunk)
+
+
+def export_bundle(
+    services: Services, request: ExportRequest, actor: str, destination: Path | None = None
+) -> ExportResult:
+    """Build the bundle of ``request``, record the export, store the archive; return what was written.
+
+    The archive goes to the blob store (served by ``GET /v1/exports/{id}/bundle``)
+    and, when ``destination`` is given, to that file too.
+    """
+    started = time.perf_counter()
+    scope_record = request.scope()
+    for index, principal_id in enumerate(request.shared_with):
+        try:
+            services.ledger.get(principal_id, Principal)
+        except NotFound:
+            raise InvalidPayload(f"no principal {principal_id} to share with", field=f"share_with.{index}") from None
+    services.runner.catch_up()
+    with services.engine.connect() as conn:
+        scope = select_scope(services.ledger, conn, request)
+        found = {str(run.id): manifest(conn, str(run.id)) for run in scope.runs}
+        manifests = {run_id: m.document for run_id, m in found.items() if m is not None}
+        statistics = prediction_statistics(conn, request.model_name, request.since, request.until)
+    rows = read_events(services.engine, [*scope.aggregate_ids, *scope.prediction_ids])
+    sealed = [_Sealed(row, SealedEvent.from_record(row.record)) for row in rows]
+    attachments, attachment_paths = _attachments(services, sealed)
+    card = ModelCard(scope.model, scope.versions, rows, manifests, statistics, scope_record, attachment_paths)
+    files = _documents(services, card, manifests, attachments)
+    keys = _keys(sealed)
+    files[README] = readme_text(request, scope_record, len(rows), sorted(k for k in keys if "/ledger/" in k),
+                                services.settings.log_origin).encode("utf-8")
+    export = Export.create(
+        model_name=request.model_name, scope=scope_record, shared_with=list(request.shared_with),
+        event_count=len(rows), events_digest=events_commitment((i.row.position, i.sealed.hash) for i in sealed),
+        files={name: _sha256(data) for name, data in files.items()}, actor=actor,
+    )
+    recorded = services.ledger.save(export)[-1].notification.id
+    latest = _ensure_checkpoint(services, recorded)
+    sealed += [_Sealed(row, SealedEvent.from_record(row.record)) for row in read_events(services.engine, [export.id])]
+    with services.engine.connect() as conn:
+        leaves = leaf_indexes(conn, [item.row.position for item in sealed])
+        sizes = [cp.tree_size for cp in tlog.all_checkpoints(conn) if cp.tree_size <= latest.tree_size]
+        chosen = {sizes[bisect_right(sizes, leaf)] for leaf in leaves.values()} | {latest.tree_size}
+        notes = {size: tlog.checkpoint_at(conn, size) for size in sorted(chosen)}
+        inclusion = proofs.inclusion_document(
+            conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
+        )
+        consistency = proofs.consistency_document(conn, sorted(chosen), latest.tree_size)
+    keyring = [line for line, item in zip(_lines(sealed, leaves), sealed, strict=True)
+               if item.row.aggregate_id == str(LedgerKeyring.create_id())]
+    created_at = sealed[-1].sealed.envelope_fields()["recorded_at"]
+    bundle_index = {
+        "format": FORMAT, "export_id": str(export.id), "model": request.model_name, "scope": scope_record,
+        "shared_with": export.shared_with, "created_at": created_at, "created_by": actor,
+        "origin": services.settings.log_origin, "events": len(sealed), "tree_size": latest.tree_size,
+        "checkpoints": sorted(chosen), "ledger_keys": sorted(k.split("/")[-1][:-4] for k in keys if "/ledger/" in k),
+    }
+    members: list[tuple[str, bytes | list[bytes]]] = [
+        (README, files.pop(README)), (VERIFIER, files.pop(VERIFIER)),
+        (INDEX, json.dumps(bundle_index, indent=2).encode("utf-8")),
+        (EVENTS, [line + b"\n" for line in _lines(sealed, leaves)]),
+        (KEYRING_LINES, b"".join(line + b"\n" for line in keyring)),
+        *sorted(keys.items()),
+        *[(checkpoint_name(size), cp.note.encode("utf-8")) for size, cp in notes.items() if cp is not None],
+        (INCLUSION, json.dumps(inclusion).encode("utf-8")),
+        (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
+        *sorted(files.items()),
+    ]
+    staging = services.blobs.tmp / f"export-{export.id}.zip"
+    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        _write_zip(staging, members, datetime.now(UTC))
+        size = staging.stat().st_size
+        if size > MAX_BUNDLE_BYTES:
+            raise ValueError(f"the bundle is {size} bytes, over the limit of {MAX_BUNDLE_BYTES}")
+        with staging.open("rb") as handle:
+            stored = services.blobs.put_chunks(iter(lambda: handle.read(1024 * 1024), b""), max_bytes=size)
+        if destination is not None:
+            partial = destination.with_name(destination.name + ".partial")
+            shutil.copyfile(staging, partial)
+            os.replace(partial, destination)
+    finally:
+        staging.unlink(missing_ok=True)
+    export.pack(stored.digest, stored.size, actor=actor)
+    packed = services.ledger.save(export)[-1].notification.id
+    return ExportResult(
+        export_id=str(export.id), bundle_digest=stored.digest, size=stored.size,
+        path=destination or stored.path, events=len(sealed), position=packed, seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,1224 @@
+#!/usr/bin/env python3
+"""Verify an ML Ledger export bundle offline, with nothing but Python 3.11+ and ``cryptography``.
+
+Usage::
+
+    python verify_bundle.py bundle.zip [--public-key ledger.pem] [--workers N]
+                                       [--extract DIR] [--audit-path POSITION]
+
+The bundle is read in place and never extracted before it has passed every
+check (``--extract`` writes it under DIR only afterwards). In order, it checks:
+
+1. the archive: member names (no absolute paths, no ``..``, no links, no
+   duplicates, only the bundle's layout), sizes, compression ratios and the
+   total size, all from the zip directory before a byte is decompressed;
+2. the ledger's keys: the keyring's genesis key signed itself and every
+   rotation is signed by the key it replaces; ``--public-key`` anchors the chain
+   on a key you obtained from the ledger operator; ``keys/`` holds exactly these;
+3. every event of ``events.jsonl``: the line format, the SHA-256 of the exact
+   envelope bytes it carries, the Ed25519 signature by a ledger key, and that
+   the envelope names the same aggregate, type and version as the line;
+4. ledger order, and each aggregate's versions 1..n linked by ``prev_hash``;
+5. every approval statement's signature with the approver's registered key;
+6. every checkpoint: a C2SP signed note signed by a ledger key;
+7. the inclusion proof of every event in the latest checkpoint's tree, and the
+   consistency proof of every earlier checkpoint with the latest one;
+8. the signed export record: the bundle holds exactly the events it commits to,
+   and every report, manifest and provenance file has the SHA-256 it names;
+   report attachments also match their ``Report.Published`` events, manifests
+   the events they list, and provenance verifies with the ledger key.
+
+It prints a summary and exits 0, or prints ``FAILED: <where>: <what>`` naming
+the first problem and exits 1.
+
+Proof layout: ``proofs/inclusion.json`` is one RFC 9162 multi-leaf inclusion
+proof for all events at once: the tree size, the root, the leaf index of each
+event, and the complete-subtree hashes ``(level, index, hash)`` that cover every
+leaf that is not an event of the bundle. Every event's standard RFC 9162 audit
+path is built from these (``--audit-path`` prints one); checking the root once
+checks all of them. ``proofs/consistency.json`` holds RFC 9162 consistency
+proofs from every bundled checkpoint to the latest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import bisect
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+FORMAT = "mlledger.bundle.v1"
+INCLUSION_FORMAT = "mlledger.inclusion-multiproof.v1"
+CONSISTENCY_FORMAT = "mlledger.consistency-proofs.v1"
+
+README = "README.txt"
+VERIFIER = "verify_bundle.py"
+INDEX = "bundle.json"
+EVENTS = "events.jsonl"
+INCLUSION = "proofs/inclusion.json"
+CONSISTENCY = "proofs/consistency.json"
+KEYRING_LINES = "keys/keyring.jsonl"
+
+KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
+KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
+SIGNING_KEY_REGISTERED = "mlledger.principal.SigningKeyRegistered.v1"
+APPROVAL_GRANTED = "mlledger.modelversion.ApprovalGranted.v1"
+APPROVAL_REJECTED = "mlledger.modelversion.ApprovalRejected.v1"
+REPORT_PUBLISHED = "mlledger.report.Published.v1"
+EXPORT_CREATED = "mlledger.export.Created.v1"
+OPENED_TOPICS = frozenset({
+    KEYRING_ESTABLISHED, KEYRING_ROTATED, SIGNING_KEY_REGISTERED, APPROVAL_GRANTED, APPROVAL_REJECTED,
+    REPORT_PUBLISHED, EXPORT_CREATED,
+})
+"""Events whose payload the verifier reads (all others are checked by hash and signature only)."""
+
+ZERO_HASH = "0" * 64
+DSSE_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_SAFE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}"
+LAYOUT = re.compile(
+    rf"(?:{re.escape(README)}|{re.escape(VERIFIER)}|{re.escape(INDEX)}|{re.escape(EVENTS)}"
+    rf"|{re.escape(INCLUSION)}|{re.escape(CONSISTENCY)}|{re.escape(KEYRING_LINES)}"
+    rf"|checkpoints/(?:0|[1-9][0-9]{{0,19}})\.txt|keys/ledger/[0-9a-f]{{16}}\.pem"
+    rf"|keys/approvers/{_UUID}/[0-9a-f]{{16}}\.pem|manifests/{_UUID}(?:\.provenance)?\.json"
+    rf"|reports/{_SAFE}|reports/plots/{_SAFE}|reports/attachments/{_UUID}/{_SAFE})"
+)
+_LINE = re.compile(
+    rb'\{"position":([1-9][0-9]{0,18}),"leaf_index":(0|[1-9][0-9]{0,18}),"aggregate_type":"([A-Za-z]{1,100})",'
+    rb'"aggregate_id":"(' + _UUID.encode() + rb')","version":([1-9][0-9]{0,18}),"topic":"([A-Za-z0-9._-]{1,200})",'
+    rb'"hash":"([0-9a-f]{64})","key_id":"([0-9a-f]{16})","signature":"([A-Za-z0-9+/]{86}==)","envelope":'
+)
+_ENVELOPE_HEAD = re.compile(rb'\{"actor":"(?:[^"\\]|\\.)*","aggregate_id":"([^"\\]*)","aggregate_type":"([^"\\]*)",')
+_ENVELOPE_TAIL = re.compile(
+    rb',"prev_hash":"([0-9a-f]{64})","recorded_at":"[0-9T:.Z-]{1,40}","type":"([^"\\]*)","v":1,'
+    rb'"version":([1-9][0-9]{0,18})\}\Z'
+)
+
+
+# -- layout helpers shared with the exporter ------------------------------------
+
+
+def checkpoint_name(tree_size: int) -> str:
+    """The member holding the signed checkpoint of ``tree_size`` leaves."""
+    return f"checkpoints/{tree_size}.txt"
+
+
+def manifest_name(run_id: str) -> str:
+    """The member holding a run's reproducibility manifest (its canonical JSON)."""
+    return f"manifests/{run_id}.json"
+
+
+def provenance_name(run_id: str) -> str:
+    """The member holding a run's DSSE-signed provenance."""
+    return f"manifests/{run_id}.provenance.json"
+
+
+def attachment_name(report_id: str, name: str, digest: str) -> str:
+    """The member of a report attachment: its recorded name when that is a safe file name, else its digest."""
+    safe = name if re.fullmatch(_SAFE, name) else digest.removeprefix("sha256:")
+    return f"reports/attachments/{report_id}/{safe}"
+
+
+def event_line(
+    *, position: int, leaf_index: int, aggregate_type: str, aggregate_id: str, version: int, topic: str,
+    hash: str, key_id: str, signature: str, envelope: bytes,
+) -> bytes:
+    """One line of ``events.jsonl`` (without its newline): the seal and the envelope bytes exactly as hashed."""
+    head = (
+        f'{{"position":{position},"leaf_index":{leaf_index},"aggregate_type":"{aggregate_type}",'
+        f'"aggregate_id":"{aggregate_id}","version":{version},"topic":"{topic}","hash":"{hash}",'
+        f'"key_id":"{key_id}","signature":"{signature}","envelope":'
+    )
+    return head.encode("ascii") + envelope + b"}"
+
+
+# -- results -----------------------------------------------------------------
+
+
+class BundleProblem(Exception):
+    """The first thing found wrong with a bundle: where it is and what it is."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}")
+        self.where = where
+        self.what = what
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the verifier accepts before decompressing anything."""
+
+    max_bundle_bytes: int = 4 * 1024**3
+    max_members: int = 100_000
+    max_member_bytes: int = 2 * 1024**3
+    max_total_bytes: int = 8 * 1024**3
+    max_ratio: int = 200
+    ratio_from_bytes: int = 1024**2
+    """Members smaller than this may compress any amount (a ratio means nothing there)."""
+
+
+@dataclass
+class Summary:
+    """What a verified bundle holds."""
+
+    model: str = ""
+    export_id: str = ""
+    created_at: str = ""
+    created_by: str = ""
+    events: int = 0
+    aggregates: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    ledger_keys: list[str] = field(default_factory=list)
+    anchored: bool = False
+    approvals: int = 0
+    checkpoints: list[int] = field(default_factory=list)
+    origin: str = ""
+    tree_size: int = 0
+    root_hash: str = ""
+    proof_nodes: int = 0
+    consistency_proofs: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+    def lines(self) -> list[str]:
+        """The human summary printed on success."""
+        kinds = ", ".join(f"{count} {name}" for name, count in sorted(self.by_type.items()))
+        rate = self.events / self.seconds if self.seconds else 0.0
+        trust = (
+            "anchored on the public key you gave"
+            if self.anchored
+            else "NOT anchored: compare these key ids with the ledger operator's published key "
+                 "(or pass --public-key)"
+        )
+        sizes = f"{self.checkpoints[0]}..{self.checkpoints[-1]}" if self.checkpoints else "-"
+        return [
+            f"OK: export {self.export_id} of model {self.model!r}, created {self.created_at} by {self.created_by}",
+            f"events: {self.events} in {self.aggregates} aggregates ({kinds}): hashes, signatures, "
+            "envelopes, order, versions and chains verified",
+            f"ledger keys: {', '.join(self.ledger_keys)} ({trust})",
+            f"approvals: {self.approvals} signed statement(s) verified with the approvers' registered keys",
+            f"checkpoints: {len(self.checkpoints)} signed by the ledger (origin {self.origin}, sizes {sizes}); "
+            f"{self.consistency_proofs} consistency proof(s) to the latest verified",
+            f"inclusion: all {self.events} events proven in the tree of size {self.tree_size} "
+            f"(root {self.root_hash}, {self.proof_nodes} proof nodes)",
+            f"files: {self.files} report, manifest and provenance files match the digests the ledger signed",
+            f"verified in {self.seconds:.2f} s ({rate:,.0f} events/s, {self.workers} worker(s))",
+        ]
+
+
+# -- small primitives (RFC 8032, RFC 8785, RFC 9162, C2SP signed notes, DSSE) -----
+
+
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _b64(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _pem_raw(pem: str | bytes) -> bytes | None:
+    """The raw 32 bytes of an Ed25519 public key in PEM, or None."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode("ascii") if isinstance(pem, str) else pem)
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return None
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id_of(raw: bytes) -> str:
+    """First 16 hex digits of sha256 of the raw public key (the ledger's key id)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _es_number(value: float) -> str:
+    """A finite double as ECMAScript writes it (RFC 8785 section 3.2.2.3)."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len((whole + fraction).lstrip("0")))
+    digits = digits.rstrip("0") or "0"
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        exp = f"e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+        text = (digits if k == 1 else digits[0] + "." + digits[1:]) + exp
+    return sign + text
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of a JSON value, as UTF-8 bytes."""
+    return _jcs(value).encode("utf-8")
+
+
+def _jcs(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) <= 2**53 else _es_number(float(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("NaN and infinities have no canonical JSON form")
+        return _es_number(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ",".join(_jcs(v) for v in value) + "]"
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: k.encode("utf-16-be"))
+        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _jcs(value[k]) for k in keys) + "}"
+    raise ValueError(f"{type(value).__name__} is not a JSON value")
+
+
+def leaf_hash(event_hash: bytes) -> bytes:
+    """RFC 9162 leaf hash of an event: sha256(0x00 || event hash)."""
+    return hashlib.sha256(b"\x00" + event_hash).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: sha256(0x01 || left || right)."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2: does ``path`` prove ``leaf`` at ``index`` in the tree with ``root``?"""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> bool:
+    """RFC 9162 section 2.1.4.2: does ``proof`` show tree ``new_size`` extends tree ``old_size``?"""
+    if not 0 < old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges of the RFC 9162 audit path of leaf ``index`` in a tree of ``size``, bottom up."""
+    ranges: list[tuple[int, int]] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        mid = lo + _split(hi - lo)
+        if index < mid:
+            ranges.append((mid, hi))
+            hi = mid
+        else:
+            ranges.append((lo, mid))
+            lo = mid
+    ranges.reverse()
+    return ranges
+
+
+class _Gap(Exception):
+    def __init__(self, leaf: int) -> None:
+        super().__init__(leaf)
+        self.leaf = leaf
+
+
+class MerkleNodes:
+    """Complete-subtree hashes known from events and proof nodes; any subtree hash is derived from them."""
+
+    def __init__(self, known: dict[tuple[int, int], bytes]) -> None:
+        self.known = known
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """RFC 9162 MTH of leaves [lo, hi); raises _Gap naming a leaf nothing covers."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            level = n.bit_length() - 1
+            found = self.known.get((level, lo >> level))
+            if found is not None:
+                return found
+            if n == 1:
+                raise _Gap(lo)
+            k = n >> 1
+            h = node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+            self.known[(level, lo >> level)] = h
+            return h
+        k = _split(n)
+        return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def audit_path(self, index: int, size: int) -> list[bytes]:
+        """The standard RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+        return [self.subtree(lo, hi) for lo, hi in inclusion_ranges(index, size)]
+
+
+def note_key_hash(name: str, raw: bytes) -> bytes:
+    """C2SP signed-note key hash: sha256(name || 0x0A || 0x01 || public key)[:4]."""
+    return hashlib.sha256(name.encode("utf-8") + b"\n\x01" + raw).digest()[:4]
+
+
+def verifier_key(name: str, raw: bytes) -> str:
+    """The signed-note verifier key string (what golang.org/x/mod/sumdb/note is configured with)."""
+    encoded = base64.b64encode(b"\x01" + raw).decode("ascii")
+    return f"{name}+{note_key_hash(name, raw).hex()}+{encoded}"
+
+
+def _parse_checkpoint(text: str) -> tuple[str, int, bytes, str, list[tuple[str, bytes, bytes]]]:
+    """(origin, size, root, body, signatures) of a C2SP tlog-checkpoint signed note; ValueError if malformed."""
+    if not text.endswith("\n") or re.search(r"[\x00-\x09\x0b-\x1f]", text):
+        raise ValueError("not a signed note (control characters or no final newline)")
+    split = text.rfind("\n\n")
+    if split < 0:
+        raise ValueError("no blank line before the signatures")
+    body, block = text[: split + 1], text[split + 2 :]
+    lines = body[:-1].split("\n")
+    if len(lines) < 3 or not all(lines) or not re.fullmatch(r"0|[1-9][0-9]*", lines[1]):
+        raise ValueError("the body is not origin, tree size and root hash lines")
+    root = _b64(lines[2])
+    if root is None or len(root) != 32:
+        raise ValueError("the root hash is not base64 of 32 bytes")
+    signatures = []
+    for line in block[:-1].split("\n") if block else []:
+        name, sep, encoded = line.removeprefix("\u2014 ").partition(" ")
+        raw = _b64(encoded)
+        if not line.startswith("\u2014 ") or not sep or raw is None or len(raw) != 68:
+            raise ValueError(f"malformed signature line {line!r}")
+        signatures.append((name, raw[:4], raw[4:]))
+    if not signatures:
+        raise ValueError("no signature lines")
+    return lines[0], int(lines[1]), root, body, signatures
+
+
+def _pae(payload_type: str, body: bytes) -> bytes:
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(body), body)
+
+
+# -- reading the archive safely ----------------------------------------------------
+
+
+def _check_name(name: str) -> str | None:
+    """Why a member name is unsafe, or None."""
+    if not name or len(name) > 400:
+        return "an empty or overlong name"
+    if "\\" in name or "\x00" in name or any(ord(c) < 32 for c in name):
+        return "backslashes or control characters"
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return "an absolute path"
+    parts = name.split("/")
+    if ".." in parts or "." in parts or "" in parts[:-1]:
+        return "'..', '.' or empty path components"
+    return None
+
+
+class Archive:
+    """A bundle opened for reading: every member checked against the limits before anything is read."""
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        where = path.name
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise BundleProblem(where, f"cannot be read: {exc.strerror or exc}") from None
+        if size > limits.max_bundle_bytes:
+            raise BundleProblem(where, f"is {size} bytes, over the limit of {limits.max_bundle_bytes} bytes")
+        try:
+            self.zip = zipfile.ZipFile(path)
+            infos = self.zip.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+            raise BundleProblem(where, f"is not a readable zip archive (malformed or truncated): {exc}") from None
+        if len(infos) > limits.max_members:
+            raise BundleProblem(where, f"has {len(infos)} members, over the limit of {limits.max_members}")
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in infos:
+            name = info.filename
+            unsafe = _check_name(name)
+            if unsafe is not None:
+                raise BundleProblem(f"{where} member {name!r}", f"refused: the name has {unsafe}")
+            if name in self.members:
+                raise BundleProblem(f"{where} member {name!r}", "refused: the name occurs twice")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise BundleProblem(f"{where} member {name!r}", "refused: it is a symbolic link")
+            if info.flag_bits & 0x1:
+                raise BundleProblem(f"{where} member {name!r}", "refused: it is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise BundleProblem(f"{where} member {name!r}", "refused: unsupported compression method")
+            if info.file_size > limits.max_member_bytes:
+                raise BundleProblem(f"{where} member {name!r}",
+                                    f"refused: {info.file_size} bytes, over the limit of {limits.max_member_bytes}")
+            if info.file_size > limits.ratio_from_bytes and info.file_size > limits.max_ratio * max(
+                info.compress_size, 1
+            ):
+                raise BundleProblem(
+                    f"{where} member {name!r}",
+                    f"refused: expands {info.compress_size} bytes to {info.file_size} "
+                    f"(ratio over {limits.max_ratio}: a zip bomb)",
+                )
+            total += info.file_size
+            if total > limits.max_total_bytes:
+                raise BundleProblem(where, f"expands to more than {limits.max_total_bytes} bytes")
+            if name.endswith("/"):
+                continue
+            if not LAYOUT.fullmatch(name):
+                raise BundleProblem(f"{where} member {name!r}", "refused: not part of the bundle layout")
+            self.members[name] = info
+        for required in (INDEX, EVENTS, INCLUSION, CONSISTENCY, KEYRING_LINES):
+            if required not in self.members:
+                raise BundleProblem(where, f"has no {required}")
+
+    def names(self, prefix: str) -> list[str]:
+        """Member names under ``prefix``, sorted."""
+        return sorted(n for n in self.members if n.startswith(prefix))
+
+    def read(self, name: str) -> bytes:
+        """A member's bytes, never more than its declared size (CRC checked by zipfile)."""
+        info = self.members.get(name)
+        if info is None:
+            raise BundleProblem(name, "is missing from the bundle")
+        try:
+            with self.zip.open(info) as handle:
+                data = handle.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise BundleProblem(name, f"is damaged in the archive: {exc}") from None
+        if len(data) != info.file_size:
+            raise BundleProblem(name, "does not have the size the archive declares")
+        return data
+
+    def json(self, name: str) -> Any:
+        """A member parsed as JSON."""
+        try:
+            return json.loads(self.read(name))
+        except ValueError as exc:
+            raise BundleProblem(name, f"is not valid JSON: {exc}") from None
+
+    def close(self) -> None:
+        """Release the file."""
+        self.zip.close()
+
+
+# -- checking event lines (in worker processes) --------------------------------------
+
+_LINES: list[bytes] = []
+_KEYS: dict[str, bytes] = {}
+
+
+def check_line(number: int, line: bytes, keys: dict[str, Ed25519PublicKey]) -> tuple[Any, ...]:
+    """Check one line of events.jsonl; return its facts or raise BundleProblem naming it.
+
+    The facts are (line, position, leaf index, aggregate id, aggregate type,
+    version, topic, hash, prev_hash, leaf hash, envelope bytes of the topics
+    the verifier reads or None).
+    """
+    where = f"{EVENTS} line {number}"
+    m = _LINE.match(line)
+    if m is None or not line.endswith(b"}"):
+        raise BundleProblem(where, "is not an event line of this bundle format (damaged or edited)")
+    position, leaf_index, agg_type, agg_id, version, topic, hash_hex, key_id, signature = m.groups()
+    where = (f"{where} (position {int(position)}, {agg_type.decode()} {agg_id.decode()} "
+             f"version {int(version)})")
+    envelope = line[m.end() : -1]
+    digest = hashlib.sha256(envelope).digest()
+    if digest.hex().encode() != hash_hex:
+        raise BundleProblem(where, "the hash does not match the envelope bytes (the event was edited)")
+    public = keys.get(key_id.decode())
+    if public is None:
+        raise BundleProblem(where, f"signed by key {key_id.decode()}, which is not a ledger key of this bundle")
+    if not _verifies(public, base64.b64decode(signature), digest):
+        raise BundleProblem(where, f"the signature does not verify with ledger key {key_id.decode()}")
+    head, tail = _ENVELOPE_HEAD.match(envelope), _ENVELOPE_TAIL.search(envelope)
+    if head is None or tail is None:
+        raise BundleProblem(where, "the envelope is not in the ledger's canonical form")
+    if head.group(1) != agg_id or head.group(2) != agg_type:
+        raise BundleProblem(where, "the envelope names another aggregate than the line")
+    if tail.group(2) != topic or tail.group(3) != version:
+        raise BundleProblem(where, "the envelope's type or version differs from the line's")
+    opened = envelope if topic.decode() in OPENED_TOPICS else None
+    return (number, int(position), int(leaf_index), agg_id.decode(), agg_type.decode(), int(version),
+            topic.decode(), hash_hex.decode(), tail.group(1).decode(), leaf_hash(digest), opened)
+
+
+def _check_range(start: int, stop: int, lines: list[bytes] | None = None,
+                 keys: dict[str, bytes] | None = None) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
+    """Worker: check lines [start, stop) (1-based numbers start+1...); stop at the first problem."""
+    source = _LINES if lines is None else lines
+    publics = {k: _public_key(v) for k, v in (_KEYS if keys is None else keys).items()}
+    offset = 0 if lines is None else start
+    facts = []
+    for index in range(start, stop):
+        try:
+            facts.append(check_line(index + 1, source[index - offset], publics))
+        except BundleProblem as problem:
+            return facts, problem
+    return facts, None
+
+
+def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int) -> list[tuple[Any, ...]]:
+    global _LINES, _KEYS
+    if workers <= 1 or len(lines) < 2_000:
+        facts, problem = _check_range(0, len(lines), lines, keys)
+        if problem is not None:
+            raise problem
+        return facts
+    chunk = max(500, -(-len(lines) // (workers * 4)))
+    bounds = [(a, min(a + chunk, len(lines))) for a in range(0, len(lines), chunk)]
+    fork = "fork" in get_all_start_methods()
+    _LINES, _KEYS = lines, keys
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
+        try:
+            futures = [
+                pool.submit(_check_range, a, b) if fork else pool.submit(_check_range, a, b, lines[a:b], keys)
+                for a, b in bounds
+            ]
+            checked: list[tuple[Any, ...]] = []
+            for future in futures:
+                part, problem = future.result()
+                if problem is not None:
+                    raise problem
+                checked += part
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        _LINES, _KEYS = [], {}
+    return checked
+
+
+# -- the checks, in order ----------------------------------------------------------
+
+KEYRING_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:ledger-keyring"))
+"""The ledger keyring's fixed aggregate id."""
+
+
+@dataclass
+class _Facts:
+    """What the line checks established, kept for the later checks."""
+
+    events: list[tuple[Any, ...]]
+    opened: dict[int, dict[str, Any]]
+    """Envelope of each event the verifier reads, by line number."""
+
+
+class Verification:
+    """One run of every check over one archive."""
+
+    def __init__(self, archive: Archive, anchors: Sequence[bytes], workers: int) -> None:
+        self.archive = archive
+        self.anchors = list(anchors)
+        self.workers = max(1, workers)
+        self.summary = Summary(workers=self.workers)
+        self.nodes: MerkleNodes | None = None
+        self.leaf_of: dict[int, int] = {}
+
+    def run(self) -> Summary:
+        """Every check; the first problem raises :class:`BundleProblem`."""
+        started = time.perf_counter()
+        index = self._index()
+        lines = self._lines()
+        keys = self._keys(lines)
+        facts = self._events(lines, keys)
+        self._order_and_chains(facts)
+        self._approvals(facts)
+        roots = self._checkpoints(index, keys)
+        self._inclusion(facts, roots)
+        self._consistency(roots)
+        self._export_record(index, facts, keys)
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    # 0. the index ---------------------------------------------------------------
+    def _index(self) -> dict[str, Any]:
+        index = self.archive.json(INDEX)
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            raise BundleProblem(INDEX, f"is not an index of a {FORMAT} bundle")
+        for key in ("export_id", "model", "origin"):
+            if not isinstance(index.get(key), str) or not index[key]:
+                raise BundleProblem(INDEX, f"has no {key}")
+        self.summary.origin = index["origin"]
+        return index
+
+    def _lines(self) -> list[bytes]:
+        data = self.archive.read(EVENTS)
+        if not data.endswith(b"\n"):
+            raise BundleProblem(EVENTS, "is empty or its last line is cut off (truncated)")
+        return data[:-1].split(b"\n")
+
+    # 2. keys ---------------------------------------------------------------------
+    def _keys(self, lines: list[bytes]) -> dict[str, bytes]:
+        keys: dict[str, bytes] = {}
+        pems: dict[str, str] = {}
+        keyring_lines: list[bytes] = []
+        for number, line in enumerate(lines, start=1):
+            if b'"aggregate_type":"LedgerKeyring"' not in line[:300]:
+                continue
+            keyring_lines.append(line)
+            where = f"{EVENTS} line {number} (ledger keyring)"
+            m = _LINE.match(line)
+            if m is None or not line.endswith(b"}"):
+                raise BundleProblem(where, "is not an event line of this bundle format")
+            envelope = line[m.end() : -1]
+            digest = hashlib.sha256(envelope).digest()
+            if digest.hex().encode() != m.group(7):
+                raise BundleProblem(where, "the hash does not match the envelope bytes (a key event was edited)")
+            try:
+                fields = json.loads(envelope)
+                payload = fields["payload"]
+                pem = str(payload["public_key_pem"])
+            except (ValueError, KeyError, TypeError):
+                raise BundleProblem(where, "the key event cannot be read") from None
+            raw = _pem_raw(pem)
+            if raw is None or key_id_of(raw) != payload.get("key_id"):
+                raise BundleProblem(where, "the key event's public key is not the Ed25519 key its id names")
+            if m.group(4).decode() != KEYRING_ID:
+                raise BundleProblem(where, "a key event outside the ledger's keyring")
+            topic, signer_id = m.group(6).decode(), m.group(8).decode()
+            if topic == KEYRING_ESTABLISHED:
+                if keys:
+                    raise BundleProblem(where, "a second genesis key")
+                signer = raw if signer_id == key_id_of(raw) else None
+            elif topic == KEYRING_ROTATED:
+                if not keys:
+                    raise BundleProblem(where, "a rotation before the genesis key")
+                if payload.get("previous_key_id") not in keys:
+                    raise BundleProblem(where, "the rotation replaces a key that is not in the keyring")
+                signer = keys.get(signer_id)
+            else:
+                raise BundleProblem(where, f"unexpected event {topic} in the keyring")
+            if signer is None or not _verifies(_public_key(signer), base64.b64decode(m.group(9)), digest):
+                raise BundleProblem(
+                    where, "the key event is not signed by the key before it (genesis: by itself): the key chain "
+                    "is broken",
+                )
+            keys[key_id_of(raw)] = raw
+            pems[key_id_of(raw)] = pem
+        if not keys:
+            raise BundleProblem(EVENTS, "holds no ledger keyring (no genesis key event)")
+        if self.archive.read(KEYRING_LINES) != b"\n".join(keyring_lines) + b"\n":
+            raise BundleProblem(KEYRING_LINES, "differs from the keyring's events in events.jsonl")
+        files = {name.removeprefix("keys/ledger/").removesuffix(".pem") for name in self.archive.names("keys/ledger/")}
+        for kid in sorted(files | set(keys)):
+            name = f"keys/ledger/{kid}.pem"
+            if kid not in keys:
+                raise BundleProblem(name, "is not a key of the ledger keyring recorded in events.jsonl")
+            if kid not in files:
+                raise BundleProblem(name, "is missing: every ledger key of the keyring is shipped as PEM")
+            if self.archive.read(name) != pems[kid].encode("ascii"):
+                raise BundleProblem(name, f"is not the public key the ledger keyring records for key id {kid}")
+        if self.anchors and not any(anchor in keys.values() for anchor in self.anchors):
+            raise BundleProblem("keys", "none of the trusted public keys you gave is in this bundle's key chain")
+        self.summary.anchored = bool(self.anchors)
+        self.summary.ledger_keys = list(keys)
+        return keys
+
+    # 3. every event ----------------------------------------------------------------
+    def _events(self, lines: list[bytes], keys: dict[str, bytes]) -> _Facts:
+        events = _check_all_lines(lines, keys, self.workers)
+        opened: dict[int, dict[str, Any]] = {}
+        for fact in events:
+            if fact[10] is not None:
+                try:
+                    opened[fact[0]] = json.loads(fact[10])
+                except ValueError:
+                    raise BundleProblem(f"{EVENTS} line {fact[0]}", "the envelope is not JSON") from None
+        self.summary.events = len(events)
+        return _Facts(events, opened)
+
+    # 4. order and chains --------------------------------------------------------------
+    def _order_and_chains(self, facts: _Facts) -> None:
+        heads: dict[str, tuple[int, str, str]] = {}
+        last_position = last_leaf = -1
+        by_type: dict[str, int] = {}
+        for number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, _, _ in facts.events:
+            where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
+            if position <= last_position or leaf <= last_leaf:
+                raise BundleProblem(
+                    where, f"comes after position {last_position}: the events are not in ledger order "
+                    "(lines were swapped or moved)",
+                )
+            last_position, last_leaf = position, leaf
+            head = heads.get(aggregate_id)
+            expected_version, expected_prev = (1, ZERO_HASH) if head is None else (head[0] + 1, head[1])
+            if head is not None and head[2] != agg_type:
+                raise BundleProblem(where, f"the aggregate was a {head[2]} in earlier lines")
+            if version != expected_version:
+                missing = (
+                    f"version {expected_version} is missing (an event was removed)"
+                    if version > expected_version else f"version {version} occurs twice"
+                )
+                raise BundleProblem(where, f"follows version {expected_version - 1}: {missing}")
+            if prev != expected_prev:
+                raise BundleProblem(
+                    where, "prev_hash is not the hash of the aggregate's previous event (an event of this "
+                    "aggregate was changed, removed or reordered)",
+                )
+            if head is None:
+                by_type[agg_type] = by_type.get(agg_type, 0) + 1
+            heads[aggregate_id] = (version, hash_hex, agg_type)
+        self.summary.aggregates = len(heads)
+        self.summary.by_type = by_type
+
+    # 5. approval statements ---------------------------------------------------------------
+    def _approvals(self, facts: _Facts) -> None:
+        registered: dict[tuple[str, str], tuple[int, str]] = {}
+        used: set[tuple[str, str]] = set()
+        count = 0
+        for number, position, _, aggregate_id, *_ in facts.events:
+            envelope = facts.opened.get(number)
+            if envelope is None:
+                continue
+            payload = envelope.get("payload") or {}
+            if envelope.get("type") == SIGNING_KEY_REGISTERED:
+                registered[(aggregate_id, str(payload.get("key_id")))] = (position, str(payload.get("public_key_pem")))
+                continue
+            if envelope.get("type") not in (APPROVAL_GRANTED, APPROVAL_REJECTED):
+                continue
+            where = f"{EVENTS} line {number} (approval of model version {aggregate_id})"
+            approver, kid, statement = payload.get("approver"), payload.get("key_id"), payload.get("statement")
+            known = registered.get((str(approver), str(kid)))
+            if known is None or known[0] >= position:
+                raise BundleProblem(
+                    where, f"approver {approver} registered no signing key {kid} in this bundle before approving",
+                )
+            raw = _pem_raw(known[1])
+            signature = _b64(payload.get("signature"))
+            if not isinstance(statement, dict) or raw is None or signature is None:
+                raise BundleProblem(where, "the signed statement, its signature or the approver's key is unreadable")
+            decision = "approve" if envelope["type"] == APPROVAL_GRANTED else "reject"
+            if (statement.get("model_version_id") != aggregate_id or statement.get("approver") != approver
+                    or statement.get("decision") != decision):
+                raise BundleProblem(where, "the signed statement names another version, approver or decision")
+            try:
+                message = canonical_json(statement)
+            except ValueError as exc:
+                raise BundleProblem(where, f"the statement has no canonical form: {exc}") from None
+            if not _verifies(_public_key(raw), signature, message):
+                raise BundleProblem(
+                    where, f"the approval statement's signature does not verify with approver {approver}'s "
+                    f"registered key {kid}",
+                )
+            used.add((str(approver), str(kid)))
+            count += 1
+        files = set()
+        for name in self.archive.names("keys/approvers/"):
+            principal, kid = name.removeprefix("keys/approvers/").removesuffix(".pem").split("/")
+            found = registered.get((principal, kid))
+            if found is None or self.archive.read(name) != found[1].encode("ascii"):
+                raise BundleProblem(name, "is not the public key the approver's signed events register")
+            files.add((principal, kid))
+        for principal, kid in sorted(used - files):
+            raise BundleProblem(f"keys/approvers/{principal}/{kid}.pem", "is missing for a key that signed an approval")
+        self.summary.approvals = count
+
+    # 6. checkpoints ----------------------------------------------------------------------
+    def _checkpoints(self, index: dict[str, Any], keys: dict[str, bytes]) -> dict[int, bytes]:
+        origin = index["origin"]
+        hashes = {note_key_hash(origin, raw): raw for raw in keys.values()}
+        roots: dict[int, bytes] = {}
+        for name in self.archive.names("checkpoints/"):
+            try:
+                text = self.archive.read(name).decode("utf-8")
+                note_origin, size, root, body, signatures = _parse_checkpoint(text)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise BundleProblem(name, f"is not a C2SP signed checkpoint: {exc}") from None
+            if note_origin != origin:
+                raise BundleProblem(name, f"is a checkpoint of log {note_origin!r}, not {origin!r}")
+            if name != checkpoint_name(size):
+                raise BundleProblem(name, f"holds the checkpoint of tree size {size}")
+            ours = [(hashes[kh], sig) for key_name, kh, sig in signatures if key_name == origin and kh in hashes]
+            if not ours:
+                raise BundleProblem(name, "carries no signature by a ledger key")
+            for raw, sig in ours:
+                if not _verifies(_public_key(raw), sig, body.encode("utf-8")):
+                    raise BundleProblem(name, f"its signature by ledger key {key_id_of(raw)} does not verify")
+            roots[size] = root
+        if not roots:
+            raise BundleProblem("checkpoints/", "holds no signed checkpoint")
+        self.summary.checkpoints = sorted(roots)
+        return roots
+
+    # 7. inclusion and consistency -------------------------------------------------------------
+    def _inclusion(self, facts: _Facts, roots: dict[int, bytes]) -> None:
+        proof = self.archive.json(INCLUSION)
+        size = max(roots)
+        if not isinstance(proof, dict) or proof.get("format") != INCLUSION_FORMAT:
+            raise BundleProblem(INCLUSION, f"is not a {INCLUSION_FORMAT} proof")
+        if proof.get("tree_size") != size or proof.get("root_hash") != roots[size].hex():
+            raise BundleProblem(INCLUSION, f"does not prove against the latest checkpoint (tree size {size})")
+        listed = proof.get("leaves")
+        if not isinstance(listed, list):
+            raise BundleProblem(INCLUSION, "has no list of leaves")
+        ours = [[fact[2], fact[1]] for fact in facts.events]
+        if listed != ours:
+            self._unproven(facts, listed, ours)
+        known: dict[tuple[int, int], bytes] = {(0, fact[2]): fact[9] for fact in facts.events}
+        leaves = sorted(fact[2] for fact in facts.events)
+        if leaves and leaves[-1] >= size:
+            raise BundleProblem(INCLUSION, f"the latest checkpoint (size {size}) does not cover leaf {leaves[-1]}")
+        nodes = proof.get("nodes")
+        if not isinstance(nodes, list):
+            raise BundleProblem(INCLUSION, "has no list of proof nodes")
+        for entry in nodes:
+            try:
+                level, node, digest = int(entry[0]), int(entry[1]), bytes.fromhex(entry[2])
+            except (TypeError, ValueError, IndexError):
+                raise BundleProblem(INCLUSION, f"proof node {entry!r} is malformed") from None
+            first, end = node << level, (node + 1) << level
+            if not 0 <= level < 64 or node < 0 or end > size or len(digest) != 32:
+                raise BundleProblem(INCLUSION, f"proof node {entry!r} is not a node of the tree of size {size}")
+            at = bisect.bisect_left(leaves, first)
+            if at < len(leaves) and leaves[at] < end:
+                raise BundleProblem(
+                    INCLUSION, f"proof node ({level}, {node}) stands in for the event at leaf {leaves[at]}",
+                )
+            known[(level, node)] = digest
+        self.nodes = MerkleNodes(known)
+        try:
+            root = self.nodes.subtree(0, size)
+        except _Gap as gap:
+            raise BundleProblem(
+                INCLUSION, f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
+            ) from None
+        except RecursionError:
+            raise BundleProblem(INCLUSION, "the proof is malformed") from None
+        if root != roots[size]:
+            raise BundleProblem(
+                INCLUSION, f"the events and proof nodes hash to root {root.hex()}, but the latest checkpoint "
+                f"signs {roots[size].hex()}: an event's hash or position differs from the ledger's log",
+            )
+        self.leaf_of = {fact[1]: fact[2] for fact in facts.events}
+        self.summary.tree_size, self.summary.root_hash = size, roots[size].hex()
+        self.summary.proof_nodes = len(nodes)
+
+    @staticmethod
+    def _unproven(facts: _Facts, listed: list[Any], ours: list[list[int]]) -> None:
+        """Name the first event that the proof's list and events.jsonl disagree on."""
+        for at, theirs in enumerate(listed):
+            if not isinstance(theirs, list) or len(theirs) != 2:
+                raise BundleProblem(INCLUSION, f"leaf entry {at} is malformed")
+            if at >= len(ours) or theirs[0] < ours[at][0]:
+                raise BundleProblem(
+                    INCLUSION, f"proves the event at leaf {theirs[0]} (position {theirs[1]}), which events.jsonl "
+                    "lacks: an event was removed from the bundle",
+                )
+            if theirs != ours[at]:
+                line = facts.events[at][0]
+                raise BundleProblem(
+                    f"{EVENTS} line {line} (position {ours[at][1]})", f"its leaf {ours[at][0]} is not among the "
+                    "leaves the inclusion proof covers: the event was added or moved",
+                )
+        line = facts.events[len(listed)][0]
+        raise BundleProblem(
+            f"{EVENTS} line {line} (position {ours[len(listed)][1]})",
+            "has no inclusion proof in proofs/inclusion.json (the proofs are truncated or the event was added)",
+        )
+
+    def _consistency(self, roots: dict[int, bytes]) -> None:
+        data = self.archive.json(CONSISTENCY)
+        latest = max(roots)
+        if not isinstance(data, dict) or data.get("format") != CONSISTENCY_FORMAT or data.get("to_size") != latest:
+            raise BundleProblem(CONSISTENCY, f"is not a set of {CONSISTENCY_FORMAT} proofs to tree size {latest}")
+        proofs: dict[int, list[bytes]] = {}
+        for entry in data.get("proofs") or []:
+            try:
+                proofs[int(entry["from_size"])] = [bytes.fromhex(h) for h in entry["proof"]]
+            except (TypeError, ValueError, KeyError):
+                raise BundleProblem(CONSISTENCY, f"proof {str(entry)[:80]} is malformed") from None
+        for size in sorted(roots):
+            if size == latest:
+                continue
+            proof = proofs.get(size)
+            if proof is None:
+                raise BundleProblem(CONSISTENCY, f"has no proof from the checkpoint of size {size} to {latest}")
+            if not verify_consistency(size, latest, roots[size], roots[latest], proof):
+                raise BundleProblem(
+                    CONSISTENCY, f"the proof from tree size {size} to {latest} does not verify: the checkpoints "
+                    "do not describe one append-only log",
+                )
+        self.summary.consistency_proofs = len(roots) - 1
+
+    # 8. the export record and the files it names ------------------------------------------------
+    def _export_record(self, index: dict[str, Any], facts: _Facts, keys: dict[str, bytes]) -> None:
+        records = [(n, e) for n, e in facts.opened.items() if e.get("type") == EXPORT_CREATED]
+        if len(records) != 1:
+            raise BundleProblem(EVENTS, f"holds {len(records)} export records; a bundle has exactly one")
+        line, record = records[0]
+        export_id, payload = record["aggregate_id"], record["payload"]
+        where = f"the signed export record ({EVENTS} line {line})"
+        if index["export_id"] != export_id or index["model"] != payload.get("model_name"):
+            raise BundleProblem(INDEX, f"names another export or model than {where}")
+        committed = payload.get("events") or {}
+        hasher, count = hashlib.sha256(), 0
+        for fact in facts.events:
+            if fact[3] == export_id:
+                continue
+            if fact[4] == "Export":
+                raise BundleProblem(f"{EVENTS} line {fact[0]}", "an event of another export")
+            hasher.update(fact[1].to_bytes(8, "big") + bytes.fromhex(fact[7]))
+            count += 1
+        if count != committed.get("count"):
+            raise BundleProblem(
+                EVENTS, f"holds {count} events besides the export record, but {where} commits to "
+                f"{committed.get('count')}: events were removed or added",
+            )
+        if "sha256:" + hasher.hexdigest() != committed.get("digest"):
+            raise BundleProblem(EVENTS, f"the events differ from the ones {where} commits to")
+        files = payload.get("files") or {}
+        attachments = self._attachments(facts)
+        checked = 0
+        for name in sorted(set(self.archive.names("manifests/")) | set(self.archive.names("reports/"))
+                           | ({README, VERIFIER} & set(self.archive.members))):
+            if name not in files:
+                raise BundleProblem(name, f"is not named by {where}")
+        for name, digest in sorted(files.items()):
+            data = self.archive.read(name)
+            actual = "sha256:" + hashlib.sha256(data).hexdigest()
+            if actual != digest:
+                raise BundleProblem(name, f"has digest {actual}, but {where} names {digest}: the file was replaced")
+            if name.startswith("reports/attachments/"):
+                report_id = name.split("/")[2]
+                if name not in {attachment_name(report_id, n, d) for n, d in attachments.get(report_id, set())
+                                if d == actual}:
+                    raise BundleProblem(name, "is not an attachment a Report.Published event of this bundle records")
+            elif name.startswith("manifests/") and not name.endswith(".provenance.json"):
+                self._manifest(name, data, facts)
+            elif name.endswith(".provenance.json"):
+                self._provenance(name, data, keys, files)
+            checked += 1
+        self.summary.files = checked
+        self.summary.export_id, self.summary.model = export_id, str(payload.get("model_name"))
+        self.summary.created_at, self.summary.created_by = str(record["recorded_at"]), str(record["actor"])
+
+    @staticmethod
+    def _attachments(facts: _Facts) -> dict[str, set[tuple[str, str]]]:
+        found: dict[str, set[tuple[str, str]]] = {}
+        for envelope in facts.opened.values():
+            if envelope.get("type") == REPORT_PUBLISHED:
+                for name, digest in (envelope["payload"].get("attachments") or {}).items():
+                    found.setdefault(envelope["aggregate_id"], set()).add((str(name), str(digest)))
+        return found
+
+    def _manifest(self, name: str, data: bytes, facts: _Facts) -> None:
+        run_id = name.removeprefix("manifests/").removesuffix(".json")
+        try:
+            document = json.loads(data)
+            listed = [(int(e["notification_id"]), int(e["version"]), str(e["hash"])) for e in document["events"]]
+        except (ValueError, KeyError, TypeError):
+            raise BundleProblem(name, "is not a run manifest") from None
+        if document.get("run_id") != run_id:
+            raise BundleProblem(name, f"is the manifest of run {document.get('run_id')}")
+        ours = {(f[1], f[5], f[7]) for f in facts.events if f[3] == run_id}
+        for entry in listed:
+            if entry not in ours:
+                raise BundleProblem(name, f"lists run event {entry[0]} (version {entry[1]}) that events.jsonl does "
+                                          "not hold with that hash")
+
+    def _provenance(self, name: str, data: bytes, keys: dict[str, bytes], files: dict[str, str]) -> None:
+        try:
+            envelope = json.loads(data)
+            body = _b64(envelope["payload"])
+            signatures = list(envelope["signatures"])
+        except (ValueError, KeyError, TypeError):
+            raise BundleProblem(name, "is not a DSSE envelope") from None
+        if envelope.get("payloadType") != DSSE_PAYLOAD_TYPE or body is None:
+            raise BundleProblem(name, f"is not a DSSE envelope of {DSSE_PAYLOAD_TYPE}")
+        message = _pae(DSSE_PAYLOAD_TYPE, body)
+        signed = any(
+            isinstance(s, dict) and s.get("keyid") in keys and (sig := _b64(s.get("sig"))) is not None
+            and _verifies(_public_key(keys[s["keyid"]]), sig, message)
+            for s in signatures
+        )
+        if not signed:
+            raise BundleProblem(name, "no signature of the DSSE envelope verifies with a ledger key")
+        manifest = name.replace(".provenance.json", ".json")
+        try:
+            statement = json.loads(body)
+            byproducts = statement["predicate"]["runDetails"]["byproducts"]
+            digest = next(b["digest"]["sha256"] for b in byproducts if b.get("name") == "manifest")
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise BundleProblem(name, "the signed statement names no manifest") from None
+        if files.get(manifest) != f"sha256:{digest}":
+            raise BundleProblem(manifest, f"is not the manifest the signed provenance {name} names")
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def verify_bundle(
+    path: str | os.PathLike[str], *, anchors: Sequence[bytes] = (), workers: int | None = None,
+    limits: Limits | None = None,
+) -> Summary:
+    """Verify a bundle; return its summary or raise :class:`BundleProblem` naming the first problem.
+
+    ``anchors`` are raw Ed25519 public keys of the ledger obtained out of band;
+    one of them must be in the bundle's key chain.
+    """
+    archive = Archive(Path(path), limits or Limits())
+    try:
+        return Verification(archive, anchors, workers or os.cpu_count() or 1).run()
+    finally:
+        archive.close()
+
+
+def audit_path(path: str | os.PathLike[str], position: int, *, workers: int | None = None) -> dict[str, Any]:
+    """Verify the bundle, then give the standard RFC 9162 inclusion proof of the event at ``position``."""
+    archive = Archive(Path(path), Limits())
+    try:
+        verification = Verification(archive, (), workers or os.cpu_count() or 1)
+        summary = verification.run()
+        leaf = verification.leaf_of.get(position)
+        if leaf is None or verification.nodes is None:
+            raise BundleProblem(EVENTS, f"holds no event at position {position}")
+        proof = verification.nodes.audit_path(leaf, summary.tree_size)
+        root = bytes.fromhex(summary.root_hash)
+        leaf_value = verification.nodes.known[(0, leaf)]
+        return {
+            "position": position, "leaf_index": leaf, "tree_size": summary.tree_size, "leaf_hash": leaf_value.hex(),
+            "root_hash": summary.root_hash, "audit_path": [h.hex() for h in proof],
+            "verified": verify_inclusion(leaf_value, leaf, summary.tree_size, proof, root),
+            "checkpoint": checkpoint_name(summary.tree_size),
+        }
+    finally:
+        archive.close()
+
+
+def extract(path: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
+    """Write a (verified) bundle's members under ``target``; never outside it, never over a file."""
+    root = Path(target).resolve()
+    archive = Archive(Path(path), Limits())
+    try:
+        written = 0
+        for name in sorted(archive.members):
+            destination = (root / name).resolve()
+            if root not in destination.parents:
+                raise BundleProblem(name, "would be written outside the target directory")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with open(destination, "xb") as handle:
+                handle.write(archive.read(name))
+            written += 1
+        return written
+    finally:
+        archive.close()
+
+
+def _anchor(path: str) -> bytes:
+    try:
+        raw = _pem_raw(Path(path).read_bytes())
+    except OSError as exc:
+        raise BundleProblem(path, f"cannot be read: {exc.strerror or exc}") from None
+    if raw is None:
+        raise BundleProblem(path, "is not an Ed25519 public key in PEM")
+    return raw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: verify, print the summary or the first problem; 0 when verified, 1 otherwise."""
+    parser = argparse.ArgumentParser(prog="verify_bundle.py", description="Verify an ML Ledger export bundle offline.")
+    parser.add_argument("bundle", help="the bundle (.zip)")
+    parser.add_argument("--public-key", action="append", default=[], metavar="PEM",
+                        help="a ledger public key you trust (PEM file); repeatable")
+    parser.add_argument("--workers", type=int, default=None, help="processes checking signatures (default: every core)")
+    parser.add_argument("--max-bytes", type=int, default=Limits.max_bundle_bytes,
+                        help="refuse a bundle larger than this many bytes")
+    parser.add_argument("--extract", metavar="DIR", help="after verifying, write the files under DIR")
+    parser.add_argument("--audit-path", type=int, metavar="POSITION",
+                        help="print the RFC 9162 inclusion proof of the event at this ledger position")
+    args = parser.parse_args(argv)
+    try:
+        anchors = [_anchor(p) for p in args.public_key]
+        if args.audit_path is not None:
+            print(json.dumps(audit_path(args.bundle, args.audit_path, workers=args.workers), indent=2))
+            return 0
+        summary = verify_bundle(args.bundle, anchors=anchors, workers=args.workers,
+                                limits=Limits(max_bundle_bytes=args.max_bytes))
+        for line in summary.lines():
+            print(line)
+        if args.extract:
+            print(f"extracted {extract(args.bundle, args.extract)} files under {args.extract}")
+    except BundleProblem as problem:
+        print(f"FAILED: {problem}")
+        return 1
+    except Exception as exc:  # fail closed, in one line, on anything unforeseen in a hostile file
+        print(f"FAILED: {Path(args.bundle).name}: cannot be verified: {type(exc).__name__}: {exc}".splitlines()[0])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
