@@ -424,3 +424,14 @@ def test_the_standalone_verifier_in_a_bare_virtualenv_gives_the_same_verdicts(
         ours = capsys.readouterr().out.splitlines()[0]
         assert standalone.returncode == code, standalone.stderr
         assert standalone.stdout.splitlines()[0] == ours
+
+
+def test_extract_writes_the_verified_files_under_the_target_only(exported: Exported, tmp_path: Path) -> None:
+    target = tmp_path / "out"
+
+    code = checker.main([str(exported.bundle), "--workers", "1", "--extract", str(target)])
+
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert code == 0
+    assert written == {Path("out") / n for n in zipfile.ZipFile(exported.bundle).namelist()}
+    assert (target / "reports" / "model_card.pdf").read_bytes().startswith(b"%PDF")
