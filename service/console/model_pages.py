@@ -14,12 +14,14 @@ from domain.permissions import Action
 from projections import audit_queries as aq
 from projections import registry_queries as q
 from service.console.model_view import approval_views, lineage_graph
+from service.console.monitoring_view import monitoring_view, reports_of
 from service.console.svg import lineage_svg
 from service.console.web import ConsoleRoute, ServicesDep, Viewer, page, render
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 ModelReader = Annotated[Viewer, Depends(page(Action.READ_LINEAGE))]
 NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+DEFAULT_WINDOW = 100
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -41,8 +43,12 @@ def model_page(
     services: ServicesDep,
     name: NamePath,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    window: Annotated[int, Query(ge=10, le=100_000)] = DEFAULT_WINDOW,
 ) -> Response:
-    """One model; the lineage shown is of ``version`` (default: the newest)."""
+    """One model; the lineage and reports shown are of ``version`` (default: the newest).
+
+    Live accuracy is computed over windows of ``window`` predictions with outcomes.
+    """
     with services.engine.connect() as conn:
         model = q.model(conn, name)
         versions = q.model_versions(conn, name)
@@ -60,6 +66,9 @@ def model_page(
             "history": q.deployment_history(conn, name),
             "lineage": lineage,
             "names": principals,
+            "window": window,
+            "monitoring": monitoring_view(conn, name, window, services.settings.psi_threshold),
+            "reports": {} if lineage is None else reports_of(conn, services.blobs, lineage.version.id),
         }
         if lineage is not None:
             context["approvals"] = approval_views(conn, lineage.version)

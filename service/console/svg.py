@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 210, 46, 56, 14, 12
 CHART_W, CHART_H = 640, 220
-MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 16, 14, 44
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 16, 14, 54
 SERIES_CLASSES = ("s0", "s1", "s2", "s3", "s4", "s5")
 
 
@@ -92,17 +92,21 @@ class Series:
     points: Sequence[tuple[float, float]]
 
 
-def _ticks(low: float, high: float, count: int = 4) -> list[float]:
+def _ticks(low: float, high: float, count: int = 4, integral: bool = False) -> list[float]:
     if high <= low:
         return [low]
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integral:  # ledger positions and counts: whole numbers only
+        step = float(max(1, math.ceil(step)))
     first = math.ceil(low / step) * step
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
 def _fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 1e9:
+        return str(int(value))
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
 
 
@@ -143,7 +147,7 @@ def line_chart(
             '<line class="grid" x1="{l}" x2="{r}" y1="{y:.1f}" y2="{y:.1f}"/>'
             '<text class="tick" x="{tx}" y="{ty:.1f}" text-anchor="end">{v}</text>'
         ).format(l=MARGIN_L, r=MARGIN_L + plot_w, y=sy(tick), tx=MARGIN_L - 6, ty=sy(tick) + 4, v=_fmt(tick)))
-    for tick in _ticks(x0, x1, 5):
+    for tick in _ticks(x0, x1, 5, integral=all(x == int(x) for x in xs)):
         parts.append(Markup('<text class="tick" x="{x:.1f}" y="{y}" text-anchor="middle">{v}</text>').format(
             x=sx(tick), y=bottom + 16, v=_fmt(tick)))
     if threshold is not None:
@@ -162,10 +166,10 @@ def line_chart(
         parts.append(Markup(
             '<rect class="key {css}" x="{x}" y="{y}" width="10" height="10"/>'
             '<text class="legend" x="{tx}" y="{ty}">{name}</text>'
-        ).format(css=css, x=legend_x, y=CHART_H - 14, tx=legend_x + 14, ty=CHART_H - 5, name=_clip(s.name, 28)))
+        ).format(css=css, x=legend_x, y=bottom + 36, tx=legend_x + 14, ty=bottom + 45, name=_clip(s.name, 28)))
         legend_x += 24 + 7 * min(len(s.name), 28)
     parts.append(Markup('<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>').format(
-        MARGIN_L + plot_w, CHART_H - 18, x_label))
+        MARGIN_L + plot_w, bottom + 45, x_label))
     middle = MARGIN_T + plot_h / 2
     parts.append(Markup(
         '<text class="axis" x="12" y="{m:.0f}" text-anchor="middle" transform="rotate(-90 12 {m:.0f})">{t}</text>'

@@ -18,12 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ADMIN_KEY, REPO, make_settings, settings_env
-from governance_world import World, approve, make_world, train_and_register
+from governance_world import World, approve, make_world
+from serving_world import FEATURES, credit_csv, credit_rows, features_of
 
-from service.client import LedgerClient
+from service.client import LedgerClient, LedgerClientError
 
 SHOTS = REPO / "test-artifacts" / "console"
-MODEL = "credit-risk"
+MODEL = "credit"
 
 
 def chromium() -> str:
@@ -45,7 +46,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """``mlledger serve`` (projector on, no runner) on a fresh SQLite ledger."""
+    """``mlledger serve`` (API, projector, runner, reports and drift workers) on a fresh SQLite ledger."""
     settings = make_settings("sqlite", tmp_path / "data")
     env = settings_env(settings) | {"MLLEDGER_CHECKPOINT_EVERY_SECONDS": "0.5"}
     migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=REPO,
@@ -54,7 +55,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--no-runner"],
+        [sys.executable, "-m", "service", "serve", "--port", str(port)],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -90,14 +91,48 @@ def _caught_up(base: str, timeout: float = 30) -> None:
 
 
 def _history(base: str) -> World:
-    """An organisation, a model with two versions (the first approved and deployed), through the typed client."""
-    http = httpx.Client(base_url=base, timeout=60)
+    """Through the typed client: a runner-trained credit model, approved by two signers and deployed,
+    serving predictions with outcomes, a shifted batch that drifts, and its reports computed."""
+    http = httpx.Client(base_url=base, timeout=120)
     world = make_world(http)  # type: ignore[arg-type]  # any httpx client will do
-    first = train_and_register(world, "alice", MODEL, seed=1)
-    approve(world, "bob", MODEL, first)
-    approve(world, "carol", MODEL, first)
-    world.people["olivia"].client.deploy(MODEL, "champion", first, reason="first release")
-    train_and_register(world, "alice", MODEL, seed=2)
+    world.add("pia", ["predictor"])
+    alice = world.people["alice"].client
+    dataset = alice.upload_dataset(
+        "credit", credit_csv(), datasheet={"motivation": "credit decisions", "protected_attributes": ["sex"]}
+    )
+    alice.add_pipeline_spec("credit-gbm", "sklearn", {
+        "estimator": "sklearn.ensemble.GradientBoostingClassifier",
+        "estimator_params": {"n_estimators": 30, "max_depth": 2},
+        "features": FEATURES, "target": "approved", "task": "classification",
+    })
+    run = alice.start_run(name="credit-1", mode="runner", pipeline="credit-gbm", dataset_version_ids=[dataset.id],
+                          seed=1)
+    assert alice.wait_for_run(run.id, timeout=180)["status"] == "succeeded"
+    number, _ = alice.register_model_version(MODEL, run.id, "model.pkl",
+                                             input_schema=[{"name": f, "type": "number"} for f in FEATURES])
+    approve(world, "bob", MODEL, number)
+    approve(world, "carol", MODEL, number)
+    olivia = world.people["olivia"].client
+    olivia.deploy(MODEL, "champion", number, reason="first release")
+    pia = world.people["pia"].client
+    rows = credit_rows(60, seed=11)
+    served = pia.predict_batch(MODEL, [{"input": features_of(r), "request_id": f"loan-{i:04d}"}
+                                       for i, r in enumerate(rows)])
+    for answer, row in zip(served["predictions"], rows, strict=True):
+        pia.record_outcome(answer["prediction_id"], row["approved"])
+    shifted = credit_rows(300, seed=12, income_shift=40_000)
+    position = pia.predict_batch(MODEL, [{"input": features_of(r), "request_id": f"shifted-{i:04d}"}
+                                         for i, r in enumerate(shifted)])["position"]
+    deadline = time.monotonic() + 120
+    while True:  # the reports (and the reference profile drift is measured against) are computed in the background
+        try:
+            world.people["audrey"].client.report(MODEL, number, "explanations")
+            check = olivia.check_drift(MODEL, window=300, min_position=position)
+            break
+        except LedgerClientError:
+            assert time.monotonic() < deadline, "the reports were not computed"
+            time.sleep(0.5)
+    assert check["alert_position"] is not None
     _caught_up(base)
     return world
 
@@ -143,34 +178,40 @@ def test_a_compliance_officer_uses_the_console_in_a_browser(server: str) -> None
 
             # Open the model's lineage.
             page.click("header nav >> text=Models")
+            page.screenshot(path=SHOTS / "04-models.png", full_page=True)
             page.click(f"table >> text={MODEL}")
             expect(page.locator("h1")).to_have_text(f"Model {MODEL}")
             page.click("#versions >> xpath=following-sibling::table[1] >> text=v1")
             lineage = page.locator("svg.lineage")
             expect(lineage).to_be_visible()
-            expect(lineage).to_contain_text("run credit-risk-run")
+            expect(lineage).to_contain_text("run credit-1")
+            expect(lineage).to_contain_text("pipeline credit-gbm v1")
             expect(lineage).to_contain_text("champion")
             expect(page.locator("#approvals + table")).to_contain_text("valid Ed25519")
-            page.screenshot(path=SHOTS / "04-model-lineage.png", full_page=True)
+            expect(page.locator("img.plot").first).to_be_visible()
+            expect(page.locator("svg.chart")).to_have_count(2)
+            page.screenshot(path=SHOTS / "05-model-lineage.png", full_page=True)
 
             # Look up a decision.
             page.click("header nav >> text=Decisions")
-            page.fill("input[name=request_id]", "loan-0001")
+            page.fill("input[name=request_id]", "loan-0003")
             page.click("form.filters button[type=submit]")
-            expect(page.locator("main")).to_contain_text("not available yet")
-            page.screenshot(path=SHOTS / "05-decision-lookup.png", full_page=True)
+            expect(page.locator("main h2")).to_contain_text("Decision ")
+            expect(page.locator("main")).to_contain_text("credit v1 as champion")
+            expect(page.locator("main")).to_contain_text("leaf")
+            page.screenshot(path=SHOTS / "06-decision.png", full_page=True)
 
             # Start an export from the model page.
             page.goto(f"{server}/console/models/{MODEL}#export")
             expect(page.locator("#export + div")).to_contain_text("not available yet")
-            page.screenshot(path=SHOTS / "06-export.png", full_page=True)
+            page.screenshot(path=SHOTS / "07-export.png", full_page=True)
 
             # Verify the ledger.
             page.click("header nav >> text=Ledger")
             expect(page.locator("main")).to_contain_text("Latest checkpoint")
             page.click("text=Verify ledger now")
             expect(page.locator("#verify-result")).to_contain_text("OK", timeout=120_000)
-            page.screenshot(path=SHOTS / "07-ledger-verified.png", full_page=True)
+            page.screenshot(path=SHOTS / "08-ledger-verified.png", full_page=True)
 
             # Sign out: the session is gone.
             page.click("header button:has-text('Sign out')")

@@ -17,7 +17,11 @@ from conftest import ADMIN_KEY, make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from domain.fairness import fairness_report, impact_ratio_violations
 from domain.keys import Signer
+from domain.monitor import Monitor
+from domain.prediction import Prediction
+from domain.report import Report
 from projections import registry as r
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
@@ -28,6 +32,11 @@ from service.projector import publish_checkpoint_if_due
 HOSTILE = "<script>alert('x')</script>"
 HOSTILE_NAME = "x<img src=x onerror=alert(1)>"
 MODEL = "credit-risk"
+# The smallest valid PNG: one transparent pixel.
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 
 @dataclass
@@ -84,8 +93,61 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             clients[approver].decide(MODEL, number, signer, key_id, "approve", f"{approver} reviewed the report")
         clients["olivia"].deploy(MODEL, "champion", number, reason="first release")
         _catch_up(services)
+        _serve(services, ids, number)
+        _catch_up(services)
         yield World(services, app, keys, ids, run.id)
     services.close()
+
+
+def _serve(services: Services, ids: dict[str, str], number: int) -> None:
+    """Predictions with outcomes (one overridden), a drift alert and two signed reports, recorded as events."""
+    ledger = services.ledger
+    version = ledger.model_version(MODEL, number)
+    for i in range(30):
+        row = {"age": 20 + i, "income": 1000.0 * i}
+        label = int(i % 3 != 0)
+        prediction = Prediction.make(
+            model_name=MODEL, model_version_id=str(version.id), number=number, role="champion",
+            request_id=f"loan-{i:04d}", shadow_of=None, subject_id=None,
+            input_digest="sha256:" + f"{i:064x}", input=row, input_ciphertext=None, input_key_id=None,
+            output={"label": label, "probability": 0.4 + label / 3}, explanation=None, latency_ms=2.0 + i / 10,
+            reason_codes=[{"feature": "income", "value": row["income"], "contribution": 0.25},
+                          {"feature": "age", "value": row["age"], "contribution": -0.05}],
+            actor=ids["pat"],
+        )
+        ledger.save(prediction)
+        ledger.record_outcome(str(prediction.id), int(i % 4 != 0), actor=ids["pat"])
+    first = str(Prediction.create_id(model_name=MODEL, request_id="loan-0000"))
+    ledger.override_decision(first, {"label": 1}, f"manual review {HOSTILE}", actor=ids["olivia"])
+    monitor = Monitor(model_name=MODEL, actor="system:monitor")
+    monitor.detect(
+        model_name=MODEL, model_version_id=str(version.id), number=number,
+        window={"from_position": 40, "to_position": 70, "rows": 30},
+        drifted_features=["income"], retraining_run_id=None, thresholds={"psi": 0.2, "p_value": 0.01},
+        statistics={"income": {"kind": "numeric", "psi": 0.41, "test": "ks", "statistic": 0.3, "p_value": 0.0004,
+                               "drifted": True},
+                    "age": {"kind": "numeric", "psi": 0.03, "test": "ks", "statistic": 0.05, "p_value": 0.7,
+                            "drifted": False}},
+        actor="system:monitor",
+    )
+    bar = services.blobs.put_bytes(PIXEL_PNG).digest
+    explanations = Report(kind="explanations", model_name=MODEL, model_version_id=str(version.id), number=number,
+                          actor="system:reports")
+    explanations.publish(
+        {"explainer": "tree", "output_space": "probability", "n_rows": 20, "base_value": 0.5,
+         "background_digest": bar, "background_size": 20, "plots": {"bar": bar},
+         "mean_abs_shap": [{"feature": "income", "mean_abs_shap": 0.2}, {"feature": "age", "mean_abs_shap": 0.04}]},
+        {"bar.png": bar}, {"run_id": "r", "validation_rows": 20}, actor="system:reports",
+    )
+    truth = [i % 2 for i in range(40)]
+    decided = [1 if i < 20 else i % 2 for i in range(40)]
+    fairness = fairness_report(truth, decided, {"sex": ["f"] * 20 + ["m"] * 20}, positive=1)
+    fairness["threshold"] = 0.8
+    fairness["violations"] = impact_ratio_violations(fairness, 0.8)
+    report = Report(kind="fairness", model_name=MODEL, model_version_id=str(version.id), number=number,
+                    actor="system:reports")
+    report.publish(fairness, {}, {"run_id": "r", "validation_rows": 40}, actor="system:reports")
+    ledger.save(monitor, explanations, report)
 
 
 def browser(world: World) -> TestClient:
@@ -347,6 +409,58 @@ def test_the_ledger_page_shows_the_checkpoint_and_verifies_the_ledger(world: Wor
     assert started.status_code == 303
     assert '<div class="notice ok" id="verify-result"><strong>OK</strong>' in after.text
     assert "Started" in after.text and "by audrey" in after.text
+
+
+def test_a_decision_is_reconstructed_by_request_id(world: World) -> None:
+    page = sign_in(world, "audrey").get("/console/decisions", params={"request_id": "loan-0000"})
+
+    assert page.status_code == 200
+    text = page.text
+    assert "credit-risk v1</a> as champion" in text
+    assert '<span class="badge warn">overridden</span> <span class="mono">{&#34;label&#34;: 1}</span>' in text
+    assert "manual review &lt;script&gt;" in text and "<script>" not in text
+    assert re.search(r'<td>income</td><td class="mono">0(\.0)?</td>', text)
+    assert text.count("valid Ed25519") == 2
+    assert "inclusion proof (JSON)" in text
+
+
+def test_a_decision_is_found_by_prediction_id_too(world: World) -> None:
+    prediction_id = str(Prediction.create_id(model_name=MODEL, request_id="loan-0007"))
+
+    page = sign_in(world, "olivia").get("/console/decisions", params={"prediction_id": prediction_id})
+
+    assert page.status_code == 200
+    assert "loan-0007" in page.text and "not recorded yet" not in page.text
+
+
+def test_an_unknown_decision_is_explained(world: World) -> None:
+    page = sign_in(world, "audrey").get("/console/decisions", params={"request_id": "no-such-request"})
+
+    assert page.status_code == 404
+    assert "no prediction with id or request id &#39;no-such-request&#39;" in page.text
+
+
+def test_decisions_are_closed_to_roles_that_may_not_read_them(world: World) -> None:
+    assert sign_in(world, "rita").get("/console/decisions").status_code == 403
+
+
+def test_the_model_page_plots_live_accuracy_and_drift(world: World) -> None:
+    page = sign_in(world, "audrey").get(f"/console/models/{MODEL}", params={"window": "10"})
+
+    assert page.status_code == 200
+    assert page.text.count('<svg class="chart"') == 2
+    assert 'aria-label="live accuracy of credit-risk"' in page.text
+    assert '<span class="badge bad">income</span>' in page.text
+    assert "income: PSI 0.410, ks p=0.0004" in page.text
+
+
+def test_the_model_page_shows_the_signed_reports_with_their_plots(world: World) -> None:
+    page = sign_in(world, "audrey").get(f"/console/models/{MODEL}")
+
+    assert '<img class="plot" src="data:image/png;base64,' in page.text
+    assert "tree explainer on 20 validation rows" in page.text
+    assert "1 group(s) below the required impact ratio" in page.text
+    assert '<span class="badge bad">0.500</span>' in page.text
 
 
 def test_sessions_expire_when_idle_and_after_their_maximum_age() -> None:
