@@ -387,16 +387,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds used so far by every local ``postgres`` process (0 when the server is elsewhere)."""
-    total = 0.0
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU seconds used so far by each local ``postgres`` process (none when the server is elsewhere)."""
+    found: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             if (entry / "comm").read_text().strip() == "postgres":
-                total += cpu_seconds(int(entry.name))
-    return total
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
 
 
 @dataclass(frozen=True)
@@ -409,20 +409,24 @@ class CpuUse:
 
 
 class CpuMeter:
-    """CPU used by the server process, local PostgreSQL and this process between ``start`` and ``stop``."""
+    """CPU used by the server process, local PostgreSQL and this process between ``start`` and ``stop``.
+
+    A PostgreSQL process that exits in between is not counted (its use since ``start`` is unknown).
+    """
 
     def __init__(self, server_pid: int) -> None:
         self._pid = server_pid
-        self._start = (0.0, 0.0, 0.0)
-
-    def _now(self) -> tuple[float, float, float]:
-        return cpu_seconds(self._pid), postgres_cpu_seconds(), time.process_time()
+        self._server = 0.0
+        self._postgres: dict[int, float] = {}
+        self._clients = 0.0
 
     def start(self) -> None:
         """Take the starting figures."""
-        self._start = self._now()
+        self._server = cpu_seconds(self._pid)
+        self._postgres = postgres_cpu_seconds()
+        self._clients = time.process_time()
 
     def stop(self) -> CpuUse:
         """CPU used since :meth:`start`."""
-        server, postgres, clients = (b - a for a, b in zip(self._start, self._now(), strict=True))
-        return CpuUse(server, postgres, clients)
+        postgres = sum(used - self._postgres.get(pid, 0.0) for pid, used in postgres_cpu_seconds().items())
+        return CpuUse(cpu_seconds(self._pid) - self._server, postgres, time.process_time() - self._clients)

@@ -1,0 +1,227 @@
+"""Benchmark: single-record predictions per second and their latency, with concurrent clients.
+
+The same server and model as ``bench/predict_batch.py`` (``bench/serving_setup.py``:
+a ``GradientBoostingClassifier`` with 100 trees over 30 features, runner-trained,
+approved by two signers, champion). ``--clients`` (default 16) load generators,
+each with one keep-alive HTTP connection, send ``POST /v1/models/{name}/predict``
+one record at a time (each with its own request id) for ``--seconds`` (default
+15) per round. Every 2xx answer left only after its signed ``Prediction`` event
+was committed; the group committer lets concurrent requests share one
+transaction, so the number of transactions is printed next to the number of
+requests.
+
+``--repeats`` (default 3) rounds follow a ``--warmup`` (default 3 s) that is not
+timed. Each round reports requests per second and the p50/p95/p99 latency seen
+by the clients; afterwards the ledger is checked: the ``Prediction`` events
+recorded must be exactly the predictions answered 2xx (same count, same ids).
+CPU milliseconds per request of the server process, the local PostgreSQL
+processes and the load generators show where the time goes.
+
+The ledger is the PostgreSQL at ``--database-url`` in a fresh schema
+``bench_<random>``, dropped at the end (also on failure or Ctrl-C). The
+projector and the runner are off while the load runs (``--with-projector``
+keeps the projector in the server process).
+
+Run from the repository root::
+
+    .venv/bin/python bench/predict_single.py
+    .venv/bin/python bench/predict_single.py --clients 32 --seconds 30 --repeats 5
+
+Progress goes to stderr, the results table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.append import DEFAULT_DATABASE_URL, describe_database, install_sigterm_handler, machine_line
+from bench.serving_setup import (
+    ESTIMATORS,
+    FEATURES,
+    MAX_DEPTH,
+    Connection,
+    CpuMeter,
+    CpuUse,
+    Deployed,
+    Server,
+    deploy_model,
+    encoded_rows,
+    input_rows,
+    ledger_position,
+    ledger_predictions,
+    load_average,
+    percentile,
+    say,
+    serving_ledger,
+    single_body,
+)
+
+TARGET_REQUESTS_PER_SECOND = 1_000
+TARGET_P99_MS = 50.0
+
+
+@dataclass
+class Round:
+    """One timed round of single-record requests."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    transactions: int = 0
+    cpu: CpuUse | None = None
+
+    @property
+    def rate(self) -> float:
+        """Requests answered 2xx per second."""
+        return len(self.ids) / self.seconds if self.seconds else 0.0
+
+    def latency_ms(self, share: float) -> float:
+        """A percentile of the request latencies, in milliseconds."""
+        return percentile(sorted(self.latencies), share) * 1000
+
+
+def send_singles(
+    base_url: str, deployed: Deployed, encoded: list[str], *, seconds: float, clients: int, prefix: str
+) -> Round:
+    """``clients`` threads sending one record per request for ``seconds``; every answered id is kept."""
+    path = f"/v1/models/{deployed.model}/predict"
+    lock = threading.Lock()
+    result = Round()
+    deadline = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        connection = Connection(base_url, deployed.predictor_key)
+        latencies: list[float] = []
+        ids: list[str] = []
+        errors: list[str] = []
+        sent = 0
+        try:
+            while time.perf_counter() < deadline:
+                body = single_body(encoded[(number * 7919 + sent) % len(encoded)], f"{prefix}-{number}-{sent}")
+                sent += 1
+                started = time.perf_counter()
+                status, data = connection.post(path, body)
+                latencies.append(time.perf_counter() - started)
+                if status == 200:
+                    ids.append(json.loads(data)["prediction_id"])
+                else:
+                    errors.append(f"{status}: {data[:300]!r}")
+        finally:
+            connection.close()
+            with lock:
+                result.requests += sent
+                result.latencies.extend(latencies)
+                result.ids.extend(ids)
+                result.errors.extend(errors)
+
+    threads = [threading.Thread(target=client, args=(k,), name=f"bench-client-{k}") for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of a timed round (default 15)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="untimed seconds of load first (default 3)")
+    parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
+    args = parser.parse_args(argv)
+
+    install_sigterm_handler()
+    load_before = load_average()
+    encoded = encoded_rows(input_rows(5_000))
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="mlledger-predict-single-") as tmp, \
+            serving_ledger(args.database_url) as settings:
+        database = describe_database(settings)
+        say("setting up: a server with its runner trains, registers, approves and deploys the model")
+        with Server(settings, Path(tmp) / "setup.log") as server:
+            deployed = deploy_model(server.base_url)
+        say(f"model {deployed.model} v{deployed.version} deployed (training took {deployed.training_seconds:.1f} s)")
+        server = Server(settings, Path(tmp) / "load.log", projector=args.with_projector, runner=False)
+        with server:
+            say(f"load server: {server.command}")
+            warm = send_singles(server.base_url, deployed, encoded, seconds=args.warmup, clients=args.clients,
+                                prefix="warm")
+            if warm.errors:
+                raise SystemExit(f"warm-up failed: {warm.errors[0]}")
+            meter = CpuMeter(server.pid)
+            for number in range(1, args.repeats + 1):
+                before = ledger_position(settings)
+                meter.start()
+                found = send_singles(server.base_url, deployed, encoded, seconds=args.seconds, clients=args.clients,
+                                     prefix=f"r{number}")
+                found.cpu = meter.stop()
+                found.transactions = ledger_predictions(settings, before).transactions
+                rounds.append(found)
+                say(f"round {number}/{args.repeats}: {found.rate:,.0f} requests/s, "
+                    f"p99 {found.latency_ms(0.99):.1f} ms, {found.transactions} transactions, load {load_average()}")
+            position = ledger_position(settings)
+        recorded = ledger_predictions(settings, 0, position)
+    load_after = load_average()
+
+    answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
+    answered_count = sum(len(r.ids) for r in rounds) + len(warm.ids)
+    errors = [e for r in rounds for e in r.errors]
+    ledger_ok = recorded.events == answered_count and recorded.ids == answered
+    best = max(rounds, key=lambda r: r.rate)
+    passed = best.rate >= TARGET_REQUESTS_PER_SECOND and best.latency_ms(0.99) < TARGET_P99_MS
+
+    print()
+    print(f"ML Ledger serving: single-record predictions, {args.clients} concurrent clients "
+          "(one keep-alive connection each)")
+    print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
+          "numeric features, trained by the server's runner, two signed approvals, champion; "
+          "TreeSHAP reason codes (top 4)")
+    print(f"server: `{server.command}` (one process); the answer leaves after the group commit")
+    header = (f"{'#':>2} | {'requests':>8} | {'seconds':>7} | {'req/s':>6} | {'p50 ms':>6} | {'p95 ms':>6} | "
+              f"{'p99 ms':>6} | {'txns':>6} | {'req/txn':>7} | {'CPU ms/request: server':>22} | "
+              f"{'postgres':>8} | {'clients':>7}")
+    print(header)
+    print("-" * len(header))
+    for number, found in enumerate(rounds, start=1):
+        cpu = found.cpu or CpuUse(0, 0, 0)
+        per = 1000 / len(found.ids) if found.ids else 0.0
+        per_txn = len(found.ids) / found.transactions if found.transactions else 0.0
+        print(f"{number:>2} | {len(found.ids):>8,} | {found.seconds:>7.2f} | {found.rate:>6,.0f} | "
+              f"{found.latency_ms(0.50):>6.1f} | {found.latency_ms(0.95):>6.1f} | {found.latency_ms(0.99):>6.1f} | "
+              f"{found.transactions:>6,} | {per_txn:>7.1f} | {cpu.server * per:>22.2f} | "
+              f"{cpu.postgres * per:>8.2f} | {cpu.clients * per:>7.2f}")
+    print("-" * len(header))
+    print(f"requests/s: best {best.rate:,.0f} (p99 {best.latency_ms(0.99):.1f} ms), "
+          f"median {statistics.median(r.rate for r in rounds):,.0f} "
+          f"(target >= {TARGET_REQUESTS_PER_SECOND:,}/s with p99 < {TARGET_P99_MS:.0f} ms) "
+          f"=> {'PASS' if passed else 'MISSED'}")
+    requests = sum(len(r.ids) for r in rounds)
+    print(f"group commit: {sum(r.transactions for r in rounds):,} transactions for {requests:,} requests; "
+          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
+    print(f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
+          f"(warm-up included), ids {'equal' if recorded.ids == answered else 'DIFFERENT'} "
+          f"=> {'OK' if ledger_ok else 'MISMATCH'}")
+    print(machine_line(database))
+    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
+    return 0 if ledger_ok and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
