@@ -11,12 +11,15 @@ from fastapi.responses import HTMLResponse
 
 from domain.errors import NotFound
 from domain.permissions import Action
+from domain.roles import Role
 from projections import audit_queries as aq
 from projections import registry_queries as q
+from service.bootstrap import Services
 from service.console.model_view import approval_views, lineage_graph
 from service.console.monitoring_view import monitoring_view, reports_of
 from service.console.svg import lineage_svg
 from service.console.web import ConsoleRoute, ServicesDep, Viewer, page, render
+from service.exports import store
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 ModelReader = Annotated[Viewer, Depends(page(Action.READ_LINEAGE))]
@@ -44,11 +47,29 @@ def model_page(
     name: NamePath,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     window: Annotated[int, Query(ge=10, le=100_000)] = DEFAULT_WINDOW,
+    export: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """One model; the lineage and reports shown are of ``version`` (default: the newest).
 
-    Live accuracy is computed over windows of ``window`` predictions with outcomes.
+    Live accuracy is computed over windows of ``window`` predictions with outcomes;
+    ``export`` names an export just built from this page, to show its result.
     """
+    return model_page_response(request, viewer, services, name, version, window, export_id=export)
+
+
+def model_page_response(
+    request: Request,
+    viewer: Viewer,
+    services: Services,
+    name: str,
+    version: int | None = None,
+    window: int = DEFAULT_WINDOW,
+    *,
+    export_id: str | None = None,
+    export_error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The model page (also shown again, with the error, when an export could not be built)."""
     with services.engine.connect() as conn:
         model = q.model(conn, name)
         versions = q.model_versions(conn, name)
@@ -58,14 +79,14 @@ def model_page(
         lineage = aq.lineage(conn, name, number) if number is not None else None
         if version is not None and lineage is None:
             raise NotFound(f"model {name!r} has no version {version}")
-        principals = {p.id: p.name for p in q.list_principals(conn)}
+        principals = q.list_principals(conn)
         context: dict[str, Any] = {
             "model": model,
             "versions": versions,
             "deployment": q.deployment(conn, name),
             "history": q.deployment_history(conn, name),
             "lineage": lineage,
-            "names": principals,
+            "names": {p.id: p.name for p in principals},
             "window": window,
             "monitoring": monitoring_view(conn, name, window, services.settings.psi_threshold),
             "reports": {} if lineage is None else reports_of(conn, services.blobs, lineage.version.id),
@@ -76,4 +97,16 @@ def model_page(
             context["graph"] = lineage_svg(lineage_graph(lineage), label)
         else:
             context["approvals"], context["graph"] = [], None
-    return render(request, "model.html", title=f"Model {name}", name=name, **context)
+    exports = []
+    if viewer.can(Action.READ_EXPORTS):
+        visible = store.visible_exports(services, viewer.caller.id, viewer.caller.roles)
+        exports = [e for e in reversed(visible) if e.model_name == name]
+    context.update(
+        can_export=viewer.can(Action.EXPORT),
+        can_read_exports=viewer.can(Action.READ_EXPORTS),
+        exports=exports,
+        new_export=next((e for e in exports if e.id == export_id), None),
+        export_error=export_error,
+        regulators=[p for p in principals if p.active and Role.REGULATOR.value in p.roles],
+    )
+    return render(request, "model.html", status_code=status_code, title=f"Model {name}", name=name, **context)

@@ -51,6 +51,7 @@ PAGES: list[tuple[str, str, Action]] = [
     ("Audit trail", "/console/audit", Action.READ_AUDIT),
     ("Models", "/console/models", Action.READ_LINEAGE),
     ("Decisions", "/console/decisions", Action.READ_DECISIONS),
+    ("Exports", "/console/exports", Action.READ_EXPORTS),
     ("Ledger", "/console/ledger", Action.READ_LEDGER_EVENTS),
 ]
 

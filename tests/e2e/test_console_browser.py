@@ -6,6 +6,7 @@ A screenshot of every page is saved under test-artifacts/console/.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -201,9 +202,19 @@ def test_a_compliance_officer_uses_the_console_in_a_browser(server: str) -> None
             expect(page.locator("main")).to_contain_text("leaf")
             page.screenshot(path=SHOTS / "06-decision.png", full_page=True)
 
-            # Start an export from the model page.
+            # Start an export from the model page, then download the bundle.
             page.goto(f"{server}/console/models/{MODEL}#export")
-            expect(page.locator("#export + div")).to_contain_text("not available yet")
+            page.select_option("select[name=predictions]", "sample")
+            page.fill("input[name=sample_size]", "50")
+            page.click("text=Export bundle")
+            result = page.locator("#export-result")
+            expect(result).to_contain_text("Export recorded")
+            with page.expect_download() as started:
+                result.locator("text=download the bundle").click()
+            bundle = started.value.path()
+            digest = "sha256:" + hashlib.sha256(Path(bundle).read_bytes()).hexdigest()
+            expect(result).to_contain_text(digest)
+            result.scroll_into_view_if_needed()
             page.screenshot(path=SHOTS / "07-export.png", full_page=True)
 
             # Verify the ledger.

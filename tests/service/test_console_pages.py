@@ -5,6 +5,7 @@ user-controlled text, signature status of approvals, and no external resources."
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -270,7 +271,7 @@ def test_a_role_with_no_console_page_is_told_so(world: World) -> None:
 def test_the_landing_page_is_the_first_page_a_role_opens(world: World) -> None:
     assert sign_in(world, "audrey").get("/console").headers["location"] == "/console/audit"
     assert sign_in(world, "olivia").get("/console").headers["location"] == "/console/models"
-    assert sign_in(world, "rita").get("/console").headers["location"] == "/console/ledger"
+    assert sign_in(world, "rita").get("/console").headers["location"] == "/console/exports"
 
 
 def test_a_form_without_the_session_csrf_token_is_refused(world: World) -> None:
@@ -385,7 +386,7 @@ def test_an_unknown_model_is_a_404_page(world: World) -> None:
 def test_pages_load_nothing_from_elsewhere_and_run_no_script(world: World) -> None:
     http = sign_in(world, "admin")
     paths = ["/console/audit", "/console/models", f"/console/models/{MODEL}", "/console/decisions",
-             "/console/ledger", "/console/login"]
+             "/console/decisions?request_id=loan-0001", "/console/exports", "/console/ledger", "/console/login"]
 
     for path in paths:
         response = http.get(path) if path != "/console/login" else browser(world).get(path)
@@ -461,6 +462,65 @@ def test_the_model_page_shows_the_signed_reports_with_their_plots(world: World) 
     assert "tree explainer on 20 validation rows" in page.text
     assert "1 group(s) below the required impact ratio" in page.text
     assert '<span class="badge bad">0.500</span>' in page.text
+
+
+def _export(http: TestClient, **fields: str | list[str]) -> str:
+    response = http.post(f"/console/models/{MODEL}/export",
+                         data={"csrf_token": csrf_of(http), "predictions": "sample", "sample_size": "10", **fields})
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.startswith(f"/console/models/{MODEL}?export=") and location.endswith("#export")
+    return location.split("export=")[1].split("#")[0]
+
+
+def test_the_export_button_builds_a_bundle_that_downloads_and_is_recorded(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    export_id = _export(http)
+    shown = http.get(f"/console/models/{MODEL}", params={"export": export_id})
+    bundle = http.get(f"/console/exports/{export_id}/bundle")
+
+    assert 'id="export-result"' in shown.text and export_id in shown.text
+    assert f'href="/console/exports/{export_id}/bundle"' in shown.text
+    assert bundle.status_code == 200 and bundle.headers["content-type"] == "application/zip"
+    digest = "sha256:" + hashlib.sha256(bundle.content).hexdigest()
+    assert bundle.headers["x-bundle-digest"] == digest and digest in shown.text
+    _catch_up(world.services)
+    trail = http.get("/console/audit", params={"aggregate_id": export_id})
+    assert "Downloaded" in trail.text
+
+
+def test_an_export_needs_the_csrf_token_and_the_export_permission(world: World) -> None:
+    auditor, operator = sign_in(world, "audrey"), sign_in(world, "olivia")
+
+    forged = auditor.post(f"/console/models/{MODEL}/export", data={"csrf_token": "forged"})
+    token = csrf_of(operator, "/console/models")
+    refused = operator.post(f"/console/models/{MODEL}/export", data={"csrf_token": token})
+
+    assert forged.status_code == 403 and refused.status_code == 403
+    assert "Export bundles need the admin, auditor or regulator role." in operator.get(f"/console/models/{MODEL}").text
+
+
+def test_a_bad_export_window_is_explained_on_the_model_page(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    response = http.post(f"/console/models/{MODEL}/export", data={"csrf_token": csrf_of(http), "since": "soon"})
+
+    assert response.status_code == 422
+    assert "The export was not built: from must be a time such as 2026-11-22T10:00:00Z" in response.text
+
+
+def test_a_regulator_sees_and_downloads_only_the_bundles_shared_with_them(world: World) -> None:
+    auditor = sign_in(world, "audrey")
+    shared = _export(auditor, share_with=[world.ids["rita"]])
+    private = _export(auditor)
+    rita = sign_in(world, "rita")
+
+    listing = rita.get("/console/exports")
+
+    assert shared in listing.text and private not in listing.text
+    assert rita.get(f"/console/exports/{shared}/bundle").status_code == 200
+    assert rita.get(f"/console/exports/{private}/bundle").status_code == 403
 
 
 def test_sessions_expire_when_idle_and_after_their_maximum_age() -> None:
