@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ADMIN_KEY, make_settings
+from conftest import ADMIN_KEY, drop_schema, make_settings, require_postgres
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -65,9 +65,21 @@ def _csv() -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    services = open_services(make_settings("sqlite", Path(tmp_path_factory.mktemp("console")) / "data"), migrate=True)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    if request.param == "postgres":
+        require_postgres()
+    settings = make_settings(request.param, Path(tmp_path_factory.mktemp("console")) / "data")
+    services = open_services(settings, migrate=True)
+    try:
+        yield from _world(services)
+    finally:
+        services.close()
+        if request.param == "postgres":
+            drop_schema(settings.database_schema)
+
+
+def _world(services: Services) -> Iterator[World]:
     app = create_app(services.settings, run_projector=False, services=services)
     with TestClient(app) as http:
         admin = LedgerClient(api_key=ADMIN_KEY, http=http)
@@ -97,7 +109,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _serve(services, ids, number)
         _catch_up(services)
         yield World(services, app, keys, ids, run.id)
-    services.close()
 
 
 def _serve(services: Services, ids: dict[str, str], number: int) -> None:
