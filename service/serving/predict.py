@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from domain.prediction import (
     CANARY,
     CHALLENGER,
     CHAMPION,
+    TEXT_TYPES,
     Prediction,
     check_input_row,
     check_request_id,
@@ -81,6 +83,44 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
+def _numeric_columns(schema: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
+    """The column names when every column takes a number and none is nullable, else None."""
+    names = []
+    for column in schema:
+        if str(column.get("type", "number")).lower() in TEXT_TYPES or column.get("nullable", False):
+            return None
+        names.append(str(column["name"]))
+    return tuple(names)
+
+
+def _checked_rows(
+    records: Sequence[PredictRecord], indexes: list[int], schema: Sequence[Mapping[str, Any]], out: list[dict[str, Any]]
+) -> None:
+    """Check the records at ``indexes`` against ``schema`` into ``out`` (rows in schema order).
+
+    The common case, an all-numeric schema and rows holding exactly its columns
+    with finite ints and floats, is accepted in a few C-level passes; anything
+    else goes through :func:`check_input_row`, which accepts the same rows and
+    names the field of the first problem.
+    """
+    names = _numeric_columns(schema)
+    for i in indexes:
+        row = records[i].input
+        if names is not None and type(row) is dict and len(row) == len(names):
+            try:
+                values = [row[name] for name in names]
+                plain = set(map(type, values)) <= _PLAIN_NUMBERS and math.isfinite(math.fsum(values))
+            except (KeyError, OverflowError):
+                plain = False
+            if plain:
+                out[i] = dict(zip(names, values, strict=True))
+                continue
+        out[i] = check_input_row(row, schema, field=f"records.{i}.input")
+
+
 class PredictionService:
     """Predicts for the API (single records and batches) and records every prediction."""
 
@@ -103,17 +143,31 @@ class PredictionService:
         self._max_rows = max_rows
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
+        self._deployments: dict[str, Deployment] = {}
+        self._versions: dict[str, ModelVersion] = {}
 
     # -- the deployment --------------------------------------------------------
     def _deployment(self, model_name: str) -> Deployment:
-        try:
-            self._ledger.get(Model.create_id(name=model_name), Model)
-        except NotFound:
-            raise NotFound(f"no model named {model_name!r}", field="name") from None
-        try:
-            deployment: Deployment = self._ledger.get(Deployment.create_id(model_name=model_name), Deployment)
-        except NotFound:
-            raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name") from None
+        """The model's deployment as the ledger holds it now.
+
+        The last one read is kept; a single indexed query per request asks
+        whether the ledger has a newer event for it (a stop or a new champion
+        recorded by any process), and only then is it read again.
+        """
+        deployment_id = Deployment.create_id(model_name=model_name)
+        known = self._deployments.get(model_name)
+        if known is None or self._ledger.recorder.select_events(deployment_id, gt=known.version, limit=1):
+            try:
+                known = self._ledger.get(deployment_id, Deployment)
+            except NotFound:
+                self._deployments.pop(model_name, None)
+                try:
+                    self._ledger.get(Model.create_id(name=model_name), Model)
+                except NotFound:
+                    raise NotFound(f"no model named {model_name!r}", field="name") from None
+                raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name") from None
+            self._deployments[model_name] = known
+        deployment = known
         if deployment.retired:
             raise DeploymentStopped(f"{model_name} is retired and serves no predictions")
         if deployment.stopped:
@@ -123,7 +177,13 @@ class PredictionService:
         return deployment
 
     def _version(self, version_id: str) -> ModelVersion:
-        version: ModelVersion = self._ledger.get(version_id, ModelVersion)
+        """A model version; what serving reads of it (id, number, schema, run, artifact) never changes."""
+        version = self._versions.get(version_id)
+        if version is None:
+            version = self._ledger.get(version_id, ModelVersion)
+            if len(self._versions) >= 256:
+                self._versions.clear()
+            self._versions[version_id] = version
         return version
 
     def _route(self, deployment: Deployment, count: int) -> tuple[_Route, _Route | None, _Route | None]:
@@ -163,8 +223,7 @@ class PredictionService:
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]
         for route in routes:
-            for i in route.indexes:
-                checked[i] = check_input_row(records[i].input, route.served.input_schema, field=f"records.{i}.input")
+            _checked_rows(records, route.indexes, route.served.input_schema, checked)
         shadow_rows: list[int] = []
         if challenger is not None:
             for i, record in enumerate(records):
