@@ -169,18 +169,31 @@ def _chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
 
 
 def read_events(engine: Engine, aggregate_ids: Iterable[uuid.UUID | str]) -> list[EventRow]:
-    """Every stored event of the given aggregates, in ledger (notification) order."""
+    """Every stored event of the given aggregates, in ledger (notification) order.
+
+    Read with the driver's own cursor: on PostgreSQL all ids go as one ``uuid[]``
+    parameter (binary rows); on SQLite, which stores ids as hex text, in chunks.
+    """
     wanted = [uuid.UUID(str(a)) for a in aggregate_ids]
-    sqlite = engine.dialect.name == "sqlite"
-    query = sa.text(
-        f"{events_select(engine)} WHERE originator_id IN :ids"
-    ).bindparams(sa.bindparam("ids", expanding=True))
     rows: list[EventRow] = []
     with engine.connect() as conn:
-        for chunk in _chunks(wanted):
-            values: list[Any] = [a.hex for a in chunk] if sqlite else chunk  # SQLite stores uuid hex
-            for position, oid, version, topic, state in conn.execute(query, {"ids": values}):
-                rows.append(EventRow(int(position), str(uuid.UUID(str(oid))), int(version), topic, bytes(state)))
+        raw: Any = conn.connection.driver_connection
+        if engine.dialect.name == "sqlite":
+            cursor = raw.cursor()
+            try:
+                for chunk in _chunks(wanted, 500):
+                    marks = ",".join("?" * len(chunk))
+                    cursor.execute(f"{events_select(engine)} WHERE originator_id IN ({marks})", [a.hex for a in chunk])
+                    rows += [EventRow(int(n), str(uuid.UUID(o)), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
+            finally:
+                cursor.close()
+        else:
+            cursor = raw.cursor(binary=True)
+            try:
+                cursor.execute(f"{events_select(engine)} WHERE originator_id = ANY(%s)", (wanted,))
+                rows = [EventRow(int(n), str(o), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
+            finally:
+                cursor.close()
     rows.sort(key=lambda row: row.position)
     return rows
 
@@ -189,9 +202,15 @@ def leaf_indexes(conn: Connection, positions: list[int]) -> dict[int, int]:
     """The transparency-log leaf of each event position (all must be logged)."""
     t = tlog.tlog_leaves
     found: dict[int, int] = {}
-    for chunk in _chunks(positions):
-        query = sa.select(t.c.notification_id, t.c.leaf_index).where(t.c.notification_id.in_(chunk))
-        found.update({int(n): int(leaf) for n, leaf in conn.execute(query)})
+    if conn.dialect.name == "postgresql":
+        query = sa.select(t.c.notification_id, t.c.leaf_index).where(
+            t.c.notification_id == sa.func.any(sa.cast(sa.bindparam("positions"), sa.ARRAY(sa.BigInteger)))
+        )
+        found.update({int(n): int(leaf) for n, leaf in conn.execute(query, {"positions": positions})})
+    else:
+        for chunk in _chunks(positions, 500):
+            query = sa.select(t.c.notification_id, t.c.leaf_index).where(t.c.notification_id.in_(chunk))
+            found.update({int(n): int(leaf) for n, leaf in conn.execute(query)})
     missing = [p for p in positions if p not in found]
     if missing:
         raise LookupError(f"events not in the transparency log yet: positions {missing[:3]}")

@@ -56,7 +56,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
@@ -66,6 +66,12 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+try:  # Optional and never required: libsodium checks Ed25519 about twice as fast as OpenSSL.
+    from nacl.bindings import crypto_sign_open as _sodium_open
+    from nacl.exceptions import BadSignatureError as _SodiumRefused
+except ImportError:  # pragma: no cover - the bare virtualenv case
+    _sodium_open = None  # type: ignore[assignment]
 
 FORMAT = "mlledger.bundle.v1"
 INCLUSION_FORMAT = "mlledger.inclusion-multiproof.v1"
@@ -200,6 +206,7 @@ class Summary:
     files: int = 0
     seconds: float = 0.0
     workers: int = 1
+    ed25519: str = ""
 
     def lines(self) -> list[str]:
         """The human summary printed on success."""
@@ -223,7 +230,8 @@ class Summary:
             f"inclusion: all {self.events} events proven in the tree of size {self.tree_size} "
             f"(root {self.root_hash}, {self.proof_nodes} proof nodes)",
             f"files: {self.files} report, manifest and provenance files match the digests the ledger signed",
-            f"verified in {self.seconds:.2f} s ({rate:,.0f} events/s, {self.workers} worker(s))",
+            f"verified in {self.seconds:.2f} s ({rate:,.0f} events/s, {self.workers} worker(s), "
+            f"event signatures by {self.ed25519})",
         ]
 
 
@@ -232,6 +240,37 @@ class Summary:
 
 def _public_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+SignatureCheck = Callable[[bytes, bytes], bool]
+"""``check(signature, message) -> bool`` for one public key."""
+
+
+def signature_check(raw: bytes, fast: bool) -> SignatureCheck:
+    """An Ed25519 check with the key ``raw``: libsodium when ``fast`` and PyNaCl is installed, else OpenSSL.
+
+    Both implement RFC 8032 verification and agree on every signature the
+    ledger makes; libsodium is the stricter of the two (it also refuses
+    small-order keys and points), so it never accepts what OpenSSL refuses.
+    """
+    if fast and _sodium_open is not None:
+        sodium_open = _sodium_open
+
+        def sodium(signature: bytes, message: bytes) -> bool:
+            try:
+                sodium_open(signature + message, raw)
+            except (_SodiumRefused, ValueError, TypeError):
+                return False
+            return True
+
+        return sodium
+    public = _public_key(raw)
+    return lambda signature, message: _verifies(public, signature, message)
+
+
+def ed25519_library(fast: bool) -> str:
+    """Which library checks event signatures."""
+    return "libsodium (PyNaCl)" if fast and _sodium_open is not None else "OpenSSL (cryptography)"
 
 
 def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
@@ -580,46 +619,53 @@ _LINES: list[bytes] = []
 _KEYS: dict[str, bytes] = {}
 
 
-def check_line(number: int, line: bytes, keys: dict[str, Ed25519PublicKey]) -> tuple[Any, ...]:
+def _where(number: int, m: re.Match[bytes]) -> str:
+    return (f"{EVENTS} line {number} (position {int(m.group(1))}, {m.group(3).decode()} {m.group(4).decode()} "
+            f"version {int(m.group(5))})")
+
+
+_OPENED = frozenset(topic.encode() for topic in OPENED_TOPICS)
+
+
+def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> tuple[Any, ...]:
     """Check one line of events.jsonl; return its facts or raise BundleProblem naming it.
 
     The facts are (line, position, leaf index, aggregate id, aggregate type,
     version, topic, hash, prev_hash, leaf hash, envelope bytes of the topics
-    the verifier reads or None).
+    the verifier reads or None). This runs once per event, so the message of
+    a problem is only put together when there is one.
     """
-    where = f"{EVENTS} line {number}"
     m = _LINE.match(line)
-    if m is None or not line.endswith(b"}"):
-        raise BundleProblem(where, "is not an event line of this bundle format (damaged or edited)")
+    if m is None or line[-1:] != b"}":
+        raise BundleProblem(f"{EVENTS} line {number}", "is not an event line of this bundle format (damaged or edited)")
     position, leaf_index, agg_type, agg_id, version, topic, hash_hex, key_id, signature = m.groups()
-    where = (f"{where} (position {int(position)}, {agg_type.decode()} {agg_id.decode()} "
-             f"version {int(version)})")
     envelope = line[m.end() : -1]
     digest = hashlib.sha256(envelope).digest()
     if digest.hex().encode() != hash_hex:
-        raise BundleProblem(where, "the hash does not match the envelope bytes (the event was edited)")
-    public = keys.get(key_id.decode())
-    if public is None:
-        raise BundleProblem(where, f"signed by key {key_id.decode()}, which is not a ledger key of this bundle")
-    if not _verifies(public, base64.b64decode(signature), digest):
-        raise BundleProblem(where, f"the signature does not verify with ledger key {key_id.decode()}")
-    head, tail = _ENVELOPE_HEAD.match(envelope), _ENVELOPE_TAIL.search(envelope)
+        raise BundleProblem(_where(number, m), "the hash does not match the envelope bytes (the event was edited)")
+    check = keys.get(key_id)
+    if check is None:
+        raise BundleProblem(_where(number, m),
+                            f"signed by key {key_id.decode()}, which is not a ledger key of this bundle")
+    if not check(base64.b64decode(signature), digest):
+        raise BundleProblem(_where(number, m), f"the signature does not verify with ledger key {key_id.decode()}")
+    head, tail = _ENVELOPE_HEAD.match(envelope), _ENVELOPE_TAIL.search(envelope, max(0, len(envelope) - 400))
     if head is None or tail is None:
-        raise BundleProblem(where, "the envelope is not in the ledger's canonical form")
+        raise BundleProblem(_where(number, m), "the envelope is not in the ledger's canonical form")
     if head.group(1) != agg_id or head.group(2) != agg_type:
-        raise BundleProblem(where, "the envelope names another aggregate than the line")
+        raise BundleProblem(_where(number, m), "the envelope names another aggregate than the line")
     if tail.group(2) != topic or tail.group(3) != version:
-        raise BundleProblem(where, "the envelope's type or version differs from the line's")
-    opened = envelope if topic.decode() in OPENED_TOPICS else None
+        raise BundleProblem(_where(number, m), "the envelope's type or version differs from the line's")
     return (number, int(position), int(leaf_index), agg_id.decode(), agg_type.decode(), int(version),
-            topic.decode(), hash_hex.decode(), tail.group(1).decode(), leaf_hash(digest), opened)
+            topic.decode(), hash_hex.decode(), tail.group(1).decode(), hashlib.sha256(b"\x00" + digest).digest(),
+            envelope if topic in _OPENED else None)
 
 
-def _check_range(start: int, stop: int, lines: list[bytes] | None = None,
+def _check_range(start: int, stop: int, fast: bool, lines: list[bytes] | None = None,
                  keys: dict[str, bytes] | None = None) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
     """Worker: check lines [start, stop) (1-based numbers start+1...); stop at the first problem."""
     source = _LINES if lines is None else lines
-    publics = {k: _public_key(v) for k, v in (_KEYS if keys is None else keys).items()}
+    publics = {k.encode(): signature_check(v, fast) for k, v in (_KEYS if keys is None else keys).items()}
     offset = 0 if lines is None else start
     facts = []
     for index in range(start, stop):
@@ -630,10 +676,10 @@ def _check_range(start: int, stop: int, lines: list[bytes] | None = None,
     return facts, None
 
 
-def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int) -> list[tuple[Any, ...]]:
+def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int, fast: bool) -> list[tuple[Any, ...]]:
     global _LINES, _KEYS
     if workers <= 1 or len(lines) < 2_000:
-        facts, problem = _check_range(0, len(lines), lines, keys)
+        facts, problem = _check_range(0, len(lines), fast, lines, keys)
         if problem is not None:
             raise problem
         return facts
@@ -645,7 +691,8 @@ def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int) -
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
         try:
             futures = [
-                pool.submit(_check_range, a, b) if fork else pool.submit(_check_range, a, b, lines[a:b], keys)
+                pool.submit(_check_range, a, b, fast) if fork
+                else pool.submit(_check_range, a, b, fast, lines[a:b], keys)
                 for a, b in bounds
             ]
             checked: list[tuple[Any, ...]] = []
@@ -679,11 +726,12 @@ class _Facts:
 class Verification:
     """One run of every check over one archive."""
 
-    def __init__(self, archive: Archive, anchors: Sequence[bytes], workers: int) -> None:
+    def __init__(self, archive: Archive, anchors: Sequence[bytes], workers: int, fast: bool = True) -> None:
         self.archive = archive
         self.anchors = list(anchors)
         self.workers = max(1, workers)
-        self.summary = Summary(workers=self.workers)
+        self.fast = fast
+        self.summary = Summary(workers=self.workers, ed25519=ed25519_library(fast))
         self.nodes: MerkleNodes | None = None
         self.leaf_of: dict[int, int] = {}
 
@@ -789,7 +837,7 @@ class Verification:
 
     # 3. every event ----------------------------------------------------------------
     def _events(self, lines: list[bytes], keys: dict[str, bytes]) -> _Facts:
-        events = _check_all_lines(lines, keys, self.workers)
+        events = _check_all_lines(lines, keys, self.workers, self.fast)
         opened: dict[int, dict[str, Any]] = {}
         for fact in events:
             if fact[10] is not None:
@@ -1122,16 +1170,17 @@ class Verification:
 
 def verify_bundle(
     path: str | os.PathLike[str], *, anchors: Sequence[bytes] = (), workers: int | None = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, crypto_only: bool = False,
 ) -> Summary:
     """Verify a bundle; return its summary or raise :class:`BundleProblem` naming the first problem.
 
     ``anchors`` are raw Ed25519 public keys of the ledger obtained out of band;
-    one of them must be in the bundle's key chain.
+    one of them must be in the bundle's key chain. With ``crypto_only`` every
+    signature is checked with ``cryptography`` even when PyNaCl is installed.
     """
     archive = Archive(Path(path), limits or Limits())
     try:
-        return Verification(archive, anchors, workers or os.cpu_count() or 1).run()
+        return Verification(archive, anchors, workers or os.cpu_count() or 1, fast=not crypto_only).run()
     finally:
         archive.close()
 
@@ -1199,6 +1248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extract", metavar="DIR", help="after verifying, write the files under DIR")
     parser.add_argument("--audit-path", type=int, metavar="POSITION",
                         help="print the RFC 9162 inclusion proof of the event at this ledger position")
+    parser.add_argument("--crypto-only", action="store_true",
+                        help="check every signature with cryptography even if PyNaCl is installed")
     args = parser.parse_args(argv)
     try:
         anchors = [_anchor(p) for p in args.public_key]
@@ -1206,7 +1257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(audit_path(args.bundle, args.audit_path, workers=args.workers), indent=2))
             return 0
         summary = verify_bundle(args.bundle, anchors=anchors, workers=args.workers,
-                                limits=Limits(max_bundle_bytes=args.max_bytes))
+                                limits=Limits(max_bundle_bytes=args.max_bytes), crypto_only=args.crypto_only)
         for line in summary.lines():
             print(line)
         if args.extract:
