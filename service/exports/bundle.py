@@ -20,7 +20,7 @@ import shutil
 import time
 import zipfile
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,11 +51,13 @@ from service.exports.verify_bundle import (
     KEYRING_LINES,
     README,
     VERIFIER,
+    Summary,
     attachment_name,
     checkpoint_name,
     event_line,
     manifest_name,
     provenance_name,
+    verify_bundle,
 )
 from service.projector import publish_checkpoint_if_due
 
@@ -274,3 +276,23 @@ def export_bundle(
         export_id=str(export.id), bundle_digest=stored.digest, size=stored.size,
         path=destination or stored.path, events=len(sealed), position=packed, seconds=time.perf_counter() - started,
     )
+
+
+def export_and_verify(
+    services: Services, model_name: str, destination: Path | None = None, *, actor: str = "system:demo",
+    say: Callable[[str], None] = print,
+) -> Summary:
+    """Export every record of ``model_name`` and verify the bundle as a regulator would; say what happened.
+
+    The bundle goes to ``destination`` (default ``<data dir>/exports/<model>.zip``).
+    Raises :class:`BundleProblem` if it does not verify.
+    """
+    target = destination or services.settings.data_dir / "exports" / f"{model_name}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    result = export_bundle(services, ExportRequest.of(model_name), actor=actor, destination=target)
+    say(f"exported {result.events} events of {model_name} to {target} ({result.size:,} bytes, "
+        f"{result.bundle_digest}) in {result.seconds:.2f} s")
+    summary = verify_bundle(target)
+    for line in summary.lines():
+        say(f"  {line}")
+    return summary

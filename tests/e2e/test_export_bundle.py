@@ -33,7 +33,7 @@ from domain.subject import Subject
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
 from service.exports import verify_bundle as checker
-from service.exports.bundle import export_bundle
+from service.exports.bundle import export_and_verify, export_bundle
 from service.exports.model_card import APPENDICES, CARD_SECTIONS
 from service.exports.scope import ExportRequest
 from service.settings import Settings
@@ -435,3 +435,13 @@ def test_extract_writes_the_verified_files_under_the_target_only(exported: Expor
     assert code == 0
     assert written == {Path("out") / n for n in zipfile.ZipFile(exported.bundle).namelist()}
     assert (target / "reports" / "model_card.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_demo_step_exports_and_verifies(exported: Exported, tmp_path: Path) -> None:
+    said: list[str] = []
+
+    summary = export_and_verify(exported.services, MODEL, tmp_path / "demo.zip", say=said.append)
+
+    assert summary.model == MODEL and summary.by_type["Prediction"] == PREDICTIONS
+    assert said[0].startswith(f"exported {summary.events} events of {MODEL}")
+    assert said[1].strip().startswith("OK: export")
