@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
+from domain.errors import NotFound
 from domain.export import PREDICTIONS_NONE, PREDICTIONS_SAMPLE, check_scope
 from domain.ledger_key import KEYRING_ID
 from domain.model import Model, ModelVersion
@@ -125,7 +126,10 @@ def _prediction_rows(conn: Connection, request: ExportRequest) -> tuple[list[str
 def select_scope(ledger: Ledger, conn: Connection, request: ExportRequest) -> Scope:
     """Every aggregate an export of ``request.model_name`` holds (NotFound for an unknown model)."""
     request.scope()
-    model = ledger.model(request.model_name)
+    try:
+        model = ledger.model(request.model_name)
+    except NotFound:
+        raise NotFound(f"no model named {request.model_name!r}", field="model") from None
     versions = [ledger.get(version_id, ModelVersion) for version_id in model.versions]
     runs: dict[str, Run] = {}
     for run_id in [v.run_id for v in versions]:

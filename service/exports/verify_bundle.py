@@ -195,6 +195,7 @@ class Summary:
     aggregates: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     ledger_keys: list[str] = field(default_factory=list)
+    note_keys: list[str] = field(default_factory=list)
     anchored: bool = False
     approvals: int = 0
     checkpoints: list[int] = field(default_factory=list)
@@ -224,6 +225,7 @@ class Summary:
             f"events: {self.events} in {self.aggregates} aggregates ({kinds}): hashes, signatures, "
             "envelopes, order, versions and chains verified",
             f"ledger keys: {', '.join(self.ledger_keys)} ({trust})",
+            *(f"checkpoint verifier key (signed-note tools): {vkey}" for vkey in self.note_keys),
             f"approvals: {self.approvals} signed statement(s) verified with the approvers' registered keys",
             f"checkpoints: {len(self.checkpoints)} signed by the ledger (origin {self.origin}, sizes {sizes}); "
             f"{self.consistency_proofs} consistency proof(s) to the latest verified",
@@ -959,6 +961,7 @@ class Verification:
         if not roots:
             raise BundleProblem("checkpoints/", "holds no signed checkpoint")
         self.summary.checkpoints = sorted(roots)
+        self.summary.note_keys = [verifier_key(origin, raw) for raw in keys.values()]
         return roots
 
     # 7. inclusion and consistency -------------------------------------------------------------
