@@ -190,6 +190,9 @@ class ModelCard:
             ("Approval policy", f"{policy.required_approvals} approver(s); separation of duties "
                                 f"{'on' if policy.separation_of_duties else 'off'}; one rejection "
                                 f"{'blocks' if policy.rejection_blocks else 'does not block'} a version"),
+            ("Fairness gate", "none" if policy.min_impact_ratio is None else
+             f"approvals refused while a group's impact ratio is under {policy.min_impact_ratio}"),
+            ("Retraining on drift", "requested automatically" if policy.retrain_on_drift else "not automatic"),
         ])]
         rows = []
         for v in self.versions:
@@ -197,7 +200,7 @@ class ModelCard:
             pipeline = (doc.get("inputs") or {}).get("pipeline") or {}
             spec = pipeline.get("spec") or {}
             rows.append([
-                str(v.number), v.state(policy), v.registered_by, v.run_id,
+                str(v.number), v.state(policy), self._who(v.registered_by), v.run_id,
                 f"{pipeline.get('name') or 'client-reported'} ({pipeline.get('kind') or doc.get('mode') or '?'})",
                 str(spec.get("estimator") or spec.get("hidden_layers") or "not recorded"),
                 f"{v.artifact_name} {v.artifact_digest}",
@@ -447,7 +450,7 @@ class ModelCard:
 
     def _deployments(self) -> Section:
         rows = [[e.at, e.topic.split(".")[2], str(e.payload.get("number", "")), _num(e.payload.get("share")),
-                 str(e.payload.get("reason", "")), e.actor]
+                 str(e.payload.get("reason", "")), self._who(e.actor)]
                 for e in self.events if e.topic.startswith("mlledger.deployment.")]
         if not rows:
             return Section("Deployment history", [Para(NOT_RECORDED)])
@@ -455,13 +458,13 @@ class ModelCard:
 
     def _overrides(self) -> Section:
         rows = [[e.at, e.aggregate_id, json.dumps(e.payload["decision"], sort_keys=True), e.payload["reason"],
-                 e.actor] for e in self._of(Prediction.Overridden.TOPIC)]
+                 self._who(e.actor)] for e in self._of(Prediction.Overridden.TOPIC)]
         if not rows:
             return Section("Human overrides", [Para("No override is recorded among this bundle's predictions.")])
         return Section("Human overrides", [Table(["at", "prediction", "decision", "reason", "by"], rows)])
 
     def _erasures(self) -> Section:
-        rows = [[e.at, e.aggregate_id, e.payload["key_id"], e.payload["reason"], e.actor]
+        rows = [[e.at, e.aggregate_id, e.payload["key_id"], e.payload["reason"], self._who(e.actor)]
                 for e in self._of(Subject.Erased.TOPIC)]
         if not rows:
             return Section("Erasure tombstones", [Para("No erasure is recorded for this bundle's data subjects.")])
