@@ -219,8 +219,3 @@ def leaf_indexes(conn: Connection, positions: list[int]) -> dict[int, int]:
     if missing:
         raise LookupError(f"events not in the transparency log yet: positions {missing[:3]}")
     return found
-
-
-def events_of(engine: Engine, aggregate_id: uuid.UUID | str) -> list[EventRow]:
-    """Every stored event of one aggregate."""
-    return read_events(engine, [aggregate_id])
