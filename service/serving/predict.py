@@ -43,7 +43,7 @@ from domain.prediction import (
 from domain.subject import Subject
 from service.explain import reason_codes
 from service.ledger_core import LedgerCore
-from service.serving.group_commit import GroupCommitter
+from service.serving.group_commit import GroupCall, GroupCommitter
 from service.serving.models import ModelCache, ServedModel
 from service.serving.vault import SubjectVault
 
@@ -77,6 +77,11 @@ class _Route:
     served: ServedModel
     role: str
     indexes: list[int] = field(default_factory=list)
+
+
+_Outcome = tuple[dict[str, Any], list[dict[str, Any]], float | None]
+SHARED_INFERENCE_ROWS = 32  # requests up to this size share model calls with concurrent ones
+_MAX_GROUPS = 1024
 
 
 def _sha256(data: bytes) -> str:
@@ -145,29 +150,29 @@ class PredictionService:
         self._rng_lock = threading.Lock()
         self._deployments: dict[str, Deployment] = {}
         self._versions: dict[str, ModelVersion] = {}
+        self._deployment_reads: dict[str, GroupCall[None, Deployment | None]] = {}
+        self._inference: dict[str, GroupCall[list[dict[str, Any]], list[_Outcome]]] = {}
 
     # -- the deployment --------------------------------------------------------
     def _deployment(self, model_name: str) -> Deployment:
-        """The model's deployment as the ledger holds it now.
+        """The model's deployment as the ledger holds it now (a stop recorded by any process counts).
 
-        The last one read is kept; a single indexed query per request asks
-        whether the ledger has a newer event for it (a stop or a new champion
-        recorded by any process), and only then is it read again.
+        Concurrent requests share one read, which starts after each of them arrived.
         """
-        deployment_id = Deployment.create_id(model_name=model_name)
-        known = self._deployments.get(model_name)
-        if known is None or self._ledger.recorder.select_events(deployment_id, gt=known.version, limit=1):
+        reads = self._deployment_reads.get(model_name)
+        if reads is None:
+            if len(self._deployment_reads) >= _MAX_GROUPS:
+                self._deployment_reads.clear()
+            reads = self._deployment_reads.setdefault(
+                model_name, GroupCall(lambda asks: [self._read_deployment(model_name)] * len(asks))
+            )
+        deployment = reads(None)
+        if deployment is None:
             try:
-                known = self._ledger.get(deployment_id, Deployment)
+                self._ledger.get(Model.create_id(name=model_name), Model)
             except NotFound:
-                self._deployments.pop(model_name, None)
-                try:
-                    self._ledger.get(Model.create_id(name=model_name), Model)
-                except NotFound:
-                    raise NotFound(f"no model named {model_name!r}", field="name") from None
-                raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name") from None
-            self._deployments[model_name] = known
-        deployment = known
+                raise NotFound(f"no model named {model_name!r}", field="name") from None
+            raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name")
         if deployment.retired:
             raise DeploymentStopped(f"{model_name} is retired and serves no predictions")
         if deployment.stopped:
@@ -175,6 +180,20 @@ class PredictionService:
         if deployment.champion is None:
             raise RuleViolated(f"{model_name} has no champion to serve predictions", field="name")
         return deployment
+
+    def _read_deployment(self, model_name: str) -> Deployment | None:
+        """The deployment, or None; the last one read is kept and read again only when the ledger has newer events."""
+        deployment_id = Deployment.create_id(model_name=model_name)
+        known = self._deployments.get(model_name)
+        if known is not None and not self._ledger.recorder.select_events(deployment_id, gt=known.version, limit=1):
+            return known
+        try:
+            read: Deployment = self._ledger.get(deployment_id, Deployment)
+        except NotFound:
+            self._deployments.pop(model_name, None)
+            return None
+        self._deployments[model_name] = read
+        return read
 
     def _version(self, version_id: str) -> ModelVersion:
         """A model version; what serving reads of it (id, number, schema, run, artifact) never changes."""
@@ -239,13 +258,13 @@ class PredictionService:
         versions: list[ModelVersion] = [champion.version] * len(records)
         for route in routes:
             for i, (output, code, base) in zip(
-                route.indexes, self._predict(route.served, [checked[i] for i in route.indexes]), strict=True
+                route.indexes, self._infer(route.served, [checked[i] for i in route.indexes]), strict=True
             ):
                 served[i] = Served("", request_ids[i], model_name, route.version.number, route.role, output, code)
                 bases[i], versions[i] = base, route.version
         shadows: list[tuple[int, tuple[dict[str, Any], list[dict[str, Any]], float | None]]] = []
         if challenger is not None and shadow_rows:
-            shadow_out = self._predict(challenger.served, [dict(records[i].input) for i in shadow_rows])
+            shadow_out = self._infer(challenger.served, [dict(records[i].input) for i in shadow_rows])
             shadows = list(zip(shadow_rows, shadow_out, strict=True))
         latency_ms = (time.perf_counter() - started) * 1000.0
 
@@ -341,9 +360,29 @@ class PredictionService:
                 keys[subject] = self._vault.issue(subject)
         return keys
 
-    def _predict(
-        self, served: ServedModel, rows: list[dict[str, Any]]
-    ) -> list[tuple[dict[str, Any], list[dict[str, Any]], float | None]]:
+    def _infer(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
+        """``_predict``; small requests share the model's calls with concurrent ones (fixed costs paid once)."""
+        if len(rows) > SHARED_INFERENCE_ROWS:
+            return self._predict(served, rows)
+        group = self._inference.get(served.version_id)
+        if group is None:
+            if len(self._inference) >= _MAX_GROUPS:
+                self._inference.clear()
+            group = self._inference.setdefault(
+                served.version_id, GroupCall(lambda asks: self._predict_each(served, asks))
+            )
+        return group(rows)
+
+    def _predict_each(self, served: ServedModel, requests: list[list[dict[str, Any]]]) -> list[list[_Outcome]]:
+        """The rows of several requests predicted in one call, split back per request."""
+        outcomes = self._predict(served, [row for rows in requests for row in rows])
+        split, start = [], 0
+        for rows in requests:
+            split.append(outcomes[start : start + len(rows)])
+            start += len(rows)
+        return split
+
+    def _predict(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
         """(output, reason codes, explanation base value) per row."""
         matrix = served.model.matrix(rows)
         outputs = served.model.predict(matrix)
