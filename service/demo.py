@@ -30,6 +30,7 @@ from service.api.app import create_app
 from service.auth import new_token
 from service.bootstrap import Services
 from service.client import LedgerClient
+from service.exports.bundle import export_and_verify
 from service.ledger import SYSTEM_ACTOR
 
 
@@ -163,6 +164,8 @@ def run_demo(services: Services, say: Callable[[str], None] = print) -> dict[str
         lineage = people["auditor"][1].lineage(model_name, version, min_position=deployed.position)
         say(describe_lineage(lineage))
         serve_predictions(people, model_name, rows, features, say)
+        services.runner.catch_up()
+        export_and_verify(services, model_name, say=say)
         return lineage
 
 

@@ -30,6 +30,7 @@ def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None
     assert "served 1000 signed predictions" in result.stdout
     assert "top reasons:" in result.stdout and " contributes " in result.stdout
     assert "drift alert recorded at position" in result.stdout
+    assert "exported " in result.stdout and ".zip" in result.stdout
     assert "Traceback" not in result.stderr
     verify = subprocess.run(
         [sys.executable, "-m", "service", "verify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -229,7 +229,10 @@ def test_versions_are_approved_once_the_policy_is_met(world: World) -> None:
         found = q.model(conn, "credit")
 
     assert found is not None
-    assert found.policy == {"required_approvals": 2, "separation_of_duties": True, "rejection_blocks": True}
+    assert found.policy == {
+        "required_approvals": 2, "separation_of_duties": True, "rejection_blocks": True,
+        "min_impact_ratio": 0.8, "retrain_on_drift": False,
+    }
     assert [(v.number, v.state, v.approvals, v.rejections) for v in versions] == [(1, "approved", 2, 0),
                                                                                    (2, "approved", 2, 0)]
     assert versions[0].registered_by == world.people["bob"]
