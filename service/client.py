@@ -383,6 +383,24 @@ class LedgerClient:
         )
         return result
 
+    # -- exports ----------------------------------------------------------------
+    def create_export(self, model: str, **fields: Any) -> dict[str, Any]:
+        """Build a regulator's bundle of ``model`` (fields: from, to, predictions, sample_size, share_with)."""
+        result: dict[str, Any] = self.request("POST", "/v1/exports", json={"model": model, **fields})
+        return result
+
+    def exports(self) -> list[dict[str, Any]]:
+        """The bundles this caller may see."""
+        result: list[dict[str, Any]] = self.request("GET", "/v1/exports")
+        return result
+
+    def download_export(self, export_id: str) -> bytes:
+        """The bundle's bytes (the download is recorded)."""
+        response = self.http.get(f"/v1/exports/{export_id}/bundle", headers=self.headers)
+        if response.status_code >= 400:
+            raise LedgerClientError(response.status_code, response.json())
+        return response.content
+
 
 class MetricLogger:
     """Buffers one run's metric points on the client and records them in batches.
