@@ -12,6 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from domain.dataset import DatasetVersion
 from domain.errors import LedgerError, RuleViolated
 from domain.model import ModelVersion
+from domain.prediction import TEXT_TYPES
 from domain.run import Run
 from service.blobs import BlobStore
 from service.explain import ModelExplainer, explainer_for
@@ -55,6 +57,16 @@ class ServedModel:
     def features(self) -> list[str]:
         """The model's features, in matrix order."""
         return list(self.model.features)
+
+    @cached_property
+    def numeric_columns(self) -> tuple[str, ...] | None:
+        """The input columns when every one takes a number and none is nullable (rows check in bulk), else None."""
+        names = []
+        for column in self.input_schema:
+            if str(column.get("type", "number")).lower() in TEXT_TYPES or column.get("nullable", False):
+                return None
+            names.append(str(column["name"]))
+        return tuple(names)
 
 
 def parse_cell(value: str, categorical: bool) -> Any:

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,6 @@ from domain.prediction import (
     CANARY,
     CHALLENGER,
     CHAMPION,
-    TEXT_TYPES,
     Prediction,
     check_input_row,
     check_request_id,
@@ -91,27 +90,17 @@ def _sha256(data: bytes) -> str:
 _PLAIN_NUMBERS = frozenset({float, int})
 
 
-def _numeric_columns(schema: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
-    """The column names when every column takes a number and none is nullable, else None."""
-    names = []
-    for column in schema:
-        if str(column.get("type", "number")).lower() in TEXT_TYPES or column.get("nullable", False):
-            return None
-        names.append(str(column["name"]))
-    return tuple(names)
-
-
 def _checked_rows(
-    records: Sequence[PredictRecord], indexes: list[int], schema: Sequence[Mapping[str, Any]], out: list[dict[str, Any]]
+    records: Sequence[PredictRecord], indexes: list[int], served: ServedModel, out: list[dict[str, Any]]
 ) -> None:
-    """Check the records at ``indexes`` against ``schema`` into ``out`` (rows in schema order).
+    """Check the records at ``indexes`` against the served version's input schema into ``out`` (schema order).
 
     The common case, an all-numeric schema and rows holding exactly its columns
     with finite ints and floats, is accepted in a few C-level passes; anything
     else goes through :func:`check_input_row`, which accepts the same rows and
     names the field of the first problem.
     """
-    names = _numeric_columns(schema)
+    names, schema = served.numeric_columns, served.input_schema
     for i in indexes:
         row = records[i].input
         if names is not None and type(row) is dict and len(row) == len(names):
@@ -151,7 +140,7 @@ class PredictionService:
         self._deployments: dict[str, Deployment] = {}
         self._versions: dict[str, ModelVersion] = {}
         self._deployment_reads: dict[str, GroupCall[None, Deployment | None]] = {}
-        self._inference: dict[str, GroupCall[list[dict[str, Any]], list[_Outcome]]] = {}
+        self._inference: dict[str, GroupCall[tuple[ServedModel, list[dict[str, Any]]], list[_Outcome]]] = {}
 
     # -- the deployment --------------------------------------------------------
     def _deployment(self, model_name: str) -> Deployment:
@@ -242,7 +231,7 @@ class PredictionService:
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]
         for route in routes:
-            _checked_rows(records, route.indexes, route.served.input_schema, checked)
+            _checked_rows(records, route.indexes, route.served, checked)
         shadow_rows: list[int] = []
         if challenger is not None:
             for i, record in enumerate(records):
@@ -368,16 +357,14 @@ class PredictionService:
         if group is None:
             if len(self._inference) >= _MAX_GROUPS:
                 self._inference.clear()
-            group = self._inference.setdefault(
-                served.version_id, GroupCall(lambda asks: self._predict_each(served, asks))
-            )
-        return group(rows)
+            group = self._inference.setdefault(served.version_id, GroupCall(self._predict_each))
+        return group((served, rows))
 
-    def _predict_each(self, served: ServedModel, requests: list[list[dict[str, Any]]]) -> list[list[_Outcome]]:
-        """The rows of several requests predicted in one call, split back per request."""
-        outcomes = self._predict(served, [row for rows in requests for row in rows])
+    def _predict_each(self, asks: list[tuple[ServedModel, list[dict[str, Any]]]]) -> list[list[_Outcome]]:
+        """The rows of several requests for one version predicted in one call, split back per request."""
+        outcomes = self._predict(asks[0][0], [row for _, rows in asks for row in rows])
         split, start = [], 0
-        for rows in requests:
+        for _, rows in asks:
             split.append(outcomes[start : start + len(rows)])
             start += len(rows)
         return split
