@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import socket
 import sys
@@ -176,6 +177,9 @@ class Runner:
             if found:
                 self._cursor = found[-1].id
                 self._candidates = [str(n.originator_id) for n in found]
+                # Runners that see the same requests try them in different orders, so they
+                # rarely race for one run and lose the claim (three wasted round trips each).
+                random.shuffle(self._candidates)
         return self._candidates.pop(0) if self._candidates else None
 
     def _wants(self, run: Run) -> bool:
@@ -192,7 +196,7 @@ class Runner:
             return False
         device = self.device if run.device in ("auto", self.device) else run.device
         env = environment.capture_environment(device, run.seed, {})
-        beat(self.services.writer_engine, [run_id], self.runner_id)
+        beat(self.services.writer_engine, [run_id], self.runner_id)  # first, so a claim never goes unwatched
         try:
             self.ledger.claim_and_capture(
                 run_id, self.runner_id, self.host, env, env["digest"], device, self.device_note
