@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 import migrations
+from domain.errors import LedgerError
 from domain.keys import Signer
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner
@@ -40,6 +41,32 @@ def run_migrations(settings: Settings) -> None:
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["settings"] = settings
     command.upgrade(config, "head")
+
+
+class NotMigrated(LedgerError):
+    """The database's tables are older than this version of the service."""
+
+    title = "Database not migrated"
+    status = 503
+
+
+def check_migrated(settings: Settings) -> None:
+    """Refuse to start on a database that is not at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    engine = create_engine(settings)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        found = "no tables yet" if current is None else f"revision {current}"
+        raise NotMigrated(f"the database has {found}, this service needs revision {head}: run 'mlledger migrate' first")
 
 
 def pending_key_path(settings: Settings) -> Path:

@@ -95,8 +95,10 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
+    from service.bootstrap import check_migrated
 
     settings = _settings()
+    check_migrated(settings)
     typer.echo(f"ML Ledger on http://{host}:{port} (docs at /docs), database {_describe(settings)}")
     app_ = create_app(settings, run_projector=projector, run_runner=runner)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)

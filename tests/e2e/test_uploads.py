@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY, REPO, make_settings, settings_env
+from conftest import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
@@ -39,6 +39,8 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, int]]:
     settings = make_settings("sqlite", tmp_path / "data")
+    migrated = run_cli(settings, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port), "--no-projector"],
