@@ -114,10 +114,11 @@ def runner(
     import signal
     import threading
 
-    from service.bootstrap import open_services
+    from service.bootstrap import check_migrated, open_services
     from service.runners.runner import Runner, default_say
 
     settings = _settings()
+    check_migrated(settings)
     services = open_services(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
