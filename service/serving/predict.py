@@ -11,6 +11,12 @@ data subjects (an erased subject's data is not processed again). Then the
 models predict and explain, inputs of data subjects are encrypted with their
 keys, and all the request's predictions go to the group committer together;
 the answer leaves only after they are durable.
+
+Concurrent requests share what they can: one read of the deployment (the last
+one read is kept, and an indexed query per shared read asks whether the ledger
+has anything newer, so a stop recorded by any process takes effect at once)
+and, for small requests, one call of the model and its explainer, whose fixed
+costs dominate a single record.
 """
 
 from __future__ import annotations
@@ -251,7 +257,7 @@ class PredictionService:
             ):
                 served[i] = Served("", request_ids[i], model_name, route.version.number, route.role, output, code)
                 bases[i], versions[i] = base, route.version
-        shadows: list[tuple[int, tuple[dict[str, Any], list[dict[str, Any]], float | None]]] = []
+        shadows: list[tuple[int, _Outcome]] = []
         if challenger is not None and shadow_rows:
             shadow_out = self._infer(challenger.served, [dict(records[i].input) for i in shadow_rows])
             shadows = list(zip(shadow_rows, shadow_out, strict=True))
