@@ -153,6 +153,10 @@ def test_every_acknowledged_prediction_survives_a_sigkill(ledger_settings: Setti
         ]
         for thread in clients:
             thread.start()
+        deadline = time.monotonic() + 60
+        while not load.acknowledged:  # the first request loads the model; the load is timed from its answer
+            assert time.monotonic() < deadline and not load.refused, load.refused[:3] or "no prediction answered"
+            time.sleep(0.05)
         time.sleep(LOAD_SECONDS)
 
         os.kill(server.process.pid, signal.SIGKILL)
