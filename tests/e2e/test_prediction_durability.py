@@ -83,7 +83,7 @@ def ledger_settings(tmp_path: Path) -> Iterator[Settings]:
 def _deploy(base_url: str) -> str:
     """Train on the server's runner, register, approve twice, deploy; return the predictor's API key."""
     with httpx.Client(base_url=base_url, timeout=60) as http:
-        world = make_people(http)  # type: ignore[arg-type]  # any httpx client will do
+        world = make_people(http)  # a TestClient or any httpx client pointed at the server
         alice = world.people["alice"].client
         dataset = alice.upload_dataset("credit", credit_csv(), datasheet={"motivation": "credit decisions"})
         spec = {
