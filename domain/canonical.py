@@ -1,12 +1,13 @@
 """Canonical JSON (RFC 8785, JCS) for everything that is hashed or signed.
 
-``rfc8785`` is the reference encoder. For the common case, values with no floats
-and no object keys outside the Basic Multilingual Plane, RFC 8785 output is exactly
-what the standard library's ``json.dumps`` writes with sorted keys, compact
-separators and no ASCII escaping (sorting by UTF-16 code units equals sorting by
-code points there, and integers print the same). That path is about six times
-faster, which matters on the append hot path; a property test checks that both
-paths agree byte for byte.
+``rfc8785`` is the reference encoder. For the common case, values whose floats
+Python prints as ECMAScript does (see :func:`_float_differs`) and with no object
+keys outside the Basic Multilingual Plane, RFC 8785 output is exactly what the
+standard library's ``json.dumps`` writes with sorted keys, compact separators
+and no ASCII escaping (sorting by UTF-16 code units equals sorting by code
+points there, and integers print the same). That path is several times faster,
+which matters on the append and prediction hot paths; a property test checks
+that both paths agree byte for byte.
 """
 
 from __future__ import annotations
@@ -33,21 +34,27 @@ def canonical_json(value: Any, *, path: str = "payload") -> bytes:
     non-string object keys and types other than dict, list, str, int, float,
     bool and None.
     """
-    needs_reference_encoder = _check(value, path)
+    try:
+        needs_reference_encoder = _check(value)
+    except _Bad as bad:
+        field = path
+        for key in reversed(bad.keys):
+            field = _join(field, key)
+        raise InvalidPayload(bad.describe(field), field=field) from None
     try:
         if needs_reference_encoder:
             return rfc8785.dumps(value)
         return _encoder.encode(value).encode("utf-8")
     except UnicodeEncodeError:
-        bad = _find_lone_surrogate(value, path) or path or "value"
+        bad_path = _find_lone_surrogate(value, path) or path or "value"
         raise InvalidPayload(
-            f"{bad} contains a lone surrogate, which is not valid Unicode text", field=bad
+            f"{bad_path} contains a lone surrogate, which is not valid Unicode text", field=bad_path
         ) from None
     except rfc8785.CanonicalizationError as exc:
-        bad = _find_lone_surrogate(value, path)
-        if bad:
+        bad_path = _find_lone_surrogate(value, path)
+        if bad_path:
             raise InvalidPayload(
-                f"{bad} contains a lone surrogate, which is not valid Unicode text", field=bad
+                f"{bad_path} contains a lone surrogate, which is not valid Unicode text", field=bad_path
             ) from None
         raise InvalidPayload(f"{path or 'value'}: {exc}", field=path) from None
 
@@ -56,46 +63,69 @@ def _join(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _check(value: Any, path: str) -> bool:
-    """Validate ``value`` recursively; return True if it needs the reference encoder."""
+class _Bad(Exception):
+    """A value JSON cannot carry; the keys leading to it are collected on the way out."""
+
+    def __init__(self, describe: Any) -> None:
+        self.describe = describe
+        self.keys: list[object] = []
+
+
+def _float_differs(value: float) -> bool:
+    """True when RFC 8785 writes this finite float differently from Python's ``repr``.
+
+    Both print the shortest digits that round-trip. They differ only where
+    Python uses an exponent (below 1e-4 or from 1e16 on; ECMAScript only below
+    1e-6 or from 1e21 on, and writes it without a padded exponent) and for
+    integral values, which Python writes with ``.0`` (``-0.0`` included).
+    """
+    text = float.__repr__(value)
+    return "e" in text or text.endswith(".0")
+
+
+def _check(value: Any) -> bool:
+    """Validate ``value`` recursively; return True if it needs the reference encoder.
+
+    Paths are built only when something is wrong, so the common case costs one
+    pass of type checks.
+    """
     if value is None or isinstance(value, (bool, str)):
         return False
     if isinstance(value, int):
         if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
             return False
-        raise InvalidPayload(
-            f"{path} is an integer outside the JSON-safe range ±(2**53-1); "
-            "send it as a string",
-            field=path,
+        raise _Bad(
+            lambda path: f"{path} is an integer outside the JSON-safe range ±(2**53-1); send it as a string"
         )
     if isinstance(value, float):
         if math.isfinite(value):
-            return True
-        raise InvalidPayload(
-            f"{path} is {value!r}, which JSON cannot represent (NaN and infinities "
-            "are not allowed)",
-            field=path,
+            return _float_differs(value)
+        raise _Bad(
+            lambda path: f"{path} is {value!r}, which JSON cannot represent (NaN and infinities are not allowed)"
         )
     if isinstance(value, dict):
         slow = False
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidPayload(
-                    f"{path} has a non-string key {key!r}; object keys must be strings",
-                    field=path,
-                )
+                raise _Bad(lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings")
             if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
                 slow = True
-            slow = _check(item, _join(path, key)) or slow
+            try:
+                slow = _check(item) or slow
+            except _Bad as bad:
+                bad.keys.append(key)
+                raise
         return slow
     if isinstance(value, (list, tuple)):
         slow = False
         for index, item in enumerate(value):
-            slow = _check(item, _join(path, index)) or slow
+            try:
+                slow = _check(item) or slow
+            except _Bad as bad:
+                bad.keys.append(index)
+                raise
         return slow
-    raise InvalidPayload(
-        f"{path} has type {type(value).__name__}, which is not a JSON value", field=path
-    )
+    raise _Bad(lambda path: f"{path} has type {type(value).__name__}, which is not a JSON value")
 
 
 def _find_lone_surrogate(value: Any, path: str) -> str:

@@ -115,3 +115,22 @@ def test_a_lone_surrogate_is_named_even_when_the_value_needs_the_reference_encod
         canonical_json(value)
 
     assert caught.value.field == "payload.note"
+
+
+EDGE_FLOATS = [
+    0.1, -0.0, 0.0, 2.5, -1.5, 1e-7, 1e-6, 1.5e-6, 1e-5, 1.5e-5, 1e-4, 0.00012345, 1e15, 1.5e15, 1e16, 1.5e16,
+    1e20, 1e21, 1.5e21, 123456789012345680.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+    9007199254740993.0, 0.30000000000000004, 100.0, 1234.5678, -987654.321,
+]
+
+
+@pytest.mark.parametrize("value", EDGE_FLOATS, ids=repr)
+def test_floats_near_the_exponent_boundaries_encode_exactly_as_rfc8785(value: float) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json({"x": [value, {"y": value}]}) == rfc8785.dumps({"x": [value, {"y": value}]})
+
+
+@settings(max_examples=3000, deadline=None)
+@given(floats)
+def test_every_float_encodes_exactly_as_rfc8785(value: float) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
