@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--warmup", type=float, default=3.0, help="untimed seconds of load first (default 3)")
     parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers; default 1)")
     args = parser.parse_args(argv)
 
     install_sigterm_handler()
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         with Server(settings, Path(tmp) / "setup.log") as server:
             deployed = deploy_model(server.base_url)
         say(f"model {deployed.model} v{deployed.version} deployed (training took {deployed.training_seconds:.1f} s)")
-        server = Server(settings, Path(tmp) / "load.log", projector=args.with_projector, runner=False)
+        server = Server(settings, Path(tmp) / "load.log", projector=args.with_projector, runner=False,
+                        workers=args.workers)
         with server:
             say(f"load server: {server.command}")
             warm = send_singles(server.base_url, deployed, encoded, seconds=args.warmup, clients=args.clients,

@@ -161,7 +161,9 @@ def free_port() -> int:
 class Server:
     """A ``python -m service serve`` subprocess on a free port, logging to a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, projector: bool = True, runner: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, *, projector: bool = True, runner: bool = True, workers: int = 1
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.port = free_port()
@@ -170,6 +172,7 @@ class Server:
             "--port", str(self.port),
             "--projector" if projector else "--no-projector",
             "--runner" if runner else "--no-runner",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ]
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -90,16 +90,33 @@ def serve(
     projector: Annotated[bool, typer.Option(help="run the projector in this process")] = True,
     runner: Annotated[bool, typer.Option(help="run a runner (device auto) in this process")] = True,
     access_log: Annotated[bool, typer.Option(help="log every HTTP request")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes (more than 1 needs --no-projector --no-runner)")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (with the projector and a runner in-process by default)."""
     import uvicorn
 
     from service.api.app import create_app
-    from service.bootstrap import check_migrated
+    from service.bootstrap import check_migrated, open_services
 
     settings = _settings()
     check_migrated(settings)
+    if workers > 1 and (projector or runner):
+        raise _fail(
+            "--workers above 1 serves the API only: add --no-projector --no-runner and run "
+            "'mlledger project --follow' and 'mlledger runner' beside it"
+        )
     typer.echo(f"ML Ledger on http://{host}:{port} (docs at /docs), database {_describe(settings)}")
+    if workers > 1:
+        opened = open_services(settings)  # the ledger key and the first admin, once, before the workers start
+        _announce_admin_key(opened.admin_api_key)
+        opened.close()
+        uvicorn.run(
+            "service.api.app:api_only", factory=True, host=host, port=port, workers=workers, log_level="info",
+            access_log=access_log,
+        )
+        return
     app_ = create_app(settings, run_projector=projector, run_runner=runner)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)
 

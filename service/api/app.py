@@ -104,3 +104,8 @@ def create_app(
     app.include_router(exports.router)
     app.include_router(console_router)
     return app
+
+
+def api_only() -> FastAPI:
+    """The API without projector, runner or background workers, for ``mlledger serve --workers N``."""
+    return create_app(Settings(), run_projector=False, run_runner=False, run_workers=False)
