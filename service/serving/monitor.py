@@ -86,28 +86,18 @@ class DriftMonitor:
                 .order_by(predictions.c.position.desc())
                 .limit(size)
             ).all()
-        empty = {"predictions": 0, "from_position": None, "to_position": None}
-        if not rows:
+        def nothing_to_check(note: str) -> DriftCheck:
+            empty = {"predictions": 0, "from_position": None, "to_position": None}
             return DriftCheck(
-                model_name=model_name,
-                version=version.number,
-                window=empty,
-                comparison=None,
-                alert_position=None,
-                retraining_run_id=None,
-                note="no served predictions yet",
+                model_name=model_name, version=version.number, window=empty, comparison=None,
+                alert_position=None, retraining_run_id=None, note=note,
             )
+
+        if not rows:
+            return nothing_to_check("no served predictions yet")
         newest = rows[0].position
         if only_new and self._checked.get(model_name, 0) >= newest:
-            return DriftCheck(
-                model_name=model_name,
-                version=version.number,
-                window=empty,
-                comparison=None,
-                alert_position=None,
-                retraining_run_id=None,
-                note="no new predictions since the last check",
-            )
+            return nothing_to_check("no new predictions since the last check")
         try:
             profile: Report = ledger.get(
                 Report.create_id(model_version_id=str(version.id), kind=REFERENCE_PROFILE), Report
