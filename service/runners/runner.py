@@ -271,8 +271,8 @@ class Runner:
     def _reap(self) -> bool:
         busy = False
         for run_id, active in list(self.active.items()):
-            self._record_progress(active)
             if active.process.is_alive():
+                self._record_progress(active)
                 if active.time_limit and time.time() - active.started > active.time_limit:
                     active.process.kill()
                 if time.time() - active.checked_at >= self.heartbeat_interval and self._cancelled(active):
@@ -282,7 +282,6 @@ class Runner:
                     busy = True
                 continue
             active.process.join()
-            self._record_progress(active)
             self._record_result(active)
             self._forget(run_id)
             busy = True
@@ -297,23 +296,31 @@ class Runner:
             return True
         return run.finished
 
-    def _record_progress(self, active: Active) -> None:
+    def _unread_points(self, active: Active) -> list[dict[str, Any]]:
+        """Metric points the child wrote to progress.jsonl since the last read."""
         path = active.workdir / "progress.jsonl"
         if not path.exists():
-            return
+            return []
         with path.open("rb") as handle:
             handle.seek(active.progress_read)
             data = handle.read()
         complete = data[: data.rfind(b"\n") + 1]
-        if not complete:
-            return
         active.progress_read += len(complete)
-        points = [p for line in complete.splitlines() if line.strip() for p in json.loads(line)]
+        return [p for line in complete.splitlines() if line.strip() for p in json.loads(line)]
+
+    def _record_progress(self, active: Active) -> None:
+        points = self._unread_points(active)
         if points:
             self.ledger.log_metrics(active.run_id, points, actor=self.actor)
 
     def _record_result(self, active: Active) -> None:
+        """Record how the child ended; its last metric points go in the same append as a success."""
+        points = self._unread_points(active)
         result_path = active.workdir / "result.json"
+        if not result_path.exists() or not json.loads(result_path.read_text()).get("ok"):
+            if points:
+                self.ledger.log_metrics(active.run_id, points, actor=self.actor)
+            points = []
         if not result_path.exists():
             code = active.process.exitcode
             reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
@@ -326,7 +333,7 @@ class Runner:
         try:
             final = [m for m in result.get("final_metrics", result.get("metrics", [])) if m.get("final", True)]
             if (active.workdir / "progress.jsonl").exists():
-                final = []  # the child already reported every point through progress.jsonl
+                final = points  # every point came through progress.jsonl; the rest not yet recorded
             artifacts = [
                 self._store_artifact(active.workdir / name)
                 for name in (result.get("model_file"), result.get("predictions_file"))
