@@ -106,6 +106,8 @@ class Runner:
         self.stats = RunnerStats()
         self._cursor = 0
         self._candidates: list[str] = []
+        self._specs: dict[tuple[str, int], tuple[str, dict[str, Any], str]] = {}
+        self._datasets: dict[str, tuple[str, int, str]] = {}
         self._last_sweep = 0.0
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("fork")
@@ -225,26 +227,40 @@ class Runner:
             self.active[run_id] = Active(run_id, process, workdir, time.time(), float(limit) + 5 if limit else None)
         self.stats.started_at.append(time.time())
 
+    def _spec(self, pipeline_id: str, number: int) -> tuple[str, dict[str, Any], str]:
+        """(kind, spec, digest) of a pipeline spec version: immutable once recorded, so read once."""
+        key = (pipeline_id, number)
+        found = self._specs.get(key)
+        if found is None:
+            pipeline: Pipeline = self.ledger.get(pipeline_id, Pipeline)
+            found = self._specs[key] = (pipeline.kind, pipeline.spec(number), pipeline.digests[number - 1])
+        return found
+
+    def _dataset(self, dataset_id: str) -> tuple[str, int, str]:
+        """(name, number, digest) of a dataset version: immutable, so read once (its file is checked every run)."""
+        found = self._datasets.get(dataset_id)
+        if found is None:
+            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
+            found = self._datasets[dataset_id] = (dataset.name, dataset.number, dataset.digest)
+        return found
+
     def _request(self, run: Run, device: str) -> ExecutionRequest:
         assert run.pipeline_id is not None and run.pipeline_version is not None
-        pipeline: Pipeline = self.ledger.get(run.pipeline_id, Pipeline)
-        spec = pipeline.spec(run.pipeline_version)
-        if pipeline.digests[run.pipeline_version - 1] != run.spec_digest:
+        kind, spec, digest = self._spec(run.pipeline_id, run.pipeline_version)
+        if digest != run.spec_digest:
             raise ExecutionError("the pipeline spec does not have the digest the run recorded")
         datasets = []
         for dataset_id in run.dataset_version_ids:
-            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
+            name, number, dataset_digest = self._dataset(dataset_id)
             try:
-                datasets.append(self.services.blobs.verify(dataset.digest).path)
+                datasets.append(self.services.blobs.verify(dataset_digest).path)
             except BlobTampered:
                 raise ExecutionError(
-                    f"dataset {dataset.name} v{dataset.number}: the stored file no longer has digest "
-                    f"{dataset.digest}; refusing to train on it"
+                    f"dataset {name} v{number}: the stored file no longer has digest "
+                    f"{dataset_digest}; refusing to train on it"
                 ) from None
             except NotFound:
-                raise ExecutionError(
-                    f"dataset {dataset.name} v{dataset.number}: its file is not in this store"
-                ) from None
+                raise ExecutionError(f"dataset {name} v{number}: its file is not in this store") from None
         archive = None
         if run.code_version_id is not None:
             code: CodeVersion = self.ledger.get(run.code_version_id, CodeVersion)
@@ -257,7 +273,7 @@ class Runner:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, mode=0o700)
         return ExecutionRequest(
-            kind=pipeline.kind,
+            kind=kind,
             spec=spec,
             params=dict(run.params),
             seed=run.seed,
