@@ -33,18 +33,18 @@ function), ``margin`` (another decision function), ``probability``
 more, each row's predicted class (the arg-max of its outputs) is explained and
 named in :attr:`Explanation.output_class`.
 
-The global report draws its plots with matplotlib's object API and the Agg
-canvas (no pyplot, so no global figure state and no display). Explaining is
-safe from several threads; the permutation explainer seeds NumPy's global
-random state, so its calls are serialised by a lock and the state is restored.
+Explaining is safe from several threads; the permutation explainer seeds
+NumPy's global random state, so its calls are serialised by a lock and the
+state is restored.
+
+The tracing of preprocessing columns back to features lives in
+:mod:`service.explain_columns`, the global report (:func:`global_report`, its
+plots and HTML page) in :mod:`service.explain_report`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +56,8 @@ from numpy.typing import NDArray
 
 from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
+from service.explain_columns import column_groups
+from service.explain_report import GlobalExplanation, global_report
 from service.model_loading import LoadedModel, SklearnModel, UnsupportedModel
 
 __all__ = [
@@ -75,7 +77,6 @@ PERMUTATION_BACKGROUND = 50
 PERMUTATIONS = 2
 ADDITIVITY_TOLERANCE = 1e-6
 SELF_CHECK_ROWS = 20
-MAX_BEESWARM_ROWS = 5_000
 _NUMPY_RANDOM = threading.Lock()  # shap's permutation explainer uses NumPy's global random state
 
 Matrix = NDArray[Any]
@@ -455,314 +456,3 @@ def _permutation(
         model=model, name="permutation", output_space=space, background=background, transform=transform,
         outputs=outputs, attribute=attribute, groups=groups,
     )
-
-
-# -- transformed columns back to original features ------------------------------------------------
-
-
-def column_groups(model: SklearnModel, width: int) -> NDArray[np.float64]:
-    """A 0/1 matrix ``(transformed columns, features)``: which original feature each transformed column comes from.
-
-    Understands ColumnTransformers (one-to-one transformers, OneHotEncoders,
-    pipelines ending in either, passthrough and dropped columns) and one-to-one
-    steps; anything else cannot be mapped back and is refused.
-    """
-    n = len(model.features)
-    sources = list(range(n))
-    if model.preprocess is not None:
-        for _, step in model.preprocess.steps:
-            sources = _step_sources(step, sources)
-    if len(sources) != width:
-        raise UnsupportedModel(f"the preprocessing makes {width} columns, but {len(sources)} were traced")
-    groups = np.zeros((width, n))
-    groups[np.arange(width), sources] = 1.0
-    return groups
-
-
-def _step_sources(step: Any, sources: list[int]) -> list[int]:
-    from sklearn.compose import ColumnTransformer
-
-    if step == "passthrough" or step is None:
-        return sources
-    if not isinstance(step, ColumnTransformer):
-        width = len(_feature_names_out(step, len(sources)))
-        if width != len(sources):
-            raise UnsupportedModel(f"{type(step).__name__} changes the number of columns; it cannot be explained")
-        return sources
-    out: list[int] = [-1] * sum(s.stop - s.start for s in step.output_indices_.values())
-    for name, transformer, columns in step.transformers_:
-        span = step.output_indices_.get(name)
-        if span is None or span.stop == span.start or transformer == "drop":
-            continue
-        inputs = _column_indices(columns, len(sources))
-        widths = _widths(transformer, len(inputs), span.stop - span.start)
-        position = span.start
-        for column, width in zip(inputs, widths, strict=True):
-            out[position : position + width] = [sources[column]] * width
-            position += width
-    if -1 in out:
-        raise UnsupportedModel("the preprocessing makes a column that no feature maps to")
-    return out
-
-
-def _feature_names_out(step: Any, width: int) -> list[str]:
-    try:
-        return list(step.get_feature_names_out([f"x{i}" for i in range(width)]))
-    except Exception:
-        raise UnsupportedModel(f"{type(step).__name__} does not say which columns it makes") from None
-
-
-def _column_indices(columns: Any, width: int) -> list[int]:
-    if isinstance(columns, slice):
-        return list(range(width))[columns]
-    array = np.asarray(columns)
-    if array.dtype == bool:
-        return [int(i) for i in np.flatnonzero(array)]
-    if array.dtype.kind not in "iu":
-        raise UnsupportedModel("the preprocessing selects columns by name; only positions can be traced")
-    return [int(i) for i in array.reshape(-1)]
-
-
-def _widths(transformer: Any, n_inputs: int, width: int) -> list[int]:
-    """How many output columns each input column of a ColumnTransformer part makes."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    encoder = transformer[-1] if isinstance(transformer, Pipeline) else transformer
-    if isinstance(encoder, OneHotEncoder):
-        if getattr(encoder, "_infrequent_enabled", False):
-            raise UnsupportedModel("one-hot encoding with infrequent categories cannot be traced to features")
-        dropped = encoder.drop_idx_ if encoder.drop_idx_ is not None else [None] * n_inputs
-        widths = [len(c) - (d is not None) for c, d in zip(encoder.categories_, dropped, strict=True)]
-    elif width == n_inputs:
-        widths = [1] * n_inputs
-    else:
-        raise UnsupportedModel(f"{type(transformer).__name__} maps {n_inputs} columns to {width}; it cannot be traced")
-    if sum(widths) != width:
-        raise UnsupportedModel(f"{type(transformer).__name__} makes {width} columns, {sum(widths)} were traced")
-    return widths
-
-
-# -- the global report ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GlobalExplanation:
-    """A model version's global SHAP report: mean |SHAP| per feature and two plots.
-
-    ``features`` and ``mean_abs_shap`` are sorted by importance (largest first,
-    ties by name). The plots are PNG bytes; :meth:`to_json` names them by digest.
-    """
-
-    explainer: str
-    output_space: str
-    background_digest: str
-    background_size: int
-    n_rows: int
-    base_value: float
-    features: list[str]
-    mean_abs_shap: list[float]
-    bar_png: bytes
-    beeswarm_png: bytes
-
-    def plots(self) -> dict[str, bytes]:
-        """The plots by name, as referenced in :meth:`to_json`."""
-        return {"bar": self.bar_png, "beeswarm": self.beeswarm_png}
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as JSON values; plots by ``sha256:`` digest of their PNG bytes."""
-        return {
-            "explainer": self.explainer,
-            "output_space": self.output_space,
-            "background_digest": self.background_digest,
-            "background_size": self.background_size,
-            "n_rows": self.n_rows,
-            "base_value": self.base_value,
-            "mean_abs_shap": [
-                {"feature": f, "mean_abs_shap": v} for f, v in zip(self.features, self.mean_abs_shap, strict=True)
-            ],
-            "plots": {name: _digest(png) for name, png in self.plots().items()},
-        }
-
-    def to_html(self, title: str) -> str:
-        """A self-contained HTML page: the facts, both plots embedded as ``data:`` URIs, the table."""
-        e = html.escape
-        rows = "\n".join(
-            f"<tr><td>{e(f)}</td><td>{v:.6g}</td></tr>" for f, v in zip(self.features, self.mean_abs_shap, strict=True)
-        )
-        facts = [
-            ("Explainer", self.explainer),
-            ("Output explained", self.output_space),
-            ("Rows explained", str(self.n_rows)),
-            ("Mean base value", f"{self.base_value:.6g}"),
-            ("Background sample", f"{self.background_size} rows, {self.background_digest}"),
-        ]
-        facts_html = "\n".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts)
-        return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{e(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2rem; color: #222; }}
-dt {{ font-weight: bold; }} dd {{ margin: 0 0 0.5rem 0; font-family: monospace; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
-img {{ max-width: 100%; }}
-</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
-<dl>
-{facts_html}
-</dl>
-<h2>Mean |SHAP| per feature</h2>
-<img alt="Bar chart of mean absolute SHAP value per feature" src="{_data_uri(self.bar_png)}">
-<h2>SHAP values per row</h2>
-<img alt="Beeswarm plot of SHAP values per feature, coloured by feature value" src="{_data_uri(self.beeswarm_png)}">
-<h2>Table</h2>
-<table>
-<thead><tr><th>Feature</th><th>Mean |SHAP|</th></tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</body>
-</html>
-"""
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def global_report(
-    explainer: ModelExplainer, X: Matrix, features: list[str], *, max_display: int = 20
-) -> GlobalExplanation:
-    """Explain every row of ``X`` and summarise: mean |SHAP| per feature, a bar and a beeswarm plot.
-
-    Meant for off the request path (after registration). With more than two
-    classes each row contributes its predicted class's explanation. The plots
-    show the ``max_display`` most important features; the bar plot sums the rest.
-    """
-    if len(features) != len(explainer.features):
-        raise InvalidPayload(f"{len(features)} feature names for a model of {len(explainer.features)} features")
-    if isinstance(max_display, bool) or not isinstance(max_display, int) or max_display < 1:
-        raise InvalidPayload(f"max_display must be a positive integer, got {max_display!r}", field="max_display")
-    X = np.asarray(X)
-    if len(X) == 0:
-        raise InvalidPayload("a global report needs at least one row", field="X")
-    contributions, base, _, _ = explainer.explain_arrays(X)
-    mean_abs = np.abs(contributions).mean(axis=0)
-    order = sorted(range(len(features)), key=lambda j: (-mean_abs[j], features[j]))
-    shown = order[:max_display]
-    values = _numeric_values(X, [name in set(explainer.categorical) for name in features])
-    space = explainer.output_space
-    return GlobalExplanation(
-        explainer=explainer.name,
-        output_space=space,
-        background_digest=explainer.background_digest,
-        background_size=explainer.background_size,
-        n_rows=len(X),
-        base_value=float(base.mean()),
-        features=[features[j] for j in order],
-        mean_abs_shap=[float(mean_abs[j]) for j in order],
-        bar_png=_bar_png([features[j] for j in shown], mean_abs[shown], float(mean_abs[order[max_display:]].sum()),
-                         len(order) - len(shown), space),
-        beeswarm_png=_beeswarm_png([features[j] for j in shown], contributions[:, shown], values[:, shown], space),
-    )
-
-
-def _numeric_values(X: Matrix, categorical: list[bool]) -> NDArray[np.float64]:
-    """Feature values for colouring: numbers as floats, categories as NaN (drawn grey)."""
-    out = np.full(X.shape, np.nan)
-    for j, is_categorical in enumerate(categorical):
-        if not is_categorical:
-            out[:, j] = np.asarray(X[:, j], dtype=np.float64)
-    return out
-
-
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    # No "Software" entry: the same figure gives the same bytes whatever the matplotlib version.
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _bar_png(names: list[str], values: NDArray[np.float64], rest: float, n_rest: int, space: str) -> bytes:
-    from matplotlib.figure import Figure
-
-    labels, heights = list(names), [float(v) for v in values]
-    if n_rest:
-        labels.append(f"Sum of {n_rest} other features")
-        heights.append(rest)
-    figure = Figure(figsize=(8, 0.4 * len(labels) + 1.2), layout="constrained")
-    axes = figure.add_subplot()
-    positions = np.arange(len(labels))[::-1]
-    axes.barh(positions, heights, color="#1e88e5")
-    axes.set_yticks(positions, labels)
-    for y, height in zip(positions, heights, strict=True):
-        axes.text(height, y, f" {height:.3g}", va="center", fontsize=8)
-    axes.set_xlabel(f"mean(|SHAP value|) ({space})")
-    axes.spines[["top", "right"]].set_visible(False)
-    axes.margins(x=0.15)
-    return _png(figure)
-
-
-def _beeswarm_offsets(values: NDArray[np.float64], bins: int = 100, height: float = 0.4) -> NDArray[np.float64]:
-    """Vertical offsets that stack points falling in the same bin alternately above and below the line."""
-    span = float(values.max() - values.min()) if len(values) else 0.0
-    quantized = np.zeros(len(values), dtype=np.int64) if span == 0 else np.floor(
-        (values - values.min()) / span * (bins - 1)
-    ).astype(np.int64)
-    order = np.lexsort((values, quantized))
-    offsets = np.zeros(len(values))
-    layer, previous = 0, -1
-    for index in order:
-        layer = layer + 1 if quantized[index] == previous else 0
-        previous = quantized[index]
-        offsets[index] = math.ceil(layer / 2) * (1 if layer % 2 else -1)
-    peak = np.abs(offsets).max() if len(offsets) else 0
-    return offsets * (height / peak) if peak else offsets
-
-
-def _beeswarm_png(names: list[str], shap_values: NDArray[np.float64], values: NDArray[np.float64], space: str) -> bytes:
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
-
-    rows = len(shap_values)
-    if rows > MAX_BEESWARM_ROWS:  # evenly spaced rows keep the picture and the bytes deterministic
-        keep = np.linspace(0, rows - 1, MAX_BEESWARM_ROWS).astype(np.int64)
-        shap_values, values = shap_values[keep], values[keep]
-    colormap = mpl.colormaps["coolwarm"]
-    figure = Figure(figsize=(8, 0.4 * len(names) + 1.5), layout="constrained")
-    axes = figure.add_subplot()
-    axes.axvline(0, color="#999999", linewidth=0.8)
-    if np.isnan(values).any():
-        axes.set_title("grey: categorical or missing value", fontsize=8, loc="right", color="#666666")
-    for position, j in zip(range(len(names) - 1, -1, -1), range(len(names)), strict=True):
-        x, colour_values = shap_values[:, j], values[:, j]
-        y = position + _beeswarm_offsets(x)
-        known = ~np.isnan(colour_values)
-        if (~known).any():
-            axes.scatter(x[~known], y[~known], s=8, color="#888888", linewidths=0)
-        if known.any():
-            low, high = np.percentile(colour_values[known], [5, 95])
-            if high <= low:
-                low, high = float(colour_values[known].min()), float(colour_values[known].max())
-            scale = (np.clip(colour_values[known], low, high) - low) / (high - low) if high > low else np.full(
-                int(known.sum()), 0.5
-            )
-            axes.scatter(x[known], y[known], s=8, c=colormap(scale), linewidths=0)
-    axes.set_yticks(range(len(names) - 1, -1, -1), names)
-    axes.set_ylim(-0.7, len(names) - 0.3)
-    axes.set_xlabel(f"SHAP value ({space})")
-    axes.spines[["top", "right"]].set_visible(False)
-    bar = figure.colorbar(mpl.cm.ScalarMappable(cmap=colormap), ax=axes, ticks=[0, 1], aspect=40, pad=0.02)
-    bar.set_ticklabels(["Low", "High"])
-    bar.set_label("Feature value")
-    bar.outline.set_visible(False)
-    return _png(figure)
