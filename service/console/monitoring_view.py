@@ -6,20 +6,17 @@ embedded as ``data:`` URIs, so the page loads nothing from elsewhere)."""
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from markupsafe import Markup
 from sqlalchemy.engine import Connection
 
 from domain.errors import LedgerError
 from domain.report import EXPLANATIONS, FAIRNESS
-from projections.predictions import model_reports
+from projections.prediction_queries import Monitoring, monitoring, published_reports
 from service.blobs import BlobStore
 from service.console.svg import Series, line_chart
-from service.serving.monitor import Monitoring, monitoring
 
 MAX_PLOT_BYTES = 4 * 1024 * 1024
 
@@ -101,21 +98,15 @@ def _data_uri(blobs: BlobStore, digest: str) -> str | None:
 
 def reports_of(conn: Connection, blobs: BlobStore, model_version_id: str) -> dict[str, ReportView]:
     """The published explainability and fairness reports of a version, by kind."""
-    t = model_reports
-    rows = conn.execute(
-        sa.select(t).where(t.c.model_version_id == model_version_id, t.c.kind.in_((EXPLANATIONS, FAIRNESS)))
-    ).all()
     found: dict[str, ReportView] = {}
-    for row in rows:
-        if row.summary is None:
-            continue  # created, not yet published
+    for kind, report in published_reports(conn, model_version_id, (EXPLANATIONS, FAIRNESS)).items():
         view = ReportView(
-            kind=row.kind,
-            summary=json.loads(row.summary),
-            computed_from=json.loads(row.computed_from or "{}"),
-            recorded_at=row.recorded_at,
-            position=row.position,
-            attachments=json.loads(row.attachments or "{}"),
+            kind=kind,
+            summary=report.summary,
+            computed_from=report.computed_from,
+            recorded_at=report.recorded_at,
+            position=report.position,
+            attachments=report.attachments,
         )
         for name, digest in sorted(view.attachments.items()):
             if not name.endswith(".png"):
@@ -129,5 +120,5 @@ def reports_of(conn: Connection, blobs: BlobStore, model_version_id: str) -> dic
                 view.problems.append(f"{name}: larger than {MAX_PLOT_BYTES // 1024 // 1024} MB, not embedded")
             else:
                 view.images[name] = uri
-        found[row.kind] = view
+        found[kind] = view
     return found

@@ -22,7 +22,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.engine import Connection
 
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
@@ -33,7 +32,7 @@ from domain.monitor import Monitor
 from domain.prediction import CHALLENGER
 from domain.report import REFERENCE_PROFILE, Report
 from domain.run import Run
-from projections.predictions import drift_alerts, predictions
+from projections.predictions import predictions
 from service.bootstrap import Services
 from service.event_store import open_record
 from service.ledger_core import SYSTEM_ACTOR
@@ -237,129 +236,3 @@ class MonitorThread:
                 self.monitor.check_all()
             except Exception:
                 log.exception("the drift monitor failed a pass")
-
-
-# -- the monitoring view ----------------------------------------------------------
-
-
-class AccuracyWindow(BaseModel):
-    """Live accuracy (or mean absolute error) over a window of predictions with outcomes."""
-
-    version: int
-    from_position: int
-    to_position: int
-    outcomes: int
-    accuracy: float | None
-    mean_absolute_error: float | None
-
-
-class VersionServing(BaseModel):
-    """Serving figures of one version."""
-
-    version: int
-    role: str
-    predictions: int
-    latency_ms_p50: float | None
-    latency_ms_p95: float | None
-    outcomes: int
-    overrides: int
-
-
-class DriftAlert(BaseModel):
-    """A recorded ``DriftDetected``."""
-
-    position: int
-    version: int
-    recorded_at: str
-    drifted_features: list[str]
-    statistics: dict[str, Any]
-    window: dict[str, Any]
-    retraining_run_id: str | None
-
-
-class Monitoring(BaseModel):
-    """Everything the monitoring page plots."""
-
-    model_name: str
-    window: int
-    versions: list[VersionServing]
-    live_accuracy: list[AccuracyWindow]
-    drift_alerts: list[DriftAlert]
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def monitoring(conn: Connection, model_name: str, window: int = 100, recent: int = 10_000) -> Monitoring:
-    """Serving figures per version, live accuracy per window of outcomes, and drift alerts."""
-    p = predictions
-    rows = conn.execute(
-        sa.select(
-            p.c.number,
-            p.c.role,
-            p.c.latency_ms,
-            p.c.correct,
-            p.c.abs_error,
-            p.c.outcome_position,
-            p.c.overrides,
-            p.c.position,
-        )
-        .where(p.c.model_name == model_name)
-        .order_by(p.c.position.desc())
-        .limit(recent)
-    ).all()
-    by_version: dict[tuple[int, str], list[Any]] = {}
-    for row in rows:
-        by_version.setdefault((row.number, "shadow" if row.role == CHALLENGER else "served"), []).append(row)
-    versions = [
-        VersionServing(
-            version=number,
-            role=role,
-            predictions=len(group),
-            latency_ms_p50=_percentile([r.latency_ms for r in group], 0.5),
-            latency_ms_p95=_percentile([r.latency_ms for r in group], 0.95),
-            outcomes=sum(1 for r in group if r.outcome_position is not None),
-            overrides=sum(r.overrides for r in group),
-        )
-        for (number, role), group in sorted(by_version.items())
-    ]
-    accuracy: list[AccuracyWindow] = []
-    for (number, role), group in sorted(by_version.items()):
-        if role != "served":
-            continue
-        known = [r for r in reversed(group) if r.outcome_position is not None]
-        for start in range(0, len(known), window):
-            chunk = known[start : start + window]
-            rights = [r.correct for r in chunk if r.correct is not None]
-            errors = [r.abs_error for r in chunk if r.abs_error is not None]
-            accuracy.append(
-                AccuracyWindow(
-                    version=number,
-                    from_position=chunk[0].position,
-                    to_position=chunk[-1].position,
-                    outcomes=len(chunk),
-                    accuracy=sum(rights) / len(rights) if rights else None,
-                    mean_absolute_error=sum(errors) / len(errors) if errors else None,
-                )
-            )
-    alerts = [
-        DriftAlert(
-            position=a.position,
-            version=a.number,
-            recorded_at=a.recorded_at,
-            drifted_features=json.loads(a.drifted_features),
-            statistics=json.loads(a.statistics),
-            window=json.loads(a.window),
-            retraining_run_id=a.retraining_run_id,
-        )
-        for a in conn.execute(
-            sa.select(drift_alerts).where(drift_alerts.c.model_name == model_name).order_by(drift_alerts.c.position)
-        )
-    ]
-    return Monitoring(
-        model_name=model_name, window=window, versions=versions, live_accuracy=accuracy, drift_alerts=alerts
-    )

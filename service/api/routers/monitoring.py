@@ -2,62 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import NotFound
-from projections.predictions import model_reports
+from projections.prediction_queries import Monitoring, ReportPublic, monitoring, published_reports
 from projections.registry_queries import model_version
 from service.api.deps import ConnDep, LineageReader, MonitoringChecker, ServicesDep
 from service.api.routers.predictions import ServingDep
-from service.serving.monitor import DriftCheck, Monitoring, monitoring
+from service.serving.monitor import DriftCheck
 
 router = APIRouter(prefix="/v1/models", tags=["monitoring"])
 NamePath = Annotated[str, Path(min_length=1, max_length=200)]
 VersionPath = Annotated[int, Path(ge=1, le=1_000_000)]
 
 
-class ReportPublic(BaseModel):
-    """A signed report about a model version."""
-
-    model_name: str
-    version: int
-    kind: str
-    summary: dict[str, Any]
-    attachments: dict[str, str]
-    """File name -> ``sha256:`` digest in the blob store, as the signed event names them."""
-    computed_from: dict[str, Any]
-    recorded_at: str
-    position: int
-
-
 def _report(conn: Any, name: str, version: int, kind: str) -> ReportPublic:
     found = model_version(conn, name, version)
     if found is None:
         raise NotFound(f"model {name} has no version {version}", field="version")
-    row = conn.execute(
-        sa.select(model_reports).where(model_reports.c.model_version_id == found.id, model_reports.c.kind == kind)
-    ).first()
-    if row is None or row.summary is None:
+    report = published_reports(conn, found.id, [kind]).get(kind)
+    if report is None:
         raise NotFound(
             f"{name} v{version} has no {kind} report yet; reports are computed in the background after registration",
             field="version",
         )
-    return ReportPublic(
-        model_name=name,
-        version=version,
-        kind=kind,
-        summary=json.loads(row.summary),
-        attachments=json.loads(row.attachments),
-        computed_from=json.loads(row.computed_from),
-        recorded_at=row.recorded_at,
-        position=row.position,
-    )
+    return report
 
 
 @router.get(
