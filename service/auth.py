@@ -79,7 +79,16 @@ def authenticate(ledger: Ledger, token: str | None) -> Caller:
     """
     if not token or not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
         raise Unauthenticated("a valid API key is required (Authorization: Bearer <key>)")
-    digest = key_digest(token)
+    return authenticate_digest(ledger, key_digest(token))
+
+
+def authenticate_digest(ledger: Ledger, digest: str) -> Caller:
+    """The active principal owning the API key whose digest is ``digest``, or :class:`Unauthenticated`.
+
+    For holders of a key's digest, never the key (the console's sessions); the
+    checks and the in-process memory are those of :func:`authenticate`, so a
+    revocation, a deactivation or a role change applies here at once too.
+    """
     known_here = _KNOWN.setdefault(ledger, {})
     known = known_here.get(digest)
     if known is not None and _unchanged(ledger, known):
@@ -125,4 +134,4 @@ def bootstrap_admin(ledger: Ledger, given_token: str | None) -> str | None:
     return None if given_token else token
 
 
-__all__ = ["BOOTSTRAP_ADMIN_ID", "Caller", "authenticate", "bootstrap_admin", "new_token"]
+__all__ = ["BOOTSTRAP_ADMIN_ID", "Caller", "authenticate", "authenticate_digest", "bootstrap_admin", "new_token"]

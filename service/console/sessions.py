@@ -19,10 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from domain.credentials import ApiKey, api_key_id
-from domain.errors import NotFound, Unauthenticated
-from domain.principal import Principal
-from service.auth import Caller
+from domain.errors import Unauthenticated
+from service.auth import Caller, authenticate_digest
 from service.ledger import Ledger
 
 IDLE_SECONDS = 30 * 60
@@ -122,21 +120,14 @@ class SessionStore:
 def caller_of(ledger: Ledger, session: Session) -> Caller:
     """The session's principal as it is now, or :class:`Unauthenticated` if its key no longer works.
 
-    The same checks as authenticating a bearer key (``service.auth.authenticate``),
-    starting from the digest the session recorded.
+    The same checks as authenticating a bearer key (:func:`service.auth.authenticate_digest`),
+    starting from the digest the session recorded, and the key must still belong
+    to the principal the session was opened for.
     """
-    try:
-        key: ApiKey = ledger.get(api_key_id(session.key_digest), ApiKey)
-        principal: Principal = ledger.get(key.principal_id, Principal)
-    except NotFound:
-        raise Unauthenticated("the API key of this session is unknown") from None
-    if key.revoked or not hmac.compare_digest(key.digest, session.key_digest):
-        raise Unauthenticated("the API key of this session was revoked")
-    if not principal.active:
-        raise Unauthenticated("the principal of this session is deactivated")
-    if str(principal.id) != session.principal_id:
+    caller = authenticate_digest(ledger, session.key_digest)
+    if caller.id != session.principal_id:
         raise Unauthenticated("the API key of this session belongs to another principal")
-    return Caller(id=str(principal.id), name=principal.name, roles=list(principal.roles))
+    return caller
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:
