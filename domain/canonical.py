@@ -83,6 +83,25 @@ def _float_differs(value: float) -> bool:
     return "e" in text or text.endswith(".0")
 
 
+def _plain_scalar(item: Any) -> bool | None:
+    """For a valid scalar, whether it needs the reference encoder; None for anything else.
+
+    The common members of objects and arrays (strings, finite floats, safe
+    integers, booleans, null) are settled here without a recursive call.
+    """
+    kind = type(item)
+    if kind is str or kind is bool or item is None:
+        return False
+    if kind is float:
+        if item - item != 0.0:  # NaN or an infinity: let _check name it
+            return None
+        text = float.__repr__(item)
+        return "e" in text or text.endswith(".0")
+    if kind is int and -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+        return False
+    return None
+
+
 def _check(value: Any) -> bool:
     """Validate ``value`` recursively; return True if it needs the reference encoder.
 
@@ -110,6 +129,10 @@ def _check(value: Any) -> bool:
                 raise _Bad(lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings")
             if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
                 slow = True
+            plain = _plain_scalar(item)
+            if plain is not None:
+                slow = plain or slow
+                continue
             try:
                 slow = _check(item) or slow
             except _Bad as bad:
@@ -119,6 +142,10 @@ def _check(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         slow = False
         for index, item in enumerate(value):
+            plain = _plain_scalar(item)
+            if plain is not None:
+                slow = plain or slow
+                continue
             try:
                 slow = _check(item) or slow
             except _Bad as bad:
