@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often runners signal life")
     heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="silence after which a run is abandoned")
     read_wait_seconds: float = Field(2.0, ge=0, description="how long reads wait for min_position")
+    max_json_bytes: int = Field(64 * 1024**2, gt=0, description="largest JSON request body")
     reason_codes: int = Field(4, ge=0, le=50, description="reason codes recorded per prediction")
     max_batch_rows: int = Field(10_000, gt=0, description="most rows one predict:batch request may carry")
     group_commit_max_events: int = Field(20_000, gt=0, description="most events one group commit writes")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import problems
+from service.api.limits import JsonBodyLimit
 from service.api.routers import (
     audit,
     datasets,
@@ -90,6 +91,8 @@ def create_app(
         lifespan=lifespan,
     )
     problems.install(app)
+    bounds = settings or (services.settings if services is not None else Settings())
+    app.add_middleware(JsonBodyLimit, limit=bounds.max_json_bytes)
     app.include_router(health.router)
     app.include_router(ledger.router)
     app.include_router(principals.router)

@@ -24,7 +24,9 @@ from service.client import LedgerClientError
 def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     if request.param == "postgres":
         require_postgres()
-    settings = make_settings(request.param, Path(tmp_path_factory.mktemp("serving")) / "data", max_batch_rows=2500)
+    settings = make_settings(
+        request.param, Path(tmp_path_factory.mktemp("serving")) / "data", max_batch_rows=2500, max_json_bytes=2_000_000
+    )
     services = open_services(settings, migrate=True)
     try:
         with TestClient(create_app(settings, run_workers=False, services=services)) as http:
@@ -330,3 +332,25 @@ def test_the_predictions_read_models_rebuild_to_identical_rows(deployed: Deploye
     assert before["predictions"] and before["model_reports"] and before["subjects"]
     services.runner.rebuild("predictions")
     assert rows() == before
+
+
+def test_a_json_body_over_the_limit_is_refused_before_it_is_read(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    limit = deployed.services.settings.max_json_bytes
+    before = _ledger_size(deployed)
+    big = '{"records": [' + ",".join(['{"input": {"age": 1, "income": 2, "debt": 3}}'] * (limit // 40)) + "]}"
+
+    url, headers = f"/v1/models/{MODEL}/predict:batch", {**pia.headers, "content-type": "application/json"}
+    declared = pia.http.post(url, content=big, headers=headers)
+
+    def chunks() -> Iterator[bytes]:
+        data = big.encode()
+        for start in range(0, len(data), 65_536):
+            yield data[start : start + 65_536]
+
+    streamed = pia.http.post(url, content=chunks(), headers=headers)
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "MLLEDGER_MAX_JSON_BYTES" in answer.json()["detail"]
+    assert _ledger_size(deployed) == before
