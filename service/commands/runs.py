@@ -30,9 +30,14 @@ class RunnerCommands(LedgerCore):
         digest: str,
         device: str,
         note: str | None,
+        run: Run | None = None,
     ) -> Written:
-        """Claim a run and record its environment in one append (one commit, one lock)."""
-        run: Run = self.get(run_id, Run)
+        """Claim a run and record its environment in one append (one commit, one lock).
+
+        ``run`` may be the run as the caller just loaded it (saves reading it again);
+        if it is stale, the append loses the race like any other.
+        """
+        run = run if run is not None and str(run.id) == run_id else self.get(run_id, Run)
         actor = f"runner:{runner_id}"
         run.claim(runner_id, host, actor=actor)
         run.capture_environment(environment, digest, device, note, actor=actor)

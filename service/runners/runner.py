@@ -202,7 +202,7 @@ class Runner:
         beat(self.services.writer_engine, [run_id], self.runner_id)  # first, so a claim never goes unwatched
         try:
             self.ledger.claim_and_capture(
-                run_id, self.runner_id, self.host, env, env["digest"], device, self.device_note
+                run_id, self.runner_id, self.host, env, env["digest"], device, self.device_note, run=run
             )
         except (RunAlreadyClaimed, VersionConflict):
             self.stats.lost_claims += 1
