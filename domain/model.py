@@ -16,6 +16,15 @@ from domain.series import check_name, series_id
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 
+def approval_state(policy: ApprovalPolicy, approvals: int, rejections: int) -> str:
+    """pending, approved or rejected: a version's state under ``policy`` from its decision counts."""
+    if rejections and policy.rejection_blocks:
+        return REJECTED
+    if approvals >= policy.required_approvals:
+        return APPROVED
+    return PENDING
+
+
 class Model(LedgerAggregate):
     """A named model: its policy and the numbering of its versions."""
 
@@ -144,11 +153,7 @@ class ModelVersion(LedgerAggregate):
 
     def state(self, policy: ApprovalPolicy) -> str:
         """pending, approved or rejected under ``policy``."""
-        if self.rejecters and policy.rejection_blocks:
-            return REJECTED
-        if len(self.approvers) >= policy.required_approvals:
-            return APPROVED
-        return PENDING
+        return approval_state(policy, len(self.approvers), len(self.rejecters))
 
     def decide(
         self,

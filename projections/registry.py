@@ -24,7 +24,7 @@ from domain.code import CodeVersion
 from domain.credentials import ApiKey
 from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
-from domain.model import APPROVED, PENDING, REJECTED, Model, ModelVersion
+from domain.model import Model, ModelVersion, approval_state
 from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import Run
@@ -231,12 +231,7 @@ def to_json(value: Any) -> str:
 
 def version_state(policy: dict[str, Any] | None, approvals: int, rejections: int) -> str:
     """pending, approved or rejected: the rule of ``ModelVersion.state`` on counts."""
-    rules = ApprovalPolicy.from_dict(policy)
-    if rejections and rules.rejection_blocks:
-        return REJECTED
-    if approvals >= rules.required_approvals:
-        return APPROVED
-    return PENDING
+    return approval_state(ApprovalPolicy.from_dict(policy), approvals, rejections)
 
 
 _HANDLERS, _on = handler_registry()
