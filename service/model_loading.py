@@ -21,7 +21,6 @@ under ``torch.no_grad()`` with the network in eval mode.
 
 from __future__ import annotations
 
-import itertools
 import math
 import pickle
 from collections.abc import Mapping, Sequence
@@ -267,16 +266,11 @@ class TorchModel(LoadedModel):
 
 def _mlp(sizes: list[int]) -> Any:
     """The torch kind's network layout: Linear layers with ReLU between them (strict loading checks it)."""
-    from torch import nn
+    from service.runners.torch_kind import mlp
 
     if len(sizes) < 2 or any(s < 1 for s in sizes):
         raise UnsupportedModel(f"layer sizes {sizes} do not describe a network")
-    layers: list[nn.Module] = []
-    for i, (width_in, width_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(width_in, width_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return mlp(sizes)
 
 
 def _vector(value: Any, length: int, name: str) -> NDArray[np.float64]:

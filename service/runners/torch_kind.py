@@ -107,7 +107,8 @@ def deterministic(seed: int, device: str) -> Iterator[dict[str, Any]]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 
-def _network(sizes: list[int]) -> Any:
+def mlp(sizes: list[int]) -> Any:
+    """The kind's network layout: Linear layers of ``sizes`` with ReLU between them (serving rebuilds it too)."""
     from torch import nn
 
     layers: list[nn.Module] = []
@@ -166,7 +167,7 @@ def execute_torch(request: ExecutionRequest, progress: Progress) -> ExecutionRes
         loader = DataLoader(
             TensorDataset(x_t[train], y_t[train]), batch_size=params["batch_size"], shuffle=True, generator=generator
         )
-        net = _network(sizes).to(device)
+        net = mlp(sizes).to(device)
         loss_fn: Any = torch.nn.CrossEntropyLoss() if classes else torch.nn.MSELoss()
         opt: torch.optim.Optimizer
         if params["optimizer"] == "sgd":
