@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
 from domain.prediction import Prediction
+from domain.sealing import SealedEvent
 from projections import audit_queries as aq
 from projections import transparency_log as tlog
 from projections.predictions import predictions
@@ -94,11 +95,8 @@ def find_prediction(conn: Connection, reference: str, model_name: str | None = N
     return str(rows[0].prediction_id)
 
 
-def _event_proof(conn: Connection, ledger: LedgerCore, prediction_id: str, position: int) -> EventProof:
-    stored = ledger.recorder.select_events(uuid.UUID(prediction_id), lte=1, limit=1)
-    if not stored:
-        raise NotFound(f"no prediction {prediction_id}", field="prediction_id")
-    sealed, _ = open_record(stored[0])
+def _event_proof(conn: Connection, sealed: SealedEvent, position: int) -> EventProof:
+    """The event's seal and, once a checkpoint covers it, its inclusion proof."""
     leaf = tlog.leaf_for_notification(conn, position)
     proof = EventProof(
         notification_id=position,
@@ -131,7 +129,7 @@ def reconstruct(
     prediction_id = find_prediction(conn, reference, model_name)
     row = conn.execute(sa.select(predictions).where(predictions.c.prediction_id == prediction_id)).one()
     made = ledger.recorder.select_events(uuid.UUID(prediction_id), lte=1, limit=1)
-    _, envelope = open_record(made[0])
+    sealed, envelope = open_record(made[0])
     payload = envelope["payload"]
     aggregate: Prediction = ledger.get(prediction_id, Prediction)
     reason_codes = [dict(code) for code in payload["reason_codes"]]
@@ -183,5 +181,5 @@ def reconstruct(
             "version": shadow_row.number,
             "output": json.loads(shadow_row.output),
         },
-        event=_event_proof(conn, ledger, prediction_id, row.position),
+        event=_event_proof(conn, sealed, row.position),
     )

@@ -238,28 +238,27 @@ class PredictionService:
         checked: list[dict[str, Any]] = [{} for _ in records]
         for route in routes:
             _checked_rows(records, route.indexes, route.served, checked)
-        shadow_rows: list[int] = []
+        shadow_rows: dict[int, dict[str, Any]] = {}
         if challenger is not None:
             for i, record in enumerate(records):
                 try:
-                    check_input_row(record.input, challenger.served.input_schema)
+                    shadow_rows[i] = check_input_row(record.input, challenger.served.input_schema)
                 except InvalidPayload:
                     continue  # the challenger cannot read this record; it simply does not shadow it
-                shadow_rows.append(i)
         keys = self._subject_keys(records)
 
         served: list[Served | None] = [None] * len(records)
         bases: list[float | None] = [None] * len(records)
-        versions: list[ModelVersion] = [champion.version] * len(records)
+        served_by: list[_Route] = [champion] * len(records)
         for route in routes:
             for i, (output, code, base) in zip(
                 route.indexes, self._infer(route.served, [checked[i] for i in route.indexes]), strict=True
             ):
                 served[i] = Served("", request_ids[i], model_name, route.version.number, route.role, output, code)
-                bases[i], versions[i] = base, route.version
+                bases[i], served_by[i] = base, route
         shadows: list[tuple[int, _Outcome]] = []
         if challenger is not None and shadow_rows:
-            shadow_out = self._infer(challenger.served, [dict(records[i].input) for i in shadow_rows])
+            shadow_out = self._infer(challenger.served, list(shadow_rows.values()))
             shadows = list(zip(shadow_rows, shadow_out, strict=True))
         latency_ms = (time.perf_counter() - started) * 1000.0
 
@@ -270,7 +269,7 @@ class PredictionService:
             aggregates.append(
                 self._prediction(
                     result,
-                    versions[i],
+                    served_by[i],
                     records[i],
                     checked[i],
                     keys,
@@ -287,9 +286,9 @@ class PredictionService:
             aggregates.append(
                 self._prediction(
                     shadow,
-                    challenger.version,
+                    challenger,
                     records[i],
-                    dict(records[i].input),
+                    shadow_rows[i],
                     keys,
                     base,
                     shadow_of=served_ids[i],
@@ -342,14 +341,14 @@ class PredictionService:
                 keys[subject] = (found[0], found[1], False)
                 continue
             try:
-                known: Subject = self._ledger.get(Subject.create_id(subject_id=subject), Subject)
+                self._ledger.get(Subject.create_id(subject_id=subject), Subject)
             except NotFound:
-                known = None  # type: ignore[assignment]
-            if known is not None:
-                raise RuleViolated(
-                    f"data subject {subject} was erased; their data is no longer processed",
-                    field=f"records.{i}.subject_id",
-                )
+                continue  # a new subject: its key is issued below
+            # A subject the ledger knows but whose key is gone was erased.
+            raise RuleViolated(
+                f"data subject {subject} was erased; their data is no longer processed",
+                field=f"records.{i}.subject_id",
+            )
         for subject in subjects:
             if subject not in keys:
                 keys[subject] = self._vault.issue(subject)
@@ -395,7 +394,7 @@ class PredictionService:
     def _prediction(
         self,
         result: Served,
-        version: ModelVersion,
+        route: _Route,
         record: PredictRecord,
         row: dict[str, Any],
         keys: dict[str, tuple[str, bytes, bool]],
@@ -405,8 +404,8 @@ class PredictionService:
         latency_ms: float,
         actor: str,
     ) -> Prediction:
+        version, explainer = route.version, route.served.explainer
         explanation = None
-        explainer = self._cache.get(version).explainer
         if explainer is not None and base is not None:
             explanation = {"explainer": explainer.name, "output_space": explainer.output_space, "base_value": base}
         output = result.output

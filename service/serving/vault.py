@@ -59,7 +59,6 @@ class SubjectVault:
         self._engine = engine
         self._kek = AESGCM(_load_or_create_kek(keys_dir))
         self._cache: dict[str, tuple[float, str, bytes]] = {}
-        self._by_key_id: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
     # -- keys ----------------------------------------------------------------
@@ -117,13 +116,14 @@ class SubjectVault:
         with self._engine.begin() as conn:
             deleted = conn.execute(subject_keys.delete().where(subject_keys.c.subject_id == subject_id)).rowcount
         with self._lock:
-            cached = self._cache.pop(subject_id, None)
-            if cached is not None:
-                self._by_key_id.pop(cached[1], None)
+            self._cache.pop(subject_id, None)
         return bool(deleted)
 
     def key_by_id(self, key_id: str) -> bytes | None:
-        """A key by its id (for reading a recorded input), or None once destroyed."""
+        """A key by its id (for reading a recorded input), or None once destroyed.
+
+        Never cached: once any process erased the subject, no process reads their inputs.
+        """
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(subject_keys.c.wrapped_key).where(subject_keys.c.key_id == key_id)).first()
         return None if row is None else self._unwrap(key_id, row.wrapped_key)
