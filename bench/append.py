@@ -71,7 +71,32 @@ BATCH_SIZE = 500
 DEPTH = 10  # events per principal, as in service.workload
 
 
-# -- shared helpers (bench/verify.py imports these) --------------------------
+# -- shared helpers (the other benches import these) --------------------------
+
+
+def say(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def ledger_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the ledger's location (data dir, database URL and schema) as
+    ``MLLEDGER_`` variables, for a ``python -m service`` subprocess; other ``MLLEDGER_`` variables are dropped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
+    env.update(
+        {
+            "MLLEDGER_DATA_DIR": str(settings.data_dir),
+            "MLLEDGER_DATABASE_URL": settings.database_url,
+            "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
+        }
+    )
+    return env
 
 
 def install_sigterm_handler() -> None:

@@ -53,7 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
 
-from bench.append import Progress, describe_database, drop_schema, install_sigterm_handler, machine_line
+from bench.append import (
+    DEFAULT_DATABASE_URL,
+    Progress,
+    describe_database,
+    drop_schema,
+    install_sigterm_handler,
+    machine_line,
+)
 from domain.approval import approval_statement, sign_statement
 from domain.code import CodeVersion
 from domain.dataset import Dataset, DatasetVersion
@@ -68,7 +75,6 @@ from projections import audit_queries, registry_queries
 from service.bootstrap import Services, open_services
 from service.settings import Settings
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_P95_MS = 50.0
 MODELS_AT_ONCE = 50
 RUNS_PER_MODEL = 20

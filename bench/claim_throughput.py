@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import csv
 import io
-import os
 import random
 import re
 import statistics
@@ -59,8 +58,11 @@ from bench.append import (
     describe_database,
     fresh_settings,
     install_sigterm_handler,
+    ledger_env,
+    load_average,
     machine_line,
     opened,
+    say,
 )
 from domain.pipeline import Pipeline
 from domain.run import Run
@@ -77,17 +79,6 @@ PRELOAD = (
     "import sklearn.base, sklearn.linear_model, sklearn.model_selection, sklearn.metrics; "
     "import service.runners.sklearn_kind; import runpy; runpy.run_module('service', run_name='__main__')"
 )
-
-
-def say(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def tiny_csv(rows: int = 50, seed: int = 3) -> bytes:
@@ -168,19 +159,6 @@ def wait_ended(services: Services, run_ids: list[str], after: int, timeout: floa
         time.sleep(0.5)
 
 
-def runner_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the ledger's settings as MLLEDGER_ variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
-    env.update(
-        {
-            "MLLEDGER_DATA_DIR": str(settings.data_dir),
-            "MLLEDGER_DATABASE_URL": settings.database_url,
-            "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
-        }
-    )
-    return env
-
-
 @contextlib.contextmanager
 def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path, preload: bool) -> Iterator[
     dict[str, int]
@@ -194,7 +172,7 @@ def runner_processes(settings: Settings, count: int, concurrency: int, logs: Pat
             log_path = logs / f"runner-{index}.log"
             with log_path.open("wb") as log:
                 processes.append(
-                    (subprocess.Popen(command, env=runner_env(settings), cwd=REPO, stdout=log,
+                    (subprocess.Popen(command, env=ledger_env(settings), cwd=REPO, stdout=log,
                                       stderr=subprocess.STDOUT), log_path)
                 )
         ids: dict[str, int] = {}

@@ -61,7 +61,6 @@ import pickle
 import platform
 import secrets
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -77,7 +76,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import describe_database, drop_schema, install_sigterm_handler
+from bench.append import describe_database, drop_schema, install_sigterm_handler, say
+from bench.serving_setup import free_port
 from domain.keys import Signer
 from service.client import LedgerClient
 from service.settings import Settings
@@ -90,11 +90,6 @@ MODEL_NAME = "iris-classifier"
 MLFLOW_SPEC = "mlflow>=3,<4"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlledger-bench"
 WORKER_TAG = "@@bench "
-
-
-def say(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def bench_params() -> dict[str, Any]:
@@ -120,13 +115,6 @@ def nearest_rank(values: list[float], fraction: float) -> float:
     """The nearest-rank percentile of ``values``."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -44,7 +44,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import DEFAULT_DATABASE_URL, describe_database, install_sigterm_handler, machine_line
+from bench.append import (
+    DEFAULT_DATABASE_URL,
+    describe_database,
+    install_sigterm_handler,
+    load_average,
+    machine_line,
+    say,
+)
 from bench.serving_setup import (
     ESTIMATORS,
     FEATURES,
@@ -59,9 +66,7 @@ from bench.serving_setup import (
     input_rows,
     ledger_position,
     ledger_predictions,
-    load_average,
     percentile,
-    say,
     serving_ledger,
     single_body,
 )

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -65,8 +64,11 @@ from bench.append import (
     describe_database,
     fresh_settings,
     install_sigterm_handler,
+    ledger_env,
+    load_average,
     machine_line,
     opened,
+    say,
 )
 from domain.run import Run
 from service.bootstrap import Services
@@ -81,17 +83,6 @@ PRELOAD = (
     "import sklearn.base, sklearn.ensemble, sklearn.linear_model, sklearn.model_selection, sklearn.metrics; "
     "import service.runners.sklearn_kind; import runpy; runpy.run_module('service', run_name='__main__')"
 )
-
-
-def say(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 # -- data and the bare fit ----------------------------------------------------
@@ -197,19 +188,6 @@ def calibrate(features: int, estimators: int, depth: int, seed: int, wanted: flo
 # -- the governed run ---------------------------------------------------------
 
 
-def runner_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the ledger's settings as MLLEDGER_ variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
-    env.update(
-        {
-            "MLLEDGER_DATA_DIR": str(settings.data_dir),
-            "MLLEDGER_DATABASE_URL": settings.database_url,
-            "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
-        }
-    )
-    return env
-
-
 @contextlib.contextmanager
 def runner_process(settings: Settings, log_path: Path, preload: bool) -> Iterator[str]:
     """A ``python -m service runner --concurrency 1 --device cpu`` process, stopped at the end."""
@@ -217,7 +195,7 @@ def runner_process(settings: Settings, log_path: Path, preload: bool) -> Iterato
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, "runner", "--concurrency", "1", "--device", "cpu"],
-            env=runner_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=ledger_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import sqlalchemy as sa
 
-from bench.append import drop_schema, opened
+from bench.append import drop_schema, opened, say
 from domain.keys import Signer
 from domain.prediction import Prediction
 from service.client import LedgerClient
@@ -58,17 +58,6 @@ TRAINING_ROWS = 4_000
 ESTIMATORS = 100
 MAX_DEPTH = 3
 SEED = 7
-
-
-def say(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def percentile(sorted_values: list[float], share: float) -> float:

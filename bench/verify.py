@@ -46,6 +46,7 @@ from bench.append import (
     describe_database,
     fresh_settings,
     install_sigterm_handler,
+    ledger_env,
     machine_line,
     opened,
     verdict,
@@ -59,19 +60,6 @@ from service.workload import append_events
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 25_000
 BATCH = 500
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the ledger's settings as MLLEDGER_ variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
-    env.update(
-        {
-            "MLLEDGER_DATA_DIR": str(settings.data_dir),
-            "MLLEDGER_DATABASE_URL": settings.database_url,
-            "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
-        }
-    )
-    return env
 
 
 def build(settings: Settings, count: int) -> tuple[bytes, list[tuple[str, float, int]]]:
@@ -143,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers:
             command += ["--workers", str(args.workers)]
         started = time.perf_counter()
-        cli = subprocess.run(command, env=cli_env(settings), cwd=REPO, capture_output=True, text=True, check=False)
+        cli = subprocess.run(command, env=ledger_env(settings), cwd=REPO, capture_output=True, text=True, check=False)
         cli_seconds = time.perf_counter() - started
         if cli.returncode != 0:
             sys.stderr.write(cli.stdout + cli.stderr)
