@@ -224,11 +224,6 @@ reg_deployment_history = sa.Table(
 )
 
 
-def to_json(value: Any) -> str:
-    """The JSON text every JSON column holds."""
-    return json_text(value)
-
-
 def version_state(policy: dict[str, Any] | None, approvals: int, rejections: int) -> str:
     """pending, approved or rejected: the rule of ``ModelVersion.state`` on counts."""
     return approval_state(ApprovalPolicy.from_dict(policy), approvals, rejections)
@@ -303,7 +298,7 @@ class Registry(Projection):
     def _principal_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         conn.execute(reg_principals.insert(), dict(
-            id=e.aggregate_id, name=p["name"], kind=p["kind"], roles=to_json(sorted(set(p["roles"]))),
+            id=e.aggregate_id, name=p["name"], kind=p["kind"], roles=json_text(sorted(set(p["roles"]))),
             active=True, registered_at=e.recorded_at,
         ))
 
@@ -313,7 +308,7 @@ class Registry(Projection):
         roles = set(json.loads(conn.execute(sa.select(reg_principals.c.roles).where(where)).scalar_one()))
         role = e.payload["role"]
         roles = roles | {role} if e.topic == Principal.RoleGranted.TOPIC else roles - {role}
-        conn.execute(reg_principals.update().where(where).values(roles=to_json(sorted(roles))))
+        conn.execute(reg_principals.update().where(where).values(roles=json_text(sorted(roles))))
 
     @_on(Principal.Deactivated.TOPIC)
     def _principal_deactivated(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -344,8 +339,8 @@ class Registry(Projection):
         p = e.payload
         conn.execute(reg_dataset_versions.insert(), dict(
             id=e.aggregate_id, name=p["name"], number=p["number"], digest=p["digest"], size=p["size"],
-            format=p["format"], schema=to_json(p["schema"]), row_count=p["row_count"],
-            profile=to_json(p.get("profile", [])), datasheet=to_json(p["datasheet"]), source=p["source"],
+            format=p["format"], schema=json_text(p["schema"]), row_count=p["row_count"],
+            profile=json_text(p.get("profile", [])), datasheet=json_text(p["datasheet"]), source=p["source"],
             registered_by=e.actor, registered_at=e.recorded_at, deprecated=False,
         ))
 
@@ -375,7 +370,7 @@ class Registry(Projection):
         name = self._name_of(conn, reg_pipeline_names, "name", e.aggregate_id)
         kind = self._name_of(conn, reg_pipeline_names, "kind", e.aggregate_id)
         conn.execute(reg_pipelines.insert(), dict(
-            name=name, number=e.payload["number"], kind=kind, spec=to_json(e.payload["spec"]),
+            name=name, number=e.payload["number"], kind=kind, spec=json_text(e.payload["spec"]),
             spec_digest=e.payload["spec_digest"], created_by=e.actor, created_at=e.recorded_at,
         ))
 
@@ -394,8 +389,8 @@ class Registry(Projection):
         conn.execute(reg_runs.insert(), dict(
             id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id, pipeline_name=pipeline_name,
             pipeline_version=p["pipeline_version"], spec_digest=p["spec_digest"],
-            dataset_version_ids=to_json(p["dataset_version_ids"]), code_version_id=p["code_version_id"],
-            params=to_json(p["params"]), seed=p["seed"], device=p["device"],
+            dataset_version_ids=json_text(p["dataset_version_ids"]), code_version_id=p["code_version_id"],
+            params=json_text(p["params"]), seed=p["seed"], device=p["device"],
             status="requested" if p["mode"] == "runner" else "running", error=None,
             submitted_by=e.actor, requested_at=e.recorded_at, finished_at=None, metric_points=0,
             reproduces=p.get("reproduces"),
@@ -424,7 +419,7 @@ class Registry(Projection):
         p = e.payload
         conn.execute(reg_reproductions.insert(), dict(
             notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
-            verdict="verified", method=p["method"], tolerance=p["tolerance"], details=to_json(p["details"]),
+            verdict="verified", method=p["method"], tolerance=p["tolerance"], details=json_text(p["details"]),
             recorded_at=e.recorded_at,
         ))
 
@@ -433,7 +428,7 @@ class Registry(Projection):
         p = e.payload
         conn.execute(reg_reproductions.insert(), dict(
             notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
-            verdict="diverged", method=None, tolerance=None, details=to_json(p["differences"]),
+            verdict="diverged", method=None, tolerance=None, details=json_text(p["differences"]),
             recorded_at=e.recorded_at,
         ))
 
@@ -441,7 +436,7 @@ class Registry(Projection):
     def _run_params(self, conn: Connection, e: ProjectedEvent) -> None:
         where = reg_runs.c.id == e.aggregate_id
         params = json.loads(conn.execute(sa.select(reg_runs.c.params).where(where)).scalar_one())
-        conn.execute(reg_runs.update().where(where).values(params=to_json({**params, **e.payload["params"]})))
+        conn.execute(reg_runs.update().where(where).values(params=json_text({**params, **e.payload["params"]})))
 
     @_on(Run.MetricsLogged.TOPIC)
     def _run_metrics(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -489,7 +484,7 @@ class Registry(Projection):
         policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
         name = e.payload["name"]
         conn.execute(reg_models.insert(), dict(
-            name=name, id=e.aggregate_id, policy=to_json(policy), created_at=e.recorded_at
+            name=name, id=e.aggregate_id, policy=json_text(policy), created_at=e.recorded_at
         ))
         # A model's first version is saved before the model itself, so it exists already.
         self._restate_versions(conn, name, policy)
@@ -498,7 +493,7 @@ class Registry(Projection):
     def _model_policy(self, conn: Connection, e: ProjectedEvent) -> None:
         name = self._name_of(conn, reg_models, "name", e.aggregate_id)
         policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
-        conn.execute(reg_models.update().where(reg_models.c.name == name).values(policy=to_json(policy)))
+        conn.execute(reg_models.update().where(reg_models.c.name == name).values(policy=json_text(policy)))
         self._restate_versions(conn, name, policy)
 
     @_on(ModelVersion.Registered.TOPIC)
@@ -507,7 +502,7 @@ class Registry(Projection):
         conn.execute(reg_model_versions.insert(), dict(
             id=e.aggregate_id, model_name=p["model_name"], number=p["number"], run_id=p["run_id"],
             run_digest=p["run_digest"], artifact_name=p["artifact_name"], artifact_digest=p["artifact_digest"],
-            input_schema=to_json(p["input_schema"]), registered_by=e.actor, registered_at=e.recorded_at,
+            input_schema=json_text(p["input_schema"]), registered_by=e.actor, registered_at=e.recorded_at,
             state=version_state(self._policy(conn, p["model_name"]), 0, 0), approvals=0, rejections=0,
         ))
 
@@ -517,7 +512,7 @@ class Registry(Projection):
         approve = e.topic == ModelVersion.ApprovalGranted.TOPIC
         conn.execute(reg_approvals.insert(), dict(
             notification_id=e.notification_id, model_version_id=e.aggregate_id, approver=p["approver"],
-            key_id=p["key_id"], decision="approve" if approve else "reject", statement=to_json(p["statement"]),
+            key_id=p["key_id"], decision="approve" if approve else "reject", statement=json_text(p["statement"]),
             signature=p["signature"], recorded_at=e.recorded_at,
         ))
         t = reg_model_versions
