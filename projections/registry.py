@@ -533,10 +533,8 @@ class Registry(Projection):
             reason=e.payload.get("reason"), actor=e.actor, recorded_at=e.recorded_at, **values,
         ))
 
-    def _deployment(self, conn: Connection, e: ProjectedEvent) -> tuple[str, sa.Row[Any]]:
-        name = self._name_of(conn, reg_deployments, "model_name", e.aggregate_id)
-        row = conn.execute(sa.select(reg_deployments).where(reg_deployments.c.model_name == name)).one()
-        return name, row
+    def _deployment_name(self, conn: Connection, e: ProjectedEvent) -> str:
+        return str(self._name_of(conn, reg_deployments, "model_name", e.aggregate_id))
 
     def _set(self, conn: Connection, e: ProjectedEvent, name: str, **values: Any) -> None:
         conn.execute(reg_deployments.update().where(reg_deployments.c.model_name == name).values(
@@ -553,10 +551,14 @@ class Registry(Projection):
 
     @_on(Deployment.ChampionSet.TOPIC, Deployment.RolledBack.TOPIC)
     def _champion(self, conn: Connection, e: ProjectedEvent) -> None:
-        name, row = self._deployment(conn, e)
+        name = self._deployment_name(conn, e)
         vid, number = e.payload["model_version_id"], e.payload["number"]
         values: dict[str, Any] = {"champion_version_id": vid, "champion_number": number}
         if e.topic == Deployment.ChampionSet.TOPIC:
+            t = reg_deployments
+            row = conn.execute(
+                sa.select(t.c.challenger_version_id, t.c.canary_version_id).where(t.c.model_name == name)
+            ).one()
             # A promoted version stops being the challenger or the canary (as in the aggregate).
             if row.challenger_version_id == vid:
                 values |= {"challenger_version_id": None, "challenger_number": None}
@@ -568,14 +570,14 @@ class Registry(Projection):
 
     @_on(Deployment.ChallengerSet.TOPIC)
     def _challenger(self, conn: Connection, e: ProjectedEvent) -> None:
-        name, _ = self._deployment(conn, e)
+        name = self._deployment_name(conn, e)
         vid, number = e.payload["model_version_id"], e.payload["number"]
         self._set(conn, e, name, challenger_version_id=vid, challenger_number=number)
         self._history(conn, e, name, "challenger", model_version_id=vid, number=number)
 
     @_on(Deployment.CanarySet.TOPIC)
     def _canary(self, conn: Connection, e: ProjectedEvent) -> None:
-        name, _ = self._deployment(conn, e)
+        name = self._deployment_name(conn, e)
         vid, number = e.payload["model_version_id"], e.payload["number"]
         share = None if vid is None else e.payload["share"]
         self._set(conn, e, name, canary_version_id=vid, canary_number=number, canary_share=share)
@@ -583,14 +585,14 @@ class Registry(Projection):
 
     @_on(Deployment.Stopped.TOPIC, Deployment.Resumed.TOPIC)
     def _kill_switch(self, conn: Connection, e: ProjectedEvent) -> None:
-        name, _ = self._deployment(conn, e)
+        name = self._deployment_name(conn, e)
         stopped = e.topic == Deployment.Stopped.TOPIC
         self._set(conn, e, name, stopped=stopped)
         self._history(conn, e, name, "stop" if stopped else "resume")
 
     @_on(Deployment.Retired.TOPIC)
     def _retired(self, conn: Connection, e: ProjectedEvent) -> None:
-        name, _ = self._deployment(conn, e)
+        name = self._deployment_name(conn, e)
         cleared = {f"{role}_{field}": None for role in ("champion", "challenger", "canary")
                    for field in ("version_id", "number")}
         self._set(conn, e, name, retired=True, canary_share=None, **cleared)
