@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
 from domain.errors import InvalidPayload
-from domain.profile import MISSING
+from domain.profile import is_missing
 
 OTHER = "__other__"
 PSI_EPSILON = 1e-4
@@ -89,14 +89,6 @@ class _Column:
     present: list[Any] | Floats
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and value.strip().lower() in MISSING
-
-
 def _read(values: Sequence[Any], field: str) -> _Column:
     """Check a column's values (JSON scalars, no infinities) and set the missing ones apart."""
     if isinstance(values, np.ndarray) and values.ndim != 1:
@@ -118,7 +110,7 @@ def _read(values: Sequence[Any], field: str) -> _Column:
             )
         if isinstance(value, float) and math.isinf(value):
             raise InvalidPayload(f"{field}.{i} is {value}, which JSON cannot carry", field=f"{field}.{i}")
-        if not _is_missing(value):
+        if not is_missing(value):
             kept.append(value)
     return _Column(len(values), len(values) - len(kept), kept)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from domain.errors import InvalidPayload
-from domain.profile import MISSING
+from domain.profile import is_missing
 
 DEFAULT_MIN_IMPACT_RATIO = 0.8
 DEFAULT_MIN_SHARE = 0.02
@@ -53,17 +53,9 @@ def _scalar(value: Any, field: str) -> Any:
     raise InvalidPayload(f"{field} must be a string, number, boolean or null, got {type(value).__name__}", field=field)
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and value.strip().lower() in MISSING
-
-
 def group_label(value: Any) -> str:
     """The label of the group a value belongs to (see the module docstring)."""
-    if _is_missing(value):
+    if is_missing(value):
         return MISSING_GROUP
     if isinstance(value, bool):
         return "true" if value else "false"

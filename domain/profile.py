@@ -12,6 +12,15 @@ MAX_TRACKED_VALUES = 50
 MISSING = {"", "na", "nan", "null", "none"}
 
 
+def is_missing(value: Any) -> bool:
+    """Whether a cell value counts as missing: None, NaN, or a string in :data:`MISSING`."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in MISSING
+
+
 def _parse_number(text: str) -> float | None:
     try:
         value = float(text)
