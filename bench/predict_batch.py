@@ -43,7 +43,6 @@ import itertools
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +52,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import (
     DEFAULT_DATABASE_URL,
-    describe_database,
     install_sigterm_handler,
     load_average,
     machine_line,
@@ -67,15 +65,14 @@ from bench.serving_setup import (
     CpuMeter,
     CpuUse,
     Deployed,
-    Server,
     batch_body,
-    deploy_model,
     encoded_rows,
     input_rows,
+    ledger_check,
     ledger_position,
     ledger_predictions,
+    load_target,
     percentile,
-    serving_ledger,
 )
 
 TARGET_ROWS_PER_SECOND = 10_000
@@ -156,40 +153,31 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     encoded = encoded_rows(input_rows(5_000))
     rounds: list[Round] = []
-    with tempfile.TemporaryDirectory(prefix="mlledger-predict-batch-") as tmp, \
-            serving_ledger(args.database_url, max_batch_rows=max(10_000, args.rows_per_request)) as settings:
-        database = describe_database(settings)
-        say("setting up: a server with its runner trains, registers, approves and deploys the model")
-        with Server(settings, Path(tmp) / "setup.log") as server:
-            deployed = deploy_model(server.base_url)
-        say(f"model {deployed.model} v{deployed.version} deployed (training took {deployed.training_seconds:.1f} s)")
-        server = Server(settings, Path(tmp) / "load.log", projector=args.with_projector, runner=False,
-                        workers=args.workers)
-        with server:
-            say(f"load server: {server.command}")
-            warm = send_batches(server.base_url, deployed, encoded, requests=args.warmup, rows=args.rows_per_request,
-                                clients=1, prefix="warm")
-            if warm.errors:
-                raise SystemExit(f"warm-up failed: {warm.errors[0]}")
-            meter = CpuMeter(server.pid)
-            for number in range(1, args.repeats + 1):
-                before = ledger_position(settings)
-                meter.start()
-                found = send_batches(server.base_url, deployed, encoded, requests=args.requests,
-                                     rows=args.rows_per_request, clients=args.clients, prefix=f"r{number}")
-                found.cpu = meter.stop()
-                found.transactions = ledger_predictions(settings, before).transactions
-                rounds.append(found)
-                say(f"round {number}/{args.repeats}: {found.rows:,} rows in {found.seconds:.2f} s = "
-                    f"{found.rate:,.0f} rows/s, {found.transactions} transactions, load {load_average()}")
-            position = ledger_position(settings)
-        recorded = ledger_predictions(settings, 0, position)
+    with load_target(args.database_url, "mlledger-predict-batch-", projector=args.with_projector,
+                     workers=args.workers, max_batch_rows=max(10_000, args.rows_per_request)) as target:
+        settings, deployed, server = target.settings, target.deployed, target.server
+        warm = send_batches(server.base_url, deployed, encoded, requests=args.warmup, rows=args.rows_per_request,
+                            clients=1, prefix="warm")
+        if warm.errors:
+            raise SystemExit(f"warm-up failed: {warm.errors[0]}")
+        meter = CpuMeter(server.pid)
+        for number in range(1, args.repeats + 1):
+            before = ledger_position(settings)
+            meter.start()
+            found = send_batches(server.base_url, deployed, encoded, requests=args.requests,
+                                 rows=args.rows_per_request, clients=args.clients, prefix=f"r{number}")
+            found.cpu = meter.stop()
+            found.transactions = ledger_predictions(settings, before).transactions
+            rounds.append(found)
+            say(f"round {number}/{args.repeats}: {found.rows:,} rows in {found.seconds:.2f} s = "
+                f"{found.rate:,.0f} rows/s, {found.transactions} transactions, load {load_average()}")
+        recorded = ledger_predictions(settings, 0, ledger_position(settings))
     load_after = load_average()
 
     answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
     answered_count = sum(r.rows for r in rounds) + warm.rows
     errors = [e for r in rounds for e in r.errors]
-    ledger_ok = recorded.events == answered_count and recorded.ids == answered
+    ledger_ok, ledger_line = ledger_check(recorded, answered, answered_count)
     rates = [r.rate for r in rounds]
     best, typical = max(rates), statistics.median(rates)
 
@@ -219,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = sum(r.requests for r in rounds)
     print(f"group commit: {sum(r.transactions for r in rounds)} transactions for {requests} requests; "
           f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
-    print(f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
-          f"(warm-up included), ids {'equal' if recorded.ids == answered else 'DIFFERENT'} "
-          f"=> {'OK' if ledger_ok else 'MISMATCH'}")
-    print(machine_line(database))
+    print(ledger_line)
+    print(machine_line(target.database))
     print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
     return 0 if ledger_ok and not errors else 1
 

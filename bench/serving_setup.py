@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import sqlalchemy as sa
 
-from bench.append import drop_schema, opened, say
+from bench.append import describe_database, drop_schema, opened, say
 from domain.keys import Signer
 from domain.prediction import Prediction
 from service.client import LedgerClient
@@ -326,6 +326,44 @@ def ledger_position(settings: Settings) -> int:
     finally:
         engine.dispose()
     return int(found or 0)
+
+
+def ledger_check(recorded: LedgerPredictions, answered: set[str], answered_count: int) -> tuple[bool, str]:
+    """Whether the recorded ``Prediction`` events are exactly the predictions answered 2xx, and the report line."""
+    same_ids = recorded.ids == answered
+    ok = recorded.events == answered_count and same_ids
+    line = (f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
+            f"(warm-up included), ids {'equal' if same_ids else 'DIFFERENT'} => {'OK' if ok else 'MISMATCH'}")
+    return ok, line
+
+
+# -- a deployed model behind a load server ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """A ledger with the benchmark model deployed, and the server the load goes to."""
+
+    settings: Settings
+    database: str
+    deployed: Deployed
+    server: Server
+
+
+@contextlib.contextmanager
+def load_target(database_url: str, tmp_prefix: str, *, projector: bool, workers: int,
+                **overrides: Any) -> Iterator[LoadTarget]:
+    """A fresh ledger (``serving_ledger``) where a setup server with its runner deploys the benchmark model,
+    then a load server without a runner (``projector`` and ``workers`` as asked) until the block exits."""
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp, serving_ledger(database_url, **overrides) as settings:
+        database = describe_database(settings)
+        say("setting up: a server with its runner trains, registers, approves and deploys the model")
+        with Server(settings, Path(tmp) / "setup.log") as server:
+            deployed = deploy_model(server.base_url)
+        say(f"model {deployed.model} v{deployed.version} deployed (training took {deployed.training_seconds:.1f} s)")
+        with Server(settings, Path(tmp) / "load.log", projector=projector, runner=False, workers=workers) as server:
+            say(f"load server: {server.command}")
+            yield LoadTarget(settings, database, deployed, server)
 
 
 # -- the load generators' side ----------------------------------------------------------
