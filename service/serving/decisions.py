@@ -24,7 +24,7 @@ from projections import transparency_log as tlog
 from projections.predictions import predictions
 from service.event_store import open_record
 from service.ledger_core import LedgerCore
-from service.serving.vault import KeyDestroyed, SubjectVault
+from service.serving.vault import SubjectVault
 
 
 class EventProof(BaseModel):
@@ -133,17 +133,10 @@ def reconstruct(
     payload = envelope["payload"]
     aggregate: Prediction = ledger.get(prediction_id, Prediction)
     reason_codes = [dict(code) for code in payload["reason_codes"]]
-    clear = payload["input"]
-    erased = False
-    if payload["input_ciphertext"] is not None:
-        try:
-            secret = json.loads(vault.decrypt(payload["input_key_id"], payload["input_ciphertext"]))
-        except KeyDestroyed:
-            erased = True
-        else:
-            clear = secret["input"]
-            for code, value in zip(reason_codes, secret.get("reason_values", []), strict=False):
-                code["value"] = value
+    clear, values = vault.recorded_input(payload)
+    erased = clear is None
+    for code, value in zip(reason_codes, values, strict=False):
+        code["value"] = value
     shadow_row = conn.execute(
         sa.select(predictions.c.prediction_id, predictions.c.number, predictions.c.output).where(
             predictions.c.shadow_of == prediction_id

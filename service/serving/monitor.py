@@ -14,7 +14,6 @@ come from the ``predictions`` read models.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -36,7 +35,7 @@ from projections.predictions import predictions
 from service.bootstrap import Services
 from service.event_store import open_record
 from service.ledger_core import SYSTEM_ACTOR
-from service.serving.vault import KeyDestroyed, SubjectVault
+from service.serving.vault import SubjectVault
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +172,7 @@ class DriftMonitor:
         """The recorded input of a prediction; None once its subject was erased."""
         stored = self.services.ledger.recorder.select_events(uuid.UUID(prediction_id), lte=1, limit=1)
         _, envelope = open_record(stored[0])
-        payload = envelope["payload"]
-        if payload["input"] is not None:
-            return dict(payload["input"])
-        try:
-            secret = json.loads(self.vault.decrypt(payload["input_key_id"], payload["input_ciphertext"]))
-        except KeyDestroyed:
-            return None
-        return dict(secret["input"])
+        return self.vault.recorded_input(envelope["payload"])[0]
 
     def _retrain(self, model_name: str, version: ModelVersion) -> str | None:
         """Request a retraining run on the newest training data when the policy asks for it."""

@@ -14,12 +14,14 @@ another process stops using its copy within that time.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -155,3 +157,16 @@ class SubjectVault:
             return AESGCM(key).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
             raise LedgerError("a recorded input does not decrypt with its subject's key", field="input") from None
+
+    def recorded_input(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Any]]:
+        """The input of a ``Prediction.Made`` payload and, for a data subject, the reason-code values.
+
+        The input is None once the subject was erased.
+        """
+        if payload["input_ciphertext"] is None:
+            return dict(payload["input"]), []
+        try:
+            secret = json.loads(self.decrypt(payload["input_key_id"], payload["input_ciphertext"]))
+        except KeyDestroyed:
+            return None, []
+        return dict(secret["input"]), list(secret.get("reason_values", []))
