@@ -102,6 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     return run_request(request)
 
 
+def unread_progress(output_dir: Path, offset: int) -> tuple[list[list[dict[str, Any]]], int]:
+    """Progress batches a child appended to ``progress.jsonl`` after byte ``offset``
+    (complete lines only), and the offset to read from next time."""
+    path = output_dir / "progress.jsonl"
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()], offset + len(complete)
+
+
 class ChildExecution:
     """A child process executing one request: poll it, read its progress, kill it, read its result."""
 
@@ -143,15 +156,8 @@ class ChildExecution:
 
     def read_progress(self) -> list[list[dict[str, Any]]]:
         """Progress batches written since the last call (complete lines only)."""
-        path = self.output_dir / "progress.jsonl"
-        if not path.exists():
-            return []
-        with path.open("rb") as handle:
-            handle.seek(self._progress_offset)
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self._progress_offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        batches, self._progress_offset = unread_progress(self.output_dir, self._progress_offset)
+        return batches
 
     def kill(self, grace: float = TERMINATE_GRACE_SECONDS) -> None:
         """Ask the child to stop (SIGTERM), then kill its whole process group after ``grace`` seconds."""

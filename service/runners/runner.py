@@ -314,15 +314,8 @@ class Runner:
 
     def _unread_points(self, active: Active) -> list[dict[str, Any]]:
         """Metric points the child wrote to progress.jsonl since the last read."""
-        path = active.workdir / "progress.jsonl"
-        if not path.exists():
-            return []
-        with path.open("rb") as handle:
-            handle.seek(active.progress_read)
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        active.progress_read += len(complete)
-        return [p for line in complete.splitlines() if line.strip() for p in json.loads(line)]
+        batches, active.progress_read = child.unread_progress(active.workdir, active.progress_read)
+        return [point for batch in batches for point in batch]
 
     def _record_progress(self, active: Active) -> None:
         points = self._unread_points(active)
