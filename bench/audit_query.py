@@ -221,7 +221,7 @@ def _run(project: Project, step: int, cast: Cast, rng: random.Random) -> Run:
         pipeline_version=len(pipeline.specs), spec_digest=pipeline.digests[-1],
         dataset_version_ids=rng.sample(cast.datasets[-40:], 2), code_version_id=rng.choice(cast.code[-30:]),
         params={"lr": round(rng.uniform(1e-4, 1e-1), 5), "epochs": METRIC_BATCHES}, seed=rng.randrange(2**32),
-        device="cpu", actor=actor,
+        device="cpu", reproduces=None, actor=actor,
     )
     run.log_params({"batch_size": rng.choice([32, 64, 128]), "optimizer": "adam"}, actor=actor)
     for epoch in range(METRIC_BATCHES):
