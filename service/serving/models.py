@@ -26,7 +26,7 @@ from service.blobs import BlobStore
 from service.explain import ModelExplainer, explainer_for
 from service.ledger_core import LedgerCore
 from service.model_loading import LoadedModel, load_model
-from service.runners.tabular import read_table
+from service.runners.tabular import MISSING, read_table
 
 MODEL_FILES = ("model.pkl", "model.pt")
 DETAILS_FILE = "execution.json"
@@ -72,7 +72,7 @@ class ServedModel:
 def parse_cell(value: str, categorical: bool) -> Any:
     """A CSV cell as a model input value (None when missing)."""
     text = value.strip()
-    if text.lower() in ("", "na", "nan", "null", "none"):
+    if text.lower() in MISSING:
         return None
     if categorical:
         return text
