@@ -326,18 +326,16 @@ class Runner:
         """Record how the child ended; its last metric points go in the same append as a success."""
         points = self._unread_points(active)
         result_path = active.workdir / "result.json"
-        if not result_path.exists() or not json.loads(result_path.read_text()).get("ok"):
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        if result is None or not result.get("ok"):
             if points:
                 self.ledger.log_metrics(active.run_id, points, actor=self.actor)
-            points = []
-        if not result_path.exists():
-            code = active.process.exitcode
-            reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
-            self._fail(active.run_id, f"the run produced no result: {reason}")
-            return
-        result = json.loads(result_path.read_text())
-        if not result.get("ok"):
-            self._fail(active.run_id, str(result.get("error", "failed"))[-LOG_TAIL_BYTES:])
+            if result is None:
+                code = active.process.exitcode
+                reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
+                self._fail(active.run_id, f"the run produced no result: {reason}")
+            else:
+                self._fail(active.run_id, str(result.get("error", "failed"))[-LOG_TAIL_BYTES:])
             return
         try:
             final = [m for m in result.get("final_metrics", result.get("metrics", [])) if m.get("final", True)]
