@@ -7,13 +7,10 @@ without a declared length is cut off with 413 as soon as it exceeds the bound.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import MEDIA_TYPE
+from service.api.problems import problem
 
 JSON_TYPES = (b"application/json", b"application/problem+json")
 
@@ -22,7 +19,7 @@ class BodyTooLarge(HTTPException):
     """Raised inside the app when a streamed JSON body passes the bound (answered as 413 problem+json)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the JSON body exceeds the limit of {limit} bytes (MLLEDGER_MAX_JSON_BYTES)")
+        super().__init__(413, _detail(limit))
 
 
 class JsonBodyLimit:
@@ -43,7 +40,7 @@ class JsonBodyLimit:
             return
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
         started = False
@@ -67,20 +64,12 @@ class JsonBodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body: dict[str, Any] = {
-            "type": "https://mlledger.dev/problems/payload-too-large",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"the JSON body exceeds the limit of {self.limit} bytes (MLLEDGER_MAX_JSON_BYTES)",
-            "field": "body",
-        }
-        data = json.dumps(body).encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(data)).encode())],
-        })
-        await send({"type": "http.response.body", "body": data})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = problem(413, "Payload too large", _detail(self.limit), "payload-too-large", field="body")
+        await answer(scope, receive, send)
+
+
+def _detail(limit: int) -> str:
+    return f"the JSON body exceeds the limit of {limit} bytes (MLLEDGER_MAX_JSON_BYTES)"
