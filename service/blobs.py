@@ -121,21 +121,20 @@ class BlobStore:
         path = self.path_of(digest)
         if not path.is_file():
             raise NotFound(f"no stored file with digest {digest}", field="digest")
-        hasher, size = hashlib.sha256(), 0
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                hasher.update(chunk)
-                size += len(chunk)
-        if "sha256:" + hasher.hexdigest() != digest:
+        found, size = digest_of_file(path)
+        if found != digest:
             raise BlobTampered(f"the stored file {digest} was changed on disk; it will not be used")
         return StoredBlob(digest, size, path)
 
     def read_verified(self, digest: str) -> Iterator[bytes]:
-        """Verify, then stream the file's bytes."""
-        blob = self.verify(digest)
-        with blob.path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
+        """Verify now (BlobTampered or NotFound before any byte is handed out), then stream the file's bytes."""
+        return _chunks_of(self.verify(digest).path)
+
+
+def _chunks_of(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
 
 
 def digest_of_file(path: Path) -> tuple[str, int]:

@@ -162,11 +162,5 @@ def get_dataset_version(dataset_id: NamePath, caller: LineageReader, ledger: Led
 def download_dataset(dataset_id: NamePath, caller: LineageReader, services: ServicesDep) -> StreamingResponse:
     """The dataset's bytes, after checking they still have the recorded digest."""
     found: DatasetVersion = services.ledger.get(dataset_id, DatasetVersion)
-    chunks = services.blobs.read_verified(found.digest)
-    first = next(chunks, b"")
-
-    def body() -> Any:
-        yield first
-        yield from chunks
-
-    return StreamingResponse(body(), media_type="application/octet-stream", headers={"X-Content-Digest": found.digest})
+    chunks = services.blobs.read_verified(found.digest)  # checked before the response starts
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"X-Content-Digest": found.digest})
