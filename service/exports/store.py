@@ -76,12 +76,6 @@ def download(services: Services, export: Export, by: str) -> tuple[Written, Iter
     """Record the download, then stream the archive (digest-checked before the first byte)."""
     assert export.bundle_digest is not None
     chunks = services.blobs.read_verified(export.bundle_digest)
-    first = next(chunks, b"")
     export.record_download(by=by, actor=by)
     recordings = services.ledger.save(export)
-
-    def stream() -> Iterator[bytes]:
-        yield first
-        yield from chunks
-
-    return Written(id=str(export.id), position=recordings[-1].notification.id), stream()
+    return Written(id=str(export.id), position=recordings[-1].notification.id), chunks
