@@ -3,7 +3,10 @@
 It is the library's recorder with two changes to the insert: no NOTIFY (the
 projectors poll; nobody listens), and rows sent as four binary arrays through
 ``unnest`` instead of a text-encoded composite array (psycopg otherwise escapes
-every row with regular expressions). The table lock that keeps notification ids
+every row with regular expressions). Creating the tables and the insert
+function is serialised with an advisory lock: PostgreSQL answers two processes
+that run ``CREATE OR REPLACE FUNCTION`` at once with "tuple concurrently
+updated", which stopped runners started together. The table lock that keeps notification ids
 in commit order is kept as it is.
 """
 
@@ -17,6 +20,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+CREATE_TABLE_LOCK = 0x6D6C6C6564676572  # "mlledger": one key for every process that opens the event store
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -33,6 +38,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
             id_type=Identifier(self.datastore.originator_id_type),
         )
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(SQL("SELECT pg_advisory_xact_lock(%s)"), (CREATE_TABLE_LOCK,), prepare=False)
+        super()._create_table(curs)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)
