@@ -132,9 +132,9 @@ def runner(
     import threading
 
     if concurrency >= (os.cpu_count() or 1):
-        # Each child gets one core anyway. OpenBLAS re-creates its thread pool in every forked
-        # child from the size it had at load, and those threads spin: about 180 ms of CPU per
-        # run for nothing. Sized at one before numpy loads, the pool has no extra threads.
+        # Each worker gets one core anyway. OpenBLAS re-creates its thread pool in every forked
+        # worker from the size it had at load, and those threads spin for nothing. Sized at
+        # one before numpy loads, the pool has no extra threads.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     from service.bootstrap import check_migrated, open_services

@@ -3,9 +3,10 @@ heartbeats, and records what happened.
 
 Claims are optimistic appends to the run's event stream, so of several runners
 (on one machine or many, sharing one PostgreSQL) exactly one wins each run.
-Children are forked from the runner, which has already imported the ML
-libraries, so starting a run costs milliseconds, not an interpreter start. The
-runner records everything; the child only computes and writes files.
+Runs execute in worker processes forked from the runner, which has already
+imported the ML libraries, and kept for later runs (``workers.py``), so
+starting a run costs a pipe message, not an interpreter start or a fork. The
+runner records everything; the worker only computes and writes files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import random
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -41,6 +41,7 @@ from service.runners import child, environment
 from service.runners.executors import ExecutionError, ExecutionRequest
 from service.runners.heartbeats import beat, forget, sweep
 from service.runners.reproduction import compare_runs
+from service.runners.workers import Worker, WorkerPool, preload
 
 log = logging.getLogger(__name__)
 REQUESTED_TOPIC = Run.Requested.TOPIC
@@ -52,7 +53,7 @@ class Active:
     """A run executing in a child process."""
 
     run_id: str
-    process: multiprocessing.process.BaseProcess
+    worker: Worker
     workdir: Path
     started: float
     time_limit: float | None
@@ -110,15 +111,17 @@ class Runner:
         self._datasets: dict[str, tuple[str, int, str]] = {}
         self._last_sweep = 0.0
         self._lock = threading.Lock()
-        self._context = multiprocessing.get_context("fork")
         self._created_work_dir = work_dir is None
-        preload()
+        threadpools = preload()
+        threads = max(1, (os.cpu_count() or 1) // self.concurrency)
+        self.workers = WorkerPool(multiprocessing.get_context("fork"), threads, threadpools)
 
     # -- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then stop claiming and let active runs finish."""
         beater = threading.Thread(target=self._heartbeats, args=(stop,), name="mlledger-heartbeat", daemon=True)
         beater.start()
+        self.workers.fill(self.concurrency)
         note = f" ({self.device_note})" if self.device_note else ""
         self.say(f"runner {self.runner_id} on {self.device}{note}, {self.concurrency} at a time")
         while not stop.is_set():
@@ -132,13 +135,14 @@ class Runner:
         while self.active:
             self._reap()
             self._idle(stop)
+        self.workers.close()
         if self._created_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _idle(self, stop: threading.Event) -> None:
         """Wait a poll interval, waking at once when a child exits."""
         with self._lock:
-            sentinels = [active.process.sentinel for active in self.active.values()]
+            sentinels = [waitable for active in self.active.values() for waitable in active.worker.waitables]
         if sentinels:
             wait(sentinels, timeout=self.poll_interval)
         else:
@@ -219,12 +223,10 @@ class Runner:
         run_id = str(run.id)
         request = self._request(run, device)
         workdir = request.output_dir
-        threads = max(1, (os.cpu_count() or 1) // self.concurrency)
-        process = self._context.Process(target=_child_entry, args=(request, threads), daemon=False)
-        process.start()
+        worker = self.workers.execute(request)
         limit = request.spec.get("time_limit_seconds") if request.kind == "python" else None
         with self._lock:
-            self.active[run_id] = Active(run_id, process, workdir, time.time(), float(limit) + 5 if limit else None)
+            self.active[run_id] = Active(run_id, worker, workdir, time.time(), float(limit) + 5 if limit else None)
         self.stats.started_at.append(time.time())
 
     def _spec(self, pipeline_id: str, number: int) -> tuple[str, dict[str, Any], str]:
@@ -287,17 +289,15 @@ class Runner:
     def _reap(self) -> bool:
         busy = False
         for run_id, active in list(self.active.items()):
-            if active.process.is_alive():
+            if not active.worker.finished():
                 self._record_progress(active)
                 if active.time_limit and time.time() - active.started > active.time_limit:
-                    active.process.kill()
+                    active.worker.kill()
                 if time.time() - active.checked_at >= self.heartbeat_interval and self._cancelled(active):
-                    active.process.kill()
-                    active.process.join(5)
+                    active.worker.kill()
                     self._forget(run_id)
                     busy = True
                 continue
-            active.process.join()
             self._record_result(active)
             self._forget(run_id)
             busy = True
@@ -331,7 +331,7 @@ class Runner:
             if points:
                 self.ledger.log_metrics(active.run_id, points, actor=self.actor)
             if result is None:
-                code = active.process.exitcode
+                code = active.worker.exit_status
                 reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
                 self._fail(active.run_id, f"the run produced no result: {reason}")
             else:
@@ -391,89 +391,8 @@ class Runner:
             active = self.active.pop(run_id, None)
         forget(self.services.writer_engine, run_id, self.runner_id)
         if active is not None:
+            self.workers.release(active.worker)
             shutil.rmtree(active.workdir, ignore_errors=True)
-
-
-_THREADPOOLS: Any = None
-"""The native thread pools (BLAS, OpenMP), found once in the runner so children need not scan."""
-
-
-def preload() -> None:
-    """Import the ML libraries once in the runner and run one tiny fit, so forked children start warm.
-
-    A child forked from a runner that never fitted anything pays for every lazy
-    import and first-call set-up itself (a trivial fit cost ten times as much CPU
-    in a cold child as in a warm one).
-    """
-    import importlib
-
-    global _THREADPOOLS
-    for name in (
-        "sklearn.ensemble",
-        "sklearn.linear_model",
-        "sklearn.tree",
-        "sklearn.model_selection",
-        "sklearn.metrics",
-        "sklearn.preprocessing",
-        "sklearn.compose",
-        "sklearn.impute",
-        "sklearn.pipeline",
-        "service.runners.sklearn_kind",
-        "service.runners.torch_kind",
-        "service.runners.python_kind",
-    ):
-        try:
-            importlib.import_module(name)
-        except ImportError:  # a runner without an optional library still serves the other kinds
-            log.warning("could not preload %s", name)
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        _THREADPOOLS = ThreadpoolController()
-    except ImportError:
-        _THREADPOOLS = None
-    _warm_up()
-
-
-def _warm_up() -> None:
-    """One tiny scikit-learn execution in the runner itself (its files are thrown away)."""
-    with tempfile.TemporaryDirectory(prefix="mlledger-warm-") as folder:
-        work = Path(folder)
-        data = work / "warm.csv"
-        rows = [f"{i % 7 / 7:.3f},{i % 5 / 5:.3f},{int(i % 7 > 3)}" for i in range(40)]
-        data.write_text("a,b,y\n" + "\n".join(rows) + "\n", encoding="utf-8")
-        (work / "out").mkdir()
-        request = ExecutionRequest(
-            kind="sklearn",
-            spec={"estimator": "sklearn.linear_model.LogisticRegression", "features": ["a", "b"], "target": "y",
-                  "task": "classification"},
-            params={}, seed=0, device="cpu", datasets=[data], code_archive=None, output_dir=work / "out",
-        )
-        try:
-            child.run_request(request)
-        except Exception:  # warming up is an optimisation; a runner serves without it
-            log.warning("the runner's warm-up fit failed; children start cold", exc_info=True)
-
-
-def _child_entry(request: ExecutionRequest, threads: int) -> int:
-    """In the forked child: die with the runner (a SIGKILLed runner leaves no orphan), use its
-    share of the cores (``concurrency`` children must not each start a thread per core), execute."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except OSError:
-        pass
-    if _THREADPOOLS is not None:
-        _THREADPOOLS.limit(limits=threads)
-    else:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    return child.run_request(request)
 
 
 def default_say(message: str) -> None:

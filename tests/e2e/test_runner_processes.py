@@ -82,6 +82,27 @@ def test_four_runners_execute_forty_runs_each_exactly_once(pg_services: Services
     _verify(pg_services)
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (its workers, and the entrypoint processes they run)."""
+    found: set[int] = set()
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            direct = {int(child) for child in children.read_text().split()}
+        except OSError:
+            continue
+        for child in direct:
+            found |= {child} | _descendants(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 SLOW = "import time\ndef main(request):\n    time.sleep(120)\n    return {'metrics': {}}\n"
 
 
@@ -96,9 +117,14 @@ def test_a_runner_killed_mid_run_leaves_it_abandoned_within_the_timeout(pg_servi
         while pg_services.ledger.get(run_id, Run).status != "running":
             assert time.monotonic() < deadline, "the run never started"
             time.sleep(0.1)
+        below = _descendants(doomed.pid)
+        assert below, "the runner executes its run in a process of its own"
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=30)
         killed_at = time.monotonic()
+        while any(_alive(pid) for pid in below):
+            assert time.monotonic() - killed_at < 10, "a worker outlived its SIGKILLed runner"
+            time.sleep(0.1)
         survivors = _start_runners(pg_services, 1)
         (run,) = wait_finished(pg_services, [run_id], timeout=60)
         noticed_after = time.monotonic() - killed_at
