@@ -4,13 +4,13 @@ A *governed* run goes the whole way: the benchmark requests it
 (``Ledger.start_run``), a real runner process (``python -m service runner
 --concurrency 1 --device cpu``, started once and warmed up with one tiny run
 beforehand, as a long-lived runner would be) claims it, captures the
-environment, forks the child that fits the pipeline (the sklearn kind: CSV read
+environment, hands the run to one of its worker processes, which fits the pipeline (the sklearn kind: CSV read
 with the standard library, seeded 80/20 stratified split, fit, validation
 scores, pickled model, predictions), then records metrics, artifacts and
 ``Finished``. Its time is from just before the request to the ``recorded_at`` of
 the run's ``Finished`` event (so the benchmark's own polling adds nothing).
 With ``--in-process`` the runner is a ``Runner`` thread in this process instead
-(which has imported scikit-learn for the calibration, so its forked children
+(which has imported scikit-learn for the calibration, so its forked workers
 do not import it again). ``--preload-sklearn`` starts the runner process with
 scikit-learn imported first: a what-if for the fix the report proposes.
 
