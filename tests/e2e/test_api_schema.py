@@ -60,3 +60,10 @@ def test_the_api_keeps_its_documented_contract(operation: schemathesis.APIOperat
         case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, checks=CHECKS)
 
     check()
+
+
+def test_every_schema_of_the_document_has_a_name_of_its_own() -> None:
+    """Two models of one name get module-path names (``service__api__...``) that clients would see."""
+    names = list(APP.openapi()["components"]["schemas"])
+    assert [name for name in names if "__" in name] == []
+    assert len(names) == len(set(names))

@@ -36,7 +36,7 @@ class DatasetRegister(DatasetMetadata):
     schema_: list[dict[str, Any]] | None = Field(None, alias="schema")
 
 
-class DatasetVersionPublic(BaseModel):
+class DatasetVersionDetail(BaseModel):
     """A dataset version."""
 
     id: str
@@ -138,7 +138,7 @@ def register_dataset(
     return written(response, result)
 
 
-@router.get("/dataset-versions/{dataset_id}", response_model=DatasetVersionPublic, response_model_by_alias=True)
+@router.get("/dataset-versions/{dataset_id}", response_model=DatasetVersionDetail, response_model_by_alias=True)
 def get_dataset_version(dataset_id: NamePath, caller: LineageReader, ledger: LedgerDep) -> object:
     """A dataset version."""
     found: DatasetVersion = ledger.get(dataset_id, DatasetVersion)

@@ -28,7 +28,7 @@ class CodeVersionCreate(BaseModel):
     entrypoint: str | None = Field(None, max_length=300)
 
 
-class CodeVersionPublic(CodeVersionCreate):
+class CodeVersionDetail(CodeVersionCreate):
     """A recorded code version."""
 
     id: str
@@ -96,7 +96,7 @@ class ArtifactResult(WriteResult):
     size: int
 
 
-class RunPublic(BaseModel):
+class RunDetail(BaseModel):
     """A run as recorded."""
 
     id: str
@@ -158,7 +158,7 @@ def create_code_version(
     return written(response, services.ledger.register_code_version(**body.model_dump(), actor=caller.actor))
 
 
-@router.get("/code-versions/{code_id}", response_model=CodeVersionPublic)
+@router.get("/code-versions/{code_id}", response_model=CodeVersionDetail)
 def get_code_version(code_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
     """A code version."""
     code: CodeVersion = ledger.get(code_id, CodeVersion)
@@ -186,7 +186,7 @@ def create_run(body: RunCreate, caller: LineageWriter, ledger: LedgerDep, respon
     return written(response, ledger.start_run(**body.model_dump(), actor=caller.actor))
 
 
-@router.get("/runs/{run_id}", response_model=RunPublic)
+@router.get("/runs/{run_id}", response_model=RunDetail)
 def get_run(run_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
     """A run's current state."""
     run: Run = ledger.get(run_id, Run)

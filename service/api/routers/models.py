@@ -57,7 +57,7 @@ class VersionResult(WriteResult):
     version: int
 
 
-class ModelVersionPublic(BaseModel):
+class ModelVersionDetail(BaseModel):
     """A model version with its approval state."""
 
     id: str
@@ -142,7 +142,7 @@ def register_version(
     return {**written(response, result), "version": ledger.get(result.id, ModelVersion).number}
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
+@router.get("/{name}/versions/{version}", response_model=ModelVersionDetail)
 def get_version(name: NamePath, version: VersionPath, caller: LineageReader, ledger: LedgerDep) -> object:
     """A model version and its approval state under the model's policy."""
     found = ledger.model_version(name, version)

@@ -27,7 +27,7 @@ class PrincipalCreate(BaseModel):
     roles: list[Role] = Field(default_factory=list, max_length=7)
 
 
-class PrincipalPublic(BaseModel):
+class PrincipalDetail(BaseModel):
     """A principal as the API shows it."""
 
     id: str
@@ -78,8 +78,8 @@ def _self_or_admin(principal_id: IdPath, caller: CurrentCaller) -> Caller:
 SelfOrAdmin = Annotated[Caller, Depends(_self_or_admin)]
 
 
-def _public(principal: Principal) -> PrincipalPublic:
-    return PrincipalPublic(
+def _public(principal: Principal) -> PrincipalDetail:
+    return PrincipalDetail(
         id=str(principal.id),
         name=principal.name,
         kind=principal.kind,
@@ -89,8 +89,8 @@ def _public(principal: Principal) -> PrincipalPublic:
     )
 
 
-@router.get("/me", response_model=PrincipalPublic)
-def me(caller: CurrentCaller, ledger: LedgerDep) -> PrincipalPublic:
+@router.get("/me", response_model=PrincipalDetail)
+def me(caller: CurrentCaller, ledger: LedgerDep) -> PrincipalDetail:
     """The authenticated principal."""
     return _public(ledger.get(caller.id, Principal))
 
@@ -102,8 +102,8 @@ def create_principal(body: PrincipalCreate, caller: AdminCaller, ledger: LedgerD
     return written(response, result)
 
 
-@router.get("/principals/{principal_id}", response_model=PrincipalPublic)
-def get_principal(principal_id: IdPath, caller: SelfOrAdmin, ledger: LedgerDep) -> PrincipalPublic:
+@router.get("/principals/{principal_id}", response_model=PrincipalDetail)
+def get_principal(principal_id: IdPath, caller: SelfOrAdmin, ledger: LedgerDep) -> PrincipalDetail:
     """A principal (admin, or the principal itself)."""
     return _public(ledger.get(principal_id, Principal))
 
