@@ -10,6 +10,9 @@ isolate themselves.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -131,3 +134,45 @@ def events_select(engine: Engine) -> str:
 def notification_id_column(engine: Engine) -> str:
     """The column holding the notification id in the events table."""
     return "rowid" if engine.dialect.name == "sqlite" else "notification_id"
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One stored event, read straight from the events table."""
+
+    position: int
+    aggregate_id: str
+    version: int
+    topic: str
+    record: bytes
+
+
+def read_events(engine: Engine, aggregate_ids: Iterable[uuid.UUID | str]) -> list[EventRow]:
+    """Every stored event of the given aggregates, in ledger (notification) order.
+
+    Read with the driver's own cursor: on PostgreSQL all ids go as one ``uuid[]``
+    parameter (binary rows); on SQLite, which stores ids as hex text, in chunks.
+    """
+    wanted = [uuid.UUID(str(a)) for a in aggregate_ids]
+    rows: list[EventRow] = []
+    with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection
+        if engine.dialect.name == "sqlite":
+            cursor = raw.cursor()
+            try:
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    cursor.execute(f"{events_select(engine)} WHERE originator_id IN ({marks})", [a.hex for a in chunk])
+                    rows += [EventRow(int(n), str(uuid.UUID(o)), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
+            finally:
+                cursor.close()
+        else:
+            cursor = raw.cursor(binary=True)
+            try:
+                cursor.execute(f"{events_select(engine)} WHERE originator_id = ANY(%s)", (wanted,))
+                rows = [EventRow(int(n), str(o), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
+            finally:
+                cursor.close()
+    rows.sort(key=lambda row: row.position)
+    return rows

@@ -41,7 +41,7 @@ from service.exports import proofs
 from service.exports.document import render_html, render_pdf
 from service.exports.model_card import ModelCard, prediction_statistics
 from service.exports.readme import readme_text
-from service.exports.scope import EventRow, ExportRequest, leaf_indexes, read_events, select_scope
+from service.exports.scope import ExportRequest, leaf_indexes, select_scope
 from service.exports.verify_bundle import (
     CONSISTENCY,
     EVENTS,
@@ -59,6 +59,7 @@ from service.exports.verify_bundle import (
     provenance_name,
     verify_bundle,
 )
+from service.persistence import EventRow, read_events
 from service.projector import publish_checkpoint_if_due
 
 MAX_BUNDLE_BYTES = 4 * 1024**3

@@ -24,7 +24,7 @@ from projections.predictions import predictions
 from service.exports.document import Document
 from service.exports.model_card_appendices import CardAppendices
 from service.exports.model_card_sections import NOT_RECORDED, Recorded
-from service.exports.scope import EventRow
+from service.persistence import EventRow
 
 __all__ = ["APPENDICES", "CARD_SECTIONS", "NOT_RECORDED", "ModelCard", "Recorded", "prediction_statistics"]
 

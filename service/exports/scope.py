@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
@@ -36,7 +36,6 @@ from projections import transparency_log as tlog
 from projections.audit_queries import normalize_time
 from projections.predictions import predictions
 from service.ledger import Ledger
-from service.persistence import events_select
 
 CHUNK = 1_000
 
@@ -72,17 +71,6 @@ class ExportRequest:
         return check_scope({
             "from": self.since, "to": self.until, "predictions": self.predictions, "sample_size": self.sample_size,
         })
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """One stored event as the bundle needs it."""
-
-    position: int
-    aggregate_id: str
-    version: int
-    topic: str
-    record: bytes
 
 
 @dataclass
@@ -170,36 +158,6 @@ def select_scope(ledger: Ledger, conn: Connection, request: ExportRequest) -> Sc
 def _chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def read_events(engine: Engine, aggregate_ids: Iterable[uuid.UUID | str]) -> list[EventRow]:
-    """Every stored event of the given aggregates, in ledger (notification) order.
-
-    Read with the driver's own cursor: on PostgreSQL all ids go as one ``uuid[]``
-    parameter (binary rows); on SQLite, which stores ids as hex text, in chunks.
-    """
-    wanted = [uuid.UUID(str(a)) for a in aggregate_ids]
-    rows: list[EventRow] = []
-    with engine.connect() as conn:
-        raw: Any = conn.connection.driver_connection
-        if engine.dialect.name == "sqlite":
-            cursor = raw.cursor()
-            try:
-                for chunk in _chunks(wanted, 500):
-                    marks = ",".join("?" * len(chunk))
-                    cursor.execute(f"{events_select(engine)} WHERE originator_id IN ({marks})", [a.hex for a in chunk])
-                    rows += [EventRow(int(n), str(uuid.UUID(o)), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
-            finally:
-                cursor.close()
-        else:
-            cursor = raw.cursor(binary=True)
-            try:
-                cursor.execute(f"{events_select(engine)} WHERE originator_id = ANY(%s)", (wanted,))
-                rows = [EventRow(int(n), str(o), int(v), t, bytes(s)) for n, o, v, t, s in cursor]
-            finally:
-                cursor.close()
-    rows.sort(key=lambda row: row.position)
-    return rows
 
 
 def leaf_indexes(conn: Connection, positions: list[int]) -> dict[int, int]:

@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from eventsourcing.persistence import Notification
 from pydantic import BaseModel
 
 from domain.dataset import Dataset, DatasetVersion
@@ -35,6 +36,7 @@ from projections.predictions import predictions
 from service.bootstrap import Services
 from service.event_store import open_record
 from service.ledger_core import SYSTEM_ACTOR
+from service.persistence import read_events
 from service.serving.vault import SubjectVault
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,10 @@ class DriftMonitor:
             ) from None
         features = list(profile.summary.get("features", {}))
         columns: dict[str, list[Any]] = {f: [] for f in features}
+        inputs = self._inputs([row.prediction_id for row in rows])
         used = 0
         for row in reversed(rows):
-            values = self._input(row.prediction_id)
+            values = inputs.get(row.prediction_id)
             if values is None:
                 continue
             used += 1
@@ -168,11 +171,19 @@ class DriftMonitor:
             monitor = Monitor(model_name=model_name, actor=self.actor)
         return monitor
 
-    def _input(self, prediction_id: str) -> dict[str, Any] | None:
-        """The recorded input of a prediction; None once its subject was erased."""
-        stored = self.services.ledger.recorder.select_events(uuid.UUID(prediction_id), lte=1, limit=1)
-        _, envelope = open_record(stored[0])
-        return self.vault.recorded_input(envelope["payload"])[0]
+    def _inputs(self, prediction_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The recorded input of each prediction (None once its subject was erased), read in one query."""
+        inputs: dict[str, dict[str, Any] | None] = {}
+        for row in read_events(self.services.engine, prediction_ids):
+            if row.version != 1:
+                continue  # outcomes and overrides
+            made = Notification(
+                id=row.position, originator_id=uuid.UUID(row.aggregate_id), originator_version=row.version,
+                topic=row.topic, state=row.record,
+            )
+            _, envelope = open_record(made)
+            inputs[row.aggregate_id] = self.vault.recorded_input(envelope["payload"])[0]
+        return inputs
 
     def _retrain(self, model_name: str, version: ModelVersion) -> str | None:
         """Request a retraining run on the newest training data when the policy asks for it."""

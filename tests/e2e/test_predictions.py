@@ -287,6 +287,23 @@ def test_drift_is_detected_on_a_shifted_window_and_not_on_an_unshifted_one(deplo
     assert alert["retraining_run_id"] == shifted["retraining_run_id"]
 
 
+def test_the_drift_window_decrypts_subjects_inputs_and_skips_erased_ones(deployed: Deployed) -> None:
+    world = deployed.world
+    pia, olivia = world.people["pia"].client, world.people["olivia"].client
+    records = [
+        {"input": features_of(row), "request_id": f"window-{i}"} | ({"subject_id": f"window-{i % 4}"} if i < 20 else {})
+        for i, row in enumerate(credit_rows(40, seed=91))
+    ]
+    pia.predict_batch(MODEL, records)
+    world.admin.erase_subject("window-0", "Art. 17 request 2026-131")  # records 0, 4, 8, 12 and 16
+    deployed.services.runner.catch_up()
+
+    checked = olivia.check_drift(MODEL, window=40)
+
+    assert checked["window"]["predictions"] == 35 and checked["window"]["skipped_erased"] == 5
+    assert checked["comparison"]["features"]["income"]["psi"] >= 0
+
+
 def test_live_accuracy_follows_recorded_outcomes(deployed: Deployed) -> None:
     pia, audrey = deployed.world.people["pia"].client, deployed.world.people["audrey"].client
     rows = credit_rows(40, seed=61)
