@@ -27,7 +27,6 @@ Run from the repository root::
 
     .venv/bin/python bench/claim_throughput.py
     .venv/bin/python bench/claim_throughput.py --runs 1000 --runners 4 --concurrency 32
-    .venv/bin/python bench/claim_throughput.py --preload-sklearn   # runners import scikit-learn up front
 
 Progress goes to stderr, the results table to stdout.
 """
@@ -75,10 +74,6 @@ ACTOR = "user:bench"
 FEATURES = ["x1", "x2", "x3"]
 PIPELINE = "tiny-logreg"
 END_TOPICS = [Run.Finished.TOPIC, Run.Abandoned.TOPIC]
-PRELOAD = (
-    "import sklearn.base, sklearn.linear_model, sklearn.model_selection, sklearn.metrics; "
-    "import service.runners.sklearn_kind; import runpy; runpy.run_module('service', run_name='__main__')"
-)
 
 
 def tiny_csv(rows: int = 50, seed: int = 3) -> bytes:
@@ -160,12 +155,11 @@ def wait_ended(services: Services, run_ids: list[str], after: int, timeout: floa
 
 
 @contextlib.contextmanager
-def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path, preload: bool) -> Iterator[
+def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path) -> Iterator[
     dict[str, int]
 ]:
     """``count`` runner processes; yields {runner_id: pid} once all are serving; stops them at the end."""
-    command = [sys.executable, "-c", PRELOAD] if preload else [sys.executable, "-m", "service"]
-    command += ["runner", "--concurrency", str(concurrency), "--device", "cpu"]
+    command = [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency), "--device", "cpu"]
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for index in range(count):
@@ -258,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="runs each runner executes at once (default 16)")
     parser.add_argument("--warmup", type=int, default=4, help="warm-up runs per runner (default 4)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for all runs (default 900)")
-    parser.add_argument("--preload-sklearn", action="store_true",
-                        help="start the runners with scikit-learn already imported (a what-if for a fix)")
     args = parser.parse_args(argv)
     install_sigterm_handler()
     load_before = load_average()
@@ -269,9 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         database = describe_database(settings)
         with opened(settings) as services:
             dataset_id = prepare(services)
-            say(f"starting {args.runners} runners (--concurrency {args.concurrency}, cpu"
-                f"{', scikit-learn preloaded' if args.preload_sklearn else ''})")
-            with runner_processes(settings, args.runners, args.concurrency, Path(tmp), args.preload_sklearn) as ids:
+            say(f"starting {args.runners} runners (--concurrency {args.concurrency}, cpu)")
+            with runner_processes(settings, args.runners, args.concurrency, Path(tmp)) as ids:
                 say(f"runners up: {', '.join(ids)}; warm-up")
                 warm_runs, warm_seconds = warm_up(services, dataset_id, ids, args.warmup)
                 say(f"  warm-up: {warm_runs} runs in {warm_seconds:.1f} s")
@@ -309,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"ML Ledger claim throughput: {args.runners} `python -m service runner --concurrency {args.concurrency} "
-          f"--device cpu` processes{' (scikit-learn preloaded)' if args.preload_sklearn else ''}, "
+          f"--device cpu` processes, "
           f"{n} requested runs (sklearn LogisticRegression on 50 rows x 3 features), one "
           f"{'SQLite file' if args.sqlite else 'PostgreSQL schema'}")
     print(f"warm-up (not counted): {warm_runs} runs in {warm_seconds:.1f} s, so every runner had captured once")

@@ -11,8 +11,7 @@ scores, pickled model, predictions), then records metrics, artifacts and
 the run's ``Finished`` event (so the benchmark's own polling adds nothing).
 With ``--in-process`` the runner is a ``Runner`` thread in this process instead
 (which has imported scikit-learn for the calibration, so its forked workers
-do not import it again). ``--preload-sklearn`` starts the runner process with
-scikit-learn imported first: a what-if for the fix the report proposes.
+do not import it again).
 
 The *bare* run is the same fit in one plain process (a child of this script,
 timed inside it, interpreter start and imports excluded): load the same CSV
@@ -79,10 +78,6 @@ TARGET_RATIO = 1.10
 ESTIMATOR = "sklearn.ensemble.GradientBoostingClassifier"
 VALIDATION = 0.2  # the sklearn kind's default validation_split
 ACTOR = "user:bench"
-PRELOAD = (
-    "import sklearn.base, sklearn.ensemble, sklearn.linear_model, sklearn.model_selection, sklearn.metrics; "
-    "import service.runners.sklearn_kind; import runpy; runpy.run_module('service', run_name='__main__')"
-)
 
 
 # -- data and the bare fit ----------------------------------------------------
@@ -189,12 +184,11 @@ def calibrate(features: int, estimators: int, depth: int, seed: int, wanted: flo
 
 
 @contextlib.contextmanager
-def runner_process(settings: Settings, log_path: Path, preload: bool) -> Iterator[str]:
+def runner_process(settings: Settings, log_path: Path) -> Iterator[str]:
     """A ``python -m service runner --concurrency 1 --device cpu`` process, stopped at the end."""
-    command = [sys.executable, "-c", PRELOAD] if preload else [sys.executable, "-m", "service"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*command, "runner", "--concurrency", "1", "--device", "cpu"],
+            [sys.executable, "-m", "service", "runner", "--concurrency", "1", "--device", "cpu"],
             env=ledger_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
@@ -205,8 +199,7 @@ def runner_process(settings: Settings, log_path: Path, preload: bool) -> Iterato
             if time.monotonic() > deadline:
                 raise SystemExit("the runner did not start within 120 s")
             time.sleep(0.1)
-        preloaded = ", scikit-learn preloaded" if preload else ""
-        yield f"`python -m service runner --concurrency 1 --device cpu` process (pid {process.pid}{preloaded})"
+        yield f"`python -m service runner --concurrency 1 --device cpu` process (pid {process.pid})"
     finally:
         if process.poll() is None:
             process.terminate()
@@ -313,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--in-process", action="store_true", help="a Runner thread here instead of a runner process")
-    parser.add_argument("--preload-sklearn", action="store_true",
-                        help="start the runner with scikit-learn already imported (a what-if for a fix)")
     parser.add_argument("--fit-seconds", type=float, default=10.0, help="wanted bare fit time (default 10)")
     parser.add_argument("--rows", type=int, default=None, help="dataset rows (skips the calibration)")
     parser.add_argument("--features", type=int, default=20, help="feature columns (default 20)")
@@ -355,9 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_id = register_dataset(services, "tiny", tiny_path)
             pipeline = add_pipeline(services, "gbm", ESTIMATOR, feature_names(args.features), params)
             warm = add_pipeline(services, "warm-up", "sklearn.linear_model.LogisticRegression", feature_names(3), {})
-            runner = runner_thread(services) if args.in_process else runner_process(
-                settings, Path(tmp) / "runner.log", args.preload_sklearn
-            )
+            runner = runner_thread(services) if args.in_process else runner_process(settings, Path(tmp) / "runner.log")
             with runner as runner_kind:
                 say(f"runner ready: {runner_kind}; warm-up run (first environment capture imports torch)")
                 cold = run_governed(services, warm, tiny_id, args.seed, timeout=300)
@@ -386,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     passed = median <= TARGET_RATIO and all_ok and same
 
     how = "in-process Runner thread" if args.in_process else "`python -m service runner` process"
-    if args.preload_sklearn and not args.in_process:
-        how += " started with scikit-learn preloaded"
     print()
     print(f"ML Ledger runner overhead: governed run (request -> Finished, through a {how}) "
           "vs the same fit bare in one process")
