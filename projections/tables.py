@@ -40,6 +40,23 @@ by the service's key-encryption key. Erasure deletes the row (crypto-shredding);
 the ledger keeps only the key's id and the tombstone."""
 
 
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("slot", sa.String(64), primary_key=True),
+    sa.Column("principal_id", sa.String(200), nullable=False),
+    sa.Column("key_digest", sa.String(100), nullable=False),
+    sa.Column("csrf_token", sa.String(100), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Index("ix_console_sessions_last_seen", "last_seen"),
+)
+"""Operational state, not a read model: the web console's open sessions, shared
+by every API process. A session is filed under the SHA-256 of its token (the
+table holds no usable token) with the digest of the API key it was opened with
+(never the key); times are wall-clock epoch seconds."""
+
+
 def json_text(value: Any) -> str:
     """Deterministic JSON text for read-model columns (sorted keys, compact).
 

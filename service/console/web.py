@@ -111,23 +111,25 @@ templates.filters.update(
 
 
 class ConsoleState:
-    """What the console keeps per application: open sessions and the verification job."""
+    """What the console keeps per application: the open sessions (in the database,
+    shared by every API process) and the verification job (of this process)."""
 
-    def __init__(self) -> None:
-        self.sessions = SessionStore()
+    def __init__(self, services: Services) -> None:
+        self.sessions = SessionStore(services.engine, services.writer_engine)
         self.verification = VerificationJob()
 
 
+ServicesDep = Annotated[Services, Depends(get_services)]
 _state_lock = threading.Lock()
 
 
-def console_state(request: Request) -> ConsoleState:
+def console_state(request: Request, services: ServicesDep) -> ConsoleState:
     """The application's console state, created on first use."""
     app_state = request.app.state
     with _state_lock:
         state: ConsoleState | None = getattr(app_state, "console", None)
         if state is None:
-            state = ConsoleState()
+            state = ConsoleState(services)
             app_state.console = state
     return state
 
@@ -166,7 +168,6 @@ class CsrfRefused(Forbidden):
     title = "Form refused"
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
 StateDep = Annotated[ConsoleState, Depends(console_state)]
 
 

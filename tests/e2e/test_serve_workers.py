@@ -1,11 +1,15 @@
-"""``mlledger serve --workers N``: API processes only, refused with the in-process projector or runner."""
+"""``mlledger serve --workers N``: API processes only, refused with the in-process projector or runner;
+the workers share one ledger and the console's sessions."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,8 +33,18 @@ def test_workers_need_the_projector_and_runner_elsewhere(tmp_path: Path) -> None
     assert "--no-projector --no-runner" in refused.stderr and "Traceback" not in refused.stderr
 
 
-@pytest.mark.slow
-def test_two_api_workers_serve_the_same_ledger(tmp_path: Path) -> None:
+@dataclass
+class Served:
+    """``mlledger serve --workers 2`` on a fresh SQLite ledger."""
+
+    base: str
+    output: str = ""
+    """Everything the server printed (set once it has stopped)."""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """The server, ready; once stopped, its output must show that two worker processes started."""
     settings = make_settings("sqlite", tmp_path / "data")
     assert run_cli(settings, "migrate").returncode == 0
     port = _free_port()
@@ -39,21 +53,43 @@ def test_two_api_workers_serve_the_same_ledger(tmp_path: Path) -> None:
          "--no-runner"],
         env=settings_env(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    server = Served(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{server.base}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert process.poll() is None and time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.2)
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        names = {httpx.get(f"{base}/v1/me", headers=headers, timeout=5).json()["name"] for _ in range(6)}
-        assert names == {"admin"}
+        yield server
     finally:
         process.terminate()
-        output = process.communicate(timeout=30)[0].decode()
-    assert output.count("Started server process") == 2, output
+        server.output = process.communicate(timeout=30)[0].decode()
+    assert server.output.count("Started server process") == 2, server.output
+
+
+@pytest.mark.slow
+def test_two_api_workers_serve_the_same_ledger(served: Served) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    names = {httpx.get(f"{served.base}/v1/me", headers=headers, timeout=5).json()["name"] for _ in range(6)}
+
+    assert names == {"admin"}
+
+
+@pytest.mark.slow
+def test_a_console_session_holds_on_every_api_worker(served: Served) -> None:
+    # No kept-alive connections: each request is accepted anew, by whichever worker takes it.
+    with httpx.Client(base_url=served.base, timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as browser:
+        form = browser.get("/console/login")
+        found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert found is not None
+        login = browser.post("/console/login", data={"api_key": ADMIN_KEY, "csrf_token": found.group(1)})
+        assert login.status_code == 303 and "mll_console" in browser.cookies
+
+        answers = [browser.get("/console/ledger").status_code for _ in range(10)]
+
+    assert answers == [200] * 10

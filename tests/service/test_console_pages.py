@@ -27,7 +27,6 @@ from projections import registry as r
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
 from service.client import LedgerClient
-from service.console.sessions import SessionStore
 from service.projector import publish_checkpoint_if_due
 
 HOSTILE = "<script>alert('x')</script>"
@@ -532,19 +531,3 @@ def test_a_regulator_sees_and_downloads_only_the_bundles_shared_with_them(world:
     assert shared in listing.text and private not in listing.text
     assert rita.get(f"/console/exports/{shared}/bundle").status_code == 200
     assert rita.get(f"/console/exports/{private}/bundle").status_code == 403
-
-
-def test_sessions_expire_when_idle_and_after_their_maximum_age() -> None:
-    now = [0.0]
-    store = SessionStore(idle_seconds=10, max_age_seconds=25, clock=lambda: now[0])
-    token, _ = store.open("p", "sha256:" + "0" * 64)
-
-    now[0] = 9
-    assert store.find(token) is not None
-    now[0] = 18
-    assert store.find(token) is not None
-    now[0] = 26
-    assert store.find(token) is None
-    idle, _ = store.open("p", "sha256:" + "0" * 64)
-    now[0] = 37
-    assert store.find(idle) is None
