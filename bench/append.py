@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import secrets
@@ -45,7 +46,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,15 @@ def load_average() -> str:
     """The 1, 5 and 15 minute load averages."""
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def percentile(values: Iterable[float], share: float) -> float:
+    """The nearest-rank percentile (``share`` from 0 to 1): the smallest of ``values`` with at least that
+    share of them at or below it; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def ledger_env(settings: Settings) -> dict[str, str]:

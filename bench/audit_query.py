@@ -60,6 +60,7 @@ from bench.append import (
     drop_schema,
     install_sigterm_handler,
     machine_line,
+    percentile,
 )
 from domain.approval import approval_statement, sign_statement
 from domain.code import CodeVersion
@@ -460,10 +461,6 @@ class Timing:
     millis: list[float]
     rows: int
 
-    def pct(self, p: float) -> float:
-        ordered = sorted(self.millis)
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
 
 def measure(services: Services, count: int, seed: int) -> list[Timing]:
     rng = random.Random(seed)
@@ -543,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for t in results:
-        p95 = t.pct(95)
-        print(f"{t.name:<44} | {t.pct(50):>7.2f} | {p95:>7.2f} | {t.pct(99):>7.2f} | {max(t.millis):>7.2f} | "
+        p50, p95, p99 = (percentile(t.millis, share) for share in (0.50, 0.95, 0.99))
+        print(f"{t.name:<44} | {p50:>7.2f} | {p95:>7.2f} | {p99:>7.2f} | {max(t.millis):>7.2f} | "
               f"{t.rows / len(t.millis):>10.1f} | {'ok' if p95 < TARGET_P95_MS else 'MISSED'}")
     print(f"mean of all queries: {statistics.fmean(m for t in results for m in t.millis):.2f} ms")
     print(machine_line(database))

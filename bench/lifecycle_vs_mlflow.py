@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import pickle
 import platform
@@ -76,7 +75,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import describe_database, drop_schema, install_sigterm_handler, say
+from bench.append import describe_database, drop_schema, install_sigterm_handler, percentile, say
 from bench.serving_setup import free_port
 from domain.keys import Signer
 from service.client import LedgerClient
@@ -109,12 +108,6 @@ def train_model() -> bytes:
 
     features, labels = load_iris(return_X_y=True)
     return pickle.dumps(LogisticRegression(max_iter=500).fit(features, labels))
-
-
-def nearest_rank(values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of ``values``."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -479,7 +472,7 @@ class Timings:
     def row(self) -> str:
         s = self.seconds
         return (f"{self.system:<10} | {len(s):>10} | {sum(s):>9.2f} | {statistics.median(s):>10.3f} | "
-                f"{nearest_rank(s, 0.95):>7.3f} | {self.rate:>12.2f}")
+                f"{percentile(s, 0.95):>7.3f} | {self.rate:>12.2f}")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Benchmark: signed, durable predictions per second through ``predict:batch``.
 
-A real server (``python -m service serve``, one process) serves a
+A real server (``python -m service serve``: one process, or with ``--workers N``
+a supervisor and N API processes) serves a
 ``GradientBoostingClassifier`` (100 trees, depth 3) over 30 numeric features,
 trained by the server's own runner, registered, approved by two signers and
 deployed as champion (``bench/serving_setup.py``). ``--clients`` (default 2)
@@ -18,9 +19,9 @@ recorded during the rounds must be exactly the predictions answered 2xx (same
 count, same ids), and the number of distinct PostgreSQL transactions (``xmin``)
 that wrote them is the number of group commits.
 
-For context it also prints the CPU seconds per 1,000 rows used by the server
-process, by the local PostgreSQL processes and by the load generators, so a
-reader can see where the time goes on this machine.
+For context it also prints the CPU milliseconds per 1,000 rows used by the
+server (all its processes), by the local PostgreSQL processes and by the load
+generators, so a reader can see where the time goes on this machine.
 
 The ledger is the PostgreSQL at ``--database-url`` in a fresh schema
 ``bench_<random>``, dropped at the end (also on failure or Ctrl-C). The
@@ -55,6 +56,7 @@ from bench.append import (
     install_sigterm_handler,
     load_average,
     machine_line,
+    percentile,
     say,
 )
 from bench.serving_setup import (
@@ -72,7 +74,6 @@ from bench.serving_setup import (
     ledger_position,
     ledger_predictions,
     load_target,
-    percentile,
 )
 
 TARGET_ROWS_PER_SECOND = 10_000
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"round {number}/{args.repeats}: {found.rows:,} rows in {found.seconds:.2f} s = "
                 f"{found.rate:,.0f} rows/s, {found.transactions} transactions, load {load_average()}")
         recorded = ledger_predictions(settings, 0, ledger_position(settings))
+        processes = meter.processes()
     load_after = load_average()
 
     answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
@@ -187,19 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
           "numeric features, trained by the server's runner, two signed approvals, champion; "
           "TreeSHAP reason codes (top 4) per row")
-    print(f"server: `{server.command}` (one process); PostgreSQL commit before every answer")
+    print(f"server: `{server.command}` ({processes}); PostgreSQL commit before every answer")
     header = (f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
               f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "
               f"{'CPU ms/1000 rows: server':>24} | {'postgres':>8} | {'clients':>7}")
     print(header)
     print("-" * len(header))
     for number, found in enumerate(rounds, start=1):
-        latencies = sorted(found.latencies)
         cpu = found.cpu or CpuUse(0, 0, 0)
         per = 1_000_000 / found.rows if found.rows else 0.0
+        p50, p95, p99 = (percentile(found.latencies, share) * 1000 for share in (0.50, 0.95, 0.99))
         print(f"{number:>2} | {found.requests:>8} | {found.rows:>7,} | {found.seconds:>7.2f} | {found.rate:>7,.0f} | "
-              f"{percentile(latencies, 0.50) * 1000:>10.0f} | {percentile(latencies, 0.95) * 1000:>7.0f} | "
-              f"{percentile(latencies, 0.99) * 1000:>7.0f} | {found.transactions:>5} | "
+              f"{p50:>10.0f} | {p95:>7.0f} | {p99:>7.0f} | {found.transactions:>5} | "
               f"{cpu.server * per:>24.0f} | {cpu.postgres * per:>8.0f} | {cpu.clients * per:>7.0f}")
     print("-" * len(header))
     print(f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "

@@ -14,7 +14,8 @@ requests.
 timed. Each round reports requests per second and the p50/p95/p99 latency seen
 by the clients; afterwards the ledger is checked: the ``Prediction`` events
 recorded must be exactly the predictions answered 2xx (same count, same ids).
-CPU milliseconds per request of the server process, the local PostgreSQL
+CPU milliseconds per request of the server (all its processes: with
+``--workers N`` a supervisor and N API processes), the local PostgreSQL
 processes and the load generators show where the time goes.
 
 The ledger is the PostgreSQL at ``--database-url`` in a fresh schema
@@ -48,6 +49,7 @@ from bench.append import (
     install_sigterm_handler,
     load_average,
     machine_line,
+    percentile,
     say,
 )
 from bench.serving_setup import (
@@ -64,7 +66,6 @@ from bench.serving_setup import (
     ledger_position,
     ledger_predictions,
     load_target,
-    percentile,
     single_body,
 )
 
@@ -91,7 +92,7 @@ class Round:
 
     def latency_ms(self, share: float) -> float:
         """A percentile of the request latencies, in milliseconds."""
-        return percentile(sorted(self.latencies), share) * 1000
+        return percentile(self.latencies, share) * 1000
 
 
 def send_singles(
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"round {number}/{args.repeats}: {found.rate:,.0f} requests/s, "
                 f"p99 {found.latency_ms(0.99):.1f} ms, {found.transactions} transactions, load {load_average()}")
         recorded = ledger_predictions(settings, 0, ledger_position(settings))
+        processes = meter.processes()
     load_after = load_average()
 
     answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
           "numeric features, trained by the server's runner, two signed approvals, champion; "
           "TreeSHAP reason codes (top 4)")
-    print(f"server: `{server.command}` (one process); the answer leaves after the group commit")
+    print(f"server: `{server.command}` ({processes}); the answer leaves after the group commit")
     header = (f"{'#':>2} | {'requests':>8} | {'seconds':>7} | {'req/s':>6} | {'p50 ms':>6} | {'p95 ms':>6} | "
               f"{'p99 ms':>6} | {'txns':>6} | {'req/txn':>7} | {'CPU ms/request: server':>22} | "
               f"{'postgres':>8} | {'clients':>7}")

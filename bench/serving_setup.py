@@ -60,14 +60,6 @@ MAX_DEPTH = 3
 SEED = 7
 
 
-def percentile(sorted_values: list[float], share: float) -> float:
-    """The nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(share * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
 # -- data -----------------------------------------------------------------------
 
 
@@ -411,10 +403,43 @@ class Connection:
         self._connection.close()
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the first is the state, field 3)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its live descendants (``/proc/<pid>/task/*/children``, recursively)."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pending.extend(int(child) for child in (task / "children").read_text().split())
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process and all its descendants.
+
+    Each live process counts its own user + system time plus that of the children
+    it has reaped (``cutime`` + ``cstime``), so a worker that exits and is reaped
+    moves its time to its parent and the sum never loses it. A descendant whose
+    parent exits first is re-parented outside the tree and no longer counted.
+    """
+    ticks = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # it exited meanwhile
+            ticks += sum(int(value) for value in _stat_fields(member)[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_seconds() -> dict[int, float]:
@@ -439,9 +464,11 @@ class CpuUse:
 
 
 class CpuMeter:
-    """CPU used by the server process, local PostgreSQL and this process between ``start`` and ``stop``.
+    """CPU used by the server's processes, local PostgreSQL and this process between ``start`` and ``stop``.
 
-    A PostgreSQL process that exits in between is not counted (its use since ``start`` is unknown).
+    The server is its whole process tree (with ``serve --workers N``: the supervisor
+    and its API workers; see :func:`tree_cpu_seconds`). A PostgreSQL process that
+    exits in between is not counted (its use since ``start`` is unknown).
     """
 
     def __init__(self, server_pid: int) -> None:
@@ -452,11 +479,16 @@ class CpuMeter:
 
     def start(self) -> None:
         """Take the starting figures."""
-        self._server = cpu_seconds(self._pid)
+        self._server = tree_cpu_seconds(self._pid)
         self._postgres = postgres_cpu_seconds()
         self._clients = time.process_time()
 
     def stop(self) -> CpuUse:
         """CPU used since :meth:`start`."""
         postgres = sum(used - self._postgres.get(pid, 0.0) for pid, used in postgres_cpu_seconds().items())
-        return CpuUse(cpu_seconds(self._pid) - self._server, postgres, time.process_time() - self._clients)
+        return CpuUse(tree_cpu_seconds(self._pid) - self._server, postgres, time.process_time() - self._clients)
+
+    def processes(self) -> str:
+        """What the server column measures, for the report: how many processes the server runs now."""
+        count = len(process_tree(self._pid))
+        return "one process" if count == 1 else f"{count} processes: the parent and its descendants, CPU summed"

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from domain.errors import InvalidPayload
 from domain.profile import TableProfile, profile_rows
 from service.blobs import BlobStore, StoredBlob, digest_of_file
+from service.ledger import Ledger, Written
 
 PROFILED_FORMATS = ("csv",)
 
@@ -54,6 +55,28 @@ def describe(blob: StoredBlob, fmt: str) -> dict[str, Any]:
         return {"schema": [], "row_count": 0, "profile": []}
     profile = profile_csv(blob.path)
     return {"schema": profile.schema, "row_count": profile.row_count, "profile": profile.columns}
+
+
+def register(
+    ledger: Ledger,
+    name: str,
+    blob: StoredBlob,
+    *,
+    format: str,
+    datasheet: dict[str, Any],
+    source: str,
+    actor: str,
+    schema: list[dict[str, Any]] | None = None,
+) -> Written:
+    """Record a stored file as the next version of dataset ``name``, described by :func:`describe`;
+    a declared ``schema`` replaces the computed one."""
+    described = describe(blob, format)
+    if schema is not None:
+        described["schema"] = schema
+    return ledger.register_dataset_version(
+        name=name, digest=blob.digest, size=blob.size, format=format, datasheet=datasheet, source=source,
+        actor=actor, **described,
+    )
 
 
 def resolve_uri(uri: str, import_dir: Path) -> Path:

@@ -2,15 +2,15 @@
 through ``service.exports.bundle.export_bundle`` (the function behind
 ``POST /v1/exports``), the exports page lists the bundles the viewer may see,
 and a download streams the digest-checked archive after recording the download
-in the ledger, as ``GET /v1/exports/{id}/bundle`` does."""
+in the ledger, with the response ``GET /v1/exports/{id}/bundle`` gives
+(``service.exports.store.download_response``)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Path, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from domain.errors import InvalidPayload, LedgerError
 from domain.permissions import Action
@@ -84,15 +84,4 @@ def download(
     viewer: ExportReader, services: ServicesDep, export_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> Response:
     """The bundle (zip); the download is recorded in the ledger first."""
-    export = store.visible_export(services, export_id, viewer.caller.id, viewer.caller.roles)
-    written, chunks = store.download(services, export, by=viewer.caller.actor)
-    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", export.model_name)
-    return StreamingResponse(
-        chunks,
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="mlledger-export-{safe_name}-{str(export.id)[:8]}.zip"',
-            "X-Bundle-Digest": str(export.bundle_digest),
-            "X-Ledger-Position": str(written.position),
-        },
-    )
+    return store.download_response(services, export_id, viewer.caller)

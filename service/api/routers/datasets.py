@@ -101,16 +101,9 @@ async def upload_dataset(
         blob = services.blobs.put_chunks(chunks(), max_bytes=limit)
     finally:
         await form.close()
-    described = datasets.describe(blob, meta.format)
-    result = services.ledger.register_dataset_version(
-        name=name,
-        digest=blob.digest,
-        size=blob.size,
-        format=meta.format,
-        datasheet=meta.datasheet,
-        source=meta.source,
+    result = datasets.register(
+        services.ledger, name, blob, format=meta.format, datasheet=meta.datasheet, source=meta.source,
         actor=caller.actor,
-        **described,
     )
     return written(response, result)
 
@@ -122,18 +115,9 @@ def register_dataset(
     """Register a file by URI; its digest is checked and a mismatch records nothing."""
     path = datasets.resolve_uri(body.uri, services.settings.resolved_import_dir)
     blob = datasets.import_file(services.blobs, path, body.digest)
-    described = datasets.describe(blob, body.format)
-    if body.schema_ is not None:
-        described["schema"] = body.schema_
-    result = services.ledger.register_dataset_version(
-        name=name,
-        digest=blob.digest,
-        size=blob.size,
-        format=body.format,
-        datasheet=body.datasheet,
-        source=body.uri,
-        actor=caller.actor,
-        **described,
+    result = datasets.register(
+        services.ledger, name, blob, format=body.format, datasheet=body.datasheet, source=body.uri,
+        actor=caller.actor, schema=body.schema_,
     )
     return written(response, result)
 

@@ -67,15 +67,4 @@ def list_exports(caller: ExportReader, services: ServicesDep) -> list[store.Expo
 @router.get("/{export_id}/bundle", response_class=StreamingResponse)
 def download_bundle(export_id: IdPath, caller: ExportReader, services: ServicesDep) -> StreamingResponse:
     """The bundle (zip); the download is recorded in the ledger first."""
-    export = store.visible_export(services, export_id, caller.id, caller.roles)
-    written, chunks = store.download(services, export, by=caller.actor)
-    filename = f"mlledger-export-{export.model_name}-{str(export.id)[:8]}.zip".replace('"', "")
-    return StreamingResponse(
-        chunks,
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "X-Bundle-Digest": str(export.bundle_digest),
-            POSITION_HEADER: str(written.position),
-        },
-    )
+    return store.download_response(services, export_id, caller)
