@@ -57,6 +57,26 @@ table holds no usable token) with the digest of the API key it was opened with
 (never the key); times are wall-clock epoch seconds."""
 
 
+console_verifications = sa.Table(
+    "console_verifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("started_by", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(300), nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("ok", sa.Boolean, nullable=True),
+    sa.Column("report", sa.Text, nullable=True),
+)
+"""Operational state, not a read model: the web console's ledger verifications,
+shared by every API process. A row without ``finished_at`` is under way in the
+process ``owner`` (``host-pid``), which refreshes ``heartbeat_at`` while it
+waits, or abandoned once that heartbeat is too old; a finished row holds ``ok``
+and the report (counts and findings) as JSON text. Times are wall-clock epoch
+seconds."""
+
+
 def json_text(value: Any) -> str:
     """Deterministic JSON text for read-model columns (sorted keys, compact).
 

@@ -21,7 +21,7 @@ REFRESH_SECONDS = 2
 
 @router.get("/ledger", response_class=HTMLResponse)
 def ledger(request: Request, viewer: LedgerReader, services: ServicesDep, state: StateDep) -> Response:
-    """Checkpoint, projection positions, keys and the last verification."""
+    """Checkpoint, projection positions, keys, and the verification running or abandoned and the last result."""
     head = services.ledger.position()
     with services.engine.connect() as conn:
         checkpoint = tlog.latest_checkpoint(conn)
@@ -33,13 +33,12 @@ def ledger(request: Request, viewer: LedgerReader, services: ServicesDep, state:
     keys = [] if keyring is None else [
         {"key_id": kid, "current": kid == keyring.current_key_id} for kid in keyring.keys
     ]
-    job = state.verification
-    running = job.running
+    verification = state.verification.status()
     return render(
         request,
         "ledger.html",
         title="Ledger",
-        refresh=REFRESH_SECONDS if running else 0,
+        refresh=REFRESH_SECONDS if verification.running else 0,
         origin=services.settings.log_origin,
         checkpoint=checkpoint,
         root_b64=None if checkpoint is None else base64.b64encode(checkpoint.root_hash).decode(),
@@ -47,8 +46,9 @@ def ledger(request: Request, viewer: LedgerReader, services: ServicesDep, state:
         head=head,
         positions=positions,
         keys=keys,
-        running=running,
-        last=job.last,
+        running=verification.running,
+        abandoned=verification.abandoned,
+        last=verification.last,
     )
 
 
@@ -59,7 +59,8 @@ def verify(
     state: StateDep,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Start a verification of the whole ledger (one at a time) and go back to the ledger page."""
+    """Start a verification of the whole ledger (one at a time across every API process) and go back
+    to the ledger page, which shows the one running if this start was refused."""
     check_csrf(viewer, csrf_token)
     state.verification.start(services.settings, viewer.caller.name)
     return RedirectResponse("/console/ledger", status_code=303)

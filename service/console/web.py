@@ -111,12 +111,12 @@ templates.filters.update(
 
 
 class ConsoleState:
-    """What the console keeps per application: the open sessions (in the database,
-    shared by every API process) and the verification job (of this process)."""
+    """What the console keeps per application: the open sessions and the ledger
+    verifications (both in the database, shared by every API process)."""
 
     def __init__(self, services: Services) -> None:
         self.sessions = SessionStore(services.engine, services.writer_engine)
-        self.verification = VerificationJob()
+        self.verification = VerificationJob(services.engine, services.writer_engine)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
