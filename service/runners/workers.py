@@ -20,6 +20,7 @@ orphan.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import sys
@@ -216,27 +217,39 @@ class Worker:
 
 
 class WorkerPool:
-    """Idle workers kept for the next run; new ones are forked when none is idle."""
+    """Idle workers kept for the next run; new ones are forked when none is idle.
+
+    The pool knows every worker it started until that worker is let go.
+    :meth:`close` ends them all, and runs at interpreter exit too: multiprocessing
+    joins a process's non-daemonic children when it exits, and a worker waiting
+    for its next run would otherwise keep its parent from ever exiting. (Workers
+    are not daemonic because a daemonic process may not start processes of its
+    own, which libraries such as joblib do.)
+    """
 
     def __init__(self, context: BaseContext, threads: int, threadpools: Any) -> None:
         self.context = context
         self.threads = threads
         self.threadpools = threadpools
         self.idle: list[Worker] = []
+        self.workers: set[Worker] = set()
         self.started = 0
+        atexit.register(self.close)
+
+    def _start(self) -> Worker:
+        worker = Worker(self.context, self.threads, self.threadpools)
+        self.workers.add(worker)
+        self.started += 1
+        return worker
 
     def execute(self, request: ExecutionRequest) -> Worker:
         """A worker executing ``request``."""
-        worker = self.idle.pop() if self.idle else None
-        if worker is None:
-            worker = Worker(self.context, self.threads, self.threadpools)
-            self.started += 1
+        worker = self.idle.pop() if self.idle else self._start()
         try:
             worker.submit(request)
         except (OSError, ValueError):  # the idle worker died meanwhile
-            worker.kill()
-            worker = Worker(self.context, self.threads, self.threadpools)
-            self.started += 1
+            self._let_go(worker)
+            worker = self._start()
             worker.submit(request)
         return worker
 
@@ -244,21 +257,30 @@ class WorkerPool:
         """Take back a worker whose run ended: keep it for the next run, or let it go."""
         if worker.reusable:
             self.idle.append(worker)
-        elif worker.process.is_alive():
-            worker.stop()
         else:
+            self._let_go(worker)
+
+    def _let_go(self, worker: Worker) -> None:
+        self.workers.discard(worker)
+        if worker.process.is_alive():
+            if worker.busy:
+                worker.kill()
+            else:
+                worker.stop()
+        else:
+            worker.process.join()
             worker.connection.close()
 
     def fill(self, count: int) -> None:
         """Start workers until ``count`` are idle (a runner starts one per slot, so its first runs wait on none)."""
         while len(self.idle) < count:
-            self.idle.append(Worker(self.context, self.threads, self.threadpools))
-            self.started += 1
+            self.idle.append(self._start())
 
     def close(self) -> None:
-        """Stop every idle worker."""
-        while self.idle:
-            self.idle.pop().stop()
+        """End every worker: idle ones are told to stop, busy ones are killed."""
+        self.idle.clear()
+        for worker in list(self.workers):
+            self._let_go(worker)
 
 
 __all__ = ["MAX_RUNS_PER_WORKER", "Worker", "WorkerPool", "preload", "warm_up"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -17,6 +19,25 @@ from service.runners.workers import MAX_RUNS_PER_WORKER, Worker, WorkerPool
 
 SPEC = {"estimator": "sklearn.linear_model.LogisticRegression", "features": ["a", "b"], "target": "y",
         "task": "classification"}
+REPO = Path(__file__).resolve().parents[2]
+LEFT_BEHIND = """
+import multiprocessing, sys, time
+from pathlib import Path
+from service.runners.contract import ExecutionRequest
+from service.runners.workers import WorkerPool
+
+folder = Path(sys.argv[1])
+(folder / "data.csv").write_text("a,b,y\\n" + "".join(f"{i % 7},{i % 5},{i % 2}\\n" for i in range(40)))
+(folder / "out").mkdir()
+pool = WorkerPool(multiprocessing.get_context("fork"), threads=1, threadpools=None)
+pool.fill(2)
+spec = {"estimator": "sklearn.linear_model.LogisticRegression", "features": ["a", "b"], "target": "y",
+        "task": "classification"}
+worker = pool.execute(ExecutionRequest("sklearn", spec, {}, 1, "cpu", [folder / "data.csv"], None, folder / "out"))
+while not worker.finished():
+    time.sleep(0.01)
+print("done", worker.exit_status, flush=True)
+"""
 SLOW_PY = "import time\ndef main(request):\n    time.sleep(60)\n    return {}\n"
 
 
@@ -121,3 +142,15 @@ def test_a_worker_is_replaced_after_its_quota_of_runs(tmp_path: Path, pool: Work
     assert not pool.idle
     worker.process.join(10)
     assert not worker.process.is_alive() and worker.process.exitcode == 0
+
+
+def test_a_process_exits_although_its_workers_were_never_released(tmp_path: Path) -> None:
+    """Workers wait for their next run; the pool ends them at exit, or the process would never end."""
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.strip() == "done 0"
+    assert time.monotonic() - started < 60
