@@ -123,36 +123,29 @@ def _check(value: Any) -> bool:
             lambda path: f"{path} is {value!r}, which JSON cannot represent (NaN and infinities are not allowed)"
         )
     if isinstance(value, dict):
-        slow = False
-        for key, item in value.items():
+        members: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        members = enumerate(value)
+    else:
+        raise _Bad(lambda path: f"{path} has type {type(value).__name__}, which is not a JSON value")
+    is_object = isinstance(value, dict)
+    slow = False
+    for key, item in members:
+        if is_object:
             if not isinstance(key, str):
                 raise _Bad(lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings")
             if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
                 slow = True
-            plain = _plain_scalar(item)
-            if plain is not None:
-                slow = plain or slow
-                continue
-            try:
-                slow = _check(item) or slow
-            except _Bad as bad:
-                bad.keys.append(key)
-                raise
-        return slow
-    if isinstance(value, (list, tuple)):
-        slow = False
-        for index, item in enumerate(value):
-            plain = _plain_scalar(item)
-            if plain is not None:
-                slow = plain or slow
-                continue
-            try:
-                slow = _check(item) or slow
-            except _Bad as bad:
-                bad.keys.append(index)
-                raise
-        return slow
-    raise _Bad(lambda path: f"{path} has type {type(value).__name__}, which is not a JSON value")
+        plain = _plain_scalar(item)
+        if plain is not None:
+            slow = plain or slow
+            continue
+        try:
+            slow = _check(item) or slow
+        except _Bad as bad:
+            bad.keys.append(key)
+            raise
+    return slow
 
 
 def _find_lone_surrogate(value: Any, path: str) -> str:

@@ -3,7 +3,7 @@ through ``service.exports.bundle.export_bundle`` (the function behind
 ``POST /v1/exports``), the exports page lists the bundles the viewer may see,
 and a download streams the digest-checked archive after recording the download
 in the ledger, with the response ``GET /v1/exports/{id}/bundle`` gives
-(``service.exports.store.download_response``)."""
+(``service.api.routers.exports.bundle_response``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from domain.errors import InvalidPayload, LedgerError
 from domain.permissions import Action
+from service.api.routers.exports import bundle_response
 from service.console.audit_page import as_utc
 from service.console.model_pages import model_page_response
 from service.console.web import ConsoleRoute, ServicesDep, Viewer, check_csrf, page, render
@@ -84,4 +85,4 @@ def download(
     viewer: ExportReader, services: ServicesDep, export_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> Response:
     """The bundle (zip); the download is recorded in the ledger first."""
-    return store.download_response(services, export_id, viewer.caller)
+    return bundle_response(services, export_id, viewer.caller)

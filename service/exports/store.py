@@ -3,25 +3,20 @@
 There is no table of exports: the ``Export`` aggregates are the record. They are
 found by the topic of their first event and loaded (signature-checked) from the
 ledger; each archive lives in the content-addressed blob store under the digest
-its ``Packed`` event names, so every download is digest-checked. The API and
-the console answer a download with the same response (``download_response``).
+its ``Packed`` event names, so every download is digest-checked.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from domain.errors import Forbidden, NotFound
 from domain.export import Export
 from domain.sealing import format_timestamp
-from service.api.deps import POSITION_HEADER
-from service.auth import Caller
 from service.bootstrap import Services
 from service.persistence import events_select, notification_id_column
 
@@ -73,28 +68,3 @@ def visible_export(services: Services, export_id: str, principal_id: str, roles:
     if export.bundle_digest is None:
         raise NotFound(f"export {export_id} has no archive (it was not finished)", field="export_id")
     return export
-
-
-def download_response(services: Services, export_id: str, caller: Caller) -> StreamingResponse:
-    """The export's archive as a zip attachment, for the API and the console alike.
-
-    The caller must be allowed to see the export (NotFound / Forbidden otherwise);
-    the archive is digest-checked before the first byte, and the download is
-    recorded in the ledger before the response starts (its position in
-    ``X-Ledger-Position``).
-    """
-    export = visible_export(services, export_id, caller.id, caller.roles)
-    assert export.bundle_digest is not None
-    chunks = services.blobs.read_verified(export.bundle_digest)
-    export.record_download(by=caller.actor, actor=caller.actor)
-    recordings = services.ledger.save(export)
-    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", export.model_name)
-    return StreamingResponse(
-        chunks,
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="mlledger-export-{safe_name}-{str(export.id)[:8]}.zip"',
-            "X-Bundle-Digest": export.bundle_digest,
-            POSITION_HEADER: str(recordings[-1].notification.id),
-        },
-    )

@@ -6,6 +6,7 @@ with them. Every download is recorded in the ledger (``Export.Downloaded``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response, status
@@ -13,6 +14,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import POSITION_HEADER, Exporter, ExportReader, ServicesDep
+from service.auth import Caller
+from service.bootstrap import Services
 from service.exports import store
 from service.exports.bundle import export_bundle
 from service.exports.scope import ExportRequest
@@ -67,4 +70,29 @@ def list_exports(caller: ExportReader, services: ServicesDep) -> list[store.Expo
 @router.get("/{export_id}/bundle", response_class=StreamingResponse)
 def download_bundle(export_id: IdPath, caller: ExportReader, services: ServicesDep) -> StreamingResponse:
     """The bundle (zip); the download is recorded in the ledger first."""
-    return store.download_response(services, export_id, caller)
+    return bundle_response(services, export_id, caller)
+
+
+def bundle_response(services: Services, export_id: str, caller: Caller) -> StreamingResponse:
+    """The export's archive as a zip attachment: the API's answer, which the console gives too.
+
+    The caller must be allowed to see the export (NotFound / Forbidden otherwise);
+    the archive is digest-checked before the first byte, and the download is
+    recorded in the ledger before the response starts (its position in
+    ``X-Ledger-Position``).
+    """
+    export = store.visible_export(services, export_id, caller.id, caller.roles)
+    assert export.bundle_digest is not None
+    chunks = services.blobs.read_verified(export.bundle_digest)
+    export.record_download(by=caller.actor, actor=caller.actor)
+    recordings = services.ledger.save(export)
+    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", export.model_name)
+    return StreamingResponse(
+        chunks,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="mlledger-export-{safe_name}-{str(export.id)[:8]}.zip"',
+            "X-Bundle-Digest": export.bundle_digest,
+            POSITION_HEADER: str(recordings[-1].notification.id),
+        },
+    )
