@@ -8,13 +8,21 @@ and no ASCII escaping (sorting by UTF-16 code units equals sorting by code
 points there, and integers print the same). That path is several times faster,
 which matters on the append and prediction hot paths; a property test checks
 that both paths agree byte for byte.
+
+Two helpers serve values that are encoded once and embedded many times:
+:class:`EncodedObject` is a read-only object that carries its canonical bytes
+(``canonical_json`` splices them into an enclosing object instead of encoding
+the object again), and :class:`NumberRecordEncoder` writes flat records of
+numbers with fixed keys, such as a model's input row, in a few C-level passes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import rfc8785
 
@@ -33,7 +41,18 @@ def canonical_json(value: Any, *, path: str = "payload") -> bytes:
     cannot carry: NaN and infinities, integers beyond 2**53-1, lone surrogates,
     non-string object keys and types other than dict, list, str, int, float,
     bool and None.
+
+    Members of a top-level object whose values are :class:`EncodedObject` are
+    spliced in from their canonical bytes rather than encoded again.
     """
+    if type(value) is dict:
+        encoded = [key for key, item in value.items() if type(item) is EncodedObject]
+        if encoded:
+            return _spliced(value, encoded, path)
+    return _canonical(value, path)
+
+
+def _canonical(value: Any, path: str) -> bytes:
     try:
         needs_reference_encoder = _check(value)
     except _Bad as bad:
@@ -59,6 +78,119 @@ def canonical_json(value: Any, *, path: str = "payload") -> bytes:
         raise InvalidPayload(f"{path or 'value'}: {exc}", field=path) from None
 
 
+def _spliced(value: dict[str, Any], encoded: list[str], path: str) -> bytes:
+    """``value`` in canonical form with the members named in ``encoded`` taken from their bytes.
+
+    The other members are encoded in runs between the spliced keys (one call
+    per run). Python orders strings by code point; against a key that is all
+    ASCII that is the same as RFC 8785's order by UTF-16 code units, so each
+    run lands where the standard puts it. Non-ASCII spliced keys take the
+    ordinary path.
+    """
+    if not all(isinstance(key, str) for key in value) or not all(key.isascii() for key in encoded):
+        return _canonical(value, path)  # names a bad key, or orders non-ASCII keys the standard way
+    splits = sorted(encoded)
+    runs: list[dict[str, Any]] = [{} for _ in range(len(splits) + 1)]
+    for key, item in value.items():
+        if type(item) is not EncodedObject:
+            runs[_position(splits, key)][key] = item
+    parts: list[bytes] = []
+    for run, split in zip(runs, [*splits, None], strict=True):
+        if run:
+            parts.append(_canonical(run, path)[1:-1])
+        if split is not None:
+            parts.append(json.dumps(split).encode() + b":" + value[split].canonical)
+    return b"{" + b",".join(parts) + b"}"
+
+
+def _position(splits: list[str], key: str) -> int:
+    """How many of the sorted ``splits`` sort before ``key``."""
+    count = 0
+    for split in splits:
+        if split < key:
+            count += 1
+    return count
+
+
+class EncodedObject(dict[str, Any]):
+    """A read-only JSON object that carries its canonical bytes, computed once.
+
+    It is an ordinary ``dict`` to every reader; ``canonical_json`` of an object
+    holding it as a member value splices :attr:`canonical` in. Build one with
+    :func:`encoded_object` (or from bytes known to be ``canonical_json`` of
+    the same mapping).
+    """
+
+    __slots__ = ("canonical",)
+
+    def __init__(self, members: Mapping[str, Any], canonical: bytes) -> None:
+        super().__init__(members)
+        self.canonical = canonical
+
+    def _read_only(self, *_: Any, **__: Any) -> NoReturn:
+        raise TypeError("an EncodedObject is read-only: its canonical bytes would no longer match")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __reduce__(self) -> Any:
+        return (EncodedObject, (dict(self), self.canonical))
+
+
+def encoded_object(members: Mapping[str, Any], *, path: str = "payload") -> EncodedObject:
+    """``members`` with their canonical encoding attached (raises like :func:`canonical_json`)."""
+    return EncodedObject(members, canonical_json(dict(members), path=path))
+
+
+class NumberRecordEncoder:
+    """Canonical JSON of records with the same keys whose values are all numbers, fast.
+
+    A model's input row is such a record. The keys are ordered and encoded once;
+    a record then costs one ``repr`` per value and a few string operations, all
+    in C. ``encode(record)`` always equals ``canonical_json(dict(record))``:
+    records the fast form cannot settle (other keys, a float Python prints with
+    an exponent or a trailing ``.0``, a non-finite float, an integer beyond
+    2**53-1, a value that is not an int or float) take that path, which writes
+    the same bytes or names the bad field.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        ordered = sorted(set(names), key=lambda name: name.encode("utf-16-be"))
+        self.names = ordered
+        self._pick = operator.itemgetter(*ordered) if len(ordered) > 1 else (lambda record: (record[ordered[0]],))
+        keys = [json.dumps(name, ensure_ascii=False) + ":" for name in ordered]
+        if keys:
+            keys[0] = "{" + keys[0]
+        self._keys = keys
+
+    def encode(self, record: Mapping[str, Any], *, path: str = "input") -> bytes:
+        """``canonical_json(dict(record))``."""
+        if self.names and len(record) == len(self.names):
+            try:
+                values = self._pick(record)
+            except KeyError:
+                values = ()
+            kinds = set(map(type, values))
+            if values and kinds <= _NUMBERS and (int not in kinds or _safe_integers(values)):
+                texts = list(map(repr, values))
+                joined = ",".join(texts) + ","
+                # an exponent, inf or nan, or an integral float ("1.0") needs the reference path
+                if "e" not in joined and "n" not in joined and ".0," not in joined:
+                    return (",".join(map(operator.add, self._keys, texts)) + "}").encode()
+        return canonical_json(dict(record), path=path)
+
+    def encoded(self, record: Mapping[str, Any], *, path: str = "input") -> EncodedObject:
+        """The record as an :class:`EncodedObject`."""
+        return EncodedObject(record, self.encode(record, path=path))
+
+
+_NUMBERS = frozenset({int, float})
+
+
+def _safe_integers(values: Sequence[Any]) -> bool:
+    integers = [v for v in values if type(v) is int]
+    return min(integers) >= -_MAX_SAFE_INTEGER and max(integers) <= _MAX_SAFE_INTEGER
+
+
 def _join(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -78,9 +210,11 @@ def _float_differs(value: float) -> bool:
     Python uses an exponent (below 1e-4 or from 1e16 on; ECMAScript only below
     1e-6 or from 1e21 on, and writes it without a padded exponent) and for
     integral values, which Python writes with ``.0`` (``-0.0`` included).
+    Every float from 2**52 on is integral, so the test needs no ``repr``:
+    integral, or closer to zero than 1e-4 (a shortest round-trip form keeps a
+    value on the same side of 1e-4, itself printed ``0.0001``).
     """
-    text = float.__repr__(value)
-    return "e" in text or text.endswith(".0")
+    return value.is_integer() or -1e-4 < value < 1e-4
 
 
 def _plain_scalar(item: Any) -> bool | None:
@@ -95,8 +229,7 @@ def _plain_scalar(item: Any) -> bool | None:
     if kind is float:
         if item - item != 0.0:  # NaN or an infinity: let _check name it
             return None
-        text = float.__repr__(item)
-        return "e" in text or text.endswith(".0")
+        return bool(item.is_integer() or -1e-4 < item < 1e-4)  # _float_differs, inlined
     if kind is int and -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
         return False
     return None

@@ -33,6 +33,7 @@ from eventsourcing.utils import get_topic
 
 from domain import catalog
 from domain.aggregate import aggregate_class, aggregate_type_of, event_class, is_known_topic
+from domain.canonical import EncodedObject, canonical_json
 from domain.errors import LedgerError, TamperedEvent, UnknownEventType, VersionConflict
 from domain.keys import Signer, verify_raw
 from domain.sealing import (
@@ -58,6 +59,7 @@ class SealingMapper(Mapper[uuid.UUID]):
         self.on_read: Callable[[uuid.UUID | str, int, str], None] = lambda *_: None
         self.trusted_keys: dict[str, bytes] = {}
         self.refresh_keys: Callable[[], dict[str, bytes]] = dict
+        self._stamp: tuple[Any, str] = (None, "")
 
     def seal_event(self, domain_event: Any, prev_hash: str) -> tuple[StoredEvent, str]:
         """Seal one event chained to ``prev_hash``; return the stored event and its hash."""
@@ -91,16 +93,22 @@ class SealingMapper(Mapper[uuid.UUID]):
                 field="type",
             )
         state = vars(domain_event)
-        payload = {k: v for k, v in state.items() if k not in _ENVELOPE_KEYS}
+        payload: dict[str, Any] = {k: v for k, v in state.items() if k not in _ENVELOPE_KEYS}
         actor = state.get("actor")
         if not isinstance(actor, str) or not actor:
             raise LedgerError("every event needs an actor", field="actor")
+        if any(type(v) is EncodedObject for v in payload.values()):
+            # members encoded once already (a prediction's input) are spliced in, and so is the payload
+            payload = EncodedObject(payload, canonical_json(payload, path="payload"))
+        timestamp, stamp = domain_event.timestamp, self._stamp
+        if timestamp is not stamp[0]:  # the events of one request often share their timestamp
+            stamp = self._stamp = (timestamp, format_timestamp(timestamp))
         envelope = build_envelope(
             aggregate_id=str(domain_event.originator_id),
             aggregate_type=aggregate_type_of(topic),
             version=domain_event.originator_version,
             event_type=topic,
-            recorded_at=format_timestamp(domain_event.timestamp),
+            recorded_at=stamp[1],
             actor=actor,
             payload=payload,
             prev_hash=prev_hash,

@@ -1,6 +1,7 @@
 """Group commit: concurrent requests share one transaction and one batch of signatures.
 
-Request threads hand their new aggregates to :meth:`GroupCommitter.submit` and
+Request threads hand their new aggregates (or bare new events, such as a
+prediction's ``Made`` event) to :meth:`GroupCommitter.submit` and
 wait on the returned future. One writer thread takes everything queued, seals
 it (signatures in parallel on every core), inserts it in one transaction and
 then resolves every future with the ledger position of its last event. A
@@ -27,6 +28,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from eventsourcing.domain import Aggregate
+
 from domain.errors import LedgerError
 from service.ledger_core import LedgerCore
 
@@ -42,12 +45,12 @@ class WriterStopped(LedgerError):
 
 @dataclass
 class _Request:
-    aggregates: list[Any]
+    items: list[Any]  # aggregates with pending events, and bare events
     future: Future[int] = field(default_factory=Future)
 
     @property
     def events(self) -> int:
-        return sum(len(a.pending_events) for a in self.aggregates)
+        return sum(len(a._pending_events) if isinstance(a, Aggregate) else 1 for a in self.items)
 
 
 class GroupCommitter:
@@ -63,9 +66,9 @@ class GroupCommitter:
         self.transactions = 0
         self.requests = 0
 
-    def submit(self, aggregates: list[Any]) -> Future[int]:
-        """Queue aggregates for recording; the future gives the ledger position once durable."""
-        request = _Request(aggregates)
+    def submit(self, items: list[Any]) -> Future[int]:
+        """Queue aggregates and events for recording; the future gives the ledger position once durable."""
+        request = _Request(items)
         with self._lock:
             if self._stopped:
                 raise WriterStopped("the service is stopping; retry shortly")
@@ -76,9 +79,9 @@ class GroupCommitter:
         self._queue.put(request)
         return request.future
 
-    def record(self, aggregates: list[Any], timeout: float = 60.0) -> int:
+    def record(self, items: list[Any], timeout: float = 60.0) -> int:
         """Submit and wait: the ledger position of the last event."""
-        return self.submit(aggregates).result(timeout=timeout)
+        return self.submit(items).result(timeout=timeout)
 
     def stop(self) -> None:
         """Finish what is queued, then end the writer thread."""
@@ -119,40 +122,41 @@ class GroupCommitter:
 
     def _write(self, group: list[_Request]) -> None:
         try:
-            positions = self._save([a for request in group for a in request.aggregates])
+            positions = self._save([a for request in group for a in request.items])
         except Exception as exc:
             if len(group) == 1:
                 group[0].future.set_exception(exc)
                 return
             for request in group:  # isolate the request that failed the shared transaction
                 try:
-                    own = self._save(request.aggregates)
+                    own = self._save(request.items)
                 except Exception as error:
                     request.future.set_exception(error)
                 else:
-                    request.future.set_result(own[id(request.aggregates[-1])])
+                    request.future.set_result(own[id(request.items[-1])])
             return
         for request in group:
-            request.future.set_result(positions[id(request.aggregates[-1])])
+            request.future.set_result(positions[id(request.items[-1])])
 
-    def _save(self, aggregates: list[Any]) -> dict[int, int]:
-        """Save in one transaction; map each aggregate (by identity) to its last event's position.
+    def _save(self, items: list[Any]) -> dict[int, int]:
+        """Save in one transaction; map each item (by identity) to the position of its last event.
 
         A failed save leaves the aggregates' pending events in place, so they can be retried.
         """
-        pending = [list(a._pending_events) for a in aggregates]
+        pending = [list(a._pending_events) if isinstance(a, Aggregate) else None for a in items]
         try:
-            recordings = self._ledger.save(*aggregates)
+            recordings = self._ledger.save(*items)
         except Exception:
-            for aggregate, events in zip(aggregates, pending, strict=True):
-                aggregate._pending_events[:] = events
+            for item, events in zip(items, pending, strict=True):
+                if events is not None:
+                    item._pending_events[:] = events
             raise
         self.transactions += 1
         positions: dict[int, int] = {}
         index = 0
-        for aggregate, events in zip(aggregates, pending, strict=True):
-            index += len(events)
-            positions[id(aggregate)] = recordings[index - 1].notification.id
+        for item, events in zip(items, pending, strict=True):
+            index += 1 if events is None else len(events)
+            positions[id(item)] = recordings[index - 1].notification.id
         return positions
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from domain.canonical import NumberRecordEncoder
 from domain.dataset import DatasetVersion
 from domain.errors import LedgerError, RuleViolated
 from domain.model import ModelVersion
@@ -67,6 +68,11 @@ class ServedModel:
                 return None
             names.append(str(column["name"]))
         return tuple(names)
+
+    @cached_property
+    def input_encoder(self) -> NumberRecordEncoder:
+        """Canonical JSON of this version's input rows (fast for all-numeric rows, exact for any)."""
+        return NumberRecordEncoder(self.numeric_columns or [str(column["name"]) for column in self.input_schema])
 
 
 def parse_cell(value: str, categorical: bool) -> Any:

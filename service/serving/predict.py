@@ -30,9 +30,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from domain.canonical import canonical_json
 from domain.deployment import Deployment
 from domain.errors import DeploymentStopped, InvalidPayload, NotFound, RuleViolated
 from domain.model import Model, ModelVersion
@@ -261,12 +261,13 @@ class PredictionService:
             shadow_out = self._infer(challenger.served, list(shadow_rows.values()))
             shadows = list(zip(shadow_rows, shadow_out, strict=True))
         latency_ms = (time.perf_counter() - started) * 1000.0
+        now = Prediction.Made.create_timestamp()  # one moment for the request's events
 
-        aggregates: list[Any] = []
+        made: list[Any] = []
         served_ids: list[str] = []
         for i, result in enumerate(served):
             assert result is not None
-            aggregates.append(
+            made.append(
                 self._prediction(
                     result,
                     served_by[i],
@@ -277,13 +278,14 @@ class PredictionService:
                     shadow_of=None,
                     latency_ms=latency_ms,
                     actor=caller,
+                    now=now,
                 )
             )
             served_ids.append(result.prediction_id)
         for i, (output, code, base) in shadows:
             assert challenger is not None
             shadow = Served("", request_ids[i], model_name, challenger.version.number, CHALLENGER, output, code)
-            aggregates.append(
+            made.append(
                 self._prediction(
                     shadow,
                     challenger,
@@ -294,6 +296,7 @@ class PredictionService:
                     shadow_of=served_ids[i],
                     latency_ms=latency_ms,
                     actor=caller,
+                    now=now,
                 )
             )
         new_subjects = [
@@ -302,7 +305,7 @@ class PredictionService:
             if created
         ]
         try:
-            position = self._committer.record([*new_subjects, *aggregates])
+            position = self._committer.record([*new_subjects, *made])
         except BaseException:
             for subject in new_subjects:  # the key of a subject whose first record failed is not kept
                 self._vault.destroy(subject.subject_id)
@@ -403,7 +406,8 @@ class PredictionService:
         shadow_of: str | None,
         latency_ms: float,
         actor: str,
-    ) -> Prediction:
+        now: datetime,
+    ) -> Prediction.Made:
         version, explainer = route.version, route.served.explainer
         explanation = None
         if explainer is not None and base is not None:
@@ -423,12 +427,13 @@ class PredictionService:
             actor=actor,
         )
         if record.subject_id is None:
+            encoded = route.served.input_encoder.encoded(row)  # encoded once: for the digest and in the event
             fields.update(
-                input=row,
+                input=encoded,
                 input_ciphertext=None,
                 input_key_id=None,
                 reason_codes=result.reason_codes,
-                input_digest=_sha256(canonical_json(row, path="input")),
+                input_digest=_sha256(encoded.canonical),
             )
         else:
             key_id, key, _ = keys[record.subject_id]
@@ -441,6 +446,6 @@ class PredictionService:
                 reason_codes=[{k: v for k, v in code.items() if k != "value"} for code in result.reason_codes],
                 input_digest=_sha256(ciphertext.encode()),
             )
-        prediction = Prediction.make(**fields)
-        result.prediction_id = str(prediction.id)
-        return prediction
+        made = Prediction.made(timestamp=now, **fields)
+        result.prediction_id = str(made.originator_id)
+        return made

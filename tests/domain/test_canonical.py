@@ -14,7 +14,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.canonical import canonical_json
+from domain.canonical import NumberRecordEncoder, _float_differs, canonical_json, encoded_object
 from domain.errors import InvalidPayload
 
 MAX_SAFE = 2**53 - 1
@@ -134,3 +134,61 @@ def test_floats_near_the_exponent_boundaries_encode_exactly_as_rfc8785(value: fl
 @given(floats)
 def test_every_float_encodes_exactly_as_rfc8785(value: float) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(floats)
+def test_the_float_test_without_repr_agrees_with_repr(value: float) -> None:
+    text = repr(value)
+    assert _float_differs(value) == ("e" in text or text.endswith(".0"))
+
+
+# -- values encoded once ----------------------------------------------------------
+
+record_keys = ["f1", "f0", "b", "é", "\uffff", "\U0001f600", "a b", 'q"']
+record_values = st.one_of(
+    floats, ints, st.sampled_from([0.0, -0.0, 1.0, 1e-5, 1e16, 1e21, 2**53, 2**60, float("nan"), float("inf")]),
+    st.none(), st.booleans(), texts,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.sampled_from([*record_keys, "extra"]), record_values))
+def test_a_number_record_encodes_exactly_as_canonical_json_or_is_refused_alike(record: dict[str, Any]) -> None:
+    encoder = NumberRecordEncoder(record_keys)
+    try:
+        expected = canonical_json(record, path="input")
+    except InvalidPayload as refused:
+        with pytest.raises(InvalidPayload) as caught:
+            encoder.encode(record)
+        assert caught.value.field == refused.field
+    else:
+        assert encoder.encode(record) == expected
+        assert encoder.encoded(record).canonical == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(keys, any_values, max_size=5),
+    st.dictionaries(st.sampled_from(["input", "a", "zz", "ab"]), any_values, max_size=3),
+)
+def test_encoded_members_are_spliced_where_the_standard_puts_them(outer: dict[str, Any], inner: dict[str, Any]) -> None:
+    members = {k: encoded_object(v) if isinstance(v, dict) else v for k, v in inner.items()}
+    value = {**outer, **members}
+    plain = {**outer, **inner}
+    assert canonical_json(value) == rfc8785.dumps(plain)
+
+
+def test_an_encoded_object_is_a_read_only_dict() -> None:
+    obj = encoded_object({"b": 1, "a": [2.5]})
+    assert obj == {"a": [2.5], "b": 1} and obj.canonical == b'{"a":[2.5],"b":1}'
+    for change in (lambda: obj.__setitem__("c", 1), lambda: obj.pop("a"), lambda: obj.update(c=1), obj.clear):
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert obj == {"a": [2.5], "b": 1}
+
+
+def test_a_bad_member_next_to_an_encoded_one_is_named() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        canonical_json({"input": encoded_object({"x": 1}), "output": {"p": float("nan")}})
+    assert caught.value.field == "payload.output.p"

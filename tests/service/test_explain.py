@@ -222,7 +222,9 @@ def test_a_torch_model_gets_exactly_additive_permutation_explanations(
     assert all(len(e.contributions) == 6 and e.output_class == 1 for e in explanations)
     assert [e.output for e in explanations] == pytest.approx(torch_model.scores(X[:30])[:, 1].tolist(), abs=1e-12)
     # Each permutation telescopes from the background mean to the output: additive up to rounding.
-    assert _additivity_error(explanations) < 1e-9
+    # The network computes in float32, and on some CPUs one row's score differs by an ulp (~3e-8)
+    # between batch shapes, so the bar is the 1e-6 rather than float64 rounding.
+    assert _additivity_error(explanations) < 1e-6
     assert max(e.base_value for e in explanations) - min(e.base_value for e in explanations) < 1e-12
 
 
