@@ -69,6 +69,7 @@ __all__ = [
     "explainer_for",
     "global_report",
     "reason_codes",
+    "top_reason_codes",
 ]
 
 TOP_K = 4
@@ -135,6 +136,41 @@ def reason_codes(
     return [
         {"feature": features[j], "value": _json_value(value), "contribution": float(contributions[j])}
         for j, value in zip(order, values, strict=True)
+    ]
+
+
+def top_reason_codes(
+    contributions: NDArray[np.float64],
+    rows: Sequence[Mapping[str, Any]],
+    features: Sequence[str],
+    top_k: int = TOP_K,
+) -> list[list[dict[str, Any]]]:
+    """:func:`reason_codes` for many rows at once: the same codes, ordered by NumPy in one pass.
+
+    ``contributions`` is ``(rows, features)`` in the model's feature order, as
+    :meth:`ModelExplainer.explain_arrays` gives it; ``rows`` map feature names
+    to the input values.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise InvalidPayload(f"top_k must be a non-negative integer, got {top_k!r}", field="top_k")
+    contributions = np.asarray(contributions, dtype=np.float64)
+    if contributions.ndim != 2 or contributions.shape != (len(rows), len(features)):
+        raise InvalidPayload(
+            f"contributions of shape {contributions.shape} for {len(rows)} rows of {len(features)} features"
+        )
+    k = min(top_k, len(features))
+    if k == 0 or not rows:
+        return [[] for _ in rows]
+    by_name = {name: rank for rank, name in enumerate(sorted(features))}
+    names = np.broadcast_to(np.array([by_name[name] for name in features]), contributions.shape)
+    order = np.lexsort((names, -np.abs(contributions)), axis=-1)[:, :k]  # largest |contribution| first, then name
+    top = np.take_along_axis(contributions, order, axis=-1).tolist()
+    return [
+        [
+            {"feature": features[j], "value": _json_value(row.get(features[j])), "contribution": contribution}
+            for j, contribution in zip(picked, values, strict=True)
+        ]
+        for picked, values, row in zip(order.tolist(), top, rows, strict=True)
     ]
 
 

@@ -46,7 +46,7 @@ from domain.prediction import (
     check_subject_id,
 )
 from domain.subject import Subject
-from service.explain import reason_codes
+from service.explain import top_reason_codes
 from service.ledger_core import LedgerCore
 from service.serving.group_commit import GroupCall, GroupCommitter
 from service.serving.models import ModelCache, ServedModel
@@ -383,16 +383,9 @@ class PredictionService:
         outputs = served.model.predict(matrix)
         if served.explainer is None or self._top_k == 0:
             return [(output, [], None) for output in outputs]
-        explanations = served.explainer.explain(matrix)
-        features = served.features
-        return [
-            (
-                output,
-                reason_codes(explanation, [row.get(f) for f in features], features, top_k=self._top_k),
-                explanation.base_value,
-            )
-            for output, explanation, row in zip(outputs, explanations, rows, strict=True)
-        ]
+        contributions, base, _, _ = served.explainer.explain_arrays(matrix)
+        codes = top_reason_codes(contributions, rows, served.features, top_k=self._top_k)
+        return list(zip(outputs, codes, base.tolist(), strict=True))
 
     def _prediction(
         self,

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris, make_classification, make_regression
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
@@ -21,7 +23,14 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardSca
 
 from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
-from service.explain import Explanation, ModelExplainer, explainer_for, global_report, reason_codes
+from service.explain import (
+    Explanation,
+    ModelExplainer,
+    explainer_for,
+    global_report,
+    reason_codes,
+    top_reason_codes,
+)
 from service.model_loading import LoadedModel, UnsupportedModel, load_model
 from service.runners.executors import ExecutionRequest, execute
 
@@ -291,6 +300,32 @@ def test_reason_codes_of_a_real_explanation_read_values_from_a_mapping(
     assert [c["value"] for c in codes] == [row[FEATURES[j]] for j in ranked]
     assert [c["contribution"] for c in codes] == [explanation.contributions[j] for j in ranked]
     canonical_json(codes)
+
+
+TIED_VALUES = [0.0, -0.0, 0.5, -0.5, 1.0, -2.0, 2.0, 3.25]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=8),
+    st.lists(st.lists(st.sampled_from(TIED_VALUES), min_size=6, max_size=6), max_size=5),
+)
+def test_reason_codes_of_many_rows_at_once_equal_those_of_each_row(
+    top_k: int, contributions: list[list[float]]
+) -> None:
+    features = ["b", "a", "f", "c", "e", "d"]  # not in name order, so ties by name are tested
+    rows = [
+        {name: float(i * 10 + j) if j % 3 else None for j, name in enumerate(features)}
+        for i in range(len(contributions))
+    ]
+    matrix = np.array(contributions, dtype=np.float64).reshape(len(contributions), len(features))
+
+    batch = top_reason_codes(matrix, rows, features, top_k=top_k)
+
+    assert batch == [
+        reason_codes(Explanation(0.0, values, sum(values)), row, features, top_k=top_k)
+        for values, row in zip(contributions, rows, strict=True)
+    ]
 
 
 def test_a_negative_top_k_is_refused() -> None:
