@@ -18,6 +18,7 @@ numbers with fixed keys, such as a model's input row, in a few C-level passes.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import operator
@@ -93,7 +94,7 @@ def _spliced(value: dict[str, Any], encoded: list[str], path: str) -> bytes:
     runs: list[dict[str, Any]] = [{} for _ in range(len(splits) + 1)]
     for key, item in value.items():
         if type(item) is not EncodedObject:
-            runs[_position(splits, key)][key] = item
+            runs[bisect.bisect_left(splits, key)][key] = item  # how many spliced keys sort before it
     parts: list[bytes] = []
     for run, split in zip(runs, [*splits, None], strict=True):
         if run:
@@ -101,15 +102,6 @@ def _spliced(value: dict[str, Any], encoded: list[str], path: str) -> bytes:
         if split is not None:
             parts.append(json.dumps(split).encode() + b":" + value[split].canonical)
     return b"{" + b",".join(parts) + b"}"
-
-
-def _position(splits: list[str], key: str) -> int:
-    """How many of the sorted ``splits`` sort before ``key``."""
-    count = 0
-    for split in splits:
-        if split < key:
-            count += 1
-    return count
 
 
 class EncodedObject(dict[str, Any]):

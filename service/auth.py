@@ -15,6 +15,7 @@ from domain.errors import Forbidden, NotFound, Unauthenticated
 from domain.permissions import Action, allowed
 from domain.principal import Principal
 from domain.series import series_id
+from service.group_call import GroupCall
 from service.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class _Known:
 
 
 _KNOWN: weakref.WeakKeyDictionary[Ledger, dict[str, _Known]] = weakref.WeakKeyDictionary()
+_CHECKS: weakref.WeakKeyDictionary[Ledger, dict[str, GroupCall[_Known, bool]]] = weakref.WeakKeyDictionary()
 _KNOWN_LIMIT = 10_000
 
 
@@ -70,12 +72,33 @@ def _unchanged(ledger: Ledger, known: _Known) -> bool:
     )
 
 
+def _still_valid(ledger: Ledger, digest: str, known: _Known) -> bool:
+    """:func:`_unchanged`, shared by the concurrent requests of one key (one look-up after all of them arrived)."""
+    checks = _CHECKS.setdefault(ledger, {})
+    check = checks.get(digest)
+    if check is None:
+        if len(checks) >= _KNOWN_LIMIT:
+            checks.clear()
+
+        def run(asks: list[_Known]) -> list[bool]:
+            answers: dict[int, bool] = {}
+            for ask in asks:
+                if id(ask) not in answers:
+                    answers[id(ask)] = _unchanged(ledger, ask)
+            return [answers[id(ask)] for ask in asks]
+
+        check = checks.setdefault(digest, GroupCall(run))
+    return check(known)
+
+
 def authenticate(ledger: Ledger, token: str | None) -> Caller:
     """The active principal owning ``token``, or :class:`Unauthenticated`.
 
     A key this process authenticated before is answered from memory after one
     indexed look-up per aggregate shows no newer event, so a revocation, a
     deactivation or a role change recorded by any process applies at once.
+    Concurrent requests with the same key share that look-up; it starts after
+    each of them arrived, so none is answered from an older state.
     """
     if not token or not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
         raise Unauthenticated("a valid API key is required (Authorization: Bearer <key>)")
@@ -91,7 +114,7 @@ def authenticate_digest(ledger: Ledger, digest: str) -> Caller:
     """
     known_here = _KNOWN.setdefault(ledger, {})
     known = known_here.get(digest)
-    if known is not None and _unchanged(ledger, known):
+    if known is not None and _still_valid(ledger, digest, known):
         return known.caller
     caller, key, principal = _authenticate(ledger, digest)
     if len(known_here) >= _KNOWN_LIMIT:

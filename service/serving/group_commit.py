@@ -12,9 +12,9 @@ When a shared transaction fails (a replayed request id, say), the writer
 retries each request's aggregates on their own, so one bad request never
 fails its neighbours.
 
-:class:`GroupCall` applies the same idea to work before the commit: concurrent
-callers of one function (a freshness check, a model's predictions) share one
-call of it.
+:class:`~service.group_call.GroupCall` applies the same idea to work before
+the commit: concurrent callers of one function (a freshness check, a model's
+predictions) share one call of it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
@@ -158,96 +156,3 @@ class GroupCommitter:
             index += 1 if events is None else len(events)
             positions[id(item)] = recordings[index - 1].notification.id
         return positions
-
-
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
-
-
-class _Call(Generic[ArgT, ResultT]):
-    """One caller's argument, and its result or error once the group ran."""
-
-    def __init__(self, item: ArgT) -> None:
-        self.item = item
-        self.ready = threading.Event()
-        self.leads = False
-        self.done = False
-        self.result: ResultT | None = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> ResultT:
-        if self.error is not None:
-            raise self.error
-        return self.result  # type: ignore[return-value]
-
-
-class GroupCall(Generic[ArgT, ResultT]):
-    """Concurrent callers of ``run`` share one call of it.
-
-    A caller that finds no call in progress leads: it runs ``run`` on the
-    arguments queued so far (its own first, at most ``max_items``), hands each
-    caller its result, and passes the lead to the oldest caller still waiting.
-    No thread of its own, and no waiting when there is no concurrency. Every
-    argument of a call arrived before the call started, so a call that reads
-    the ledger sees at least what each of its callers could have seen.
-
-    ``run`` returns one result per argument, in order. When it raises for a
-    group, each argument is run again on its own, so one caller's bad input
-    fails only that caller.
-    """
-
-    def __init__(self, run: Callable[[list[ArgT]], list[ResultT]], max_items: int = 64) -> None:
-        self._run = run
-        self._max_items = max_items
-        self._lock = threading.Lock()
-        self._queue: list[_Call[ArgT, ResultT]] = []
-        self._busy = False
-
-    def __call__(self, item: ArgT) -> ResultT:
-        """``run([item])[0]``, computed in one call with whatever other callers asked meanwhile."""
-        call: _Call[ArgT, ResultT] = _Call(item)
-        with self._lock:
-            self._queue.append(call)
-            call.leads = not self._busy
-            self._busy = True
-        if not call.leads:
-            call.ready.wait()
-            if not call.leads:
-                return call.outcome()
-        time.sleep(0)  # let threads that are ready to run (holding no GIL yet) join this group
-        with self._lock:
-            group, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
-        try:
-            self._execute(group)
-        finally:
-            for other in group:
-                if not other.done:  # interrupted: nobody may wait forever
-                    other.error, other.done = RuntimeError("the shared call was interrupted"), True
-                if other is not call:
-                    other.ready.set()
-            with self._lock:
-                if self._queue:
-                    self._queue[0].leads = True
-                    self._queue[0].ready.set()
-                else:
-                    self._busy = False
-        return call.outcome()
-
-    def _execute(self, group: list[_Call[ArgT, ResultT]]) -> None:
-        try:
-            results = self._run([c.item for c in group])
-            if len(results) != len(group):
-                raise RuntimeError(f"a grouped call gave {len(results)} results for {len(group)} arguments")
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error, group[0].done = exc, True
-                return
-            for one in group:
-                try:
-                    one.result = self._run([one.item])[0]
-                except Exception as error:
-                    one.error = error
-                one.done = True
-            return
-        for one, result in zip(group, results, strict=True):
-            one.result, one.done = result, True

@@ -47,8 +47,9 @@ from domain.prediction import (
 )
 from domain.subject import Subject
 from service.explain import top_reason_codes
+from service.group_call import GroupCall
 from service.ledger_core import LedgerCore
-from service.serving.group_commit import GroupCall, GroupCommitter
+from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache, ServedModel
 from service.serving.vault import SubjectVault
 
