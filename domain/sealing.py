@@ -63,6 +63,12 @@ def build_envelope(
     }
 
 
+def record_bytes(envelope: bytes, event_hash: str, signature: str, key_id: str) -> bytes:
+    """The stored record: the header line (hash, key id, signature), a newline, the envelope bytes."""
+    # hex and base64 need no JSON escaping, so the header is written directly.
+    return f'{{"hash":"{event_hash}","key_id":"{key_id}","signature":"{signature}"}}\n'.encode("ascii") + envelope
+
+
 @dataclass(frozen=True, slots=True)
 class SealedEvent:
     """An envelope in canonical bytes with its hash, signature and key id."""
@@ -74,9 +80,7 @@ class SealedEvent:
 
     def to_record(self) -> bytes:
         """The bytes stored in the event store's ``state`` column."""
-        # hex and base64 need no JSON escaping, so the header is written directly.
-        header = f'{{"hash":"{self.hash}","key_id":"{self.key_id}","signature":"{self.signature}"}}'
-        return header.encode("ascii") + b"\n" + self.envelope
+        return record_bytes(self.envelope, self.hash, self.signature, self.key_id)
 
     @classmethod
     def from_record(cls, record: bytes | memoryview) -> SealedEvent:

@@ -43,6 +43,7 @@ from domain.sealing import (
     encode,
     format_timestamp,
     parse_timestamp,
+    record_bytes,
 )
 
 assert catalog.AGGREGATES  # every event type is registered before events are read
@@ -75,12 +76,11 @@ class SealingMapper(Mapper[uuid.UUID]):
     @staticmethod
     def stored(domain_event: Any, encoded: bytes, digest: bytes, signature: str, key_id: str) -> StoredEvent:
         """The stored form of an encoded, signed event."""
-        sealed = SealedEvent(envelope=encoded, hash=digest.hex(), signature=signature, key_id=key_id)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=type(domain_event).TOPIC,
-            state=sealed.to_record(),
+            state=record_bytes(encoded, digest.hex(), signature, key_id),
         )
 
     def encode_event(self, domain_event: Any, prev_hash: str) -> tuple[bytes, bytes]:
