@@ -206,7 +206,7 @@ def _float_differs(value: float) -> bool:
     integral, or closer to zero than 1e-4 (a shortest round-trip form keeps a
     value on the same side of 1e-4, itself printed ``0.0001``).
     """
-    return value.is_integer() or -1e-4 < value < 1e-4
+    return bool(value.is_integer() or -1e-4 < value < 1e-4)
 
 
 def _plain_scalar(item: Any) -> bool | None:
@@ -221,7 +221,7 @@ def _plain_scalar(item: Any) -> bool | None:
     if kind is float:
         if item - item != 0.0:  # NaN or an infinity: let _check name it
             return None
-        return bool(item.is_integer() or -1e-4 < item < 1e-4)  # _float_differs, inlined
+        return _float_differs(item)
     if kind is int and -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
         return False
     return None

@@ -5,11 +5,13 @@ projectors poll; nobody listens), and rows sent as four binary arrays through
 ``unnest`` instead of a text-encoded composite array (psycopg otherwise escapes
 every row with regular expressions). The arrays are written here in
 PostgreSQL's binary array format: psycopg's generic list dumper costs tens of
-microseconds per row in Python, which dominated the insert of a large batch. Creating the tables and the insert
-function is serialised with an advisory lock: PostgreSQL answers two processes
-that run ``CREATE OR REPLACE FUNCTION`` at once with "tuple concurrently
-updated", which stopped runners started together. The table lock that keeps notification ids
-in commit order is kept as it is.
+microseconds per row in Python, which dominated the insert of a large batch.
+
+Creating the tables and the insert function is serialised with an advisory
+lock: PostgreSQL answers two processes that run ``CREATE OR REPLACE FUNCTION``
+at once with "tuple concurrently updated", which stopped runners started
+together. The table lock that keeps notification ids in commit order is kept
+as it is.
 """
 
 from __future__ import annotations

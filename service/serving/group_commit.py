@@ -48,7 +48,12 @@ class _Request:
 
     @property
     def events(self) -> int:
-        return sum(len(a._pending_events) if isinstance(a, Aggregate) else 1 for a in self.items)
+        return sum(len(_events_of(item)) for item in self.items)
+
+
+def _events_of(item: Any) -> list[Any]:
+    """The events an item records: an aggregate's pending events, or the item itself (a bare event)."""
+    return list(item._pending_events) if isinstance(item, Aggregate) else [item]
 
 
 class GroupCommitter:
@@ -141,18 +146,18 @@ class GroupCommitter:
 
         A failed save leaves the aggregates' pending events in place, so they can be retried.
         """
-        pending = [list(a._pending_events) if isinstance(a, Aggregate) else None for a in items]
+        pending = [_events_of(item) for item in items]
         try:
             recordings = self._ledger.save(*items)
         except Exception:
             for item, events in zip(items, pending, strict=True):
-                if events is not None:
+                if isinstance(item, Aggregate):
                     item._pending_events[:] = events
             raise
         self.transactions += 1
         positions: dict[int, int] = {}
         index = 0
         for item, events in zip(items, pending, strict=True):
-            index += 1 if events is None else len(events)
+            index += len(events)
             positions[id(item)] = recordings[index - 1].notification.id
         return positions
