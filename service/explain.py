@@ -6,6 +6,8 @@
   scikit-learn decision trees, random forests, extra trees, gradient boosting and
   histogram gradient boosting. It uses the training distribution the trees carry
   (their node cover), not a background sample, so its background size is 0.
+  For ensembles of shallow trees shap's values are computed once per decision
+  region of each tree and looked up per row (:mod:`service.tree_regions`).
 - ``linear``: ``shap.LinearExplainer`` (interventional, exact) for linear models
   (LogisticRegression, LinearRegression, Ridge, Lasso, SGD, LinearSVC, ...),
   against a seeded background sample of at most 100 rows.
@@ -59,6 +61,7 @@ from domain.errors import InvalidPayload
 from service.explain_columns import column_groups
 from service.explain_report import GlobalExplanation, global_report
 from service.model_loading import LoadedModel, SklearnModel, UnsupportedModel
+from service.tree_regions import region_table
 
 __all__ = [
     "Explanation",
@@ -429,7 +432,11 @@ def _tree(
     else:
         outputs, space = _estimator_method(model, "predict"), "value"
 
+    regions = region_table(explainer.model.trees, explainer.model.input_dtype, transform(probe[:1]).shape[1])
+
     def attribute(Xt: NDArray[np.float64]) -> Attribution:
+        if regions is not None and not np.isnan(Xt).any():
+            return _per_row(regions.shap_values(Xt), expected, len(Xt))
         return _per_row(explainer.shap_values(Xt, check_additivity=False), expected, len(Xt))
 
     return ModelExplainer(
