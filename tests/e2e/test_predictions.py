@@ -108,6 +108,15 @@ def test_nan_empty_oversized_and_unknown_are_refused(deployed: Deployed) -> None
     )
     assert nan.status_code == 422 and nan.headers["content-type"].startswith("application/problem+json")
     assert "age" in nan.json()["field"]
+    batch_url = f"/v1/models/{MODEL}/predict:batch"
+    json_headers = {**pia.headers, "content-type": "application/json"}
+    nan_in_batch = http.post(batch_url, content='{"records": [' + raw + "]}", headers=json_headers)
+    assert nan_in_batch.status_code == 422 and "age" in nan_in_batch.json()["field"]
+    not_json = http.post(batch_url, content='{"records": [', headers=json_headers)
+    assert not_json.status_code == 422
+    assert not_json.headers["content-type"].startswith("application/problem+json")
+    extra = http.post(batch_url, content='{"records": [], "colour": "blue"}', headers=json_headers)
+    assert extra.status_code == 422 and extra.json()["field"] == "colour"
 
     with pytest.raises(LedgerClientError) as empty:
         pia.predict_batch(MODEL, [])

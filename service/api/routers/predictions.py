@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from service.api.deps import (
     POSITION_HEADER,
@@ -118,12 +119,43 @@ def predict(
     return PredictResult(**_public(result).model_dump(), position=result.position)
 
 
-@router.post("/models/{name}/predict:batch", response_model=PredictBatchResult)
-def predict_batch(name: NamePath, body: PredictBatchBody, caller: Predictor, serving: ServingDep) -> Response:
+async def batch_body(request: Request) -> PredictBatchBody:
+    """The batch body parsed and validated by pydantic in one pass.
+
+    A batch is large (1,000 records of 30 features are about 860 KB); reading
+    it straight into the model is about three times faster than decoding the
+    JSON first and validating the objects after. Errors are reported as
+    FastAPI reports a body it validates itself.
+    """
+    try:
+        return PredictBatchBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
+_BATCH_SCHEMA = {
+    key: value
+    for key, value in PredictBatchBody.model_json_schema(ref_template="#/components/schemas/{model}").items()
+    if key != "$defs"  # PredictBody is in the components already (the single-record body)
+}
+
+
+@router.post(
+    "/models/{name}/predict:batch",
+    response_model=PredictBatchResult,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": _BATCH_SCHEMA}}, "required": True}},
+)
+def predict_batch(
+    name: NamePath, caller: Predictor, body: Annotated[PredictBatchBody, Depends(batch_body)], serving: ServingDep
+) -> Response:
     """Predict many records in one request: one transaction, one batch of signatures."""
+    # Dependencies resolve in this order: the caller is authorized before the body is read.
     results = serving.predictor.predict(name, [_record(r) for r in body.records], caller.actor)
     position = results[-1].position if results else 0
-    # The answer is plain JSON values already; writing it directly skips re-validating every row.
+    # The answer is plain JSON values already (finite: the signed events hold the same numbers),
+    # so it is written directly, without re-validating every row.
     payload = {
         "predictions": [
             {
@@ -134,11 +166,7 @@ def predict_batch(name: NamePath, body: PredictBatchBody, caller: Predictor, ser
         ],
         "position": position,
     }
-    return Response(
-        json.dumps(payload, separators=(",", ":"), allow_nan=False),
-        media_type="application/json",
-        headers={POSITION_HEADER: str(position)},
-    )
+    return Response(to_json(payload), media_type="application/json", headers={POSITION_HEADER: str(position)})
 
 
 class OutcomeBody(BaseModel):
