@@ -1,9 +1,10 @@
 """The event store's PostgreSQL recorder, tuned for a signed ledger.
 
-It is the library's recorder with two changes to the insert: no NOTIFY (the
-projectors poll; nobody listens), and rows sent as four binary arrays through
-``unnest`` instead of a text-encoded composite array (psycopg otherwise escapes
-every row with regular expressions). The arrays are written here in
+It is the library's recorder with three changes to the insert: no NOTIFY (the
+projectors poll; nobody listens), no pipeline mode (see :meth:`insert_events`),
+and rows sent as four binary arrays through ``unnest`` instead of a
+text-encoded composite array (psycopg otherwise escapes every row with regular
+expressions). The arrays are written here in
 PostgreSQL's binary array format: psycopg's generic list dumper costs tens of
 microseconds per row in Python, which dominated the insert of a large batch.
 
@@ -22,8 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
@@ -116,6 +118,24 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT pg_advisory_xact_lock(%s)"), (CREATE_TABLE_LOCK,), prepare=False)
         super()._create_table(curs)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert in one transaction: lock the table, one ``INSERT ... RETURNING``, commit.
+
+        The library sends these in pipeline mode. A group commit of thousands
+        of events is one statement of many megabytes, and psycopg can stall
+        sending such a statement in a pipeline: the server waits for the rest
+        of it while the client waits for results, holding the table lock that
+        every other writer needs. Three round trips on a local connection cost
+        far less than that risk.
+        """
+        if self.datastore.enable_db_functions or not stored_events:
+            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return ids
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)
