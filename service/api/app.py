@@ -73,10 +73,11 @@ def create_app(
                 target=runner.run, args=(stop_runner,), name="mlledger-runner", daemon=True
             )
             runner_thread.start()
-        # What start-up built lives as long as the process: the cyclic collector need not scan it
-        # again and again while requests allocate (a full collection over every imported module
-        # costs tens of milliseconds).
-        gc.freeze()
+        if owned:
+            # A serving process: what start-up built lives as long as the process, so the cyclic
+            # collector need not scan it again and again while requests allocate (a full collection
+            # over every imported module costs tens of milliseconds).
+            gc.freeze()
         try:
             yield
         finally:
