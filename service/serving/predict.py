@@ -21,6 +21,7 @@ costs dominate a single record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -264,42 +265,21 @@ class PredictionService:
         latency_ms = (time.perf_counter() - started) * 1000.0
         now = Prediction.Made.create_timestamp()  # one moment for the request's events
 
-        made: list[Any] = []
-        served_ids: list[str] = []
-        for i, result in enumerate(served):
-            assert result is not None
-            made.append(
-                self._prediction(
-                    result,
-                    served_by[i],
-                    records[i],
-                    checked[i],
-                    keys,
-                    bases[i],
-                    shadow_of=None,
-                    latency_ms=latency_ms,
-                    actor=caller,
-                    now=now,
+        results = [s for s in served if s is not None]
+        assert len(results) == len(records)  # the champion and the canary together answer every record
+        event_for = functools.partial(self._prediction, keys=keys, latency_ms=latency_ms, actor=caller, now=now)
+        made: list[Any] = [
+            event_for(result, served_by[i], records[i], checked[i], bases[i], shadow_of=None)
+            for i, result in enumerate(results)
+        ]
+        if challenger is not None:
+            made += [
+                event_for(
+                    Served("", request_ids[i], model_name, challenger.version.number, CHALLENGER, output, code),
+                    challenger, records[i], shadow_rows[i], base, shadow_of=results[i].prediction_id,
                 )
-            )
-            served_ids.append(result.prediction_id)
-        for i, (output, code, base) in shadows:
-            assert challenger is not None
-            shadow = Served("", request_ids[i], model_name, challenger.version.number, CHALLENGER, output, code)
-            made.append(
-                self._prediction(
-                    shadow,
-                    challenger,
-                    records[i],
-                    shadow_rows[i],
-                    keys,
-                    base,
-                    shadow_of=served_ids[i],
-                    latency_ms=latency_ms,
-                    actor=caller,
-                    now=now,
-                )
-            )
+                for i, (output, code, base) in shadows
+            ]
         new_subjects = [
             Subject(subject_id=subject, key_id=key_id, actor=caller)
             for subject, (key_id, _, created) in keys.items()
@@ -311,7 +291,6 @@ class PredictionService:
             for subject in new_subjects:  # the key of a subject whose first record failed is not kept
                 self._vault.destroy(subject.subject_id)
             raise
-        results = [s for s in served if s is not None]
         for result in results:
             result.position = position
         return results
@@ -394,9 +373,9 @@ class PredictionService:
         route: _Route,
         record: PredictRecord,
         row: dict[str, Any],
-        keys: dict[str, tuple[str, bytes, bool]],
         base: float | None,
         *,
+        keys: dict[str, tuple[str, bytes, bool]],
         shadow_of: str | None,
         latency_ms: float,
         actor: str,
