@@ -51,29 +51,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import (
-    DEFAULT_DATABASE_URL,
-    install_sigterm_handler,
-    load_average,
-    machine_line,
-    percentile,
-    say,
-)
+from bench.append import install_sigterm_handler, load_average, percentile
 from bench.serving_setup import (
     ESTIMATORS,
     FEATURES,
     MAX_DEPTH,
     Connection,
-    CpuMeter,
     CpuUse,
     Deployed,
+    add_serving_arguments,
     batch_body,
     encoded_rows,
     input_rows,
-    ledger_check,
-    ledger_position,
-    ledger_predictions,
     load_target,
+    measure,
+    print_footer,
 )
 
 TARGET_ROWS_PER_SECOND = 10_000
@@ -139,57 +131,40 @@ def send_batches(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    add_serving_arguments(parser)
     parser.add_argument("--rows-per-request", type=int, default=1_000, help="records per request (default 1000)")
     parser.add_argument("--requests", type=int, default=40, help="requests per round (default 40)")
     parser.add_argument("--clients", type=int, default=2, help="concurrent load generators (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default 2)")
-    parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
-    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers; default 1)")
     args = parser.parse_args(argv)
 
     install_sigterm_handler()
     load_before = load_average()
     encoded = encoded_rows(input_rows(5_000))
-    rounds: list[Round] = []
     with load_target(args.database_url, "mlledger-predict-batch-", projector=args.with_projector,
                      workers=args.workers, max_batch_rows=max(10_000, args.rows_per_request)) as target:
-        settings, deployed, server = target.settings, target.deployed, target.server
-        warm = send_batches(server.base_url, deployed, encoded, requests=args.warmup, rows=args.rows_per_request,
-                            clients=1, prefix="warm")
-        if warm.errors:
-            raise SystemExit(f"warm-up failed: {warm.errors[0]}")
-        meter = CpuMeter(server.pid)
-        for number in range(1, args.repeats + 1):
-            before = ledger_position(settings)
-            meter.start()
-            found = send_batches(server.base_url, deployed, encoded, requests=args.requests,
-                                 rows=args.rows_per_request, clients=args.clients, prefix=f"r{number}")
-            found.cpu = meter.stop()
-            found.transactions = ledger_predictions(settings, before).transactions
-            rounds.append(found)
-            say(f"round {number}/{args.repeats}: {found.rows:,} rows in {found.seconds:.2f} s = "
-                f"{found.rate:,.0f} rows/s, {found.transactions} transactions, load {load_average()}")
-        recorded = ledger_predictions(settings, 0, ledger_position(settings))
-        processes = meter.processes()
+        url, deployed, rows = target.server.base_url, target.deployed, args.rows_per_request
+        measured = measure(
+            target,
+            warm=lambda: send_batches(url, deployed, encoded, requests=args.warmup, rows=rows, clients=1,
+                                      prefix="warm"),
+            timed=lambda number: send_batches(url, deployed, encoded, requests=args.requests, rows=rows,
+                                              clients=args.clients, prefix=f"r{number}"),
+            repeats=args.repeats,
+            progress=lambda found: f"{found.rows:,} rows in {found.seconds:.2f} s = {found.rate:,.0f} rows/s",
+        )
     load_after = load_average()
 
-    answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
-    answered_count = sum(r.rows for r in rounds) + warm.rows
-    errors = [e for r in rounds for e in r.errors]
-    ledger_ok, ledger_line = ledger_check(recorded, answered, answered_count)
+    rounds = measured.rounds
     rates = [r.rate for r in rounds]
     best, typical = max(rates), statistics.median(rates)
-
     print()
     print(f"ML Ledger serving: signed, durable predictions through predict:batch "
           f"({args.rows_per_request:,} rows per request, {args.clients} concurrent clients)")
     print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
           "numeric features, trained by the server's runner, two signed approvals, champion; "
           "TreeSHAP reason codes (top 4) per row")
-    print(f"server: `{server.command}` ({processes}); PostgreSQL commit before every answer")
+    print(f"server: `{target.server.command}` ({measured.processes}); PostgreSQL commit before every answer")
     header = (f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
               f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "
               f"{'CPU ms/1000 rows: server':>24} | {'postgres':>8} | {'clients':>7}")
@@ -205,13 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     print(f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "
           f"=> {'PASS' if best >= TARGET_ROWS_PER_SECOND else 'MISSED'}")
-    requests = sum(r.requests for r in rounds)
-    print(f"group commit: {sum(r.transactions for r in rounds)} transactions for {requests} requests; "
-          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
-    print(ledger_line)
-    print(machine_line(target.database))
-    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
-    return 0 if ledger_ok and not errors else 1
+    answered = sum(r.rows for r in rounds) + measured.warm.rows
+    return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 
 
 if __name__ == "__main__":

@@ -44,28 +44,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import (
-    DEFAULT_DATABASE_URL,
-    install_sigterm_handler,
-    load_average,
-    machine_line,
-    percentile,
-    say,
-)
+from bench.append import install_sigterm_handler, load_average, percentile
 from bench.serving_setup import (
     ESTIMATORS,
     FEATURES,
     MAX_DEPTH,
     Connection,
-    CpuMeter,
     CpuUse,
     Deployed,
+    add_serving_arguments,
     encoded_rows,
     input_rows,
-    ledger_check,
-    ledger_position,
-    ledger_predictions,
     load_target,
+    measure,
+    print_footer,
     single_body,
 )
 
@@ -141,56 +133,39 @@ def send_singles(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    add_serving_arguments(parser)
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of a timed round (default 15)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--warmup", type=float, default=3.0, help="untimed seconds of load first (default 3)")
-    parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
-    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers; default 1)")
     args = parser.parse_args(argv)
 
     install_sigterm_handler()
     load_before = load_average()
     encoded = encoded_rows(input_rows(5_000))
-    rounds: list[Round] = []
     with load_target(args.database_url, "mlledger-predict-single-", projector=args.with_projector,
                      workers=args.workers) as target:
-        settings, deployed, server = target.settings, target.deployed, target.server
-        warm = send_singles(server.base_url, deployed, encoded, seconds=args.warmup, clients=args.clients,
-                            prefix="warm")
-        if warm.errors:
-            raise SystemExit(f"warm-up failed: {warm.errors[0]}")
-        meter = CpuMeter(server.pid)
-        for number in range(1, args.repeats + 1):
-            before = ledger_position(settings)
-            meter.start()
-            found = send_singles(server.base_url, deployed, encoded, seconds=args.seconds, clients=args.clients,
-                                 prefix=f"r{number}")
-            found.cpu = meter.stop()
-            found.transactions = ledger_predictions(settings, before).transactions
-            rounds.append(found)
-            say(f"round {number}/{args.repeats}: {found.rate:,.0f} requests/s, "
-                f"p99 {found.latency_ms(0.99):.1f} ms, {found.transactions} transactions, load {load_average()}")
-        recorded = ledger_predictions(settings, 0, ledger_position(settings))
-        processes = meter.processes()
+        url, deployed = target.server.base_url, target.deployed
+        measured = measure(
+            target,
+            warm=lambda: send_singles(url, deployed, encoded, seconds=args.warmup, clients=args.clients,
+                                      prefix="warm"),
+            timed=lambda number: send_singles(url, deployed, encoded, seconds=args.seconds, clients=args.clients,
+                                              prefix=f"r{number}"),
+            repeats=args.repeats,
+            progress=lambda found: f"{found.rate:,.0f} requests/s, p99 {found.latency_ms(0.99):.1f} ms",
+        )
     load_after = load_average()
 
-    answered = {pid for r in rounds for pid in r.ids} | set(warm.ids)
-    answered_count = sum(len(r.ids) for r in rounds) + len(warm.ids)
-    errors = [e for r in rounds for e in r.errors]
-    ledger_ok, ledger_line = ledger_check(recorded, answered, answered_count)
+    rounds = measured.rounds
     best = max(rounds, key=lambda r: r.rate)
     passed = best.rate >= TARGET_REQUESTS_PER_SECOND and best.latency_ms(0.99) < TARGET_P99_MS
-
     print()
     print(f"ML Ledger serving: single-record predictions, {args.clients} concurrent clients "
           "(one keep-alive connection each)")
     print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
           "numeric features, trained by the server's runner, two signed approvals, champion; "
           "TreeSHAP reason codes (top 4)")
-    print(f"server: `{server.command}` ({processes}); the answer leaves after the group commit")
+    print(f"server: `{target.server.command}` ({measured.processes}); the answer leaves after the group commit")
     header = (f"{'#':>2} | {'requests':>8} | {'seconds':>7} | {'req/s':>6} | {'p50 ms':>6} | {'p95 ms':>6} | "
               f"{'p99 ms':>6} | {'txns':>6} | {'req/txn':>7} | {'CPU ms/request: server':>22} | "
               f"{'postgres':>8} | {'clients':>7}")
@@ -209,13 +184,8 @@ def main(argv: list[str] | None = None) -> int:
           f"median {statistics.median(r.rate for r in rounds):,.0f} "
           f"(target >= {TARGET_REQUESTS_PER_SECOND:,}/s with p99 < {TARGET_P99_MS:.0f} ms) "
           f"=> {'PASS' if passed else 'MISSED'}")
-    requests = sum(len(r.ids) for r in rounds)
-    print(f"group commit: {sum(r.transactions for r in rounds):,} transactions for {requests:,} requests; "
-          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
-    print(ledger_line)
-    print(machine_line(target.database))
-    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
-    return 0 if ledger_ok and not errors else 1
+    answered = sum(len(r.ids) for r in rounds) + len(measured.warm.ids)
+    return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ group commits that served the load.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import http.client
@@ -32,10 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import sqlalchemy as sa
 
-from bench.append import describe_database, drop_schema, opened, say
+from bench.append import (
+    DEFAULT_DATABASE_URL,
+    describe_database,
+    drop_schema,
+    load_average,
+    machine_line,
+    opened,
+    say,
+)
 from domain.keys import Signer
 from domain.prediction import Prediction
 from service.client import LedgerClient
@@ -492,3 +501,74 @@ class CpuMeter:
         """What the server column measures, for the report: how many processes the server runs now."""
         count = len(process_tree(self._pid))
         return "one process" if count == 1 else f"{count} processes: the parent and its descendants, CPU summed"
+
+
+# -- what both serving benches do around their load ------------------------------------------
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both serving benches take: the database, rounds, the projector and the API processes."""
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers; default 1)")
+
+
+class TimedRound(Protocol):
+    """What the round loop needs of a bench's round: its errors, CPU and group commits."""
+
+    requests: int
+    ids: list[str]
+    errors: list[str]
+    cpu: CpuUse | None
+    transactions: int
+
+
+R = TypeVar("R", bound=TimedRound)
+
+
+@dataclass
+class Measured(Generic[R]):
+    """The warm-up, the timed rounds, and what the ledger holds afterwards."""
+
+    warm: R
+    rounds: list[R]
+    recorded: LedgerPredictions
+    processes: str
+
+
+def measure(target: LoadTarget, *, warm: Callable[[], R], timed: Callable[[int], R], repeats: int,
+            progress: Callable[[R], str]) -> Measured[R]:
+    """Warm up, then time ``repeats`` rounds, each with the CPU it used and its group commits, and read the ledger."""
+    warmed = warm()
+    if warmed.errors:
+        raise SystemExit(f"warm-up failed: {warmed.errors[0]}")
+    meter = CpuMeter(target.server.pid)
+    rounds: list[R] = []
+    for number in range(1, repeats + 1):
+        before = ledger_position(target.settings)
+        meter.start()
+        found = timed(number)
+        found.cpu = meter.stop()
+        found.transactions = ledger_predictions(target.settings, before).transactions
+        rounds.append(found)
+        say(f"round {number}/{repeats}: {progress(found)}, {found.transactions} transactions, load {load_average()}")
+    recorded = ledger_predictions(target.settings, 0, ledger_position(target.settings))
+    return Measured(warmed, rounds, recorded, meter.processes())
+
+
+def print_footer(measured: Measured[Any], database: str, load_before: str, load_after: str,
+                 answered_count: int) -> bool:
+    """The group commits, the ledger check, the machine and the load; True when the ledger holds every answer."""
+    rounds = measured.rounds
+    errors = [e for r in rounds for e in r.errors]
+    answered = {pid for r in rounds for pid in r.ids} | set(measured.warm.ids)
+    ledger_ok, ledger_line = ledger_check(measured.recorded, answered, answered_count)
+    requests = sum(r.requests for r in rounds)
+    print(f"group commit: {sum(r.transactions for r in rounds):,} transactions for {requests:,} requests; "
+          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
+    print(ledger_line)
+    print(machine_line(database))
+    print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
+    return ledger_ok and not errors
