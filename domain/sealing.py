@@ -14,9 +14,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
-from domain.canonical import canonical_json
+from domain.canonical import EncodedObject, canonical_json
 from domain.errors import PayloadTooLarge, TamperedEvent
 from domain.keys import Signer
 
@@ -127,7 +128,7 @@ def encode(envelope: dict[str, Any], *, max_payload_bytes: int | None = None) ->
     ``max_payload_bytes``. The hash is all the next event of the chain needs, so
     signing can happen later (and in parallel).
     """
-    encoded = canonical_json(envelope, path="")
+    encoded = _spliced_envelope(envelope) or canonical_json(envelope, path="")
     if max_payload_bytes is not None and len(encoded) > max_payload_bytes:
         raise PayloadTooLarge(
             f"the event is {len(encoded)} bytes in canonical form, over the limit of "
@@ -135,6 +136,43 @@ def encode(envelope: dict[str, Any], *, max_payload_bytes: int | None = None) ->
             field="payload",
         )
     return encoded, hashlib.sha256(encoded).digest()
+
+
+_TEXT_MEMBERS = ("actor", "aggregate_id", "aggregate_type", "prev_hash", "recorded_at", "type")
+_MEMBERS = frozenset({*_TEXT_MEMBERS, "payload", "v", "version"})
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _spliced_envelope(envelope: dict[str, Any]) -> bytes | None:
+    """``canonical_json(envelope)`` written directly around a payload already encoded, else None.
+
+    The envelope's members are fixed ASCII names, so their canonical order is
+    known; six are strings (escaped as canonical JSON escapes them), two are
+    integers, and the payload is an :class:`EncodedObject` whose bytes go in
+    as they are. Anything else (a plain payload, an unexpected member or type,
+    a lone surrogate) returns None and takes the general encoder, which also
+    names what is wrong.
+    """
+    payload = envelope.get("payload")
+    if type(payload) is not EncodedObject or envelope.keys() != _MEMBERS:
+        return None
+    version, v = envelope["version"], envelope["v"]
+    texts = [envelope[name] for name in _TEXT_MEMBERS]
+    if (
+        type(version) is not int
+        or type(v) is not int
+        or not -_MAX_SAFE_INTEGER <= version <= _MAX_SAFE_INTEGER
+        or not -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER
+        or any(type(text) is not str for text in texts)
+    ):
+        return None
+    actor, aggregate_id, aggregate_type, prev_hash, recorded_at, event_type = map(encode_basestring, texts)
+    try:
+        head = f'{{"actor":{actor},"aggregate_id":{aggregate_id},"aggregate_type":{aggregate_type},"payload":'
+        tail = f',"prev_hash":{prev_hash},"recorded_at":{recorded_at},"type":{event_type},"v":{v},"version":{version}}}'
+        return head.encode() + payload.canonical + tail.encode()
+    except UnicodeEncodeError:
+        return None
 
 
 def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | None = None) -> SealedEvent:

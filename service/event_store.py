@@ -97,9 +97,9 @@ class SealingMapper(Mapper[uuid.UUID]):
         actor = state.get("actor")
         if not isinstance(actor, str) or not actor:
             raise LedgerError("every event needs an actor", field="actor")
-        if any(type(v) is EncodedObject for v in payload.values()):
-            # members encoded once already (a prediction's input) are spliced in, and so is the payload
-            payload = EncodedObject(payload, canonical_json(payload, path="payload"))
+        # The payload is encoded on its own (members encoded once already, such as a prediction's
+        # input, are spliced in), and the envelope is written around its bytes.
+        payload = EncodedObject(payload, canonical_json(payload, path="payload"))
         timestamp, stamp = domain_event.timestamp, self._stamp
         if timestamp is not stamp[0]:  # the events of one request often share their timestamp
             stamp = self._stamp = (timestamp, format_timestamp(timestamp))

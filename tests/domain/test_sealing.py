@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.canonical import encoded_object
 from domain.errors import InvalidPayload, PayloadTooLarge, TamperedEvent
 from domain.keys import Signer, key_id, verify_signature
 from domain.sealing import (
@@ -194,3 +195,34 @@ def test_a_timestamp_before_year_1000_keeps_four_year_digits_and_round_trips() -
 
     assert text == "0999-12-31T23:59:59.000000Z"
     assert parse_timestamp(text) == moment
+
+
+_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)  # any text but lone surrogates
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.fixed_dictionaries(
+        {name: _TEXT for name in ("actor", "aggregate_id", "aggregate_type", "prev_hash", "recorded_at", "event_type")}
+    ),
+    version=st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1),
+    payload=st.dictionaries(_TEXT, st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), _TEXT), max_size=5),
+)
+def test_an_envelope_around_an_encoded_payload_is_rfc8785_canonical(
+    texts: dict[str, str], version: int, payload: dict[str, Any]
+) -> None:
+    plain = build_envelope(version=version, payload=payload, **texts)
+    encoded = {**plain, "payload": encoded_object(payload)}
+
+    sealed = seal(encoded, SIGNER)
+
+    assert sealed.envelope == rfc8785.dumps(plain)
+
+
+def test_an_envelope_with_a_lone_surrogate_around_an_encoded_payload_is_refused() -> None:
+    envelope = {**_envelope(), "actor": "user:\ud800", "payload": encoded_object({"a": 1})}
+
+    with pytest.raises(InvalidPayload) as refused:
+        seal(envelope, SIGNER)
+
+    assert refused.value.field == "actor"
