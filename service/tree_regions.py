@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 MAX_REGIONS_PER_TREE = 4096
 MAX_TABLE_VALUES = 8_000_000  # 64 MB of float64
 _DENSE_ROWS = 32  # below this, gathering table rows beats a sparse product
+_CHUNK_ROWS = 4096
 
 
 class RegionTable:
@@ -67,8 +68,14 @@ class RegionTable:
 
     def shap_values(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """SHAP values of ``X`` (rows without NaN), shaped as ``shap.TreeExplainer.shap_values`` shapes them."""
+        X = np.asarray(X)
+        if len(X) > _CHUNK_ROWS:  # bounds the per-threshold comparison matrix of a large report
+            return np.concatenate([self._values(X[i : i + _CHUNK_ROWS]) for i in range(0, len(X), _CHUNK_ROWS)])
+        return self._values(X)
+
+    def _values(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         n, trees = len(X), len(self._offsets)
-        compared = np.asarray(X).astype(self._dtype).astype(np.float64)  # shap compares in its input dtype
+        compared = X.astype(self._dtype).astype(np.float64)  # shap compares in its input dtype
         steps = (compared[:, self._features] > self._thresholds) * self._weights
         index = np.add.reduceat(steps, self._starts, axis=1) + self._offsets
         if n < _DENSE_ROWS:

@@ -116,3 +116,17 @@ def test_rows_with_missing_values_are_explained_by_shap_itself(tmp_path: Path) -
     np.testing.assert_allclose(base + contributions.sum(axis=1), out, atol=1e-6)
     expected = _explainer(estimator).shap_values(rows, check_additivity=False)
     np.testing.assert_allclose(contributions, np.asarray(expected), atol=1e-9)
+
+
+def test_a_large_matrix_is_explained_in_chunks_with_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = make_regression(n_samples=300, n_features=5, random_state=0)
+    explainer = _explainer(GradientBoostingRegressor(n_estimators=10, max_depth=3, random_state=0).fit(X, y))
+    table = region_table(explainer.model.trees, explainer.model.input_dtype, X.shape[1])
+    assert table is not None
+    whole = table.shap_values(X)
+    monkeypatch.setattr(tree_regions, "_CHUNK_ROWS", 64)
+
+    chunked = table.shap_values(X)
+
+    assert chunked.shape == whole.shape == (300, 5)
+    np.testing.assert_array_equal(chunked, whole)
