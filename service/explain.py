@@ -126,20 +126,11 @@ def reason_codes(
     missing numeric value is null). ``row_values`` is the row in feature order,
     or a mapping from feature name to value.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InvalidPayload(f"top_k must be a non-negative integer, got {top_k!r}", field="top_k")
     contributions = explanation.contributions
     if len(contributions) != len(features):
         raise InvalidPayload(f"{len(contributions)} contributions for {len(features)} features")
-    order = sorted(range(len(features)), key=lambda j: (-abs(contributions[j]), features[j]))[:top_k]
-    if isinstance(row_values, Mapping):
-        values = [row_values[features[j]] for j in order]
-    else:
-        values = [row_values[j] for j in order]
-    return [
-        {"feature": features[j], "value": _json_value(value), "contribution": float(contributions[j])}
-        for j, value in zip(order, values, strict=True)
-    ]
+    row = row_values if isinstance(row_values, Mapping) else dict(zip(features, row_values, strict=False))
+    return top_reason_codes(np.asarray([contributions], dtype=np.float64), [row], features, top_k=top_k)[0]
 
 
 def top_reason_codes(
@@ -148,7 +139,7 @@ def top_reason_codes(
     features: Sequence[str],
     top_k: int = TOP_K,
 ) -> list[list[dict[str, Any]]]:
-    """:func:`reason_codes` for many rows at once: the same codes, ordered by NumPy in one pass.
+    """The reason codes (as :func:`reason_codes` describes them) of many rows, ranked by NumPy in one pass.
 
     ``contributions`` is ``(rows, features)`` in the model's feature order, as
     :meth:`ModelExplainer.explain_arrays` gives it; ``rows`` map feature names

@@ -322,10 +322,14 @@ def test_reason_codes_of_many_rows_at_once_equal_those_of_each_row(
 
     batch = top_reason_codes(matrix, rows, features, top_k=top_k)
 
-    assert batch == [
-        reason_codes(Explanation(0.0, values, sum(values)), row, features, top_k=top_k)
+    by_hand = [
+        [
+            {"feature": features[j], "value": row[features[j]], "contribution": values[j]}
+            for j in sorted(range(len(features)), key=lambda j: (-abs(values[j]), features[j]))[:top_k]
+        ]
         for values, row in zip(contributions, rows, strict=True)
     ]
+    assert batch == by_hand
 
 
 def test_a_negative_top_k_is_refused() -> None:
