@@ -29,7 +29,7 @@ import rfc8785
 
 from domain.errors import InvalidPayload
 
-_MAX_SAFE_INTEGER = 2**53 - 1
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer JSON readers hold exactly (IEEE doubles)
 _encoder = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
@@ -180,7 +180,7 @@ _NUMBERS = frozenset({int, float})
 
 def _safe_integers(values: Sequence[Any]) -> bool:
     integers = [v for v in values if type(v) is int]
-    return min(integers) >= -_MAX_SAFE_INTEGER and max(integers) <= _MAX_SAFE_INTEGER
+    return min(integers) >= -MAX_SAFE_INTEGER and max(integers) <= MAX_SAFE_INTEGER
 
 
 def _join(path: str, key: object) -> str:
@@ -222,7 +222,7 @@ def _plain_scalar(item: Any) -> bool | None:
         if item - item != 0.0:  # NaN or an infinity: let _check name it
             return None
         return _float_differs(item)
-    if kind is int and -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+    if kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
         return False
     return None
 
@@ -236,7 +236,7 @@ def _check(value: Any) -> bool:
     if value is None or isinstance(value, (bool, str)):
         return False
     if isinstance(value, int):
-        if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return False
         raise _Bad(
             lambda path: f"{path} is an integer outside the JSON-safe range ±(2**53-1); send it as a string"

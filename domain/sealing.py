@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from domain.canonical import EncodedObject, canonical_json
+from domain.canonical import MAX_SAFE_INTEGER, EncodedObject, canonical_json
 from domain.errors import PayloadTooLarge, TamperedEvent
 from domain.keys import Signer
 
@@ -140,7 +140,6 @@ def encode(envelope: dict[str, Any], *, max_payload_bytes: int | None = None) ->
 
 _TEXT_MEMBERS = ("actor", "aggregate_id", "aggregate_type", "prev_hash", "recorded_at", "type")
 _MEMBERS = frozenset({*_TEXT_MEMBERS, "payload", "v", "version"})
-_MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def _spliced_envelope(envelope: dict[str, Any]) -> bytes | None:
@@ -161,8 +160,8 @@ def _spliced_envelope(envelope: dict[str, Any]) -> bytes | None:
     if (
         type(version) is not int
         or type(v) is not int
-        or not -_MAX_SAFE_INTEGER <= version <= _MAX_SAFE_INTEGER
-        or not -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER
+        or not -MAX_SAFE_INTEGER <= version <= MAX_SAFE_INTEGER
+        or not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER
         or any(type(text) is not str for text in texts)
     ):
         return None

@@ -4,9 +4,9 @@ It is the library's recorder with three changes to the insert: no NOTIFY (the
 projectors poll; nobody listens), no pipeline mode (see :meth:`insert_events`),
 and rows sent as four binary arrays through ``unnest`` instead of a
 text-encoded composite array (psycopg otherwise escapes every row with regular
-expressions). The arrays are written here in
-PostgreSQL's binary array format: psycopg's generic list dumper costs tens of
-microseconds per row in Python, which dominated the insert of a large batch.
+expressions). The arrays are written here in PostgreSQL's binary array format:
+psycopg's generic list dumper costs tens of microseconds per row in Python,
+which dominated the insert of a large batch.
 
 Creating the tables and the insert function is serialised with an advisory
 lock: PostgreSQL answers two processes that run ``CREATE OR REPLACE FUNCTION``

@@ -98,10 +98,13 @@ def region_table(trees: list[Any], input_dtype: Any, n_features: int) -> RegionT
     dtype = np.dtype(input_dtype).type
     if dtype not in (np.float32, np.float64) or not trees:
         return None
-    regions = [_regions(tree) for tree in trees]
-    if any(r is None for r in regions):
+    found = [_regions(tree) for tree in trees]
+    regions = [axes for axes in found if axes is not None]
+    if len(regions) < len(found):
         return None
-    sizes = [_size(axes) for axes in regions if axes is not None]
+    sizes = [_size(axes) for axes in regions]
+    if max(sizes) > MAX_REGIONS_PER_TREE:
+        return None
     width: int | None = None
     features: list[int] = []
     thresholds: list[float] = []
@@ -112,9 +115,6 @@ def region_table(trees: list[Any], input_dtype: Any, n_features: int) -> RegionT
     value_shape: tuple[int, ...] = ()
     total = 0
     for tree, axes, size in zip(trees, regions, sizes, strict=True):
-        assert axes is not None
-        if size > MAX_REGIONS_PER_TREE:
-            return None
         if not axes:
             continue  # a lone leaf: every SHAP value is 0
         grid = np.zeros((size, n_features))
@@ -168,9 +168,9 @@ def _regions(tree: Any) -> list[tuple[int, NDArray[np.float64]]] | None:
     return [(int(f), np.unique(thresholds[features == f])) for f in np.unique(features)]
 
 
-def _size(axes: list[tuple[int, NDArray[np.float64]]] | None) -> int:
+def _size(axes: list[tuple[int, NDArray[np.float64]]]) -> int:
     size = 1
-    for _, cuts in axes or []:
+    for _, cuts in axes:
         size *= len(cuts) + 1
         if size > MAX_REGIONS_PER_TREE:
             break  # no need to multiply further
