@@ -29,10 +29,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from domain.deployment import Deployment
 from domain.errors import DeploymentStopped, InvalidPayload, NotFound, RuleViolated
@@ -89,6 +90,49 @@ class _Route:
 _Outcome = tuple[dict[str, Any], list[dict[str, Any]], float | None]
 SHARED_INFERENCE_ROWS = 32  # requests up to this size share model calls with concurrent ones
 _MAX_GROUPS = 1024
+COMMIT_TIMEOUT = 60.0  # seconds a request waits for its events to be durable
+
+
+@dataclass(frozen=True)
+class PredictAsk:
+    """One request: records for a model, from a caller, arrived at ``started`` (``time.perf_counter``)."""
+
+    model_name: str
+    records: Sequence[PredictRecord]
+    caller: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Plan:
+    """A request that passed every check, on its way through the models to the committer."""
+
+    ask: PredictAsk
+    future: Future[list[Served]]
+    request_ids: list[str]
+    routes: list[_Route]  # the champion and the canary, those that serve records of this request
+    challenger: _Route | None
+    checked: list[dict[str, Any]]
+    shadow_rows: dict[int, dict[str, Any]]
+    keys: dict[str, tuple[str, bytes, bool]]
+    outcomes: list[_Outcome | None] = field(init=False)
+    served_by: list[_Route] = field(init=False)
+    shadows: list[tuple[int, _Outcome]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.outcomes = [None] * len(self.ask.records)
+        self.served_by = [self.routes[0]] * len(self.ask.records)
+
+
+T = TypeVar("T")
+
+
+def _split(items: list[T], sizes: list[int]) -> Iterator[list[T]]:
+    """``items`` cut into consecutive parts of ``sizes``."""
+    start = 0
+    for size in sizes:
+        yield items[start : start + size]
+        start += size
 
 
 def _sha256(data: bytes) -> str:
@@ -225,8 +269,37 @@ class PredictionService:
 
     # -- predicting ------------------------------------------------------------
     def predict(self, model_name: str, records: Sequence[PredictRecord], caller: str) -> list[Served]:
-        """Predict every record, record every prediction (and shadow), return the served ones."""
-        started = time.perf_counter()
+        """Predict every record, record every prediction (and shadow), return the served ones once durable."""
+        (future,) = self.submit([PredictAsk(model_name, records, caller)])
+        return future.result(timeout=COMMIT_TIMEOUT)
+
+    def submit(self, asks: Sequence[PredictAsk]) -> list[Future[list[Served]]]:
+        """Serve several requests together; each future gives its request's served predictions once durable.
+
+        Each request is checked on its own (one request's bad record fails only
+        that request); the rows of all of them go through each model version in
+        one call, and their predictions go to the group committer together.
+        """
+        futures: list[Future[list[Served]]] = [Future() for _ in asks]
+        plans: list[_Plan] = []
+        for ask, future in zip(asks, futures, strict=True):
+            try:
+                plans.append(self._plan(ask, future))
+            except Exception as exc:
+                future.set_exception(exc)
+        for plan in self._inferred(plans):
+            try:
+                items, results = self._events(plan)
+                committed = self._committer.submit(items)
+            except Exception as exc:
+                self._fail(plan, exc)
+                continue
+            committed.add_done_callback(functools.partial(self._settle, plan, results))
+        return futures
+
+    def _plan(self, ask: PredictAsk, future: Future[list[Served]]) -> _Plan:
+        """Everything that can refuse a request, checked before any model runs; its subjects' keys last."""
+        records = ask.records
         if not records:
             raise InvalidPayload("the batch is empty; send at least one record", field="records")
         if len(records) > self._max_rows:
@@ -234,8 +307,7 @@ class PredictionService:
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
         request_ids = self._request_ids(records)
-        deployment = self._deployment(model_name)
-        champion, canary, challenger = self._route(deployment, len(records))
+        champion, canary, challenger = self._route(self._deployment(ask.model_name), len(records))
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]
         for route in routes:
@@ -248,52 +320,103 @@ class PredictionService:
                 except InvalidPayload:
                     continue  # the challenger cannot read this record; it simply does not shadow it
         keys = self._subject_keys(records)
+        return _Plan(ask, future, request_ids, routes, challenger, checked, shadow_rows, keys)
 
-        served: list[Served | None] = [None] * len(records)
-        bases: list[float | None] = [None] * len(records)
-        served_by: list[_Route] = [champion] * len(records)
-        for route in routes:
-            for i, (output, code, base) in zip(
-                route.indexes, self._infer(route.served, [checked[i] for i in route.indexes]), strict=True
-            ):
-                served[i] = Served("", request_ids[i], model_name, route.version.number, route.role, output, code)
-                bases[i], served_by[i] = base, route
-        shadows: list[tuple[int, _Outcome]] = []
-        if challenger is not None and shadow_rows:
-            shadow_out = self._infer(challenger.served, list(shadow_rows.values()))
-            shadows = list(zip(shadow_rows, shadow_out, strict=True))
-        latency_ms = (time.perf_counter() - started) * 1000.0
+    def _inferred(self, plans: list[_Plan]) -> list[_Plan]:
+        """The plans whose rows were predicted and explained: one model call per version for all of them.
+
+        When a shared call fails, each plan's rows are tried on their own, so
+        only the requests whose rows fail are refused.
+        """
+        jobs: dict[int, list[tuple[_Plan, _Route, list[dict[str, Any]]]]] = {}
+        for plan in plans:
+            for route in plan.routes:
+                jobs.setdefault(id(route.served), []).append((plan, route, [plan.checked[i] for i in route.indexes]))
+            if plan.challenger is not None and plan.shadow_rows:
+                shadow = (plan, plan.challenger, list(plan.shadow_rows.values()))
+                jobs.setdefault(id(plan.challenger.served), []).append(shadow)
+        errors: dict[int, Exception] = {}
+        for job in jobs.values():
+            served = job[0][1].served
+            parts: list[list[_Outcome] | None]
+            try:
+                outcomes = self._infer(served, [row for _, _, rows in job for row in rows])
+                parts = list(_split(outcomes, [len(rows) for _, _, rows in job]))
+            except Exception as exc:
+                if len(job) == 1:
+                    errors.setdefault(id(job[0][0]), exc)
+                    continue
+                parts = []
+                for plan, _, rows in job:  # the shared call failed: find whose rows fail it
+                    try:
+                        parts.append(self._predict(served, rows))
+                    except Exception as error:
+                        errors.setdefault(id(plan), error)
+                        parts.append(None)
+            for (plan, route, _), part in zip(job, parts, strict=True):
+                if part is None:
+                    continue
+                if route is plan.challenger:
+                    plan.shadows = list(zip(plan.shadow_rows, part, strict=True))
+                    continue
+                for i, outcome in zip(route.indexes, part, strict=True):
+                    plan.outcomes[i], plan.served_by[i] = outcome, route
+        ready = []
+        for plan in plans:
+            if id(plan) in errors:
+                self._fail(plan, errors[id(plan)])
+            else:
+                ready.append(plan)
+        return ready
+
+    def _events(self, plan: _Plan) -> tuple[list[Any], list[Served]]:
+        """The request's new subjects and prediction events (shadows included), and what its caller gets."""
+        ask, records = plan.ask, plan.ask.records
+        latency_ms = (time.perf_counter() - ask.started) * 1000.0
         now = Prediction.Made.create_timestamp()  # one moment for the request's events
-
-        results = [s for s in served if s is not None]
-        assert len(results) == len(records)  # the champion and the canary together answer every record
-        event_for = functools.partial(self._prediction, keys=keys, latency_ms=latency_ms, actor=caller, now=now)
-        made: list[Any] = [
-            event_for(result, served_by[i], records[i], checked[i], bases[i], shadow_of=None)
-            for i, result in enumerate(results)
-        ]
-        if challenger is not None:
-            made += [
-                event_for(
-                    Served("", request_ids[i], model_name, challenger.version.number, CHALLENGER, output, code),
-                    challenger, records[i], shadow_rows[i], base, shadow_of=results[i].prediction_id,
-                )
-                for i, (output, code, base) in shadows
-            ]
+        event_for = functools.partial(
+            self._prediction, keys=plan.keys, latency_ms=latency_ms, actor=ask.caller, now=now
+        )
+        results: list[Served] = []
+        made: list[Any] = []
+        for i, outcome in enumerate(plan.outcomes):
+            assert outcome is not None  # the champion and the canary together answer every record
+            output, code, base = outcome
+            route = plan.served_by[i]
+            result = Served("", plan.request_ids[i], ask.model_name, route.version.number, route.role, output, code)
+            made.append(event_for(result, route, records[i], plan.checked[i], base, shadow_of=None))
+            results.append(result)
+        challenger = plan.challenger
+        for i, (output, code, base) in plan.shadows:
+            assert challenger is not None
+            number = challenger.version.number
+            shadow = Served("", plan.request_ids[i], ask.model_name, number, CHALLENGER, output, code)
+            shadow_of = results[i].prediction_id
+            made.append(event_for(shadow, challenger, records[i], plan.shadow_rows[i], base, shadow_of=shadow_of))
         new_subjects = [
-            Subject(subject_id=subject, key_id=key_id, actor=caller)
-            for subject, (key_id, _, created) in keys.items()
+            Subject(subject_id=subject, key_id=key_id, actor=ask.caller)
+            for subject, (key_id, _, created) in plan.keys.items()
             if created
         ]
-        try:
-            position = self._committer.record([*new_subjects, *made])
-        except BaseException:
-            for subject in new_subjects:  # the key of a subject whose first record failed is not kept
-                self._vault.destroy(subject.subject_id)
-            raise
+        return [*new_subjects, *made], results
+
+    def _settle(self, plan: _Plan, results: list[Served], committed: Future[int]) -> None:
+        """The request's answer, once its events are durable (or its error)."""
+        error = committed.exception()
+        if error is not None:
+            self._fail(plan, error)
+            return
+        position = committed.result()
         for result in results:
             result.position = position
-        return results
+        plan.future.set_result(results)
+
+    def _fail(self, plan: _Plan, error: BaseException) -> None:
+        """Refuse the request; the keys of subjects whose first record this was are not kept."""
+        for subject, (_, _, created) in plan.keys.items():
+            if created:
+                self._vault.destroy(subject)
+        plan.future.set_exception(error)
 
     def _request_ids(self, records: Sequence[PredictRecord]) -> list[str]:
         ids: list[str] = []
@@ -351,11 +474,7 @@ class PredictionService:
     def _predict_each(self, asks: list[tuple[ServedModel, list[dict[str, Any]]]]) -> list[list[_Outcome]]:
         """The rows of several requests for one version predicted in one call, split back per request."""
         outcomes = self._predict(asks[0][0], [row for _, rows in asks for row in rows])
-        split, start = [], 0
-        for _, rows in asks:
-            split.append(outcomes[start : start + len(rows)])
-            start += len(rows)
-        return split
+        return list(_split(outcomes, [len(rows) for _, rows in asks]))
 
     def _predict(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
         """(output, reason codes, explanation base value) per row."""
