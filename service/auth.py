@@ -100,9 +100,30 @@ def authenticate(ledger: Ledger, token: str | None) -> Caller:
     Concurrent requests with the same key share that look-up; it starts after
     each of them arrived, so none is answered from an older state.
     """
+    return authenticate_digest(ledger, token_digest(token))
+
+
+def token_digest(token: str | None) -> str:
+    """The digest of a presented API key, or :class:`Unauthenticated` when it cannot be one."""
     if not token or not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
         raise Unauthenticated("a valid API key is required (Authorization: Bearer <key>)")
-    return authenticate_digest(ledger, key_digest(token))
+    return key_digest(token)
+
+
+def remembered(ledger: Ledger, digest: str) -> Caller | None:
+    """The caller this process last authenticated with this key digest, unchecked for freshness, or None.
+
+    Only a hint (for refusing a request early); :func:`authenticate_digest` decides.
+    """
+    known = _KNOWN.get(ledger, {}).get(digest)
+    return known.caller if known is not None else None
+
+
+def authorize_digest(ledger: Ledger, digest: str, action: Action) -> Caller:
+    """:func:`authenticate_digest`, then :class:`Forbidden` unless a role of the caller allows ``action``."""
+    caller = authenticate_digest(ledger, digest)
+    caller.require(action)
+    return caller
 
 
 def authenticate_digest(ledger: Ledger, digest: str) -> Caller:

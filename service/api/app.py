@@ -100,6 +100,7 @@ def create_app(
     bounds = settings or (services.settings if services is not None else Settings())
     app.add_middleware(JsonBodyLimit, limit=bounds.max_json_bytes)
     app.include_router(health.router)
+    app.include_router(predictions.router)  # first: the busiest routes are matched first
     app.include_router(ledger.router)
     app.include_router(principals.router)
     app.include_router(datasets.router)
@@ -108,7 +109,6 @@ def create_app(
     app.include_router(registry.router)
     app.include_router(audit.router)
     app.include_router(manifests.router)
-    app.include_router(predictions.router)
     app.include_router(monitoring.router)
     app.include_router(exports.router)
     app.include_router(console_router)

@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Connection
 
 from domain.errors import InvalidPayload, LedgerError, PayloadTooLarge
 from domain.permissions import Action
-from service.auth import Caller, authenticate
+from service.auth import Caller, authenticate, authenticate_digest, remembered, token_digest
 from service.bootstrap import Services
 from service.ledger import Ledger, Written
 
@@ -37,11 +38,32 @@ async def get_ledger(services: Annotated[Services, Depends(get_services)]) -> Le
     return services.ledger
 
 
+def bearer_token(request: Request) -> str | None:
+    """The key of the ``Authorization: Bearer`` header, if there is one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def current_caller(request: Request, ledger: Annotated[Ledger, Depends(get_ledger)]) -> Caller:
     """The principal of the ``Authorization: Bearer`` API key (401 otherwise)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return authenticate(ledger, token.strip() if scheme.lower() == "bearer" else None)
+    return authenticate(ledger, bearer_token(request))
+
+
+async def predicting_key(request: Request, ledger: Annotated[Ledger, Depends(get_ledger)]) -> str:
+    """The digest of the API key of a caller who may predict (401 or 403 otherwise), for the predict queue.
+
+    A key this process authenticated before is judged here from memory, without
+    leaving the event loop; the queue authenticates it afresh with the request,
+    so a revocation recorded by any process still applies. A key new to this
+    process is authenticated now, in a worker thread. Either way a bad key is
+    refused before the body is looked at.
+    """
+    digest = token_digest(bearer_token(request))
+    caller = remembered(ledger, digest)
+    if caller is None:
+        caller = await run_in_threadpool(authenticate_digest, ledger, digest)
+    caller.require(Action.PREDICT)
+    return digest
 
 
 def require(action: Action) -> Callable[[Caller], Awaitable[Caller]]:
@@ -108,6 +130,7 @@ PolicyAdmin = Annotated[Caller, Depends(require(Action.MANAGE_POLICY))]
 AuditorCaller = Annotated[Caller, Depends(require(Action.READ_AUDIT))]
 LedgerEventReader = Annotated[Caller, Depends(require(Action.READ_LEDGER_EVENTS))]
 Predictor = Annotated[Caller, Depends(require(Action.PREDICT))]
+PredictingKey = Annotated[str, Depends(predicting_key)]
 OutcomeRecorder = Annotated[Caller, Depends(require(Action.RECORD_OUTCOMES))]
 Overrider = Annotated[Caller, Depends(require(Action.OVERRIDE_DECISIONS))]
 DecisionReader = Annotated[Caller, Depends(require(Action.READ_DECISIONS))]

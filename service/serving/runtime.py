@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+from domain.permissions import Action
+from service.auth import authorize_digest
 from service.bootstrap import Services
+from service.ledger import Ledger
 from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache
 from service.serving.monitor import DriftMonitor, MonitorThread
 from service.serving.predict import PredictionService
+from service.serving.predict_queue import PredictQueue
 from service.serving.reports import ReportsThread, ReportsWorker
 from service.serving.vault import SubjectVault
 
@@ -21,6 +26,7 @@ class Serving:
     models: ModelCache
     committer: GroupCommitter
     predictor: PredictionService
+    queue: PredictQueue
     reports: ReportsWorker
     monitor: DriftMonitor
     threads: list[ReportsThread | MonitorThread]
@@ -35,6 +41,7 @@ class Serving:
         """Stop the background work, write what is queued, then stop the writer."""
         for thread in self.threads:
             thread.stop()
+        self.queue.stop()
         self.committer.stop()
 
 
@@ -52,7 +59,13 @@ def open_serving(services: Services) -> Serving:
         models=models,
         committer=committer,
         predictor=predictor,
+        queue=PredictQueue(predictor, functools.partial(_predicting_actor, services.ledger)),
         reports=ReportsWorker(services, models),
         monitor=DriftMonitor(services, vault),
         threads=[],
     )
+
+
+def _predicting_actor(ledger: Ledger, digest: str) -> str:
+    """The actor of the API key with this digest, if it may predict (raises otherwise)."""
+    return authorize_digest(ledger, digest, Action.PREDICT).actor

@@ -16,6 +16,7 @@ from service.api.deps import (
     LedgerDep,
     OutcomeRecorder,
     Overrider,
+    PredictingKey,
     Predictor,
     SubjectEraser,
     written,
@@ -31,7 +32,7 @@ IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 MAX_FEATURES = 10_000
 
 
-def get_serving(request: Request) -> Serving:
+async def get_serving(request: Request) -> Serving:
     """The process's serving parts."""
     serving: Serving = request.app.state.serving
     return serving
@@ -94,29 +95,36 @@ class PredictBatchResult(BaseModel):
     position: int
 
 
-def _public(result: Served) -> PredictionPublic:
-    return PredictionPublic(
-        prediction_id=result.prediction_id,
-        request_id=result.request_id,
-        model_name=result.model_name,
-        version=result.version,
-        output=result.output,
-        reason_codes=result.reason_codes,
-    )
+def _public(result: Served) -> dict[str, Any]:
+    """What the caller sees of a served prediction: plain JSON values already.
+
+    They are finite (the signed events hold the same numbers), so answers are
+    written directly, without validating every value again.
+    """
+    return {
+        "prediction_id": result.prediction_id,
+        "request_id": result.request_id,
+        "model_name": result.model_name,
+        "version": result.version,
+        "output": result.output,
+        "reason_codes": result.reason_codes,
+    }
 
 
 def _record(body: PredictBody) -> PredictRecord:
     return PredictRecord(input=body.input, request_id=body.request_id, subject_id=body.subject_id)
 
 
+def _answer(payload: dict[str, Any], position: int) -> Response:
+    return Response(to_json(payload), media_type="application/json", headers={POSITION_HEADER: str(position)})
+
+
 @router.post("/models/{name}/predict", response_model=PredictResult)
-def predict(
-    name: NamePath, body: PredictBody, caller: Predictor, serving: ServingDep, response: Response
-) -> PredictResult:
+async def predict(name: NamePath, key: PredictingKey, body: PredictBody, serving: ServingDep) -> Response:
     """Predict one record with the deployed model; the answer comes after its signed event is durable."""
-    (result,) = serving.predictor.predict(name, [_record(body)], caller.actor)
-    response.headers[POSITION_HEADER] = str(result.position)
-    return PredictResult(**_public(result).model_dump(), position=result.position)
+    # Served on the event loop: the predict queue's thread serves the concurrent requests together.
+    result = await serving.queue.predict(name, _record(body), key)
+    return _answer({**_public(result), "position": result.position}, result.position)
 
 
 async def batch_body(request: Request) -> PredictBatchBody:
@@ -154,19 +162,7 @@ def predict_batch(
     # Dependencies resolve in this order: the caller is authorized before the body is read.
     results = serving.predictor.predict(name, [_record(r) for r in body.records], caller.actor)
     position = results[-1].position if results else 0
-    # The answer is plain JSON values already (finite: the signed events hold the same numbers),
-    # so it is written directly, without re-validating every row.
-    payload = {
-        "predictions": [
-            {
-                "prediction_id": r.prediction_id, "request_id": r.request_id, "model_name": r.model_name,
-                "version": r.version, "output": r.output, "reason_codes": r.reason_codes,
-            }
-            for r in results
-        ],
-        "position": position,
-    }
-    return Response(to_json(payload), media_type="application/json", headers={POSITION_HEADER: str(position)})
+    return _answer({"predictions": [_public(r) for r in results], "position": position}, position)
 
 
 class OutcomeBody(BaseModel):

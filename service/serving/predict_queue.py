@@ -1,0 +1,153 @@
+"""Single-record predictions from the event loop, served in batches by one thread.
+
+Predicting one record costs little; carrying a request between threads costs
+more (each hand-over is a wake-up and a wait for the interpreter lock). So
+``POST /v1/models/{name}/predict`` stays on the API's event loop and puts its
+model name, record and API key digest on this queue. One thread takes
+everything queued, authenticates each distinct key once (the freshness check
+starts after every request of the batch arrived, so none is answered from an
+older state) and serves the whole batch with one
+:meth:`~service.serving.predict.PredictionService.submit`: one deployment read,
+one model call per version, one hand-over to the group committer. Each answer
+goes back to the event loop when its events are durable, while the thread
+already serves the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from service.serving.group_commit import WriterStopped
+from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 256  # requests served together at most
+
+
+@dataclass
+class _Waiting:
+    """A queued request and where its answer goes."""
+
+    model_name: str
+    record: PredictRecord
+    digest: str
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[Served]
+    started: float = field(default_factory=time.perf_counter)
+
+    def settle(self, outcome: Future[list[Served]] | BaseException) -> None:
+        """Hand the outcome to the event loop (from any thread)."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(_settle, self.answer, outcome)
+
+
+def _settle(answer: asyncio.Future[Served], outcome: Future[list[Served]] | BaseException) -> None:
+    if answer.done():  # the request was cancelled meanwhile
+        return
+    error = outcome if isinstance(outcome, BaseException) else outcome.exception()
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        assert isinstance(outcome, Future)
+        answer.set_result(outcome.result()[0])
+
+
+class PredictQueue:
+    """Single-record requests, served together by one thread.
+
+    ``authorize`` maps an API key digest to the actor who may predict, or
+    raises (unauthenticated, forbidden); it reads the ledger, so it runs on the
+    queue's thread, once per distinct key of a batch.
+    """
+
+    def __init__(
+        self, predictor: PredictionService, authorize: Callable[[str], str], max_batch: int = MAX_BATCH
+    ) -> None:
+        self._predictor = predictor
+        self._authorize = authorize
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.batches = 0
+        self.requests = 0
+
+    async def predict(self, model_name: str, record: PredictRecord, digest: str) -> Served:
+        """Predict one record for the holder of the key ``digest``; returns once its events are durable."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(model_name, record, digest, loop, loop.create_future())
+        with self._lock:
+            if self._stopped:
+                raise WriterStopped("the service is stopping; retry shortly")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mlledger-predict-queue", daemon=True)
+                self._thread.start()
+            self.requests += 1
+        self._queue.put(waiting)
+        return await waiting.answer
+
+    def stop(self) -> None:
+        """Serve what is queued, then end the thread."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=60)
+        log.info("predict queue: %d batches for %d requests", self.batches, self.requests)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    stop = True
+                    break
+                batch.append(waiting)
+            try:
+                self._serve(batch)
+            except BaseException as exc:  # never leave a request waiting
+                log.exception("serving a batch of %d predictions failed", len(batch))
+                for waiting in batch:
+                    waiting.settle(exc)
+            if stop:
+                return
+
+    def _serve(self, batch: list[_Waiting]) -> None:
+        self.batches += 1
+        actors: dict[str, str | Exception] = {}
+        asks: list[PredictAsk] = []
+        served: list[_Waiting] = []
+        for waiting in batch:
+            actor = actors.get(waiting.digest)
+            if actor is None:
+                try:
+                    actor = self._authorize(waiting.digest)
+                except Exception as exc:
+                    actor = exc
+                actors[waiting.digest] = actor
+            if isinstance(actor, Exception):
+                waiting.settle(actor)
+                continue
+            asks.append(PredictAsk(waiting.model_name, [waiting.record], actor, waiting.started))
+            served.append(waiting)
+        for waiting, future in zip(served, self._predictor.submit(asks), strict=True):
+            future.add_done_callback(waiting.settle)
+
