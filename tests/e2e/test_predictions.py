@@ -3,7 +3,9 @@ outcomes, erasure and the reconstructed decision, on SQLite and the real Postgre
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +15,18 @@ from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
 from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
 
+from domain.credentials import key_digest
+from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated
+from domain.permissions import Action
 from domain.run import Run
 from projections.predictions import predictions
 from service.api.app import create_app
+from service.auth import authorize_digest
 from service.bootstrap import open_services
 from service.client import LedgerClientError
+from service.serving.group_commit import WriterStopped
+from service.serving.predict import PredictRecord, Served
+from service.serving.predict_queue import PredictQueue
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -380,3 +389,61 @@ def test_a_json_body_over_the_limit_is_refused_before_it_is_read(deployed: Deplo
         assert answer.headers["content-type"].startswith("application/problem+json")
         assert "MLLEDGER_MAX_JSON_BYTES" in answer.json()["detail"]
     assert _ledger_size(deployed) == before
+
+
+def test_concurrent_single_requests_are_served_together_and_each_fails_alone(deployed: Deployed) -> None:
+    serving = deployed.world.http.app.state.serving  # type: ignore[attr-defined]
+    ledger = deployed.services.ledger
+    digest = key_digest(deployed.world.admin.issue_api_key(deployed.world.people["pia"].id, label="queue test"))
+    gate, entered = threading.Event(), threading.Event()
+
+    def authorize(asked: str) -> str:
+        entered.set()
+        assert gate.wait(30)  # the first batch holds the thread until every other request is queued
+        return authorize_digest(ledger, asked, Action.PREDICT).actor
+
+    queue = PredictQueue(serving.predictor, authorize)
+    rows = [features_of(row) for row in credit_rows(8, seed=77)]
+    asked = [
+        (MODEL, PredictRecord(rows[0], request_id="q-first"), digest),
+        *[(MODEL, PredictRecord(rows[k], request_id=f"q-{k}"), digest) for k in range(1, 6)],
+        (MODEL, PredictRecord({"age": 30, "income": 1}, request_id="q-missing"), digest),
+        ("no-such-model", PredictRecord(rows[6], request_id="q-unknown"), digest),
+        (MODEL, PredictRecord(rows[6], request_id="q-twice"), digest),
+        (MODEL, PredictRecord(rows[7], request_id="q-twice"), digest),
+        (MODEL, PredictRecord(rows[7], request_id="q-stranger"), key_digest("mll_" + "not-a-key" * 4)),
+    ]
+    before = _ledger_size(deployed)
+
+    async def ask_all() -> list[object]:
+        first = asyncio.ensure_future(queue.predict(*asked[0]))
+        assert await asyncio.to_thread(entered.wait, 30)
+        rest = [asyncio.ensure_future(queue.predict(*one)) for one in asked[1:]]
+        await asyncio.sleep(0)  # every request is on the queue now
+        gate.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(ask_all())
+    finally:
+        queue.stop()
+
+    assert (queue.batches, queue.requests) == (2, len(asked))  # the first alone, then all the others at once
+    served = {a.request_id: a for a in answers if isinstance(a, Served)}
+    assert set(served) >= {"q-first", "q-1", "q-2", "q-3", "q-4", "q-5"}
+    assert isinstance(answers[6], InvalidPayload) and answers[6].field == "records.0.input.debt"
+    assert isinstance(answers[7], NotFound)
+    twice = answers[8:10]
+    assert sum(isinstance(a, Served) for a in twice) == 1 and sum(isinstance(a, LedgerError) for a in twice) == 1
+    assert isinstance(answers[10], Unauthenticated)
+    deployed.services.runner.catch_up()
+    with deployed.services.engine.connect() as conn:
+        recorded = conn.execute(
+            sa.select(predictions.c.prediction_id, predictions.c.request_id).where(
+                predictions.c.request_id.like("q-%")
+            )
+        ).all()
+    assert {(r.request_id, r.prediction_id) for r in recorded} == {(k, a.prediction_id) for k, a in served.items()}
+    assert _ledger_size(deployed) == max(a.position for a in served.values()) > before
+    with pytest.raises(WriterStopped):
+        asyncio.run(queue.predict(*asked[1]))
