@@ -282,9 +282,10 @@ class PredictionService:
         """
         futures: list[Future[list[Served]]] = [Future() for _ in asks]
         plans: list[_Plan] = []
+        deployments: dict[str, Deployment | Exception] = {}  # one read per model for all the requests
         for ask, future in zip(asks, futures, strict=True):
             try:
-                plans.append(self._plan(ask, future))
+                plans.append(self._plan(ask, future, deployments))
             except Exception as exc:
                 future.set_exception(exc)
         for plan in self._inferred(plans):
@@ -297,8 +298,13 @@ class PredictionService:
             committed.add_done_callback(functools.partial(self._settle, plan, results))
         return futures
 
-    def _plan(self, ask: PredictAsk, future: Future[list[Served]]) -> _Plan:
-        """Everything that can refuse a request, checked before any model runs; its subjects' keys last."""
+    def _plan(
+        self, ask: PredictAsk, future: Future[list[Served]], deployments: dict[str, Deployment | Exception]
+    ) -> _Plan:
+        """Everything that can refuse a request, checked before any model runs; its subjects' keys last.
+
+        ``deployments`` keeps the deployment read (or the refusal) per model for the other requests served together.
+        """
         records = ask.records
         if not records:
             raise InvalidPayload("the batch is empty; send at least one record", field="records")
@@ -307,7 +313,16 @@ class PredictionService:
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
         request_ids = self._request_ids(records)
-        champion, canary, challenger = self._route(self._deployment(ask.model_name), len(records))
+        deployment = deployments.get(ask.model_name)
+        if deployment is None:
+            try:
+                deployment = self._deployment(ask.model_name)
+            except Exception as exc:
+                deployment = exc
+            deployments[ask.model_name] = deployment
+        if isinstance(deployment, Exception):
+            raise deployment
+        champion, canary, challenger = self._route(deployment, len(records))
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]
         for route in routes:
