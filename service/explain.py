@@ -222,37 +222,71 @@ class ModelExplainer:
 
     def explain_arrays(self, X: Matrix) -> Arrays:
         """Contributions ``(n, features)``, base values ``(n,)``, outputs ``(n,)`` and explained classes."""
+        transformed = self._transformed(X)
+        if transformed is None:
+            empty = np.empty(0)
+            return np.empty((0, len(self.features))), empty, empty, []
+        out = np.asarray(self._outputs(transformed), dtype=np.float64)
+        contributions, base, selected, explained = self._selected(*self._attribute(transformed), out)
+        assert selected is not None
+        if not np.isfinite(selected).all():
+            raise InvalidPayload("the model's output or its explanation is not a finite number for these rows")
+        return contributions, base, selected, explained
+
+    def attributions(self, X: Matrix) -> Attribution:
+        """The contributions and base values of :meth:`explain_arrays`, for serving.
+
+        The rows are scored only where the explained class must be chosen
+        among several outputs: a binary classifier or a regressor is explained
+        without running the model once more.
+        """
+        transformed = self._transformed(X)
+        if transformed is None:
+            return np.empty((0, len(self.features))), np.empty(0)
+        values, base = self._attribute(transformed)
+        out = None if np.ndim(values) == 2 else np.asarray(self._outputs(transformed), dtype=np.float64)
+        contributions, base, _, _ = self._selected(values, base, out)
+        return contributions, base
+
+    def _transformed(self, X: Matrix) -> NDArray[np.float64] | None:
+        """``X`` checked and preprocessed, or None when it has no rows."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             raise InvalidPayload(f"expected a matrix of {len(self.features)} features, got shape {X.shape}")
-        if len(X) == 0:
-            empty = np.empty(0)
-            return np.empty((0, len(self.features))), empty, empty, []
-        transformed = self._transform(X)
-        out = np.asarray(self._outputs(transformed), dtype=np.float64)
-        values, base = self._attribute(transformed)
-        values, base, out, explained = self._select(np.asarray(values), np.asarray(base), out)
-        contributions = values @ self._groups
-        if not (np.isfinite(contributions).all() and np.isfinite(base).all() and np.isfinite(out).all()):
-            raise InvalidPayload("the model's output or its explanation is not a finite number for these rows")
-        return contributions, base, out, explained
+        return self._transform(X) if len(X) else None
 
-    def _select(self, values: NDArray[np.float64], base: NDArray[np.float64], out: NDArray[np.float64]) -> Arrays:
-        n = len(out)
-        if out.ndim == 1:
-            if values.ndim != 2:
-                raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for one output")
+    def _selected(
+        self, values: NDArray[np.float64], base: NDArray[np.float64], out: NDArray[np.float64] | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None, list[Any]]:
+        """Per row: the explained output's contributions per feature, base value, output and class.
+
+        One output per row needs no ``out`` (it is then None in the answer); several need it to choose.
+        """
+        values, base = np.asarray(values), np.asarray(base)
+        n = len(values)
+        if values.ndim == 2:
+            if out is not None and out.ndim != 1:
+                raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for {out.shape}")
             if self._classes is None:
-                return values, base, out, [None] * n
-            # A binary decision function scores classes[1]; flip it when the positive class is classes[0].
-            sign = 1.0 if self._positive == self._classes[1] else -1.0
-            return sign * values, sign * base, sign * out, [self._positive] * n
-        if values.ndim != 3 or self._classes is None:
-            raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for {out.shape}")
-        rows = np.arange(n)
-        columns = np.full(n, self._positive_index) if self._positive_index is not None else np.argmax(out, axis=1)
-        explained = [self._classes[k] for k in columns]
-        return values[rows, :, columns], base[rows, columns], out[rows, columns], explained
+                sign, explained = 1.0, [None] * n
+            else:
+                # A binary decision function scores classes[1]; flip it when the positive class is classes[0].
+                sign = 1.0 if self._positive == self._classes[1] else -1.0
+                explained = [self._positive] * n
+            selected = None if out is None else sign * out
+            values, base = sign * values, sign * base
+        else:
+            if out is None or out.ndim != 2 or values.ndim != 3 or self._classes is None:
+                shape = "one output" if out is None or out.ndim == 1 else str(out.shape)
+                raise UnsupportedModel(f"{self.name} explainer gave values of shape {values.shape} for {shape}")
+            rows = np.arange(n)
+            columns = np.full(n, self._positive_index) if self._positive_index is not None else np.argmax(out, axis=1)
+            explained = [self._classes[k] for k in columns]
+            values, base, selected = values[rows, :, columns], base[rows, columns], out[rows, columns]
+        contributions = values @ self._groups
+        if not (np.isfinite(contributions).all() and np.isfinite(base).all()):
+            raise InvalidPayload("the model's output or its explanation is not a finite number for these rows")
+        return contributions, base, selected, explained
 
 
 def background_digest(features: Sequence[str], rows: Matrix) -> str:

@@ -137,7 +137,7 @@ def global_report(
     X = np.asarray(X)
     if len(X) == 0:
         raise InvalidPayload("a global report needs at least one row", field="X")
-    contributions, base, _, _ = explainer.explain_arrays(X)
+    contributions, base = explainer.attributions(X)
     mean_abs = np.abs(contributions).mean(axis=0)
     order = sorted(range(len(features)), key=lambda j: (-mean_abs[j], features[j]))
     shown = order[:max_display]

@@ -497,7 +497,7 @@ class PredictionService:
         outputs = served.model.predict(matrix)
         if served.explainer is None or self._top_k == 0:
             return [(output, [], None) for output in outputs]
-        contributions, base, _, _ = served.explainer.explain_arrays(matrix)
+        contributions, base = served.explainer.attributions(matrix)
         codes = top_reason_codes(contributions, rows, served.features, top_k=self._top_k)
         return list(zip(outputs, codes, base.tolist(), strict=True))
 

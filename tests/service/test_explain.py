@@ -171,6 +171,36 @@ def test_a_multiclass_model_explains_each_rows_predicted_class(tmp_path: Path) -
     assert _additivity_error(explanations) < 1e-6
 
 
+def test_attributions_for_serving_equal_the_full_explanation_and_skip_scoring_where_one_output_needs_none(
+    tmp_path: Path,
+    gbm_explainer: ModelExplainer,
+    binary_data: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    X, y = binary_data
+    iris_X, iris_y = load_iris(return_X_y=True)
+    iris = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    forest = _load(tmp_path, RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y), FEATURES)
+    multiclass = _load(tmp_path, LogisticRegression(max_iter=500).fit(iris_X, iris_y), iris)
+    cases = [(gbm_explainer, X[:40]), (explainer_for(forest, X), X[:40]), (explainer_for(multiclass, iris_X), iris_X)]
+
+    for explainer, rows in cases:
+        contributions, base, _, _ = explainer.explain_arrays(rows)
+        served_contributions, served_base = explainer.attributions(rows)
+        assert np.array_equal(served_contributions, contributions) and np.array_equal(served_base, base)
+        empty_contributions, empty_base = explainer.attributions(rows[:0])
+        assert empty_contributions.shape == (0, rows.shape[1]) and empty_base.shape == (0,)
+
+    def not_again(_: np.ndarray) -> np.ndarray:
+        raise AssertionError("the binary model was scored again to explain it")
+
+    monkeypatch.setattr(gbm_explainer, "_outputs", not_again)
+    contributions, base = gbm_explainer.attributions(X[:5])
+    assert contributions.shape == (5, len(FEATURES)) and base.shape == (5,)
+    with pytest.raises(AssertionError, match="scored again"):
+        gbm_explainer.explain_arrays(X[:5])
+
+
 def test_a_model_shap_has_no_tree_explainer_for_falls_back_to_an_additive_permutation(tmp_path: Path) -> None:
     X, y = load_iris(return_X_y=True)
     features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
