@@ -78,6 +78,7 @@ def create_app(
             # collector need not scan it again and again while requests allocate (a full collection
             # over every imported module costs tens of milliseconds).
             gc.freeze()
+            app.state.serving.models.freeze_loaded = True  # and what loading a model builds
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ may upload any bytes, and unpickling those would run them.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections import OrderedDict
@@ -102,6 +103,11 @@ class ModelCache:
         self._ledger = ledger
         self._blobs = blobs
         self._size = size
+        # A serving process sets this: what a load built (the model, its explainer, the libraries
+        # they imported) then joins the heap the cyclic collector no longer scans (gc.freeze).
+        # Otherwise every full collection walks it again while requests allocate: tens of
+        # milliseconds, paid by the requests of that moment.
+        self.freeze_loaded = False
         self._models: OrderedDict[str, ServedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -120,6 +126,9 @@ class ModelCache:
                 served = self._models.get(key)
             if served is None:
                 served = self._load(version)
+                if self.freeze_loaded:
+                    gc.collect()  # garbage is not frozen
+                    gc.freeze()
                 with self._lock:
                     self._models[key] = served
                     while len(self._models) > self._size:

@@ -4,6 +4,7 @@ outcomes, erasure and the reconstructed decision, on SQLite and the real Postgre
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, de
 
 from domain.credentials import key_digest
 from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated
+from domain.model import ModelVersion
 from domain.permissions import Action
 from domain.run import Run
 from projections.predictions import predictions
@@ -25,6 +27,7 @@ from service.auth import authorize_digest
 from service.bootstrap import open_services
 from service.client import LedgerClientError
 from service.serving.group_commit import WriterStopped
+from service.serving.models import ModelCache
 from service.serving.predict import PredictRecord, Served
 from service.serving.predict_queue import PredictQueue
 
@@ -447,3 +450,20 @@ def test_concurrent_single_requests_are_served_together_and_each_fails_alone(dep
     assert _ledger_size(deployed) == max(a.position for a in served.values()) > before
     with pytest.raises(WriterStopped):
         asyncio.run(queue.predict(*asked[1]))
+
+
+def test_a_serving_process_freezes_what_loading_a_model_built(deployed: Deployed) -> None:
+    services = deployed.services
+    version_id = ModelVersion.create_id(model_name=MODEL, number=deployed.versions[0])
+    version = services.ledger.get(version_id, ModelVersion)
+    plain, serving = ModelCache(services.ledger, services.blobs), ModelCache(services.ledger, services.blobs)
+    serving.freeze_loaded = True
+    gc.unfreeze()
+    try:
+        plain.get(version)
+        assert gc.get_freeze_count() == 0
+        served = serving.get(version)
+        assert gc.get_freeze_count() > 0 and gc.is_tracked(served.model)
+        assert not any(obj is served.model for obj in gc.get_objects())  # no collection walks it again
+    finally:
+        gc.unfreeze()
