@@ -49,14 +49,13 @@ def current_caller(request: Request, ledger: Annotated[Ledger, Depends(get_ledge
     return authenticate(ledger, bearer_token(request))
 
 
-async def predicting_key(request: Request, ledger: Annotated[Ledger, Depends(get_ledger)]) -> str:
+async def predicting_key(request: Request, ledger: Ledger) -> str:
     """The digest of the API key of a caller who may predict (401 or 403 otherwise), for the predict queue.
 
     A key this process authenticated before is judged here from memory, without
     leaving the event loop; the queue authenticates it afresh with the request,
     so a revocation recorded by any process still applies. A key new to this
-    process is authenticated now, in a worker thread. Either way a bad key is
-    refused before the body is looked at.
+    process is authenticated now, in a worker thread.
     """
     digest = token_digest(bearer_token(request))
     caller = remembered(ledger, digest)
@@ -130,7 +129,6 @@ PolicyAdmin = Annotated[Caller, Depends(require(Action.MANAGE_POLICY))]
 AuditorCaller = Annotated[Caller, Depends(require(Action.READ_AUDIT))]
 LedgerEventReader = Annotated[Caller, Depends(require(Action.READ_LEDGER_EVENTS))]
 Predictor = Annotated[Caller, Depends(require(Action.PREDICT))]
-PredictingKey = Annotated[str, Depends(predicting_key)]
 OutcomeRecorder = Annotated[Caller, Depends(require(Action.RECORD_OUTCOMES))]
 Overrider = Annotated[Caller, Depends(require(Action.OVERRIDE_DECISIONS))]
 DecisionReader = Annotated[Caller, Depends(require(Action.READ_DECISIONS))]

@@ -467,3 +467,28 @@ def test_a_serving_process_freezes_what_loading_a_model_built(deployed: Deployed
         assert not any(obj is served.model for obj in gc.get_objects())  # no collection walks it again
     finally:
         gc.unfreeze()
+
+
+def test_the_single_record_endpoint_checks_key_name_and_content_type_before_reading_the_body(
+    deployed: Deployed,
+) -> None:
+    pia = deployed.world.people["pia"].client
+    http, url = pia.http, f"/v1/models/{MODEL}/predict"
+    good = json.dumps({"input": features_of(credit_rows(1, seed=12)[0])})
+    json_type = {"content-type": "application/json"}
+    before = _ledger_size(deployed)
+
+    stranger = http.post(url, content="{broken", headers={"Authorization": "Bearer mll_" + "x" * 40, **json_type})
+    auditor = deployed.world.people["audrey"].client
+    not_allowed = http.post(url, content="{broken", headers={**auditor.headers, **json_type})
+    plain_text = http.post(url, content=good, headers={**pia.headers, "content-type": "text/plain"})
+    long_name = http.post(f"/v1/models/{'m' * 201}/predict", content=good, headers={**pia.headers, **json_type})
+    broken = http.post(url, content="{broken", headers={**pia.headers, **json_type})
+
+    assert stranger.status_code == 401 and not_allowed.status_code == 403
+    assert plain_text.status_code == 422 and plain_text.json()["field"] == "body"
+    assert long_name.status_code == 422 and long_name.json()["field"] == "name"
+    assert broken.status_code == 422 and broken.headers["content-type"].startswith("application/problem+json")
+    assert _ledger_size(deployed) == before
+    answered = http.post(url, content=good, headers={**pia.headers, "content-type": "application/json; charset=utf-8"})
+    assert answered.status_code == 200 and answered.headers["X-Ledger-Position"] == str(answered.json()["position"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
@@ -16,9 +18,9 @@ from service.api.deps import (
     LedgerDep,
     OutcomeRecorder,
     Overrider,
-    PredictingKey,
     Predictor,
     SubjectEraser,
+    predicting_key,
     written,
 )
 from service.api.schemas import WriteResult
@@ -27,7 +29,9 @@ from service.serving.predict import PredictRecord, Served
 from service.serving.runtime import Serving
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
-NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+BodyT = TypeVar("BodyT", bound=BaseModel)
+MAX_NAME = 200
+NamePath = Annotated[str, Path(min_length=1, max_length=MAX_NAME)]
 IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 MAX_FEATURES = 10_000
 
@@ -119,12 +123,88 @@ def _answer(payload: dict[str, Any], position: int) -> Response:
     return Response(to_json(payload), media_type="application/json", headers={POSITION_HEADER: str(position)})
 
 
-@router.post("/models/{name}/predict", response_model=PredictResult)
-async def predict(name: NamePath, key: PredictingKey, body: PredictBody, serving: ServingDep) -> Response:
+class RequestRoute(APIRoute):
+    """A documented route whose endpoint takes the request and answers it itself.
+
+    FastAPI documents it like any route (the parameters and the body are
+    written out in ``openapi_extra``) but calls the endpoint with the request
+    alone: no dependencies solved, no parameters validated for it. On the
+    busiest endpoint that machinery cost the event loop as much as everything
+    else the request needs; the endpoint checks what it reads itself.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return handler
+
+
+def parsed_body(model: type[BodyT], request_body: bytes, content_type: str | None) -> BodyT:
+    """A JSON body parsed and validated by pydantic in one pass (errors as FastAPI reports a body's).
+
+    Only a JSON body is read (:class:`~service.api.limits.JsonBodyLimit` bounds those).
+    """
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        message = "send the body as JSON (Content-Type: application/json)"
+        raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": message}])
+    try:
+        return model.model_validate_json(request_body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of ``model`` with its nested models written in place (for ``openapi_extra``)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return inline(definitions[reference.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return dict(inline(schema))
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _inline_schema(model)}}, "required": True}
+
+
+_NAME_PARAMETER = {
+    "name": "name", "in": "path", "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "title": "Name"},
+}
+
+
+async def predict(request: Request) -> Response:
     """Predict one record with the deployed model; the answer comes after its signed event is durable."""
     # Served on the event loop: the predict queue's thread serves the concurrent requests together.
+    name = request.path_params["name"]
+    if len(name) > MAX_NAME:
+        message = f"String should have at most {MAX_NAME} characters"
+        raise RequestValidationError([{"type": "string_too_long", "loc": ("path", "name"), "msg": message}])
+    key = await predicting_key(request, request.app.state.services.ledger)  # refused before the body is read
+    body = parsed_body(PredictBody, await request.body(), request.headers.get("content-type"))
+    serving: Serving = request.app.state.serving
     result = await serving.queue.predict(name, _record(body), key)
     return _answer({**_public(result), "position": result.position}, result.position)
+
+
+router.add_api_route(
+    "/models/{name}/predict",
+    predict,
+    methods=["POST"],
+    response_model=PredictResult,
+    openapi_extra={"parameters": [_NAME_PARAMETER], "requestBody": _json_body(PredictBody)},
+    route_class_override=RequestRoute,
+)
 
 
 async def batch_body(request: Request) -> PredictBatchBody:
@@ -132,28 +212,15 @@ async def batch_body(request: Request) -> PredictBatchBody:
 
     A batch is large (1,000 records of 30 features are about 860 KB); reading
     it straight into the model is about three times faster than decoding the
-    JSON first and validating the objects after. Errors are reported as
-    FastAPI reports a body it validates itself.
+    JSON first and validating the objects after.
     """
-    try:
-        return PredictBatchBody.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from None
-
-
-_BATCH_SCHEMA = {
-    key: value
-    for key, value in PredictBatchBody.model_json_schema(ref_template="#/components/schemas/{model}").items()
-    if key != "$defs"  # PredictBody is in the components already (the single-record body)
-}
+    return parsed_body(PredictBatchBody, await request.body(), request.headers.get("content-type"))
 
 
 @router.post(
     "/models/{name}/predict:batch",
     response_model=PredictBatchResult,
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": _BATCH_SCHEMA}}, "required": True}},
+    openapi_extra={"requestBody": _json_body(PredictBatchBody)},
 )
 def predict_batch(
     name: NamePath, caller: Predictor, body: Annotated[PredictBatchBody, Depends(batch_body)], serving: ServingDep
