@@ -1,11 +1,12 @@
 """Benchmark: signed, durable predictions per second through ``predict:batch``.
 
-A real server (``python -m service serve``: one process, or with ``--workers N``
-a supervisor and N API processes) serves a
+A real server (``python -m service serve --workers N``: a supervisor and N API
+processes, by default one per core; ``--workers 1`` is a single process) serves a
 ``GradientBoostingClassifier`` (100 trees, depth 3) over 30 numeric features,
 trained by the server's own runner, registered, approved by two signers and
-deployed as champion (``bench/serving_setup.py``). ``--clients`` (default 2)
-load generators each keep one HTTP connection and send requests of
+deployed as champion (``bench/serving_setup.py``). ``--clients`` (default two
+per API process, so that one request is read while another is served) load
+generators each keep one HTTP connection and send requests of
 ``--rows-per-request`` (default 1,000) records, each with its own request id,
 until ``--requests`` (default 40) requests have been sent; the round is timed
 from the first request to the last answer. Every answered record went the
@@ -134,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     add_serving_arguments(parser)
     parser.add_argument("--rows-per-request", type=int, default=1_000, help="records per request (default 1000)")
     parser.add_argument("--requests", type=int, default=40, help="requests per round (default 40)")
-    parser.add_argument("--clients", type=int, default=2, help="concurrent load generators (default 2)")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="concurrent load generators (default two per API process)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default 2)")
     args = parser.parse_args(argv)
+    if args.clients is None:
+        args.clients = 2 * args.workers
 
     install_sigterm_handler()
     load_before = load_average()

@@ -2,13 +2,15 @@
 
 The same server and model as ``bench/predict_batch.py`` (``bench/serving_setup.py``:
 a ``GradientBoostingClassifier`` with 100 trees over 30 features, runner-trained,
-approved by two signers, champion). ``--clients`` (default 16) load generators,
-each with one keep-alive HTTP connection, send ``POST /v1/models/{name}/predict``
-one record at a time (each with its own request id) for ``--seconds`` (default
-15) per round. Every 2xx answer left only after its signed ``Prediction`` event
-was committed; the group committer lets concurrent requests share one
-transaction, so the number of transactions is printed next to the number of
-requests.
+approved by two signers, champion; by default one API process per core,
+``--workers``). ``--clients`` (default 16) load generators, each with one
+keep-alive HTTP connection, send ``POST /v1/models/{name}/predict`` one record
+at a time (each with its own request id) for ``--seconds`` (default 15) per
+round. Every 2xx answer left only after its signed ``Prediction`` event was
+committed. Each API process's predict queue serves the requests that arrived
+together in one batch (one key check, one deployment read, one model call) and
+its group committer writes them in one transaction, so the number of
+transactions is printed next to the number of requests.
 
 ``--repeats`` (default 3) rounds follow a ``--warmup`` (default 3 s) that is not
 timed. Each round reports requests per second and the p50/p95/p99 latency seen

@@ -67,6 +67,7 @@ TRAINING_ROWS = 4_000
 ESTIMATORS = 100
 MAX_DEPTH = 3
 SEED = 7
+CORES = os.cpu_count() or 1  # the serving benches run one API process per core, as a deployment would
 
 
 # -- data -----------------------------------------------------------------------
@@ -512,7 +513,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
-    parser.add_argument("--workers", type=int, default=1, help="API processes (serve --workers; default 1)")
+    parser.add_argument("--workers", type=int, default=CORES,
+                        help=f"API processes (serve --workers; default one per core: {CORES})")
 
 
 class TimedRound(Protocol):
