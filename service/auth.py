@@ -66,10 +66,7 @@ _KNOWN_LIMIT = 10_000
 
 def _unchanged(ledger: Ledger, known: _Known) -> bool:
     """Neither the key nor its principal has an event after the ones authenticated (any process)."""
-    recorder = ledger.recorder
-    return not recorder.select_events(known.key_id, gt=known.key_version, limit=1) and not recorder.select_events(
-        known.principal_id, gt=known.principal_version, limit=1
-    )
+    return not ledger.has_newer({known.key_id: known.key_version, known.principal_id: known.principal_version})
 
 
 def _still_valid(ledger: Ledger, digest: str, known: _Known) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,17 @@ class LedgerCore(Application[uuid.UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
         return aggregate
+
+    def has_newer(self, known: Mapping[uuid.UUID, int]) -> bool:
+        """Whether any aggregate in ``known`` has an event after the version given for it.
+
+        One query on PostgreSQL, one indexed look-up per aggregate otherwise;
+        what a process remembers of aggregates is checked with it.
+        """
+        has_newer = getattr(self.recorder, "has_newer", None)
+        if has_newer is not None:
+            return bool(has_newer(known))
+        return any(self.recorder.select_events(oid, gt=version, limit=1) for oid, version in known.items())
 
     def position(self) -> int:
         """The notification id of the newest event (0 for an empty ledger)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -105,6 +105,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._newer_select = SQL(
+            "SELECT 1 FROM unnest(%s::{id_type}[], %s::bigint[]) AS known(id, version) "
+            "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = known.id "
+            "AND originator_version > known.version) LIMIT 1"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            id_type=Identifier(self.datastore.originator_id_type),
+        )
         self._unnest_insert = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[]) "
@@ -114,6 +123,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
             id_type=Identifier(self.datastore.originator_id_type),
         )
+
+    def has_newer(self, known: Mapping[uuid.UUID, int]) -> bool:
+        """Whether any aggregate in ``known`` has an event after the version given for it: one query."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._newer_select, (list(known), list(known.values())), prepare=True)
+            return curs.fetchone() is not None
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT pg_advisory_xact_lock(%s)"), (CREATE_TABLE_LOCK,), prepare=False)

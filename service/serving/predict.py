@@ -226,7 +226,7 @@ class PredictionService:
         """The deployment, or None; the last one read is kept and read again only when the ledger has newer events."""
         deployment_id = Deployment.create_id(model_name=model_name)
         known = self._deployments.get(model_name)
-        if known is not None and not self._ledger.recorder.select_events(deployment_id, gt=known.version, limit=1):
+        if known is not None and not self._ledger.has_newer({deployment_id: known.version}):
             return known
         try:
             read: Deployment = self._ledger.get(deployment_id, Deployment)

@@ -4,6 +4,7 @@ read-back, hash chains, key rotation, tamper detection on load and projection re
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -291,3 +292,19 @@ def test_rebuilding_the_transparency_log_reproduces_it_row_for_row(services: Ser
     assert replayed == len(original[0]) == services.ledger.position()
     assert _tlog_rows(services) == original
 
+
+
+def test_has_newer_tells_whether_remembered_versions_are_out_of_date(services: Services) -> None:
+    ledger = services.ledger
+    alice = uuid.UUID(_register_alice(services))
+    bob = uuid.UUID(ledger.register_principal("bob", "user", ["auditor"], actor=ACTOR).id)
+    remembered = {alice: ledger.get(alice, Principal).version, bob: ledger.get(bob, Principal).version}
+
+    assert not ledger.has_newer(remembered)
+    assert not ledger.has_newer({})
+    assert not ledger.has_newer({uuid.uuid4(): 0})  # an aggregate the ledger does not hold
+    ledger.grant_role(str(alice), "approver", actor=ACTOR)
+    assert ledger.has_newer(remembered)
+    assert not ledger.has_newer({bob: remembered[bob]})
+    assert ledger.has_newer({bob: remembered[bob] - 1})
+    assert not ledger.has_newer({alice: ledger.get(alice, Principal).version, bob: remembered[bob]})
