@@ -18,10 +18,10 @@ numbers with fixed keys, such as a model's input row, in a few C-level passes.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import operator
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -82,26 +82,27 @@ def _canonical(value: Any, path: str) -> bytes:
 def _spliced(value: dict[str, Any], encoded: list[str], path: str) -> bytes:
     """``value`` in canonical form with the members named in ``encoded`` taken from their bytes.
 
-    The other members are encoded in runs between the spliced keys (one call
-    per run). Python orders strings by code point; against a key that is all
-    ASCII that is the same as RFC 8785's order by UTF-16 code units, so each
-    run lands where the standard puts it. Non-ASCII spliced keys take the
-    ordinary path.
+    The object is encoded once with a unique marker string in place of each
+    spliced member, and each marker (found exactly once) is then replaced by
+    the member's bytes: the members sort as the standard sorts them, the marker
+    being a string like any other. Should a marker ever be found other than
+    once (a value holding that very text), the object is encoded whole.
     """
-    if not all(isinstance(key, str) for key in value) or not all(key.isascii() for key in encoded):
-        return _canonical(value, path)  # names a bad key, or orders non-ASCII keys the standard way
-    splits = sorted(encoded)
-    runs: list[dict[str, Any]] = [{} for _ in range(len(splits) + 1)]
-    for key, item in value.items():
-        if type(item) is not EncodedObject:
-            runs[bisect.bisect_left(splits, key)][key] = item  # how many spliced keys sort before it
-    parts: list[bytes] = []
-    for run, split in zip(runs, [*splits, None], strict=True):
-        if run:
-            parts.append(_canonical(run, path)[1:-1])
-        if split is not None:
-            parts.append(json.dumps(split).encode() + b":" + value[split].canonical)
-    return b"{" + b",".join(parts) + b"}"
+    stand_in = dict(value)
+    markers: list[tuple[bytes, bytes]] = []
+    for number, key in enumerate(encoded):
+        marker = f"{_MARKER}{number}"
+        stand_in[key] = marker
+        markers.append((b'"' + marker.encode() + b'"', value[key].canonical))
+    text = _canonical(stand_in, path)
+    for quoted, canonical in markers:
+        if text.count(quoted) != 1:
+            return _canonical(value, path)
+        text = text.replace(quoted, canonical)
+    return text
+
+
+_MARKER = f"spliced-member-{secrets.token_hex(16)}-"  # unguessable: no payload holds it by chance
 
 
 class EncodedObject(dict[str, Any]):

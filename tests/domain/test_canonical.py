@@ -14,6 +14,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain import canonical
 from domain.canonical import NumberRecordEncoder, _float_differs, canonical_json, encoded_object
 from domain.errors import InvalidPayload
 
@@ -192,3 +193,10 @@ def test_a_bad_member_next_to_an_encoded_one_is_named() -> None:
     with pytest.raises(InvalidPayload) as caught:
         canonical_json({"input": encoded_object({"x": 1}), "output": {"p": float("nan")}})
     assert caught.value.field == "payload.output.p"
+
+
+def test_a_value_holding_the_splice_marker_itself_is_still_encoded_exactly() -> None:
+    marker = canonical._MARKER + "0"
+    for plain in ({"input": {"x": 1}, "note": marker}, {"input": {"x": marker}}, {marker: 1, "input": {"x": 2}}):
+        value = {**plain, "input": encoded_object(plain["input"])}
+        assert canonical_json(value) == rfc8785.dumps(plain)
