@@ -19,26 +19,17 @@ predictions) share one call of it.
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
+import functools
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import LedgerError
 from service.ledger_core import LedgerCore
+from service.serving.batching import BatchThread, WriterStopped
 
-log = logging.getLogger(__name__)
-
-
-class WriterStopped(LedgerError):
-    """The writer is shutting down."""
-
-    title = "Service stopping"
-    status = 503
+__all__ = ["GroupCommitter", "WriterStopped"]
 
 
 @dataclass
@@ -46,7 +37,7 @@ class _Request:
     items: list[Any]  # aggregates with pending events, and bare events
     future: Future[int] = field(default_factory=Future)
 
-    @property
+    @functools.cached_property
     def events(self) -> int:
         return sum(len(_events_of(item)) for item in self.items)
 
@@ -56,74 +47,33 @@ def _events_of(item: Any) -> list[Any]:
     return list(item._pending_events) if isinstance(item, Aggregate) else [item]
 
 
-class GroupCommitter:
+class GroupCommitter(BatchThread[_Request]):
     """One writer thread recording the aggregates of many requests per transaction."""
 
     def __init__(self, ledger: LedgerCore, max_events: int = 20_000) -> None:
+        super().__init__("mlledger-group-commit", max_events)
         self._ledger = ledger
-        self._max_events = max_events
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
         self.transactions = 0
-        self.requests = 0
 
     def submit(self, items: list[Any]) -> Future[int]:
         """Queue aggregates and events for recording; the future gives the ledger position once durable."""
         request = _Request(items)
-        with self._lock:
-            if self._stopped:
-                raise WriterStopped("the service is stopping; retry shortly")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="mlledger-group-commit", daemon=True)
-                self._thread.start()
-            self.requests += 1
-        self._queue.put(request)
+        self._put(request)
         return request.future
 
     def record(self, items: list[Any], timeout: float = 60.0) -> int:
         """Submit and wait: the ledger position of the last event."""
         return self.submit(items).result(timeout=timeout)
 
-    def stop(self) -> None:
-        """Finish what is queued, then end the writer thread."""
-        with self._lock:
-            self._stopped = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=60)
-        log.info("group commit: %d transactions for %d requests", self.transactions, self.requests)
+    def _weight(self, item: _Request) -> int:
+        return item.events
 
-    def _run(self) -> None:
-        pending: _Request | None = None
-        while True:
-            first = pending if pending is not None else self._queue.get()
-            pending = None
-            if first is None:
-                return
-            group = [first]
-            events = first.events
-            stop = False
-            while events < self._max_events:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                if events + nxt.events > self._max_events:
-                    pending = nxt
-                    break
-                group.append(nxt)
-                events += nxt.events
-            self._write(group)
-            if stop:
-                return
+    def _fail(self, batch: list[_Request], error: BaseException) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
 
-    def _write(self, group: list[_Request]) -> None:
+    def _serve(self, group: list[_Request]) -> None:
         try:
             positions = self._save([a for request in group for a in request.items])
         except Exception as exc:

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from service.serving.group_commit import WriterStopped
+from service.serving.batching import BatchThread
 from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
 
-log = logging.getLogger(__name__)
 MAX_BATCH = 256  # requests served together at most
 
 
@@ -60,7 +56,7 @@ def _settle(answer: asyncio.Future[Served], outcome: Future[list[Served]] | Base
         answer.set_result(outcome.result()[0])
 
 
-class PredictQueue:
+class PredictQueue(BatchThread[_Waiting]):
     """Single-record requests, served together by one thread.
 
     ``authorize`` maps an API key digest to the actor who may predict, or
@@ -71,67 +67,22 @@ class PredictQueue:
     def __init__(
         self, predictor: PredictionService, authorize: Callable[[str], str], max_batch: int = MAX_BATCH
     ) -> None:
+        super().__init__("mlledger-predict-queue", max_batch)
         self._predictor = predictor
         self._authorize = authorize
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-        self.batches = 0
-        self.requests = 0
 
     async def predict(self, model_name: str, record: PredictRecord, digest: str) -> Served:
         """Predict one record for the holder of the key ``digest``; returns once its events are durable."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(model_name, record, digest, loop, loop.create_future())
-        with self._lock:
-            if self._stopped:
-                raise WriterStopped("the service is stopping; retry shortly")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="mlledger-predict-queue", daemon=True)
-                self._thread.start()
-            self.requests += 1
-        self._queue.put(waiting)
+        self._put(waiting)
         return await waiting.answer
 
-    def stop(self) -> None:
-        """Serve what is queued, then end the thread."""
-        with self._lock:
-            self._stopped = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=60)
-        log.info("predict queue: %d batches for %d requests", self.batches, self.requests)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    waiting = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if waiting is None:
-                    stop = True
-                    break
-                batch.append(waiting)
-            try:
-                self._serve(batch)
-            except BaseException as exc:  # never leave a request waiting
-                log.exception("serving a batch of %d predictions failed", len(batch))
-                for waiting in batch:
-                    waiting.settle(exc)
-            if stop:
-                return
+    def _fail(self, batch: list[_Waiting], error: BaseException) -> None:
+        for waiting in batch:
+            waiting.settle(error)
 
     def _serve(self, batch: list[_Waiting]) -> None:
-        self.batches += 1
         actors: dict[str, str | Exception] = {}
         asks: list[PredictAsk] = []
         served: list[_Waiting] = []

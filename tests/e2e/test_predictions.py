@@ -26,7 +26,7 @@ from service.api.app import create_app
 from service.auth import authorize_digest
 from service.bootstrap import open_services
 from service.client import LedgerClientError
-from service.serving.group_commit import WriterStopped
+from service.serving.batching import WriterStopped
 from service.serving.models import ModelCache
 from service.serving.predict import PredictRecord, Served
 from service.serving.predict_queue import PredictQueue
