@@ -14,6 +14,23 @@ from typing import Generic, TypeVar
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
+KeyT = TypeVar("KeyT")
+
+
+def once_per_key(memo: dict[KeyT, ResultT | Exception], key: KeyT, compute: Callable[[KeyT], ResultT]) -> ResultT:
+    """``compute(key)``, or what it gave for ``key`` before (kept in ``memo``): its result, or its error again.
+
+    For the requests served together in one batch: each distinct question is asked once.
+    """
+    if key not in memo:
+        try:
+            memo[key] = compute(key)
+        except Exception as exc:
+            memo[key] = exc
+    found = memo[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 class _Call(Generic[ArgT, ResultT]):

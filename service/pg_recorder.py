@@ -30,7 +30,7 @@ from psycopg import Cursor
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 CREATE_TABLE_LOCK = 0x6D6C6C6564676572  # "mlledger": one key for every process that opens the event store
 
@@ -105,20 +105,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._newer_select = SQL(
+        self._newer_select = self._statement(
             "SELECT 1 FROM unnest(%s::{id_type}[], %s::bigint[]) AS known(id, version) "
             "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = known.id "
             "AND originator_version > known.version) LIMIT 1"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-            id_type=Identifier(self.datastore.originator_id_type),
         )
-        self._unnest_insert = SQL(
+        self._unnest_insert = self._statement(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[]) "
             "RETURNING notification_id"
-        ).format(
+        )
+
+    def _statement(self, text: str) -> Composed:
+        """``text`` with this ledger's ``{schema}``, events ``{table}`` and originator ``{id_type}`` filled in."""
+        return SQL(text).format(
             schema=Identifier(self.datastore.schema),
             table=Identifier(self.events_table_name),
             id_type=Identifier(self.datastore.originator_id_type),

@@ -49,7 +49,7 @@ from domain.prediction import (
 )
 from domain.subject import Subject
 from service.explain import top_reason_codes
-from service.group_call import GroupCall
+from service.group_call import GroupCall, once_per_key
 from service.ledger_core import LedgerCore
 from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache, ServedModel
@@ -313,15 +313,7 @@ class PredictionService:
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
         request_ids = self._request_ids(records)
-        deployment = deployments.get(ask.model_name)
-        if deployment is None:
-            try:
-                deployment = self._deployment(ask.model_name)
-            except Exception as exc:
-                deployment = exc
-            deployments[ask.model_name] = deployment
-        if isinstance(deployment, Exception):
-            raise deployment
+        deployment = once_per_key(deployments, ask.model_name, self._deployment)
         champion, canary, challenger = self._route(deployment, len(records))
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from service.group_call import once_per_key
 from service.serving.batching import BatchThread
 from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
 
@@ -87,15 +88,10 @@ class PredictQueue(BatchThread[_Waiting]):
         asks: list[PredictAsk] = []
         served: list[_Waiting] = []
         for waiting in batch:
-            actor = actors.get(waiting.digest)
-            if actor is None:
-                try:
-                    actor = self._authorize(waiting.digest)
-                except Exception as exc:
-                    actor = exc
-                actors[waiting.digest] = actor
-            if isinstance(actor, Exception):
-                waiting.settle(actor)
+            try:
+                actor = once_per_key(actors, waiting.digest, self._authorize)
+            except Exception as exc:
+                waiting.settle(exc)
                 continue
             asks.append(PredictAsk(waiting.model_name, [waiting.record], actor, waiting.started))
             served.append(waiting)
