@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -124,6 +124,18 @@ class _Plan:
         self.served_by = [self.routes[0]] * len(self.ask.records)
 
 
+class _IssuedHere(Exception):
+    """The request uses a subject key another request of the same batch issued: it is served after it."""
+
+
+def _pass_on(target: Future[list[Served]], done: Future[list[Served]]) -> None:
+    error = done.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(done.result())
+
+
 T = TypeVar("T")
 
 
@@ -188,11 +200,12 @@ class PredictionService:
         self._top_k = top_k
         self._max_rows = max_rows
         self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()
+        self._rng_lock = threading.Lock()  # the canary draws and the subjects being issued
         self._deployments: dict[str, Deployment] = {}
         self._versions: dict[str, ModelVersion] = {}
         self._deployment_reads: dict[str, GroupCall[None, Deployment | None]] = {}
         self._inference: dict[str, GroupCall[tuple[ServedModel, list[dict[str, Any]]], list[_Outcome]]] = {}
+        self._issuing: dict[str, Future[list[Served]]] = {}  # subject -> the request recording it, until it is over
 
     # -- the deployment --------------------------------------------------------
     def _deployment(self, model_name: str) -> Deployment:
@@ -283,9 +296,13 @@ class PredictionService:
         futures: list[Future[list[Served]]] = [Future() for _ in asks]
         plans: list[_Plan] = []
         deployments: dict[str, Deployment | Exception] = {}  # one read per model for all the requests
+        issued_here: set[str] = set()
+        later: list[tuple[PredictAsk, Future[list[Served]]]] = []
         for ask, future in zip(asks, futures, strict=True):
             try:
-                plans.append(self._plan(ask, future, deployments))
+                plans.append(self._plan(ask, future, deployments, issued_here))
+            except _IssuedHere:
+                later.append((ask, future))
             except Exception as exc:
                 future.set_exception(exc)
         for plan in self._inferred(plans):
@@ -296,14 +313,24 @@ class PredictionService:
                 self._fail(plan, exc)
                 continue
             committed.add_done_callback(functools.partial(self._settle, plan, results))
+        if later:  # after the requests that record their subjects: they wait for those commits
+            for (_, future), again in zip(later, self.submit([ask for ask, _ in later]), strict=True):
+                again.add_done_callback(functools.partial(_pass_on, future))
         return futures
 
     def _plan(
-        self, ask: PredictAsk, future: Future[list[Served]], deployments: dict[str, Deployment | Exception]
+        self,
+        ask: PredictAsk,
+        future: Future[list[Served]],
+        deployments: dict[str, Deployment | Exception],
+        issued_here: set[str],
     ) -> _Plan:
         """Everything that can refuse a request, checked before any model runs; its subjects' keys last.
 
-        ``deployments`` keeps the deployment read (or the refusal) per model for the other requests served together.
+        ``deployments`` keeps the deployment read (or the refusal) per model for
+        the other requests served together; ``issued_here`` the subjects whose
+        keys their requests issued (:class:`_IssuedHere` for a request that
+        would use one of those keys before its subject is recorded).
         """
         records = ask.records
         if not records:
@@ -326,7 +353,13 @@ class PredictionService:
                     shadow_rows[i] = check_input_row(record.input, challenger.served.input_schema)
                 except InvalidPayload:
                     continue  # the challenger cannot read this record; it simply does not shadow it
-        keys = self._subject_keys(records)
+        keys = self._subject_keys(records, issued_here)
+        for subject, (_, _, created) in keys.items():
+            if created:
+                issued_here.add(subject)
+                with self._rng_lock:
+                    self._issuing[subject] = future
+                future.add_done_callback(functools.partial(self._issued, subject))
         return _Plan(ask, future, request_ids, routes, challenger, checked, shadow_rows, keys)
 
     def _inferred(self, plans: list[_Plan]) -> list[_Plan]:
@@ -441,12 +474,25 @@ class PredictionService:
             ids.append(request_id)
         return ids
 
-    def _subject_keys(self, records: Sequence[PredictRecord]) -> dict[str, tuple[str, bytes, bool]]:
-        """Each subject's key (issued now for a new subject); refuse an erased subject."""
+    def _subject_keys(
+        self, records: Sequence[PredictRecord], issued_here: set[str]
+    ) -> dict[str, tuple[str, bytes, bool]]:
+        """Each subject's key (issued now for a new subject); refuse an erased subject.
+
+        A key another request of this process issued is used only once that
+        request is durable (its subject recorded) or failed (its key destroyed):
+        a failure must not take a key others encrypted with.
+        """
         subjects: dict[str, int] = {}
         for i, record in enumerate(records):
             if record.subject_id is not None:
                 subjects.setdefault(check_subject_id(record.subject_id, field=f"records.{i}.subject_id"), i)
+        if issued_here.intersection(subjects):
+            raise _IssuedHere
+        for subject in subjects:
+            issuing = self._issuing.get(subject)
+            if issuing is not None:
+                wait([issuing], timeout=COMMIT_TIMEOUT)
         keys: dict[str, tuple[str, bytes, bool]] = {}
         for subject, i in subjects.items():
             found = self._vault.key_of(subject)
@@ -466,6 +512,12 @@ class PredictionService:
             if subject not in keys:
                 keys[subject] = self._vault.issue(subject)
         return keys
+
+    def _issued(self, subject: str, done: Future[list[Served]]) -> None:
+        """The request that issued the subject's key is over: later requests use the key (or a new one)."""
+        with self._rng_lock:
+            if self._issuing.get(subject) is done:
+                del self._issuing[subject]
 
     def _infer(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
         """``_predict``; small requests share the model's calls with concurrent ones (fixed costs paid once)."""

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
 
 from domain.credentials import key_digest
-from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated
+from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated, VersionConflict
 from domain.model import ModelVersion
 from domain.permissions import Action
 from domain.run import Run
+from domain.subject import Subject
 from projections.predictions import predictions
 from service.api.app import create_app
 from service.auth import authorize_digest
@@ -492,3 +493,42 @@ def test_the_single_record_endpoint_checks_key_name_and_content_type_before_read
     assert _ledger_size(deployed) == before
     answered = http.post(url, content=good, headers={**pia.headers, "content-type": "application/json; charset=utf-8"})
     assert answered.status_code == 200 and answered.headers["X-Ledger-Position"] == str(answered.json()["position"])
+
+
+def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_uses(deployed: Deployed) -> None:
+    world, ledger = deployed.world, deployed.services.ledger
+    pia, audrey = world.people["pia"].client, world.people["audrey"].client
+    rows = [features_of(row) for row in credit_rows(3, seed=83)]
+    pia.predict(MODEL, rows[0], request_id="subject-twice-used")
+    digest = key_digest(world.admin.issue_api_key(world.people["pia"].id, label="subject test"))
+    gate, entered = threading.Event(), threading.Event()
+
+    def authorize(asked: str) -> str:
+        entered.set()
+        assert gate.wait(30)
+        return authorize_digest(ledger, asked, Action.PREDICT).actor
+
+    queue = PredictQueue(world.http.app.state.serving.predictor, authorize)  # type: ignore[attr-defined]
+
+    async def ask_both() -> list[object]:
+        first = asyncio.ensure_future(queue.predict(MODEL, PredictRecord(rows[1], request_id="subject-hold"), digest))
+        assert await asyncio.to_thread(entered.wait, 30)
+        # In one batch: the first issues the new subject's key but fails (its request id is taken) ...
+        replayed = PredictRecord(rows[1], request_id="subject-twice-used", subject_id="subject-shared")
+        # ... and the second, for the same subject, must not be left with a destroyed key.
+        beside = PredictRecord(rows[2], request_id="subject-beside", subject_id="subject-shared")
+        both = [asyncio.ensure_future(queue.predict(MODEL, record, digest)) for record in (replayed, beside)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(first, *both, return_exceptions=True)
+
+    try:
+        held, replayed, beside = asyncio.run(ask_both())
+    finally:
+        queue.stop()
+
+    assert isinstance(held, Served) and isinstance(replayed, VersionConflict)
+    assert isinstance(beside, Served)
+    seen = audrey.decision(beside.prediction_id, min_position=beside.position)
+    assert seen["input"] == rows[2] and not seen["input_erased"]
+    assert ledger.get(Subject.create_id(subject_id="subject-shared"), Subject)
