@@ -200,7 +200,7 @@ class PredictionService:
         self._top_k = top_k
         self._max_rows = max_rows
         self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()  # the canary draws and the subjects being issued
+        self._lock = threading.Lock()  # the canary draws and the subjects being issued
         self._deployments: dict[str, Deployment] = {}
         self._versions: dict[str, ModelVersion] = {}
         self._deployment_reads: dict[str, GroupCall[None, Deployment | None]] = {}
@@ -268,7 +268,7 @@ class PredictionService:
             canary_version = self._version(deployment.canary[0])
             canary = _Route(canary_version, self._cache.get(canary_version), CANARY)
             share = deployment.canary[2]
-            with self._rng_lock:
+            with self._lock:
                 draws = [self._rng.random() for _ in range(count)]
             for i, draw in enumerate(draws):
                 (canary if draw < share else champion).indexes.append(i)
@@ -357,7 +357,7 @@ class PredictionService:
         for subject, (_, _, created) in keys.items():
             if created:
                 issued_here.add(subject)
-                with self._rng_lock:
+                with self._lock:
                     self._issuing[subject] = future
                 future.add_done_callback(functools.partial(self._issued, subject))
         return _Plan(ask, future, request_ids, routes, challenger, checked, shadow_rows, keys)
@@ -515,7 +515,7 @@ class PredictionService:
 
     def _issued(self, subject: str, done: Future[list[Served]]) -> None:
         """The request that issued the subject's key is over: later requests use the key (or a new one)."""
-        with self._rng_lock:
+        with self._lock:
             if self._issuing.get(subject) is done:
                 del self._issuing[subject]
 
