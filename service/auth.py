@@ -116,23 +116,32 @@ def remembered(ledger: Ledger, digest: str) -> Caller | None:
     return known.caller if known is not None else None
 
 
-def authorize_digest(ledger: Ledger, digest: str, action: Action) -> Caller:
+def remembered_versions(ledger: Ledger, digest: str) -> dict[uuid.UUID, int]:
+    """The versions of the key and its principal behind what this process remembers of ``digest`` (or none)."""
+    known = _KNOWN.get(ledger, {}).get(digest)
+    return {} if known is None else {known.key_id: known.key_version, known.principal_id: known.principal_version}
+
+
+def authorize_digest(ledger: Ledger, digest: str, action: Action, known_current: bool = False) -> Caller:
     """:func:`authenticate_digest`, then :class:`Forbidden` unless a role of the caller allows ``action``."""
-    caller = authenticate_digest(ledger, digest)
+    caller = authenticate_digest(ledger, digest, known_current)
     caller.require(action)
     return caller
 
 
-def authenticate_digest(ledger: Ledger, digest: str) -> Caller:
+def authenticate_digest(ledger: Ledger, digest: str, known_current: bool = False) -> Caller:
     """The active principal owning the API key whose digest is ``digest``, or :class:`Unauthenticated`.
 
     For holders of a key's digest, never the key (the console's sessions); the
     checks and the in-process memory are those of :func:`authenticate`, so a
     revocation, a deactivation or a role change applies here at once too.
+    ``known_current``: the caller found what this process remembers of the key
+    current (:func:`remembered_versions`) with a query that started after the
+    request arrived; it is not asked again.
     """
     known_here = _KNOWN.setdefault(ledger, {})
     known = known_here.get(digest)
-    if known is not None and _still_valid(ledger, digest, known):
+    if known is not None and (known_current or _still_valid(ledger, digest, known)):
         return known.caller
     caller, key, principal = _authenticate(ledger, digest)
     if len(known_here) >= _KNOWN_LIMIT:

@@ -208,19 +208,30 @@ class PredictionService:
         self._issuing: dict[str, Future[list[Served]]] = {}  # subject -> the request recording it, until it is over
 
     # -- the deployment --------------------------------------------------------
-    def _deployment(self, model_name: str) -> Deployment:
+    def remembered_deployment(self, model_name: str) -> dict[uuid.UUID, int]:
+        """The deployment version this process last read for the model (to check with others in one query)."""
+        known = self._deployments.get(model_name)
+        return {} if known is None else {Deployment.create_id(model_name=model_name): known.version}
+
+    def _deployment(self, model_name: str, known_current: bool = False) -> Deployment:
         """The model's deployment as the ledger holds it now (a stop recorded by any process counts).
 
-        Concurrent requests share one read, which starts after each of them arrived.
+        Concurrent requests share one read, which starts after each of them
+        arrived. ``known_current``: the caller found the remembered deployment
+        current with a query that started after the request arrived.
         """
-        reads = self._deployment_reads.get(model_name)
-        if reads is None:
-            if len(self._deployment_reads) >= _MAX_GROUPS:
-                self._deployment_reads.clear()
-            reads = self._deployment_reads.setdefault(
-                model_name, GroupCall(lambda asks: [self._read_deployment(model_name)] * len(asks))
-            )
-        deployment = reads(None)
+        known = self._deployments.get(model_name) if known_current else None
+        if known is not None:
+            deployment: Deployment | None = known
+        else:
+            reads = self._deployment_reads.get(model_name)
+            if reads is None:
+                if len(self._deployment_reads) >= _MAX_GROUPS:
+                    self._deployment_reads.clear()
+                reads = self._deployment_reads.setdefault(
+                    model_name, GroupCall(lambda asks: [self._read_deployment(model_name)] * len(asks))
+                )
+            deployment = reads(None)
         if deployment is None:
             try:
                 self._ledger.get(Model.create_id(name=model_name), Model)
@@ -286,12 +297,15 @@ class PredictionService:
         (future,) = self.submit([PredictAsk(model_name, records, caller)])
         return future.result(timeout=COMMIT_TIMEOUT)
 
-    def submit(self, asks: Sequence[PredictAsk]) -> list[Future[list[Served]]]:
+    def submit(self, asks: Sequence[PredictAsk], known_current: bool = False) -> list[Future[list[Served]]]:
         """Serve several requests together; each future gives its request's served predictions once durable.
 
         Each request is checked on its own (one request's bad record fails only
         that request); the rows of all of them go through each model version in
         one call, and their predictions go to the group committer together.
+        ``known_current``: the caller found the deployments this process
+        remembers current (:meth:`remembered_deployment`) with a query that
+        started after every request arrived.
         """
         futures: list[Future[list[Served]]] = [Future() for _ in asks]
         plans: list[_Plan] = []
@@ -300,7 +314,7 @@ class PredictionService:
         later: list[tuple[PredictAsk, Future[list[Served]]]] = []
         for ask, future in zip(asks, futures, strict=True):
             try:
-                plans.append(self._plan(ask, future, deployments, issued_here))
+                plans.append(self._plan(ask, future, deployments, issued_here, known_current))
             except _IssuedHere:
                 later.append((ask, future))
             except Exception as exc:
@@ -324,6 +338,7 @@ class PredictionService:
         future: Future[list[Served]],
         deployments: dict[str, Deployment | Exception],
         issued_here: set[str],
+        known_current: bool = False,
     ) -> _Plan:
         """Everything that can refuse a request, checked before any model runs; its subjects' keys last.
 
@@ -340,7 +355,7 @@ class PredictionService:
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
         request_ids = self._request_ids(records)
-        deployment = once_per_key(deployments, ask.model_name, self._deployment)
+        deployment = once_per_key(deployments, ask.model_name, lambda name: self._deployment(name, known_current))
         champion, canary, challenger = self._route(deployment, len(records))
         routes = [r for r in (champion, canary) if r is not None and r.indexes]
         checked: list[dict[str, Any]] = [{} for _ in records]

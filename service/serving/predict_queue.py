@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from service.auth import remembered_versions
 from service.group_call import once_per_key
+from service.ledger import Ledger
 from service.serving.batching import BatchThread
 from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
 
@@ -60,16 +63,24 @@ def _settle(answer: asyncio.Future[Served], outcome: Future[list[Served]] | Base
 class PredictQueue(BatchThread[_Waiting]):
     """Single-record requests, served together by one thread.
 
-    ``authorize`` maps an API key digest to the actor who may predict, or
-    raises (unauthenticated, forbidden); it reads the ledger, so it runs on the
-    queue's thread, once per distinct key of a batch.
+    ``authorize(digest, known_current)`` maps an API key digest to the actor
+    who may predict, or raises (unauthenticated, forbidden); it reads the
+    ledger, so it runs on the queue's thread, once per distinct key of a batch.
+    Before that, one query asks whether anything this process remembers of the
+    batch's keys, their principals and the models' deployments has changed;
+    when nothing has (the steady state), no further look-up is needed.
     """
 
     def __init__(
-        self, predictor: PredictionService, authorize: Callable[[str], str], max_batch: int = MAX_BATCH
+        self,
+        predictor: PredictionService,
+        ledger: Ledger,
+        authorize: Callable[[str, bool], str],
+        max_batch: int = MAX_BATCH,
     ) -> None:
         super().__init__("mlledger-predict-queue", max_batch)
         self._predictor = predictor
+        self._ledger = ledger
         self._authorize = authorize
 
     async def predict(self, model_name: str, record: PredictRecord, digest: str) -> Served:
@@ -84,17 +95,26 @@ class PredictQueue(BatchThread[_Waiting]):
             waiting.settle(error)
 
     def _serve(self, batch: list[_Waiting]) -> None:
+        current = self._remembered_current(batch)
         actors: dict[str, str | Exception] = {}
         asks: list[PredictAsk] = []
         served: list[_Waiting] = []
         for waiting in batch:
             try:
-                actor = once_per_key(actors, waiting.digest, self._authorize)
+                actor = once_per_key(actors, waiting.digest, lambda digest: self._authorize(digest, current))
             except Exception as exc:
                 waiting.settle(exc)
                 continue
             asks.append(PredictAsk(waiting.model_name, [waiting.record], actor, waiting.started))
             served.append(waiting)
-        for waiting, future in zip(served, self._predictor.submit(asks), strict=True):
+        for waiting, future in zip(served, self._predictor.submit(asks, current), strict=True):
             future.add_done_callback(waiting.settle)
 
+    def _remembered_current(self, batch: list[_Waiting]) -> bool:
+        """Whether nothing the batch relies on that this process remembers has a newer event (one query)."""
+        known: dict[uuid.UUID, int] = {}
+        for digest in {waiting.digest for waiting in batch}:
+            known.update(remembered_versions(self._ledger, digest))
+        for model_name in {waiting.model_name for waiting in batch}:
+            known.update(self._predictor.remembered_deployment(model_name))
+        return bool(known) and not self._ledger.has_newer(known)

@@ -59,13 +59,13 @@ def open_serving(services: Services) -> Serving:
         models=models,
         committer=committer,
         predictor=predictor,
-        queue=PredictQueue(predictor, functools.partial(_predicting_actor, services.ledger)),
+        queue=PredictQueue(predictor, services.ledger, functools.partial(_predicting_actor, services.ledger)),
         reports=ReportsWorker(services, models),
         monitor=DriftMonitor(services, vault),
         threads=[],
     )
 
 
-def _predicting_actor(ledger: Ledger, digest: str) -> str:
+def _predicting_actor(ledger: Ledger, digest: str, known_current: bool = False) -> str:
     """The actor of the API key with this digest, if it may predict (raises otherwise)."""
-    return authorize_digest(ledger, digest, Action.PREDICT).actor
+    return authorize_digest(ledger, digest, Action.PREDICT, known_current).actor

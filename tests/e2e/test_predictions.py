@@ -16,7 +16,7 @@ from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
 from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
 
-from domain.credentials import key_digest
+from domain.credentials import api_key_id, key_digest
 from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated, VersionConflict
 from domain.model import ModelVersion
 from domain.permissions import Action
@@ -401,12 +401,12 @@ def test_concurrent_single_requests_are_served_together_and_each_fails_alone(dep
     digest = key_digest(deployed.world.admin.issue_api_key(deployed.world.people["pia"].id, label="queue test"))
     gate, entered = threading.Event(), threading.Event()
 
-    def authorize(asked: str) -> str:
+    def authorize(asked: str, known_current: bool) -> str:
         entered.set()
         assert gate.wait(30)  # the first batch holds the thread until every other request is queued
-        return authorize_digest(ledger, asked, Action.PREDICT).actor
+        return authorize_digest(ledger, asked, Action.PREDICT, known_current).actor
 
-    queue = PredictQueue(serving.predictor, authorize)
+    queue = PredictQueue(serving.predictor, ledger, authorize)
     rows = [features_of(row) for row in credit_rows(8, seed=77)]
     asked = [
         (MODEL, PredictRecord(rows[0], request_id="q-first"), digest),
@@ -503,12 +503,12 @@ def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_us
     digest = key_digest(world.admin.issue_api_key(world.people["pia"].id, label="subject test"))
     gate, entered = threading.Event(), threading.Event()
 
-    def authorize(asked: str) -> str:
+    def authorize(asked: str, known_current: bool) -> str:
         entered.set()
         assert gate.wait(30)
-        return authorize_digest(ledger, asked, Action.PREDICT).actor
+        return authorize_digest(ledger, asked, Action.PREDICT, known_current).actor
 
-    queue = PredictQueue(world.http.app.state.serving.predictor, authorize)  # type: ignore[attr-defined]
+    queue = PredictQueue(world.http.app.state.serving.predictor, ledger, authorize)  # type: ignore[attr-defined]
 
     async def ask_both() -> list[object]:
         first = asyncio.ensure_future(queue.predict(MODEL, PredictRecord(rows[1], request_id="subject-hold"), digest))
@@ -532,3 +532,25 @@ def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_us
     seen = audrey.decision(beside.prediction_id, min_position=beside.position)
     assert seen["input"] == rows[2] and not seen["input_erased"]
     assert ledger.get(Subject.create_id(subject_id="subject-shared"), Subject)
+
+
+def test_a_revoked_key_or_a_stopped_deployment_is_seen_by_the_next_single_request(deployed: Deployed) -> None:
+    world = deployed.world
+    olivia = world.people["olivia"].client
+    token = world.admin.issue_api_key(world.people["pia"].id, label="revoked soon")
+    http, url = world.http, f"/v1/models/{MODEL}/predict"
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"input": features_of(credit_rows(1, seed=91)[0])}
+    assert http.post(url, json=body, headers=headers).status_code == 200  # the key and deployment remembered
+
+    olivia.deploy(MODEL, "stop", reason="an incident under review")
+    try:
+        stopped = http.post(url, json=body, headers=headers)
+    finally:
+        olivia.deploy(MODEL, "resume", reason="incident closed")
+    assert stopped.status_code == 503 and "an incident under review" in stopped.json()["detail"]
+    assert http.post(url, json=body, headers=headers).status_code == 200
+
+    key_id = str(api_key_id(key_digest(token)))
+    assert http.delete(f"/v1/api-keys/{key_id}", headers=world.admin.headers).status_code == 200
+    assert http.post(url, json=body, headers=headers).status_code == 401
