@@ -58,6 +58,11 @@ class _Known:
     principal_version: int
     caller: Caller
 
+    @property
+    def versions(self) -> dict[uuid.UUID, int]:
+        """The versions of the key and the principal this authentication read."""
+        return {self.key_id: self.key_version, self.principal_id: self.principal_version}
+
 
 _KNOWN: weakref.WeakKeyDictionary[Ledger, dict[str, _Known]] = weakref.WeakKeyDictionary()
 _CHECKS: weakref.WeakKeyDictionary[Ledger, dict[str, GroupCall[_Known, bool]]] = weakref.WeakKeyDictionary()
@@ -66,7 +71,7 @@ _KNOWN_LIMIT = 10_000
 
 def _unchanged(ledger: Ledger, known: _Known) -> bool:
     """Neither the key nor its principal has an event after the ones authenticated (any process)."""
-    return not ledger.has_newer({known.key_id: known.key_version, known.principal_id: known.principal_version})
+    return not ledger.has_newer(known.versions)
 
 
 def _still_valid(ledger: Ledger, digest: str, known: _Known) -> bool:
@@ -119,7 +124,7 @@ def remembered(ledger: Ledger, digest: str) -> Caller | None:
 def remembered_versions(ledger: Ledger, digest: str) -> dict[uuid.UUID, int]:
     """The versions of the key and its principal behind what this process remembers of ``digest`` (or none)."""
     known = _KNOWN.get(ledger, {}).get(digest)
-    return {} if known is None else {known.key_id: known.key_version, known.principal_id: known.principal_version}
+    return {} if known is None else known.versions
 
 
 def authorize_digest(ledger: Ledger, digest: str, action: Action, known_current: bool = False) -> Caller:

@@ -25,6 +25,7 @@ shap directly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,34 +38,28 @@ _DENSE_ROWS = 32  # below this, gathering table rows beats a sparse product
 _CHUNK_ROWS = 4096
 
 
+@dataclass(frozen=True)
 class RegionTable:
-    """The SHAP values of every decision region of every tree, with the comparisons that find a row's regions."""
+    """The SHAP values of every decision region of every tree, with the comparisons that find a row's regions.
 
-    def __init__(
-        self,
-        *,
-        input_dtype: type[np.floating[Any]],
-        features: NDArray[np.intp],
-        thresholds: NDArray[np.float64],
-        weights: NDArray[np.int64],
-        starts: NDArray[np.intp],
-        offsets: NDArray[np.int64],
-        table: NDArray[np.float64],
-        value_shape: tuple[int, ...],
-    ) -> None:
-        self._dtype = input_dtype
-        self._features = features
-        self._thresholds = thresholds
-        self._weights = weights
-        self._starts = starts
-        self._offsets = offsets
-        self._table = table
-        self._value_shape = value_shape
+    Per threshold (in tree order): the feature compared, the threshold and the
+    weight of its step in the tree's region index; per tree: where its
+    thresholds start and where its regions start in ``table``.
+    """
+
+    input_dtype: type[np.floating[Any]]
+    features: NDArray[np.intp]
+    thresholds: NDArray[np.float64]
+    weights: NDArray[np.int64]
+    starts: NDArray[np.intp]
+    offsets: NDArray[np.int64]
+    table: NDArray[np.float64]
+    value_shape: tuple[int, ...]
 
     @property
     def regions(self) -> int:
         """How many regions all trees have together."""
-        return len(self._table)
+        return len(self.table)
 
     def shap_values(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """SHAP values of ``X`` (rows without NaN), shaped as ``shap.TreeExplainer.shap_values`` shapes them."""
@@ -74,18 +69,18 @@ class RegionTable:
         return self._values(X)
 
     def _values(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        n, trees = len(X), len(self._offsets)
-        compared = X.astype(self._dtype).astype(np.float64)  # shap compares in its input dtype
-        steps = (compared[:, self._features] > self._thresholds) * self._weights
-        index = np.add.reduceat(steps, self._starts, axis=1) + self._offsets
+        n, trees = len(X), len(self.offsets)
+        compared = X.astype(self.input_dtype).astype(np.float64)  # shap compares in its input dtype
+        steps = (compared[:, self.features] > self.thresholds) * self.weights
+        index = np.add.reduceat(steps, self.starts, axis=1) + self.offsets
         if n < _DENSE_ROWS:
-            flat = self._table[index].sum(axis=1)
+            flat = self.table[index].sum(axis=1)
         else:
             pick = scipy.sparse.csr_matrix(
-                (np.ones(n * trees), index.ravel(), np.arange(0, n * trees + 1, trees)), shape=(n, len(self._table))
+                (np.ones(n * trees), index.ravel(), np.arange(0, n * trees + 1, trees)), shape=(n, len(self.table))
             )
-            flat = np.asarray(pick @ self._table)
-        return np.asarray(flat, dtype=np.float64).reshape((n, *self._value_shape))
+            flat = np.asarray(pick @ self.table)
+        return np.asarray(flat, dtype=np.float64).reshape((n, *self.value_shape))
 
 
 def region_table(trees: list[Any], input_dtype: Any, n_features: int) -> RegionTable | None:
