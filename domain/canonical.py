@@ -2,18 +2,20 @@
 
 ``rfc8785`` is the reference encoder. For the common case, values whose floats
 Python prints as ECMAScript does (see :func:`_float_differs`) and with no object
-keys outside the Basic Multilingual Plane, RFC 8785 output is exactly what the
-standard library's ``json.dumps`` writes with sorted keys, compact separators
-and no ASCII escaping (sorting by UTF-16 code units equals sorting by code
-points there, and integers print the same). That path is several times faster,
-which matters on the append and prediction hot paths; a property test checks
-that both paths agree byte for byte.
+keys outside the Basic Multilingual Plane, RFC 8785 output is exactly what
+``orjson`` writes with sorted keys (and what the standard library's
+``json.dumps`` writes with sorted keys, compact separators and no ASCII
+escaping): sorting by UTF-16 code units equals sorting by code points there,
+both print the shortest round-trip digits of a float, and integers and
+strings print the same. That path is many times faster, which matters on the
+append and prediction hot paths; property tests check that the paths agree
+byte for byte.
 
 Two helpers serve values that are encoded once and embedded many times:
 :class:`EncodedObject` is a read-only object that carries its canonical bytes
 (``canonical_json`` splices them into an enclosing object instead of encoding
 the object again), and :class:`NumberRecordEncoder` writes flat records of
-numbers with fixed keys, such as a model's input row, in a few C-level passes.
+numbers with fixed keys, such as a model's input row, in two C-level passes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+import orjson
 import rfc8785
 
 from domain.errors import InvalidPayload
@@ -64,7 +67,10 @@ def _canonical(value: Any, path: str) -> bytes:
     try:
         if needs_reference_encoder:
             return rfc8785.dumps(value)
-        return _encoder.encode(value).encode("utf-8")
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # float subclasses (numpy's), lone surrogates: the standard library settles them
+            return _encoder.encode(value).encode("utf-8")
     except UnicodeEncodeError:
         bad_path = _find_lone_surrogate(value, path) or path or "value"
         raise InvalidPayload(
@@ -137,38 +143,36 @@ def encoded_object(members: Mapping[str, Any], *, path: str = "payload") -> Enco
 class NumberRecordEncoder:
     """Canonical JSON of records with the same keys whose values are all numbers, fast.
 
-    A model's input row is such a record. The keys are ordered and encoded once;
-    a record then costs one ``repr`` per value and a few string operations, all
-    in C. ``encode(record)`` always equals ``canonical_json(dict(record))``:
-    records the fast form cannot settle (other keys, a float Python prints with
-    an exponent or a trailing ``.0``, a non-finite float, an integer beyond
-    2**53-1, a value that is not an int or float) take that path, which writes
-    the same bytes or names the bad field.
+    A model's input row is such a record. A record costs two ``orjson`` calls:
+    one writes its values, to see that each prints as RFC 8785 prints it, the
+    other the record with sorted keys. ``encode(record)`` always equals
+    ``canonical_json(dict(record))``: records the fast form cannot settle (other
+    keys, a float printed with an exponent or a trailing ``.0``, a non-finite
+    float, an integer beyond 2**53-1, a value that is not an int or float, a key
+    outside the Basic Multilingual Plane) take that path, which writes the same
+    bytes or names the bad field.
     """
 
     def __init__(self, names: Sequence[str]) -> None:
         ordered = sorted(set(names), key=lambda name: name.encode("utf-16-be"))
         self.names = ordered
         self._pick = operator.itemgetter(*ordered) if len(ordered) > 1 else (lambda record: (record[ordered[0]],))
-        keys = [json.dumps(name, ensure_ascii=False) + ":" for name in ordered]
-        if keys:
-            keys[0] = "{" + keys[0]
-        self._keys = keys
+        # orjson sorts keys by code point, which is the UTF-16 order of RFC 8785 inside the BMP
+        self._fast = bool(ordered) and all(ord(c) <= 0xFFFF for name in ordered for c in name)
 
     def encode(self, record: Mapping[str, Any], *, path: str = "input") -> bytes:
         """``canonical_json(dict(record))``."""
-        if self.names and len(record) == len(self.names):
+        if self._fast and isinstance(record, dict) and len(record) == len(self.names):
             try:
                 values = self._pick(record)
             except KeyError:
                 values = ()
             kinds = set(map(type, values))
             if values and kinds <= _NUMBERS and (int not in kinds or _safe_integers(values)):
-                texts = list(map(repr, values))
-                joined = ",".join(texts) + ","
-                # an exponent, inf or nan, or an integral float ("1.0") needs the reference path
-                if "e" not in joined and "n" not in joined and ".0," not in joined:
-                    return (",".join(map(operator.add, self._keys, texts)) + "}").encode()
+                texts = orjson.dumps(values)
+                # an exponent, NaN or an infinity (null), or an integral float ("1.0") needs the reference path
+                if b"e" not in texts and b"l" not in texts and b".0," not in texts and b".0]" not in texts:
+                    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
         return canonical_json(dict(record), path=path)
 
     def encoded(self, record: Mapping[str, Any], *, path: str = "input") -> EncodedObject:
@@ -210,30 +214,52 @@ def _float_differs(value: float) -> bool:
     return bool(value.is_integer() or -1e-4 < value < 1e-4)
 
 
-def _plain_scalar(item: Any) -> bool | None:
-    """For a valid scalar, whether it needs the reference encoder; None for anything else.
-
-    The common members of objects and arrays (strings, finite floats, safe
-    integers, booleans, null) are settled here without a recursive call.
-    """
-    kind = type(item)
-    if kind is str or kind is bool or item is None:
-        return False
-    if kind is float:
-        if item - item != 0.0:  # NaN or an infinity: let _check name it
-            return None
-        return _float_differs(item)
-    if kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-        return False
-    return None
-
-
 def _check(value: Any) -> bool:
     """Validate ``value`` recursively; return True if it needs the reference encoder.
 
     Paths are built only when something is wrong, so the common case costs one
-    pass of type checks.
+    pass of type checks; the common members of objects and arrays (strings,
+    finite floats, safe integers, booleans, null) are settled inline, without
+    a call.
     """
+    kind = type(value)
+    if kind is dict:
+        members: Any = value.items()
+    elif kind is list or kind is tuple:
+        members = enumerate(value)
+    else:
+        return _check_other(value)
+    is_object = kind is dict
+    slow = False
+    for key, item in members:
+        if is_object:
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise _Bad(
+                        lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings"
+                    )
+            elif not key.isascii() and any(ord(c) > 0xFFFF for c in key):
+                slow = True
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is float:
+            if item - item == 0.0:  # finite (NaN and infinities are named below)
+                if item.is_integer() or -1e-4 < item < 1e-4:  # see _float_differs
+                    slow = True
+                continue
+        elif kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+            continue
+        try:
+            slow = _check(item) or slow
+        except _Bad as bad:
+            bad.keys.append(key)
+            raise
+    return slow
+
+
+def _check_other(value: Any) -> bool:
+    """:func:`_check` of a value that is not a plain dict, list or tuple."""
     if value is None or isinstance(value, (bool, str)):
         return False
     if isinstance(value, int):
@@ -249,29 +275,10 @@ def _check(value: Any) -> bool:
             lambda path: f"{path} is {value!r}, which JSON cannot represent (NaN and infinities are not allowed)"
         )
     if isinstance(value, dict):
-        members: Any = value.items()
-    elif isinstance(value, (list, tuple)):
-        members = enumerate(value)
-    else:
-        raise _Bad(lambda path: f"{path} has type {type(value).__name__}, which is not a JSON value")
-    is_object = isinstance(value, dict)
-    slow = False
-    for key, item in members:
-        if is_object:
-            if not isinstance(key, str):
-                raise _Bad(lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings")
-            if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
-                slow = True
-        plain = _plain_scalar(item)
-        if plain is not None:
-            slow = plain or slow
-            continue
-        try:
-            slow = _check(item) or slow
-        except _Bad as bad:
-            bad.keys.append(key)
-            raise
-    return slow
+        return _check(dict(value))
+    if isinstance(value, (list, tuple)):
+        return _check(list(value))
+    raise _Bad(lambda path: f"{path} has type {type(value).__name__}, which is not a JSON value")
 
 
 def _find_lone_surrogate(value: Any, path: str) -> str:

@@ -581,7 +581,7 @@ class PredictionService:
         output = result.output
         fields: dict[str, Any] = dict(
             model_name=result.model_name,
-            model_version_id=str(version.id),
+            model_version_id=route.served.version_id,
             number=version.number,
             role=result.role,
             request_id=result.request_id,

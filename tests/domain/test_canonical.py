@@ -1,8 +1,9 @@
 """Tests of domain.canonical: RFC 8785 output, byte for byte, and refusals that name the field.
 
-``canonical_json`` takes a fast path through the standard library's encoder for
-values without floats or astral-plane object keys; ``rfc8785`` is the reference
-encoder both paths must agree with.
+``canonical_json`` takes a fast path through ``orjson`` (the standard library's
+encoder for what orjson refuses) for values whose floats print alike and with no
+astral-plane object keys; ``rfc8785`` is the reference encoder the paths must
+agree with.
 """
 
 from __future__ import annotations
@@ -58,6 +59,31 @@ def test_float_free_values_encode_exactly_as_rfc8785(value: Any) -> None:
 @given(any_values)
 def test_any_json_value_encodes_exactly_as_rfc8785(value: Any) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+# Values the fast path takes: object keys inside the BMP, floats that print without an exponent.
+_bmp_keys = st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=6)
+_plain_floats = floats.filter(lambda v: not canonical._float_differs(v))
+fast_values = st.recursive(
+    st.none() | st.booleans() | ints | _plain_floats | st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_bmp_keys, children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(fast_values)
+def test_values_on_the_fast_path_encode_exactly_as_rfc8785(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_float_subclasses_such_as_numpy_scalars_encode_as_their_value() -> None:
+    import numpy as np
+
+    value = {"p": np.float64(0.1), "n": [np.float64(2.5), 3], "q": True}
+    assert canonical_json(value) == b'{"n":[2.5,3],"p":0.1,"q":true}' == rfc8785.dumps(
+        {"p": 0.1, "n": [2.5, 3], "q": True}
+    )
 
 
 def test_astral_keys_sort_by_utf16_code_units_not_code_points() -> None:
@@ -148,15 +174,24 @@ def test_the_float_test_without_repr_agrees_with_repr(value: float) -> None:
 
 record_keys = ["f1", "f0", "b", "é", "\uffff", "\U0001f600", "a b", 'q"']
 record_values = st.one_of(
-    floats, ints, st.sampled_from([0.0, -0.0, 1.0, 1e-5, 1e16, 1e21, 2**53, 2**60, float("nan"), float("inf")]),
+    floats, floats, _plain_floats, ints,
+    st.sampled_from([0.0, -0.0, 1.0, 1e-5, 1e16, 1e21, 2**53, 2**60, float("nan"), float("inf")]),
     st.none(), st.booleans(), texts,
 )
 
 
+bmp_record_keys = [key for key in record_keys if key.isascii() or max(map(ord, key)) <= 0xFFFF]
+
+
 @settings(max_examples=1000, deadline=None)
-@given(st.dictionaries(st.sampled_from([*record_keys, "extra"]), record_values))
-def test_a_number_record_encodes_exactly_as_canonical_json_or_is_refused_alike(record: dict[str, Any]) -> None:
-    encoder = NumberRecordEncoder(record_keys)
+@given(
+    st.sampled_from([record_keys, bmp_record_keys]),
+    st.dictionaries(st.sampled_from([*record_keys, "extra"]), record_values),
+)
+def test_a_number_record_encodes_exactly_as_canonical_json_or_is_refused_alike(
+    names: list[str], record: dict[str, Any]
+) -> None:
+    encoder = NumberRecordEncoder(names)
     try:
         expected = canonical_json(record, path="input")
     except InvalidPayload as refused:
@@ -200,3 +235,21 @@ def test_a_value_holding_the_splice_marker_itself_is_still_encoded_exactly() -> 
     for plain in ({"input": {"x": 1}, "note": marker}, {"input": {"x": marker}}, {marker: 1, "input": {"x": 2}}):
         value = {**plain, "input": encoded_object(plain["input"])}
         assert canonical_json(value) == rfc8785.dumps(plain)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {key: st.one_of(_plain_floats, ints, record_values) for key in bmp_record_keys}
+    )
+)
+def test_a_full_number_record_encodes_exactly_as_canonical_json(record: dict[str, Any]) -> None:
+    encoder = NumberRecordEncoder(bmp_record_keys)
+    try:
+        expected = canonical_json(record, path="input")
+    except InvalidPayload as refused:
+        with pytest.raises(InvalidPayload) as caught:
+            encoder.encode(record)
+        assert caught.value.field == refused.field
+    else:
+        assert encoder.encode(record) == expected == rfc8785.dumps(record)

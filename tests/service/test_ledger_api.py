@@ -3,6 +3,7 @@ verifies with the domain's own checks, and bad input gets RFC 9457 problems, nev
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +17,10 @@ from fastapi.testclient import TestClient
 from domain import merkle
 from domain.checkpoint import Checkpoint, verify_checkpoint
 from domain.keys import Signer, public_key_pem, verify_signature
-from service.api.app import create_app
+from service.api.app import SERVING_GC_THRESHOLDS, create_app
 from service.bootstrap import Services
 from service.projector import publish_checkpoint_if_due
+from service.settings import Settings
 from service.workload import append_events
 
 PROBLEM = "application/problem+json"
@@ -279,3 +281,18 @@ def test_the_openapi_schema_lists_the_ledger_paths(client: TestClient) -> None:
     paths = set(_get(client, "/openapi.json")["paths"])
 
     assert paths >= LEDGER_PATHS
+
+
+def test_a_serving_process_collects_cycles_rarely_and_freezes_what_start_up_built(
+    services: Services, settings: Settings
+) -> None:
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(settings, run_projector=False)) as http:  # opens services of its own
+            assert http.get("/healthz").status_code == 200
+            assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -34,6 +35,8 @@ MAX_NAME = 200
 NamePath = Annotated[str, Path(min_length=1, max_length=MAX_NAME)]
 IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 MAX_FEATURES = 10_000
+_MAX_RECORDS = 100_000
+_MAX_ID = 200
 
 
 async def get_serving(request: Request) -> Serving:
@@ -56,13 +59,13 @@ class PredictBody(BaseModel):
     request_id: str | None = Field(
         None,
         min_length=1,
-        max_length=200,
+        max_length=_MAX_ID,
         description="your id for this decision (unique per model); default: generated",
     )
     subject_id: str | None = Field(
         None,
         min_length=1,
-        max_length=200,
+        max_length=_MAX_ID,
         description="the data subject the input is about: the input is then encrypted with their key (erasable)",
     )
 
@@ -72,7 +75,7 @@ class PredictBatchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    records: list[PredictBody] = Field(max_length=100_000)
+    records: list[PredictBody] = Field(max_length=_MAX_RECORDS)
 
 
 class PredictionPublic(BaseModel):
@@ -143,8 +146,7 @@ def parsed_body(model: type[BodyT], request_body: bytes, content_type: str | Non
 
     Only a JSON body is read (:class:`~service.api.limits.JsonBodyLimit` bounds those).
     """
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+    if not _is_json(content_type):
         message = "send the body as JSON (Content-Type: application/json)"
         raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": message}])
     try:
@@ -153,6 +155,11 @@ def parsed_body(model: type[BodyT], request_body: bytes, content_type: str | Non
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -207,14 +214,49 @@ router.add_api_route(
 )
 
 
-async def batch_body(request: Request) -> PredictBatchBody:
-    """The batch body parsed and validated by pydantic in one pass.
+async def batch_body(request: Request) -> list[PredictRecord]:
+    """The records of a batch body, checked as :class:`PredictBatchBody` says.
 
-    A batch is large (1,000 records of 30 features are about 860 KB); reading
-    it straight into the model is about three times faster than decoding the
-    JSON first and validating the objects after.
+    A batch is large (1,000 records of 30 features are about 860 KB). A
+    well-formed one is decoded by ``orjson`` and its records checked here in
+    one pass; anything else (or anything ``orjson`` refuses) is read by
+    pydantic, which accepts the same bodies and names the problem.
     """
-    return parsed_body(PredictBatchBody, await request.body(), request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    body = await request.body()
+    if _is_json(content_type):
+        try:
+            records = _well_formed_records(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            records = None
+        if records is not None:
+            return records
+    return [_record(r) for r in parsed_body(PredictBatchBody, body, content_type).records]
+
+
+_RECORD_FIELDS = frozenset(PredictBody.model_fields)
+
+
+def _well_formed_records(data: Any) -> list[PredictRecord] | None:
+    """The records of a decoded batch body :class:`PredictBatchBody` accepts as it stands, else None."""
+    if type(data) is not dict or len(data) != 1 or type(records := data.get("records")) is not list:
+        return None
+    if len(records) > _MAX_RECORDS:
+        return None
+    read: list[PredictRecord] = []
+    for record in records:
+        if type(record) is not dict or not record.keys() <= _RECORD_FIELDS:
+            return None
+        values = record.get("input")
+        request_id, subject_id = record.get("request_id"), record.get("subject_id")
+        if type(values) is not dict or len(values) > MAX_FEATURES:
+            return None
+        if request_id is not None and (type(request_id) is not str or not 0 < len(request_id) <= _MAX_ID):
+            return None
+        if subject_id is not None and (type(subject_id) is not str or not 0 < len(subject_id) <= _MAX_ID):
+            return None
+        read.append(PredictRecord(values, request_id, subject_id))
+    return read
 
 
 @router.post(
@@ -223,11 +265,14 @@ async def batch_body(request: Request) -> PredictBatchBody:
     openapi_extra={"requestBody": _json_body(PredictBatchBody)},
 )
 def predict_batch(
-    name: NamePath, caller: Predictor, body: Annotated[PredictBatchBody, Depends(batch_body)], serving: ServingDep
+    name: NamePath,
+    caller: Predictor,
+    records: Annotated[list[PredictRecord], Depends(batch_body)],
+    serving: ServingDep,
 ) -> Response:
     """Predict many records in one request: one transaction, one batch of signatures."""
     # Dependencies resolve in this order: the caller is authorized before the body is read.
-    results = serving.predictor.predict(name, [_record(r) for r in body.records], caller.actor)
+    results = serving.predictor.predict(name, records, caller.actor)
     position = results[-1].position if results else 0
     return _answer({"predictions": [_public(r) for r in results], "position": position}, position)
 
