@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import orjson
@@ -143,36 +142,37 @@ def encoded_object(members: Mapping[str, Any], *, path: str = "payload") -> Enco
 class NumberRecordEncoder:
     """Canonical JSON of records with the same keys whose values are all numbers, fast.
 
-    A model's input row is such a record. A record costs two ``orjson`` calls:
-    one writes its values, to see that each prints as RFC 8785 prints it, the
-    other the record with sorted keys. ``encode(record)`` always equals
-    ``canonical_json(dict(record))``: records the fast form cannot settle (other
-    keys, a float printed with an exponent or a trailing ``.0``, a non-finite
-    float, an integer beyond 2**53-1, a value that is not an int or float, a key
-    outside the Basic Multilingual Plane) take that path, which writes the same
-    bytes or names the bad field.
+    A model's input row is such a record. ``orjson`` writes it with sorted keys
+    in one call, and the bytes show whether any value prints otherwise in RFC
+    8785 (an exponent, written ``e-`` or ``e+``; a non-finite float, written
+    ``null``; an integral float, written with ``.0``); when a key's own text
+    holds one of those marks, the values are written on their own to look.
+    ``encode(record)`` always equals ``canonical_json(dict(record))``: records
+    the fast form cannot settle (other keys, such a value, an integer beyond
+    2**53-1, a value that is not an int or float, a key outside the Basic
+    Multilingual Plane) take that path, which writes the same bytes or names
+    the bad field.
     """
 
     def __init__(self, names: Sequence[str]) -> None:
         ordered = sorted(set(names), key=lambda name: name.encode("utf-16-be"))
         self.names = ordered
-        self._pick = operator.itemgetter(*ordered) if len(ordered) > 1 else (lambda record: (record[ordered[0]],))
+        self._names = frozenset(ordered)
         # orjson sorts keys by code point, which is the UTF-16 order of RFC 8785 inside the BMP
         self._fast = bool(ordered) and all(ord(c) <= 0xFFFF for name in ordered for c in name)
+        keys = orjson.dumps(ordered)
+        self._keys_unmarked = not any(mark in keys for mark in _MARKS)
 
     def encode(self, record: Mapping[str, Any], *, path: str = "input") -> bytes:
         """``canonical_json(dict(record))``."""
-        if self._fast and isinstance(record, dict) and len(record) == len(self.names):
-            try:
-                values = self._pick(record)
-            except KeyError:
-                values = ()
+        if self._fast and isinstance(record, dict) and len(record) == len(self._names) and record.keys() == self._names:
+            values = record.values()
             kinds = set(map(type, values))
-            if values and kinds <= _NUMBERS and (int not in kinds or _safe_integers(values)):
-                texts = orjson.dumps(values)
-                # an exponent, NaN or an infinity (null), or an integral float ("1.0") needs the reference path
-                if b"e" not in texts and b"l" not in texts and b".0," not in texts and b".0]" not in texts:
-                    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+            if kinds <= _NUMBERS and (int not in kinds or _safe_integers(values)):
+                text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+                look = text if self._keys_unmarked else orjson.dumps(list(values))
+                if not any(mark in look for mark in _MARKS) and not look.endswith(b".0]"):
+                    return text
         return canonical_json(dict(record), path=path)
 
     def encoded(self, record: Mapping[str, Any], *, path: str = "input") -> EncodedObject:
@@ -180,10 +180,12 @@ class NumberRecordEncoder:
         return EncodedObject(record, self.encode(record, path=path))
 
 
+# How orjson writes what RFC 8785 writes otherwise: an exponent, NaN or an infinity, an integral float.
+_MARKS = (b"e-", b"e+", b"null", b".0,", b".0}")
 _NUMBERS = frozenset({int, float})
 
 
-def _safe_integers(values: Sequence[Any]) -> bool:
+def _safe_integers(values: Iterable[Any]) -> bool:
     integers = [v for v in values if type(v) is int]
     return min(integers) >= -MAX_SAFE_INTEGER and max(integers) <= MAX_SAFE_INTEGER
 

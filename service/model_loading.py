@@ -21,7 +21,9 @@ under ``torch.no_grad()`` with the network in eval mode.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,6 +81,8 @@ class LoadedModel:
         self.classes = None if classes is None else list(classes)
         self.positive_class = positive_class
         self._is_categorical = [name in set(categorical) for name in features]
+        # a row's values in feature order, in C (a tuple from two features on)
+        self._pick = operator.itemgetter(*self.features) if len(self.features) > 1 else None
 
     @property
     def positive_index(self) -> int | None:
@@ -112,10 +116,13 @@ class LoadedModel:
     def _numeric_matrix(self, rows: Sequence[Mapping[str, Any]]) -> NDArray[np.float64] | None:
         """The common case in one pass: every value an int, a float or null. None: take the checking path."""
         try:
-            values = [[row[name] for name in self.features] for row in rows]
+            if self._pick is not None:
+                values: list[Any] = list(map(self._pick, rows))
+            else:
+                values = [[row[name] for name in self.features] for row in rows]
         except (KeyError, TypeError):
             return None
-        if not {type(v) for row in values for v in row} <= _PLAIN_NUMBERS:
+        if not set(map(type, itertools.chain.from_iterable(values))) <= _PLAIN_NUMBERS:
             return None
         return np.array(values, dtype=np.float64).reshape(len(rows), len(self.features))
 

@@ -71,6 +71,12 @@ class ServedModel:
         return tuple(names)
 
     @cached_property
+    def numeric_names(self) -> frozenset[str] | None:
+        """:attr:`numeric_columns` as a set (a row's keys compare with it in one step), or None."""
+        columns = self.numeric_columns
+        return None if columns is None or len(set(columns)) != len(columns) else frozenset(columns)
+
+    @cached_property
     def input_encoder(self) -> NumberRecordEncoder:
         """Canonical JSON of this version's input rows (fast for all-numeric rows, exact for any)."""
         return NumberRecordEncoder(self.numeric_columns or [str(column["name"]) for column in self.input_schema])

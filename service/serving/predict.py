@@ -160,21 +160,22 @@ def _checked_rows(
     """Check the records at ``indexes`` against the served version's input schema into ``out`` (schema order).
 
     The common case, an all-numeric schema and rows holding exactly its columns
-    with finite ints and floats, is accepted in a few C-level passes; anything
-    else goes through :func:`check_input_row`, which accepts the same rows and
+    with finite ints and floats, is accepted in a few C-level passes (the row
+    itself is kept: consumers read it by name); anything else goes through
+    :func:`check_input_row`, which accepts the same rows (in schema order) and
     names the field of the first problem.
     """
-    names, schema = served.numeric_columns, served.input_schema
+    names, schema = served.numeric_names, served.input_schema
     for i in indexes:
         row = records[i].input
-        if names is not None and type(row) is dict and len(row) == len(names):
+        if names is not None and type(row) is dict and row.keys() == names:
+            values = row.values()
             try:
-                values = [row[name] for name in names]
                 plain = set(map(type, values)) <= _PLAIN_NUMBERS and math.isfinite(math.fsum(values))
-            except (KeyError, OverflowError):
+            except OverflowError:
                 plain = False
             if plain:
-                out[i] = dict(zip(names, values, strict=True))
+                out[i] = row  # exactly the schema's columns, all finite numbers: the row as it came
                 continue
         out[i] = check_input_row(row, schema, field=f"records.{i}.input")
 
