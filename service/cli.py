@@ -112,10 +112,15 @@ def serve(
         opened = open_services(settings)  # the ledger key and the first admin, once, before the workers start
         _announce_admin_key(opened.admin_api_key)
         opened.close()
-        uvicorn.run(
-            "service.api.app:api_only", factory=True, host=host, port=port, workers=workers, log_level="info",
-            access_log=access_log,
-        )
+        from service.api.workers import CannotListen, run_workers
+
+        try:
+            run_workers(
+                "service.api.app:api_only", host=host, port=port, workers=workers, log_level="info",
+                access_log=access_log,
+            )
+        except CannotListen as exc:
+            raise _fail(str(exc)) from None
         return
     app_ = create_app(settings, run_projector=projector, run_runner=runner)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)
