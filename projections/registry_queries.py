@@ -348,6 +348,18 @@ def deployment(conn: Connection, model_name: str) -> DeploymentPublic | None:
     return _dto(DeploymentPublic, conn.execute(sa.select(t).where(t.c.model_name == model_name)).first())
 
 
+def serving_versions(conn: Connection, *, limit: int) -> list[str]:
+    """The model versions live deployments serve (champions, then canaries, then challengers), at most ``limit``."""
+    t = r.reg_deployments
+    live = conn.execute(
+        sa.select(t.c.champion_version_id, t.c.canary_version_id, t.c.challenger_version_id)
+        .where(~t.c.stopped, ~t.c.retired)
+        .order_by(t.c.updated_at.desc(), t.c.model_name)
+    ).all()
+    ordered = [row[role] for role in range(3) for row in live if row[role] is not None]
+    return list(dict.fromkeys(ordered))[:limit]
+
+
 class DeploymentChange(BaseModel):
     """One change of a deployment."""
 

@@ -28,7 +28,7 @@ from service.api.routers import (
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
 from service.projector import ProjectorThread
-from service.serving.runtime import open_serving
+from service.serving.runtime import open_serving, start_preloading
 from service.settings import Settings
 
 # The cyclic collector's thresholds in a serving process: a young collection every
@@ -87,6 +87,7 @@ def create_app(
             # serving process's CPU scanning the rows of large batches still in flight.
             gc.set_threshold(*SERVING_GC_THRESHOLDS)
             app.state.serving.models.freeze_loaded = True  # and what loading a model builds
+            start_preloading(opened, app.state.serving.models)  # the first requests need not load them
         try:
             yield
         finally:

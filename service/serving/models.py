@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -29,6 +32,8 @@ from service.explain import ModelExplainer, explainer_for
 from service.ledger_core import LedgerCore
 from service.model_loading import LoadedModel, load_model
 from service.runners.tabular import MISSING, read_table
+
+log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.pkl", "model.pt")
 DETAILS_FILE = "execution.json"
@@ -142,6 +147,31 @@ class ModelCache:
             with self._lock:
                 self._loading.pop(key, None)
         return served
+
+    def loaded(self) -> list[str]:
+        """The ids of the versions loaded now, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def preload(self, version_ids: Sequence[str]) -> int:
+        """Load these versions now (those that cannot be served are skipped); how many are loaded.
+
+        A serving process does it for what its deployments serve when it
+        starts, so the first requests do not wait for the model to load; a
+        request that arrives meanwhile waits for the same load.
+        """
+        started, loaded = time.perf_counter(), 0
+        for version_id in version_ids[: self._size]:
+            try:
+                self.get(self._ledger.get(version_id, ModelVersion))
+            except Exception as exc:  # the deployment's requests will meet (and report) the same problem
+                log.warning("model version %s was not preloaded: %s", version_id, exc)
+                continue
+            loaded += 1
+        if version_ids:
+            log.info("preloaded %d of %d served model versions in %.2f s", loaded, len(version_ids),
+                     time.perf_counter() - started)
+        return loaded
 
     def _load(self, version: ModelVersion) -> ServedModel:
         run: Run = self._ledger.get(version.run_id, Run)

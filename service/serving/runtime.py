@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from dataclasses import dataclass
 
 from domain.permissions import Action
+from projections.registry_queries import serving_versions
 from service.auth import authorize_digest
 from service.bootstrap import Services
 from service.ledger import Ledger
@@ -16,6 +19,8 @@ from service.serving.predict import PredictionService
 from service.serving.predict_queue import PredictQueue
 from service.serving.reports import ReportsThread, ReportsWorker
 from service.serving.vault import SubjectVault
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +69,25 @@ def open_serving(services: Services) -> Serving:
         monitor=DriftMonitor(services, vault),
         threads=[],
     )
+
+
+def preload_served(services: Services, models: ModelCache) -> None:
+    """Load the versions the live deployments serve (as the registry read model lists them); logs what failed."""
+    try:
+        with services.engine.connect() as conn:
+            version_ids = serving_versions(conn, limit=services.settings.model_cache_size)
+        models.preload(version_ids)
+    except Exception:  # the process serves all the same: a request then loads its model itself
+        log.warning("the served models were not preloaded", exc_info=True)
+
+
+def start_preloading(services: Services, models: ModelCache) -> threading.Thread:
+    """:func:`preload_served` on a thread of its own, so the process serves while the models load."""
+    thread = threading.Thread(
+        target=preload_served, args=(services, models), name="mlledger-preload", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def _predicting_actor(ledger: Ledger, digest: str, known_current: bool = False) -> str:

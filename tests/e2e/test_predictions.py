@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from domain.permissions import Action
 from domain.run import Run
 from domain.subject import Subject
 from projections.predictions import predictions
+from projections.registry_queries import deployment, serving_versions
 from service.api.app import create_app
 from service.auth import authorize_digest
 from service.bootstrap import open_services
@@ -31,6 +33,7 @@ from service.serving.batching import WriterStopped
 from service.serving.models import ModelCache
 from service.serving.predict import PredictRecord, Served
 from service.serving.predict_queue import PredictQueue
+from service.serving.runtime import preload_served
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -468,6 +471,29 @@ def test_a_serving_process_freezes_what_loading_a_model_built(deployed: Deployed
         assert not any(obj is served.model for obj in gc.get_objects())  # no collection walks it again
     finally:
         gc.unfreeze()
+
+
+def test_a_serving_process_preloads_what_its_live_deployments_serve(
+    deployed: Deployed, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = deployed.services
+    services.runner.catch_up()
+    with services.engine.connect() as conn:
+        expected = serving_versions(conn, limit=8)
+        live = deployment(conn, MODEL)
+    assert live is not None and expected[0] == live.champion_version_id
+    cache = ModelCache(services.ledger, services.blobs)
+
+    preload_served(services, cache)
+
+    assert sorted(cache.loaded()) == sorted(expected)
+    champion = services.ledger.get(expected[0], ModelVersion)
+    before = cache.loaded()
+    assert cache.get(champion) is cache.get(champion) and cache.loaded()[-1] == expected[0]
+    assert sorted(cache.loaded()) == sorted(before)  # served from the cache, nothing loaded again
+    with caplog.at_level("WARNING"):
+        assert cache.preload([str(uuid.uuid4())]) == 0
+    assert "was not preloaded" in caplog.text
 
 
 def test_the_single_record_endpoint_checks_key_name_and_content_type_before_reading_the_body(
