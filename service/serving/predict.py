@@ -29,7 +29,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -298,7 +298,9 @@ class PredictionService:
         (future,) = self.submit([PredictAsk(model_name, records, caller)])
         return future.result(timeout=COMMIT_TIMEOUT)
 
-    def submit(self, asks: Sequence[PredictAsk], known_current: bool = False) -> list[Future[list[Served]]]:
+    def submit(
+        self, asks: Sequence[PredictAsk], known_current: bool = False, *, gathered: bool = False
+    ) -> list[Future[list[Served]]]:
         """Serve several requests together; each future gives its request's served predictions once durable.
 
         Each request is checked on its own (one request's bad record fails only
@@ -306,7 +308,9 @@ class PredictionService:
         one call, and their predictions go to the group committer together.
         ``known_current``: the caller found the deployments this process
         remembers current (:meth:`remembered_deployment`) with a query that
-        started after every request arrived.
+        started after every request arrived. ``gathered``: the caller already
+        gathered the concurrent requests (the predict queue), so the model calls
+        are not offered to other threads' small requests to share.
         """
         futures: list[Future[list[Served]]] = [Future() for _ in asks]
         plans: list[_Plan] = []
@@ -320,7 +324,7 @@ class PredictionService:
                 later.append((ask, future))
             except Exception as exc:
                 future.set_exception(exc)
-        for plan in self._inferred(plans):
+        for plan in self._inferred(plans, self._predict if gathered else self._infer):
             try:
                 items, results = self._events(plan)
                 committed = self._committer.submit(items)
@@ -329,7 +333,8 @@ class PredictionService:
                 continue
             committed.add_done_callback(functools.partial(self._settle, plan, results))
         if later:  # after the requests that record their subjects: they wait for those commits
-            for (_, future), again in zip(later, self.submit([ask for ask, _ in later]), strict=True):
+            retried = self.submit([ask for ask, _ in later], gathered=gathered)
+            for (_, future), again in zip(later, retried, strict=True):
                 again.add_done_callback(functools.partial(_pass_on, future))
         return futures
 
@@ -378,7 +383,9 @@ class PredictionService:
                 future.add_done_callback(functools.partial(self._issued, subject))
         return _Plan(ask, future, request_ids, routes, challenger, checked, shadow_rows, keys)
 
-    def _inferred(self, plans: list[_Plan]) -> list[_Plan]:
+    def _inferred(
+        self, plans: list[_Plan], infer: Callable[[ServedModel, list[dict[str, Any]]], list[_Outcome]]
+    ) -> list[_Plan]:
         """The plans whose rows were predicted and explained: one model call per version for all of them.
 
         When a shared call fails, each plan's rows are tried on their own, so
@@ -396,7 +403,7 @@ class PredictionService:
             served = job[0][1].served
             parts: list[list[_Outcome] | None]
             try:
-                outcomes = self._infer(served, [row for _, _, rows in job for row in rows])
+                outcomes = infer(served, [row for _, _, rows in job for row in rows])
                 parts = list(_split(outcomes, [len(rows) for _, _, rows in job]))
             except Exception as exc:
                 if len(job) == 1:

@@ -107,7 +107,7 @@ class PredictQueue(BatchThread[_Waiting]):
                 continue
             asks.append(PredictAsk(waiting.model_name, [waiting.record], actor, waiting.started))
             served.append(waiting)
-        for waiting, future in zip(served, self._predictor.submit(asks, current), strict=True):
+        for waiting, future in zip(served, self._predictor.submit(asks, current, gathered=True), strict=True):
             future.add_done_callback(waiting.settle)
 
     def _remembered_current(self, batch: list[_Waiting]) -> bool:
