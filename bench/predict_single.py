@@ -14,7 +14,8 @@ transactions is printed next to the number of requests.
 
 ``--repeats`` (default 3) rounds follow a ``--warmup`` (default 3 s) that is not
 timed. Each round reports requests per second and the p50/p95/p99 latency seen
-by the clients; afterwards the ledger is checked: the ``Prediction`` events
+by the clients; the verdict is the median round's (requests per second and
+its p99). Afterwards the ledger is checked: the ``Prediction`` events
 recorded must be exactly the predictions answered 2xx (same count, same ids).
 CPU milliseconds per request of the server (all its processes: with
 ``--workers N`` a supervisor and N API processes), the local PostgreSQL
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds = measured.rounds
     best = max(rounds, key=lambda r: r.rate)
-    passed = best.rate >= TARGET_REQUESTS_PER_SECOND and best.latency_ms(0.99) < TARGET_P99_MS
+    typical = sorted(rounds, key=lambda r: r.rate)[(len(rounds) - 1) // 2]  # the median round (the lower one of two)
+    # the verdict is the median round's: a target met in one lucky round is not met
+    passed = typical.rate >= TARGET_REQUESTS_PER_SECOND and typical.latency_ms(0.99) < TARGET_P99_MS
     print()
     print(f"ML Ledger serving: single-record predictions, {args.clients} concurrent clients "
           "(one keep-alive connection each)")
@@ -183,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{cpu.postgres * per:>8.2f} | {cpu.clients * per:>7.2f}")
     print("-" * len(header))
     print(f"requests/s: best {best.rate:,.0f} (p99 {best.latency_ms(0.99):.1f} ms), "
-          f"median {statistics.median(r.rate for r in rounds):,.0f} "
+          f"median {statistics.median(r.rate for r in rounds):,.0f} (p99 {typical.latency_ms(0.99):.1f} ms) "
           f"(target >= {TARGET_REQUESTS_PER_SECOND:,}/s with p99 < {TARGET_P99_MS:.0f} ms) "
-          f"=> {'PASS' if passed else 'MISSED'}")
+          f"=> {'PASS' if passed else 'MISSED'} (median round)")
     answered = sum(len(r.ids) for r in rounds) + len(measured.warm.ids)
     return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 
