@@ -191,7 +191,11 @@ bmp_record_keys = [key for key in record_keys if key.isascii() or max(map(ord, k
 def test_a_number_record_encodes_exactly_as_canonical_json_or_is_refused_alike(
     names: list[str], record: dict[str, Any]
 ) -> None:
-    encoder = NumberRecordEncoder(names)
+    _encodes_as_canonical_json(NumberRecordEncoder(names), record)
+
+
+def _encodes_as_canonical_json(encoder: NumberRecordEncoder, record: dict[str, Any]) -> None:
+    """``encoder`` writes ``record`` as canonical JSON does (and RFC 8785), or refuses it naming the same field."""
     try:
         expected = canonical_json(record, path="input")
     except InvalidPayload as refused:
@@ -199,7 +203,7 @@ def test_a_number_record_encodes_exactly_as_canonical_json_or_is_refused_alike(
             encoder.encode(record)
         assert caught.value.field == refused.field
     else:
-        assert encoder.encode(record) == expected
+        assert encoder.encode(record) == expected == rfc8785.dumps(record)
         assert encoder.encoded(record).canonical == expected
 
 
@@ -237,19 +241,15 @@ def test_a_value_holding_the_splice_marker_itself_is_still_encoded_exactly() -> 
         assert canonical_json(value) == rfc8785.dumps(plain)
 
 
+# Keys whose own text holds what the fast form looks for in a record's bytes (an exponent, null, ".0,").
+marked_keys = ["be-", "e+x", "null", "x.0,y", "f1"]
+
+
 @settings(max_examples=1000, deadline=None)
 @given(
-    st.fixed_dictionaries(
-        {key: st.one_of(_plain_floats, ints, record_values) for key in bmp_record_keys}
+    st.sampled_from([bmp_record_keys, marked_keys]).flatmap(
+        lambda names: st.fixed_dictionaries({key: st.one_of(_plain_floats, ints, record_values) for key in names})
     )
 )
 def test_a_full_number_record_encodes_exactly_as_canonical_json(record: dict[str, Any]) -> None:
-    encoder = NumberRecordEncoder(bmp_record_keys)
-    try:
-        expected = canonical_json(record, path="input")
-    except InvalidPayload as refused:
-        with pytest.raises(InvalidPayload) as caught:
-            encoder.encode(record)
-        assert caught.value.field == refused.field
-    else:
-        assert encoder.encode(record) == expected == rfc8785.dumps(record)
+    _encodes_as_canonical_json(NumberRecordEncoder(list(record)), record)
