@@ -20,7 +20,10 @@ from urllib.parse import unquote, urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from service import connection_pool
 from service.settings import Settings
+
+connection_pool.install()  # before any pool hands out a connection
 
 SQLITE_EVENTS_TABLE = "stored_events"
 POSTGRES_EVENTS_TABLE = "mlledger_events"  # eventsourcing names it after the application
