@@ -155,17 +155,14 @@ class NumberRecordEncoder:
     """
 
     def __init__(self, names: Sequence[str]) -> None:
-        ordered = sorted(set(names), key=lambda name: name.encode("utf-16-be"))
-        self.names = ordered
-        self._names = frozenset(ordered)
+        self._names = frozenset(names)
         # orjson sorts keys by code point, which is the UTF-16 order of RFC 8785 inside the BMP
-        self._fast = bool(ordered) and all(ord(c) <= 0xFFFF for name in ordered for c in name)
-        keys = orjson.dumps(ordered)
-        self._keys_unmarked = not any(mark in keys for mark in _MARKS)
+        self._fast = bool(self._names) and all(ord(c) <= 0xFFFF for name in self._names for c in name)
+        self._keys_unmarked = not any(mark in orjson.dumps(name) for name in self._names for mark in _MARKS)
 
     def encode(self, record: Mapping[str, Any], *, path: str = "input") -> bytes:
         """``canonical_json(dict(record))``."""
-        if self._fast and isinstance(record, dict) and len(record) == len(self._names) and record.keys() == self._names:
+        if self._fast and isinstance(record, dict) and record.keys() == self._names:
             values = record.values()
             kinds = set(map(type, values))
             if kinds <= _NUMBERS and (int not in kinds or _safe_integers(values)):
@@ -235,12 +232,9 @@ def _check(value: Any) -> bool:
     slow = False
     for key, item in members:
         if is_object:
-            if type(key) is not str:
-                if not isinstance(key, str):
-                    raise _Bad(
-                        lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings"
-                    )
-            elif not key.isascii() and any(ord(c) > 0xFFFF for c in key):
+            if not isinstance(key, str):
+                raise _Bad(lambda path, key=key: f"{path} has a non-string key {key!r}; object keys must be strings")
+            if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
                 slow = True
         kind = type(item)
         if kind is str or item is None or kind is bool:

@@ -348,8 +348,8 @@ def deployment(conn: Connection, model_name: str) -> DeploymentPublic | None:
     return _dto(DeploymentPublic, conn.execute(sa.select(t).where(t.c.model_name == model_name)).first())
 
 
-def serving_versions(conn: Connection, *, limit: int) -> list[str]:
-    """The model versions live deployments serve (champions, then canaries, then challengers), at most ``limit``."""
+def serving_versions(conn: Connection) -> list[str]:
+    """The model versions live deployments serve: champions, then canaries, then challengers (newest first)."""
     t = r.reg_deployments
     live = conn.execute(
         sa.select(t.c.champion_version_id, t.c.canary_version_id, t.c.challenger_version_id)
@@ -357,7 +357,7 @@ def serving_versions(conn: Connection, *, limit: int) -> list[str]:
         .order_by(t.c.updated_at.desc(), t.c.model_name)
     ).all()
     ordered = [row[role] for role in range(3) for row in live if row[role] is not None]
-    return list(dict.fromkeys(ordered))[:limit]
+    return list(dict.fromkeys(ordered))
 
 
 class DeploymentChange(BaseModel):

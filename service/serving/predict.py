@@ -157,7 +157,7 @@ _PLAIN_NUMBERS = frozenset({float, int})
 def _checked_rows(
     records: Sequence[PredictRecord], indexes: list[int], served: ServedModel, out: list[dict[str, Any]]
 ) -> None:
-    """Check the records at ``indexes`` against the served version's input schema into ``out`` (schema order).
+    """Check the records at ``indexes`` against the served version's input schema into ``out``.
 
     The common case, an all-numeric schema and rows holding exactly its columns
     with finite ints and floats, is accepted in a few C-level passes (the row

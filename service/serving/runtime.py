@@ -72,10 +72,10 @@ def open_serving(services: Services) -> Serving:
 
 
 def preload_served(services: Services, models: ModelCache) -> None:
-    """Load the versions the live deployments serve (as the registry read model lists them); logs what failed."""
+    """Load the versions live deployments serve (the registry read model's list, up to the cache's size)."""
     try:
         with services.engine.connect() as conn:
-            version_ids = serving_versions(conn, limit=services.settings.model_cache_size)
+            version_ids = serving_versions(conn)
         models.preload(version_ids)
     except Exception:  # the process serves all the same: a request then loads its model itself
         log.warning("the served models were not preloaded", exc_info=True)

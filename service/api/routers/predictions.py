@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
+from domain.prediction import REQUEST_ID_MAX, SUBJECT_ID_MAX
 from service.api.deps import (
     POSITION_HEADER,
     ConnDep,
@@ -36,7 +37,6 @@ NamePath = Annotated[str, Path(min_length=1, max_length=MAX_NAME)]
 IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 MAX_FEATURES = 10_000
 _MAX_RECORDS = 100_000
-_MAX_ID = 200
 
 
 async def get_serving(request: Request) -> Serving:
@@ -59,13 +59,13 @@ class PredictBody(BaseModel):
     request_id: str | None = Field(
         None,
         min_length=1,
-        max_length=_MAX_ID,
+        max_length=REQUEST_ID_MAX,
         description="your id for this decision (unique per model); default: generated",
     )
     subject_id: str | None = Field(
         None,
         min_length=1,
-        max_length=_MAX_ID,
+        max_length=SUBJECT_ID_MAX,
         description="the data subject the input is about: the input is then encrypted with their key (erasable)",
     )
 
@@ -251,12 +251,14 @@ def _well_formed_records(data: Any) -> list[PredictRecord] | None:
         request_id, subject_id = record.get("request_id"), record.get("subject_id")
         if type(values) is not dict or len(values) > MAX_FEATURES:
             return None
-        if request_id is not None and (type(request_id) is not str or not 0 < len(request_id) <= _MAX_ID):
-            return None
-        if subject_id is not None and (type(subject_id) is not str or not 0 < len(subject_id) <= _MAX_ID):
+        if not (_absent_or_text(request_id, REQUEST_ID_MAX) and _absent_or_text(subject_id, SUBJECT_ID_MAX)):
             return None
         read.append(PredictRecord(values, request_id, subject_id))
     return read
+
+
+def _absent_or_text(value: Any, longest: int) -> bool:
+    return value is None or (type(value) is str and 0 < len(value) <= longest)
 
 
 @router.post(
