@@ -4,7 +4,7 @@ Every event goes through the real write path: the domain command builds the
 aggregate's events, ``Ledger.save`` hands them to ``LedgerEventStore.put``, which
 chains each one to its aggregate's previous hash, seals it (canonical JSON,
 sha256, Ed25519 signature) and inserts the batch in one transaction. The events
-come from ``service.workload.append_events`` (principals with ten events each and
+come from ``service.ops.workload.append_events`` (principals with ten events each and
 some dataset registrations).
 
 Two modes, each after a warm-up, in a fresh ledger of its own:
@@ -56,20 +56,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
 
-from domain.canonical import canonical_json
-from domain.keys import Signer
-from domain.sealing import ZERO_HASH, SealedEvent
+from domain.integrity.canonical import canonical_json
+from domain.integrity.keys import Signer
+from domain.integrity.sealing import ZERO_HASH, SealedEvent
 from service.bootstrap import Services, open_services
-from service.event_store import SealingMapper
-from service.persistence import create_engine
+from service.ops.workload import append_events, dataset, events_for_one_principal
 from service.settings import Settings
-from service.workload import append_events, dataset, events_for_one_principal
+from service.store.event_store import SealingMapper
+from service.store.persistence import create_engine
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SINGLE_TARGET = 2_500
 BATCH_TARGET = 15_000
 BATCH_SIZE = 500
-DEPTH = 10  # events per principal, as in service.workload
+DEPTH = 10  # events per principal, as in service.ops.workload
 
 
 # -- shared helpers (the other benches import these) --------------------------
@@ -257,9 +257,7 @@ class Result:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def run_mode(
-    settings: Settings, mode: str, count: int, batch: int, warmup: int, target: int
-) -> Result:
+def run_mode(settings: Settings, mode: str, count: int, batch: int, warmup: int, target: int) -> Result:
     """Warm up, then time ``count`` events in transactions of ``batch`` events."""
     print(f"{mode}: fresh ledger, warm-up {warmup:,} events", file=sys.stderr, flush=True)
     with opened(settings) as services:
@@ -317,32 +315,42 @@ def breakdown(rounds: int = 5) -> list[tuple[str, float]]:
     command_us = _time_per_call(command, list(range(100)), rounds) / DEPTH
     return [
         ("domain command (Principal + 9 role events, per event)", command_us),
-        (f"canonical JSON (canonical_json, {avg_bytes:.0f} B envelope)",
-         _time_per_call(lambda env: canonical_json(env, path=""), envelopes, rounds)),
+        (
+            f"canonical JSON (canonical_json, {avg_bytes:.0f} B envelope)",
+            _time_per_call(lambda env: canonical_json(env, path=""), envelopes, rounds),
+        ),
         ("sha256 of the canonical bytes", _time_per_call(lambda b: hashlib.sha256(b).digest(), encoded, rounds)),
         ("Ed25519 sign (Signer.sign of the 32-byte hash)", _time_per_call(signer.sign, digests, rounds)),
-        ("full seal (SealingMapper.seal_event: all of the above + record)",
-         _time_per_call(lambda e: mapper.seal_event(e, ZERO_HASH), events, rounds)),
+        (
+            "full seal (SealingMapper.seal_event: all of the above + record)",
+            _time_per_call(lambda e: mapper.seal_event(e, ZERO_HASH), events, rounds),
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
-    parser.add_argument("--events", type=int, default=100_000,
-                        help="events in the batched mode (default 100,000)")
-    parser.add_argument("--single-events", type=int, default=5_000,
-                        help="events in the one-per-transaction mode (default 5,000)")
+    parser.add_argument("--events", type=int, default=100_000, help="events in the batched mode (default 100,000)")
+    parser.add_argument(
+        "--single-events", type=int, default=5_000, help="events in the one-per-transaction mode (default 5,000)"
+    )
     parser.add_argument("--batch", type=int, default=BATCH_SIZE, help="events per transaction when batched")
     args = parser.parse_args(argv)
     install_sigterm_handler()
 
     modes = [
         ("one event per transaction", args.single_events, 1, max(200, args.single_events // 20), SINGLE_TARGET),
-        (f"batches of {args.batch} per transaction", args.events, args.batch,
-         max(5 * args.batch, args.events // 20), BATCH_TARGET),
+        (
+            f"batches of {args.batch} per transaction",
+            args.events,
+            args.batch,
+            max(5 * args.batch, args.events // 20),
+            BATCH_TARGET,
+        ),
     ]
     results: list[Result] = []
     database = ""
@@ -357,14 +365,18 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = "SQLite" if args.sqlite else "PostgreSQL"
     print()
-    print(f"ML Ledger append benchmark: signed events through Ledger.save on {backend} "
-          "(each mode in a fresh ledger, after a warm-up)")
+    print(
+        f"ML Ledger append benchmark: signed events through Ledger.save on {backend} "
+        "(each mode in a fresh ledger, after a warm-up)"
+    )
     header = f"{'mode':<36} | {'events':>8} | {'seconds':>8} | {'events/s':>9} | {'target':>10} | result"
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.mode:<36} | {r.events:>8,} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | "
-              f"{'>= ' + format(r.target, ','):>10} | {verdict(r.rate, r.target)}")
+        print(
+            f"{r.mode:<36} | {r.events:>8,} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | "
+            f"{'>= ' + format(r.target, ','):>10} | {verdict(r.rate, r.target)}"
+        )
     print(machine_line(database))
     print()
     print("where the time goes (µs per event, in-process, best of 5 over the workload's event mix):")

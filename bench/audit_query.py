@@ -66,12 +66,12 @@ from domain.approval import approval_statement, sign_statement
 from domain.code import CodeVersion
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
-from domain.keys import Signer, public_key_pem
+from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.sealing import format_timestamp, parse_timestamp
 from domain.model import APPROVED, Model, ModelVersion
 from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import Run
-from domain.sealing import format_timestamp, parse_timestamp
 from projections import audit_queries, registry_queries
 from service.bootstrap import Services, open_services
 from service.settings import Settings
@@ -82,9 +82,24 @@ RUNS_PER_MODEL = 20
 METRIC_BATCHES = 40  # MetricsLogged events per run, 3 points each
 VERSION_EVERY = 3  # every third run becomes a model version
 EVENT_TYPES = [
-    "MetricsLogged", "Requested", "Finished", "ArtifactRecorded", "ParamsLogged", "Registered",
-    "ApprovalGranted", "ApprovalRejected", "VersionAdded", "ChampionSet", "ChallengerSet", "CanarySet",
-    "RolledBack", "Stopped", "Resumed", "Retired", "PolicyChanged", "SigningKeyRegistered",
+    "MetricsLogged",
+    "Requested",
+    "Finished",
+    "ArtifactRecorded",
+    "ParamsLogged",
+    "Registered",
+    "ApprovalGranted",
+    "ApprovalRejected",
+    "VersionAdded",
+    "ChampionSet",
+    "ChallengerSet",
+    "CanarySet",
+    "RolledBack",
+    "Stopped",
+    "Resumed",
+    "Retired",
+    "PolicyChanged",
+    "SigningKeyRegistered",
 ]
 
 
@@ -165,16 +180,22 @@ def _people(writer: Writer, rng: random.Random) -> Cast:
         author = rng.choice(cast.scientists)
         pipeline = Pipeline(name=f"pipeline-{i}", kind="python", actor=author)
         for spec_number in range(3):
-            pipeline.add_spec({"entrypoint": f"train.p{i}:main", "time_limit_seconds": 600 + spec_number},
-                              actor=author)
+            pipeline.add_spec({"entrypoint": f"train.p{i}:main", "time_limit_seconds": 600 + spec_number}, actor=author)
         cast.pipelines.append(pipeline)
         writer.add(pipeline)
     return cast
 
 
 def _column_profile(column: int) -> dict[str, Any]:
-    return {"name": f"f{column}", "count": 100_000, "missing": 0, "mean": 0.5 * column, "stddev": 1.0,
-            "minimum": -3.0, "maximum": 3.0 + column}
+    return {
+        "name": f"f{column}",
+        "count": 100_000,
+        "missing": 0,
+        "mean": 0.5 * column,
+        "stddev": 1.0,
+        "minimum": -3.0,
+        "maximum": 3.0 + column,
+    }
 
 
 def _more_inputs(writer: Writer, cast: Cast, rng: random.Random, block: int) -> None:
@@ -184,19 +205,29 @@ def _more_inputs(writer: Writer, cast: Cast, rng: random.Random, block: int) -> 
         actor = rng.choice(cast.scientists)
         series = cast.series.setdefault(name, Dataset(name=name, actor=actor))
         version = DatasetVersion(
-            name=name, number=series.next_number(), digest=digest(f"{name}-{block}"), size=10_000 + block,
-            format="parquet", schema=[{"name": f"f{c}", "type": "float"} for c in range(8)],
-            row_count=100_000 + block, profile=[_column_profile(c) for c in range(8)],
+            name=name,
+            number=series.next_number(),
+            digest=digest(f"{name}-{block}"),
+            size=10_000 + block,
+            format="parquet",
+            schema=[{"name": f"f{c}", "type": "float"} for c in range(8)],
+            row_count=100_000 + block,
+            profile=[_column_profile(c) for c in range(8)],
             datasheet={"motivation": "benchmark", "pii_columns": ["f0"], "protected_attributes": ["f1"]},
-            source=f"s3://bench/{name}/{block}", actor=actor,
+            source=f"s3://bench/{name}/{block}",
+            actor=actor,
         )
         series.add_version(number=version.number, dataset_version_id=str(version.id), actor=actor)
         cast.datasets.append(str(version.id))
         writer.add(series, version)
     for i in range(3):
-        code = CodeVersion(repository="git@example.com:ml.git", commit=f"{block:04x}{i:03x}abc",
-                           archive_digest=digest(f"code-{block}-{i}"), entrypoint="train.main:run",
-                           actor=rng.choice(cast.scientists))
+        code = CodeVersion(
+            repository="git@example.com:ml.git",
+            commit=f"{block:04x}{i:03x}abc",
+            archive_digest=digest(f"code-{block}-{i}"),
+            entrypoint="train.main:run",
+            actor=rng.choice(cast.scientists),
+        )
         cast.code.append(str(code.id))
         writer.add(code)
 
@@ -218,18 +249,30 @@ def _run(project: Project, step: int, cast: Cast, rng: random.Random) -> Run:
     pipeline = rng.choice(cast.pipelines)
     actor = project.scientist
     run = Run(
-        name=f"{project.name}-run-{step}", mode="client", pipeline_id=str(pipeline.id),
-        pipeline_version=len(pipeline.specs), spec_digest=pipeline.digests[-1],
-        dataset_version_ids=rng.sample(cast.datasets[-40:], 2), code_version_id=rng.choice(cast.code[-30:]),
-        params={"lr": round(rng.uniform(1e-4, 1e-1), 5), "epochs": METRIC_BATCHES}, seed=rng.randrange(2**32),
-        device="cpu", reproduces=None, actor=actor,
+        name=f"{project.name}-run-{step}",
+        mode="client",
+        pipeline_id=str(pipeline.id),
+        pipeline_version=len(pipeline.specs),
+        spec_digest=pipeline.digests[-1],
+        dataset_version_ids=rng.sample(cast.datasets[-40:], 2),
+        code_version_id=rng.choice(cast.code[-30:]),
+        params={"lr": round(rng.uniform(1e-4, 1e-1), 5), "epochs": METRIC_BATCHES},
+        seed=rng.randrange(2**32),
+        device="cpu",
+        reproduces=None,
+        actor=actor,
     )
     run.log_params({"batch_size": rng.choice([32, 64, 128]), "optimizer": "adam"}, actor=actor)
     for epoch in range(METRIC_BATCHES):
         loss = 1.0 / (epoch + 1) + rng.random() / 10
-        run.log_metrics([{"key": "loss", "value": loss, "step": epoch},
-                         {"key": "auc", "value": 1 - loss / 2, "step": epoch},
-                         {"key": "accuracy", "value": 1 - loss / 3, "step": epoch}], actor=actor)
+        run.log_metrics(
+            [
+                {"key": "loss", "value": loss, "step": epoch},
+                {"key": "auc", "value": 1 - loss / 2, "step": epoch},
+                {"key": "accuracy", "value": 1 - loss / 3, "step": epoch},
+            ],
+            actor=actor,
+        )
     run.record_artifact("model.pt", digest(run.name), 1_000_000 + step, "application/octet-stream", actor=actor)
     run.record_artifact("metrics.json", digest(run.name + "m"), 2_000, "application/json", actor=actor)
     run.finish("failed" if rng.random() < 0.05 else "succeeded", None, actor=actor)
@@ -244,9 +287,14 @@ def _register(project: Project, run: Run, services: Services, cast: Cast, rng: r
     if rng.random() < 0.05:
         model.change_policy({"required_approvals": rng.choice([1, 2, 3])}, actor=actor)
     version = ModelVersion(
-        model_name=project.name, number=model.next_number(), run_id=str(run.id),
-        run_digest=services.ledger.run_digest(run), run_submitted_by=run.submitted_by, artifact_name="model.pt",
-        artifact_digest=run.artifacts["model.pt"], input_schema=[{"name": f"f{c}", "type": "float"} for c in range(8)],
+        model_name=project.name,
+        number=model.next_number(),
+        run_id=str(run.id),
+        run_digest=services.ledger.run_digest(run),
+        run_submitted_by=run.submitted_by,
+        artifact_name="model.pt",
+        artifact_digest=run.artifacts["model.pt"],
+        input_schema=[{"name": f"f{c}", "type": "float"} for c in range(8)],
         actor=actor,
     )
     model.add_version(number=version.number, model_version_id=str(version.id), actor=actor)
@@ -255,12 +303,25 @@ def _register(project: Project, run: Run, services: Services, cast: Cast, rng: r
             break
         decision = "reject" if index == 0 and rng.random() < 0.05 else "approve"
         statement = approval_statement(
-            model_version_id=str(version.id), model_name=project.name, version=version.number,
-            artifact_digest=version.artifact_digest, run_digest=version.run_digest, decision=decision,
-            reason="metrics and fairness report reviewed", approver=approver, signed_at="2026-11-22T10:00:00Z",
+            model_version_id=str(version.id),
+            model_name=project.name,
+            version=version.number,
+            artifact_digest=version.artifact_digest,
+            run_digest=version.run_digest,
+            decision=decision,
+            reason="metrics and fairness report reviewed",
+            approver=approver,
+            signed_at="2026-11-22T10:00:00Z",
         )
-        version.decide(approver=approver, key_id=kid, public_key_pem=pem, statement=statement,
-                       signature=sign_statement(statement, signer.sign), policy=model.policy, actor=approver)
+        version.decide(
+            approver=approver,
+            key_id=kid,
+            public_key_pem=pem,
+            statement=statement,
+            signature=sign_statement(statement, signer.sign),
+            policy=model.policy,
+            actor=approver,
+        )
     return version
 
 
@@ -302,8 +363,12 @@ def build(services: Services, target: int, batch: int, seed: int) -> int:
     while not writer.full:
         _more_inputs(writer, cast, rng, block)
         projects = [
-            Project(f"model-{block * MODELS_AT_ONCE + i}", rng.choice(cast.scientists), rng.choice(cast.registrars),
-                    rng.choice(cast.operators))
+            Project(
+                f"model-{block * MODELS_AT_ONCE + i}",
+                rng.choice(cast.scientists),
+                rng.choice(cast.registrars),
+                rng.choice(cast.operators),
+            )
             for i in range(MODELS_AT_ONCE)
         ]
         for step in range(RUNS_PER_MODEL):
@@ -345,8 +410,11 @@ def catch_up(services: Services) -> None:
         started = time.perf_counter()
         services.runner.catch_up(name, step)
         progress.done()
-        print(f"  {name}: at {services.runner.position(name):,} after {time.perf_counter() - started:.0f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {name}: at {services.runner.position(name):,} after {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def analyze(services: Services) -> None:
@@ -376,9 +444,11 @@ class Sample:
 def sample(conn: sa.Connection, rng: random.Random) -> Sample:
     top = conn.exec_driver_sql("SELECT max(notification_id) FROM audit_events").scalar_one()
     picks = [rng.randrange(1, top + 1) for _ in range(2000)]
-    aggregates = conn.execute(
-        sa.text("SELECT aggregate_id FROM audit_events WHERE notification_id = ANY(:ids)"), {"ids": picks}
-    ).scalars().all()
+    aggregates = (
+        conn.execute(sa.text("SELECT aggregate_id FROM audit_events WHERE notification_id = ANY(:ids)"), {"ids": picks})
+        .scalars()
+        .all()
+    )
     first, last = conn.exec_driver_sql("SELECT min(recorded_at), max(recorded_at) FROM audit_events").one()
     spans = {
         row[0]: (row[1], row[2])
@@ -413,8 +483,11 @@ def queries(s: Sample, rng: random.Random) -> dict[str, Callable[[sa.Connection]
 
     def walk(conn: sa.Connection) -> int:
         kind = rng.choice(["actor", "model", "event_type"])
-        value = {"actor": lambda: rng.choice(s.actors), "model": lambda: rng.choice(s.models),
-                 "event_type": lambda: rng.choice(EVENT_TYPES)}[kind]()
+        value = {
+            "actor": lambda: rng.choice(s.actors),
+            "model": lambda: rng.choice(s.models),
+            "event_type": lambda: rng.choice(EVENT_TYPES),
+        }[kind]()
         after, rows = None, 0
         for _ in range(5):
             result = audit_queries.audit_events(conn, limit=100, after=after, **{kind: value})
@@ -489,8 +562,9 @@ def measure(services: Services, count: int, seed: int) -> list[Timing]:
 def ledger(database_url: str, reuse: str | None, keep: bool) -> Iterator[Services]:
     schema = reuse or f"bench_{secrets.token_hex(6)}"
     data_dir = Path(tempfile.gettempdir()) / "mlledger-bench" / schema
-    settings = Settings(data_dir=data_dir, database_url=database_url, database_schema=schema,
-                        projection_batch_size=2000)
+    settings = Settings(
+        data_dir=data_dir, database_url=database_url, database_schema=schema, projection_batch_size=2000
+    )
     print(f"schema {schema} (ledger key in {data_dir})", file=sys.stderr, flush=True)
     services = None
     try:
@@ -533,16 +607,21 @@ def main(argv: list[str] | None = None) -> int:
         database = describe_database(services.settings)
 
     print()
-    print(f"ML Ledger audit query benchmark: {events:,} events on PostgreSQL, {args.queries} timed queries each "
-          f"(after a warm-up), one connection; target p95 < {TARGET_P95_MS:.0f} ms")
-    header = (f"{'query':<44} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'max ms':>7} | "
-              f"{'rows/query':>10} | result")
+    print(
+        f"ML Ledger audit query benchmark: {events:,} events on PostgreSQL, {args.queries} timed queries each "
+        f"(after a warm-up), one connection; target p95 < {TARGET_P95_MS:.0f} ms"
+    )
+    header = (
+        f"{'query':<44} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'max ms':>7} | {'rows/query':>10} | result"
+    )
     print(header)
     print("-" * len(header))
     for t in results:
         p50, p95, p99 = (percentile(t.millis, share) for share in (0.50, 0.95, 0.99))
-        print(f"{t.name:<44} | {p50:>7.2f} | {p95:>7.2f} | {p99:>7.2f} | {max(t.millis):>7.2f} | "
-              f"{t.rows / len(t.millis):>10.1f} | {'ok' if p95 < TARGET_P95_MS else 'MISSED'}")
+        print(
+            f"{t.name:<44} | {p50:>7.2f} | {p95:>7.2f} | {p99:>7.2f} | {max(t.millis):>7.2f} | "
+            f"{t.rows / len(t.millis):>10.1f} | {'ok' if p95 < TARGET_P95_MS else 'MISSED'}"
+        )
     print(f"mean of all queries: {statistics.fmean(m for t in results for m in t.millis):.2f} ms")
     print(machine_line(database))
     return 0

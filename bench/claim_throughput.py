@@ -93,13 +93,25 @@ def prepare(services: Services) -> str:
     data = tiny_csv()
     blob = services.blobs.put_bytes(data)
     dataset_id = services.ledger.register_dataset_version(
-        name="tiny", digest=blob.digest, size=blob.size, format="csv", schema=[], row_count=0,
-        datasheet={}, source="bench", actor=ACTOR,
+        name="tiny",
+        digest=blob.digest,
+        size=blob.size,
+        format="csv",
+        schema=[],
+        row_count=0,
+        datasheet={},
+        source="bench",
+        actor=ACTOR,
     ).id
     services.ledger.add_pipeline_spec(
-        name=PIPELINE, kind="sklearn",
-        spec={"estimator": "sklearn.linear_model.LogisticRegression", "features": FEATURES, "target": "label",
-              "task": "classification"},
+        name=PIPELINE,
+        kind="sklearn",
+        spec={
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "features": FEATURES,
+            "target": "label",
+            "task": "classification",
+        },
         actor=ACTOR,
     )
     return dataset_id
@@ -111,9 +123,18 @@ def request_batch(services: Services, dataset_id: str, count: int, first_seed: i
     version = len(pipeline.specs)
     runs = [
         Run(
-            name=PIPELINE, mode="runner", pipeline_id=str(pipeline.id), pipeline_version=version,
-            spec_digest=pipeline.digests[version - 1], dataset_version_ids=[dataset_id], code_version_id=None,
-            params={}, seed=first_seed + index, device="auto", reproduces=None, actor=ACTOR,
+            name=PIPELINE,
+            mode="runner",
+            pipeline_id=str(pipeline.id),
+            pipeline_version=version,
+            spec_digest=pipeline.digests[version - 1],
+            dataset_version_ids=[dataset_id],
+            code_version_id=None,
+            params={},
+            seed=first_seed + index,
+            device="auto",
+            reproduces=None,
+            actor=ACTOR,
         )
         for index in range(count)
     ]
@@ -147,17 +168,14 @@ def wait_ended(services: Services, run_ids: list[str], after: int, timeout: floa
             last_line = now
             claimed = count_topics(services, after, [Run.Claimed.TOPIC], wanted)
             started = count_topics(services, after, [Run.EnvironmentCaptured.TOPIC], wanted)
-            say(f"  {label}: claimed {claimed}/{len(run_ids)}, started {started}, ended {ended}, "
-                f"load {load_average()}")
+            say(f"  {label}: claimed {claimed}/{len(run_ids)}, started {started}, ended {ended}, load {load_average()}")
         if now > deadline:
             raise SystemExit(f"{label}: only {ended} of {len(run_ids)} runs ended within {timeout:.0f} s")
         time.sleep(0.5)
 
 
 @contextlib.contextmanager
-def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path) -> Iterator[
-    dict[str, int]
-]:
+def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path) -> Iterator[dict[str, int]]:
     """``count`` runner processes; yields {runner_id: pid} once all are serving; stops them at the end."""
     command = [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency), "--device", "cpu"]
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -166,8 +184,12 @@ def runner_processes(settings: Settings, count: int, concurrency: int, logs: Pat
             log_path = logs / f"runner-{index}.log"
             with log_path.open("wb") as log:
                 processes.append(
-                    (subprocess.Popen(command, env=ledger_env(settings), cwd=REPO, stdout=log,
-                                      stderr=subprocess.STDOUT), log_path)
+                    (
+                        subprocess.Popen(
+                            command, env=ledger_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+                        ),
+                        log_path,
+                    )
                 )
         ids: dict[str, int] = {}
         deadline = time.monotonic() + 180
@@ -218,8 +240,9 @@ def run_times(services: Services, run_id: str) -> RunTimes:
         claims[0].timestamp.timestamp() if claims else None,
         started[0].timestamp.timestamp() if started else None,
         finished[-1].timestamp.timestamp() if finished else None,
-        finished[-1].status if finished else ("abandoned" if any(isinstance(e, Run.Abandoned) for e in events)
-                                              else None),
+        finished[-1].status
+        if finished
+        else ("abandoned" if any(isinstance(e, Run.Abandoned) for e in events) else None),
     )
 
 
@@ -244,8 +267,9 @@ def warm_up(services: Services, dataset_id: str, runner_ids: dict[str, int], per
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--runs", type=int, default=400, help="runs requested at once (default 400)")
     parser.add_argument("--runners", type=int, default=4, help="runner processes (default 4)")
@@ -256,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     load_before = load_average()
 
-    with tempfile.TemporaryDirectory(prefix="mlledger-claims-") as tmp, \
-            fresh_settings(args.database_url, args.sqlite) as settings:
+    with (
+        tempfile.TemporaryDirectory(prefix="mlledger-claims-") as tmp,
+        fresh_settings(args.database_url, args.sqlite) as settings,
+    ):
         database = describe_database(settings)
         with opened(settings) as services:
             dataset_id = prepare(services)
@@ -299,10 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     passed = rate_ok and once_ok and all_ok
 
     print()
-    print(f"ML Ledger claim throughput: {args.runners} `python -m service runner --concurrency {args.concurrency} "
-          f"--device cpu` processes, "
-          f"{n} requested runs (sklearn LogisticRegression on 50 rows x 3 features), one "
-          f"{'SQLite file' if args.sqlite else 'PostgreSQL schema'}")
+    print(
+        f"ML Ledger claim throughput: {args.runners} `python -m service runner --concurrency {args.concurrency} "
+        f"--device cpu` processes, "
+        f"{n} requested runs (sklearn LogisticRegression on 50 rows x 3 features), one "
+        f"{'SQLite file' if args.sqlite else 'PostgreSQL schema'}"
+    )
     print(f"warm-up (not counted): {warm_runs} runs in {warm_seconds:.1f} s, so every runner had captured once")
     header = f"{'measure':<58} | {'value':>12} | {'target':>8} | result"
     print(header)
@@ -310,8 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, str]] = [
         ("request (one transaction) committed", f"{committed_at - requested_at:.3f} s", "", ""),
         ("first Claimed -> last EnvironmentCaptured", f"{span:.2f} s", "", ""),
-        ("runs claimed and started per second", f"{rate:.1f}/s", f">= {TARGET_RATE:g}/s",
-         "PASS" if rate_ok else "FAIL"),
+        (
+            "runs claimed and started per second",
+            f"{rate:.1f}/s",
+            f">= {TARGET_RATE:g}/s",
+            "PASS" if rate_ok else "FAIL",
+        ),
         (f"  first {slots} runs (every slot free: claiming alone)", f"{burst_rate:.1f}/s", "", ""),
         ("median Claimed -> EnvironmentCaptured of a run", f"{start_latency * 1000:.0f} ms", "", ""),
         ("request -> first Claimed", f"{first_claim - committed_at:.2f} s", "", ""),
@@ -326,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs per runner: {share_text}")
     print(f"overall: {'PASS' if passed else 'FAIL'}")
     print(machine_line(database))
-    print(f"load average (1/5/15 min): {load_before} before, {load_during} at the end of the measured runs, "
-          f"{load_after} after")
+    print(
+        f"load average (1/5/15 min): {load_before} before, {load_during} at the end of the measured runs, "
+        f"{load_after} after"
+    )
     return 0 if passed else 1
 
 

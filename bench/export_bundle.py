@@ -50,15 +50,15 @@ from bench.append import (
     verdict,
 )
 from domain.approval import approval_statement, sign_statement
-from domain.keys import Signer, public_key_pem
+from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.sealing import format_timestamp
 from domain.prediction import Prediction
-from domain.sealing import format_timestamp
 from domain.subject import Subject
 from service.bootstrap import Services
 from service.exports.bundle import export_bundle
 from service.exports.scope import ExportRequest
 from service.exports.verify_bundle import verify_bundle
-from service.projector import publish_checkpoint_if_due
+from service.ops.projector import publish_checkpoint_if_due
 
 MODEL = "bench-credit"
 TARGET = 20_000
@@ -71,33 +71,65 @@ def record_model(services: Services) -> tuple[str, int]:
     ledger = services.ledger
     blob = services.blobs.put_bytes(b"bench training data")
     dataset = ledger.register_dataset_version(
-        name="bench-data", digest=blob.digest, size=blob.size, format="csv",
-        schema=[{"name": f, "type": "float"} for f in FEATURES], row_count=1_000,
-        datasheet={"motivation": "benchmark", "protected_attributes": ["x0"]}, source="bench", actor="scientist",
+        name="bench-data",
+        digest=blob.digest,
+        size=blob.size,
+        format="csv",
+        schema=[{"name": f, "type": "float"} for f in FEATURES],
+        row_count=1_000,
+        datasheet={"motivation": "benchmark", "protected_attributes": ["x0"]},
+        source="bench",
+        actor="scientist",
     )
-    run = ledger.start_run(name="bench-run", mode="client", pipeline=None, pipeline_version=None,
-                           dataset_version_ids=[dataset.id], code_version_id=None, params={"depth": 3}, seed=1,
-                           device="cpu", actor="scientist")
+    run = ledger.start_run(
+        name="bench-run",
+        mode="client",
+        pipeline=None,
+        pipeline_version=None,
+        dataset_version_ids=[dataset.id],
+        code_version_id=None,
+        params={"depth": 3},
+        seed=1,
+        device="cpu",
+        actor="scientist",
+    )
     ledger.log_metrics(run.id, [{"key": "auc", "value": 0.8 + s / 100, "step": s} for s in range(5)], "scientist")
     artifact = services.blobs.put_bytes(b"bench model bytes")
-    ledger.record_artifact(run.id, "model.pkl", artifact.digest, artifact.size, "application/octet-stream",
-                           "scientist")
+    ledger.record_artifact(run.id, "model.pkl", artifact.digest, artifact.size, "application/octet-stream", "scientist")
     ledger.finish_run(run.id, "succeeded", None, "scientist")
-    ledger.register_model_version(model_name=MODEL, run_id=run.id, artifact_name="model.pkl",
-                                  input_schema=[{"name": f, "type": "float"} for f in FEATURES], policy=None,
-                                  actor="scientist")
+    ledger.register_model_version(
+        model_name=MODEL,
+        run_id=run.id,
+        artifact_name="model.pkl",
+        input_schema=[{"name": f, "type": "float"} for f in FEATURES],
+        policy=None,
+        actor="scientist",
+    )
     version = ledger.model_version(MODEL, 1)
     for name in ("approver-1", "approver-2"):
         principal = ledger.register_principal(name, "user", ["approver"], actor="admin")
         signer = Signer.generate()
         key_id, _ = ledger.register_signing_key(principal.id, public_key_pem(signer.public_key), actor="admin")
         statement = approval_statement(
-            model_version_id=str(version.id), model_name=MODEL, version=1, artifact_digest=version.artifact_digest,
-            run_digest=version.run_digest, decision="approve", reason="benchmark review", approver=principal.id,
+            model_version_id=str(version.id),
+            model_name=MODEL,
+            version=1,
+            artifact_digest=version.artifact_digest,
+            run_digest=version.run_digest,
+            decision="approve",
+            reason="benchmark review",
+            approver=principal.id,
             signed_at=format_timestamp(datetime.now(UTC)),
         )
-        ledger.decide(model_name=MODEL, number=1, approver_id=principal.id, key_id=key_id, statement=statement,
-                      signature=sign_statement(statement, signer.sign), actor=principal.id)
+        ledger.decide(
+            model_name=MODEL,
+            number=1,
+            approver_id=principal.id,
+            key_id=key_id,
+            statement=statement,
+            signature=sign_statement(statement, signer.sign),
+            actor=principal.id,
+        )
     ledger.deploy(model_name=MODEL, action="champion", number=1, share=None, reason="bench", actor="operator")
     return str(version.id), 1
 
@@ -111,17 +143,26 @@ def append_predictions(services: Services, version_id: str, count: int, subject_
         for index in range(start, min(start + BATCH, count)):
             row = {f: round((index * 7919 + i * 104729) % 1000 / 10, 1) for i, f in enumerate(FEATURES)}
             subject = f"subject-{index}" if subject_every and index % subject_every == 0 else None
-            batch.append(Prediction.make(
-                model_name=MODEL, model_version_id=version_id, number=1, role="champion",
-                request_id=f"request-{index}", shadow_of=None, subject_id=subject,
-                input_digest="sha256:" + hashlib.sha256(str(row).encode()).hexdigest(),
-                input=None if subject else row,
-                input_ciphertext=base64.b64encode(os.urandom(96)).decode() if subject else None,
-                input_key_id=f"key-{index}" if subject else None,
-                output={"label": index % 2, "probability": (index % 100) / 100},
-                reason_codes=[{"feature": f, "contribution": 0.1} for f in FEATURES[:3]],
-                explanation=None, latency_ms=1.5, actor="predictor",
-            ))
+            batch.append(
+                Prediction.make(
+                    model_name=MODEL,
+                    model_version_id=version_id,
+                    number=1,
+                    role="champion",
+                    request_id=f"request-{index}",
+                    shadow_of=None,
+                    subject_id=subject,
+                    input_digest="sha256:" + hashlib.sha256(str(row).encode()).hexdigest(),
+                    input=None if subject else row,
+                    input_ciphertext=base64.b64encode(os.urandom(96)).decode() if subject else None,
+                    input_key_id=f"key-{index}" if subject else None,
+                    output={"label": index % 2, "probability": (index % 100) / 100},
+                    reason_codes=[{"feature": f, "contribution": 0.1} for f in FEATURES[:3]],
+                    explanation=None,
+                    latency_ms=1.5,
+                    actor="predictor",
+                )
+            )
             if subject is not None:
                 batch.append(Subject(subject_id=subject, key_id=f"key-{index}", actor="vault"))
         services.ledger.save(*batch)
@@ -155,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         version_id, _ = record_model(services)
         appended = append_predictions(services, version_id, args.predictions, args.subject_every)
         projected = project(services)
-        print(f"setup: {args.predictions:,} predictions appended in {appended:.1f} s, projected in {projected:.1f} s",
-              file=sys.stderr)
+        print(
+            f"setup: {args.predictions:,} predictions appended in {appended:.1f} s, projected in {projected:.1f} s",
+            file=sys.stderr,
+        )
         with tempfile.TemporaryDirectory(prefix="mlledger-bundle-") as tmp:
             bundle = Path(tmp) / "bundle.zip"
             result = export_bundle(services, ExportRequest.of(MODEL), actor="bench", destination=bundle)
@@ -171,15 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     openssl_rate = summary.events / verified_openssl
     header = f"{'step':<8} | {'events':>8} | {'bundle MB':>9} | {'seconds':>8} | {'events/s':>9} | {'target':>10}"
     print(header + " | result")
-    print(f"{'export':<8} | {result.events:>8,} | {result.size / 1e6:>9.1f} | {result.seconds:>8.2f} | "
-          f"{export_rate:>9,.0f} | {'-':>10} | -")
-    print(f"{'verify':<8} | {summary.events:>8,} | {result.size / 1e6:>9.1f} | {verified:>8.2f} | "
-          f"{verify_rate:>9,.0f} | {'>= ' + format(TARGET, ','):>10} | {verdict(verify_rate, TARGET)}")
-    print(f"{'verify*':<8} | {summary.events:>8,} | {result.size / 1e6:>9.1f} | {verified_openssl:>8.2f} | "
-          f"{openssl_rate:>9,.0f} | {'>= ' + format(TARGET, ','):>10} | {verdict(openssl_rate, TARGET)}")
-    print(f"verify: event signatures by {summary.ed25519}; verify*: by OpenSSL only (--crypto-only, a bare "
-          f"virtualenv with just cryptography); {summary.workers} worker(s); {len(summary.checkpoints)} checkpoints, "
-          f"{summary.proof_nodes} proof nodes, {summary.files} signed documents")
+    print(
+        f"{'export':<8} | {result.events:>8,} | {result.size / 1e6:>9.1f} | {result.seconds:>8.2f} | "
+        f"{export_rate:>9,.0f} | {'-':>10} | -"
+    )
+    print(
+        f"{'verify':<8} | {summary.events:>8,} | {result.size / 1e6:>9.1f} | {verified:>8.2f} | "
+        f"{verify_rate:>9,.0f} | {'>= ' + format(TARGET, ','):>10} | {verdict(verify_rate, TARGET)}"
+    )
+    print(
+        f"{'verify*':<8} | {summary.events:>8,} | {result.size / 1e6:>9.1f} | {verified_openssl:>8.2f} | "
+        f"{openssl_rate:>9,.0f} | {'>= ' + format(TARGET, ','):>10} | {verdict(openssl_rate, TARGET)}"
+    )
+    print(
+        f"verify: event signatures by {summary.ed25519}; verify*: by OpenSSL only (--crypto-only, a bare "
+        f"virtualenv with just cryptography); {summary.workers} worker(s); {len(summary.checkpoints)} checkpoints, "
+        f"{summary.proof_nodes} proof nodes, {summary.files} signed documents"
+    )
     return 0
 
 

@@ -18,7 +18,7 @@ The lifecycle, the same on both sides:
 ML Ledger is the real server, ``python -m service serve --no-projector`` (or with
 the projector, ``--projector``), started as a subprocess on a fresh data
 directory after ``python -m service migrate``, and reached over real HTTP on
-127.0.0.1 with ``service.client.LedgerClient`` (210 HTTP calls a lifecycle). Its
+127.0.0.1 with ``mlledger.client.LedgerClient`` (210 HTTP calls a lifecycle). Its
 ledger is embedded SQLite by default; with ``--database-url postgresql://...`` it
 is PostgreSQL in a fresh schema ``bench_<random>`` that is dropped at the end.
 Every record it writes is an Ed25519-signed, hash-chained event: the bench
@@ -77,8 +77,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import describe_database, drop_schema, install_sigterm_handler, percentile, say
 from bench.serving_setup import free_port
-from domain.keys import Signer
-from service.client import LedgerClient
+from domain.integrity.keys import Signer
+from mlledger.client import LedgerClient
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,8 +147,11 @@ class LedgerSide:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "MLLEDGER_DATA_DIR": str(self.workdir / "ledger-data"),
-               "MLLEDGER_ADMIN_API_KEY": self.admin_key}
+        env = {
+            **os.environ,
+            "MLLEDGER_DATA_DIR": str(self.workdir / "ledger-data"),
+            "MLLEDGER_ADMIN_API_KEY": self.admin_key,
+        }
         if self.database_url:
             env["MLLEDGER_DATABASE_URL"] = self.database_url
             env["MLLEDGER_DATABASE_SCHEMA"] = self.schema
@@ -156,8 +159,14 @@ class LedgerSide:
 
     def cli(self, *args: str) -> str:
         """Run ``python -m service ARGS`` on this ledger; return its stdout."""
-        done = subprocess.run([sys.executable, "-m", "service", *args], cwd=REPO, env=self.env,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "service", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"mlledger {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
@@ -179,8 +188,7 @@ class LedgerSide:
         self.log_path = self.workdir / "server.log"
         self.log: IO[bytes] = self.log_path.open("wb")
         self.server = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.base_url, timeout=60.0,
-                                 event_hooks={"request": [self._count]})
+        self.http = httpx.Client(base_url=self.base_url, timeout=60.0, event_hooks={"request": [self._count]})
         deadline = time.monotonic() + 120
         while True:
             if self.server.poll() is not None:
@@ -200,8 +208,9 @@ class LedgerSide:
         for name in ("approver-1", "approver-2"):
             principal_id, client = self._person(admin, name, ["approver"])
             signer = Signer.generate()
-            self.approvers.append(Approver(principal_id, client, signer,
-                                           client.register_signing_key(principal_id, signer)))
+            self.approvers.append(
+                Approver(principal_id, client, signer, client.register_signing_key(principal_id, signer))
+            )
         self.setup["4 principals, API keys, 2 signing keys"] = time.perf_counter() - started
 
     def _count(self, _request: httpx.Request) -> None:
@@ -232,8 +241,15 @@ class LedgerSide:
         client.finish_run(run.id)
         version, _ = client.register_model_version(MODEL_NAME, run.id, "model.pkl")
         for approver in self.approvers:
-            approver.client.decide(MODEL_NAME, version, approver.signer, approver.key_id, "approve",
-                                   "bench: reviewed", approver_id=approver.id)
+            approver.client.decide(
+                MODEL_NAME,
+                version,
+                approver.signer,
+                approver.key_id,
+                "approve",
+                "bench: reviewed",
+                approver_id=approver.id,
+            )
         self.operator.deploy(MODEL_NAME, "champion", version, reason="bench")
         return version
 
@@ -258,8 +274,11 @@ class LedgerSide:
     def describe(self) -> str:
         """Where the ledger lives."""
         if self.database_url:
-            return describe_database(Settings(data_dir=self.workdir / "ledger-data", database_url=self.database_url,
-                                              database_schema=self.schema))
+            return describe_database(
+                Settings(
+                    data_dir=self.workdir / "ledger-data", database_url=self.database_url, database_schema=self.schema
+                )
+            )
         return f"SQLite {sqlite3.sqlite_version} (WAL) in a temp dir"
 
 
@@ -348,12 +367,16 @@ def mlflow_venv(cache: Path) -> tuple[Path, float | None]:
     cache.mkdir(parents=True, exist_ok=True)
     base = shutil.which("python3.11") or sys.executable
     log_path = cache / "mlflow-install.log"
-    say(f"MLflow: installing {MLFLOW_SPEC} and scikit-learn into {venv} (one time; this can take several minutes, "
-        f"log in {log_path})")
+    say(
+        f"MLflow: installing {MLFLOW_SPEC} and scikit-learn into {venv} (one time; this can take several minutes, "
+        f"log in {log_path})"
+    )
     started = time.perf_counter()
     with log_path.open("w") as log:
-        steps = [[base, "-m", "venv", "--clear", str(venv)],
-                 [str(python), "-m", "pip", "install", "--disable-pip-version-check", MLFLOW_SPEC, "scikit-learn"]]
+        steps = [
+            [base, "-m", "venv", "--clear", str(venv)],
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", MLFLOW_SPEC, "scikit-learn"],
+        ]
         for step in steps:
             process = subprocess.Popen(step, stdout=log, stderr=subprocess.STDOUT)
             while True:
@@ -363,8 +386,10 @@ def mlflow_venv(cache: Path) -> tuple[Path, float | None]:
                 except subprocess.TimeoutExpired:
                     say(f"  still installing MLflow, {time.perf_counter() - started:.0f} s so far...")
             if code != 0:
-                raise SystemExit(f"installing MLflow failed: {' '.join(step)} exited {code}; "
-                                 f"last lines of {log_path}:\n{tail(log_path)}")
+                raise SystemExit(
+                    f"installing MLflow failed: {' '.join(step)} exited {code}; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
     if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         raise SystemExit(f"MLflow 3 does not import from {venv} after installing; see {log_path}")
     return python, time.perf_counter() - started
@@ -402,15 +427,27 @@ class MlflowSide:
         script = self.workdir / "mlflow_worker.py"
         script.write_text(WORKER)
         # No telemetry or version checks from a benchmark; the file store needs an explicit opt-in in MLflow 3.
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-               "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            "MLFLOW_ALLOW_FILE_STORE": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
         env.pop("PYTHONPATH", None)
         self.log_path = self.workdir / "mlflow-worker.log"
         self.log = self.log_path.open("w")
         say(f"MLflow: starting the worker ({self.store} store; importing mlflow, creating the store)")
         started = time.perf_counter()
-        self.process = subprocess.Popen([str(self.python), str(script), json.dumps(config)], cwd=root, env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.process = subprocess.Popen(
+            [str(self.python), str(script), json.dumps(config)],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         ready = self._receive("ready")
         self.setup["worker start, import mlflow"] = ready["import_seconds"]
         self.setup["create store, experiment, registered model"] = ready["setup_seconds"]
@@ -425,8 +462,9 @@ class MlflowSide:
                 if message["event"] == event:
                     return message
         self.process.wait()
-        raise SystemExit(f"the MLflow worker exited ({self.process.returncode}) before '{event}':\n"
-                         f"{tail(self.log_path)}")
+        raise SystemExit(
+            f"the MLflow worker exited ({self.process.returncode}) before '{event}':\n{tail(self.log_path)}"
+        )
 
     def batch(self, count: int) -> list[float]:
         """Run ``count`` lifecycles in the worker; return each one's seconds."""
@@ -471,8 +509,10 @@ class Timings:
 
     def row(self) -> str:
         s = self.seconds
-        return (f"{self.system:<10} | {len(s):>10} | {sum(s):>9.2f} | {statistics.median(s):>10.3f} | "
-                f"{percentile(s, 0.95):>7.3f} | {self.rate:>12.2f}")
+        return (
+            f"{self.system:<10} | {len(s):>10} | {sum(s):>9.2f} | {statistics.median(s):>10.3f} | "
+            f"{percentile(s, 0.95):>7.3f} | {self.rate:>12.2f}"
+        )
 
 
 @contextlib.contextmanager
@@ -493,15 +533,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--lifecycles", type=int, default=3, help="lifecycles per system per round (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed lifecycles per system first (default 1)")
-    parser.add_argument("--database-url", default="",
-                        help="ML Ledger on this PostgreSQL in a fresh schema (default: embedded SQLite)")
+    parser.add_argument(
+        "--database-url", default="", help="ML Ledger on this PostgreSQL in a fresh schema (default: embedded SQLite)"
+    )
     parser.add_argument("--projector", action="store_true", help="run the projector inside the ML Ledger server")
-    parser.add_argument("--mlflow-store", choices=["sqlite", "file"], default="sqlite",
-                        help="MLflow tracking store (default sqlite; 'file' is MLflow 3's deprecated file store)")
+    parser.add_argument(
+        "--mlflow-store",
+        choices=["sqlite", "file"],
+        default="sqlite",
+        help="MLflow tracking store (default sqlite; 'file' is MLflow 3's deprecated file store)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
-    parser.add_argument("--buffered-metrics", action="store_true",
-                        help="ML Ledger logs the 200 points through the client's MetricLogger (one call, one "
-                             "signed batch event) instead of one HTTP call each; MLflow is unchanged")
+    parser.add_argument(
+        "--buffered-metrics",
+        action="store_true",
+        help="ML Ledger logs the 200 points through the client's MetricLogger (one call, one "
+        "signed batch event) instead of one HTTP call each; MLflow is unchanged",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip 'mlledger verify' after timing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -547,8 +595,9 @@ class Measurement:
     load: tuple[float, float] = (0.0, 0.0)
 
 
-def measure(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, model: bytes,
-            params: dict[str, Any]) -> Measurement:
+def measure(
+    args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, model: bytes, params: dict[str, Any]
+) -> Measurement:
     """Warm up each system, then alternate the timed rounds (which system goes first flips each round)."""
     say(f"warm-up: {args.warmup} lifecycle(s) per system")
     result = Measurement(Timings("ML Ledger"), Timings("MLflow"))
@@ -558,8 +607,10 @@ def measure(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, mo
     for _ in range(args.warmup):
         ledger.lifecycle(number, model, params)
         number += 1
-    result.warmup = {"ML Ledger": time.perf_counter() - started,
-                     "MLflow": sum(mlflow.batch(args.warmup)) if args.warmup else 0.0}
+    result.warmup = {
+        "ML Ledger": time.perf_counter() - started,
+        "MLflow": sum(mlflow.batch(args.warmup)) if args.warmup else 0.0,
+    }
     mlflow.requests = 0
     for round_index in range(args.rounds):
         order = ("ledger", "mlflow") if round_index % 2 == 0 else ("mlflow", "ledger")
@@ -576,8 +627,10 @@ def measure(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, mo
                 result.requests += ledger.requests - sent
                 number += 1
             result.events += ledger.position() - before
-        say(f"round {round_index + 1}/{args.rounds}: ML Ledger {sum(result.ours.seconds[-args.lifecycles:]):.2f} s, "
-            f"MLflow {sum(result.theirs.seconds[-args.lifecycles:]):.2f} s for {args.lifecycles} lifecycles each")
+        say(
+            f"round {round_index + 1}/{args.rounds}: ML Ledger {sum(result.ours.seconds[-args.lifecycles :]):.2f} s, "
+            f"MLflow {sum(result.theirs.seconds[-args.lifecycles :]):.2f} s for {args.lifecycles} lifecycles each"
+        )
     result.load = (load_before, os.getloadavg()[0])
     return result
 
@@ -592,29 +645,52 @@ def verify_ledger(ledger: LedgerSide) -> tuple[list[str], float]:
     return lines, time.perf_counter() - started
 
 
-def report(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, result: Measurement,
-           final: dict[str, Any], verified: tuple[list[str], float], install_seconds: float | None) -> None:
+def report(
+    args: argparse.Namespace,
+    ledger: LedgerSide,
+    mlflow: MlflowSide,
+    result: Measurement,
+    final: dict[str, Any],
+    verified: tuple[list[str], float],
+    install_seconds: float | None,
+) -> None:
     """Print the results table and the context a reader needs to trust it."""
     ours, theirs = result.ours, result.theirs
     ratio = ours.rate / theirs.rate if theirs.rate else float("inf")
     projector = "with the projector in-process" if args.projector else "--no-projector"
-    store = ("SQLite tracking store" if args.mlflow_store == "sqlite"
-             else "file tracking store (deprecated) + SQLite registry")
+    store = (
+        "SQLite tracking store"
+        if args.mlflow_store == "sqlite"
+        else "file tracking store (deprecated) + SQLite registry"
+    )
     journal = f", journal_mode={mlflow.info['journal_mode']}" if args.mlflow_store == "sqlite" else ""
     print()
-    metrics = ("one client call each, buffered by the client into one signed batch" if args.buffered_metrics
-               else "one call each")
-    print(f"One ML lifecycle: run, {PARAMS} params, {METRIC_POINTS} metric points {metrics}, pickled sklearn "
-          "model, register, approve, champion")
-    print(f"{args.rounds} alternating rounds x {args.lifecycles} lifecycles per system, after {args.warmup} warm-up "
-          "lifecycle(s) each")
-    print(f"ML Ledger: real server ({projector}) over HTTP on 127.0.0.1, {ledger.describe()}; "
-          "2 signed approvals + operator deploy")
-    print(f"MLflow {mlflow.info['mlflow']}: MlflowClient in-process (no server, no HTTP), {store}"
-          f"{journal}, local artifact root; tag + alias")
+    metrics = (
+        "one client call each, buffered by the client into one signed batch"
+        if args.buffered_metrics
+        else "one call each"
+    )
+    print(
+        f"One ML lifecycle: run, {PARAMS} params, {METRIC_POINTS} metric points {metrics}, pickled sklearn "
+        "model, register, approve, champion"
+    )
+    print(
+        f"{args.rounds} alternating rounds x {args.lifecycles} lifecycles per system, after {args.warmup} warm-up "
+        "lifecycle(s) each"
+    )
+    print(
+        f"ML Ledger: real server ({projector}) over HTTP on 127.0.0.1, {ledger.describe()}; "
+        "2 signed approvals + operator deploy"
+    )
+    print(
+        f"MLflow {mlflow.info['mlflow']}: MlflowClient in-process (no server, no HTTP), {store}"
+        f"{journal}, local artifact root; tag + alias"
+    )
     print()
-    header = (f"{'system':<10} | {'lifecycles':>10} | {'total s':>9} | {'median s/lc':>10} | {'p95 s':>7} | "
-              f"{'lifecycles/s':>12}")
+    header = (
+        f"{'system':<10} | {'lifecycles':>10} | {'total s':>9} | {'median s/lc':>10} | {'p95 s':>7} | "
+        f"{'lifecycles/s':>12}"
+    )
     print(header)
     print("-" * len(header))
     print(ours.row())
@@ -623,19 +699,25 @@ def report(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, res
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"ML Ledger / MLflow lifecycles per second: {ratio:.2f}x (target >= {TARGET_RATIO:.0f}x): {verdict}")
     lifecycles = len(ours.seconds)
-    print(f"calls per lifecycle: ML Ledger {result.requests / lifecycles:.0f} HTTP requests "
-          f"({1000 * sum(ours.seconds) / result.requests:.2f} ms each on average); "
-          f"MLflow {mlflow.requests / len(theirs.seconds):.0f} client calls "
-          f"({1000 * sum(theirs.seconds) / mlflow.requests:.2f} ms each)")
-    print(f"signed events written by the timed ML Ledger lifecycles: {result.events:,} (ledger position delta; "
-          f"{result.events / lifecycles:.0f} per lifecycle, each Ed25519-signed and hash-chained)")
+    print(
+        f"calls per lifecycle: ML Ledger {result.requests / lifecycles:.0f} HTTP requests "
+        f"({1000 * sum(ours.seconds) / result.requests:.2f} ms each on average); "
+        f"MLflow {mlflow.requests / len(theirs.seconds):.0f} client calls "
+        f"({1000 * sum(theirs.seconds) / mlflow.requests:.2f} ms each)"
+    )
+    print(
+        f"signed events written by the timed ML Ledger lifecycles: {result.events:,} (ledger position delta; "
+        f"{result.events / lifecycles:.0f} per lifecycle, each Ed25519-signed and hash-chained)"
+    )
     lines, seconds = verified
     if lines:
         print(f"after timing, 'mlledger project' + 'mlledger verify' over the whole ledger ({seconds:.1f} s):")
         for line in lines:
             print(f"  {line}")
-    print(f"final state: ML Ledger champion = version {final['ledger_champion']}; MLflow alias champion = version "
-          f"{final['champion']} (tag approval={final['approval']})")
+    print(
+        f"final state: ML Ledger champion = version {final['ledger_champion']}; MLflow alias champion = version "
+        f"{final['champion']} (tag approval={final['approval']})"
+    )
     print()
     print("one-time setup, not timed:")
     install = "already installed (cached)" if install_seconds is None else f"{install_seconds:.1f} s"
@@ -644,11 +726,15 @@ def report(args: argparse.Namespace, ledger: LedgerSide, mlflow: MlflowSide, res
         print(f"  MLflow {label}: {value:.2f} s")
     for label, value in ledger.setup.items():
         print(f"  ML Ledger {label}: {value:.2f} s")
-    print(f"  warm-up: ML Ledger {result.warmup['ML Ledger']:.2f} s, MLflow {result.warmup['MLflow']:.2f} s "
-          f"for {args.warmup} lifecycle(s)")
-    print(f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-          f"Python {platform.python_version()} (both sides); 1-minute load average {result.load[0]:.1f} before the "
-          f"rounds, {result.load[1]:.1f} after")
+    print(
+        f"  warm-up: ML Ledger {result.warmup['ML Ledger']:.2f} s, MLflow {result.warmup['MLflow']:.2f} s "
+        f"for {args.warmup} lifecycle(s)"
+    )
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()} (both sides); 1-minute load average {result.load[0]:.1f} before the "
+        f"rounds, {result.load[1]:.1f} after"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark of the node-based Merkle log in domain/merkle.py.
+"""Benchmark of the node-based Merkle log in domain/integrity/merkle.py.
 
 Appends 10^6 leaves to a CompactRange whose completed nodes go into an
 in-memory node store (a dict ``(level, index) -> hash``, standing in for the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domain.merkle import (
+from domain.integrity.merkle import (
     CompactRange,
     consistency_proof_from_nodes,
     inclusion_proof_from_nodes,
@@ -74,7 +74,7 @@ def main() -> None:
         f"{'':>9} | {'µs':>7} | {'µs':>10} | {'µs':>10} | {'µs':>11} | {'µs':>11} | "
         f"{'(avg)':>10} | {'(avg)':>10} | {'ms (O(n))':>14}"
     )
-    print("Merkle log benchmark: domain/merkle.py, CompactRange + in-memory node store")
+    print("Merkle log benchmark: domain/integrity/merkle.py, CompactRange + in-memory node store")
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
         f"append averaged over the last {APPEND_WINDOW:,} appends, "
@@ -140,10 +140,7 @@ def main() -> None:
             flush=True,
         )
     print()
-    print(
-        f"{len(store):,} stored nodes for {log.size:,} leaves; "
-        f"total time {time.perf_counter() - started:.1f} s"
-    )
+    print(f"{len(store):,} stored nodes for {log.size:,} leaves; total time {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     add_serving_arguments(parser)
     parser.add_argument("--rows-per-request", type=int, default=1_000, help="records per request (default 1000)")
     parser.add_argument("--requests", type=int, default=40, help="requests per round (default 40)")
-    parser.add_argument("--clients", type=int, default=None,
-                        help="concurrent load generators (default two per API process)")
+    parser.add_argument(
+        "--clients", type=int, default=None, help="concurrent load generators (default two per API process)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default 2)")
     args = parser.parse_args(argv)
     if args.clients is None:
@@ -145,15 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     load_before = load_average()
     encoded = encoded_rows(input_rows(5_000))
-    with load_target(args.database_url, "mlledger-predict-batch-", projector=args.with_projector,
-                     workers=args.workers, max_batch_rows=max(10_000, args.rows_per_request)) as target:
+    with load_target(
+        args.database_url,
+        "mlledger-predict-batch-",
+        projector=args.with_projector,
+        workers=args.workers,
+        max_batch_rows=max(10_000, args.rows_per_request),
+    ) as target:
         url, deployed, rows = target.server.base_url, target.deployed, args.rows_per_request
         measured = measure(
             target,
-            warm=lambda: send_batches(url, deployed, encoded, requests=args.warmup, rows=rows, clients=1,
-                                      prefix="warm"),
-            timed=lambda number: send_batches(url, deployed, encoded, requests=args.requests, rows=rows,
-                                              clients=args.clients, prefix=f"r{number}"),
+            warm=lambda: send_batches(
+                url, deployed, encoded, requests=args.warmup, rows=rows, clients=1, prefix="warm"
+            ),
+            timed=lambda number: send_batches(
+                url, deployed, encoded, requests=args.requests, rows=rows, clients=args.clients, prefix=f"r{number}"
+            ),
             repeats=args.repeats,
             progress=lambda found: f"{found.rows:,} rows in {found.seconds:.2f} s = {found.rate:,.0f} rows/s",
         )
@@ -163,27 +171,37 @@ def main(argv: list[str] | None = None) -> int:
     rates = [r.rate for r in rounds]
     best, typical = max(rates), statistics.median(rates)
     print()
-    print(f"ML Ledger serving: signed, durable predictions through predict:batch "
-          f"({args.rows_per_request:,} rows per request, {args.clients} concurrent clients)")
-    print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
-          "numeric features, trained by the server's runner, two signed approvals, champion; "
-          "TreeSHAP reason codes (top 4) per row")
+    print(
+        f"ML Ledger serving: signed, durable predictions through predict:batch "
+        f"({args.rows_per_request:,} rows per request, {args.clients} concurrent clients)"
+    )
+    print(
+        f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
+        "numeric features, trained by the server's runner, two signed approvals, champion; "
+        "TreeSHAP reason codes (top 4) per row"
+    )
     print(f"server: `{target.server.command}` ({measured.processes}); PostgreSQL commit before every answer")
-    header = (f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
-              f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "
-              f"{'CPU ms/1000 rows: server':>24} | {'postgres':>8} | {'clients':>7}")
+    header = (
+        f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
+        f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "
+        f"{'CPU ms/1000 rows: server':>24} | {'postgres':>8} | {'clients':>7}"
+    )
     print(header)
     print("-" * len(header))
     for number, found in enumerate(rounds, start=1):
         cpu = found.cpu or CpuUse(0, 0, 0)
         per = 1_000_000 / found.rows if found.rows else 0.0
         p50, p95, p99 = (percentile(found.latencies, share) * 1000 for share in (0.50, 0.95, 0.99))
-        print(f"{number:>2} | {found.requests:>8} | {found.rows:>7,} | {found.seconds:>7.2f} | {found.rate:>7,.0f} | "
-              f"{p50:>10.0f} | {p95:>7.0f} | {p99:>7.0f} | {found.transactions:>5} | "
-              f"{cpu.server * per:>24.0f} | {cpu.postgres * per:>8.0f} | {cpu.clients * per:>7.0f}")
+        print(
+            f"{number:>2} | {found.requests:>8} | {found.rows:>7,} | {found.seconds:>7.2f} | {found.rate:>7,.0f} | "
+            f"{p50:>10.0f} | {p95:>7.0f} | {p99:>7.0f} | {found.transactions:>5} | "
+            f"{cpu.server * per:>24.0f} | {cpu.postgres * per:>8.0f} | {cpu.clients * per:>7.0f}"
+        )
     print("-" * len(header))
-    print(f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "
-          f"=> {'PASS' if typical >= TARGET_ROWS_PER_SECOND else 'MISSED'} (median round)")
+    print(
+        f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "
+        f"=> {'PASS' if typical >= TARGET_ROWS_PER_SECOND else 'MISSED'} (median round)"
+    )
     answered = sum(r.rows for r in rounds) + measured.warm.rows
     return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 

@@ -144,15 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     load_before = load_average()
     encoded = encoded_rows(input_rows(5_000))
-    with load_target(args.database_url, "mlledger-predict-single-", projector=args.with_projector,
-                     workers=args.workers) as target:
+    with load_target(
+        args.database_url, "mlledger-predict-single-", projector=args.with_projector, workers=args.workers
+    ) as target:
         url, deployed = target.server.base_url, target.deployed
         measured = measure(
             target,
-            warm=lambda: send_singles(url, deployed, encoded, seconds=args.warmup, clients=args.clients,
-                                      prefix="warm"),
-            timed=lambda number: send_singles(url, deployed, encoded, seconds=args.seconds, clients=args.clients,
-                                              prefix=f"r{number}"),
+            warm=lambda: send_singles(url, deployed, encoded, seconds=args.warmup, clients=args.clients, prefix="warm"),
+            timed=lambda number: send_singles(
+                url, deployed, encoded, seconds=args.seconds, clients=args.clients, prefix=f"r{number}"
+            ),
             repeats=args.repeats,
             progress=lambda found: f"{found.rate:,.0f} requests/s, p99 {found.latency_ms(0.99):.1f} ms",
         )
@@ -164,30 +165,40 @@ def main(argv: list[str] | None = None) -> int:
     # the verdict is the median round's: a target met in one lucky round is not met
     passed = typical.rate >= TARGET_REQUESTS_PER_SECOND and typical.latency_ms(0.99) < TARGET_P99_MS
     print()
-    print(f"ML Ledger serving: single-record predictions, {args.clients} concurrent clients "
-          "(one keep-alive connection each)")
-    print(f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
-          "numeric features, trained by the server's runner, two signed approvals, champion; "
-          "TreeSHAP reason codes (top 4)")
+    print(
+        f"ML Ledger serving: single-record predictions, {args.clients} concurrent clients "
+        "(one keep-alive connection each)"
+    )
+    print(
+        f"model: GradientBoostingClassifier(n_estimators={ESTIMATORS}, max_depth={MAX_DEPTH}) on {FEATURES} "
+        "numeric features, trained by the server's runner, two signed approvals, champion; "
+        "TreeSHAP reason codes (top 4)"
+    )
     print(f"server: `{target.server.command}` ({measured.processes}); the answer leaves after the group commit")
-    header = (f"{'#':>2} | {'requests':>8} | {'seconds':>7} | {'req/s':>6} | {'p50 ms':>6} | {'p95 ms':>6} | "
-              f"{'p99 ms':>6} | {'txns':>6} | {'req/txn':>7} | {'CPU ms/request: server':>22} | "
-              f"{'postgres':>8} | {'clients':>7}")
+    header = (
+        f"{'#':>2} | {'requests':>8} | {'seconds':>7} | {'req/s':>6} | {'p50 ms':>6} | {'p95 ms':>6} | "
+        f"{'p99 ms':>6} | {'txns':>6} | {'req/txn':>7} | {'CPU ms/request: server':>22} | "
+        f"{'postgres':>8} | {'clients':>7}"
+    )
     print(header)
     print("-" * len(header))
     for number, found in enumerate(rounds, start=1):
         cpu = found.cpu or CpuUse(0, 0, 0)
         per = 1000 / len(found.ids) if found.ids else 0.0
         per_txn = len(found.ids) / found.transactions if found.transactions else 0.0
-        print(f"{number:>2} | {len(found.ids):>8,} | {found.seconds:>7.2f} | {found.rate:>6,.0f} | "
-              f"{found.latency_ms(0.50):>6.1f} | {found.latency_ms(0.95):>6.1f} | {found.latency_ms(0.99):>6.1f} | "
-              f"{found.transactions:>6,} | {per_txn:>7.1f} | {cpu.server * per:>22.2f} | "
-              f"{cpu.postgres * per:>8.2f} | {cpu.clients * per:>7.2f}")
+        print(
+            f"{number:>2} | {len(found.ids):>8,} | {found.seconds:>7.2f} | {found.rate:>6,.0f} | "
+            f"{found.latency_ms(0.50):>6.1f} | {found.latency_ms(0.95):>6.1f} | {found.latency_ms(0.99):>6.1f} | "
+            f"{found.transactions:>6,} | {per_txn:>7.1f} | {cpu.server * per:>22.2f} | "
+            f"{cpu.postgres * per:>8.2f} | {cpu.clients * per:>7.2f}"
+        )
     print("-" * len(header))
-    print(f"requests/s: best {best.rate:,.0f} (p99 {best.latency_ms(0.99):.1f} ms), "
-          f"median {typical.rate:,.0f} (p99 {typical.latency_ms(0.99):.1f} ms) "
-          f"(target >= {TARGET_REQUESTS_PER_SECOND:,}/s with p99 < {TARGET_P99_MS:.0f} ms) "
-          f"=> {'PASS' if passed else 'MISSED'} (median round)")
+    print(
+        f"requests/s: best {best.rate:,.0f} (p99 {best.latency_ms(0.99):.1f} ms), "
+        f"median {typical.rate:,.0f} (p99 {typical.latency_ms(0.99):.1f} ms) "
+        f"(target >= {TARGET_REQUESTS_PER_SECOND:,}/s with p99 < {TARGET_P99_MS:.0f} ms) "
+        f"=> {'PASS' if passed else 'MISSED'} (median round)"
+    )
     answered = sum(len(r.ids) for r in rounds) + len(measured.warm.ids)
     return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 

@@ -88,8 +88,12 @@ def generate(rows: int, features: int) -> tuple[Any, Any]:
     from sklearn.datasets import make_classification
 
     return make_classification(
-        n_samples=rows, n_features=features, n_informative=max(2, features // 2),
-        n_redundant=features // 4, flip_y=0.05, random_state=0,
+        n_samples=rows,
+        n_features=features,
+        n_informative=max(2, features // 2),
+        n_redundant=features // 4,
+        flip_y=0.05,
+        random_state=0,
     )
 
 
@@ -134,17 +138,33 @@ def bare_fit(csv_path: Path, seed: int, estimators: int, depth: int) -> dict[str
     accuracy = float((predicted == y[validation]).mean())
     done = time.perf_counter()
     return {
-        "load": loaded - started, "fit": fitted - loaded, "predict": done - fitted,
-        "total": done - started, "accuracy": accuracy,
+        "load": loaded - started,
+        "fit": fitted - loaded,
+        "predict": done - fitted,
+        "total": done - started,
+        "accuracy": accuracy,
     }
 
 
 def run_bare(csv_path: Path, seed: int, estimators: int, depth: int) -> dict[str, float]:
     """``bare_fit`` in a fresh process of its own (timed inside it)."""
     answer = subprocess.run(
-        [sys.executable, __file__, "--bare-fit", str(csv_path), "--seed", str(seed),
-         "--estimators", str(estimators), "--max-depth", str(depth)],
-        capture_output=True, text=True, check=False, cwd=REPO,
+        [
+            sys.executable,
+            __file__,
+            "--bare-fit",
+            str(csv_path),
+            "--seed",
+            str(seed),
+            "--estimators",
+            str(estimators),
+            "--max-depth",
+            str(depth),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
     )
     if answer.returncode != 0:
         raise SystemExit(f"the bare fit failed:\n{answer.stderr[-2000:]}")
@@ -189,7 +209,10 @@ def runner_process(settings: Settings, log_path: Path) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "runner", "--concurrency", "1", "--device", "cpu"],
-            env=ledger_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=ledger_env(settings),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120
@@ -216,8 +239,12 @@ def runner_thread(services: Services) -> Iterator[str]:
     from service.runners.runner import Runner
 
     runner = Runner(
-        services, device="cpu", concurrency=1, heartbeat_interval=services.settings.heartbeat_seconds,
-        heartbeat_timeout=services.settings.heartbeat_timeout_seconds, say=lambda _m: None,
+        services,
+        device="cpu",
+        concurrency=1,
+        heartbeat_interval=services.settings.heartbeat_seconds,
+        heartbeat_timeout=services.settings.heartbeat_timeout_seconds,
+        say=lambda _m: None,
     )
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), name="bench-runner", daemon=True)
@@ -233,17 +260,30 @@ def register_dataset(services: Services, name: str, path: Path) -> str:
     """Store the CSV and register it as a dataset version; return its id."""
     blob = services.blobs.put_bytes(path.read_bytes())
     return services.ledger.register_dataset_version(
-        name=name, digest=blob.digest, size=blob.size, format="csv", schema=[], row_count=0,
-        datasheet={}, source="bench", actor=ACTOR,
+        name=name,
+        digest=blob.digest,
+        size=blob.size,
+        format="csv",
+        schema=[],
+        row_count=0,
+        datasheet={},
+        source="bench",
+        actor=ACTOR,
     ).id
 
 
 def add_pipeline(services: Services, name: str, estimator: str, features: list[str], params: dict[str, Any]) -> str:
     """Record an sklearn pipeline spec; return its name."""
     services.ledger.add_pipeline_spec(
-        name=name, kind="sklearn",
-        spec={"estimator": estimator, "features": features, "target": "label", "task": "classification",
-              "estimator_params": params},
+        name=name,
+        kind="sklearn",
+        spec={
+            "estimator": estimator,
+            "features": features,
+            "target": "label",
+            "task": "classification",
+            "estimator_params": params,
+        },
         actor=ACTOR,
     )
     return name
@@ -267,8 +307,16 @@ def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, 
     ledger = services.ledger
     started = time.time()
     run_id = ledger.start_run(
-        name=pipeline, mode="runner", pipeline=pipeline, pipeline_version=None, dataset_version_ids=[dataset_id],
-        code_version_id=None, params={}, seed=seed, device="auto", actor=ACTOR,
+        name=pipeline,
+        mode="runner",
+        pipeline=pipeline,
+        pipeline_version=None,
+        dataset_version_ids=[dataset_id],
+        code_version_id=None,
+        params={},
+        seed=seed,
+        device="auto",
+        actor=ACTOR,
     ).id
     deadline = time.monotonic() + timeout
     while not ledger.get(run_id, Run).finished:
@@ -292,8 +340,13 @@ def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, 
         None,
     )
     return Governed(
-        ended - started, claimed - started, captured - claimed, results - captured, ended - results,
-        finished.status, accuracy,
+        ended - started,
+        claimed - started,
+        captured - claimed,
+        results - captured,
+        ended - results,
+        finished.status,
+        accuracy,
     )
 
 
@@ -302,8 +355,9 @@ def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--in-process", action="store_true", help="a Runner thread here instead of a runner process")
     parser.add_argument("--fit-seconds", type=float, default=10.0, help="wanted bare fit time (default 10)")
@@ -325,15 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     params = estimator_params(args.estimators, args.max_depth)
     calibration = None
     if args.rows is None:
-        say(f"calibrating: GradientBoostingClassifier({params}) on {args.features} features, "
-            f"wanted bare fit {args.fit_seconds:g} s")
+        say(
+            f"calibrating: GradientBoostingClassifier({params}) on {args.features} features, "
+            f"wanted bare fit {args.fit_seconds:g} s"
+        )
         calibration = calibrate(args.features, args.estimators, args.max_depth, args.seed, args.fit_seconds)
         rows = calibration.rows
     else:
         rows = args.rows
 
-    with tempfile.TemporaryDirectory(prefix="mlledger-overhead-") as tmp, \
-            fresh_settings(args.database_url, args.sqlite) as settings:
+    with (
+        tempfile.TemporaryDirectory(prefix="mlledger-overhead-") as tmp,
+        fresh_settings(args.database_url, args.sqlite) as settings,
+    ):
         csv_path = Path(tmp) / "train.csv"
         write_csv(csv_path, rows, args.features)
         tiny_path = Path(tmp) / "tiny.csv"
@@ -357,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"repeat {index + 1}/{args.repeats} ({order}), load {load_average()}")
                     bare: dict[str, float] = {}
                     governed: Governed | None = None
-                    for step in (("bare", "governed") if index % 2 == 0 else ("governed", "bare")):
+                    for step in ("bare", "governed") if index % 2 == 0 else ("governed", "bare"):
                         if step == "bare":
                             bare = run_bare(csv_path, args.seed, args.estimators, args.max_depth)
                             say(f"  bare: {bare['total']:.2f} s (fit {bare['fit']:.2f} s)")
@@ -376,32 +434,48 @@ def main(argv: list[str] | None = None) -> int:
 
     how = "in-process Runner thread" if args.in_process else "`python -m service runner` process"
     print()
-    print(f"ML Ledger runner overhead: governed run (request -> Finished, through a {how}) "
-          "vs the same fit bare in one process")
-    print(f"workload: {ESTIMATOR.rsplit('.', 1)[1]}(n_estimators={args.estimators}, max_depth={args.max_depth}, "
-          f"random_state={args.seed}) on {rows:,} rows x {args.features} features ({mib:.1f} MiB CSV), "
-          f"{1 - VALIDATION:.0%}/{VALIDATION:.0%} stratified split, validation predict_proba")
+    print(
+        f"ML Ledger runner overhead: governed run (request -> Finished, through a {how}) "
+        "vs the same fit bare in one process"
+    )
+    print(
+        f"workload: {ESTIMATOR.rsplit('.', 1)[1]}(n_estimators={args.estimators}, max_depth={args.max_depth}, "
+        f"random_state={args.seed}) on {rows:,} rows x {args.features} features ({mib:.1f} MiB CSV), "
+        f"{1 - VALIDATION:.0%}/{VALIDATION:.0%} stratified split, validation predict_proba"
+    )
     if calibration is not None:
         points = ", ".join(f"{n:,} rows -> {t:.2f} s" for n, t in calibration.points)
-        print(f"calibration: {points}; {rows:,} rows ({int(rows * (1 - VALIDATION)):,} training) "
-              f"predicted {calibration.predicted:.1f} s (wanted {args.fit_seconds:g} s)")
-    print(f"runner warm-up (first run of the runner, not counted): {cold.total:.2f} s, "
-          f"of which environment capture {cold.capture:.2f} s")
-    print("governed columns from the run's own events: queued = request -> Claimed, capture = Claimed -> "
-          "EnvironmentCaptured, execute = -> first result event (child + reaping), record = -> Finished")
-    header = (f"{'#':>2} | {'order':<14} | {'bare s':>7} | {'(fit s)':>7} | {'governed s':>10} | {'ratio':>6} | "
-              f"{'queued':>6} | {'capture':>7} | {'execute':>7} | {'record':>6} | {'accuracy':>8} | same")
+        print(
+            f"calibration: {points}; {rows:,} rows ({int(rows * (1 - VALIDATION)):,} training) "
+            f"predicted {calibration.predicted:.1f} s (wanted {args.fit_seconds:g} s)"
+        )
+    print(
+        f"runner warm-up (first run of the runner, not counted): {cold.total:.2f} s, "
+        f"of which environment capture {cold.capture:.2f} s"
+    )
+    print(
+        "governed columns from the run's own events: queued = request -> Claimed, capture = Claimed -> "
+        "EnvironmentCaptured, execute = -> first result event (child + reaping), record = -> Finished"
+    )
+    header = (
+        f"{'#':>2} | {'order':<14} | {'bare s':>7} | {'(fit s)':>7} | {'governed s':>10} | {'ratio':>6} | "
+        f"{'queued':>6} | {'capture':>7} | {'execute':>7} | {'record':>6} | {'accuracy':>8} | same"
+    )
     print(header)
     print("-" * len(header))
     for index, ((order, bare, governed), ratio) in enumerate(zip(pairs, ratios, strict=True), start=1):
         accuracy_same = governed.accuracy is not None and abs(governed.accuracy - bare["accuracy"]) < 1e-12
-        print(f"{index:>2} | {order:<14} | {bare['total']:>7.2f} | {bare['fit']:>7.2f} | {governed.total:>10.2f} | "
-              f"{ratio:>6.3f} | {governed.queued:>6.2f} | {governed.capture:>7.2f} | {governed.execute:>7.2f} | "
-              f"{governed.record:>6.2f} | {bare['accuracy']:>8.4f} | {'yes' if accuracy_same else 'NO'}")
+        print(
+            f"{index:>2} | {order:<14} | {bare['total']:>7.2f} | {bare['fit']:>7.2f} | {governed.total:>10.2f} | "
+            f"{ratio:>6.3f} | {governed.queued:>6.2f} | {governed.capture:>7.2f} | {governed.execute:>7.2f} | "
+            f"{governed.record:>6.2f} | {bare['accuracy']:>8.4f} | {'yes' if accuracy_same else 'NO'}"
+        )
     print("-" * len(header))
-    print(f"median ratio governed/bare: {median:.3f} (target <= {TARGET_RATIO:.2f}); "
-          f"all succeeded: {'yes' if all_ok else 'NO'}; same accuracy: {'yes' if same else 'NO'}  "
-          f"=> {'PASS' if passed else 'FAIL'}")
+    print(
+        f"median ratio governed/bare: {median:.3f} (target <= {TARGET_RATIO:.2f}); "
+        f"all succeeded: {'yes' if all_ok else 'NO'}; same accuracy: {'yes' if same else 'NO'}  "
+        f"=> {'PASS' if passed else 'FAIL'}"
+    )
     print(machine_line(database))
     print(f"load average (1/5/15 min): {load_before} before, {load_after} after")
     return 0 if passed else 1

@@ -53,11 +53,11 @@ from bench.append import (
     opened,
     say,
 )
-from domain.keys import Signer
+from domain.integrity.keys import Signer
 from domain.prediction import Prediction
-from service.client import LedgerClient
-from service.persistence import POSTGRES_EVENTS_TABLE, create_engine
+from mlledger.client import LedgerClient
 from service.settings import Settings
+from service.store.persistence import POSTGRES_EVENTS_TABLE, create_engine
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "mll_bench-admin-key-" + "0123456789abcdefghij"
@@ -83,8 +83,12 @@ def training_table(rows: int = TRAINING_ROWS, features: int = FEATURES, seed: in
     from sklearn.datasets import make_classification
 
     return make_classification(
-        n_samples=rows, n_features=features, n_informative=features // 2, n_redundant=features // 4,
-        flip_y=0.05, random_state=seed,
+        n_samples=rows,
+        n_features=features,
+        n_informative=features // 2,
+        n_redundant=features // 4,
+        flip_y=0.05,
+        random_state=seed,
     )
 
 
@@ -118,7 +122,10 @@ def serving_ledger(database_url: str, **overrides: Any) -> Iterator[Settings]:
     tmp = Path(tempfile.mkdtemp(prefix="mlledger-serving-"))
     schema = f"bench_{secrets.token_hex(6)}"
     settings = Settings(
-        data_dir=tmp / "data", database_url=database_url, database_schema=schema, admin_api_key=ADMIN_KEY,
+        data_dir=tmp / "data",
+        database_url=database_url,
+        database_schema=schema,
+        admin_api_key=ADMIN_KEY,
         **overrides,
     )
     try:
@@ -160,7 +167,8 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.flags = [
-            "--port", str(self.port),
+            "--port",
+            str(self.port),
             "--projector" if projector else "--no-projector",
             "--runner" if runner else "--no-runner",
             *(["--workers", str(workers)] if workers > 1 else []),
@@ -184,7 +192,10 @@ class Server:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service", "serve", *self.flags],
-                env=server_env(self.settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env=server_env(self.settings),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -275,7 +286,10 @@ def deploy_model(base_url: str, features: int = FEATURES, rows: int = TRAINING_R
         if finished["status"] != "succeeded":
             raise SystemExit(f"training run {run.id} {finished['status']}: {finished.get('error')}")
         version, _ = scientist.register_model_version(
-            MODEL, run.id, "model.pkl", input_schema=[{"name": n, "type": "number"} for n in names],
+            MODEL,
+            run.id,
+            "model.pkl",
+            input_schema=[{"name": n, "type": "number"} for n in names],
             policy={"min_impact_ratio": None},
         )
         for client, signer, key_id in approvers:
@@ -334,8 +348,10 @@ def ledger_check(recorded: LedgerPredictions, answered: set[str], answered_count
     """Whether the recorded ``Prediction`` events are exactly the predictions answered 2xx, and the report line."""
     same_ids = recorded.ids == answered
     ok = recorded.events == answered_count and same_ids
-    line = (f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
-            f"(warm-up included), ids {'equal' if same_ids else 'DIFFERENT'} => {'OK' if ok else 'MISMATCH'}")
+    line = (
+        f"ledger check: {recorded.events:,} Prediction events, {answered_count:,} predictions answered 2xx "
+        f"(warm-up included), ids {'equal' if same_ids else 'DIFFERENT'} => {'OK' if ok else 'MISMATCH'}"
+    )
     return ok, line
 
 
@@ -353,8 +369,9 @@ class LoadTarget:
 
 
 @contextlib.contextmanager
-def load_target(database_url: str, tmp_prefix: str, *, projector: bool, workers: int,
-                **overrides: Any) -> Iterator[LoadTarget]:
+def load_target(
+    database_url: str, tmp_prefix: str, *, projector: bool, workers: int, **overrides: Any
+) -> Iterator[LoadTarget]:
     """A fresh ledger (``serving_ledger``) where a setup server with its runner deploys the benchmark model,
     then a load server without a runner (``projector`` and ``workers`` as asked) until the block exits."""
     with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp, serving_ledger(database_url, **overrides) as settings:
@@ -384,9 +401,7 @@ def single_body(encoded_row: str, request_id: str) -> bytes:
 def batch_body(encoded: list[str], start: int, count: int, prefix: str) -> bytes:
     """The body of ``predict:batch``: ``count`` records from ``start`` (cycling), request ids ``prefix-i``."""
     size = len(encoded)
-    records = ",".join(
-        f'{{"input":{encoded[(start + i) % size]},"request_id":"{prefix}-{i}"}}' for i in range(count)
-    )
+    records = ",".join(f'{{"input":{encoded[(start + i) % size]},"request_id":"{prefix}-{i}"}}' for i in range(count))
     return f'{{"records":[{records}]}}'.encode()
 
 
@@ -509,12 +524,14 @@ class CpuMeter:
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     """The options both serving benches take: the database, rounds, the projector and the API processes."""
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--with-projector", action="store_true", help="keep the projector in the server process")
-    parser.add_argument("--workers", type=int, default=CORES,
-                        help=f"API processes (serve --workers; default one per core: {CORES})")
+    parser.add_argument(
+        "--workers", type=int, default=CORES, help=f"API processes (serve --workers; default one per core: {CORES})"
+    )
 
 
 class TimedRound(Protocol):
@@ -540,8 +557,9 @@ class Measured(Generic[R]):
     processes: str
 
 
-def measure(target: LoadTarget, *, warm: Callable[[], R], timed: Callable[[int], R], repeats: int,
-            progress: Callable[[R], str]) -> Measured[R]:
+def measure(
+    target: LoadTarget, *, warm: Callable[[], R], timed: Callable[[int], R], repeats: int, progress: Callable[[R], str]
+) -> Measured[R]:
     """Warm up, then time ``repeats`` rounds, each with the CPU it used and its group commits, and read the ledger."""
     warmed = warm()
     if warmed.errors:
@@ -560,16 +578,19 @@ def measure(target: LoadTarget, *, warm: Callable[[], R], timed: Callable[[int],
     return Measured(warmed, rounds, recorded, meter.processes())
 
 
-def print_footer(measured: Measured[Any], database: str, load_before: str, load_after: str,
-                 answered_count: int) -> bool:
+def print_footer(
+    measured: Measured[Any], database: str, load_before: str, load_after: str, answered_count: int
+) -> bool:
     """The group commits, the ledger check, the machine and the load; True when the ledger holds every answer."""
     rounds = measured.rounds
     errors = [e for r in rounds for e in r.errors]
     answered = {pid for r in rounds for pid in r.ids} | set(measured.warm.ids)
     ledger_ok, ledger_line = ledger_check(measured.recorded, answered, answered_count)
     requests = sum(r.requests for r in rounds)
-    print(f"group commit: {sum(r.transactions for r in rounds):,} transactions for {requests:,} requests; "
-          f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else ""))
+    print(
+        f"group commit: {sum(r.transactions for r in rounds):,} transactions for {requests:,} requests; "
+        f"{len(errors)} non-2xx answers" + (f" (first: {errors[0]})" if errors else "")
+    )
     print(ledger_line)
     print(machine_line(database))
     print(f"load average (1/5/15 min): {load_before} before, {load_after} after")

@@ -1,4 +1,4 @@
-"""Benchmark of SHAP explanations for a served gradient-boosting model (service/explain.py).
+"""Benchmark of SHAP explanations for a served gradient-boosting model (service/ml/explain.py).
 
 Trains a 100-tree GradientBoostingClassifier (depth 3) on 1,000 rows x 30
 features (``make_classification``, seeded), saves and loads it the way serving
@@ -34,8 +34,9 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import GradientBoostingClassifier
 
-from service.explain import explainer_for, global_report, top_reason_codes
-from service.model_loading import load_model
+from service.ml.explain import explainer_for, top_reason_codes
+from service.ml.explain_report import global_report
+from service.ml.model_loading import load_model
 
 ROWS, FEATURES, TREES, REPEATS = 1_000, 30, 100, 5
 BATCH_TARGET_S, REPORT_TARGET_S = 0.1, 10.0
@@ -81,20 +82,30 @@ def main() -> None:
 
     machine = platform.processor() or platform.machine()
     print(f"machine: {machine}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"model: GradientBoostingClassifier, {TREES} trees of depth 3, {ROWS} rows x {FEATURES} features "
-          f"(fit {fit_s:.2f} s); explainer {explainer.name!r} ({explainer.output_space}), built in {build_s:.2f} s")
-    print(f"per-prediction explanations, 1,000-row batch: {batch_s * 1000:.1f} ms "
-          f"({ROWS / batch_s:,.0f} rows/s; target < {BATCH_TARGET_S * 1000:.0f} ms) "
-          f"{'OK' if batch_s < BATCH_TARGET_S else 'MISSED'}")
-    print(f"reason codes (top 4) for the batch: {codes_s * 1000:.1f} ms; "
-          f"explain + reason codes: {ROWS / (batch_s + codes_s):,.0f} rows/s")
+    print(
+        f"model: GradientBoostingClassifier, {TREES} trees of depth 3, {ROWS} rows x {FEATURES} features "
+        f"(fit {fit_s:.2f} s); explainer {explainer.name!r} ({explainer.output_space}), built in {build_s:.2f} s"
+    )
+    print(
+        f"per-prediction explanations, 1,000-row batch: {batch_s * 1000:.1f} ms "
+        f"({ROWS / batch_s:,.0f} rows/s; target < {BATCH_TARGET_S * 1000:.0f} ms) "
+        f"{'OK' if batch_s < BATCH_TARGET_S else 'MISSED'}"
+    )
+    print(
+        f"reason codes (top 4) for the batch: {codes_s * 1000:.1f} ms; "
+        f"explain + reason codes: {ROWS / (batch_s + codes_s):,.0f} rows/s"
+    )
     print(f"largest additivity error |base + sum(contributions) - log odds|: {error:.1e}")
-    print(f"global report (mean |SHAP|, bar + beeswarm PNG, JSON, HTML) over {ROWS} rows: {report_s:.2f} s "
-          f"(target < {REPORT_TARGET_S:.0f} s) {'OK' if report_s < REPORT_TARGET_S else 'MISSED'}")
+    print(
+        f"global report (mean |SHAP|, bar + beeswarm PNG, JSON, HTML) over {ROWS} rows: {report_s:.2f} s "
+        f"(target < {REPORT_TARGET_S:.0f} s) {'OK' if report_s < REPORT_TARGET_S else 'MISSED'}"
+    )
     top = report[1]["mean_abs_shap"][:3]
     print("top features: " + ", ".join(f"{t['feature']} {t['mean_abs_shap']:.3f}" for t in top))
-    print(f"plots: bar {len(report[0].bar_png):,} bytes, beeswarm {len(report[0].beeswarm_png):,} bytes; "
-          f"HTML {len(report[2]):,} characters")
+    print(
+        f"plots: bar {len(report[0].bar_png):,} bytes, beeswarm {len(report[0].beeswarm_png):,} bytes; "
+        f"HTML {len(report[2]):,} characters"
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Benchmark: events per second checked by a full ``mlledger verify``.
 
 Builds a ledger of N events (default 200,000; ``--events``) through the real
-application with ``service.workload.append_events(..., batch=500)``, projects it
+application with ``service.ops.workload.append_events(..., batch=500)``, projects it
 into the transparency log (``services.runner.catch_up()``) and publishes a signed
 checkpoint. Then it times
 
-* ``service.verify.verify_ledger(settings, anchors)`` in this process (the key
+* ``service.ops.verify.verify_ledger(settings, anchors)`` in this process (the key
   chain, every hash and Ed25519 signature in worker processes, one per core,
   every aggregate's chain, the Merkle leaves and nodes and the checkpoint), and
 * the real command line, ``python -m service verify``, once in a subprocess with
@@ -51,11 +51,11 @@ from bench.append import (
     opened,
     verdict,
 )
-from domain.keys import raw_public_key
-from service.projector import publish_checkpoint_if_due
+from domain.integrity.keys import raw_public_key
+from service.ops.projector import publish_checkpoint_if_due
+from service.ops.verify import verify_ledger
+from service.ops.workload import append_events
 from service.settings import Settings
-from service.verify import verify_ledger
-from service.workload import append_events
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 25_000
@@ -103,8 +103,9 @@ def build(settings: Settings, count: int) -> tuple[bytes, list[tuple[str, float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--events", type=int, default=200_000, help="events in the ledger (default 200,000)")
     parser.add_argument("--workers", type=int, default=None, help="verify worker processes (default: every core)")
@@ -140,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     backend = "SQLite" if args.sqlite else "PostgreSQL"
     workers = args.workers or os.cpu_count()
     print()
-    print(f"ML Ledger verify benchmark on {backend}: {report.events:,} events in {report.aggregates:,} aggregates, "
-          f"{report.leaves:,} log leaves, {report.checkpoints} checkpoint(s), {workers} workers")
+    print(
+        f"ML Ledger verify benchmark on {backend}: {report.events:,} events in {report.aggregates:,} aggregates, "
+        f"{report.leaves:,} log leaves, {report.checkpoints} checkpoint(s), {workers} workers"
+    )
     print(f"build (not part of verification): {build_seconds:.1f} s")
     width = max(len(step) for step, _, _ in steps)
     for step, seconds, events in steps:
@@ -156,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, seconds in rows:
         rate = report.events / seconds if seconds else 0.0
-        print(f"{label:<54} | {report.events:>8,} | {seconds:>8.2f} | {rate:>9,.0f} | "
-              f"{'>= ' + format(TARGET, ','):>10} | {verdict(rate, TARGET)}")
+        print(
+            f"{label:<54} | {report.events:>8,} | {seconds:>8.2f} | {rate:>9,.0f} | "
+            f"{'>= ' + format(TARGET, ','):>10} | {verdict(rate, TARGET)}"
+        )
     print(machine_line(database))
     print("CLI output:")
     for line in cli.stdout.splitlines():

@@ -13,10 +13,10 @@ import base64
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
-from domain.fairness import DEFAULT_MIN_IMPACT_RATIO
-from domain.keys import load_public_key_pem, verify_signature
+from domain.integrity.canonical import canonical_json
+from domain.integrity.keys import load_public_key_pem, verify_signature
+from domain.statistics.fairness import DEFAULT_MIN_IMPACT_RATIO
 
 DECISIONS = ("approve", "reject")
 STATEMENT_FIELDS = (
@@ -66,7 +66,7 @@ def statement_message(statement: dict[str, Any]) -> bytes:
 
 
 def sign_statement(statement: dict[str, Any], sign: Any) -> str:
-    """Sign with ``sign(bytes) -> base64 str`` (e.g. ``domain.keys.Signer.sign``)."""
+    """Sign with ``sign(bytes) -> base64 str`` (e.g. ``domain.integrity.keys.Signer.sign``)."""
     signature: str = sign(statement_message(statement))
     return signature
 
@@ -147,6 +147,9 @@ class ApprovalPolicy:
                 "policy.min_impact_ratio must be a number in (0, 1], or null", field="policy.min_impact_ratio"
             )
         return cls(
-            required, flags["separation_of_duties"], flags["rejection_blocks"],
-            None if ratio is None else float(ratio), flags["retrain_on_drift"],
+            required,
+            flags["separation_of_duties"],
+            flags["rejection_blocks"],
+            None if ratio is None else float(ratio),
+            flags["retrain_on_drift"],
         )

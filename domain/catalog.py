@@ -8,7 +8,7 @@ from domain.credentials import ApiKey
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
 from domain.export import Export
-from domain.ledger_key import LedgerKeyring
+from domain.integrity.ledger_key import LedgerKeyring
 from domain.model import Model, ModelVersion
 from domain.monitor import Monitor
 from domain.pipeline import Pipeline

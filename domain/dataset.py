@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
-from domain.series import check_name, series_id
+from domain.statistics.series import check_name, series_id
 
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 DATASHEET_FIELDS = (
@@ -141,7 +141,11 @@ class DatasetVersion(LedgerAggregate):
 
     @staticmethod
     def check_registration(
-        name: str, digest: str, size: int, row_count: int, schema: list[dict[str, Any]],
+        name: str,
+        digest: str,
+        size: int,
+        row_count: int,
+        schema: list[dict[str, Any]],
         datasheet: dict[str, Any],
     ) -> None:
         """Validate the fields of a registration before anything is recorded."""
@@ -153,9 +157,7 @@ class DatasetVersion(LedgerAggregate):
             raise InvalidPayload("row_count must be zero or more", field="row_count")
         for index, column in enumerate(schema):
             if not isinstance(column, dict) or not isinstance(column.get("name"), str):
-                raise InvalidPayload(
-                    "each schema column needs a string 'name'", field=f"schema.{index}"
-                )
+                raise InvalidPayload("each schema column needs a string 'name'", field=f"schema.{index}")
         check_datasheet(datasheet)
 
     def deprecate(self, reason: str, actor: str) -> None:

@@ -13,7 +13,7 @@ from domain.aggregate import LedgerAggregate
 from domain.approval import ApprovalPolicy
 from domain.errors import ApprovalRequired, InvalidPayload, RuleViolated
 from domain.model import APPROVED, REJECTED, ModelVersion
-from domain.series import series_id
+from domain.statistics.series import series_id
 
 
 class Deployment(LedgerAggregate):

@@ -22,9 +22,9 @@ from eventsourcing.domain import Aggregate, event
 from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
 from domain.errors import InvalidPayload, RuleViolated
+from domain.integrity.sealing import parse_timestamp
 from domain.roles import Role
-from domain.sealing import parse_timestamp
-from domain.series import check_name
+from domain.statistics.series import check_name
 
 PREDICTIONS_ALL, PREDICTIONS_SAMPLE, PREDICTIONS_NONE = "all", "sample", "none"
 PREDICTION_MODES = (PREDICTIONS_ALL, PREDICTIONS_SAMPLE, PREDICTIONS_NONE)

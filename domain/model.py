@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.aggregate import LedgerAggregate
 from domain.approval import ApprovalPolicy, check_statement_shape, statement_verifies
 from domain.errors import InvalidPayload, InvalidStatementSignature, RuleViolated, SeparationOfDutiesViolated
-from domain.series import check_name, series_id
+from domain.statistics.series import check_name, series_id
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 

@@ -15,7 +15,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.series import series_id
+from domain.statistics.series import series_id
 
 
 class Monitor(LedgerAggregate):

@@ -11,9 +11,9 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.canonical import canonical_json
 from domain.errors import InvalidPayload, RuleViolated
-from domain.series import check_name, series_id
+from domain.integrity.canonical import canonical_json
+from domain.statistics.series import check_name, series_id
 
 KINDS = ("sklearn", "torch", "python")
 TASKS = ("classification", "regression")

@@ -30,7 +30,7 @@ from eventsourcing.utils import get_topic
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
-from domain.series import series_id
+from domain.statistics.series import series_id
 
 CHAMPION, CANARY, CHALLENGER = "champion", "canary", "challenger"
 ROLES = (CHAMPION, CANARY, CHALLENGER)

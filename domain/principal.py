@@ -8,9 +8,9 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
-from domain.keys import key_id, load_public_key_pem
+from domain.integrity.keys import key_id, load_public_key_pem
 from domain.roles import Role
-from domain.series import check_name, series_id
+from domain.statistics.series import check_name, series_id
 
 PRINCIPAL_KINDS = ("user", "service")
 
@@ -20,9 +20,7 @@ def check_roles(roles: list[str]) -> list[str]:
     known = {r.value for r in Role}
     for role in roles:
         if role not in known:
-            raise InvalidPayload(
-                f"unknown role {role!r}; roles are {', '.join(sorted(known))}", field="roles"
-            )
+            raise InvalidPayload(f"unknown role {role!r}; roles are {', '.join(sorted(known))}", field="roles")
     return sorted(set(roles))
 
 
@@ -94,9 +92,7 @@ class Principal(LedgerAggregate):
         """Validate a registration; return the normalized roles."""
         check_name(name)
         if kind not in PRINCIPAL_KINDS:
-            raise InvalidPayload(
-                f"kind must be one of {', '.join(PRINCIPAL_KINDS)}, not {kind!r}", field="kind"
-            )
+            raise InvalidPayload(f"kind must be one of {', '.join(PRINCIPAL_KINDS)}, not {kind!r}", field="kind")
         return check_roles(roles)
 
     def grant_role(self, role: str, actor: str) -> None:

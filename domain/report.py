@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
 from domain.errors import InvalidPayload
-from domain.series import series_id
+from domain.statistics.series import series_id
 
 EXPLANATIONS, FAIRNESS, REFERENCE_PROFILE = "explanations", "fairness", "reference_profile"
 KINDS = (EXPLANATIONS, FAIRNESS, REFERENCE_PROFILE)

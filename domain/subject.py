@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.aggregate import LedgerAggregate
 from domain.errors import InvalidPayload, RuleViolated
 from domain.prediction import REASON_MAX, check_subject_id
-from domain.series import series_id
+from domain.statistics.series import series_id
 
 
 class Subject(LedgerAggregate):

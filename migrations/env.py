@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from projections.tables import metadata
-from service.persistence import create_engine
 from service.settings import Settings
+from service.store.persistence import create_engine
+from service.store.tables import metadata
 
 config = context.config
 settings: Settings = config.attributes.get("settings") or Settings()

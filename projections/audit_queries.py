@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from domain.errors import InvalidPayload
-from domain.sealing import format_timestamp
+from domain.integrity.sealing import format_timestamp
 from projections import audit_trail
 from projections import registry as r
 from projections import registry_queries as q
@@ -123,16 +123,20 @@ def _id_span(conn: Connection, start: str | None, end: str | None) -> tuple[int,
     first, last = 0, 2**63 - 1
     if start is not None:
         found = conn.execute(
-            sa.select(t.c.notification_id).where(t.c.high_watermark >= start)
-            .order_by(t.c.high_watermark, t.c.notification_id).limit(1)
+            sa.select(t.c.notification_id)
+            .where(t.c.high_watermark >= start)
+            .order_by(t.c.high_watermark, t.c.notification_id)
+            .limit(1)
         ).scalar()
         if found is None:
             return None
         first = found
     if end is not None:
         found = conn.execute(
-            sa.select(t.c.notification_id).where(t.c.low_watermark < end)
-            .order_by(t.c.low_watermark.desc(), t.c.notification_id.desc()).limit(1)
+            sa.select(t.c.notification_id)
+            .where(t.c.low_watermark < end)
+            .order_by(t.c.low_watermark.desc(), t.c.notification_id.desc())
+            .limit(1)
         ).scalar()
         if found is None:
             return None

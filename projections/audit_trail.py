@@ -29,11 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from domain.canonical import canonical_json
 from domain.deployment import Deployment
 from domain.errors import InvalidPayload
+from domain.integrity.canonical import canonical_json
+from domain.integrity.sealing import ENVELOPE_VERSION
 from domain.model import Model, ModelVersion
-from domain.sealing import ENVELOPE_VERSION
 from projections.base import ProjectedEvent, Projection
 from projections.tables import json_text, metadata
 
@@ -161,10 +161,7 @@ class AuditTrail(Projection):
                 "actor": event.actor,
                 "recorded_at": event.recorded_at,
                 "model_name": self._model_name(conn, event),
-                "summary": (
-                    payload_json(event) if summary is None or summary == event.payload
-                    else json_text(summary)
-                ),
+                "summary": (payload_json(event) if summary is None or summary == event.payload else json_text(summary)),
                 "hash": event.hash,
                 "high_watermark": self._high,
                 "low_watermark": event.recorded_at,  # lowered in end_batch

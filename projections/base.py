@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from domain.errors import TamperedEvent
-from domain.sealing import SealedEvent
+from domain.integrity.sealing import SealedEvent
 from projections.tables import projection_positions
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,7 @@ class ProjectedEvent:
         """Open a notification's seal; refuse one whose hash does not match."""
         sealed = SealedEvent.from_record(notification.state)
         if not sealed.hash_matches():
-            raise TamperedEvent(
-                f"notification {notification.id}: stored hash does not match the envelope"
-            )
+            raise TamperedEvent(f"notification {notification.id}: stored hash does not match the envelope")
         return cls(
             notification_id=notification.id,
             aggregate_id=str(notification.originator_id),
@@ -224,8 +222,4 @@ def _read_position(conn: Connection, name: str, *, lock: bool) -> int:
 
 
 def _write_position(conn: Connection, name: str, position: int) -> None:
-    conn.execute(
-        projection_positions.update()
-        .where(projection_positions.c.name == name)
-        .values(position=position)
-    )
+    conn.execute(projection_positions.update().where(projection_positions.c.name == name).values(position=position))

@@ -7,7 +7,7 @@ run by hash, so a manifest can be checked against the ledger event by event.
 Run events name their inputs by id; the ``man_*`` lookup tables keep the few
 facts of pipelines, dataset versions and code versions a manifest copies in,
 so this projection depends on no other. Each document has a digest:
-``sha256`` of its canonical JSON (see :func:`domain.provenance.manifest_digest`).
+``sha256`` of its canonical JSON (see :func:`domain.integrity.provenance.manifest_digest`).
 
 A batch touches each run's document once: documents are loaded on first use,
 changed in memory and written at the end of the batch, so a run with many
@@ -26,8 +26,8 @@ from sqlalchemy.engine import Connection
 
 from domain.code import CodeVersion
 from domain.dataset import DatasetVersion
+from domain.integrity.provenance import manifest_digest
 from domain.pipeline import Pipeline
-from domain.provenance import manifest_digest
 from domain.run import Run
 from projections.audit_trail import short_event_type
 from projections.base import ProjectedEvent, Projection, handler_registry
@@ -36,20 +36,23 @@ from projections.tables import json_text, metadata
 ID, NAME, DIGEST = sa.String(64), sa.String(200), sa.String(80)
 
 run_manifests = sa.Table(
-    "run_manifests", metadata,
+    "run_manifests",
+    metadata,
     sa.Column("run_id", ID, primary_key=True),
     sa.Column("document", sa.Text, nullable=False),
     sa.Column("digest", DIGEST, nullable=False),
     sa.Column("updated_position", sa.BigInteger, nullable=False),
 )
 man_pipelines = sa.Table(
-    "man_pipelines", metadata,
+    "man_pipelines",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
 )
 man_pipeline_specs = sa.Table(
-    "man_pipeline_specs", metadata,
+    "man_pipeline_specs",
+    metadata,
     sa.Column("pipeline_id", ID, primary_key=True),
     sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("name", NAME, nullable=False),
@@ -58,7 +61,8 @@ man_pipeline_specs = sa.Table(
     sa.Column("spec_digest", DIGEST, nullable=False),
 )
 man_dataset_versions = sa.Table(
-    "man_dataset_versions", metadata,
+    "man_dataset_versions",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("number", sa.BigInteger, nullable=False),
@@ -67,7 +71,8 @@ man_dataset_versions = sa.Table(
     sa.Column("format", sa.Text, nullable=False),
 )
 man_code_versions = sa.Table(
-    "man_code_versions", metadata,
+    "man_code_versions",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("repository", sa.String(500), nullable=False),
     sa.Column("commit", sa.String(64), nullable=False),
@@ -135,10 +140,15 @@ class Manifests(Projection):
             handler(self, conn, event)
         if event.topic in RUN_TOPICS:
             opened = self._document(conn, event.aggregate_id)
-            opened.document["events"].append({
-                "type": short_event_type(event.topic), "notification_id": event.notification_id,
-                "version": event.version, "hash": event.hash, "recorded_at": event.recorded_at,
-            })
+            opened.document["events"].append(
+                {
+                    "type": short_event_type(event.topic),
+                    "notification_id": event.notification_id,
+                    "version": event.version,
+                    "hash": event.hash,
+                    "recorded_at": event.recorded_at,
+                }
+            )
             opened.position = event.notification_id
 
     def end_batch(self, conn: Connection) -> None:
@@ -148,16 +158,21 @@ class Manifests(Projection):
         for run_id in sorted(self._open):
             opened = self._open[run_id]
             row = {
-                "run_id": run_id, "document": json_text(opened.document),
-                "digest": manifest_digest(opened.document), "updated_position": opened.position,
+                "run_id": run_id,
+                "document": json_text(opened.document),
+                "digest": manifest_digest(opened.document),
+                "updated_position": opened.position,
             }
             (inserts if opened.new else updates).append(row)
         if inserts:
             conn.execute(run_manifests.insert(), inserts)
         if updates:
             conn.execute(
-                run_manifests.update().where(run_manifests.c.run_id == sa.bindparam("key")).values(
-                    document=sa.bindparam("document"), digest=sa.bindparam("digest"),
+                run_manifests.update()
+                .where(run_manifests.c.run_id == sa.bindparam("key"))
+                .values(
+                    document=sa.bindparam("document"),
+                    digest=sa.bindparam("digest"),
                     updated_position=sa.bindparam("updated_position"),
                 ),
                 [{"key": row.pop("run_id"), **row} for row in updates],
@@ -168,8 +183,9 @@ class Manifests(Projection):
         opened = self._open.get(run_id)
         if opened is None:
             row = conn.execute(
-                sa.select(run_manifests.c.document, run_manifests.c.updated_position)
-                .where(run_manifests.c.run_id == run_id)
+                sa.select(run_manifests.c.document, run_manifests.c.updated_position).where(
+                    run_manifests.c.run_id == run_id
+                )
             ).first()
             if row is None:
                 raise LookupError(f"run_manifests has no document for run {run_id}")
@@ -186,26 +202,46 @@ class Manifests(Projection):
     def _pipeline_spec(self, conn: Connection, e: ProjectedEvent) -> None:
         pipeline = conn.execute(sa.select(man_pipelines).where(man_pipelines.c.id == e.aggregate_id)).one()
         p = e.payload
-        conn.execute(man_pipeline_specs.insert(), dict(
-            pipeline_id=e.aggregate_id, number=p["number"], name=pipeline.name, kind=pipeline.kind,
-            spec=json_text(p["spec"]), spec_digest=p["spec_digest"],
-        ))
+        conn.execute(
+            man_pipeline_specs.insert(),
+            dict(
+                pipeline_id=e.aggregate_id,
+                number=p["number"],
+                name=pipeline.name,
+                kind=pipeline.kind,
+                spec=json_text(p["spec"]),
+                spec_digest=p["spec_digest"],
+            ),
+        )
 
     @_on(DatasetVersion.Registered.TOPIC)
     def _dataset_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(man_dataset_versions.insert(), dict(
-            id=e.aggregate_id, name=p["name"], number=p["number"], digest=p["digest"], size=p["size"],
-            format=p["format"],
-        ))
+        conn.execute(
+            man_dataset_versions.insert(),
+            dict(
+                id=e.aggregate_id,
+                name=p["name"],
+                number=p["number"],
+                digest=p["digest"],
+                size=p["size"],
+                format=p["format"],
+            ),
+        )
 
     @_on(CodeVersion.Registered.TOPIC)
     def _code_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(man_code_versions.insert(), dict(
-            id=e.aggregate_id, repository=p["repository"], commit=p["commit"],
-            archive_digest=p["archive_digest"], entrypoint=p["entrypoint"],
-        ))
+        conn.execute(
+            man_code_versions.insert(),
+            dict(
+                id=e.aggregate_id,
+                repository=p["repository"],
+                commit=p["commit"],
+                archive_digest=p["archive_digest"],
+                entrypoint=p["entrypoint"],
+            ),
+        )
 
     # -- runs ---------------------------------------------------------------------
 
@@ -218,8 +254,11 @@ class Manifests(Projection):
         ).first()
         # The command checked the spec exists; a run recorded some other way must not stall the projection.
         return {
-            "id": p["pipeline_id"], "name": row.name if row else None, "kind": row.kind if row else None,
-            "version": p["pipeline_version"], "spec": json.loads(row.spec) if row else None,
+            "id": p["pipeline_id"],
+            "name": row.name if row else None,
+            "kind": row.kind if row else None,
+            "version": p["pipeline_version"],
+            "spec": json.loads(row.spec) if row else None,
             "spec_digest": p["spec_digest"],
         }
 
@@ -227,9 +266,7 @@ class Manifests(Projection):
         t = man_dataset_versions
         found = {row.id: row for row in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
         fields = ("name", "number", "digest", "size", "format")
-        return [
-            {"id": i, **{f: getattr(found[i], f) if i in found else None for f in fields}} for i in ids
-        ]
+        return [{"id": i, **{f: getattr(found[i], f) if i in found else None for f in fields}} for i in ids]
 
     def _code_input(self, conn: Connection, code_id: str | None) -> dict[str, Any] | None:
         if code_id is None:
@@ -244,19 +281,28 @@ class Manifests(Projection):
         p = e.payload
         runner = p["mode"] == "runner"
         document = {
-            "run_id": e.aggregate_id, "name": p["name"], "mode": p["mode"],
+            "run_id": e.aggregate_id,
+            "name": p["name"],
+            "mode": p["mode"],
             "status": "requested" if runner else "running",
             "inputs": {
                 "pipeline": self._pipeline_input(conn, p),
                 "datasets": self._dataset_inputs(conn, list(p["dataset_version_ids"])),
                 "code": self._code_input(conn, p["code_version_id"]),
-                "params": p["params"], "seed": p["seed"], "device_requested": p["device"],
+                "params": p["params"],
+                "seed": p["seed"],
+                "device_requested": p["device"],
             },
             "environment": None,
             "execution": {
-                "runner_id": None, "host": None, "device": None, "device_note": None,
+                "runner_id": None,
+                "host": None,
+                "device": None,
+                "device_note": None,
                 # A client-reported run starts when it is reported; a runner's when it is claimed.
-                "started_at": None if runner else e.recorded_at, "finished_at": None, "error": None,
+                "started_at": None if runner else e.recorded_at,
+                "finished_at": None,
+                "error": None,
             },
             "outputs": {"artifacts": [], "metrics": {}},
             "reproduces": p.get("reproduces"),
@@ -269,9 +315,7 @@ class Manifests(Projection):
     def _run_claimed(self, conn: Connection, e: ProjectedEvent) -> None:
         document = self._document(conn, e.aggregate_id).document
         document["status"] = "claimed"
-        document["execution"].update(
-            runner_id=e.payload["runner_id"], host=e.payload["host"], started_at=e.recorded_at
-        )
+        document["execution"].update(runner_id=e.payload["runner_id"], host=e.payload["host"], started_at=e.recorded_at)
 
     @_on(Run.EnvironmentCaptured.TOPIC)
     def _run_environment(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -316,11 +360,14 @@ class Manifests(Projection):
     def _run_reproduced(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         verified = e.topic == Run.ReproductionVerified.TOPIC
-        self._document(conn, e.aggregate_id).document["reproductions"].append({
-            "run_id": p["reproduction_run_id"], "verdict": "verified" if verified else "diverged",
-            "method": p["method"] if verified else None,
-            "tolerance": float(p["tolerance"]) if verified else None,
-        })
+        self._document(conn, e.aggregate_id).document["reproductions"].append(
+            {
+                "run_id": p["reproduction_run_id"],
+                "verdict": "verified" if verified else "diverged",
+                "method": p["method"] if verified else None,
+                "tolerance": float(p["tolerance"]) if verified else None,
+            }
+        )
 
 
 Manifests.topics = tuple(sorted(set(_HANDLERS) | RUN_TOPICS))

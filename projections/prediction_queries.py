@@ -40,9 +40,15 @@ def published_reports(
         query = query.where(t.c.kind.in_(tuple(kinds)))
     return {
         row.kind: ReportPublic(
-            model_version_id=row.model_version_id, model_name=row.model_name, version=row.number, kind=row.kind,
-            summary=json.loads(row.summary), attachments=json.loads(row.attachments or "{}"),
-            computed_from=json.loads(row.computed_from or "{}"), recorded_at=row.recorded_at, position=row.position,
+            model_version_id=row.model_version_id,
+            model_name=row.model_name,
+            version=row.number,
+            kind=row.kind,
+            summary=json.loads(row.summary),
+            attachments=json.loads(row.attachments or "{}"),
+            computed_from=json.loads(row.computed_from or "{}"),
+            recorded_at=row.recorded_at,
+            position=row.position,
         )
         for row in conn.execute(query)
     }

@@ -25,7 +25,8 @@ from projections.tables import json_text, metadata
 ID, NAME, DIGEST = sa.String(64), sa.String(200), sa.String(80)
 
 predictions = sa.Table(
-    "predictions", metadata,
+    "predictions",
+    metadata,
     sa.Column("prediction_id", ID, primary_key=True),
     sa.Column("model_name", NAME, nullable=False),
     sa.Column("number", sa.BigInteger, nullable=False),
@@ -53,7 +54,8 @@ predictions = sa.Table(
     sa.Index("ix_predictions_shadow", "shadow_of"),
 )
 model_reports = sa.Table(
-    "model_reports", metadata,
+    "model_reports",
+    metadata,
     sa.Column("model_version_id", ID, primary_key=True),
     sa.Column("kind", sa.String(40), primary_key=True),
     sa.Column("report_id", ID, nullable=False),
@@ -67,7 +69,8 @@ model_reports = sa.Table(
     sa.Index("ix_model_reports_model", "model_name", "number"),
 )
 drift_alerts = sa.Table(
-    "drift_alerts", metadata,
+    "drift_alerts",
+    metadata,
     sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("model_name", NAME, nullable=False),
     sa.Column("number", sa.BigInteger, nullable=False),
@@ -80,7 +83,8 @@ drift_alerts = sa.Table(
     sa.Index("ix_drift_alerts_model", "model_name", "position"),
 )
 subjects = sa.Table(
-    "subjects", metadata,
+    "subjects",
+    metadata,
     sa.Column("subject_id", sa.String(200), primary_key=True),
     sa.Column("key_id", ID, nullable=False),
     sa.Column("first_position", sa.BigInteger, nullable=False),
@@ -104,9 +108,14 @@ class Predictions(Projection):
     name = "predictions"
     tables = (predictions, model_reports, drift_alerts, subjects)
     topics = (
-        Prediction.Made.TOPIC, Prediction.OutcomeRecorded.TOPIC, Prediction.Overridden.TOPIC,
-        Report.Created.TOPIC, Report.Published.TOPIC, Monitor.DriftDetected.TOPIC,
-        Subject.KeyIssued.TOPIC, Subject.Erased.TOPIC,
+        Prediction.Made.TOPIC,
+        Prediction.OutcomeRecorded.TOPIC,
+        Prediction.Overridden.TOPIC,
+        Report.Created.TOPIC,
+        Report.Published.TOPIC,
+        Monitor.DriftDetected.TOPIC,
+        Subject.KeyIssued.TOPIC,
+        Subject.Erased.TOPIC,
     )
 
     def __init__(self) -> None:
@@ -135,21 +144,39 @@ class Predictions(Projection):
     def _made_one(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         label, score = _label_and_score(p["output"])
-        self._made.append(dict(
-            prediction_id=e.aggregate_id, model_name=p["model_name"], number=p["number"],
-            model_version_id=p["model_version_id"], role=p["role"], request_id=p["request_id"],
-            shadow_of=p["shadow_of"], subject_id=p["subject_id"], caller=e.actor, output=json_text(p["output"]),
-            label=label, score=score, latency_ms=p["latency_ms"], position=e.notification_id,
-            recorded_at=e.recorded_at, outcome=None, correct=None, abs_error=None, outcome_position=None,
-            override=None, overrides=0,
-        ))
+        self._made.append(
+            dict(
+                prediction_id=e.aggregate_id,
+                model_name=p["model_name"],
+                number=p["number"],
+                model_version_id=p["model_version_id"],
+                role=p["role"],
+                request_id=p["request_id"],
+                shadow_of=p["shadow_of"],
+                subject_id=p["subject_id"],
+                caller=e.actor,
+                output=json_text(p["output"]),
+                label=label,
+                score=score,
+                latency_ms=p["latency_ms"],
+                position=e.notification_id,
+                recorded_at=e.recorded_at,
+                outcome=None,
+                correct=None,
+                abs_error=None,
+                outcome_position=None,
+                override=None,
+                overrides=0,
+            )
+        )
 
     @_on(Prediction.OutcomeRecorded.TOPIC)
     def _outcome(self, conn: Connection, e: ProjectedEvent) -> None:
         self._flush(conn)
         row = conn.execute(
-            sa.select(predictions.c.label, predictions.c.score, predictions.c.output)
-            .where(predictions.c.prediction_id == e.aggregate_id)
+            sa.select(predictions.c.label, predictions.c.score, predictions.c.output).where(
+                predictions.c.prediction_id == e.aggregate_id
+            )
         ).one()
         outcome = e.payload["outcome"]
         correct = None if row.label is None else json_text(outcome) == row.label
@@ -158,7 +185,9 @@ class Predictions(Projection):
         if "value" in output and isinstance(outcome, (int, float)) and not isinstance(outcome, bool):
             abs_error = abs(float(outcome) - float(output["value"]))
         conn.execute(
-            predictions.update().where(predictions.c.prediction_id == e.aggregate_id).values(
+            predictions.update()
+            .where(predictions.c.prediction_id == e.aggregate_id)
+            .values(
                 outcome=json_text(outcome), correct=correct, abs_error=abs_error, outcome_position=e.notification_id
             )
         )
@@ -167,9 +196,17 @@ class Predictions(Projection):
     def _overridden(self, conn: Connection, e: ProjectedEvent) -> None:
         self._flush(conn)
         conn.execute(
-            predictions.update().where(predictions.c.prediction_id == e.aggregate_id).values(
-                override=json_text({"decision": e.payload["decision"], "reason": e.payload["reason"],
-                                    "actor": e.actor, "recorded_at": e.recorded_at}),
+            predictions.update()
+            .where(predictions.c.prediction_id == e.aggregate_id)
+            .values(
+                override=json_text(
+                    {
+                        "decision": e.payload["decision"],
+                        "reason": e.payload["reason"],
+                        "actor": e.actor,
+                        "recorded_at": e.recorded_at,
+                    }
+                ),
                 overrides=predictions.c.overrides + 1,
             )
         )
@@ -177,43 +214,73 @@ class Predictions(Projection):
     @_on(Report.Created.TOPIC)
     def _report_created(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(model_reports.insert(), dict(
-            model_version_id=p["model_version_id"], kind=p["kind"], report_id=e.aggregate_id,
-            model_name=p["model_name"], number=p["number"], summary=None, attachments=None, computed_from=None,
-            position=e.notification_id, recorded_at=e.recorded_at,
-        ))
+        conn.execute(
+            model_reports.insert(),
+            dict(
+                model_version_id=p["model_version_id"],
+                kind=p["kind"],
+                report_id=e.aggregate_id,
+                model_name=p["model_name"],
+                number=p["number"],
+                summary=None,
+                attachments=None,
+                computed_from=None,
+                position=e.notification_id,
+                recorded_at=e.recorded_at,
+            ),
+        )
 
     @_on(Report.Published.TOPIC)
     def _report_published(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         conn.execute(
-            model_reports.update().where(model_reports.c.report_id == e.aggregate_id).values(
-                summary=json_text(p["summary"]), attachments=json_text(p["attachments"]),
-                computed_from=json_text(p["computed_from"]), position=e.notification_id, recorded_at=e.recorded_at,
+            model_reports.update()
+            .where(model_reports.c.report_id == e.aggregate_id)
+            .values(
+                summary=json_text(p["summary"]),
+                attachments=json_text(p["attachments"]),
+                computed_from=json_text(p["computed_from"]),
+                position=e.notification_id,
+                recorded_at=e.recorded_at,
             )
         )
 
     @_on(Monitor.DriftDetected.TOPIC)
     def _drift(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(drift_alerts.insert(), dict(
-            position=e.notification_id, model_name=p["model_name"],
-            number=p["number"], model_version_id=p["model_version_id"], recorded_at=e.recorded_at,
-            drifted_features=json_text(p["drifted_features"]), statistics=json_text(p["statistics"]),
-            window=json_text(p["window"]), retraining_run_id=p["retraining_run_id"],
-        ))
+        conn.execute(
+            drift_alerts.insert(),
+            dict(
+                position=e.notification_id,
+                model_name=p["model_name"],
+                number=p["number"],
+                model_version_id=p["model_version_id"],
+                recorded_at=e.recorded_at,
+                drifted_features=json_text(p["drifted_features"]),
+                statistics=json_text(p["statistics"]),
+                window=json_text(p["window"]),
+                retraining_run_id=p["retraining_run_id"],
+            ),
+        )
 
     @_on(Subject.KeyIssued.TOPIC)
     def _subject(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(subjects.insert(), dict(
-            subject_id=e.payload["subject_id"], key_id=e.payload["key_id"], first_position=e.notification_id,
-            erased_at=None, erased_by=None, erased_position=None,
-        ))
+        conn.execute(
+            subjects.insert(),
+            dict(
+                subject_id=e.payload["subject_id"],
+                key_id=e.payload["key_id"],
+                first_position=e.notification_id,
+                erased_at=None,
+                erased_by=None,
+                erased_position=None,
+            ),
+        )
 
     @_on(Subject.Erased.TOPIC)
     def _erased(self, conn: Connection, e: ProjectedEvent) -> None:
         conn.execute(
-            subjects.update().where(subjects.c.key_id == e.payload["key_id"]).values(
-                erased_at=e.recorded_at, erased_by=e.actor, erased_position=e.notification_id
-            )
+            subjects.update()
+            .where(subjects.c.key_id == e.payload["key_id"])
+            .values(erased_at=e.recorded_at, erased_by=e.actor, erased_position=e.notification_id)
         )

@@ -39,7 +39,8 @@ def _text(name: str, nullable: bool = False) -> sa.Column[Any]:
 
 
 reg_principals = sa.Table(
-    "reg_principals", metadata,
+    "reg_principals",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
@@ -49,7 +50,8 @@ reg_principals = sa.Table(
     sa.UniqueConstraint("name", name="uq_reg_principals_name"),
 )
 reg_api_keys = sa.Table(
-    "reg_api_keys", metadata,
+    "reg_api_keys",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("principal_id", ID, nullable=False, index=True),
     _text("label"),
@@ -57,45 +59,55 @@ reg_api_keys = sa.Table(
     sa.Column("issued_at", TIME, nullable=False),
 )
 reg_signing_keys = sa.Table(
-    "reg_signing_keys", metadata,
+    "reg_signing_keys",
+    metadata,
     sa.Column("key_id", sa.String(64), primary_key=True),
     sa.Column("principal_id", ID, primary_key=True),
     _text("public_key_pem"),
     sa.Column("registered_at", TIME, nullable=False),
 )
 reg_dataset_versions = sa.Table(
-    "reg_dataset_versions", metadata,
+    "reg_dataset_versions",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("number", sa.BigInteger, nullable=False),
     sa.Column("digest", DIGEST, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
-    _text("format"), _text("schema"),
+    _text("format"),
+    _text("schema"),
     sa.Column("row_count", sa.BigInteger, nullable=False),
-    _text("profile"), _text("datasheet"), _text("source"), _text("registered_by"),
+    _text("profile"),
+    _text("datasheet"),
+    _text("source"),
+    _text("registered_by"),
     sa.Column("registered_at", TIME, nullable=False),
     sa.Column("deprecated", sa.Boolean, nullable=False),
     sa.UniqueConstraint("name", "number", name="uq_reg_dataset_versions_name_number"),
 )
 reg_code_versions = sa.Table(
-    "reg_code_versions", metadata,
+    "reg_code_versions",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("repository", sa.String(500), nullable=False),
     sa.Column("commit", sa.String(64), nullable=False),
     sa.Column("archive_digest", DIGEST, nullable=True),
-    _text("entrypoint", nullable=True), _text("registered_by"),
+    _text("entrypoint", nullable=True),
+    _text("registered_by"),
     sa.Column("registered_at", TIME, nullable=False),
 )
 # A pipeline's later events carry only its id; this maps the id to name and kind.
 reg_pipeline_names = sa.Table(
-    "reg_pipeline_names", metadata,
+    "reg_pipeline_names",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.UniqueConstraint("name", name="uq_reg_pipeline_names_name"),
 )
 reg_pipelines = sa.Table(
-    "reg_pipelines", metadata,
+    "reg_pipelines",
+    metadata,
     sa.Column("name", NAME, primary_key=True),
     sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(20), nullable=False),
@@ -105,7 +117,8 @@ reg_pipelines = sa.Table(
     sa.Column("created_at", TIME, nullable=False),
 )
 reg_runs = sa.Table(
-    "reg_runs", metadata,
+    "reg_runs",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", NAME, nullable=False),
     sa.Column("mode", sa.String(20), nullable=False),
@@ -119,7 +132,8 @@ reg_runs = sa.Table(
     sa.Column("seed", sa.BigInteger, nullable=False),
     sa.Column("device", sa.String(20), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
-    _text("error", nullable=True), _text("submitted_by"),
+    _text("error", nullable=True),
+    _text("submitted_by"),
     sa.Column("requested_at", TIME, nullable=False),
     sa.Column("finished_at", TIME, nullable=True),
     sa.Column("metric_points", sa.BigInteger, nullable=False),
@@ -129,7 +143,8 @@ reg_runs = sa.Table(
     sa.Index("ix_reg_runs_status_requested_at", "status", "requested_at"),
 )
 reg_reproductions = sa.Table(
-    "reg_reproductions", metadata,
+    "reg_reproductions",
+    metadata,
     sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("run_id", ID, nullable=False),
     sa.Column("reproduction_run_id", ID, nullable=False),
@@ -141,7 +156,8 @@ reg_reproductions = sa.Table(
     sa.Index("ix_reg_reproductions_run", "run_id"),
 )
 reg_run_metrics = sa.Table(
-    "reg_run_metrics", metadata,
+    "reg_run_metrics",
+    metadata,
     sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("run_id", ID, nullable=False),
@@ -152,7 +168,8 @@ reg_run_metrics = sa.Table(
     sa.Index("ix_reg_run_metrics_run_key_step", "run_id", "key", "step"),
 )
 reg_run_artifacts = sa.Table(
-    "reg_run_artifacts", metadata,
+    "reg_run_artifacts",
+    metadata,
     sa.Column("run_id", ID, primary_key=True),
     sa.Column("name", NAME, primary_key=True),
     sa.Column("digest", DIGEST, nullable=False),
@@ -160,7 +177,8 @@ reg_run_artifacts = sa.Table(
     _text("media_type"),
 )
 reg_models = sa.Table(
-    "reg_models", metadata,
+    "reg_models",
+    metadata,
     sa.Column("name", NAME, primary_key=True),
     sa.Column("id", ID, nullable=False),
     _text("policy"),
@@ -168,7 +186,8 @@ reg_models = sa.Table(
     sa.UniqueConstraint("id", name="uq_reg_models_id"),
 )
 reg_model_versions = sa.Table(
-    "reg_model_versions", metadata,
+    "reg_model_versions",
+    metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("model_name", NAME, nullable=False),
     sa.Column("number", sa.BigInteger, nullable=False),
@@ -176,7 +195,8 @@ reg_model_versions = sa.Table(
     sa.Column("run_digest", DIGEST, nullable=False),
     sa.Column("artifact_name", NAME, nullable=False),
     sa.Column("artifact_digest", DIGEST, nullable=False),
-    _text("input_schema"), _text("registered_by"),
+    _text("input_schema"),
+    _text("registered_by"),
     sa.Column("registered_at", TIME, nullable=False),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("approvals", sa.Integer, nullable=False),
@@ -184,18 +204,21 @@ reg_model_versions = sa.Table(
     sa.UniqueConstraint("model_name", "number", name="uq_reg_model_versions_model_number"),
 )
 reg_approvals = sa.Table(
-    "reg_approvals", metadata,
+    "reg_approvals",
+    metadata,
     sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("model_version_id", ID, nullable=False),
     _text("approver"),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("decision", sa.String(20), nullable=False),
-    _text("statement"), _text("signature"),
+    _text("statement"),
+    _text("signature"),
     sa.Column("recorded_at", TIME, nullable=False),
     sa.Index("ix_reg_approvals_version", "model_version_id", "notification_id"),
 )
 reg_deployments = sa.Table(
-    "reg_deployments", metadata,
+    "reg_deployments",
+    metadata,
     sa.Column("model_name", NAME, primary_key=True),
     sa.Column("id", ID, nullable=False),
     sa.Column("champion_version_id", ID, nullable=True),
@@ -211,14 +234,16 @@ reg_deployments = sa.Table(
     sa.UniqueConstraint("id", name="uq_reg_deployments_id"),
 )
 reg_deployment_history = sa.Table(
-    "reg_deployment_history", metadata,
+    "reg_deployment_history",
+    metadata,
     sa.Column("notification_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("model_name", NAME, nullable=False),
     sa.Column("action", sa.String(20), nullable=False),
     sa.Column("model_version_id", ID, nullable=True),
     sa.Column("number", sa.BigInteger, nullable=True),
     sa.Column("share", sa.Double, nullable=True),
-    _text("reason", nullable=True), _text("actor"),
+    _text("reason", nullable=True),
+    _text("actor"),
     sa.Column("recorded_at", TIME, nullable=False),
     sa.Index("ix_reg_deployment_history_model_time", "model_name", "recorded_at"),
 )
@@ -237,9 +262,22 @@ class Registry(Projection):
 
     name = "registry"
     tables = (
-        reg_principals, reg_api_keys, reg_signing_keys, reg_dataset_versions, reg_code_versions,
-        reg_pipeline_names, reg_pipelines, reg_runs, reg_run_metrics, reg_run_artifacts, reg_models,
-        reg_model_versions, reg_approvals, reg_deployments, reg_deployment_history, reg_reproductions,
+        reg_principals,
+        reg_api_keys,
+        reg_signing_keys,
+        reg_dataset_versions,
+        reg_code_versions,
+        reg_pipeline_names,
+        reg_pipelines,
+        reg_runs,
+        reg_run_metrics,
+        reg_run_artifacts,
+        reg_models,
+        reg_model_versions,
+        reg_approvals,
+        reg_deployments,
+        reg_deployment_history,
+        reg_reproductions,
     )
 
     def __init__(self) -> None:
@@ -297,10 +335,17 @@ class Registry(Projection):
     @_on(Principal.Registered.TOPIC)
     def _principal_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_principals.insert(), dict(
-            id=e.aggregate_id, name=p["name"], kind=p["kind"], roles=json_text(sorted(set(p["roles"]))),
-            active=True, registered_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_principals.insert(),
+            dict(
+                id=e.aggregate_id,
+                name=p["name"],
+                kind=p["kind"],
+                roles=json_text(sorted(set(p["roles"]))),
+                active=True,
+                registered_at=e.recorded_at,
+            ),
+        )
 
     @_on(Principal.RoleGranted.TOPIC, Principal.RoleRevoked.TOPIC)
     def _role_changed(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -316,17 +361,28 @@ class Registry(Projection):
 
     @_on(Principal.SigningKeyRegistered.TOPIC)
     def _signing_key(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_signing_keys.insert(), dict(
-            key_id=e.payload["key_id"], principal_id=e.aggregate_id,
-            public_key_pem=e.payload["public_key_pem"], registered_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_signing_keys.insert(),
+            dict(
+                key_id=e.payload["key_id"],
+                principal_id=e.aggregate_id,
+                public_key_pem=e.payload["public_key_pem"],
+                registered_at=e.recorded_at,
+            ),
+        )
 
     @_on(ApiKey.Issued.TOPIC)
     def _api_key_issued(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_api_keys.insert(), dict(
-            id=e.aggregate_id, principal_id=e.payload["principal_id"], label=e.payload["label"],
-            revoked=False, issued_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_api_keys.insert(),
+            dict(
+                id=e.aggregate_id,
+                principal_id=e.payload["principal_id"],
+                label=e.payload["label"],
+                revoked=False,
+                issued_at=e.recorded_at,
+            ),
+        )
 
     @_on(ApiKey.Revoked.TOPIC)
     def _api_key_revoked(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -337,12 +393,25 @@ class Registry(Projection):
     @_on(DatasetVersion.Registered.TOPIC)
     def _dataset_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_dataset_versions.insert(), dict(
-            id=e.aggregate_id, name=p["name"], number=p["number"], digest=p["digest"], size=p["size"],
-            format=p["format"], schema=json_text(p["schema"]), row_count=p["row_count"],
-            profile=json_text(p.get("profile", [])), datasheet=json_text(p["datasheet"]), source=p["source"],
-            registered_by=e.actor, registered_at=e.recorded_at, deprecated=False,
-        ))
+        conn.execute(
+            reg_dataset_versions.insert(),
+            dict(
+                id=e.aggregate_id,
+                name=p["name"],
+                number=p["number"],
+                digest=p["digest"],
+                size=p["size"],
+                format=p["format"],
+                schema=json_text(p["schema"]),
+                row_count=p["row_count"],
+                profile=json_text(p.get("profile", [])),
+                datasheet=json_text(p["datasheet"]),
+                source=p["source"],
+                registered_by=e.actor,
+                registered_at=e.recorded_at,
+                deprecated=False,
+            ),
+        )
 
     @_on(DatasetVersion.Deprecated.TOPIC)
     def _dataset_deprecated(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -353,26 +422,41 @@ class Registry(Projection):
     @_on(CodeVersion.Registered.TOPIC)
     def _code_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_code_versions.insert(), dict(
-            id=e.aggregate_id, repository=p["repository"], commit=p["commit"],
-            archive_digest=p["archive_digest"], entrypoint=p["entrypoint"],
-            registered_by=e.actor, registered_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_code_versions.insert(),
+            dict(
+                id=e.aggregate_id,
+                repository=p["repository"],
+                commit=p["commit"],
+                archive_digest=p["archive_digest"],
+                entrypoint=p["entrypoint"],
+                registered_by=e.actor,
+                registered_at=e.recorded_at,
+            ),
+        )
 
     @_on(Pipeline.Created.TOPIC)
     def _pipeline_created(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_pipeline_names.insert(), dict(
-            id=e.aggregate_id, name=e.payload["name"], kind=e.payload["kind"]
-        ))
+        conn.execute(
+            reg_pipeline_names.insert(), dict(id=e.aggregate_id, name=e.payload["name"], kind=e.payload["kind"])
+        )
 
     @_on(Pipeline.SpecVersioned.TOPIC)
     def _pipeline_spec(self, conn: Connection, e: ProjectedEvent) -> None:
         name = self._name_of(conn, reg_pipeline_names, "name", e.aggregate_id)
         kind = self._name_of(conn, reg_pipeline_names, "kind", e.aggregate_id)
-        conn.execute(reg_pipelines.insert(), dict(
-            name=name, number=e.payload["number"], kind=kind, spec=json_text(e.payload["spec"]),
-            spec_digest=e.payload["spec_digest"], created_by=e.actor, created_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_pipelines.insert(),
+            dict(
+                name=name,
+                number=e.payload["number"],
+                kind=kind,
+                spec=json_text(e.payload["spec"]),
+                spec_digest=e.payload["spec_digest"],
+                created_by=e.actor,
+                created_at=e.recorded_at,
+            ),
+        )
 
     # -- runs -----------------------------------------------------------------
 
@@ -383,54 +467,92 @@ class Registry(Projection):
         # A run names its pipeline by id; the command checked that it exists, but a
         # projection must not stall on a run recorded some other way.
         pipeline_name = (
-            None if pipeline_id is None
+            None
+            if pipeline_id is None
             else self._name_of(conn, reg_pipeline_names, "name", pipeline_id, required=False)
         )
-        conn.execute(reg_runs.insert(), dict(
-            id=e.aggregate_id, name=p["name"], mode=p["mode"], pipeline_id=pipeline_id, pipeline_name=pipeline_name,
-            pipeline_version=p["pipeline_version"], spec_digest=p["spec_digest"],
-            dataset_version_ids=json_text(p["dataset_version_ids"]), code_version_id=p["code_version_id"],
-            params=json_text(p["params"]), seed=p["seed"], device=p["device"],
-            status="requested" if p["mode"] == "runner" else "running", error=None,
-            submitted_by=e.actor, requested_at=e.recorded_at, finished_at=None, metric_points=0,
-            reproduces=p.get("reproduces"),
-        ))
+        conn.execute(
+            reg_runs.insert(),
+            dict(
+                id=e.aggregate_id,
+                name=p["name"],
+                mode=p["mode"],
+                pipeline_id=pipeline_id,
+                pipeline_name=pipeline_name,
+                pipeline_version=p["pipeline_version"],
+                spec_digest=p["spec_digest"],
+                dataset_version_ids=json_text(p["dataset_version_ids"]),
+                code_version_id=p["code_version_id"],
+                params=json_text(p["params"]),
+                seed=p["seed"],
+                device=p["device"],
+                status="requested" if p["mode"] == "runner" else "running",
+                error=None,
+                submitted_by=e.actor,
+                requested_at=e.recorded_at,
+                finished_at=None,
+                metric_points=0,
+                reproduces=p.get("reproduces"),
+            ),
+        )
 
     @_on(Run.Claimed.TOPIC)
     def _run_claimed(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
-            status="claimed", runner_id=e.payload["runner_id"]
-        ))
+        conn.execute(
+            reg_runs.update()
+            .where(reg_runs.c.id == e.aggregate_id)
+            .values(status="claimed", runner_id=e.payload["runner_id"])
+        )
 
     @_on(Run.EnvironmentCaptured.TOPIC)
     def _run_environment(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
-            status="running", environment_digest=e.payload["environment_digest"], device=e.payload["device"]
-        ))
+        conn.execute(
+            reg_runs.update()
+            .where(reg_runs.c.id == e.aggregate_id)
+            .values(status="running", environment_digest=e.payload["environment_digest"], device=e.payload["device"])
+        )
 
     @_on(Run.Abandoned.TOPIC)
     def _run_abandoned(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
-            status="abandoned", error=e.payload["reason"], finished_at=e.recorded_at
-        ))
+        conn.execute(
+            reg_runs.update()
+            .where(reg_runs.c.id == e.aggregate_id)
+            .values(status="abandoned", error=e.payload["reason"], finished_at=e.recorded_at)
+        )
 
     @_on(Run.ReproductionVerified.TOPIC)
     def _run_verified(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_reproductions.insert(), dict(
-            notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
-            verdict="verified", method=p["method"], tolerance=p["tolerance"], details=json_text(p["details"]),
-            recorded_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_reproductions.insert(),
+            dict(
+                notification_id=e.notification_id,
+                run_id=e.aggregate_id,
+                reproduction_run_id=p["reproduction_run_id"],
+                verdict="verified",
+                method=p["method"],
+                tolerance=p["tolerance"],
+                details=json_text(p["details"]),
+                recorded_at=e.recorded_at,
+            ),
+        )
 
     @_on(Run.ReproductionDiverged.TOPIC)
     def _run_diverged(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_reproductions.insert(), dict(
-            notification_id=e.notification_id, run_id=e.aggregate_id, reproduction_run_id=p["reproduction_run_id"],
-            verdict="diverged", method=None, tolerance=None, details=json_text(p["differences"]),
-            recorded_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_reproductions.insert(),
+            dict(
+                notification_id=e.notification_id,
+                run_id=e.aggregate_id,
+                reproduction_run_id=p["reproduction_run_id"],
+                verdict="diverged",
+                method=None,
+                tolerance=None,
+                details=json_text(p["differences"]),
+                recorded_at=e.recorded_at,
+            ),
+        )
 
     @_on(Run.ParamsLogged.TOPIC)
     def _run_params(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -443,8 +565,13 @@ class Registry(Projection):
         metrics = e.payload["metrics"]
         self._metric_rows.extend(
             {
-                "notification_id": e.notification_id, "seq": seq, "run_id": e.aggregate_id, "key": m["key"],
-                "step": m["step"], "value": m["value"], "timestamp": m.get("timestamp") or e.recorded_at,
+                "notification_id": e.notification_id,
+                "seq": seq,
+                "run_id": e.aggregate_id,
+                "key": m["key"],
+                "step": m["step"],
+                "value": m["value"],
+                "timestamp": m.get("timestamp") or e.recorded_at,
             }
             for seq, m in enumerate(metrics)
         )
@@ -453,15 +580,18 @@ class Registry(Projection):
     @_on(Run.ArtifactRecorded.TOPIC)
     def _run_artifact(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_run_artifacts.insert(), dict(
-            run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]
-        ))
+        conn.execute(
+            reg_run_artifacts.insert(),
+            dict(run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]),
+        )
 
     @_on(Run.Finished.TOPIC)
     def _run_finished(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(reg_runs.update().where(reg_runs.c.id == e.aggregate_id).values(
-            status=e.payload["status"], error=e.payload["error"], finished_at=e.recorded_at
-        ))
+        conn.execute(
+            reg_runs.update()
+            .where(reg_runs.c.id == e.aggregate_id)
+            .values(status=e.payload["status"], error=e.payload["error"], finished_at=e.recorded_at)
+        )
 
     # -- models, versions and approvals ------------------------------------------
 
@@ -483,9 +613,9 @@ class Registry(Projection):
     def _model_created(self, conn: Connection, e: ProjectedEvent) -> None:
         policy = ApprovalPolicy.from_dict(e.payload["policy"]).to_dict()
         name = e.payload["name"]
-        conn.execute(reg_models.insert(), dict(
-            name=name, id=e.aggregate_id, policy=json_text(policy), created_at=e.recorded_at
-        ))
+        conn.execute(
+            reg_models.insert(), dict(name=name, id=e.aggregate_id, policy=json_text(policy), created_at=e.recorded_at)
+        )
         # A model's first version is saved before the model itself, so it exists already.
         self._restate_versions(conn, name, policy)
 
@@ -499,22 +629,42 @@ class Registry(Projection):
     @_on(ModelVersion.Registered.TOPIC)
     def _version_registered(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(reg_model_versions.insert(), dict(
-            id=e.aggregate_id, model_name=p["model_name"], number=p["number"], run_id=p["run_id"],
-            run_digest=p["run_digest"], artifact_name=p["artifact_name"], artifact_digest=p["artifact_digest"],
-            input_schema=json_text(p["input_schema"]), registered_by=e.actor, registered_at=e.recorded_at,
-            state=version_state(self._policy(conn, p["model_name"]), 0, 0), approvals=0, rejections=0,
-        ))
+        conn.execute(
+            reg_model_versions.insert(),
+            dict(
+                id=e.aggregate_id,
+                model_name=p["model_name"],
+                number=p["number"],
+                run_id=p["run_id"],
+                run_digest=p["run_digest"],
+                artifact_name=p["artifact_name"],
+                artifact_digest=p["artifact_digest"],
+                input_schema=json_text(p["input_schema"]),
+                registered_by=e.actor,
+                registered_at=e.recorded_at,
+                state=version_state(self._policy(conn, p["model_name"]), 0, 0),
+                approvals=0,
+                rejections=0,
+            ),
+        )
 
     @_on(ModelVersion.ApprovalGranted.TOPIC, ModelVersion.ApprovalRejected.TOPIC)
     def _version_decided(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         approve = e.topic == ModelVersion.ApprovalGranted.TOPIC
-        conn.execute(reg_approvals.insert(), dict(
-            notification_id=e.notification_id, model_version_id=e.aggregate_id, approver=p["approver"],
-            key_id=p["key_id"], decision="approve" if approve else "reject", statement=json_text(p["statement"]),
-            signature=p["signature"], recorded_at=e.recorded_at,
-        ))
+        conn.execute(
+            reg_approvals.insert(),
+            dict(
+                notification_id=e.notification_id,
+                model_version_id=e.aggregate_id,
+                approver=p["approver"],
+                key_id=p["key_id"],
+                decision="approve" if approve else "reject",
+                statement=json_text(p["statement"]),
+                signature=p["signature"],
+                recorded_at=e.recorded_at,
+            ),
+        )
         t = reg_model_versions
         row = conn.execute(
             sa.select(t.c.model_name, t.c.approvals, t.c.rejections).where(t.c.id == e.aggregate_id)
@@ -528,25 +678,36 @@ class Registry(Projection):
     # -- deployments ------------------------------------------------------------
 
     def _history(self, conn: Connection, e: ProjectedEvent, model_name: str, action: str, **values: Any) -> None:
-        conn.execute(reg_deployment_history.insert(), dict(
-            notification_id=e.notification_id, model_name=model_name, action=action,
-            reason=e.payload.get("reason"), actor=e.actor, recorded_at=e.recorded_at, **values,
-        ))
+        conn.execute(
+            reg_deployment_history.insert(),
+            dict(
+                notification_id=e.notification_id,
+                model_name=model_name,
+                action=action,
+                reason=e.payload.get("reason"),
+                actor=e.actor,
+                recorded_at=e.recorded_at,
+                **values,
+            ),
+        )
 
     def _deployment_name(self, conn: Connection, e: ProjectedEvent) -> str:
         return str(self._name_of(conn, reg_deployments, "model_name", e.aggregate_id))
 
     def _set(self, conn: Connection, e: ProjectedEvent, name: str, **values: Any) -> None:
-        conn.execute(reg_deployments.update().where(reg_deployments.c.model_name == name).values(
-            updated_at=e.recorded_at, **values
-        ))
+        conn.execute(
+            reg_deployments.update()
+            .where(reg_deployments.c.model_name == name)
+            .values(updated_at=e.recorded_at, **values)
+        )
 
     @_on(Deployment.Created.TOPIC)
     def _deployment_created(self, conn: Connection, e: ProjectedEvent) -> None:
         name = e.payload["model_name"]
-        conn.execute(reg_deployments.insert(), dict(
-            model_name=name, id=e.aggregate_id, stopped=False, retired=False, updated_at=e.recorded_at
-        ))
+        conn.execute(
+            reg_deployments.insert(),
+            dict(model_name=name, id=e.aggregate_id, stopped=False, retired=False, updated_at=e.recorded_at),
+        )
         self._history(conn, e, name, "created")
 
     @_on(Deployment.ChampionSet.TOPIC, Deployment.RolledBack.TOPIC)
@@ -593,8 +754,11 @@ class Registry(Projection):
     @_on(Deployment.Retired.TOPIC)
     def _retired(self, conn: Connection, e: ProjectedEvent) -> None:
         name = self._deployment_name(conn, e)
-        cleared = {f"{role}_{field}": None for role in ("champion", "challenger", "canary")
-                   for field in ("version_id", "number")}
+        cleared = {
+            f"{role}_{field}": None
+            for role in ("champion", "challenger", "canary")
+            for field in ("version_id", "number")
+        }
         self._set(conn, e, name, retired=True, canary_share=None, **cleared)
         self._history(conn, e, name, "retire")
 

@@ -63,8 +63,12 @@ def _with_keys(conn: Connection, rows: list[sa.Row[Any]]) -> list[PrincipalPubli
         query = sa.select(t).where(t.c.principal_id.in_(list(keys))).order_by(t.c.registered_at, t.c.key_id)
         for key in conn.execute(query):
             keys[key.principal_id].append(SigningKeyPublic.model_validate(dict(key._mapping)))
-    return [PrincipalPublic.model_validate(dict(row._mapping) | {"roles": json.loads(row.roles),
-                                                                   "signing_keys": keys[row.id]}) for row in rows]
+    return [
+        PrincipalPublic.model_validate(
+            dict(row._mapping) | {"roles": json.loads(row.roles), "signing_keys": keys[row.id]}
+        )
+        for row in rows
+    ]
 
 
 def principal(conn: Connection, principal_id: str) -> PrincipalPublic | None:
@@ -226,8 +230,7 @@ def final_metrics(conn: Connection, run_id: str) -> dict[str, MetricPoint]:
     """Each metric's value at its highest step (the last one recorded at that step)."""
     t = r.reg_run_metrics
     last = (
-        sa.select(t.c.key, sa.func.max(t.c.step).label("step"))
-        .where(t.c.run_id == run_id).group_by(t.c.key).subquery()
+        sa.select(t.c.key, sa.func.max(t.c.step).label("step")).where(t.c.run_id == run_id).group_by(t.c.key).subquery()
     )
     query = (
         sa.select(t.c.key, t.c.step, t.c.value, t.c.timestamp)

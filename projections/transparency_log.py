@@ -17,10 +17,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from domain import merkle
-from domain.checkpoint import Checkpoint, sign_checkpoint
-from domain.keys import Signer
-from domain.sealing import format_timestamp
+from domain.integrity import merkle
+from domain.integrity.checkpoint import Checkpoint, sign_checkpoint
+from domain.integrity.keys import Signer
+from domain.integrity.sealing import format_timestamp
 from projections.base import ProjectedEvent, Projection
 from projections.tables import metadata
 
@@ -160,13 +160,14 @@ class LeafRecord:
 
 def leaf_for_notification(conn: Connection, notification_id: int) -> LeafRecord | None:
     """The leaf of the event with ``notification_id``, if logged yet."""
-    row = conn.execute(
-        sa.select(tlog_leaves).where(tlog_leaves.c.notification_id == notification_id)
-    ).first()
+    row = conn.execute(sa.select(tlog_leaves).where(tlog_leaves.c.notification_id == notification_id)).first()
     if row is None:
         return None
     return LeafRecord(
-        int(row.leaf_index), int(row.notification_id), row.aggregate_id, int(row.version),
+        int(row.leaf_index),
+        int(row.notification_id),
+        row.aggregate_id,
+        int(row.version),
         bytes(row.leaf_hash),
     )
 
@@ -183,24 +184,18 @@ class StoredCheckpoint:
 
 
 def _checkpoint(row: sa.Row[tuple[object, ...]]) -> StoredCheckpoint:
-    return StoredCheckpoint(
-        int(row.tree_size), bytes(row.root_hash), row.key_id, row.note, row.published_at
-    )
+    return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), row.key_id, row.note, row.published_at)
 
 
 def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:
     """The checkpoint with the largest tree size."""
-    row = conn.execute(
-        sa.select(tlog_checkpoints).order_by(tlog_checkpoints.c.tree_size.desc()).limit(1)
-    ).first()
+    row = conn.execute(sa.select(tlog_checkpoints).order_by(tlog_checkpoints.c.tree_size.desc()).limit(1)).first()
     return None if row is None else _checkpoint(row)
 
 
 def checkpoint_at(conn: Connection, size: int) -> StoredCheckpoint | None:
     """The checkpoint for exactly ``size`` leaves, if one was published."""
-    row = conn.execute(
-        sa.select(tlog_checkpoints).where(tlog_checkpoints.c.tree_size == size)
-    ).first()
+    row = conn.execute(sa.select(tlog_checkpoints).where(tlog_checkpoints.c.tree_size == size)).first()
     return None if row is None else _checkpoint(row)
 
 
@@ -210,9 +205,7 @@ def all_checkpoints(conn: Connection) -> list[StoredCheckpoint]:
     return [_checkpoint(row) for row in rows]
 
 
-def checkpoint_due(
-    conn: Connection, *, every_events: int, every_seconds: float, now: datetime
-) -> bool:
+def checkpoint_due(conn: Connection, *, every_events: int, every_seconds: float, now: datetime) -> bool:
     """True when the log grew by ``every_events`` or grew at all ``every_seconds`` ago."""
     size = tree_size(conn)
     latest = latest_checkpoint(conn)
@@ -227,9 +220,7 @@ def checkpoint_due(
     return (now - published).total_seconds() >= every_seconds
 
 
-def publish_checkpoint(
-    conn: Connection, signer: Signer, origin: str, now: datetime
-) -> StoredCheckpoint | None:
+def publish_checkpoint(conn: Connection, signer: Signer, origin: str, now: datetime) -> StoredCheckpoint | None:
     """Sign and store a checkpoint of the current tree; None if nothing new to sign."""
     size = tree_size(conn)
     latest = latest_checkpoint(conn)

@@ -13,19 +13,19 @@ from sqlalchemy.engine import Engine
 
 import migrations
 from domain.errors import LedgerError
-from domain.keys import Signer
+from domain.integrity.keys import Signer
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner
 from projections.manifests import Manifests
 from projections.predictions import Predictions
 from projections.registry import Registry
 from projections.transparency_log import TransparencyLog
-from service import keystore
-from service.auth import bootstrap_admin
-from service.blobs import BlobStore
-from service.ledger import KeyNotInKeyring, Ledger
-from service.persistence import create_engine
+from service.application.auth import bootstrap_admin
+from service.application.ledger import KeyNotInKeyring, Ledger
 from service.settings import Settings
+from service.store import keystore
+from service.store.blobs import BlobStore
+from service.store.persistence import create_engine
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,12 @@ def _finish_interrupted_rotation(settings: Settings, ledger: Ledger) -> Signer:
     keyring = ledger.keyring()
     if keyring is None or not pending.exists():
         raise KeyNotInKeyring(
-            "the configured ledger key is not the current key of this ledger; "
-            "use the current key file"
+            "the configured ledger key is not the current key of this ledger; use the current key file"
         )
     signer, _ = keystore.load_or_create(pending.parent, pending)
     if signer.key_id != keyring.current_key_id:
         raise KeyNotInKeyring(
-            f"neither the key file nor the pending rotation key is the ledger's current key "
-            f"({keyring.current_key_id})"
+            f"neither the key file nor the pending rotation key is the ledger's current key ({keyring.current_key_id})"
         )
     keystore.replace_current(settings.keys_dir, settings.key_path, signer)
     pending.unlink()

@@ -17,9 +17,9 @@ import typer
 from pydantic import ValidationError
 
 from domain.errors import LedgerError
-from domain.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
-from service import keystore
+from domain.integrity.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
 from service.settings import Settings
+from service.store import keystore
 
 app = typer.Typer(
     name="mlledger",
@@ -116,7 +116,11 @@ def serve(
 
         try:
             run_workers(
-                "service.api.app:api_only", host=host, port=port, workers=workers, log_level="info",
+                "service.api.app:api_only",
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="info",
                 access_log=access_log,
             )
         except CannotListen as exc:
@@ -153,8 +157,12 @@ def runner(
         signal.signal(signum, lambda *_: stop.set())
     try:
         Runner(
-            services, device=device, concurrency=concurrency, heartbeat_interval=settings.heartbeat_seconds,
-            heartbeat_timeout=settings.heartbeat_timeout_seconds, say=default_say,
+            services,
+            device=device,
+            concurrency=concurrency,
+            heartbeat_interval=settings.heartbeat_seconds,
+            heartbeat_timeout=settings.heartbeat_timeout_seconds,
+            say=default_say,
         ).run(stop)
     finally:
         services.close()
@@ -168,10 +176,11 @@ def project(
 ) -> None:
     """Bring read models up to date (or rebuild one from the log)."""
     from service.bootstrap import open_services
-    from service.projector import ProjectorThread, publish_checkpoint_if_due
+    from service.ops.projector import ProjectorThread, publish_checkpoint_if_due
 
     services = open_services(_settings())
     try:
+
         def progress(name: str, count: int) -> None:
             typer.echo(f"{name}: +{count} events", err=True)
 
@@ -200,7 +209,7 @@ def project(
 def checkpoint() -> None:
     """Publish a signed checkpoint of the transparency log now."""
     from service.bootstrap import open_services
-    from service.projector import publish_checkpoint_if_due
+    from service.ops.projector import publish_checkpoint_if_due
 
     services = open_services(_settings())
     try:
@@ -224,7 +233,7 @@ def verify(
     workers: Annotated[int | None, typer.Option(help="worker processes; default: every core")] = None,
 ) -> None:
     """Check every hash, signature, chain, Merkle leaf, node and checkpoint."""
-    from service.verify import verify_ledger
+    from service.ops.verify import verify_ledger
 
     settings = _settings()
     anchors = [raw_public_key(load_public_key_pem(p.read_bytes())) for p in public_key or []]
@@ -249,17 +258,16 @@ def verify(
     if report.latest_checkpoint:
         typer.echo("latest checkpoint:")
         typer.echo(report.latest_checkpoint, nl=False)
-    typer.echo(
-        f"verified in {report.seconds:.2f} s ({rate:,.0f} events/s, {workers or os.cpu_count()} workers)"
-    )
+    typer.echo(f"verified in {report.seconds:.2f} s ({rate:,.0f} events/s, {workers or os.cpu_count()} workers)")
 
 
 def _local_public_keys(settings: Settings) -> list[bytes]:
     public_dir = settings.keys_dir / "public"
-    return [
-        raw_public_key(load_public_key_pem(p.read_bytes()))
-        for p in sorted(public_dir.glob("*.pem"))
-    ] if public_dir.is_dir() else []
+    return (
+        [raw_public_key(load_public_key_pem(p.read_bytes())) for p in sorted(public_dir.glob("*.pem"))]
+        if public_dir.is_dir()
+        else []
+    )
 
 
 @app.command()

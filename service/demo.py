@@ -25,13 +25,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the test client's transport notice is not for demo users
     from fastapi.testclient import TestClient
 
-from domain.keys import Signer
+from domain.integrity.keys import Signer
+from mlledger.client import LedgerClient
 from service.api.app import create_app
-from service.auth import new_token
+from service.application.auth import new_token
+from service.application.ledger import SYSTEM_ACTOR
 from service.bootstrap import Services
-from service.client import LedgerClient
 from service.exports.bundle import export_and_verify
-from service.ledger import SYSTEM_ACTOR
 
 
 def _people(services: Services, http: TestClient, tag: str) -> dict[str, tuple[str, LedgerClient]]:

@@ -17,9 +17,7 @@ class Settings(BaseSettings):
 
     environment: str = Field("development", description="development | test | production")
     data_dir: Path = Field(Path("data"), description="blobs, keys and the SQLite database")
-    database_url: str = Field(
-        "", description="postgresql://user@host:port/db, or empty for SQLite under data_dir"
-    )
+    database_url: str = Field("", description="postgresql://user@host:port/db, or empty for SQLite under data_dir")
     database_schema: str = Field("public", description="PostgreSQL schema for all tables")
     key_path: Path | None = Field(None, description="ledger key PEM; default data_dir/keys")
     max_payload_bytes: int = Field(1_048_576, gt=0, description="largest canonical event")

@@ -198,9 +198,7 @@ def _registry() -> None:
         _text("actor"),
         sa.Column("recorded_at", TIME, nullable=False),
     )
-    op.create_index(
-        "ix_reg_deployment_history_model_time", "reg_deployment_history", ["model_name", "recorded_at"]
-    )
+    op.create_index("ix_reg_deployment_history_model_time", "reg_deployment_history", ["model_name", "recorded_at"])
 
 
 def _audit_trail() -> None:

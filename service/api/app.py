@@ -27,7 +27,7 @@ from service.api.routers import (
 )
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
-from service.projector import ProjectorThread
+from service.ops.projector import ProjectorThread
 from service.serving.runtime import open_serving, start_preloading
 from service.settings import Settings
 

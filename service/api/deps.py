@@ -13,9 +13,9 @@ from sqlalchemy.engine import Connection
 
 from domain.errors import InvalidPayload, LedgerError, PayloadTooLarge
 from domain.permissions import Action
-from service.auth import Caller, authenticate, authenticate_digest, remembered, token_digest
+from service.application.auth import Caller, authenticate, authenticate_digest, remembered, token_digest
+from service.application.ledger import Ledger, Written
 from service.bootstrap import Services
-from service.ledger import Ledger, Written
 
 POSITION_HEADER = "X-Ledger-Position"
 

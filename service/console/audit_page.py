@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse
 
 from domain import catalog
 from domain.errors import InvalidPayload
+from domain.integrity.sealing import format_timestamp
 from domain.permissions import Action
-from domain.sealing import format_timestamp
 from projections import audit_queries as aq
 from projections import registry_queries as q
 from projections.audit_trail import short_event_type
@@ -74,8 +74,7 @@ def audit(
     limit: Annotated[str | None, Query(max_length=5)] = None,
 ) -> Response:
     """The filtered timeline, one page at a time."""
-    given = {"aggregate_id": aggregate_id, "type": type, "actor": actor, "model": model, "since": since,
-             "until": until}
+    given = {"aggregate_id": aggregate_id, "type": type, "actor": actor, "model": model, "since": since, "until": until}
     filters = {name: value.strip() for name, value in given.items() if value and value.strip()}
     with services.engine.connect() as conn:
         principals = q.list_principals(conn)
@@ -118,8 +117,9 @@ def audit(
         event_types=event_types(),
         models=models,
         principals=principals,
-        next_href=None if result.next_after is None else "/console/audit?" + urlencode(
-            keep | {"cursor": result.next_after}),
+        next_href=None
+        if result.next_after is None
+        else "/console/audit?" + urlencode(keep | {"cursor": result.next_after}),
         first_href="/console/audit?" + urlencode(keep) if after is not None else None,
         api_query=urlencode({k: v for k, v in keep.items()} | ({"cursor": after} if after is not None else {})),
     )

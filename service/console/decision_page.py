@@ -40,8 +40,11 @@ def decisions(
     model: Text = None,
 ) -> Response:
     """The lookup form and, when asked, the reconstructed decision."""
-    asked = {"prediction_id": (prediction_id or "").strip(), "request_id": (request_id or "").strip(),
-             "model": (model or "").strip()}
+    asked = {
+        "prediction_id": (prediction_id or "").strip(),
+        "request_id": (request_id or "").strip(),
+        "model": (model or "").strip(),
+    }
     reference = asked["prediction_id"] or asked["request_id"]
     decision: Decision | None = None
     error, status = None, 200
@@ -56,5 +59,13 @@ def decisions(
                 version = q.model_version(conn, decision.model_name, decision.version)
                 context["approvals"] = [] if version is None else approval_views(conn, version)
                 context["names"] = {p.id: p.name for p in q.list_principals(conn)}
-    return render(request, "decisions.html", status_code=status, title="Decisions", asked=asked, decision=decision,
-                  error=error, **context)
+    return render(
+        request,
+        "decisions.html",
+        status_code=status,
+        title="Decisions",
+        asked=asked,
+        decision=decision,
+        error=error,
+        **context,
+    )

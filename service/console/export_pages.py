@@ -67,8 +67,7 @@ def start_export(
     except LedgerError as exc:
         if exc.status >= 500:
             raise
-        return model_page_response(request, viewer, services, name, export_error=exc.detail,
-                                   status_code=exc.status)
+        return model_page_response(request, viewer, services, name, export_error=exc.detail, status_code=exc.status)
     return RedirectResponse(f"/console/models/{name}?export={result.export_id}#export", status_code=303)
 
 
@@ -76,8 +75,9 @@ def start_export(
 def exports(request: Request, viewer: ExportReader, services: ServicesDep) -> Response:
     """Every export bundle the viewer may see (a regulator: those shared with them)."""
     visible = store.visible_exports(services, viewer.caller.id, viewer.caller.roles)
-    return render(request, "exports.html", title="Exports", exports=list(reversed(visible)),
-                  can_export=viewer.can(Action.EXPORT))
+    return render(
+        request, "exports.html", title="Exports", exports=list(reversed(visible)), can_export=viewer.can(Action.EXPORT)
+    )
 
 
 @router.get("/exports/{export_id}/bundle")

@@ -30,9 +30,9 @@ def ledger(request: Request, viewer: LedgerReader, services: ServicesDep, state:
         {"name": name, "position": services.runner.position(name)} for name in sorted(services.runner.projections)
     ]
     keyring = services.ledger.keyring()
-    keys = [] if keyring is None else [
-        {"key_id": kid, "current": kid == keyring.current_key_id} for kid in keyring.keys
-    ]
+    keys = (
+        [] if keyring is None else [{"key_id": kid, "current": kid == keyring.current_key_id} for kid in keyring.keys]
+    )
     verification = state.verification.status()
     return render(
         request,

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from domain.credentials import key_digest
 from domain.errors import Forbidden, Unauthenticated
-from service.auth import authenticate
+from service.application.auth import authenticate
 from service.console.sessions import caller_of, csrf_matches
 from service.console.web import (
     COOKIE,
@@ -58,10 +58,19 @@ def _login_page(
     request: Request, next_path: str, notice: str = "", kind: str = "bad", status_code: int = 200
 ) -> Response:
     token = secrets.token_urlsafe(32)
-    response = render(request, "login.html", status_code=status_code, title="Sign in", next=next_path,
-                      notice=notice, notice_kind=kind, csrf_token=token)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path=COOKIE_PATH,
-                        secure=request.url.scheme == "https")
+    response = render(
+        request,
+        "login.html",
+        status_code=status_code,
+        title="Sign in",
+        next=next_path,
+        notice=notice,
+        notice_kind=kind,
+        csrf_token=token,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict", path=COOKIE_PATH, secure=request.url.scheme == "https"
+    )
     return response
 
 
@@ -98,8 +107,9 @@ def login(
     target = safe_next(next)
     expected = request.cookies.get(LOGIN_COOKIE)
     if not expected or not csrf_matches(expected, csrf_token):
-        return _login_page(request, target, "The login form expired or came from another site; try again.",
-                           status_code=403)
+        return _login_page(
+            request, target, "The login form expired or came from another site; try again.", status_code=403
+        )
     token_text = api_key.strip()
     try:
         caller = authenticate(services.ledger, token_text)
@@ -107,8 +117,9 @@ def login(
         return _login_page(request, target, "Unknown, revoked or deactivated API key.", status_code=401)
     token, _ = state.sessions.open(caller.id, key_digest(token_text))
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path=COOKIE_PATH,
-                        secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE, token, httponly=True, samesite="strict", path=COOKIE_PATH, secure=request.url.scheme == "https"
+    )
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     return response
 

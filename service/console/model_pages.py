@@ -34,8 +34,14 @@ def models(request: Request, viewer: ModelReader, services: ServicesDep) -> Resp
     with services.engine.connect() as conn:
         for model in q.list_models(conn):
             versions = q.model_versions(conn, model.name)
-            rows.append({"model": model, "versions": versions, "latest": versions[-1] if versions else None,
-                         "deployment": q.deployment(conn, model.name)})
+            rows.append(
+                {
+                    "model": model,
+                    "versions": versions,
+                    "latest": versions[-1] if versions else None,
+                    "deployment": q.deployment(conn, model.name),
+                }
+            )
     return render(request, "models.html", title="Models", rows=rows)
 
 

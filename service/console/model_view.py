@@ -91,8 +91,12 @@ def lineage_graph(lineage: aq.Lineage) -> Graph:
         spec = lineage.pipeline
         inputs.append(Node(f"pipe:{spec.name}", "pipeline", f"pipeline {spec.name} v{spec.number}", spec.kind))
     version = lineage.version
-    version_node = Node(f"mv:{version.id}", "version", f"{version.model_name} v{version.number}",
-                        f"{version.state} · {version.artifact_digest[:19]}…")
+    version_node = Node(
+        f"mv:{version.id}",
+        "version",
+        f"{version.model_name} v{version.number}",
+        f"{version.state} · {version.artifact_digest[:19]}…",
+    )
     if inputs:
         graph.columns.append(inputs)
     if lineage.run is not None:
@@ -108,8 +112,12 @@ def lineage_graph(lineage: aq.Lineage) -> Graph:
     if changes:
         shown = changes[-6:]
         deployments = [
-            Node(f"dep:{c.notification_id}", "deployment",
-                 c.action + (f" {c.share:.0%}" if c.action == "canary" and c.share else ""), c.recorded_at[:19] + "Z")
+            Node(
+                f"dep:{c.notification_id}",
+                "deployment",
+                c.action + (f" {c.share:.0%}" if c.action == "canary" and c.share else ""),
+                c.recorded_at[:19] + "Z",
+            )
             for c in shown
         ]
         graph.columns.append(deployments)

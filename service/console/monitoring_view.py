@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 from domain.errors import LedgerError
 from domain.report import EXPLANATIONS, FAIRNESS
 from projections.prediction_queries import Monitoring, monitoring, published_reports
-from service.blobs import BlobStore
 from service.console.svg import Series, line_chart
+from service.store.blobs import BlobStore
 
 MAX_PLOT_BYTES = 4 * 1024 * 1024
 

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from domain.errors import Unauthenticated
-from projections.tables import console_sessions
-from service.auth import Caller, authenticate_digest
-from service.ledger import Ledger
+from service.application.auth import Caller, authenticate_digest
+from service.application.ledger import Ledger
+from service.store.tables import console_sessions
 
 IDLE_SECONDS = 30 * 60
 MAX_AGE_SECONDS = 8 * 60 * 60
@@ -108,8 +108,12 @@ class SessionStore:
             self._make_room(conn)
             conn.execute(
                 console_sessions.insert().values(
-                    slot=_slot(token), principal_id=principal_id, key_digest=key_digest,
-                    csrf_token=session.csrf_token, opened_at=now, last_seen=now,
+                    slot=_slot(token),
+                    principal_id=principal_id,
+                    key_digest=key_digest,
+                    csrf_token=session.csrf_token,
+                    opened_at=now,
+                    last_seen=now,
                 )
             )
         return token, session
@@ -135,9 +139,7 @@ class SessionStore:
         if now - session.last_seen >= self.touch_seconds:
             with self._writer.begin() as conn:
                 # Another process may have recorded a later request meanwhile; never go back in time.
-                conn.execute(
-                    console_sessions.update().where(_t.slot == slot, _t.last_seen < now).values(last_seen=now)
-                )
+                conn.execute(console_sessions.update().where(_t.slot == slot, _t.last_seen < now).values(last_seen=now))
             session = Session(session.principal_id, session.key_digest, session.csrf_token, session.opened_at, now)
         return session
 
@@ -174,7 +176,7 @@ class SessionStore:
 def caller_of(ledger: Ledger, session: Session) -> Caller:
     """The session's principal as it is now, or :class:`Unauthenticated` if its key no longer works.
 
-    The same checks as authenticating a bearer key (:func:`service.auth.authenticate_digest`),
+    The same checks as authenticating a bearer key (:func:`service.application.auth.authenticate_digest`),
     starting from the digest the session recorded, and the key must still belong
     to the principal the session was opened for.
     """

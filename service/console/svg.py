@@ -62,8 +62,19 @@ def lineage_svg(graph: Graph, label: str) -> Markup:
                 '<rect x="{x:.0f}" y="{y:.0f}" width="{w}" height="{h}" rx="5"/>'
                 '<text x="{tx:.0f}" y="{t1:.0f}" class="t1">{title}</text>'
                 '<text x="{tx:.0f}" y="{t2:.0f}" class="t2">{subtitle}</text></g>'
-            ).format(kind=node.kind, tooltip=tooltip, x=x, y=y, w=NODE_W, h=NODE_H, tx=x + 8, t1=y + 18, t2=y + 35,
-                     title=_clip(node.title, 30), subtitle=_clip(node.subtitle, 34))
+            ).format(
+                kind=node.kind,
+                tooltip=tooltip,
+                x=x,
+                y=y,
+                w=NODE_W,
+                h=NODE_H,
+                tx=x + 8,
+                t1=y + 18,
+                t2=y + 35,
+                title=_clip(node.title, 30),
+                subtitle=_clip(node.subtitle, 34),
+            )
             if node.href:
                 box = Markup('<a href="{href}">{box}</a>').format(href=node.href, box=box)
             boxes.append(box)
@@ -71,11 +82,19 @@ def lineage_svg(graph: Graph, label: str) -> Markup:
     for source, target in graph.edges:
         if source in where and target in where:
             (x1, y1), (x2, y2) = where[source], where[target]
-            arrows.append(Markup(
-                '<path class="edge" d="M{a:.0f},{b:.0f} C{c:.0f},{b:.0f} {d:.0f},{e:.0f} {f:.0f},{e:.0f}" '
-                'marker-end="url(#arrow)"/>'
-            ).format(a=x1 + NODE_W, b=y1 + NODE_H / 2, c=x1 + NODE_W + COL_GAP / 2, d=x2 - COL_GAP / 2,
-                     e=y2 + NODE_H / 2, f=x2 - 6))
+            arrows.append(
+                Markup(
+                    '<path class="edge" d="M{a:.0f},{b:.0f} C{c:.0f},{b:.0f} {d:.0f},{e:.0f} {f:.0f},{e:.0f}" '
+                    'marker-end="url(#arrow)"/>'
+                ).format(
+                    a=x1 + NODE_W,
+                    b=y1 + NODE_H / 2,
+                    c=x1 + NODE_W + COL_GAP / 2,
+                    d=x2 - COL_GAP / 2,
+                    e=y2 + NODE_H / 2,
+                    f=x2 - 6,
+                )
+            )
     return Markup(
         '<svg class="lineage" role="img" aria-label="{label}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">'
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="4" refY="5" markerWidth="7" markerHeight="7" '
@@ -140,19 +159,28 @@ def line_chart(
     def sy(y: float) -> float:
         return MARGIN_T + (1 - (y - y0) / (y1 - y0)) * plot_h
 
-    parts = [Markup('<rect class="plot" x="{}" y="{}" width="{}" height="{}"/>').format(
-        MARGIN_L, MARGIN_T, plot_w, plot_h)]
+    parts = [
+        Markup('<rect class="plot" x="{}" y="{}" width="{}" height="{}"/>').format(MARGIN_L, MARGIN_T, plot_w, plot_h)
+    ]
     for tick in _ticks(y0, y1):
-        parts.append(Markup(
-            '<line class="grid" x1="{l}" x2="{r}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            '<text class="tick" x="{tx}" y="{ty:.1f}" text-anchor="end">{v}</text>'
-        ).format(l=MARGIN_L, r=MARGIN_L + plot_w, y=sy(tick), tx=MARGIN_L - 6, ty=sy(tick) + 4, v=_fmt(tick)))
+        parts.append(
+            Markup(
+                '<line class="grid" x1="{l}" x2="{r}" y1="{y:.1f}" y2="{y:.1f}"/>'
+                '<text class="tick" x="{tx}" y="{ty:.1f}" text-anchor="end">{v}</text>'
+            ).format(l=MARGIN_L, r=MARGIN_L + plot_w, y=sy(tick), tx=MARGIN_L - 6, ty=sy(tick) + 4, v=_fmt(tick))
+        )
     for tick in _ticks(x0, x1, 5, integral=all(x == int(x) for x in xs)):
-        parts.append(Markup('<text class="tick" x="{x:.1f}" y="{y}" text-anchor="middle">{v}</text>').format(
-            x=sx(tick), y=bottom + 16, v=_fmt(tick)))
+        parts.append(
+            Markup('<text class="tick" x="{x:.1f}" y="{y}" text-anchor="middle">{v}</text>').format(
+                x=sx(tick), y=bottom + 16, v=_fmt(tick)
+            )
+        )
     if threshold is not None:
-        parts.append(Markup('<line class="threshold" x1="{l}" x2="{r}" y1="{y:.1f}" y2="{y:.1f}"/>').format(
-            l=MARGIN_L, r=MARGIN_L + plot_w, y=sy(threshold)))
+        parts.append(
+            Markup('<line class="threshold" x1="{l}" x2="{r}" y1="{y:.1f}" y2="{y:.1f}"/>').format(
+                l=MARGIN_L, r=MARGIN_L + plot_w, y=sy(threshold)
+            )
+        )
     legend_x = MARGIN_L
     for i, s in enumerate(finite):
         if not s.points:
@@ -161,18 +189,27 @@ def line_chart(
         drawn = [(sx(x), sy(y)) for x, y in s.points]
         path = " ".join(f"{'M' if j == 0 else 'L'}{x:.1f},{y:.1f}" for j, (x, y) in enumerate(drawn))
         parts.append(Markup('<path class="line {}" d="{}"/>').format(css, path))
-        parts.extend(Markup('<circle class="dot {}" cx="{:.1f}" cy="{:.1f}" r="2.5"/>').format(css, x, y)
-                     for x, y in drawn)
-        parts.append(Markup(
-            '<rect class="key {css}" x="{x}" y="{y}" width="10" height="10"/>'
-            '<text class="legend" x="{tx}" y="{ty}">{name}</text>'
-        ).format(css=css, x=legend_x, y=bottom + 36, tx=legend_x + 14, ty=bottom + 45, name=_clip(s.name, 28)))
+        parts.extend(
+            Markup('<circle class="dot {}" cx="{:.1f}" cy="{:.1f}" r="2.5"/>').format(css, x, y) for x, y in drawn
+        )
+        parts.append(
+            Markup(
+                '<rect class="key {css}" x="{x}" y="{y}" width="10" height="10"/>'
+                '<text class="legend" x="{tx}" y="{ty}">{name}</text>'
+            ).format(css=css, x=legend_x, y=bottom + 36, tx=legend_x + 14, ty=bottom + 45, name=_clip(s.name, 28))
+        )
         legend_x += 24 + 7 * min(len(s.name), 28)
-    parts.append(Markup('<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>').format(
-        MARGIN_L + plot_w, bottom + 45, x_label))
+    parts.append(
+        Markup('<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>').format(
+            MARGIN_L + plot_w, bottom + 45, x_label
+        )
+    )
     middle = MARGIN_T + plot_h / 2
-    parts.append(Markup(
-        '<text class="axis" x="12" y="{m:.0f}" text-anchor="middle" transform="rotate(-90 12 {m:.0f})">{t}</text>'
-    ).format(m=middle, t=y_label))
-    return Markup('<svg class="chart" role="img" aria-label="{}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">'
-                  "{}</svg>").format(label, Markup("").join(parts), w=CHART_W, h=CHART_H)
+    parts.append(
+        Markup(
+            '<text class="axis" x="12" y="{m:.0f}" text-anchor="middle" transform="rotate(-90 12 {m:.0f})">{t}</text>'
+        ).format(m=middle, t=y_label)
+    )
+    return Markup(
+        '<svg class="chart" role="img" aria-label="{}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">{}</svg>'
+    ).format(label, Markup("").join(parts), w=CHART_W, h=CHART_H)

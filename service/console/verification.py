@@ -1,4 +1,4 @@
-"""The console's "verify ledger" action: ``service.verify.verify_ledger`` run in
+"""The console's "verify ledger" action: ``service.ops.verify.verify_ledger`` run in
 the background, one verification at a time across every API process, its state
 and its result kept in the database (table ``console_verifications``).
 
@@ -35,9 +35,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from domain.sealing import format_timestamp
-from projections.tables import console_verifications, json_text
+from domain.integrity.sealing import format_timestamp
+from projections.tables import json_text
 from service.settings import Settings
+from service.store.tables import console_verifications
 
 TIMEOUT_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 10.0
@@ -133,14 +134,22 @@ class VerificationJob:
             finished = conn.execute(
                 sa.select(console_verifications).where(_t.finished_at.is_not(None)).order_by(_t.id.desc()).limit(1)
             ).first()
-        last = None if finished is None else VerificationResult(
-            started_at=_timestamp(finished.started_at), finished_at=_timestamp(finished.finished_at),
-            started_by=finished.started_by, ok=bool(finished.ok), **json.loads(finished.report or "{}"),
+        last = (
+            None
+            if finished is None
+            else VerificationResult(
+                started_at=_timestamp(finished.started_at),
+                finished_at=_timestamp(finished.finished_at),
+                started_by=finished.started_by,
+                ok=bool(finished.ok),
+                **json.loads(finished.report or "{}"),
+            )
         )
         if newest is None or newest.finished_at is not None:
             return VerificationStatus(None, None, last)
-        unfinished = Unfinished(_timestamp(newest.started_at), newest.started_by, newest.owner,
-                                _timestamp(newest.heartbeat_at))
+        unfinished = Unfinished(
+            _timestamp(newest.started_at), newest.started_by, newest.owner, _timestamp(newest.heartbeat_at)
+        )
         if newest.heartbeat_at >= time.time() - self.stale_seconds:
             return VerificationStatus(unfinished, None, last)
         return VerificationStatus(None, unfinished, last)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sys
 
-from domain.keys import load_public_key_pem, raw_public_key
+from domain.integrity.keys import load_public_key_pem, raw_public_key
+from service.ops.verify import verify_ledger
 from service.settings import Settings
-from service.verify import verify_ledger
 
 
 def local_anchors(settings: Settings) -> list[bytes]:
@@ -31,18 +31,22 @@ def main(argv: list[str]) -> int:
     workers = int(argv[0]) if argv else None
     report = verify_ledger(settings, local_anchors(settings), workers=workers)
     findings = [f.describe() for f in sorted(report.findings)]
-    print(json.dumps({
-        "ok": report.ok,
-        "findings": findings,
-        "events": report.events,
-        "aggregates": report.aggregates,
-        "leaves": report.leaves,
-        "unlogged": report.unlogged,
-        "checkpoints": report.checkpoints,
-        "keys": len(report.keys),
-        "seconds": round(report.seconds, 3),
-        "latest_checkpoint": report.latest_checkpoint,
-    }))
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "findings": findings,
+                "events": report.events,
+                "aggregates": report.aggregates,
+                "leaves": report.leaves,
+                "unlogged": report.unlogged,
+                "checkpoints": report.checkpoints,
+                "keys": len(report.keys),
+                "seconds": round(report.seconds, 3),
+                "latest_checkpoint": report.latest_checkpoint,
+            }
+        )
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from domain.errors import Forbidden, LedgerError, Unauthenticated
 from domain.permissions import PERMISSIONS, Action, allowed
 from service.api.deps import get_services
-from service.auth import Caller
+from service.application.auth import Caller
 from service.bootstrap import Services
 from service.console.sessions import Session, SessionStore, caller_of, csrf_matches
 from service.console.verification import VerificationJob

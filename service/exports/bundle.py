@@ -29,11 +29,11 @@ from typing import Any
 from domain.aggregate import aggregate_type_of
 from domain.errors import InvalidPayload, NotFound
 from domain.export import Export, events_commitment
-from domain.ledger_key import LedgerKeyring
+from domain.integrity.ledger_key import LedgerKeyring
+from domain.integrity.provenance import provenance_statement, sign_envelope, stable_json
+from domain.integrity.sealing import SealedEvent
 from domain.principal import Principal
-from domain.provenance import provenance_statement, sign_envelope, stable_json
 from domain.report import Report
-from domain.sealing import SealedEvent
 from projections import transparency_log as tlog
 from projections.manifests import manifest
 from service.bootstrap import Services
@@ -59,8 +59,8 @@ from service.exports.verify_bundle import (
     provenance_name,
     verify_bundle,
 )
-from service.persistence import EventRow, read_events
-from service.projector import publish_checkpoint_if_due
+from service.ops.projector import publish_checkpoint_if_due
+from service.store.persistence import EventRow, read_events
 
 MAX_BUNDLE_BYTES = 4 * 1024**3
 CHECKPOINT_ATTEMPTS = 20
@@ -95,16 +95,18 @@ def _open_seal(row: EventRow) -> _Sealed:
     if found is None:
         return _Sealed(row, SealedEvent.from_record(row.record))
     hash_hex, key_id, signature = (group.decode("ascii") for group in found.groups())
-    return _Sealed(row, SealedEvent(envelope=row.record[found.end():], hash=hash_hex, signature=signature,
-                                    key_id=key_id))
+    return _Sealed(
+        row, SealedEvent(envelope=row.record[found.end() :], hash=hash_hex, signature=signature, key_id=key_id)
+    )
 
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _documents(services: Services, card: ModelCard, manifests: dict[str, dict[str, Any]],
-               attachments: dict[str, bytes]) -> dict[str, bytes]:
+def _documents(
+    services: Services, card: ModelCard, manifests: dict[str, dict[str, Any]], attachments: dict[str, bytes]
+) -> dict[str, bytes]:
     """Every file of the bundle that the export record names by digest."""
     files: dict[str, bytes] = dict(attachments)
     for run_id, document in sorted(manifests.items()):
@@ -171,10 +173,16 @@ def _keys(sealed: list[_Sealed]) -> dict[str, bytes]:
 def _lines(sealed: list[_Sealed], leaves: dict[int, int]) -> Iterator[bytes]:
     for item in sealed:
         yield event_line(
-            position=item.row.position, leaf_index=leaves[item.row.position],
-            aggregate_type=aggregate_type_of(item.row.topic), aggregate_id=item.row.aggregate_id,
-            version=item.row.version, topic=item.row.topic, hash=item.sealed.hash, key_id=item.sealed.key_id,
-            signature=item.sealed.signature, envelope=item.sealed.envelope,
+            position=item.row.position,
+            leaf_index=leaves[item.row.position],
+            aggregate_type=aggregate_type_of(item.row.topic),
+            aggregate_id=item.row.aggregate_id,
+            version=item.row.version,
+            topic=item.row.topic,
+            hash=item.sealed.hash,
+            key_id=item.sealed.key_id,
+            signature=item.sealed.signature,
+            envelope=item.sealed.envelope,
         )
 
 
@@ -217,12 +225,17 @@ def export_bundle(
     card = ModelCard(scope.model, scope.versions, rows, manifests, statistics, scope_record, attachment_paths)
     files = _documents(services, card, manifests, attachments)
     keys = _keys(sealed)
-    files[README] = readme_text(request, scope_record, len(rows), sorted(k for k in keys if "/ledger/" in k),
-                                services.settings.log_origin).encode("utf-8")
+    files[README] = readme_text(
+        request, scope_record, len(rows), sorted(k for k in keys if "/ledger/" in k), services.settings.log_origin
+    ).encode("utf-8")
     export = Export.create(
-        model_name=request.model_name, scope=scope_record, shared_with=list(request.shared_with),
-        event_count=len(rows), events_digest=events_commitment((i.row.position, i.sealed.hash) for i in sealed),
-        files={name: _sha256(data) for name, data in files.items()}, actor=actor,
+        model_name=request.model_name,
+        scope=scope_record,
+        shared_with=list(request.shared_with),
+        event_count=len(rows),
+        events_digest=events_commitment((i.row.position, i.sealed.hash) for i in sealed),
+        files={name: _sha256(data) for name, data in files.items()},
+        actor=actor,
     )
     recorded = services.ledger.save(export)[-1].notification.id
     latest = _ensure_checkpoint(services, recorded)
@@ -236,17 +249,25 @@ def export_bundle(
             conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
         )
         consistency = proofs.consistency_document(conn, sorted(chosen), latest.tree_size)
-    keyring = list(_lines([item for item in sealed if item.row.aggregate_id == str(LedgerKeyring.create_id())],
-                          leaves))
+    keyring = list(_lines([item for item in sealed if item.row.aggregate_id == str(LedgerKeyring.create_id())], leaves))
     created_at = sealed[-1].sealed.envelope_fields()["recorded_at"]
     bundle_index = {
-        "format": FORMAT, "export_id": str(export.id), "model": request.model_name, "scope": scope_record,
-        "shared_with": export.shared_with, "created_at": created_at, "created_by": actor,
-        "origin": services.settings.log_origin, "events": len(sealed), "tree_size": latest.tree_size,
-        "checkpoints": sorted(chosen), "ledger_keys": sorted(k.split("/")[-1][:-4] for k in keys if "/ledger/" in k),
+        "format": FORMAT,
+        "export_id": str(export.id),
+        "model": request.model_name,
+        "scope": scope_record,
+        "shared_with": export.shared_with,
+        "created_at": created_at,
+        "created_by": actor,
+        "origin": services.settings.log_origin,
+        "events": len(sealed),
+        "tree_size": latest.tree_size,
+        "checkpoints": sorted(chosen),
+        "ledger_keys": sorted(k.split("/")[-1][:-4] for k in keys if "/ledger/" in k),
     }
     members: list[tuple[str, bytes | list[bytes]]] = [
-        (README, files.pop(README)), (VERIFIER, files.pop(VERIFIER)),
+        (README, files.pop(README)),
+        (VERIFIER, files.pop(VERIFIER)),
         (INDEX, json.dumps(bundle_index, indent=2).encode("utf-8")),
         (EVENTS, [line + b"\n" for line in _lines(sealed, leaves)]),
         (KEYRING_LINES, b"".join(line + b"\n" for line in keyring)),
@@ -274,13 +295,22 @@ def export_bundle(
     export.pack(stored.digest, stored.size, actor=actor)
     packed = services.ledger.save(export)[-1].notification.id
     return ExportResult(
-        export_id=str(export.id), bundle_digest=stored.digest, size=stored.size,
-        path=destination or stored.path, events=len(sealed), position=packed, seconds=time.perf_counter() - started,
+        export_id=str(export.id),
+        bundle_digest=stored.digest,
+        size=stored.size,
+        path=destination or stored.path,
+        events=len(sealed),
+        position=packed,
+        seconds=time.perf_counter() - started,
     )
 
 
 def export_and_verify(
-    services: Services, model_name: str, destination: Path | None = None, *, actor: str = "system:demo",
+    services: Services,
+    model_name: str,
+    destination: Path | None = None,
+    *,
+    actor: str = "system:demo",
     say: Callable[[str], None] = print,
 ) -> Summary:
     """Export every record of ``model_name`` and verify the bundle as a regulator would; say what happened.
@@ -291,8 +321,10 @@ def export_and_verify(
     target = destination or services.settings.data_dir / "exports" / f"{model_name}.zip"
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     result = export_bundle(services, ExportRequest.of(model_name), actor=actor, destination=target)
-    say(f"exported {result.events} events of {model_name} to {target} ({result.size:,} bytes, "
-        f"{result.bundle_digest}) in {result.seconds:.2f} s")
+    say(
+        f"exported {result.events} events of {model_name} to {target} ({result.size:,} bytes, "
+        f"{result.bundle_digest}) in {result.seconds:.2f} s"
+    )
     summary = verify_bundle(target)
     for line in summary.lines():
         say(f"  {line}")

@@ -176,8 +176,12 @@ def _pdf_table(pdf: FPDF, headers: list[str] | None, rows: list[list[str]], widt
     pdf.set_font("Sans", size=8)
     columns = len(headers) if headers is not None else len(rows[0])
     with pdf.table(
-        col_widths=widths or None, text_align="LEFT", wrapmode=WrapMode.CHAR, first_row_as_headings=headers is not None,
-        line_height=4, width=pdf.epw,
+        col_widths=widths or None,
+        text_align="LEFT",
+        wrapmode=WrapMode.CHAR,
+        first_row_as_headings=headers is not None,
+        line_height=4,
+        width=pdf.epw,
     ) as table:
         for row in ([headers] if headers is not None else []) + rows:
             cells = table.row()

@@ -16,25 +16,39 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from domain.integrity.sealing import SealedEvent
 from domain.model import Model, ModelVersion
 from domain.prediction import Prediction
-from domain.sealing import SealedEvent
 from domain.subject import Subject
 from projections.predictions import predictions
 from service.exports.document import Document
 from service.exports.model_card_appendices import CardAppendices
 from service.exports.model_card_sections import NOT_RECORDED, Recorded
-from service.persistence import EventRow
+from service.store.persistence import EventRow
 
 __all__ = ["APPENDICES", "CARD_SECTIONS", "NOT_RECORDED", "ModelCard", "Recorded", "prediction_statistics"]
 
 CARD_SECTIONS = (
-    "Model details", "Intended use", "Factors", "Metrics", "Evaluation data", "Training data",
-    "Quantitative analyses", "Ethical considerations", "Caveats and recommendations",
+    "Model details",
+    "Intended use",
+    "Factors",
+    "Metrics",
+    "Evaluation data",
+    "Training data",
+    "Quantitative analyses",
+    "Ethical considerations",
+    "Caveats and recommendations",
 )
 APPENDICES = (
-    "Datasheets", "Explainability report", "Fairness report", "Validation report", "Monitoring report",
-    "Approvals and signed statements", "Deployment history", "Human overrides", "Erasure tombstones",
+    "Datasheets",
+    "Explainability report",
+    "Fairness report",
+    "Validation report",
+    "Monitoring report",
+    "Approvals and signed statements",
+    "Deployment history",
+    "Human overrides",
+    "Erasure tombstones",
 )
 _UNPARSED = frozenset({Prediction.Made.TOPIC, Subject.KeyIssued.TOPIC})
 
@@ -54,14 +68,24 @@ def prediction_statistics(conn: Connection, model_name: str, since: str | None, 
     overridden = sa.func.sum(sa.case((t.c.overrides > 0, 1), else_=0))
     rows = conn.execute(
         sa.select(t.c.number, t.c.role, counted, outcomes, judged, correct, overridden, sa.func.avg(t.c.latency_ms))
-        .where(*where).group_by(t.c.number, t.c.role).order_by(t.c.number, t.c.role)
+        .where(*where)
+        .group_by(t.c.number, t.c.role)
+        .order_by(t.c.number, t.c.role)
     ).all()
     day = sa.func.substr(t.c.recorded_at, 1, 10)
     days = conn.execute(sa.select(day, counted).where(*where).group_by(day).order_by(day)).all()
     return {
         "by_version": [
-            {"number": int(n), "role": role, "predictions": int(c), "outcomes": int(o or 0), "judged": int(j or 0),
-             "correct": int(k or 0), "overridden": int(v or 0), "mean_latency_ms": float(lat or 0.0)}
+            {
+                "number": int(n),
+                "role": role,
+                "predictions": int(c),
+                "outcomes": int(o or 0),
+                "judged": int(j or 0),
+                "correct": int(k or 0),
+                "overridden": int(v or 0),
+                "mean_latency_ms": float(lat or 0.0),
+            }
             for n, role, c, o, j, k, v, lat in rows
         ],
         "per_day": [(str(d), int(c)) for d, c in days],
@@ -74,8 +98,16 @@ def _open(rows: list[EventRow]) -> list[Recorded]:
         if row.topic in _UNPARSED:
             continue
         envelope = SealedEvent.from_record(row.record).envelope_fields()
-        opened.append(Recorded(row.position, row.aggregate_id, row.topic, str(envelope["actor"]),
-                               str(envelope["recorded_at"]), dict(envelope["payload"])))
+        opened.append(
+            Recorded(
+                row.position,
+                row.aggregate_id,
+                row.topic,
+                str(envelope["actor"]),
+                str(envelope["recorded_at"]),
+                dict(envelope["payload"]),
+            )
+        )
     return opened
 
 
@@ -99,12 +131,26 @@ class ModelCard(CardAppendices):
     def document(self) -> Document:
         """The whole report: card sections, then appendices."""
         card = [
-            self._details(), self._intended_use(), self._factors(), self._metrics(), self._evaluation_data(),
-            self._training_data(), self._quantitative(), self._ethics(), self._caveats(),
+            self._details(),
+            self._intended_use(),
+            self._factors(),
+            self._metrics(),
+            self._evaluation_data(),
+            self._training_data(),
+            self._quantitative(),
+            self._ethics(),
+            self._caveats(),
         ]
         appendices = [
-            self._datasheets(), self._explainability(), self._fairness(), self._validation(), self._monitoring(),
-            self._approvals(), self._deployments(), self._overrides(), self._erasures(),
+            self._datasheets(),
+            self._explainability(),
+            self._fairness(),
+            self._validation(),
+            self._monitoring(),
+            self._approvals(),
+            self._deployments(),
+            self._overrides(),
+            self._erasures(),
         ]
         window = f"{self.scope['from'] or 'the beginning'} to {self.scope['to'] or 'now'}"
         return Document(

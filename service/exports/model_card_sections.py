@@ -105,30 +105,47 @@ class CardSections:
     def _details(self) -> Section:
         policy = self.model.policy
         champion = self._current_champion()
-        blocks: list[Any] = [Facts([
-            ("Model", self.model.name),
-            ("Versions", str(len(self.versions))),
-            ("Champion now", f"version {champion}" if champion else "none"),
-            ("Approval policy", f"{policy.required_approvals} approver(s); separation of duties "
-                                f"{'on' if policy.separation_of_duties else 'off'}; one rejection "
-                                f"{'blocks' if policy.rejection_blocks else 'does not block'} a version"),
-            ("Fairness gate", "none" if policy.min_impact_ratio is None else
-             f"approvals refused while a group's impact ratio is under {policy.min_impact_ratio}"),
-            ("Retraining on drift", "requested automatically" if policy.retrain_on_drift else "not automatic"),
-        ])]
+        blocks: list[Any] = [
+            Facts(
+                [
+                    ("Model", self.model.name),
+                    ("Versions", str(len(self.versions))),
+                    ("Champion now", f"version {champion}" if champion else "none"),
+                    (
+                        "Approval policy",
+                        f"{policy.required_approvals} approver(s); separation of duties "
+                        f"{'on' if policy.separation_of_duties else 'off'}; one rejection "
+                        f"{'blocks' if policy.rejection_blocks else 'does not block'} a version",
+                    ),
+                    (
+                        "Fairness gate",
+                        "none"
+                        if policy.min_impact_ratio is None
+                        else f"approvals refused while a group's impact ratio is under {policy.min_impact_ratio}",
+                    ),
+                    ("Retraining on drift", "requested automatically" if policy.retrain_on_drift else "not automatic"),
+                ]
+            )
+        ]
         rows = []
         for v in self.versions:
             doc = self._run_doc(v)
             pipeline = (doc.get("inputs") or {}).get("pipeline") or {}
             spec = pipeline.get("spec") or {}
-            rows.append([
-                str(v.number), v.state(policy), self._who(v.registered_by), v.run_id,
-                f"{pipeline.get('name') or 'client-reported'} ({pipeline.get('kind') or doc.get('mode') or '?'})",
-                str(spec.get("estimator") or spec.get("hidden_layers") or "not recorded"),
-                f"{v.artifact_name} {v.artifact_digest}",
-            ])
-        blocks.append(Table(["version", "state", "registered by", "source run", "pipeline", "estimator",
-                             "artifact"], rows))
+            rows.append(
+                [
+                    str(v.number),
+                    v.state(policy),
+                    self._who(v.registered_by),
+                    v.run_id,
+                    f"{pipeline.get('name') or 'client-reported'} ({pipeline.get('kind') or doc.get('mode') or '?'})",
+                    str(spec.get("estimator") or spec.get("hidden_layers") or "not recorded"),
+                    f"{v.artifact_name} {v.artifact_digest}",
+                ]
+            )
+        blocks.append(
+            Table(["version", "state", "registered by", "source run", "pipeline", "estimator", "artifact"], rows)
+        )
         return Section("Model details", blocks)
 
     def _current_champion(self) -> int | None:
@@ -143,27 +160,45 @@ class CardSections:
             sheet = d.payload.get("datasheet") or {}
             for key in ("uses", "motivation"):
                 if sheet.get(key):
-                    blocks.append(Para(f"Datasheet of {d.payload['name']} v{d.payload['number']}, {key}: "
-                                       f"{sheet[key]}"))
-        roles = Counter(e.topic for e in self._of(Deployment.ChampionSet.TOPIC, Deployment.ChallengerSet.TOPIC,
-                                                   Deployment.CanarySet.TOPIC))
+                    blocks.append(Para(f"Datasheet of {d.payload['name']} v{d.payload['number']}, {key}: {sheet[key]}"))
+        roles = Counter(
+            e.topic
+            for e in self._of(Deployment.ChampionSet.TOPIC, Deployment.ChallengerSet.TOPIC, Deployment.CanarySet.TOPIC)
+        )
         if roles:
-            blocks.append(Para("Deployed as: " + ", ".join(
-                f"{topic.split('.')[2].removesuffix('Set').lower()} ({count} change(s))"
-                for topic, count in sorted(roles.items()))))
+            blocks.append(
+                Para(
+                    "Deployed as: "
+                    + ", ".join(
+                        f"{topic.split('.')[2].removesuffix('Set').lower()} ({count} change(s))"
+                        for topic, count in sorted(roles.items())
+                    )
+                )
+            )
         return Section("Intended use", blocks or [Para(NOT_RECORDED)])
 
     def _protected(self) -> dict[str, list[str]]:
-        return {f"{d.payload['name']} v{d.payload['number']}": list(
-            (d.payload.get("datasheet") or {}).get("protected_attributes") or []) for d in self.datasets}
+        return {
+            f"{d.payload['name']} v{d.payload['number']}": list(
+                (d.payload.get("datasheet") or {}).get("protected_attributes") or []
+            )
+            for d in self.datasets
+        }
 
     def _factors(self) -> Section:
-        blocks: list[Any] = [Para(f"Protected attributes recorded in the datasheet of {name}: {', '.join(attrs)}.")
-                             for name, attrs in self._protected().items() if attrs]
+        blocks: list[Any] = [
+            Para(f"Protected attributes recorded in the datasheet of {name}: {', '.join(attrs)}.")
+            for name, attrs in self._protected().items()
+            if attrs
+        ]
         for created, published in self._reports_of(FAIRNESS):
             names = [entry.get("name") for entry in published.payload["summary"].get("attributes") or []]
-            blocks.append(Para(f"The fairness report of version {created.payload['number']} analyses: "
-                               f"{', '.join(str(n) for n in names) or 'no attribute'}."))
+            blocks.append(
+                Para(
+                    f"The fairness report of version {created.payload['number']} analyses: "
+                    f"{', '.join(str(n) for n in names) or 'no attribute'}."
+                )
+            )
         return Section("Factors", blocks or [Para(NOT_RECORDED)])
 
     def _metrics(self) -> Section:
@@ -174,15 +209,21 @@ class CardSections:
             if not final:
                 blocks.append(Para(NOT_RECORDED))
                 continue
-            blocks.append(Table(["metric", "final value", "step"],
-                                [[k, _num(p["value"]), str(p["step"])] for k, p in sorted(final.items())]))
+            blocks.append(
+                Table(
+                    ["metric", "final value", "step"],
+                    [[k, _num(p["value"]), str(p["step"])] for k, p in sorted(final.items())],
+                )
+            )
             history = self._metric_history(v.run_id)
             if any(len(points) > 1 for points in history.values()):
-                blocks.append(self._figure(
-                    f"metrics-v{v.number}.png",
-                    plots.line_chart(f"{self.model.name} v{v.number}: metrics by step", history, "step", "value"),
-                    f"Metrics of version {v.number} by step, as logged by its run.",
-                ))
+                blocks.append(
+                    self._figure(
+                        f"metrics-v{v.number}.png",
+                        plots.line_chart(f"{self.model.name} v{v.number}: metrics by step", history, "step", "value"),
+                        f"Metrics of version {v.number} by step, as logged by its run.",
+                    )
+                )
         return Section("Metrics", blocks or [Para(NOT_RECORDED)])
 
     def _metric_history(self, run_id: str) -> dict[str, list[tuple[float, float]]]:
@@ -199,13 +240,18 @@ class CardSections:
             doc = self._run_doc(v)
             inputs = doc.get("inputs") or {}
             spec = (inputs.get("pipeline") or {}).get("spec") or {}
-            evaluation = [a for a in (doc.get("outputs") or {}).get("artifacts") or []
-                          if "eval" in a["name"] or "prediction" in a["name"]]
+            evaluation = [
+                a
+                for a in (doc.get("outputs") or {}).get("artifacts") or []
+                if "eval" in a["name"] or "prediction" in a["name"]
+            ]
             if "validation_split" in spec or evaluation:
                 text = f"Version {v.number}: "
                 if "validation_split" in spec:
-                    text += (f"a held-out split of {spec['validation_split']} of the training data, drawn with "
-                             f"seed {inputs.get('seed')}. ")
+                    text += (
+                        f"a held-out split of {spec['validation_split']} of the training data, drawn with "
+                        f"seed {inputs.get('seed')}. "
+                    )
                 text += " ".join(f"Evaluation file {a['name']} ({a['digest']})." for a in evaluation)
                 blocks.append(Para(text.strip()))
             else:
@@ -213,8 +259,17 @@ class CardSections:
         return Section("Evaluation data", blocks or [Para(NOT_RECORDED)])
 
     def _training_data(self) -> Section:
-        rows = [[f"{d.payload['name']} v{d.payload['number']}", str(d.payload["row_count"]), str(d.payload["size"]),
-                 d.payload["format"], d.payload["digest"], d.payload["source"]] for d in self.datasets]
+        rows = [
+            [
+                f"{d.payload['name']} v{d.payload['number']}",
+                str(d.payload["row_count"]),
+                str(d.payload["size"]),
+                d.payload["format"],
+                d.payload["digest"],
+                d.payload["source"],
+            ]
+            for d in self.datasets
+        ]
         if not rows:
             return Section("Training data", [Para(NOT_RECORDED)])
         return Section("Training data", [Table(["dataset", "rows", "bytes", "format", "digest", "source"], rows)])
@@ -226,19 +281,36 @@ class CardSections:
             for entry in published.payload["summary"].get("attributes") or []:
                 groups = entry.get("groups") or []
                 blocks.append(Heading(f"Version {number}: {entry.get('name')}"))
-                blocks.append(Table(
-                    ["group", "rows", "selection rate", "impact ratio", "TPR", "accuracy"],
-                    [[str(g.get("group")), _num(g.get("n")), _num(g.get("selection_rate")),
-                      _num(g.get("impact_ratio")), _num(g.get("tpr")), _num(g.get("accuracy"))] for g in groups],
-                ))
+                blocks.append(
+                    Table(
+                        ["group", "rows", "selection rate", "impact ratio", "TPR", "accuracy"],
+                        [
+                            [
+                                str(g.get("group")),
+                                _num(g.get("n")),
+                                _num(g.get("selection_rate")),
+                                _num(g.get("impact_ratio")),
+                                _num(g.get("tpr")),
+                                _num(g.get("accuracy")),
+                            ]
+                            for g in groups
+                        ],
+                    )
+                )
                 rated = [g for g in groups if isinstance(g.get("selection_rate"), (int, float))]
                 if rated:
-                    blocks.append(self._figure(
-                        f"fairness-v{number}-{len(self.figures)}.png",
-                        plots.bar_chart(f"Selection rate by {entry.get('name')}", [str(g["group"]) for g in rated],
-                                        [float(g["selection_rate"]) for g in rated], "selection rate"),
-                        f"Selection rate per group of {entry.get('name')} (version {number}).",
-                    ))
+                    blocks.append(
+                        self._figure(
+                            f"fairness-v{number}-{len(self.figures)}.png",
+                            plots.bar_chart(
+                                f"Selection rate by {entry.get('name')}",
+                                [str(g["group"]) for g in rated],
+                                [float(g["selection_rate"]) for g in rated],
+                                "selection rate",
+                            ),
+                            f"Selection rate per group of {entry.get('name')} (version {number}).",
+                        )
+                    )
         return Section("Quantitative analyses", blocks or [Para(NOT_RECORDED)])
 
     def _ethics(self) -> Section:
@@ -246,15 +318,19 @@ class CardSections:
         for d in self.datasets:
             pii = (d.payload.get("datasheet") or {}).get("pii_columns") or []
             if pii:
-                blocks.append(Para(f"{d.payload['name']} v{d.payload['number']} holds personal data in: "
-                                   f"{', '.join(pii)}."))
+                blocks.append(
+                    Para(f"{d.payload['name']} v{d.payload['number']} holds personal data in: {', '.join(pii)}.")
+                )
         erasures = self._of(Subject.Erased.TOPIC)
         overrides = self._of(Prediction.Overridden.TOPIC)
         if self.prediction_events:
-            blocks.append(Para(
-                "Inputs of identified data subjects are recorded encrypted with a key per subject; this bundle "
-                f"carries ciphertext only. {len(erasures)} erasure(s) and {len(overrides)} human override(s) of "
-                "decisions are recorded in this bundle."))
+            blocks.append(
+                Para(
+                    "Inputs of identified data subjects are recorded encrypted with a key per subject; this bundle "
+                    f"carries ciphertext only. {len(erasures)} erasure(s) and {len(overrides)} human override(s) of "
+                    "decisions are recorded in this bundle."
+                )
+            )
         policy = self.model.policy
         if policy.separation_of_duties:
             blocks.append(Para("Separation of duties: nobody who trained or registered a version may approve it."))
@@ -263,8 +339,12 @@ class CardSections:
     def _caveats(self) -> Section:
         blocks: list[Any] = []
         for e in self._of(Run.ReproductionDiverged.TOPIC):
-            blocks.append(Para(f"Run {e.aggregate_id} did not reproduce (run {e.payload['reproduction_run_id']}): "
-                               f"{_json(e.payload['differences'])[:500]}"))
+            blocks.append(
+                Para(
+                    f"Run {e.aggregate_id} did not reproduce (run {e.payload['reproduction_run_id']}): "
+                    f"{_json(e.payload['differences'])[:500]}"
+                )
+            )
         for e in self._of(DatasetVersion.Deprecated.TOPIC):
             blocks.append(Para(f"Dataset version {e.aggregate_id} was deprecated: {e.payload['reason']}"))
         for v in self.versions:
@@ -273,8 +353,12 @@ class CardSections:
         alerts = self._of(Monitor.DriftDetected.TOPIC)
         if alerts:
             last = alerts[-1]
-            blocks.append(Para(f"{len(alerts)} drift alert(s); the latest at {last.at} on version "
-                               f"{last.payload['number']}: {', '.join(last.payload['drifted_features'])}."))
+            blocks.append(
+                Para(
+                    f"{len(alerts)} drift alert(s); the latest at {last.at} on version "
+                    f"{last.payload['number']}: {', '.join(last.payload['drifted_features'])}."
+                )
+            )
         for e in self._of(Deployment.Stopped.TOPIC):
             blocks.append(Para(f"The deployment was stopped at {e.at} by {e.actor}: {e.payload['reason']}"))
         return Section("Caveats and recommendations", blocks or [Para("No caveat was recorded in the ledger.")])

@@ -36,8 +36,7 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
     figure = Figure(figsize=(7, 3.4))
     axes = figure.subplots()
     for name, points in sorted(series.items()):
-        axes.plot([x for x, _ in points], [y for _, y in points], marker="o" if len(points) < 30 else None,
-                  label=name)
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o" if len(points) < 30 else None, label=name)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from domain import merkle
+from domain.integrity import merkle
 from projections import transparency_log as tlog
 from service.exports.verify_bundle import CONSISTENCY_FORMAT, INCLUSION_FORMAT, checkpoint_name
 

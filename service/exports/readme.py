@@ -70,14 +70,13 @@ bundle holds, so nothing can be added, removed or replaced unnoticed.
 """
 
 
-def readme_text(
-    request: ExportRequest, scope: dict[str, Any], events: int, key_files: list[str], origin: str
-) -> str:
+def readme_text(request: ExportRequest, scope: dict[str, Any], events: int, key_files: list[str], origin: str) -> str:
     """The README of a bundle of ``request``."""
     window = f"{scope['from'] or 'the beginning'} to {scope['to'] or 'the time of export'}"
     predictions = scope["predictions"]
     if predictions == "sample":
         predictions = f"sample (at most {scope['sample_size']}, evenly spaced, plus every overridden one)"
     keys = ", ".join(name.rsplit("/", 1)[-1].removesuffix(".pem") for name in key_files)
-    return _TEXT.format(model=request.model_name, window=window, predictions=predictions, events=events,
-                        keys=keys, origin=origin)
+    return _TEXT.format(
+        model=request.model_name, window=window, predictions=predictions, events=events, keys=keys, origin=origin
+    )

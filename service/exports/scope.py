@@ -25,17 +25,17 @@ from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
 from domain.errors import NotFound
 from domain.export import PREDICTIONS_NONE, PREDICTIONS_SAMPLE, check_scope
-from domain.ledger_key import KEYRING_ID
+from domain.integrity.ledger_key import KEYRING_ID
 from domain.model import Model, ModelVersion
 from domain.monitor import Monitor
 from domain.report import KINDS, Report
 from domain.run import Run
-from domain.series import series_id
+from domain.statistics.series import series_id
 from domain.subject import Subject
 from projections import transparency_log as tlog
 from projections.audit_queries import normalize_time
 from projections.predictions import predictions
-from service.ledger import Ledger
+from service.application.ledger import Ledger
 
 CHUNK = 1_000
 
@@ -53,8 +53,13 @@ class ExportRequest:
 
     @classmethod
     def of(
-        cls, model_name: str, since: str | None = None, until: str | None = None, predictions: str = "all",
-        sample_size: int = 1_000, shared_with: Iterable[str] = (),
+        cls,
+        model_name: str,
+        since: str | None = None,
+        until: str | None = None,
+        predictions: str = "all",
+        sample_size: int = 1_000,
+        shared_with: Iterable[str] = (),
     ) -> ExportRequest:
         """A request with its window in the stored time form (any RFC 3339 time is accepted)."""
         return cls(
@@ -68,9 +73,14 @@ class ExportRequest:
 
     def scope(self) -> dict[str, Any]:
         """The scope as recorded in the export event (validated)."""
-        return check_scope({
-            "from": self.since, "to": self.until, "predictions": self.predictions, "sample_size": self.sample_size,
-        })
+        return check_scope(
+            {
+                "from": self.since,
+                "to": self.until,
+                "predictions": self.predictions,
+                "sample_size": self.sample_size,
+            }
+        )
 
 
 @dataclass
@@ -126,7 +136,10 @@ def select_scope(ledger: Ledger, conn: Connection, request: ExportRequest) -> Sc
         for reproduction in run.verdicts:
             runs.setdefault(reproduction, ledger.get(reproduction, Run))
     ids: list[uuid.UUID] = [
-        KEYRING_ID, model.id, Deployment.create_id(model_name=model.name), Monitor.create_id(model_name=model.name),
+        KEYRING_ID,
+        model.id,
+        Deployment.create_id(model_name=model.name),
+        Monitor.create_id(model_name=model.name),
     ]
     ids += [v.id for v in versions]
     ids += [Report.create_id(model_version_id=str(v.id), kind=kind) for v in versions for kind in KINDS]

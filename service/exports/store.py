@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 
 from domain.errors import Forbidden, NotFound
 from domain.export import Export
-from domain.sealing import format_timestamp
+from domain.integrity.sealing import format_timestamp
 from service.bootstrap import Services
-from service.persistence import events_select, notification_id_column
+from service.store.persistence import events_select, notification_id_column
 
 
 class ExportPublic(BaseModel):
@@ -38,9 +38,7 @@ class ExportPublic(BaseModel):
 
 def export_ids(engine: Engine) -> list[str]:
     """Ids of every export, oldest first."""
-    query = sa.text(
-        f"{events_select(engine)} WHERE topic = :topic ORDER BY {notification_id_column(engine)}"
-    )
+    query = sa.text(f"{events_select(engine)} WHERE topic = :topic ORDER BY {notification_id_column(engine)}")
     with engine.connect() as conn:
         return [str(row[1]) for row in conn.execute(query, {"topic": Export.Created.TOPIC})]
 
@@ -48,9 +46,16 @@ def export_ids(engine: Engine) -> list[str]:
 def public(export: Export) -> ExportPublic:
     """The API view of an export."""
     return ExportPublic(
-        id=str(export.id), model_name=export.model_name, scope=export.scope, shared_with=export.shared_with,
-        events=export.event_count, bundle_digest=export.bundle_digest, size=export.size,
-        created_by=export.created_by, created_at=format_timestamp(export.created_on), downloads=export.downloads,
+        id=str(export.id),
+        model_name=export.model_name,
+        scope=export.scope,
+        shared_with=export.shared_with,
+        events=export.event_count,
+        bundle_digest=export.bundle_digest,
+        size=export.size,
+        created_by=export.created_by,
+        created_at=format_timestamp(export.created_on),
+        downloads=export.downloads,
     )
 
 

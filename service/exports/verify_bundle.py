@@ -92,10 +92,17 @@ APPROVAL_GRANTED = "mlledger.modelversion.ApprovalGranted.v1"
 APPROVAL_REJECTED = "mlledger.modelversion.ApprovalRejected.v1"
 REPORT_PUBLISHED = "mlledger.report.Published.v1"
 EXPORT_CREATED = "mlledger.export.Created.v1"
-OPENED_TOPICS = frozenset({
-    KEYRING_ESTABLISHED, KEYRING_ROTATED, SIGNING_KEY_REGISTERED, APPROVAL_GRANTED, APPROVAL_REJECTED,
-    REPORT_PUBLISHED, EXPORT_CREATED,
-})
+OPENED_TOPICS = frozenset(
+    {
+        KEYRING_ESTABLISHED,
+        KEYRING_ROTATED,
+        SIGNING_KEY_REGISTERED,
+        APPROVAL_GRANTED,
+        APPROVAL_REJECTED,
+        REPORT_PUBLISHED,
+        EXPORT_CREATED,
+    }
+)
 """Events whose payload the verifier reads (all others are checked by hash and signature only)."""
 
 ZERO_HASH = "0" * 64
@@ -146,8 +153,17 @@ def attachment_name(report_id: str, name: str, digest: str) -> str:
 
 
 def event_line(
-    *, position: int, leaf_index: int, aggregate_type: str, aggregate_id: str, version: int, topic: str,
-    hash: str, key_id: str, signature: str, envelope: bytes,
+    *,
+    position: int,
+    leaf_index: int,
+    aggregate_type: str,
+    aggregate_id: str,
+    version: int,
+    topic: str,
+    hash: str,
+    key_id: str,
+    signature: str,
+    envelope: bytes,
 ) -> bytes:
     """One line of ``events.jsonl`` (without its newline): the seal and the envelope bytes exactly as hashed."""
     head = (
@@ -216,8 +232,7 @@ class Summary:
         trust = (
             "anchored on the public key you gave"
             if self.anchored
-            else "NOT anchored: compare these key ids with the ledger operator's published key "
-                 "(or pass --public-key)"
+            else "NOT anchored: compare these key ids with the ledger operator's published key (or pass --public-key)"
         )
         sizes = f"{self.checkpoints[0]}..{self.checkpoints[-1]}" if self.checkpoints else "-"
         return [
@@ -563,8 +578,10 @@ class Archive:
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise BundleProblem(f"{where} member {name!r}", "refused: unsupported compression method")
             if info.file_size > limits.max_member_bytes:
-                raise BundleProblem(f"{where} member {name!r}",
-                                    f"refused: {info.file_size} bytes, over the limit of {limits.max_member_bytes}")
+                raise BundleProblem(
+                    f"{where} member {name!r}",
+                    f"refused: {info.file_size} bytes, over the limit of {limits.max_member_bytes}",
+                )
             if info.file_size > limits.ratio_from_bytes and info.file_size > limits.max_ratio * max(
                 info.compress_size, 1
             ):
@@ -622,8 +639,10 @@ _KEYS: dict[str, bytes] = {}
 
 
 def _where(number: int, m: re.Match[bytes]) -> str:
-    return (f"{EVENTS} line {number} (position {int(m.group(1))}, {m.group(3).decode()} {m.group(4).decode()} "
-            f"version {int(m.group(5))})")
+    return (
+        f"{EVENTS} line {number} (position {int(m.group(1))}, {m.group(3).decode()} {m.group(4).decode()} "
+        f"version {int(m.group(5))})"
+    )
 
 
 _OPENED = frozenset(topic.encode() for topic in OPENED_TOPICS)
@@ -647,8 +666,9 @@ def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> t
         raise BundleProblem(_where(number, m), "the hash does not match the envelope bytes (the event was edited)")
     check = keys.get(key_id)
     if check is None:
-        raise BundleProblem(_where(number, m),
-                            f"signed by key {key_id.decode()}, which is not a ledger key of this bundle")
+        raise BundleProblem(
+            _where(number, m), f"signed by key {key_id.decode()}, which is not a ledger key of this bundle"
+        )
     if not check(base64.b64decode(signature), digest):
         raise BundleProblem(_where(number, m), f"the signature does not verify with ledger key {key_id.decode()}")
     head, tail = _ENVELOPE_HEAD.match(envelope), _ENVELOPE_TAIL.search(envelope, max(0, len(envelope) - 400))
@@ -658,13 +678,24 @@ def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> t
         raise BundleProblem(_where(number, m), "the envelope names another aggregate than the line")
     if tail.group(2) != topic or tail.group(3) != version:
         raise BundleProblem(_where(number, m), "the envelope's type or version differs from the line's")
-    return (number, int(position), int(leaf_index), agg_id.decode(), agg_type.decode(), int(version),
-            topic.decode(), hash_hex.decode(), tail.group(1).decode(), hashlib.sha256(b"\x00" + digest).digest(),
-            envelope if topic in _OPENED else None)
+    return (
+        number,
+        int(position),
+        int(leaf_index),
+        agg_id.decode(),
+        agg_type.decode(),
+        int(version),
+        topic.decode(),
+        hash_hex.decode(),
+        tail.group(1).decode(),
+        hashlib.sha256(b"\x00" + digest).digest(),
+        envelope if topic in _OPENED else None,
+    )
 
 
-def _check_range(start: int, stop: int, fast: bool, lines: list[bytes] | None = None,
-                 keys: dict[str, bytes] | None = None) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
+def _check_range(
+    start: int, stop: int, fast: bool, lines: list[bytes] | None = None, keys: dict[str, bytes] | None = None
+) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
     """Worker: check lines [start, stop) (1-based numbers start+1...); stop at the first problem."""
     source = _LINES if lines is None else lines
     publics = {k.encode(): signature_check(v, fast) for k, v in (_KEYS if keys is None else keys).items()}
@@ -693,7 +724,8 @@ def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int, f
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
         try:
             futures = [
-                pool.submit(_check_range, a, b, fast) if fork
+                pool.submit(_check_range, a, b, fast)
+                if fork
                 else pool.submit(_check_range, a, b, fast, lines[a:b], keys)
                 for a, b in bounds
             ]
@@ -813,8 +845,8 @@ class Verification:
                 raise BundleProblem(where, f"unexpected event {topic} in the keyring")
             if signer is None or not _verifies(_public_key(signer), base64.b64decode(m.group(9)), digest):
                 raise BundleProblem(
-                    where, "the key event is not signed by the key before it (genesis: by itself): the key chain "
-                    "is broken",
+                    where,
+                    "the key event is not signed by the key before it (genesis: by itself): the key chain is broken",
                 )
             keys[key_id_of(raw)] = raw
             pems[key_id_of(raw)] = pem
@@ -859,7 +891,8 @@ class Verification:
             where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
             if position <= last_position or leaf <= last_leaf:
                 raise BundleProblem(
-                    where, f"comes after position {last_position}: the events are not in ledger order "
+                    where,
+                    f"comes after position {last_position}: the events are not in ledger order "
                     "(lines were swapped or moved)",
                 )
             last_position, last_leaf = position, leaf
@@ -870,12 +903,14 @@ class Verification:
             if version != expected_version:
                 missing = (
                     f"version {expected_version} is missing (an event was removed)"
-                    if version > expected_version else f"version {version} occurs twice"
+                    if version > expected_version
+                    else f"version {version} occurs twice"
                 )
                 raise BundleProblem(where, f"follows version {expected_version - 1}: {missing}")
             if prev != expected_prev:
                 raise BundleProblem(
-                    where, "prev_hash is not the hash of the aggregate's previous event (an event of this "
+                    where,
+                    "prev_hash is not the hash of the aggregate's previous event (an event of this "
                     "aggregate was changed, removed or reordered)",
                 )
             if head is None:
@@ -904,15 +939,19 @@ class Verification:
             known = registered.get((str(approver), str(kid)))
             if known is None or known[0] >= position:
                 raise BundleProblem(
-                    where, f"approver {approver} registered no signing key {kid} in this bundle before approving",
+                    where,
+                    f"approver {approver} registered no signing key {kid} in this bundle before approving",
                 )
             raw = _pem_raw(known[1])
             signature = _b64(payload.get("signature"))
             if not isinstance(statement, dict) or raw is None or signature is None:
                 raise BundleProblem(where, "the signed statement, its signature or the approver's key is unreadable")
             decision = "approve" if envelope["type"] == APPROVAL_GRANTED else "reject"
-            if (statement.get("model_version_id") != aggregate_id or statement.get("approver") != approver
-                    or statement.get("decision") != decision):
+            if (
+                statement.get("model_version_id") != aggregate_id
+                or statement.get("approver") != approver
+                or statement.get("decision") != decision
+            ):
                 raise BundleProblem(where, "the signed statement names another version, approver or decision")
             try:
                 message = canonical_json(statement)
@@ -920,7 +959,8 @@ class Verification:
                 raise BundleProblem(where, f"the statement has no canonical form: {exc}") from None
             if not _verifies(_public_key(raw), signature, message):
                 raise BundleProblem(
-                    where, f"the approval statement's signature does not verify with approver {approver}'s "
+                    where,
+                    f"the approval statement's signature does not verify with approver {approver}'s "
                     f"registered key {kid}",
                 )
             used.add((str(approver), str(kid)))
@@ -996,7 +1036,8 @@ class Verification:
             at = bisect.bisect_left(leaves, first)
             if at < len(leaves) and leaves[at] < end:
                 raise BundleProblem(
-                    INCLUSION, f"proof node ({level}, {node}) stands in for the event at leaf {leaves[at]}",
+                    INCLUSION,
+                    f"proof node ({level}, {node}) stands in for the event at leaf {leaves[at]}",
                 )
             known[(level, node)] = digest
         self.nodes = MerkleNodes(known)
@@ -1004,13 +1045,15 @@ class Verification:
             root = self.nodes.subtree(0, size)
         except _Gap as gap:
             raise BundleProblem(
-                INCLUSION, f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
+                INCLUSION,
+                f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
             ) from None
         except RecursionError:
             raise BundleProblem(INCLUSION, "the proof is malformed") from None
         if root != roots[size]:
             raise BundleProblem(
-                INCLUSION, f"the events and proof nodes hash to root {root.hex()}, but the latest checkpoint "
+                INCLUSION,
+                f"the events and proof nodes hash to root {root.hex()}, but the latest checkpoint "
                 f"signs {roots[size].hex()}: an event's hash or position differs from the ledger's log",
             )
         self.leaf_of = {fact[1]: fact[2] for fact in facts.events}
@@ -1025,13 +1068,15 @@ class Verification:
                 raise BundleProblem(INCLUSION, f"leaf entry {at} is malformed")
             if at >= len(ours) or theirs[0] < ours[at][0]:
                 raise BundleProblem(
-                    INCLUSION, f"proves the event at leaf {theirs[0]} (position {theirs[1]}), which events.jsonl "
+                    INCLUSION,
+                    f"proves the event at leaf {theirs[0]} (position {theirs[1]}), which events.jsonl "
                     "lacks: an event was removed from the bundle",
                 )
             if theirs != ours[at]:
                 line = facts.events[at][0]
                 raise BundleProblem(
-                    f"{EVENTS} line {line} (position {ours[at][1]})", f"its leaf {ours[at][0]} is not among the "
+                    f"{EVENTS} line {line} (position {ours[at][1]})",
+                    f"its leaf {ours[at][0]} is not among the "
                     "leaves the inclusion proof covers: the event was added or moved",
                 )
         line = facts.events[len(listed)][0]
@@ -1059,7 +1104,8 @@ class Verification:
                 raise BundleProblem(CONSISTENCY, f"has no proof from the checkpoint of size {size} to {latest}")
             if not verify_consistency(size, latest, roots[size], roots[latest], proof):
                 raise BundleProblem(
-                    CONSISTENCY, f"the proof from tree size {size} to {latest} does not verify: the checkpoints "
+                    CONSISTENCY,
+                    f"the proof from tree size {size} to {latest} does not verify: the checkpoints "
                     "do not describe one append-only log",
                 )
         self.summary.consistency_proofs = len(roots) - 1
@@ -1085,7 +1131,8 @@ class Verification:
             count += 1
         if count != committed.get("count"):
             raise BundleProblem(
-                EVENTS, f"holds {count} events besides the export record, but {where} commits to "
+                EVENTS,
+                f"holds {count} events besides the export record, but {where} commits to "
                 f"{committed.get('count')}: events were removed or added",
             )
         if "sha256:" + hasher.hexdigest() != committed.get("digest"):
@@ -1093,8 +1140,11 @@ class Verification:
         files = payload.get("files") or {}
         attachments = self._attachments(facts)
         checked = 0
-        for name in sorted(set(self.archive.names("manifests/")) | set(self.archive.names("reports/"))
-                           | ({README, VERIFIER} & set(self.archive.members))):
+        for name in sorted(
+            set(self.archive.names("manifests/"))
+            | set(self.archive.names("reports/"))
+            | ({README, VERIFIER} & set(self.archive.members))
+        ):
             if name not in files:
                 raise BundleProblem(name, f"is not named by {where}")
         for name, digest in sorted(files.items()):
@@ -1104,8 +1154,9 @@ class Verification:
                 raise BundleProblem(name, f"has digest {actual}, but {where} names {digest}: the file was replaced")
             if name.startswith("reports/attachments/"):
                 report_id = name.split("/")[2]
-                if name not in {attachment_name(report_id, n, d) for n, d in attachments.get(report_id, set())
-                                if d == actual}:
+                if name not in {
+                    attachment_name(report_id, n, d) for n, d in attachments.get(report_id, set()) if d == actual
+                }:
                     raise BundleProblem(name, "is not an attachment a Report.Published event of this bundle records")
             elif name.startswith("manifests/") and not name.endswith(".provenance.json"):
                 self._manifest(name, data, facts)
@@ -1137,8 +1188,10 @@ class Verification:
         ours = {(f[1], f[5], f[7]) for f in facts.events if f[3] == run_id}
         for entry in listed:
             if entry not in ours:
-                raise BundleProblem(name, f"lists run event {entry[0]} (version {entry[1]}) that events.jsonl does "
-                                          "not hold with that hash")
+                raise BundleProblem(
+                    name,
+                    f"lists run event {entry[0]} (version {entry[1]}) that events.jsonl does not hold with that hash",
+                )
 
     def _provenance(self, name: str, data: bytes, keys: dict[str, bytes], files: dict[str, str]) -> None:
         try:
@@ -1151,7 +1204,9 @@ class Verification:
             raise BundleProblem(name, f"is not a DSSE envelope of {DSSE_PAYLOAD_TYPE}")
         message = _pae(DSSE_PAYLOAD_TYPE, body)
         signed = any(
-            isinstance(s, dict) and s.get("keyid") in keys and (sig := _b64(s.get("sig"))) is not None
+            isinstance(s, dict)
+            and s.get("keyid") in keys
+            and (sig := _b64(s.get("sig"))) is not None
             and _verifies(_public_key(keys[s["keyid"]]), sig, message)
             for s in signatures
         )
@@ -1172,8 +1227,12 @@ class Verification:
 
 
 def verify_bundle(
-    path: str | os.PathLike[str], *, anchors: Sequence[bytes] = (), workers: int | None = None,
-    limits: Limits | None = None, crypto_only: bool = False,
+    path: str | os.PathLike[str],
+    *,
+    anchors: Sequence[bytes] = (),
+    workers: int | None = None,
+    limits: Limits | None = None,
+    crypto_only: bool = False,
 ) -> Summary:
     """Verify a bundle; return its summary or raise :class:`BundleProblem` naming the first problem.
 
@@ -1201,8 +1260,12 @@ def audit_path(path: str | os.PathLike[str], position: int, *, workers: int | No
         root = bytes.fromhex(summary.root_hash)
         leaf_value = verification.nodes.known[(0, leaf)]
         return {
-            "position": position, "leaf_index": leaf, "tree_size": summary.tree_size, "leaf_hash": leaf_value.hex(),
-            "root_hash": summary.root_hash, "audit_path": [h.hex() for h in proof],
+            "position": position,
+            "leaf_index": leaf,
+            "tree_size": summary.tree_size,
+            "leaf_hash": leaf_value.hex(),
+            "root_hash": summary.root_hash,
+            "audit_path": [h.hex() for h in proof],
             "verified": verify_inclusion(leaf_value, leaf, summary.tree_size, proof, root),
             "checkpoint": checkpoint_name(summary.tree_size),
         }
@@ -1243,24 +1306,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: verify, print the summary or the first problem; 0 when verified, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="verify_bundle.py", description="Verify an ML Ledger export bundle offline.")
     parser.add_argument("bundle", help="the bundle (.zip)")
-    parser.add_argument("--public-key", action="append", default=[], metavar="PEM",
-                        help="a ledger public key you trust (PEM file); repeatable")
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="a ledger public key you trust (PEM file); repeatable",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes checking signatures (default: every core)")
-    parser.add_argument("--max-bytes", type=int, default=Limits.max_bundle_bytes,
-                        help="refuse a bundle larger than this many bytes")
+    parser.add_argument(
+        "--max-bytes", type=int, default=Limits.max_bundle_bytes, help="refuse a bundle larger than this many bytes"
+    )
     parser.add_argument("--extract", metavar="DIR", help="after verifying, write the files under DIR")
-    parser.add_argument("--audit-path", type=int, metavar="POSITION",
-                        help="print the RFC 9162 inclusion proof of the event at this ledger position")
-    parser.add_argument("--crypto-only", action="store_true",
-                        help="check every signature with cryptography even if PyNaCl is installed")
+    parser.add_argument(
+        "--audit-path",
+        type=int,
+        metavar="POSITION",
+        help="print the RFC 9162 inclusion proof of the event at this ledger position",
+    )
+    parser.add_argument(
+        "--crypto-only", action="store_true", help="check every signature with cryptography even if PyNaCl is installed"
+    )
     args = parser.parse_args(argv)
     try:
         anchors = [_anchor(p) for p in args.public_key]
         if args.audit_path is not None:
             print(json.dumps(audit_path(args.bundle, args.audit_path, workers=args.workers), indent=2))
             return 0
-        summary = verify_bundle(args.bundle, anchors=anchors, workers=args.workers,
-                                limits=Limits(max_bundle_bytes=args.max_bytes), crypto_only=args.crypto_only)
+        summary = verify_bundle(
+            args.bundle,
+            anchors=anchors,
+            workers=args.workers,
+            limits=Limits(max_bundle_bytes=args.max_bytes),
+            crypto_only=args.crypto_only,
+        )
         for line in summary.lines():
             print(line)
         if args.extract:

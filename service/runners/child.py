@@ -191,7 +191,9 @@ class ChildExecution:
             raise ExecutionError(str(payload.get("error") or "the execution failed"))
         result = ExecutionResult.from_json(payload)
         return ExecutionResult(
-            result.metrics, self.output_dir / result.model_file, self.output_dir / result.predictions_file,
+            result.metrics,
+            self.output_dir / result.model_file,
+            self.output_dir / result.predictions_file,
             result.details,
         )
 
@@ -206,7 +208,11 @@ def run_in_child(request: ExecutionRequest, timeout: float | None = None) -> Chi
     with (request.output_dir / "child.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.runners.child", str(request_file)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
     return ChildExecution(process, request.output_dir, timeout)
 

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from domain.canonical import canonical_json
+from domain.integrity.canonical import canonical_json
 from service.runners.contract import ExecutionError
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -70,7 +70,10 @@ def _nvidia_smi() -> tuple[str | None, str | None]:
     try:
         answer = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None, None

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 
 from domain.errors import LedgerError, NotFound
 from domain.run import Run
-from projections.tables import runner_heartbeats
-from service.ledger import Ledger
+from service.application.ledger import Ledger
+from service.store.tables import runner_heartbeats
 
 log = logging.getLogger(__name__)
 

@@ -183,15 +183,17 @@ def execute_python(request: ExecutionRequest) -> ExecutionResult:
     request_file, answer_file = private / "request.json", private / "answer.json"
     log_file = output_dir / "entrypoint.log"
     request_file.write_text(
-        json.dumps({
-            "entrypoint": entrypoint,
-            "answer_file": str(answer_file),
-            "datasets": [str(p.resolve()) for p in request.datasets],
-            "params": params,
-            "seed": request.seed,
-            "device": request.device,
-            "output_dir": str(output_dir),
-        }),
+        json.dumps(
+            {
+                "entrypoint": entrypoint,
+                "answer_file": str(answer_file),
+                "datasets": [str(p.resolve()) for p in request.datasets],
+                "params": params,
+                "seed": request.seed,
+                "device": request.device,
+                "output_dir": str(output_dir),
+            }
+        ),
         encoding="utf-8",
     )
     environment = {k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ}
@@ -199,8 +201,12 @@ def execute_python(request: ExecutionRequest) -> ExecutionResult:
     with log_file.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", SHIM.read_text(encoding="utf-8"), str(request_file), str(os.getpid())],
-            cwd=code_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=environment, start_new_session=True,
+            cwd=code_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
         try:
             returncode = process.wait(timeout=limit)

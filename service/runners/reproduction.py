@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.run import Run
-from service.blobs import BlobStore
-from service.ledger import Ledger
+from service.application.ledger import Ledger
 from service.runners import environment
+from service.store.blobs import BlobStore
 
 TOLERANCE = 1e-9
 PREDICTIONS = "predictions.json"

@@ -35,13 +35,13 @@ from domain.dataset import DatasetVersion
 from domain.errors import LedgerError, NotFound, VersionConflict
 from domain.pipeline import Pipeline
 from domain.run import Run, RunAlreadyClaimed
-from service.blobs import BlobTampered
 from service.bootstrap import Services
 from service.runners import child, environment
 from service.runners.executors import ExecutionError, ExecutionRequest
 from service.runners.heartbeats import beat, forget, sweep
 from service.runners.reproduction import compare_runs
 from service.runners.workers import Worker, WorkerPool, preload
+from service.store.blobs import BlobTampered
 
 log = logging.getLogger(__name__)
 REQUESTED_TOPIC = Run.Requested.TOPIC

@@ -146,9 +146,7 @@ def validation_split(spec: dict[str, Any]) -> float:
     return float(value)
 
 
-def split_rows(
-    y: NDArray[Any], task: str, fraction: float, seed: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def split_rows(y: NDArray[Any], task: str, fraction: float, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Train and validation row indices (sorted), seeded and stratified for classification."""
     from sklearn.model_selection import train_test_split
 

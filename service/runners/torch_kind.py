@@ -11,7 +11,6 @@ val_accuracy (or val_rmse) go to the progress callback as they happen.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from service.ml.network import mlp
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult, Progress
 from service.runners.scores import classification_scores, point, regression_scores
 from service.runners.tabular import (
@@ -107,18 +107,6 @@ def deterministic(seed: int, device: str) -> Iterator[dict[str, Any]]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 
-def mlp(sizes: list[int]) -> Any:
-    """The kind's network layout: Linear layers of ``sizes`` with ReLU between them (serving rebuilds it too)."""
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    for i, (width_in, width_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(width_in, width_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 def _standardize(values: NDArray[np.float64], rows: NDArray[np.int64]) -> tuple[NDArray[np.float64], ...]:
     mean = values[rows].mean(axis=0)
     std = values[rows].std(axis=0)
@@ -172,7 +160,9 @@ def execute_torch(request: ExecutionRequest, progress: Progress) -> ExecutionRes
         opt: torch.optim.Optimizer
         if params["optimizer"] == "sgd":
             opt = torch.optim.SGD(
-                net.parameters(), lr=params["learning_rate"], momentum=params["momentum"],
+                net.parameters(),
+                lr=params["learning_rate"],
+                momentum=params["momentum"],
                 weight_decay=params["weight_decay"],
             )
         elif params["optimizer"] == "adamw":

@@ -91,9 +91,18 @@ def warm_up() -> None:
         (work / "out").mkdir()
         request = ExecutionRequest(
             kind="sklearn",
-            spec={"estimator": "sklearn.linear_model.LogisticRegression", "features": ["a", "b"], "target": "y",
-                  "task": "classification"},
-            params={}, seed=0, device="cpu", datasets=[data], code_archive=None, output_dir=work / "out",
+            spec={
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "features": ["a", "b"],
+                "target": "y",
+                "task": "classification",
+            },
+            params={},
+            seed=0,
+            device="cpu",
+            datasets=[data],
+            code_archive=None,
+            output_dir=work / "out",
         )
         try:
             child.run_request(request)
@@ -194,8 +203,8 @@ class Worker:
     @property
     def reusable(self) -> bool:
         """Whether another run may go to this worker."""
-        return not self.busy and self.status is not None and self.process.is_alive() and (
-            self.runs < MAX_RUNS_PER_WORKER
+        return (
+            not self.busy and self.status is not None and self.process.is_alive() and (self.runs < MAX_RUNS_PER_WORKER)
         )
 
     def kill(self) -> None:

@@ -17,14 +17,14 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
+from domain.integrity.sealing import SealedEvent
 from domain.prediction import Prediction
-from domain.sealing import SealedEvent
 from projections import audit_queries as aq
 from projections import transparency_log as tlog
 from projections.predictions import predictions
-from service.event_store import open_record
-from service.ledger_core import LedgerCore
+from service.application.ledger_core import LedgerCore
 from service.serving.vault import SubjectVault
+from service.store.event_store import open_record
 
 
 class EventProof(BaseModel):

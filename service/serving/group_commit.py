@@ -12,7 +12,7 @@ When a shared transaction fails (a replayed request id, say), the writer
 retries each request's aggregates on their own, so one bad request never
 fails its neighbours.
 
-:class:`~service.group_call.GroupCall` applies the same idea to work before
+:class:`~service.common.group_call.GroupCall` applies the same idea to work before
 the commit: concurrent callers of one function (a freshness check, a model's
 predictions) share one call of it.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from service.ledger_core import LedgerCore
+from service.application.ledger_core import LedgerCore
 from service.serving.batching import BatchThread, WriterStopped
 
 __all__ = ["GroupCommitter", "WriterStopped"]

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from domain.canonical import NumberRecordEncoder
 from domain.dataset import DatasetVersion
 from domain.errors import LedgerError, RuleViolated
+from domain.integrity.canonical import NumberRecordEncoder
 from domain.model import ModelVersion
 from domain.prediction import TEXT_TYPES
 from domain.run import Run
-from service.blobs import BlobStore
-from service.explain import ModelExplainer, explainer_for
-from service.ledger_core import LedgerCore
-from service.model_loading import LoadedModel, load_model
+from service.application.ledger_core import LedgerCore
+from service.ml.explain import ModelExplainer, explainer_for
+from service.ml.model_loading import LoadedModel, load_model
 from service.runners.tabular import MISSING, read_table
+from service.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,12 @@ class ModelCache:
                 continue
             loaded += 1
         if version_ids:
-            log.info("preloaded %d of %d served model versions in %.2f s", loaded, len(version_ids),
-                     time.perf_counter() - started)
+            log.info(
+                "preloaded %d of %d served model versions in %.2f s",
+                loaded,
+                len(version_ids),
+                time.perf_counter() - started,
+            )
         return loaded
 
     def _load(self, version: ModelVersion) -> ServedModel:

@@ -25,19 +25,19 @@ from pydantic import BaseModel
 
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
-from domain.drift import compare_window
 from domain.errors import LedgerError, NotFound, RuleViolated
 from domain.model import Model, ModelVersion
 from domain.monitor import Monitor
 from domain.prediction import CHALLENGER
 from domain.report import REFERENCE_PROFILE, Report
 from domain.run import Run
+from domain.statistics.drift import compare_window
 from projections.predictions import predictions
+from service.application.ledger_core import SYSTEM_ACTOR
 from service.bootstrap import Services
-from service.event_store import open_record
-from service.ledger_core import SYSTEM_ACTOR
-from service.persistence import read_events
 from service.serving.vault import SubjectVault
+from service.store.event_store import open_record
+from service.store.persistence import read_events
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,17 @@ class DriftMonitor:
                 .order_by(predictions.c.position.desc())
                 .limit(size)
             ).all()
+
         def nothing_to_check(note: str) -> DriftCheck:
             empty = {"predictions": 0, "from_position": None, "to_position": None}
             return DriftCheck(
-                model_name=model_name, version=version.number, window=empty, comparison=None,
-                alert_position=None, retraining_run_id=None, note=note,
+                model_name=model_name,
+                version=version.number,
+                window=empty,
+                comparison=None,
+                alert_position=None,
+                retraining_run_id=None,
+                note=note,
             )
 
         if not rows:
@@ -178,8 +184,11 @@ class DriftMonitor:
             if row.version != 1:
                 continue  # outcomes and overrides
             made = Notification(
-                id=row.position, originator_id=uuid.UUID(row.aggregate_id), originator_version=row.version,
-                topic=row.topic, state=row.record,
+                id=row.position,
+                originator_id=uuid.UUID(row.aggregate_id),
+                originator_version=row.version,
+                topic=row.topic,
+                state=row.record,
             )
             _, envelope = open_record(made)
             inputs[row.aggregate_id] = self.vault.recorded_input(envelope["payload"])[0]

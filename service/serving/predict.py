@@ -48,9 +48,9 @@ from domain.prediction import (
     check_subject_id,
 )
 from domain.subject import Subject
-from service.explain import top_reason_codes
-from service.group_call import GroupCall, once_per_key
-from service.ledger_core import LedgerCore
+from service.application.ledger_core import LedgerCore
+from service.common.group_call import GroupCall, once_per_key
+from service.ml.explain import top_reason_codes
 from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache, ServedModel
 from service.serving.vault import SubjectVault

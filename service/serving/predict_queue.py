@@ -23,9 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from service.auth import remembered_versions
-from service.group_call import once_per_key
-from service.ledger import Ledger
+from service.application.auth import remembered_versions
+from service.application.ledger import Ledger
+from service.common.group_call import once_per_key
 from service.serving.batching import BatchThread
 from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
 

@@ -29,18 +29,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from domain.dataset import DatasetVersion
-from domain.drift import reference_profile
 from domain.errors import LedgerError
-from domain.fairness import fairness_report, impact_ratio_violations
 from domain.model import Model, ModelVersion
 from domain.pipeline import Pipeline
 from domain.report import EXPLANATIONS, FAIRNESS, KINDS, REFERENCE_PROFILE, Report
 from domain.run import Run
+from domain.statistics.drift import reference_profile
+from domain.statistics.fairness import fairness_report, impact_ratio_violations
 from projections.predictions import model_reports
 from projections.registry import reg_model_versions as model_versions
+from service.application.ledger_core import SYSTEM_ACTOR, Written
 from service.bootstrap import Services
-from service.explain import global_report
-from service.ledger_core import SYSTEM_ACTOR, Written
+from service.ml.explain_report import global_report
 from service.runners.tabular import as_json_value, classification_target, read_table
 from service.serving.models import ModelCache, ServedModel, parse_cell
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from domain.permissions import Action
 from projections.registry_queries import serving_versions
-from service.auth import authorize_digest
+from service.application.auth import authorize_digest
+from service.application.ledger import Ledger
 from service.bootstrap import Services
-from service.ledger import Ledger
 from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache
 from service.serving.monitor import DriftMonitor, MonitorThread
@@ -83,9 +83,7 @@ def preload_served(services: Services, models: ModelCache) -> None:
 
 def start_preloading(services: Services, models: ModelCache) -> threading.Thread:
     """:func:`preload_served` on a thread of its own, so the process serves while the models load."""
-    thread = threading.Thread(
-        target=preload_served, args=(services, models), name="mlledger-preload", daemon=True
-    )
+    thread = threading.Thread(target=preload_served, args=(services, models), name="mlledger-preload", daemon=True)
     thread.start()
     return thread
 

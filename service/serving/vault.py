@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import Engine
 
 from domain.errors import LedgerError
-from projections.tables import subject_keys
-from service.keystore import _write_private
+from service.store.keystore import _write_private
+from service.store.tables import subject_keys
 
 KEK_FILE = "subject-kek.bin"
 NONCE_BYTES = 12

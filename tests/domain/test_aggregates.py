@@ -13,8 +13,8 @@ from domain import catalog
 from domain.aggregate import aggregate_class, aggregate_type_of, event_class, known_topics
 from domain.dataset import DatasetVersion
 from domain.errors import InvalidPayload, RuleViolated, UnknownEventType
-from domain.keys import InvalidKey, Signer, public_key_pem
-from domain.ledger_key import LedgerKeyring
+from domain.integrity.keys import InvalidKey, Signer, public_key_pem
+from domain.integrity.ledger_key import LedgerKeyring
 from domain.principal import Principal
 
 ACTOR = "user:admin"
@@ -253,9 +253,7 @@ def test_only_the_library_base_classes_lack_a_topic() -> None:
     assert untopiced <= {"Event", "Created"}
 
 
-@pytest.mark.parametrize(
-    ("aggregate", "attr", "cls"), TOPICED, ids=[f"{a.__name__}.{attr}" for a, attr, _ in TOPICED]
-)
+@pytest.mark.parametrize(("aggregate", "attr", "cls"), TOPICED, ids=[f"{a.__name__}.{attr}" for a, attr, _ in TOPICED])
 def test_each_event_topic_names_its_event_and_a_version(aggregate: type, attr: str, cls: type) -> None:
     match = TOPIC_FORM.fullmatch(cls.TOPIC)  # type: ignore[attr-defined]
 
@@ -263,9 +261,7 @@ def test_each_event_topic_names_its_event_and_a_version(aggregate: type, attr: s
     assert match.group(1) == attr
 
 
-@pytest.mark.parametrize(
-    ("aggregate", "attr", "cls"), TOPICED, ids=[f"{a.__name__}.{attr}" for a, attr, _ in TOPICED]
-)
+@pytest.mark.parametrize(("aggregate", "attr", "cls"), TOPICED, ids=[f"{a.__name__}.{attr}" for a, attr, _ in TOPICED])
 def test_each_event_topic_resolves_to_its_class_and_aggregate(aggregate: type, attr: str, cls: type) -> None:
     topic = cls.TOPIC  # type: ignore[attr-defined]
 

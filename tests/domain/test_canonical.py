@@ -1,4 +1,4 @@
-"""Tests of domain.canonical: RFC 8785 output, byte for byte, and refusals that name the field.
+"""Tests of domain.integrity.canonical: RFC 8785 output, byte for byte, and refusals that name the field.
 
 ``canonical_json`` takes a fast path through ``orjson`` (the standard library's
 encoder for what orjson refuses) for values whose floats print alike and with no
@@ -15,9 +15,9 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import canonical
-from domain.canonical import NumberRecordEncoder, _float_differs, canonical_json, encoded_object
 from domain.errors import InvalidPayload
+from domain.integrity import canonical
+from domain.integrity.canonical import NumberRecordEncoder, _float_differs, canonical_json, encoded_object
 
 MAX_SAFE = 2**53 - 1
 
@@ -81,8 +81,10 @@ def test_float_subclasses_such_as_numpy_scalars_encode_as_their_value() -> None:
     import numpy as np
 
     value = {"p": np.float64(0.1), "n": [np.float64(2.5), 3], "q": True}
-    assert canonical_json(value) == b'{"n":[2.5,3],"p":0.1,"q":true}' == rfc8785.dumps(
-        {"p": 0.1, "n": [2.5, 3], "q": True}
+    assert (
+        canonical_json(value)
+        == b'{"n":[2.5,3],"p":0.1,"q":true}'
+        == rfc8785.dumps({"p": 0.1, "n": [2.5, 3], "q": True})
     )
 
 
@@ -145,9 +147,34 @@ def test_a_lone_surrogate_is_named_even_when_the_value_needs_the_reference_encod
 
 
 EDGE_FLOATS = [
-    0.1, -0.0, 0.0, 2.5, -1.5, 1e-7, 1e-6, 1.5e-6, 1e-5, 1.5e-5, 1e-4, 0.00012345, 1e15, 1.5e15, 1e16, 1.5e16,
-    1e20, 1e21, 1.5e21, 123456789012345680.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
-    9007199254740993.0, 0.30000000000000004, 100.0, 1234.5678, -987654.321,
+    0.1,
+    -0.0,
+    0.0,
+    2.5,
+    -1.5,
+    1e-7,
+    1e-6,
+    1.5e-6,
+    1e-5,
+    1.5e-5,
+    1e-4,
+    0.00012345,
+    1e15,
+    1.5e15,
+    1e16,
+    1.5e16,
+    1e20,
+    1e21,
+    1.5e21,
+    123456789012345680.0,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    9007199254740993.0,
+    0.30000000000000004,
+    100.0,
+    1234.5678,
+    -987654.321,
 ]
 
 
@@ -174,9 +201,14 @@ def test_the_float_test_without_repr_agrees_with_repr(value: float) -> None:
 
 record_keys = ["f1", "f0", "b", "é", "\uffff", "\U0001f600", "a b", 'q"']
 record_values = st.one_of(
-    floats, floats, _plain_floats, ints,
+    floats,
+    floats,
+    _plain_floats,
+    ints,
     st.sampled_from([0.0, -0.0, 1.0, 1e-5, 1e16, 1e21, 2**53, 2**60, float("nan"), float("inf")]),
-    st.none(), st.booleans(), texts,
+    st.none(),
+    st.booleans(),
+    texts,
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests of domain.checkpoint: C2SP tlog-checkpoint bodies in C2SP signed-note form.
+"""Tests of domain.integrity.checkpoint: C2SP tlog-checkpoint bodies in C2SP signed-note form.
 
 Interoperability anchors (used as data):
 
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.checkpoint import (
+from domain.integrity.checkpoint import (
     Checkpoint,
     CheckpointFormatError,
     CheckpointSignatureError,
@@ -47,10 +47,7 @@ ROOT_B64 = base64.b64encode(ROOT).decode()
 # golang.org/x/mod/sumdb/note example: PRIVATE+KEY+PeterNeumann+c74f20a3+<base64(0x01 || seed)>
 GO_SEED_B64 = "AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-GO_TEXT = (
-    "If you think cryptography is the answer to your problem,\n"
-    "then you don't know what your problem is.\n"
-)
+GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 GO_SIGNATURE_LINE = (
     f"{EM_DASH} PeterNeumann "
     "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
@@ -129,9 +126,7 @@ def test_parse_accepts_the_note_as_utf8_bytes() -> None:
     assert parse_checkpoint(NOTE.encode())[0] == CHECKPOINT
 
 
-origins = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40
-)
+origins = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
 
 
 @settings(max_examples=50, deadline=None)
@@ -141,9 +136,7 @@ origins = st.text(
     st.binary(min_size=32, max_size=32),
     st.lists(origins, max_size=3),
 )
-def test_any_valid_checkpoint_round_trips(
-    origin: str, size: int, root: bytes, extensions: list[str]
-) -> None:
+def test_any_valid_checkpoint_round_trips(origin: str, size: int, root: bytes, extensions: list[str]) -> None:
     checkpoint = Checkpoint(origin, size, root, tuple(extensions))
     note = sign_checkpoint(checkpoint, "ledger.example/key", KEY)
     assert verify_checkpoint(note, "ledger.example/key", KEY.public_key()) == checkpoint

@@ -1,4 +1,4 @@
-"""Tests of domain.drift: PSI by hand, reference profiles, and windows that have or have not drifted."""
+"""Tests of domain.statistics.drift: PSI by hand, reference profiles, and windows that have or have not drifted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from domain.canonical import canonical_json
-from domain.drift import OTHER, compare_window, psi, reference_profile
 from domain.errors import InvalidPayload
+from domain.integrity.canonical import canonical_json
+from domain.statistics.drift import OTHER, compare_window, psi, reference_profile
 
 REGIONS = ["north", "south", "east"]
 

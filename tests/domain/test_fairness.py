@@ -1,4 +1,4 @@
-"""Tests of domain.fairness on a 60-row table whose every figure is worked out by hand.
+"""Tests of domain.statistics.fairness on a 60-row table whose every figure is worked out by hand.
 
 The table, by (race, sex, actual, decision) with "yes" the positive label:
 
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
-from domain.fairness import DEFAULT_MIN_IMPACT_RATIO, fairness_report, impact_ratio_violations
+from domain.integrity.canonical import canonical_json
+from domain.statistics.fairness import DEFAULT_MIN_IMPACT_RATIO, fairness_report, impact_ratio_violations
 
 CELLS = [
     # race, sex, actual, decision, count

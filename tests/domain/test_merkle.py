@@ -1,4 +1,4 @@
-"""Tests of domain.merkle: RFC 6962 reference vectors, proofs, verifiers and compact ranges.
+"""Tests of domain.integrity.merkle: RFC 6962 reference vectors, proofs, verifiers and compact ranges.
 
 The reference tree, roots and proofs are the published certificate-transparency
 vectors, as kept in transparency-dev/merkle (proof/verify_test.go); the node ids
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.merkle import (
+from domain.integrity.merkle import (
     EMPTY_ROOT,
     CompactRange,
     NodeId,
@@ -278,9 +278,7 @@ def test_root_hash_rejects_a_leaf_hash_that_is_not_32_bytes() -> None:
 
 
 @pytest.mark.parametrize(("index", "size", "proof"), INCLUSION_VECTORS)
-def test_inclusion_proof_matches_the_reference_path(
-    index: int, size: int, proof: list[bytes]
-) -> None:
+def test_inclusion_proof_matches_the_reference_path(index: int, size: int, proof: list[bytes]) -> None:
     assert inclusion_proof(LEAF_HASHES[:size], index) == proof
 
 
@@ -290,9 +288,7 @@ def test_reference_inclusion_proof_verifies(index: int, size: int, proof: list[b
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), CONSISTENCY_VECTORS)
-def test_consistency_proof_matches_the_reference_proof(
-    old: int, new: int, proof: list[bytes]
-) -> None:
+def test_consistency_proof_matches_the_reference_proof(old: int, new: int, proof: list[bytes]) -> None:
     assert consistency_proof(LEAF_HASHES[:new], old) == proof
 
 
@@ -302,17 +298,13 @@ def test_reference_consistency_proof_verifies(old: int, new: int, proof: list[by
 
 
 @pytest.mark.parametrize(("index", "size", "proof"), INCLUSION_VECTORS)
-def test_inclusion_proof_from_nodes_matches_the_reference_path(
-    index: int, size: int, proof: list[bytes]
-) -> None:
+def test_inclusion_proof_from_nodes_matches_the_reference_path(index: int, size: int, proof: list[bytes]) -> None:
     store = _store_of(LEAF_HASHES)
     assert inclusion_proof_from_nodes(index, size, _getter(store)) == proof
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), CONSISTENCY_VECTORS)
-def test_consistency_proof_from_nodes_matches_the_reference_proof(
-    old: int, new: int, proof: list[bytes]
-) -> None:
+def test_consistency_proof_from_nodes_matches_the_reference_proof(old: int, new: int, proof: list[bytes]) -> None:
     store = _store_of(LEAF_HASHES)
     assert consistency_proof_from_nodes(old, new, _getter(store)) == proof
 
@@ -324,16 +316,12 @@ def test_root_from_nodes_matches_the_reference_root(size: int) -> None:
 
 
 @pytest.mark.parametrize(("index", "size", "ids"), INCLUSION_NODE_IDS)
-def test_inclusion_reads_the_same_nodes_as_transparency_dev(
-    index: int, size: int, ids: set[NodeId]
-) -> None:
+def test_inclusion_reads_the_same_nodes_as_transparency_dev(index: int, size: int, ids: set[NodeId]) -> None:
     assert set(nodes_needed_for_inclusion(index, size)) == ids
 
 
 @pytest.mark.parametrize(("old", "new", "ids"), CONSISTENCY_NODE_IDS)
-def test_consistency_reads_the_same_nodes_as_transparency_dev(
-    old: int, new: int, ids: set[NodeId]
-) -> None:
+def test_consistency_reads_the_same_nodes_as_transparency_dev(old: int, new: int, ids: set[NodeId]) -> None:
     assert set(nodes_needed_for_consistency(old, new)) == ids
 
 
@@ -368,9 +356,7 @@ def _corrupted_inclusion(
 
 
 @pytest.mark.parametrize(("index", "size", "proof"), INCLUSION_VECTORS)
-def test_corrupted_reference_inclusion_proofs_fail(
-    index: int, size: int, proof: list[bytes]
-) -> None:
+def test_corrupted_reference_inclusion_proofs_fail(index: int, size: int, proof: list[bytes]) -> None:
     probes = _corrupted_inclusion(index, size, proof, ROOTS[size], LEAF_HASHES[index])
     accepted = [name for name, args in probes if verify_inclusion(*args)]
     assert accepted == []
@@ -407,9 +393,7 @@ def _corrupted_consistency(
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), [v for v in CONSISTENCY_VECTORS if v[2]])
-def test_corrupted_reference_consistency_proofs_fail(
-    old: int, new: int, proof: list[bytes]
-) -> None:
+def test_corrupted_reference_consistency_proofs_fail(old: int, new: int, proof: list[bytes]) -> None:
     probes = _corrupted_consistency(old, new, ROOTS[old], ROOTS[new], proof)
     accepted = [name for name, args in probes if verify_consistency(*args)]
     assert accepted == []
@@ -606,9 +590,7 @@ def test_consistency_proofs_of_random_trees_verify(case: tuple[int, int]) -> Non
 
 @PROPERTY
 @given(size_and_index(), st.data())
-def test_node_based_functions_agree_with_list_based_ones(
-    case: tuple[int, int], data: st.DataObject
-) -> None:
+def test_node_based_functions_agree_with_list_based_ones(case: tuple[int, int], data: st.DataObject) -> None:
     size, index = case
     old = data.draw(st.integers(min_value=0, max_value=size), label="old size")
     leaves, store = _tree(size)
@@ -621,9 +603,7 @@ def test_node_based_functions_agree_with_list_based_ones(
 
 @PROPERTY
 @given(size_and_index(), bits)
-def test_flipping_one_bit_of_an_inclusion_proof_or_root_fails(
-    case: tuple[int, int], bit: int
-) -> None:
+def test_flipping_one_bit_of_an_inclusion_proof_or_root_fails(case: tuple[int, int], bit: int) -> None:
     size, index = case
     leaves, store = _tree(size)
     proof = inclusion_proof_from_nodes(index, size, _getter(store))
@@ -638,9 +618,7 @@ def test_flipping_one_bit_of_an_inclusion_proof_or_root_fails(
 
 @PROPERTY
 @given(old_and_new_size(), bits)
-def test_flipping_one_bit_of_a_consistency_proof_or_root_fails(
-    case: tuple[int, int], bit: int
-) -> None:
+def test_flipping_one_bit_of_a_consistency_proof_or_root_fails(case: tuple[int, int], bit: int) -> None:
     old, new = case
     _, store = _tree(new)
     get = _getter(store)

@@ -1,4 +1,4 @@
-"""Tests of domain.sealing and domain.keys: the signed envelope, its stored record and its key id."""
+"""Tests of domain.integrity.sealing and .keys: the signed envelope, its stored record and its key id."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.canonical import encoded_object
 from domain.errors import InvalidPayload, PayloadTooLarge, TamperedEvent
-from domain.keys import Signer, key_id, verify_signature
-from domain.sealing import (
+from domain.integrity.canonical import encoded_object
+from domain.integrity.keys import Signer, key_id, verify_signature
+from domain.integrity.sealing import (
     ZERO_HASH,
     SealedEvent,
     build_envelope,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import ADMIN_KEY, make_settings
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -18,10 +17,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.ledger import ADMIN_KEY, make_settings
 
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
-from service.projector import ProjectorThread
+from service.ops.projector import ProjectorThread
 from service.serving.runtime import open_serving
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

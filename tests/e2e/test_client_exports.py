@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from governance_world import approve, make_world, train_and_register
+from support.governance_world import approve, make_world, train_and_register
 
 from service.api.app import create_app
 from service.bootstrap import Services

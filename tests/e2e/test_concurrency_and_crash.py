@@ -10,16 +10,16 @@ import threading
 import time
 
 import sqlalchemy as sa
-from conftest import REPO, settings_env
+from support.ledger import REPO, settings_env
 
 from domain.errors import VersionConflict
-from domain.keys import Signer, public_key_pem
+from domain.integrity.keys import Signer, public_key_pem
 from domain.principal import Principal
 from projections import transparency_log as tlog
 from service.bootstrap import Services, open_services
-from service.projector import publish_checkpoint_if_due
+from service.ops.projector import publish_checkpoint_if_due
+from service.ops.verify import verify_ledger
 from service.settings import Settings
-from service.verify import verify_ledger
 
 THREADS = 8
 
@@ -96,9 +96,9 @@ def test_writers_retrying_from_stale_versions_keep_the_chain_valid(services: Ser
 WRITER = """
 import sys
 from service.bootstrap import open_services
-from service.projector import ProjectorThread
+from service.ops.projector import ProjectorThread
 from service.settings import Settings
-from service.workload import append_events
+from service.ops.workload import append_events
 
 services = open_services(Settings())
 ProjectorThread(services).start()
@@ -109,7 +109,7 @@ while True:
 
 
 def _count(settings: Settings, services: Services) -> int:
-    from service.persistence import events_table
+    from service.store.persistence import events_table
 
     with services.engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {events_table(services.engine)}")).scalar() or 0)
@@ -140,9 +140,7 @@ def test_writer_killed_with_sigkill_leaves_a_verifiable_ledger(services: Service
         _verify(reopened)
         with reopened.engine.connect() as conn:
             leaves = conn.execute(sa.select(sa.func.count()).select_from(tlog.tlog_leaves)).scalar()
-            distinct = conn.execute(
-                sa.select(sa.func.count(sa.distinct(tlog.tlog_leaves.c.notification_id)))
-            ).scalar()
+            distinct = conn.execute(sa.select(sa.func.count(sa.distinct(tlog.tlog_leaves.c.notification_id)))).scalar()
         assert leaves == written == distinct
     finally:
         reopened.close()

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.ledger import REPO, drop_schema, make_settings, require_postgres, settings_env
 
 from service.bootstrap import open_services
-from tests.conftest import REPO, drop_schema, make_settings, require_postgres, settings_env
 
 OPEN_REPEATEDLY = """
 from service.bootstrap import open_services
@@ -33,8 +33,14 @@ def test_processes_opening_one_ledger_at_once_all_succeed(tmp_path: Path) -> Non
     try:
         open_services(settings, migrate=True).close()
         processes = [
-            subprocess.Popen([sys.executable, "-c", OPEN_REPEATEDLY], env=settings_env(settings), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_REPEATEDLY],
+                env=settings_env(settings),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for _ in range(6)
         ]
         outputs = [process.communicate(timeout=240)[0] for process in processes]

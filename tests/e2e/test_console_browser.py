@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY, REPO, make_settings, settings_env
-from governance_world import World, approve, make_world
-from serving_world import FEATURES, credit_csv, credit_rows, features_of
+from support.governance_world import World, approve, make_world
+from support.ledger import ADMIN_KEY, REPO, make_settings, settings_env
+from support.serving_world import FEATURES, credit_csv, credit_rows, features_of
 
-from service.client import LedgerClient, LedgerClientError
+from mlledger.client import LedgerClient, LedgerClientError
 
 SHOTS = REPO / "test-artifacts" / "console"
 MODEL = "credit"
@@ -50,14 +50,24 @@ def server(tmp_path: Path) -> Iterator[str]:
     """``mlledger serve`` (API, projector, runner, reports and drift workers) on a fresh SQLite ledger."""
     settings = make_settings("sqlite", tmp_path / "data")
     env = settings_env(settings) | {"MLLEDGER_CHECKPOINT_EVERY_SECONDS": "0.5"}
-    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=120, check=False)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert migrated.returncode == 0, migrated.stderr
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -84,8 +94,11 @@ def _caught_up(base: str, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         ready = httpx.get(f"{base}/readyz", timeout=5).json()
         checkpoint = httpx.get(f"{base}/v1/ledger/checkpoint", timeout=5)
-        if (not any(ready["projection_lag"].values()) and checkpoint.status_code == 200
-                and checkpoint.json()["tree_size"] >= ready["position"]):
+        if (
+            not any(ready["projection_lag"].values())
+            and checkpoint.status_code == 200
+            and checkpoint.json()["tree_size"] >= ready["position"]
+        ):
             return
         time.sleep(0.2)
     raise AssertionError(f"read models did not catch up: {ready}")
@@ -101,29 +114,39 @@ def _history(base: str) -> World:
     dataset = alice.upload_dataset(
         "credit", credit_csv(), datasheet={"motivation": "credit decisions", "protected_attributes": ["sex"]}
     )
-    alice.add_pipeline_spec("credit-gbm", "sklearn", {
-        "estimator": "sklearn.ensemble.GradientBoostingClassifier",
-        "estimator_params": {"n_estimators": 30, "max_depth": 2},
-        "features": FEATURES, "target": "approved", "task": "classification",
-    })
-    run = alice.start_run(name="credit-1", mode="runner", pipeline="credit-gbm", dataset_version_ids=[dataset.id],
-                          seed=1)
+    alice.add_pipeline_spec(
+        "credit-gbm",
+        "sklearn",
+        {
+            "estimator": "sklearn.ensemble.GradientBoostingClassifier",
+            "estimator_params": {"n_estimators": 30, "max_depth": 2},
+            "features": FEATURES,
+            "target": "approved",
+            "task": "classification",
+        },
+    )
+    run = alice.start_run(
+        name="credit-1", mode="runner", pipeline="credit-gbm", dataset_version_ids=[dataset.id], seed=1
+    )
     assert alice.wait_for_run(run.id, timeout=180)["status"] == "succeeded"
-    number, _ = alice.register_model_version(MODEL, run.id, "model.pkl",
-                                             input_schema=[{"name": f, "type": "number"} for f in FEATURES])
+    number, _ = alice.register_model_version(
+        MODEL, run.id, "model.pkl", input_schema=[{"name": f, "type": "number"} for f in FEATURES]
+    )
     approve(world, "bob", MODEL, number)
     approve(world, "carol", MODEL, number)
     olivia = world.people["olivia"].client
     olivia.deploy(MODEL, "champion", number, reason="first release")
     pia = world.people["pia"].client
     rows = credit_rows(60, seed=11)
-    served = pia.predict_batch(MODEL, [{"input": features_of(r), "request_id": f"loan-{i:04d}"}
-                                       for i, r in enumerate(rows)])
+    served = pia.predict_batch(
+        MODEL, [{"input": features_of(r), "request_id": f"loan-{i:04d}"} for i, r in enumerate(rows)]
+    )
     for answer, row in zip(served["predictions"], rows, strict=True):
         pia.record_outcome(answer["prediction_id"], row["approved"])
     shifted = credit_rows(300, seed=12, income_shift=40_000)
-    position = pia.predict_batch(MODEL, [{"input": features_of(r), "request_id": f"shifted-{i:04d}"}
-                                         for i, r in enumerate(shifted)])["position"]
+    position = pia.predict_batch(
+        MODEL, [{"input": features_of(r), "request_id": f"shifted-{i:04d}"} for i, r in enumerate(shifted)]
+    )["position"]
     deadline = time.monotonic() + 120
     while True:  # the reports (and the reference profile drift is measured against) are computed in the background
         try:

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY
 from fastapi.testclient import TestClient
+from support.ledger import ADMIN_KEY
 
+from mlledger.client import LedgerClient
 from service.api.app import create_app
 from service.bootstrap import Services
-from service.client import LedgerClient
 
 CONTENT = b"age,income,city\n30,1000.5,Oslo\n41,,Rome\n"
 PROBLEM = "application/problem+json"
@@ -69,9 +69,7 @@ def test_an_unknown_dataset_version_is_not_found(http: TestClient) -> None:
     assert response.json()["status"] == 404
 
 
-def test_a_file_changed_on_disk_is_refused_not_served(
-    api: LedgerClient, http: TestClient, services: Services
-) -> None:
+def test_a_file_changed_on_disk_is_refused_not_served(api: LedgerClient, http: TestClient, services: Services) -> None:
     written = api.upload_dataset("credit", CONTENT)
     digest = "sha256:" + hashlib.sha256(CONTENT).hexdigest()
     tampered = CONTENT.replace(b"Oslo", b"Rome")

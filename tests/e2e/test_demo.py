@@ -6,14 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from support.ledger import REPO
 
 
 def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MLLEDGER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
 
     result = subprocess.run(
-        [sys.executable, "-m", "service", "demo"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "service", "demo"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
 
@@ -33,7 +38,12 @@ def test_demo_trains_approves_deploys_and_prints_lineage(tmp_path: Path) -> None
     assert "exported " in result.stdout and ".zip" in result.stdout
     assert "Traceback" not in result.stderr
     verify = subprocess.run(
-        [sys.executable, "-m", "service", "verify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "service", "verify"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pypdfium2
 import pytest
-from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
-from governance_world import World, approve, make_world, train_and_register
+from support.governance_world import World, approve, make_world, train_and_register
+from support.ledger import drop_schema, make_settings, require_postgres, run_cli
 
 from domain.export import Export
-from domain.fairness import fairness_report
 from domain.monitor import Monitor
 from domain.prediction import Prediction
 from domain.report import Report
+from domain.statistics.fairness import fairness_report
 from domain.subject import Subject
 from service.api.app import create_app
 from service.bootstrap import Services, open_services
@@ -65,29 +65,44 @@ def _record_history(services: Services, world: World) -> None:
     version = ledger.model_version(MODEL, number)
     version_id = str(version.id)
     shap = services.blobs.put_bytes(b"<html>mean |SHAP| per feature</html>")
-    explanations = Report(kind="explanations", model_name=MODEL, model_version_id=version_id, number=number,
-                          actor="system:reports")
-    explanations.publish({"mean_abs_shap": {"age": 0.12, "income": 0.48}}, {"shap_summary.html": shap.digest},
-                         {"rows": 200}, actor="system:reports")
-    fairness = Report(kind="fairness", model_name=MODEL, model_version_id=version_id, number=number,
-                      actor="system:reports")
+    explanations = Report(
+        kind="explanations", model_name=MODEL, model_version_id=version_id, number=number, actor="system:reports"
+    )
+    explanations.publish(
+        {"mean_abs_shap": {"age": 0.12, "income": 0.48}},
+        {"shap_summary.html": shap.digest},
+        {"rows": 200},
+        actor="system:reports",
+    )
+    fairness = Report(
+        kind="fairness", model_name=MODEL, model_version_id=version_id, number=number, actor="system:reports"
+    )
     fairness.publish(
-        fairness_report([1, 0, 1, 0, 1, 1], [1, 0, 0, 0, 1, 1], {"sex": ["f", "f", "f", "m", "m", "m"]},
-                        positive=1),
-        {}, {"rows": 6}, actor="system:reports",
+        fairness_report([1, 0, 1, 0, 1, 1], [1, 0, 0, 0, 1, 1], {"sex": ["f", "f", "f", "m", "m", "m"]}, positive=1),
+        {},
+        {"rows": 6},
+        actor="system:reports",
     )
     ledger.save(explanations, fairness)
     for index in range(PREDICTIONS):
         subject = f"subject-{index}" if index % 10 == 0 else None
         prediction = Prediction.make(
-            model_name=MODEL, model_version_id=version_id, number=number, role="champion",
-            request_id=f"request-{index}", shadow_of=None, subject_id=subject,
+            model_name=MODEL,
+            model_version_id=version_id,
+            number=number,
+            role="champion",
+            request_id=f"request-{index}",
+            shadow_of=None,
+            subject_id=subject,
             input_digest="sha256:" + f"{index:064x}",
             input=None if subject else {"age": 20 + index, "income": 1_000.0 * index},
             input_ciphertext=base64.b64encode(b"ciphertext-of-" + str(index).encode()).decode() if subject else None,
             input_key_id=f"key-{index}" if subject else None,
-            output={"label": index % 2, "probability": 0.25 + index / 200}, reason_codes=[], explanation=None,
-            latency_ms=2.5, actor=world.people["alice"].id,
+            output={"label": index % 2, "probability": 0.25 + index / 200},
+            reason_codes=[],
+            explanation=None,
+            latency_ms=2.5,
+            actor=world.people["alice"].id,
         )
         aggregates: list[object] = [prediction]
         if index == 3:
@@ -101,9 +116,17 @@ def _record_history(services: Services, world: World) -> None:
             aggregates.append(record)
         ledger.save(*aggregates)
     monitor = Monitor(model_name=MODEL, actor="system:monitor")
-    monitor.detect(model_name=MODEL, model_version_id=version_id, number=number, window={"first": 1, "last": 2},
-                   drifted_features=["income"], statistics={"income": {"psi": 0.31}}, thresholds={"psi": 0.2},
-                   retraining_run_id=None, actor="system:monitor")
+    monitor.detect(
+        model_name=MODEL,
+        model_version_id=version_id,
+        number=number,
+        window={"first": 1, "last": 2},
+        drifted_features=["income"],
+        statistics={"income": {"psi": 0.31}},
+        thresholds={"psi": 0.2},
+        retraining_run_id=None,
+        actor="system:monitor",
+    )
     ledger.save(monitor)
 
 
@@ -182,8 +205,10 @@ def _other_key_pem() -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    return Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -273,8 +298,10 @@ def test_downloads_are_recorded_and_only_the_shared_regulator_sees_the_bundle(ex
     listed = {e["id"]: e for e in people["audrey"].client.request("GET", "/v1/exports")}
     export: Export = exported.services.ledger.get(exported.export_id, Export)
     assert listed[exported.export_id]["downloads"] == export.downloads == 1
-    assert listed[exported.export_id]["bundle_digest"] == "sha256:" + hashlib.sha256(
-        exported.bundle.read_bytes()).hexdigest()
+    assert (
+        listed[exported.export_id]["bundle_digest"]
+        == "sha256:" + hashlib.sha256(exported.bundle.read_bytes()).hexdigest()
+    )
 
 
 def test_encrypted_inputs_stay_ciphertext_and_erasures_travel(exported: Exported) -> None:
@@ -284,8 +311,9 @@ def test_encrypted_inputs_stay_ciphertext_and_erasures_travel(exported: Exported
 
     for payload in made:
         assert (payload["input"] is None) == (payload["subject_id"] is not None)
-    assert all(p["input_ciphertext"].startswith(base64.b64encode(b"ciphertext").decode()[:8]) for p in made
-               if p["subject_id"])
+    assert all(
+        p["input_ciphertext"].startswith(base64.b64encode(b"ciphertext").decode()[:8]) for p in made if p["subject_id"]
+    )
     assert len(erased) == 1
 
 
@@ -334,8 +362,9 @@ def test_sections_with_nothing_recorded_say_so(tmp_path: Path) -> None:
         with TestClient(create_app(settings, run_projector=False, services=services)) as http:
             world = make_world(http)
             train_and_register(world, "alice", MODEL)
-        result = export_bundle(services, ExportRequest.of(MODEL, predictions="none"), actor="auditor",
-                               destination=tmp_path / "bundle.zip")
+        result = export_bundle(
+            services, ExportRequest.of(MODEL, predictions="none"), actor="auditor", destination=tmp_path / "bundle.zip"
+        )
     finally:
         services.close()
     summary = checker.verify_bundle(result.path, workers=1)
@@ -362,8 +391,12 @@ def test_the_window_limits_the_predictions(exported: Exported, tmp_path: Path) -
     events = [json.loads(line) for line in zipfile.ZipFile(exported.bundle).read(checker.EVENTS).splitlines()]
     times = sorted(e["envelope"]["recorded_at"] for e in events if e["topic"] == Prediction.Made.TOPIC)
 
-    result = export_bundle(exported.services, ExportRequest.of(MODEL, since=times[10], until=times[19]),
-                           actor="auditor", destination=tmp_path / "window.zip")
+    result = export_bundle(
+        exported.services,
+        ExportRequest.of(MODEL, since=times[10], until=times[19]),
+        actor="auditor",
+        destination=tmp_path / "window.zip",
+    )
 
     assert checker.verify_bundle(result.path, workers=1).by_type["Prediction"] == 10
 
@@ -375,8 +408,9 @@ def test_the_cli_exports_and_verifies(exported: Exported, tmp_path: Path) -> Non
 
     made = run_cli(exported.settings, "export", "--model", MODEL, "--out", str(out), "--predictions", "none")
     good = run_cli(exported.settings, "verify-bundle", str(out))
-    bad = run_cli(exported.settings, "verify-bundle", str(_rewrite(out, tmp_path / "bad.zip", TAMPERINGS[
-        "a report replaced"][0])))
+    bad = run_cli(
+        exported.settings, "verify-bundle", str(_rewrite(out, tmp_path / "bad.zip", TAMPERINGS["a report replaced"][0]))
+    )
 
     assert made.returncode == 0, made.stderr
     assert good.returncode == 0 and good.stdout.startswith("OK: export"), good.stdout + good.stderr
@@ -385,12 +419,16 @@ def test_the_cli_exports_and_verifies(exported: Exported, tmp_path: Path) -> Non
 
 
 def _fresh_venv(root: Path) -> Path:
-    constraint = next(line for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines()
-                      if line.startswith("cryptography=="))
+    constraint = next(
+        line
+        for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines()
+        if line.startswith("cryptography==")
+    )
     python = "python3.11" if shutil.which("python3.11") else sys.executable
     subprocess.run([python, "-m", "venv", str(root)], check=True, capture_output=True, timeout=120)
-    installed = subprocess.run([str(root / "bin" / "pip"), "install", "--quiet", constraint],
-                               capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [str(root / "bin" / "pip"), "install", "--quiet", constraint], capture_output=True, text=True, timeout=300
+    )
     if installed.returncode != 0:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"pip could not install {constraint}: {installed.stderr[-500:]}")
@@ -414,13 +452,24 @@ def test_the_standalone_verifier_in_a_bare_virtualenv_gives_the_same_verdicts(
         for i, name in enumerate(("one byte of an event", "a public key replaced"))
     ]
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
-    assert {line.split("==")[0].lower() for line in listed.stdout.split()} <= {"cryptography", "cffi", "pycparser",
-                                                                               "pip", "setuptools"}
+    assert {line.split("==")[0].lower() for line in listed.stdout.split()} <= {
+        "cryptography",
+        "cffi",
+        "pycparser",
+        "pip",
+        "setuptools",
+    }
 
     verdicts = []
     for bundle in bundles:
-        standalone = subprocess.run([str(python), str(script), str(bundle)], capture_output=True, text=True,
-                                    cwd=alone, env={"PATH": os.environ["PATH"]}, timeout=120)
+        standalone = subprocess.run(
+            [str(python), str(script), str(bundle)],
+            capture_output=True,
+            text=True,
+            cwd=alone,
+            env={"PATH": os.environ["PATH"]},
+            timeout=120,
+        )
         ours = run_cli(exported.settings, "verify-bundle", str(bundle))
         assert standalone.returncode == ours.returncode, standalone.stderr
         assert standalone.stdout.splitlines()[0] == ours.stdout.splitlines()[0]

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_world import FEATURES, MODEL, make_people, train_versions
+from support.serving_world import FEATURES, MODEL, make_people, train_versions
 
 from domain.report import FAIRNESS, Report
+from mlledger.client import LedgerClientError
 from service.api.app import create_app
 from service.bootstrap import Services
-from service.client import LedgerClientError
 
 
 def biased_csv(rows: int = 400, seed: int = 9) -> bytes:
@@ -27,14 +27,21 @@ def biased_csv(rows: int = 400, seed: int = 9) -> bytes:
         sex = rng.choice(["f", "m"])
         income = rng.gauss(45_000 if sex == "f" else 75_000, 8_000)
         debt = rng.uniform(0, 10_000)
-        writer.writerow({"age": rng.randint(18, 80), "income": round(income, 2), "debt": round(debt, 2), "sex": sex,
-                         "approved": int(income - debt > 55_000)})
+        writer.writerow(
+            {
+                "age": rng.randint(18, 80),
+                "income": round(income, 2),
+                "debt": round(debt, 2),
+                "sex": sex,
+                "approved": int(income - debt > 55_000),
+            }
+        )
     return out.getvalue().encode()
 
 
 @pytest.fixture
 def http(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    import serving_world
+    from support import serving_world
 
     monkeypatch.setattr(serving_world, "credit_csv", biased_csv)
     with TestClient(create_app(services.settings, run_workers=False, services=services)) as client:
@@ -47,8 +54,9 @@ def test_an_unfair_version_cannot_be_approved_until_the_policy_allows_it(http: T
     world.admin.request("PUT", f"/v1/models/{MODEL}/policy", json={"min_impact_ratio": 0.8})
     services.runner.catch_up()
     assert http.app.state.serving.reports.run_once() == 1  # type: ignore[attr-defined]
-    report = services.ledger.get(Report.create_id(model_version_id=world.admin.model_version(MODEL, number)["id"],
-                                                  kind=FAIRNESS), Report)
+    report = services.ledger.get(
+        Report.create_id(model_version_id=world.admin.model_version(MODEL, number)["id"], kind=FAIRNESS), Report
+    )
     (sex,) = report.summary["attributes"]
     rates = {g["group"]: g["selection_rate"] for g in sex["groups"]}
     assert rates["f"] / rates["m"] == pytest.approx(sex["min_impact_ratio"])

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from governance_world import World, approve, make_world, train_and_register
+from support.governance_world import World, approve, make_world, train_and_register
 
-from domain.keys import Signer
+from domain.integrity.keys import Signer
+from mlledger.client import LedgerClientError
 from service.api.app import create_app
 from service.bootstrap import Services
-from service.client import LedgerClientError
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from governance_world import make_world
+from support.governance_world import make_world
 
 from service.api.app import create_app
 from service.bootstrap import Services

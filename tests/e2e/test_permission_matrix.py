@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_KEY, REPO
 from fastapi.testclient import TestClient
+from support.ledger import ADMIN_KEY, REPO
 
 from domain.roles import Role
+from mlledger.client import LedgerClient
 from service.api.app import create_app
 from service.bootstrap import Services
-from service.client import LedgerClient
 
 ROLES = [role.value for role in Role]
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, drop_schema, make_settings, require_postgres, run_cli, settings_env
-from serving_world import FEATURES, MODEL, approve_all, credit_csv, credit_rows, features_of, make_people
+from support.ledger import REPO, drop_schema, make_settings, require_postgres, run_cli, settings_env
+from support.serving_world import FEATURES, MODEL, approve_all, credit_csv, credit_rows, features_of, make_people
 
 from domain.errors import NotFound
 from domain.prediction import Prediction
+from mlledger.client import LedgerClient
 from service.bootstrap import open_services
-from service.client import LedgerClient
 from service.settings import Settings
 
 CLIENTS = 8
@@ -56,7 +56,10 @@ def _start_server(settings: Settings, log: Path) -> Server:
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--port", str(port)],
-            env=settings_env(settings), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env=settings_env(settings),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -89,7 +92,9 @@ def _deploy(base_url: str) -> str:
         spec = {
             "estimator": "sklearn.ensemble.GradientBoostingClassifier",
             "estimator_params": {"n_estimators": 30, "max_depth": 2},
-            "features": FEATURES, "target": "approved", "task": "classification",
+            "features": FEATURES,
+            "target": "approved",
+            "task": "classification",
         }
         alice.add_pipeline_spec("credit-gbm", "sklearn", spec)
         run = alice.start_run(
@@ -97,7 +102,10 @@ def _deploy(base_url: str) -> str:
         )
         assert alice.wait_for_run(run.id, timeout=120)["status"] == "succeeded"
         number, _ = alice.register_model_version(
-            MODEL, run.id, "model.pkl", input_schema=[{"name": f, "type": "number"} for f in FEATURES],
+            MODEL,
+            run.id,
+            "model.pkl",
+            input_schema=[{"name": f, "type": "number"} for f in FEATURES],
             policy={"min_impact_ratio": None},
         )
         approve_all(world, [number])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import drop_schema, make_settings, require_postgres, run_cli
 from fastapi.testclient import TestClient
-from serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
+from support.ledger import drop_schema, make_settings, require_postgres, run_cli
+from support.serving_world import FEATURES, MODEL, Deployed, credit_csv, credit_rows, deploy_world, features_of
 
 from domain.credentials import api_key_id, key_digest
 from domain.errors import InvalidPayload, LedgerError, NotFound, Unauthenticated, VersionConflict
@@ -23,12 +23,12 @@ from domain.model import ModelVersion
 from domain.permissions import Action
 from domain.run import Run
 from domain.subject import Subject
+from mlledger.client import LedgerClientError
 from projections.predictions import predictions
 from projections.registry_queries import deployment, serving_versions
 from service.api.app import create_app
-from service.auth import authorize_digest
+from service.application.auth import authorize_digest
 from service.bootstrap import open_services
-from service.client import LedgerClientError
 from service.serving.batching import WriterStopped
 from service.serving.models import ModelCache
 from service.serving.predict import PredictRecord, Served
@@ -178,8 +178,9 @@ def test_canary_share_and_challenger_shadows_over_2000_requests(deployed: Deploy
     services.runner.catch_up()
     with services.engine.connect() as conn:
         shadows = conn.execute(
-            sa.select(predictions.c.prediction_id, predictions.c.shadow_of, predictions.c.number)
-            .where(predictions.c.role == "challenger", predictions.c.request_id.like("canary-%"))
+            sa.select(predictions.c.prediction_id, predictions.c.shadow_of, predictions.c.number).where(
+                predictions.c.role == "challenger", predictions.c.request_id.like("canary-%")
+            )
         ).all()
     returned = {p["prediction_id"] for p in served}
     assert len(shadows) == 2000 and {s.number for s in shadows} == {challenger}
@@ -246,9 +247,9 @@ def test_an_erased_subject_cannot_be_read_anywhere_and_the_ledger_still_verifies
     with pytest.raises(LedgerClientError) as refused:
         pia.predict(MODEL, row, subject_id="subject-7")
     assert refused.value.status == 409
-    raw = deployed.services.ledger.recorder.select_events(
-        __import__("uuid").UUID(answer["prediction_id"]), limit=1
-    )[0].state.decode()
+    raw = deployed.services.ledger.recorder.select_events(__import__("uuid").UUID(answer["prediction_id"]), limit=1)[
+        0
+    ].state.decode()
     assert str(row["income"]) not in raw and json.dumps(row) not in raw
     result = run_cli(deployed.services.settings, "verify")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -266,7 +267,8 @@ def test_reports_explain_the_model_and_measure_fairness(deployed: Deployed) -> N
     assert importance == sorted(importance, reverse=True) and importance[0] > 0
     assert set(explanations["attachments"]) == {"bar.png", "beeswarm.png", "report.html"}
     html = audrey.http.get(
-        f"/v1/models/{MODEL}/versions/{deployed.versions[0]}/explanations", params={"format": "html"},
+        f"/v1/models/{MODEL}/versions/{deployed.versions[0]}/explanations",
+        params={"format": "html"},
         headers=audrey.headers,
     )
     assert html.status_code == 200 and "income" in html.text
@@ -446,9 +448,7 @@ def test_concurrent_single_requests_are_served_together_and_each_fails_alone(dep
     deployed.services.runner.catch_up()
     with deployed.services.engine.connect() as conn:
         recorded = conn.execute(
-            sa.select(predictions.c.prediction_id, predictions.c.request_id).where(
-                predictions.c.request_id.like("q-%")
-            )
+            sa.select(predictions.c.prediction_id, predictions.c.request_id).where(predictions.c.request_id.like("q-%"))
         ).all()
     assert {(r.request_id, r.prediction_id) for r in recorded} == {(k, a.prediction_id) for k, a in served.items()}
     assert _ledger_size(deployed) == max(a.position for a in served.values()) > before

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from governance_world import World, approve, credit_csv, make_world
+from support.governance_world import World, approve, credit_csv, make_world
 
 from domain.approval import statement_verifies
-from domain.keys import public_key_pem
-from domain.sealing import format_timestamp, parse_timestamp
+from domain.integrity.keys import public_key_pem
+from domain.integrity.sealing import format_timestamp, parse_timestamp
 from service.api.app import create_app
 from service.bootstrap import Services
 

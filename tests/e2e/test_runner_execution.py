@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from runner_world import (
+from support.runner_world import (
     code_archive,
     dataset,
     python_pipeline,

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, drop_schema, make_settings, require_postgres, settings_env
-from runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
+from support.ledger import REPO, drop_schema, make_settings, require_postgres, settings_env
+from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
 
 from domain.run import Run
 from service.bootstrap import Services, open_services
-from service.projector import publish_checkpoint_if_due
-from service.verify import verify_ledger
+from service.ops.projector import publish_checkpoint_if_due
+from service.ops.verify import verify_ledger
 
 RUNS = 40
 RUNNERS = 4

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
+from support.ledger import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
 
 
 def _free_port() -> int:
@@ -52,9 +52,22 @@ def served(tmp_path: Path) -> Iterator[Served]:
     assert run_cli(settings, "migrate").returncode == 0
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--workers", "2", "--no-projector",
-         "--no-runner"],
-        env=settings_env(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--no-projector",
+            "--no-runner",
+        ],
+        env=settings_env(settings),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     server = Served(f"http://127.0.0.1:{port}", process.pid)
     try:

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import drop_schema, make_settings, require_postgres, run_cli
+from support.ledger import drop_schema, make_settings, require_postgres, run_cli
 
-from domain.keys import Signer
-from domain.sealing import SealedEvent, build_envelope, format_timestamp
+from domain.integrity.keys import Signer
+from domain.integrity.sealing import SealedEvent, build_envelope, format_timestamp
 from service.bootstrap import Services, open_services
-from service.persistence import events_table, notification_id_column
-from service.projector import publish_checkpoint_if_due
-from service.workload import append_events
+from service.ops.projector import publish_checkpoint_if_due
+from service.ops.workload import append_events
+from service.store.persistence import events_table, notification_id_column
 
 EVENTS = 1_000
 
@@ -47,10 +47,14 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]
 def _rows(services: Services) -> list[sa.Row]:
     column = notification_id_column(services.engine)
     with services.engine.connect() as conn:
-        return list(conn.execute(sa.text(
-            f"SELECT {column} AS nid, originator_id, originator_version, topic, state "
-            f"FROM {events_table(services.engine)} ORDER BY {column}"
-        )))
+        return list(
+            conn.execute(
+                sa.text(
+                    f"SELECT {column} AS nid, originator_id, originator_version, topic, state "
+                    f"FROM {events_table(services.engine)} ORDER BY {column}"
+                )
+            )
+        )
 
 
 def _aggregate_with_versions(services: Services, at_least: int) -> list[sa.Row]:
@@ -131,10 +135,13 @@ def forged_event_inserted(services: Services) -> str:
     intruder = Signer.generate()
     aggregate_id = uuid.uuid4()
     envelope = build_envelope(
-        aggregate_id=str(aggregate_id), aggregate_type="Principal", version=1,
+        aggregate_id=str(aggregate_id),
+        aggregate_type="Principal",
+        version=1,
         event_type="mlledger.principal.Registered.v1",
         recorded_at=format_timestamp(datetime.now(UTC)),
-        actor="user:mallory", payload={"name": "mallory", "kind": "user", "roles": ["admin"]},
+        actor="user:mallory",
+        payload={"name": "mallory", "kind": "user", "roles": ["admin"]},
         prev_hash="0" * 64,
     )
     encoded = json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
@@ -145,7 +152,9 @@ def forged_event_inserted(services: Services) -> str:
         services,
         f"INSERT INTO {events_table(services.engine)} (originator_id, originator_version, topic, state) "
         "VALUES (:oid, 1, :topic, :state)",
-        oid=oid, topic="mlledger.principal.Registered.v1", state=sealed.to_record(),
+        oid=oid,
+        topic="mlledger.principal.Registered.v1",
+        state=sealed.to_record(),
     )
     return str(aggregate_id)
 
@@ -157,7 +166,8 @@ def checkpoint_root_changed(services: Services) -> str:
 
 def merkle_node_changed(services: Services) -> str:
     _execute(
-        services, "UPDATE tlog_nodes SET hash = :h WHERE level = 2 AND node_index = 7",
+        services,
+        "UPDATE tlog_nodes SET hash = :h WHERE level = 2 AND node_index = 7",
         h=hashlib.sha256(b"y").digest(),
     )
     return "transparency log node (level 2, index 7)"
@@ -179,8 +189,10 @@ def topic_changed(services: Services) -> str:
     row = next(r for r in _rows(services) if r.topic == "mlledger.principal.RoleGranted.v1")
     column = notification_id_column(services.engine)
     _execute(
-        services, f"UPDATE {events_table(services.engine)} SET topic = :t WHERE {column} = :nid",
-        t="mlledger.principal.RoleRevoked.v1", nid=row.nid,
+        services,
+        f"UPDATE {events_table(services.engine)} SET topic = :t WHERE {column} = :nid",
+        t="mlledger.principal.RoleRevoked.v1",
+        nid=row.nid,
     )
     return _aggregate_id(row)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
 from fastapi.testclient import TestClient
+from support.ledger import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
 
+from mlledger.client import LedgerClient, LedgerClientError
 from service.api.app import create_app
 from service.bootstrap import Services
-from service.client import LedgerClient, LedgerClientError
 
 UPLOAD_MB = 128
 

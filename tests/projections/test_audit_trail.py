@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from domain.approval import approval_statement, sign_statement
-from domain.canonical import canonical_json
 from domain.errors import InvalidPayload
-from domain.keys import Signer, public_key_pem
+from domain.integrity.canonical import canonical_json
+from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.sealing import SealedEvent, format_timestamp, parse_timestamp
 from domain.principal import Principal
-from domain.sealing import SealedEvent, format_timestamp, parse_timestamp
 from projections import audit_trail
 from projections.audit_queries import AuditEvent, audit_events
 from service.bootstrap import Services
@@ -52,21 +52,42 @@ def raw_log(services: Services) -> list[Logged]:
     for n in services.ledger.recorder.select_notifications(1, 100_000):
         sealed = SealedEvent.from_record(n.state)
         env = sealed.envelope_fields()
-        out.append(Logged(n.id, str(n.originator_id), env["aggregate_type"], n.topic, env["actor"],
-                          env["recorded_at"], env["payload"], sealed.hash))
+        out.append(
+            Logged(
+                n.id,
+                str(n.originator_id),
+                env["aggregate_type"],
+                n.topic,
+                env["actor"],
+                env["recorded_at"],
+                env["payload"],
+                sealed.hash,
+            )
+        )
     return out
 
 
 def approve(services: Services, model: str, number: int, who: str, signer: Signer, kid: str) -> None:
     version = services.ledger.model_version(model, number)
     statement = approval_statement(
-        model_version_id=str(version.id), model_name=model, version=number,
-        artifact_digest=version.artifact_digest, run_digest=version.run_digest, decision="approve",
-        reason="reviewed", approver=who, signed_at="2026-11-22T10:00:00Z",
+        model_version_id=str(version.id),
+        model_name=model,
+        version=number,
+        artifact_digest=version.artifact_digest,
+        run_digest=version.run_digest,
+        decision="approve",
+        reason="reviewed",
+        approver=who,
+        signed_at="2026-11-22T10:00:00Z",
     )
     services.ledger.decide(
-        model_name=model, number=number, approver_id=who, key_id=kid, statement=statement,
-        signature=sign_statement(statement, signer.sign), actor=who,
+        model_name=model,
+        number=number,
+        approver_id=who,
+        key_id=kid,
+        statement=statement,
+        signature=sign_statement(statement, signer.sign),
+        actor=who,
     )
 
 
@@ -74,15 +95,27 @@ def governed_model(services: Services, model: str, alice: str, bob: str, carol: 
     """A run, a version of ``model`` registered by bob, approved by carol, deployed."""
     ledger = services.ledger
     run_id = ledger.start_run(
-        name=f"{model}-run", mode="client", pipeline="credit-py", pipeline_version=None, dataset_version_ids=[],
-        code_version_id=None, params={"lr": 0.1}, seed=1, device="cpu", actor=alice,
+        name=f"{model}-run",
+        mode="client",
+        pipeline="credit-py",
+        pipeline_version=None,
+        dataset_version_ids=[],
+        code_version_id=None,
+        params={"lr": 0.1},
+        seed=1,
+        device="cpu",
+        actor=alice,
     ).id
     ledger.log_metrics(run_id, [{"key": "auc", "value": 0.9, "step": 1}], actor=alice)
     ledger.record_artifact(run_id, "model.pt", digest(model), 10, "application/octet-stream", actor=alice)
     ledger.finish_run(run_id, "succeeded", None, actor=alice)
     ledger.register_model_version(
-        model_name=model, run_id=run_id, artifact_name="model.pt", input_schema=[],
-        policy={"required_approvals": 1}, actor=bob,
+        model_name=model,
+        run_id=run_id,
+        artifact_name="model.pt",
+        input_schema=[],
+        policy={"required_approvals": 1},
+        actor=bob,
     )
     approve(services, model, 1, *carol)
     ledger.deploy(model_name=model, action="champion", number=1, share=None, reason="first", actor=bob)
@@ -142,8 +175,11 @@ def test_model_events_carry_the_model_name_even_when_the_payload_omits_it(
     services: Services, people: dict[str, Any]
 ) -> None:
     logged = raw_log(services)
-    first_events = [e for e in logged if e.aggregate_type in ("Model", "ModelVersion", "Deployment")
-                    and e.payload.keys() & {"name", "model_name"}]
+    first_events = [
+        e
+        for e in logged
+        if e.aggregate_type in ("Model", "ModelVersion", "Deployment") and e.payload.keys() & {"name", "model_name"}
+    ]
     names = {e.aggregate_id: e.payload.get("name") or e.payload.get("model_name") for e in first_events}
     expected = [e for e in logged if names.get(e.aggregate_id) == "credit"]
 
@@ -151,7 +187,12 @@ def test_model_events_carry_the_model_name_even_when_the_payload_omits_it(
 
     assert ids(rows) == ids(expected)
     assert {r.event_type for r in rows} == {
-        "Registered", "Created", "VersionAdded", "ApprovalGranted", "ChampionSet", "PolicyChanged",
+        "Registered",
+        "Created",
+        "VersionAdded",
+        "ApprovalGranted",
+        "ChampionSet",
+        "PolicyChanged",
     }
     assert all(r.model_name is None for r in query(services, actor=ADMIN))
 
@@ -169,8 +210,15 @@ def test_a_summary_is_the_canonical_json_of_the_payload(services: Services, peop
 def test_a_large_payload_field_is_kept_as_its_digest(services: Services) -> None:
     datasheet = {"motivation": "x" * 3000, "uses": "scoring"}
     written = services.ledger.register_dataset_version(
-        name="big", digest=digest("big"), size=1, format="csv", schema=[], row_count=1,
-        datasheet=datasheet, source="here", actor=ADMIN,
+        name="big",
+        digest=digest("big"),
+        size=1,
+        format="csv",
+        schema=[],
+        row_count=1,
+        datasheet=datasheet,
+        source="here",
+        actor=ADMIN,
     )
     services.runner.catch_up()
 
@@ -253,8 +301,9 @@ def test_watermarks_bound_every_later_and_earlier_time(services: Services) -> No
     t = audit_trail.audit_events
 
     with services.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.recorded_at, t.c.high_watermark, t.c.low_watermark)
-                            .order_by(t.c.notification_id)).all()
+        rows = conn.execute(
+            sa.select(t.c.recorded_at, t.c.high_watermark, t.c.low_watermark).order_by(t.c.notification_id)
+        ).all()
 
     times = [row.recorded_at for row in rows]
     assert [row.high_watermark for row in rows] == [max(times[: i + 1]) for i in range(len(rows))]

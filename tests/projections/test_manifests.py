@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from domain.canonical import canonical_json
+from domain.integrity.canonical import canonical_json
+from domain.integrity.sealing import SealedEvent
 from domain.pipeline import Pipeline
-from domain.sealing import SealedEvent
 from projections import manifests as m
 from projections.base import ProjectionRunner
 from service.bootstrap import Services
@@ -30,7 +30,10 @@ SPEC = {
     "task": "classification",
 }
 ENVIRONMENT: dict[str, Any] = {
-    "python": "3.11.9", "packages": {"scikit-learn": "1.5.0"}, "seed": 7, "digest": "sha256:" + "e" * 64,
+    "python": "3.11.9",
+    "packages": {"scikit-learn": "1.5.0"},
+    "seed": 7,
+    "digest": "sha256:" + "e" * 64,
 }
 
 
@@ -61,23 +64,41 @@ def record_run(services: Services, *, name: str = "credit-lr") -> RecordedRun:
     ledger = services.ledger
     ledger.add_pipeline_spec(name=name, kind="sklearn", spec=SPEC, actor=ADMIN)
     dataset_id = ledger.register_dataset_version(
-        name="loans", digest=digest("loans"), size=2048, format="csv",
-        schema=[{"name": "a", "type": "float"}, {"name": "y", "type": "int"}], row_count=100,
-        datasheet={"motivation": "credit"}, source="s3://bucket/loans.csv", actor=ADMIN,
+        name="loans",
+        digest=digest("loans"),
+        size=2048,
+        format="csv",
+        schema=[{"name": "a", "type": "float"}, {"name": "y", "type": "int"}],
+        row_count=100,
+        datasheet={"motivation": "credit"},
+        source="s3://bucket/loans.csv",
+        actor=ADMIN,
     ).id
     code_id = ledger.register_code_version(
-        repository="https://example.com/credit.git", commit="a" * 40, archive_digest=digest("code"),
-        entrypoint="train:main", actor=ADMIN,
+        repository="https://example.com/credit.git",
+        commit="a" * 40,
+        archive_digest=digest("code"),
+        entrypoint="train:main",
+        actor=ADMIN,
     ).id
     run_id = ledger.start_run(
-        name="nightly", mode="runner", pipeline=name, pipeline_version=None, dataset_version_ids=[dataset_id],
-        code_version_id=code_id, params={"C": 0.5}, seed=7, device="auto", actor=ADMIN,
+        name="nightly",
+        mode="runner",
+        pipeline=name,
+        pipeline_version=None,
+        dataset_version_ids=[dataset_id],
+        code_version_id=code_id,
+        params={"C": 0.5},
+        seed=7,
+        device="auto",
+        actor=ADMIN,
     ).id
     runner_actor = f"runner:{RUNNER}"
     ledger.claim_run(run_id, RUNNER, "host-a")
     ledger.record_environment(run_id, RUNNER, ENVIRONMENT, ENVIRONMENT["digest"], "cpu", "no CUDA device")
-    ledger.log_metrics(run_id, [{"key": "loss", "value": 0.9, "step": 0}, {"key": "loss", "value": 0.4, "step": 1}],
-                       actor=runner_actor)
+    ledger.log_metrics(
+        run_id, [{"key": "loss", "value": 0.9, "step": 0}, {"key": "loss", "value": 0.4, "step": 1}], actor=runner_actor
+    )
     ledger.log_metrics(run_id, [{"key": "auc", "value": 0.81, "step": 0}], actor=runner_actor)
     ledger.record_artifact(run_id, "model.pkl", digest("model"), 1234, "application/octet-stream", actor=runner_actor)
     ledger.record_artifact(run_id, "metrics.json", digest("metrics"), 56, "application/json", actor=runner_actor)
@@ -106,10 +127,7 @@ def document(runner: ProjectionRunner, run_id: str) -> dict[str, Any]:
 
 def all_rows(runner: ProjectionRunner) -> dict[str, list[tuple[Any, ...]]]:
     with runner.engine.connect() as conn:
-        return {
-            t.name: sorted(tuple(row) for row in conn.execute(sa.select(t)))
-            for t in m.Manifests.tables
-        }
+        return {t.name: sorted(tuple(row) for row in conn.execute(sa.select(t))) for t in m.Manifests.tables}
 
 
 def test_a_runner_run_manifest_holds_its_recorded_inputs(services: Services, runner: ProjectionRunner) -> None:
@@ -122,16 +140,29 @@ def test_a_runner_run_manifest_holds_its_recorded_inputs(services: Services, run
     assert (manifest["name"], manifest["mode"], manifest["status"]) == ("nightly", "runner", "succeeded")
     assert manifest["inputs"] == {
         "pipeline": {
-            "id": recorded.pipeline_id, "name": "credit-lr", "kind": "sklearn", "version": 1, "spec": SPEC,
+            "id": recorded.pipeline_id,
+            "name": "credit-lr",
+            "kind": "sklearn",
+            "version": 1,
+            "spec": SPEC,
             "spec_digest": "sha256:" + hashlib.sha256(canonical_json(SPEC)).hexdigest(),
         },
         "datasets": [
-            {"id": recorded.dataset_id, "name": "loans", "number": 1, "digest": digest("loans"), "size": 2048,
-             "format": "csv"},
+            {
+                "id": recorded.dataset_id,
+                "name": "loans",
+                "number": 1,
+                "digest": digest("loans"),
+                "size": 2048,
+                "format": "csv",
+            },
         ],
         "code": {
-            "id": recorded.code_id, "repository": "https://example.com/credit.git", "commit": "a" * 40,
-            "archive_digest": digest("code"), "entrypoint": "train:main",
+            "id": recorded.code_id,
+            "repository": "https://example.com/credit.git",
+            "commit": "a" * 40,
+            "archive_digest": digest("code"),
+            "entrypoint": "train:main",
         },
         "params": {"C": 0.5},
         "seed": 7,
@@ -150,8 +181,13 @@ def test_a_runner_run_manifest_holds_its_environment_execution_and_outputs(
     events = stored_events(services, recorded.run_id)
     assert manifest["environment"] == ENVIRONMENT
     assert manifest["execution"] == {
-        "runner_id": RUNNER, "host": "host-a", "device": "cpu", "device_note": "no CUDA device",
-        "started_at": events[1][2], "finished_at": events[-1][2], "error": None,
+        "runner_id": RUNNER,
+        "host": "host-a",
+        "device": "cpu",
+        "device_note": "no CUDA device",
+        "started_at": events[1][2],
+        "finished_at": events[-1][2],
+        "error": None,
     }
     assert manifest["outputs"] == {
         "artifacts": [
@@ -172,8 +208,14 @@ def test_a_manifest_lists_every_event_of_the_run_with_its_stored_hash(
     manifest = document(runner, recorded.run_id)
 
     assert [e["type"] for e in manifest["events"]] == [
-        "Requested", "Claimed", "EnvironmentCaptured", "MetricsLogged", "MetricsLogged",
-        "ArtifactRecorded", "ArtifactRecorded", "Finished",
+        "Requested",
+        "Claimed",
+        "EnvironmentCaptured",
+        "MetricsLogged",
+        "MetricsLogged",
+        "ArtifactRecorded",
+        "ArtifactRecorded",
+        "Finished",
     ]
     assert [(e["version"], e["hash"], e["recorded_at"]) for e in manifest["events"]] == stored_events(
         services, recorded.run_id
@@ -182,9 +224,7 @@ def test_a_manifest_lists_every_event_of_the_run_with_its_stored_hash(
     assert notification_ids == sorted(notification_ids)
 
 
-def test_the_manifest_digest_is_the_sha256_of_its_canonical_json(
-    services: Services, runner: ProjectionRunner
-) -> None:
+def test_the_manifest_digest_is_the_sha256_of_its_canonical_json(services: Services, runner: ProjectionRunner) -> None:
     recorded = record_run(services)
 
     runner.catch_up()
@@ -209,7 +249,9 @@ def test_reproductions_are_recorded_on_both_runs(services: Services, runner: Pro
     assert document(runner, original)["events"][-1]["type"] == "ReproductionVerified"
     reproduction = document(runner, again)
     assert (reproduction["reproduces"], reproduction["status"], reproduction["events"][0]["type"]) == (
-        original, "requested", "Requested"
+        original,
+        "requested",
+        "Requested",
     )
 
 

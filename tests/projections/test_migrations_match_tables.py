@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from projections import audit_trail, registry
-from projections.tables import metadata
 from service.bootstrap import Services, all_projections
+from service.store.tables import metadata
 
 # Tables that are not read models: the event store's and Alembic's own.
 _NOT_READ_MODELS = {"stored_events", "mlledger_events", "alembic_version"}
@@ -39,9 +39,7 @@ def test_every_projection_table_is_declared_in_the_shared_metadata() -> None:
 
 def test_the_migrated_database_holds_every_registry_and_audit_index(services: Services) -> None:
     wanted = {
-        index.name
-        for table in (*registry.Registry.tables, *audit_trail.AuditTrail.tables)
-        for index in table.indexes
+        index.name for table in (*registry.Registry.tables, *audit_trail.AuditTrail.tables) for index in table.indexes
     }
     with services.engine.connect() as conn:
         inspector = sa.inspect(conn)

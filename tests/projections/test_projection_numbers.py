@@ -11,8 +11,16 @@ from service.bootstrap import Services
 
 def test_a_huge_float_parameter_is_projected_without_stalling(services: Services) -> None:
     run = services.ledger.start_run(
-        name="big", mode="client", pipeline=None, pipeline_version=None, dataset_version_ids=[],
-        code_version_id=None, params={"budget": 1e16, "tiny": 5e-324}, seed=0, device="cpu", actor="user:alice",
+        name="big",
+        mode="client",
+        pipeline=None,
+        pipeline_version=None,
+        dataset_version_ids=[],
+        code_version_id=None,
+        params={"budget": 1e16, "tiny": 5e-324},
+        seed=0,
+        device="cpu",
+        actor="user:alice",
     )
 
     services.runner.catch_up()

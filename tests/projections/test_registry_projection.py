@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from domain.approval import approval_statement, sign_statement
 from domain.errors import InvalidPayload
-from domain.keys import Signer, public_key_pem
-from domain.sealing import format_timestamp, parse_timestamp
+from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.sealing import format_timestamp, parse_timestamp
 from projections import audit_queries as a
 from projections import registry as r
 from projections import registry_queries as q
@@ -64,9 +64,16 @@ class World:
     def trained_run(self, name: str, auc: list[float], actor: str) -> str:
         ledger = self.ledger
         run_id = ledger.start_run(
-            name=name, mode="client", pipeline="credit-rf", pipeline_version=1,
-            dataset_version_ids=self.datasets, code_version_id=self.code_id,
-            params={"max_depth": 4}, seed=7, device="cpu", actor=actor,
+            name=name,
+            mode="client",
+            pipeline="credit-rf",
+            pipeline_version=1,
+            dataset_version_ids=self.datasets,
+            code_version_id=self.code_id,
+            params={"max_depth": 4},
+            seed=7,
+            device="cpu",
+            actor=actor,
         ).id
         ledger.log_params(run_id, {"features": "all"}, actor=actor)
         ledger.log_metrics(run_id, [{"key": "auc", "value": v, "step": s} for s, v in enumerate(auc)], actor=actor)
@@ -80,18 +87,33 @@ class World:
         version = self.ledger.model_version(model, number)
         signer, kid = self.signers[who]
         statement = approval_statement(
-            model_version_id=str(version.id), model_name=model, version=number,
-            artifact_digest=version.artifact_digest, run_digest=version.run_digest, decision=decision,
-            reason=f"{who} reviewed it", approver=self.people[who], signed_at="2026-11-22T10:00:00Z",
+            model_version_id=str(version.id),
+            model_name=model,
+            version=number,
+            artifact_digest=version.artifact_digest,
+            run_digest=version.run_digest,
+            decision=decision,
+            reason=f"{who} reviewed it",
+            approver=self.people[who],
+            signed_at="2026-11-22T10:00:00Z",
         )
         self.ledger.decide(
-            model_name=model, number=number, approver_id=self.people[who], key_id=kid, statement=statement,
-            signature=sign_statement(statement, signer.sign), actor=self.people[who],
+            model_name=model,
+            number=number,
+            approver_id=self.people[who],
+            key_id=kid,
+            statement=statement,
+            signature=sign_statement(statement, signer.sign),
+            actor=self.people[who],
         )
 
     def deploy(self, action: str, number: int | None = None, share: float | None = None, model: str = "credit") -> None:
         self.ledger.deploy(
-            model_name=model, action=action, number=number, share=share, reason=f"{action} it",
+            model_name=model,
+            action=action,
+            number=number,
+            share=share,
+            reason=f"{action} it",
             actor=self.people["olga"],
         )
 
@@ -111,24 +133,38 @@ def build_world(services: Services) -> World:
     ledger.revoke_api_key(key_id, "lost", actor=ADMIN)
     ledger.deactivate_principal(world.person("erin", ["approver"]), "left", actor=ADMIN)
     for number in (1, 2):
-        world.datasets.append(ledger.register_dataset_version(
-            name="credit", digest=digest(f"data{number}"), size=1000 * number, format="csv",
-            schema=[{"name": "age", "type": "int"}], row_count=10 * number,
-            datasheet={"motivation": "credit scoring", "pii_columns": ["age"]}, source=f"s3://d/{number}.csv",
-            actor=alice,
-        ).id)
+        world.datasets.append(
+            ledger.register_dataset_version(
+                name="credit",
+                digest=digest(f"data{number}"),
+                size=1000 * number,
+                format="csv",
+                schema=[{"name": "age", "type": "int"}],
+                row_count=10 * number,
+                datasheet={"motivation": "credit scoring", "pii_columns": ["age"]},
+                source=f"s3://d/{number}.csv",
+                actor=alice,
+            ).id
+        )
     ledger.deprecate_dataset_version(world.datasets[0], "superseded", actor=alice)
     world.code_id = ledger.register_code_version(
-        repository="git@example.com:credit.git", commit="abcdef1", archive_digest=None,
-        entrypoint="credit.train:main", actor=alice,
+        repository="git@example.com:credit.git",
+        commit="abcdef1",
+        archive_digest=None,
+        entrypoint="credit.train:main",
+        actor=alice,
     ).id
     ledger.add_pipeline_spec(name="credit-rf", kind="sklearn", spec=SPEC, actor=alice)
     ledger.add_pipeline_spec(name="credit-rf", kind="sklearn", spec={**SPEC, "features": ["age"]}, actor=alice)
     for index, final_auc in ((1, 0.81), (2, 0.82)):
         run_id = world.trained_run(f"run-{index}", [0.5, 0.7, final_auc], actor=alice)
         ledger.register_model_version(
-            model_name="credit", run_id=run_id, artifact_name="model.pkl",
-            input_schema=[{"name": "age", "type": "int"}], policy=None, actor=bob,
+            model_name="credit",
+            run_id=run_id,
+            artifact_name="model.pkl",
+            input_schema=[{"name": "age", "type": "int"}],
+            policy=None,
+            actor=bob,
         )
     for who in ("carol", "dave"):
         world.decide(who, "credit", 1)
@@ -156,8 +192,7 @@ def snapshot(services: Services, tables: tuple[sa.Table, ...]) -> dict[str, list
     """Every row of every table, ordered by primary key."""
     with services.engine.connect() as conn:
         return {
-            t.name: [tuple(row) for row in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
-            for t in tables
+            t.name: [tuple(row) for row in conn.execute(sa.select(t).order_by(*t.primary_key.columns))] for t in tables
         }
 
 
@@ -191,7 +226,8 @@ def test_datasets_code_and_pipeline_specs_are_recorded(world: World) -> None:
         latest, first = q.pipeline(conn, "credit-rf"), q.pipeline(conn, "credit-rf", 1)
 
     assert [(v.number, v.digest, v.deprecated) for v in versions] == [
-        (1, digest("data1"), True), (2, digest("data2"), False),
+        (1, digest("data1"), True),
+        (2, digest("data2"), False),
     ]
     assert versions[1].schema_ == [{"name": "age", "type": "int"}]
     assert versions[1].datasheet == {"motivation": "credit scoring", "pii_columns": ["age"]}
@@ -230,11 +266,16 @@ def test_versions_are_approved_once_the_policy_is_met(world: World) -> None:
 
     assert found is not None
     assert found.policy == {
-        "required_approvals": 2, "separation_of_duties": True, "rejection_blocks": True,
-        "min_impact_ratio": 0.8, "retrain_on_drift": False,
+        "required_approvals": 2,
+        "separation_of_duties": True,
+        "rejection_blocks": True,
+        "min_impact_ratio": 0.8,
+        "retrain_on_drift": False,
     }
-    assert [(v.number, v.state, v.approvals, v.rejections) for v in versions] == [(1, "approved", 2, 0),
-                                                                                   (2, "approved", 2, 0)]
+    assert [(v.number, v.state, v.approvals, v.rejections) for v in versions] == [
+        (1, "approved", 2, 0),
+        (2, "approved", 2, 0),
+    ]
     assert versions[0].registered_by == world.people["bob"]
     assert [d.approver for d in decisions] == [world.people["carol"], world.people["dave"]]
     assert all(d.decision == "approve" and d.signature for d in decisions)
@@ -259,7 +300,11 @@ def test_a_rejection_blocks_a_version(services: Services) -> None:
     world = build_world(services)
     run_id = world.trained_run("run-3", [0.6], actor=world.people["alice"])
     world.ledger.register_model_version(
-        model_name="credit", run_id=run_id, artifact_name="model.pkl", input_schema=[], policy=None,
+        model_name="credit",
+        run_id=run_id,
+        artifact_name="model.pkl",
+        input_schema=[],
+        policy=None,
         actor=world.people["bob"],
     )
     world.decide("carol", "credit", 3, "reject")
@@ -279,8 +324,14 @@ def test_the_deployment_row_and_history_follow_every_action(world: World) -> Non
     assert now is not None
     assert (now.retired, now.stopped, now.champion_version_id, now.canary_share) == (True, False, None, None)
     assert [(h.action, h.number, h.share) for h in history] == [
-        ("created", None, None), ("champion", 1, None), ("challenger", 2, None), ("champion", 2, None),
-        ("canary", 1, 0.1), ("rollback", 1, None), ("stop", None, None), ("resume", None, None),
+        ("created", None, None),
+        ("champion", 1, None),
+        ("challenger", 2, None),
+        ("champion", 2, None),
+        ("canary", 1, 0.1),
+        ("rollback", 1, None),
+        ("stop", None, None),
+        ("resume", None, None),
         ("retire", None, None),
     ]
     assert {h.actor for h in history} == {world.people["olga"]}
@@ -291,7 +342,11 @@ def test_promoting_the_challenger_or_canary_clears_that_slot(services: Services)
     run_id = world.trained_run("run-f", [0.9], actor=world.people["alice"])
     for number in (1, 2):
         world.ledger.register_model_version(
-            model_name="fraud", run_id=run_id, artifact_name="model.pkl", input_schema=[], policy=None,
+            model_name="fraud",
+            run_id=run_id,
+            artifact_name="model.pkl",
+            input_schema=[],
+            policy=None,
             actor=world.people["bob"],
         )
         for who in ("carol", "dave"):
@@ -339,7 +394,8 @@ def test_lineage_holds_the_whole_chain_of_a_version(world: World) -> None:
     assert [x.name for x in chain.run.artifacts] == ["model.pkl"]
     assert chain.run.artifacts[0].digest == chain.version.artifact_digest
     assert [(d.id, d.digest) for d in chain.datasets] == [
-        (world.datasets[0], digest("data1")), (world.datasets[1], digest("data2")),
+        (world.datasets[0], digest("data1")),
+        (world.datasets[1], digest("data2")),
     ]
     assert chain.datasets[0].datasheet["pii_columns"] == ["age"]
     assert chain.code_version is not None and chain.code_version.id == world.code_id
@@ -353,8 +409,10 @@ def test_lineage_holds_the_whole_chain_of_a_version(world: World) -> None:
 
 def test_champion_at_answers_for_every_moment_of_the_deployment(world: World) -> None:
     with world.services.engine.connect() as conn:
-        history = {h.action + (str(h.number) if h.action == "champion" else ""): h
-                   for h in q.deployment_history(conn, "credit")}
+        history = {
+            h.action + (str(h.number) if h.action == "champion" else ""): h
+            for h in q.deployment_history(conn, "credit")
+        }
 
         def ask(at: str) -> tuple[int | None, bool, bool, int | None]:
             answer = a.champion_at(conn, "credit", at)

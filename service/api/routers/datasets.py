@@ -12,9 +12,9 @@ from starlette.datastructures import UploadFile
 
 from domain.dataset import DatasetVersion
 from domain.errors import InvalidPayload
-from service import datasets
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
 from service.api.schemas import WriteResult
+from service.application import datasets
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 NamePath = Annotated[str, Path(min_length=1, max_length=200)]
@@ -102,7 +102,12 @@ async def upload_dataset(
     finally:
         await form.close()
     result = datasets.register(
-        services.ledger, name, blob, format=meta.format, datasheet=meta.datasheet, source=meta.source,
+        services.ledger,
+        name,
+        blob,
+        format=meta.format,
+        datasheet=meta.datasheet,
+        source=meta.source,
         actor=caller.actor,
     )
     return written(response, result)
@@ -116,8 +121,14 @@ def register_dataset(
     path = datasets.resolve_uri(body.uri, services.settings.resolved_import_dir)
     blob = datasets.import_file(services.blobs, path, body.digest)
     result = datasets.register(
-        services.ledger, name, blob, format=body.format, datasheet=body.datasheet, source=body.uri,
-        actor=caller.actor, schema=body.schema_,
+        services.ledger,
+        name,
+        blob,
+        format=body.format,
+        datasheet=body.datasheet,
+        source=body.uri,
+        actor=caller.actor,
+        schema=body.schema_,
     )
     return written(response, result)
 

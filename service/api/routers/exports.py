@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import POSITION_HEADER, Exporter, ExportReader, ServicesDep
-from service.auth import Caller
+from service.application.auth import Caller
 from service.bootstrap import Services
 from service.exports import store
 from service.exports.bundle import export_bundle
@@ -51,12 +51,20 @@ class ExportCreated(BaseModel):
 def create_export(body: ExportCreate, caller: Exporter, services: ServicesDep, response: Response) -> ExportCreated:
     """Build a bundle of the model's signed history, record the export and store the archive."""
     request = ExportRequest.of(
-        body.model, body.since, body.until, body.predictions, body.sample_size, body.share_with,
+        body.model,
+        body.since,
+        body.until,
+        body.predictions,
+        body.sample_size,
+        body.share_with,
     )
     result = export_bundle(services, request, actor=caller.actor)
     response.headers[POSITION_HEADER] = str(result.position)
     return ExportCreated(
-        id=result.export_id, digest=result.bundle_digest, size=result.size, events=result.events,
+        id=result.export_id,
+        digest=result.bundle_digest,
+        size=result.size,
+        events=result.events,
         position=result.position,
     )
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from domain.errors import LedgerError, NotFound
 from projections import transparency_log as tlog
 from service.api.deps import ConnDep, LedgerEventReader, ServicesDep
-from service.event_store import open_record
+from service.store.event_store import open_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 

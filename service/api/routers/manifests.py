@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from domain.errors import NotFound
 from projections import manifests as m
-from service import provenance
 from service.api.deps import ConnDep, LineageReader, ServicesDep
+from service.application import provenance
 
 router = APIRouter(prefix="/v1", tags=["manifests"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from domain.approval import approval_statement
 from domain.deployment import Deployment
 from domain.errors import NotFound
+from domain.integrity.sealing import format_timestamp
 from domain.model import ModelVersion
-from domain.sealing import format_timestamp
 from service.api.deps import (
     ApproverCaller,
     CurrentCaller,

@@ -185,7 +185,9 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 _NAME_PARAMETER = {
-    "name": "name", "in": "path", "required": True,
+    "name": "name",
+    "in": "path",
+    "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "title": "Name"},
 }
 

@@ -13,7 +13,7 @@ from domain.principal import Principal
 from domain.roles import Role
 from service.api.deps import AdminCaller, CurrentCaller, LedgerDep, written
 from service.api.schemas import Reason, WriteResult
-from service.auth import Caller, new_token
+from service.application.auth import Caller, new_token
 
 router = APIRouter(prefix="/v1", tags=["principals"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]

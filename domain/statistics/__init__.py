@@ -1,0 +1,1 @@
+"""Statistics the ledger records about data and models: profiles, drift, fairness, monitoring series."""

@@ -1,0 +1,176 @@
+"""Model versions, signed approvals and deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.approval import ApprovalPolicy
+from domain.deployment import Deployment
+from domain.errors import InvalidPayload, NotFound, RuleViolated
+from domain.model import Model, ModelVersion
+from domain.principal import Principal
+from domain.report import FAIRNESS, Report
+from domain.run import Run
+from domain.statistics.fairness import impact_ratio_violations
+from service.application.ledger_core import LedgerCore, Written
+from service.store.event_store import LedgerEventStore
+
+
+class GovernanceCommands(LedgerCore):
+    """Commands that register, approve and deploy models."""
+
+    def model(self, name: str) -> Model:
+        """The named model, or :class:`NotFound`."""
+        model: Model = self.get(Model.create_id(name=name), Model)
+        return model
+
+    def model_version(self, name: str, number: int) -> ModelVersion:
+        """Version ``number`` of the named model, or :class:`NotFound`."""
+        model = self.model(name)
+        if not 1 <= number <= len(model.versions):
+            raise NotFound(f"model {name} has no version {number}", field="version")
+        version: ModelVersion = self.get(model.versions[number - 1], ModelVersion)
+        return version
+
+    def run_digest(self, run: Run) -> str:
+        """``sha256:<hash of the run's latest event>``: it commits to the run's whole history."""
+        store = self.events
+        assert isinstance(store, LedgerEventStore)
+        return "sha256:" + store.head_hash(run.id, run.version)
+
+    def register_model_version(
+        self,
+        *,
+        model_name: str,
+        run_id: str,
+        artifact_name: str,
+        input_schema: list[dict[str, Any]],
+        policy: dict[str, Any] | None,
+        actor: str,
+    ) -> Written:
+        """Register the next version of a model from a succeeded run's artifact."""
+        ModelVersion.check_registration(model_name, input_schema)
+        try:
+            run: Run = self.get(run_id, Run)
+        except NotFound:
+            raise InvalidPayload(f"no run {run_id}", field="run_id") from None
+        if run.status != "succeeded":
+            raise RuleViolated(f"run {run_id} is {run.status}; register versions from succeeded runs", field="run_id")
+        if artifact_name not in run.artifacts:
+            raise InvalidPayload(f"run {run_id} has no artifact named {artifact_name!r}", field="artifact_name")
+        model = self._series(Model, model_name, actor, policy=ApprovalPolicy.from_dict(policy).to_dict())
+        if policy is not None and model.version > 0:
+            model.change_policy(policy, actor=actor)
+        version = ModelVersion(
+            model_name=model_name,
+            number=model.next_number(),
+            run_id=str(run.id),
+            run_digest=self.run_digest(run),
+            run_submitted_by=run.submitted_by,
+            artifact_name=artifact_name,
+            artifact_digest=run.artifacts[artifact_name],
+            input_schema=input_schema,
+            actor=actor,
+        )
+        model.add_version(number=version.number, model_version_id=str(version.id), actor=actor)
+        recordings = self.save(model, version)  # the model (and its policy) before its version
+        return Written(id=str(version.id), position=recordings[-1].notification.id)
+
+    def set_policy(self, model_name: str, policy: dict[str, Any], actor: str) -> Written:
+        """Change a model's approval policy."""
+        model = self.model(model_name)
+        model.change_policy(policy, actor=actor)
+        return self._written(model)
+
+    def decide(
+        self,
+        *,
+        model_name: str,
+        number: int,
+        approver_id: str,
+        key_id: str,
+        statement: dict[str, Any],
+        signature: str,
+        actor: str,
+    ) -> tuple[str, Written]:
+        """Check and record a signed approval or rejection; return the decision."""
+        version = self.model_version(model_name, number)
+        policy = self.model(model_name).policy
+        if statement.get("decision") == "approve":
+            self._check_fairness(version, policy)
+        approver: Principal = self.get(approver_id, Principal)
+        public_key_pem = approver.signing_keys.get(key_id)
+        if public_key_pem is None:
+            raise InvalidPayload(
+                f"{approver.name} has no registered signing key {key_id}; register it first", field="key_id"
+            )
+        decision = version.decide(
+            approver=str(approver.id),
+            key_id=key_id,
+            public_key_pem=public_key_pem,
+            statement=statement,
+            signature=signature,
+            policy=policy,
+            actor=actor,
+        )
+        return decision, self._written(version)
+
+    def _check_fairness(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
+        """Refuse an approval while the version's fairness report shows a ratio under the policy's minimum."""
+        if policy.min_impact_ratio is None:
+            return
+        try:
+            report: Report = self.get(Report.create_id(model_version_id=str(version.id), kind=FAIRNESS), Report)
+        except NotFound:
+            return  # no protected attributes, or not computed yet: nothing to gate on
+        violations = impact_ratio_violations(report.summary, policy.min_impact_ratio)
+        if violations:
+            worst = violations[0]
+            raise RuleViolated(
+                f"fairness: group {worst['group']} of {worst['attribute']} has an impact ratio of "
+                f"{worst['impact_ratio']:.3f}, below the policy's minimum of {policy.min_impact_ratio}; "
+                f"{len(violations)} group(s) in all",
+                field="statement.decision",
+            )
+
+    def _deployment(self, model_name: str, actor: str) -> Deployment:
+        self.model(model_name)
+        try:
+            deployment: Deployment = self.get(Deployment.create_id(model_name=model_name), Deployment)
+        except NotFound:
+            deployment = Deployment(model_name=model_name, actor=actor)
+        return deployment
+
+    def deploy(
+        self,
+        *,
+        model_name: str,
+        action: str,
+        number: int | None,
+        share: float | None,
+        reason: str,
+        actor: str,
+    ) -> Written:
+        """Change the deployment of a model (champion, challenger, canary, rollback, stop, resume, retire)."""
+        deployment = self._deployment(model_name, actor)
+        policy = self.model(model_name).policy
+        version = self.model_version(model_name, number) if number is not None else None
+        if action in ("champion", "rollback") and version is None:
+            raise InvalidPayload(f"{action} needs a version", field="version")
+        if action == "champion" and version is not None:
+            deployment.set_champion(version, policy, reason, actor=actor)
+        elif action == "rollback" and version is not None:
+            deployment.roll_back(version, policy, reason, actor=actor)
+        elif action == "challenger":
+            deployment.set_challenger(version, policy, actor=actor)
+        elif action == "canary":
+            deployment.set_canary(version, share if share is not None else 0.0, policy, actor=actor)
+        elif action == "stop":
+            deployment.stop(reason, actor=actor)
+        elif action == "resume":
+            deployment.resume(reason, actor=actor)
+        elif action == "retire":
+            deployment.retire(reason, actor=actor)
+        else:
+            raise InvalidPayload(f"unknown deployment action {action!r}", field="action")
+        return self._written(deployment)

@@ -1,0 +1,120 @@
+"""Commands runners use: claim, record the environment, abandon, reproduce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.errors import RuleViolated, VersionConflict
+from domain.run import Run, RunAlreadyClaimed
+from service.application.ledger_core import LedgerCore, Written
+
+
+class RunnerCommands(LedgerCore):
+    """Commands about executing runs."""
+
+    def claim_run(self, run_id: str, runner_id: str, host: str) -> Written:
+        """Claim a requested run; :class:`RunAlreadyClaimed` if another runner won."""
+        run: Run = self.get(run_id, Run)
+        run.claim(runner_id, host, actor=f"runner:{runner_id}")
+        try:
+            return self._written(run)
+        except VersionConflict:
+            raise RunAlreadyClaimed(f"run {run_id} was claimed by another runner") from None
+
+    def claim_and_capture(
+        self,
+        run_id: str,
+        runner_id: str,
+        host: str,
+        environment: dict[str, Any],
+        digest: str,
+        device: str,
+        note: str | None,
+        run: Run | None = None,
+    ) -> Written:
+        """Claim a run and record its environment in one append (one commit, one lock).
+
+        ``run`` may be the run as the caller just loaded it (saves reading it again);
+        if it is stale, the append loses the race like any other.
+        """
+        run = run if run is not None and str(run.id) == run_id else self.get(run_id, Run)
+        actor = f"runner:{runner_id}"
+        run.claim(runner_id, host, actor=actor)
+        run.capture_environment(environment, digest, device, note, actor=actor)
+        try:
+            return self._written(run)
+        except VersionConflict:
+            raise RunAlreadyClaimed(f"run {run_id} was claimed by another runner") from None
+
+    def record_execution(
+        self, run_id: str, runner_id: str, metrics: list[dict[str, Any]], artifacts: list[tuple[str, str, int, str]]
+    ) -> Written:
+        """Record a successful execution's final metrics, its artifacts and its end in one append."""
+        run: Run = self.get(run_id, Run)
+        actor = f"runner:{runner_id}"
+        if metrics:
+            run.log_metrics(metrics, actor=actor)
+        for name, digest, size, media_type in artifacts:
+            run.record_artifact(name, digest, size, media_type, actor=actor)
+        run.finish("succeeded", None, actor=actor)
+        return self._written(run)
+
+    def record_environment(
+        self, run_id: str, runner_id: str, environment: dict[str, Any], digest: str, device: str, note: str | None
+    ) -> Written:
+        """Record the environment a claimed run will execute in."""
+        run: Run = self.get(run_id, Run)
+        run.capture_environment(environment, digest, device, note, actor=f"runner:{runner_id}")
+        return self._written(run)
+
+    def abandon_run(self, run_id: str, runner_id: str, reason: str, actor: str) -> Written:
+        """Mark a run abandoned because its runner stopped heartbeating."""
+        run: Run = self.get(run_id, Run)
+        run.abandon(runner_id, reason, actor=actor)
+        return self._written(run)
+
+    def request_again(
+        self,
+        run_id: str,
+        actor: str,
+        *,
+        reproduce: bool,
+        params: dict[str, Any] | None = None,
+        datasets: list[str] | None = None,
+        purpose: str | None = None,
+    ) -> Written:
+        """A new runner run with the recorded inputs (a reproduction, a retry, or a retraining
+        on newer ``datasets``); ``params`` override."""
+        original: Run = self.get(run_id, Run)
+        if original.mode != "runner" or original.pipeline_id is None:
+            raise RuleViolated("only runs executed by runners from a pipeline can be re-executed")
+        run = Run(
+            name=f"{purpose or ('reproduce' if reproduce else 'retry')} {original.name or run_id}"[:200],
+            mode="runner",
+            pipeline_id=original.pipeline_id,
+            pipeline_version=original.pipeline_version,
+            spec_digest=original.spec_digest,
+            dataset_version_ids=datasets if datasets is not None else original.dataset_version_ids,
+            code_version_id=original.code_version_id,
+            params={**original.params, **(params or {})},
+            seed=original.seed,
+            device=original.device,
+            reproduces=str(original.id) if reproduce else None,
+            actor=actor,
+        )
+        return self._written(run)
+
+    def record_reproduction(
+        self,
+        original_id: str,
+        reproduction_id: str,
+        matched: bool,
+        method: str,
+        tolerance: float,
+        details: dict[str, Any],
+        actor: str,
+    ) -> Written:
+        """Record the verdict of a reproduction on the original run."""
+        original: Run = self.get(original_id, Run)
+        original.record_reproduction(reproduction_id, matched, method, tolerance, details, actor=actor)
+        return self._written(original)

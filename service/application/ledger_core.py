@@ -1,0 +1,196 @@
+"""The core of the ledger application: wiring, loading, saving and the ledger's own keys.
+
+Routers and the CLI call these methods; the aggregates enforce the rules; the
+event store seals, chains and records. Every write returns the ledger position
+(the notification id of its last event) so clients can read their own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, Recording
+
+from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
+from domain.integrity.verification import follow_key_chain
+from service.settings import Settings
+from service.store.event_store import LedgerEventStore, SealingMapper
+from service.store.persistence import eventsourcing_env
+
+SYSTEM_ACTOR = "system:ledger"
+AGGREGATE_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+log = logging.getLogger(__name__)
+
+
+class KeyNotInKeyring(LedgerError):
+    """The configured ledger key is not the keyring's current key."""
+
+    title = "Ledger key not in keyring"
+    status = 500
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command recorded: the aggregate id and the ledger position."""
+
+    id: str
+    position: int
+
+
+class LedgerCore(Application[uuid.UUID]):
+    """Event-sourced application whose every event is sealed and signed."""
+
+    name = "mlledger"
+
+    def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self._signer = signer
+        super().__init__(env={**AGGREGATE_CACHE, **eventsourcing_env(settings), **(env or {})})
+        assert isinstance(self.mapper, SealingMapper)
+        self.mapper.refresh_keys = self._trusted_keys
+
+    def _trusted_keys(self) -> dict[str, bytes]:
+        """The ledger keys, followed from the keyring's own signed events."""
+        events = [
+            (0, str(e.originator_id), e.originator_version, e.topic, bytes(e.state))
+            for e in self.recorder.select_events(KEYRING_ID)
+        ]
+        keys, problem = follow_key_chain(events)
+        if problem is not None:
+            log.error("ledger keyring does not verify: %s", problem.describe())
+        return keys
+
+    # -- wiring -------------------------------------------------------------
+    def construct_mapper(self) -> SealingMapper:
+        return SealingMapper(lambda: self._signer, self.settings.max_payload_bytes)
+
+    def construct_event_store(self) -> LedgerEventStore:
+        assert isinstance(self.mapper, SealingMapper)
+        return LedgerEventStore(mapper=self.mapper, recorder=self.recorder)
+
+    @property
+    def signer(self) -> Signer:
+        """The key that seals new events."""
+        return self._signer
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
+        """Record the pending events of aggregates, and bare new events, in one transaction.
+
+        A lost race becomes :class:`VersionConflict`. This is the library's
+        ``save`` without what the ledger does not use (snapshots, followers'
+        notification hooks) and with a plain class test per object, which
+        matters when serving saves thousands of predictions at once.
+        """
+        aggregates: list[Aggregate] = []
+        events: list[Any] = []
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                aggregates.append(obj)
+                events.extend(obj.collect_events())
+            elif obj is not None:
+                events.append(obj)
+        try:
+            recordings = self.events.put(events, **kwargs)
+        except IntegrityError as exc:
+            raise VersionConflict(f"another writer got there first: {exc}") from None
+        cache = self.repository.cache
+        if cache is not None:
+            # Keep the cache current, so the next command does not re-read (and re-verify) what was just written.
+            for aggregate in aggregates:
+                cache.put(aggregate.id, aggregate)
+        return recordings
+
+    def _written(self, aggregate: MutableOrImmutableAggregate[uuid.UUID]) -> Written:
+        recordings = self.save(aggregate)
+        return Written(id=str(aggregate.id), position=recordings[-1].notification.id)
+
+    def _written_all(self, main: Any, *others: Any) -> Written:
+        """Save several aggregates in one transaction; report the first one's id."""
+        recordings = self.save(main, *others)
+        return Written(id=str(main.id), position=recordings[-1].notification.id)
+
+    def _series(self, kind: type[Any], name: str, actor: str, **create: Any) -> Any:
+        """The named series aggregate, created on first use."""
+        oid = kind.create_id(name=name)
+        try:
+            return self.repository.get(oid)
+        except AggregateNotFoundError:
+            return kind(name=name, actor=actor, **create)
+
+    def get(self, aggregate_id: uuid.UUID | str, kind: type[Any]) -> Any:
+        """Load an aggregate of the given class, or raise :class:`NotFound`."""
+        try:
+            oid = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(aggregate_id)
+            aggregate: Any = self.repository.get(oid)
+        except (ValueError, AggregateNotFoundError):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
+        return aggregate
+
+    def has_newer(self, known: Mapping[uuid.UUID, int]) -> bool:
+        """Whether any aggregate in ``known`` has an event after the version given for it.
+
+        One query on PostgreSQL, one indexed look-up per aggregate otherwise;
+        what a process remembers of aggregates is checked with it.
+        """
+        has_newer = getattr(self.recorder, "has_newer", None)
+        if has_newer is not None:
+            return bool(has_newer(known))
+        return any(self.recorder.select_events(oid, gt=version, limit=1) for oid, version in known.items())
+
+    def position(self) -> int:
+        """The notification id of the newest event (0 for an empty ledger)."""
+        return self.recorder.max_notification_id() or 0
+
+    # -- the ledger's own keys ----------------------------------------------
+    def keyring(self) -> LedgerKeyring | None:
+        """The keyring, or None before the first start."""
+        try:
+            keyring: Any = self.repository.get(KEYRING_ID)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(keyring, LedgerKeyring)
+        return keyring
+
+    def ensure_keyring(self) -> LedgerKeyring:
+        """Record the genesis key on first start; refuse a key the keyring does not know."""
+        keyring = self.keyring()
+        if keyring is None:
+            keyring = LedgerKeyring(
+                key_id=self._signer.key_id,
+                public_key_pem=public_key_pem(self._signer.public_key),
+                actor=SYSTEM_ACTOR,
+            )
+            try:
+                self.save(keyring)
+            except VersionConflict:
+                keyring = self.keyring()  # another process established it first
+                assert keyring is not None
+        if keyring.current_key_id != self._signer.key_id:
+            raise KeyNotInKeyring(
+                f"the configured ledger key {self._signer.key_id} is not the current key "
+                f"of this ledger ({keyring.current_key_id}); use the current key file"
+            )
+        return keyring
+
+    def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
+        """Record a rotation signed by the current key, then sign with the new one."""
+        keyring = self.ensure_keyring()
+        keyring.rotate(
+            key_id=new_signer.key_id,
+            public_key_pem=public_key_pem(new_signer.public_key),
+            reason=reason,
+            actor=actor,
+        )
+        written = self._written(keyring)
+        self._signer = new_signer
+        return written

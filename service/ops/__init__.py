@@ -1,0 +1,1 @@
+"""Long-running and whole-ledger operations: the projector loop, verification, synthetic workloads."""

@@ -1,0 +1,270 @@
+"""``mlledger verify``: check the whole ledger, on every core.
+
+1. The key chain: the genesis key and each rotation (signed by the key it
+   replaces), anchored on a public key the caller trusts.
+2. Every event, in parallel worker processes that each read a range of
+   notification ids: record format, hash, Ed25519 signature, envelope vs row.
+3. Per aggregate: versions 1..n with no gap, each ``prev_hash`` linked.
+4. The transparency log: leaves are the event hashes in notification order,
+   stored nodes equal the recomputed tree, every checkpoint is signed by a
+   ledger key and its root is the root of the tree at its size, and no leaf
+   names an event that is gone.
+
+The first finding in ledger order is reported; the process exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import Engine
+
+from domain import catalog
+from domain.integrity import merkle
+from domain.integrity.checkpoint import CheckpointError, verify_checkpoint
+from domain.integrity.keys import verify_raw
+from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
+from domain.integrity.sealing import SealedEvent
+from domain.integrity.verification import (
+    UNPLACED,
+    EventLink,
+    Finding,
+    Leaf,
+    check_chains,
+    check_event,
+    check_leaves,
+    check_nodes,
+    complete_nodes,
+    follow_key_chain,
+)
+from projections import transparency_log as tlog
+from service.settings import Settings
+from service.store.persistence import create_engine, events_select, events_table, notification_id_column
+
+CHUNK = 20_000
+MIN_CHUNK = 2_000
+assert catalog.AGGREGATES  # every event type is registered before verification
+KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC)
+
+
+@dataclass
+class Report:
+    """What verification saw and found."""
+
+    events: int = 0
+    aggregates: int = 0
+    leaves: int = 0
+    unlogged: int = 0
+    checkpoints: int = 0
+    latest_checkpoint: str | None = None
+    keys: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.findings
+
+    def first(self) -> Finding | None:
+        """The first finding in ledger order."""
+        return min(self.findings) if self.findings else None
+
+
+def _aggregate_id(value: Any) -> str:
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int, str, bytes]]:
+    """Events in [start, stop) by notification id, read with the driver's own cursor (binary on
+    PostgreSQL): row wrapping costs more than hashing here."""
+    column = notification_id_column(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    mark = "?" if sqlite else "%s"
+    sql = f"{events_select(engine)} WHERE {column} >= {mark} AND {column} < {mark} ORDER BY {column}"
+    with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection
+        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
+        try:
+            cursor.execute(sql, (start, stop))
+            for nid, oid, version, topic, state in cursor:
+                yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+        finally:
+            cursor.close()
+
+
+_worker_engine: Engine | None = None
+
+
+def _verify_range(
+    settings_json: str, start: int, stop: int, keys: dict[str, bytes]
+) -> tuple[list[EventLink], list[Finding]]:
+    """Worker: check every event with start <= notification id < stop."""
+    global _worker_engine
+    if _worker_engine is None:
+        _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
+
+    def verify(key_id: str, signature: bytes, message: bytes) -> bool | None:
+        public = keys.get(key_id)
+        return None if public is None else verify_raw(public, signature, message)
+
+    links: list[EventLink] = []
+    findings: list[Finding] = []
+    for nid, aggregate_id, version, topic, record in _rows(_worker_engine, start, stop):
+        link, finding = check_event(nid, aggregate_id, version, topic, record, verify)
+        if finding is not None:
+            findings.append(finding)
+            # Keep the event in the sequence so later checks do not cascade.
+            try:
+                sealed = SealedEvent.from_record(record)
+                prev = json.loads(sealed.envelope).get("prev_hash", "")
+                links.append(EventLink(nid, aggregate_id, version, sealed.hash, str(prev)))
+            except Exception:
+                links.append(EventLink(nid, aggregate_id, version, "", ""))
+        elif link is not None:
+            links.append(link)
+    return links, findings
+
+
+def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes], list[Finding]]:
+    """Follow the key chain from the genesis event; check an anchor is part of it."""
+    query = sa.text(
+        f"{events_select(engine)} WHERE topic IN :topics ORDER BY {notification_id_column(engine)}"
+    ).bindparams(sa.bindparam("topics", expanding=True))
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"topics": list(KEYRING_TOPICS)}).all()
+    events = [(int(n), _aggregate_id(o), int(v), t, bytes(s)) for n, o, v, t, s in rows]
+    findings: list[Finding] = [
+        Finding(nid, aggregate_id, version, "a key event outside the ledger keyring")
+        for nid, aggregate_id, version, _, _ in events
+        if aggregate_id != str(KEYRING_ID)
+    ]
+    keys, problem = follow_key_chain(events)
+    if problem is not None:
+        findings.append(problem)
+    if not events:
+        findings.append(Finding(UNPLACED, "-", 0, "the ledger has no keyring (no genesis key)"))
+    elif anchors and not any(a in keys.values() for a in anchors):
+        findings.append(Finding(UNPLACED, "-", 0, "none of the trusted public keys is part of this ledger's key chain"))
+    return keys, findings
+
+
+def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:
+    column = notification_id_column(engine)
+    with engine.connect() as conn:
+        low, high = conn.execute(
+            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {events_table(engine)}")  # noqa: S608
+        ).one()
+    if low is None:
+        return []
+    # About four ranges per worker keeps every core busy to the end, small ledgers included.
+    span = int(high) - int(low) + 1
+    chunk = max(MIN_CHUNK, min(CHUNK, -(-span // (workers * 4))))
+    return [(start, min(start + chunk, high + 1)) for start in range(int(low), int(high) + 1, chunk)]
+
+
+def _load_leaves(engine: Engine) -> list[Leaf]:
+    t = tlog.tlog_leaves
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.leaf_index, t.c.notification_id, t.c.aggregate_id, t.c.version, t.c.leaf_hash).order_by(
+                t.c.leaf_index
+            )
+        )
+        return [Leaf(int(a), int(b), c, int(d), bytes(e)) for a, b, c, d, e in rows]
+
+
+def _load_nodes(engine: Engine) -> dict[tuple[int, int], bytes]:
+    t = tlog.tlog_nodes
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.level, t.c.node_index, t.c.hash))
+        return {(int(a), int(b)): bytes(c) for a, b, c in rows}
+
+
+def _check_checkpoints(
+    engine: Engine, origin: str, keys: dict[str, bytes], nodes: dict[tuple[int, int], bytes], leaves: list[Leaf]
+) -> tuple[list[Finding], int, str | None]:
+    findings: list[Finding] = []
+    with engine.connect() as conn:
+        checkpoints = tlog.all_checkpoints(conn)
+    latest = None
+    for cp in checkpoints:
+        where = f"checkpoint at tree size {cp.tree_size}"
+        raw = keys.get(cp.key_id)
+        if raw is None:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where} is signed by unknown key {cp.key_id}"))
+            continue
+        try:
+            parsed = verify_checkpoint(cp.note, origin, Ed25519PublicKey.from_public_bytes(raw))
+        except CheckpointError as exc:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: {exc}"))
+            continue
+        if parsed.tree_size != cp.tree_size or parsed.root_hash != cp.root_hash:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: the stored size or root differs from the signed note"))
+            continue
+        if cp.tree_size > len(leaves):
+            findings.append(
+                Finding(
+                    UNPLACED,
+                    "-",
+                    0,
+                    f"{where} covers {cp.tree_size} leaves but the log has {len(leaves)}: "
+                    f"logged events after leaf {len(leaves)} were removed",
+                )
+            )
+            continue
+        root = merkle.root_from_nodes(cp.tree_size, lambda lv, ix: nodes[(lv, ix)])
+        if root != cp.root_hash:
+            findings.append(Finding(UNPLACED, "-", 0, f"{where}: its root is not the root of the log at that size"))
+            continue
+        latest = cp.note
+    return findings, len(checkpoints), latest
+
+
+def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, workers: int | None = None) -> Report:
+    """Verify everything; return a report (``report.ok`` tells the verdict)."""
+    started = time.perf_counter()
+    report = Report()
+    engine = create_engine(settings)
+    try:
+        keys, key_findings = trusted_keys(engine, anchors or [])
+        report.findings += key_findings
+        report.keys = sorted(keys)
+        links: list[EventLink] = []
+        workers = workers or os.cpu_count() or 1
+        ranges = _ranges(engine, workers)
+        settings_json = settings.model_dump_json()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+            futures = [pool.submit(_verify_range, settings_json, a, b, keys) for a, b in ranges]
+            leaves = _load_leaves(engine)
+            stored_nodes = _load_nodes(engine)
+            expected_nodes = complete_nodes([leaf.leaf_hash for leaf in leaves])
+            for future in futures:
+                chunk_links, chunk_findings = future.result()
+                links += chunk_links
+                report.findings += chunk_findings
+        report.events = len(links)
+        report.aggregates = len({link.aggregate_id for link in links})
+        report.findings += check_chains(links)
+        report.leaves = len(leaves)
+        report.unlogged = max(0, len(links) - len(leaves))
+        report.findings += check_leaves(links, leaves)
+        report.findings += check_nodes(expected_nodes, stored_nodes, leaves)
+        cp_findings, report.checkpoints, report.latest_checkpoint = _check_checkpoints(
+            engine, settings.log_origin, keys, expected_nodes, leaves
+        )
+        report.findings += cp_findings
+    finally:
+        engine.dispose()
+    report.seconds = time.perf_counter() - started
+    return report
