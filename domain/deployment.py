@@ -6,6 +6,7 @@ approval policy has approved may serve."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from eventsourcing.domain import Aggregate, event
 
@@ -14,6 +15,21 @@ from domain.approval import ApprovalPolicy
 from domain.errors import ApprovalRequired, InvalidPayload, RuleViolated
 from domain.model import APPROVED, REJECTED, ModelVersion
 from domain.statistics.series import series_id
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A version serving in a deployment slot (champion or challenger)."""
+
+    version_id: str
+    number: int
+
+
+@dataclass(frozen=True)
+class CanarySlot(Slot):
+    """A version taking ``share`` (0 < share < 1) of a model's traffic."""
+
+    share: float
 
 
 class Deployment(LedgerAggregate):
@@ -83,10 +99,10 @@ class Deployment(LedgerAggregate):
     @event(Created)
     def __init__(self, model_name: str, actor: str) -> None:
         self.model_name = model_name
-        self.champion: tuple[str, int] | None = None
-        self.challenger: tuple[str, int] | None = None
-        self.canary: tuple[str, int, float] | None = None
-        self.past_champions: list[tuple[str, int]] = []
+        self.champion: Slot | None = None
+        self.challenger: Slot | None = None
+        self.canary: CanarySlot | None = None
+        self.past_champions: list[Slot] = []
         self.stopped = False
         self.stop_reason: str | None = None
         self.retired = False
@@ -114,7 +130,7 @@ class Deployment(LedgerAggregate):
     def set_champion(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
         """Make an approved version the champion."""
         self._check_deployable(version, policy)
-        if self.champion is not None and self.champion[0] == str(version.id):
+        if self.champion is not None and self.champion.version_id == str(version.id):
             raise RuleViolated(f"v{version.number} is already the champion")
         self._set_champion(model_version_id=str(version.id), number=version.number, reason=reason, actor=actor)
 
@@ -126,10 +142,10 @@ class Deployment(LedgerAggregate):
         """The version serves as champion; it stops being challenger or canary."""
         if self.champion is not None:
             self.past_champions.append(self.champion)
-        self.champion = (model_version_id, number)
-        if self.challenger is not None and self.challenger[0] == model_version_id:
+        self.champion = Slot(model_version_id, number)
+        if self.challenger is not None and self.challenger.version_id == model_version_id:
             self.challenger = None
-        if self.canary is not None and self.canary[0] == model_version_id:
+        if self.canary is not None and self.canary.version_id == model_version_id:
             self.canary = None
 
     def set_challenger(self, version: ModelVersion | None, policy: ApprovalPolicy, actor: str) -> None:
@@ -143,7 +159,7 @@ class Deployment(LedgerAggregate):
 
     @event(ChallengerSet)
     def _set_challenger(self, model_version_id: str | None, number: int | None, actor: str) -> None:
-        self.challenger = None if model_version_id is None or number is None else (model_version_id, number)
+        self.challenger = None if model_version_id is None or number is None else Slot(model_version_id, number)
 
     def set_canary(self, version: ModelVersion | None, share: float, policy: ApprovalPolicy, actor: str) -> None:
         """Route ``share`` (0 < share < 1) of traffic to an approved version, or clear it."""
@@ -160,19 +176,21 @@ class Deployment(LedgerAggregate):
 
     @event(CanarySet)
     def _set_canary(self, model_version_id: str | None, number: int | None, share: float, actor: str) -> None:
-        self.canary = None if model_version_id is None or number is None else (model_version_id, number, share)
+        self.canary = (
+            None if model_version_id is None or number is None else CanarySlot(model_version_id, number, share)
+        )
 
     def roll_back(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
         """Return to an earlier champion (still approved)."""
         self._check_deployable(version, policy)
         if self.champion is None:
             raise RuleViolated("there is no champion to roll back from")
-        if (str(version.id), version.number) not in self.past_champions:
+        if Slot(str(version.id), version.number) not in self.past_champions:
             raise RuleViolated(f"v{version.number} was never the champion; roll back only to an earlier champion")
         self._roll_back(
             model_version_id=str(version.id),
             number=version.number,
-            from_number=self.champion[1],
+            from_number=self.champion.number,
             reason=reason,
             actor=actor,
         )

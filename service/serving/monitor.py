@@ -74,7 +74,7 @@ class DriftMonitor:
             raise RuleViolated(f"{model_name} is not deployed; nothing to monitor", field="name") from None
         if deployment.champion is None:
             raise RuleViolated(f"{model_name} has no champion to monitor", field="name")
-        version: ModelVersion = ledger.get(deployment.champion[0], ModelVersion)
+        version: ModelVersion = ledger.get(deployment.champion.version_id, ModelVersion)
         with self.services.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(predictions.c.prediction_id, predictions.c.position)

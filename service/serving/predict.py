@@ -273,13 +273,13 @@ class PredictionService:
 
     def _route(self, deployment: Deployment, count: int) -> tuple[_Route, _Route | None, _Route | None]:
         assert deployment.champion is not None
-        champion_version = self._version(deployment.champion[0])
+        champion_version = self._version(deployment.champion.version_id)
         champion = _Route(champion_version, self._cache.get(champion_version), CHAMPION)
         canary = None
         if deployment.canary is not None:
-            canary_version = self._version(deployment.canary[0])
+            canary_version = self._version(deployment.canary.version_id)
             canary = _Route(canary_version, self._cache.get(canary_version), CANARY)
-            share = deployment.canary[2]
+            share = deployment.canary.share
             with self._lock:
                 draws = [self._rng.random() for _ in range(count)]
             for i, draw in enumerate(draws):
@@ -288,7 +288,7 @@ class PredictionService:
             champion.indexes = list(range(count))
         challenger = None
         if deployment.challenger is not None:
-            challenger_version = self._version(deployment.challenger[0])
+            challenger_version = self._version(deployment.challenger.version_id)
             challenger = _Route(challenger_version, self._cache.get(challenger_version), CHALLENGER)
         return champion, canary, challenger
 

@@ -227,10 +227,10 @@ def get_deployment(name: NamePath, caller: LineageReader, ledger: LedgerDep) -> 
         raise NotFound(f"model {name} has never been deployed") from None
     return {
         "model_name": name,
-        "champion": deployment.champion[1] if deployment.champion else None,
-        "challenger": deployment.challenger[1] if deployment.challenger else None,
-        "canary": deployment.canary[1] if deployment.canary else None,
-        "canary_share": deployment.canary[2] if deployment.canary else None,
+        "champion": deployment.champion.number if deployment.champion else None,
+        "challenger": deployment.challenger.number if deployment.challenger else None,
+        "canary": deployment.canary.number if deployment.canary else None,
+        "canary_share": deployment.canary.share if deployment.canary else None,
         "stopped": deployment.stopped,
         "retired": deployment.retired,
     }
