@@ -97,7 +97,7 @@ def serve(
     """Run the HTTP API (with the projector and a runner in-process by default)."""
     import uvicorn
 
-    from service.api.app import create_app
+    from service.app import create_app
     from service.bootstrap import check_migrated, open_services
 
     settings = _settings()
@@ -116,7 +116,7 @@ def serve(
 
         try:
             run_workers(
-                "service.api.app:api_only",
+                "service.app:api_only",
                 host=host,
                 port=port,
                 workers=workers,

@@ -27,7 +27,7 @@ with warnings.catch_warnings():
 
 from domain.integrity.keys import Signer
 from mlledger.client import LedgerClient
-from service.api.app import create_app
+from service.app import create_app
 from service.application.auth import new_token
 from service.application.ledger import SYSTEM_ACTOR
 from service.bootstrap import Services

@@ -13,6 +13,7 @@ from typing import Any
 
 from domain.errors import InvalidPayload
 from domain.pipeline import KINDS, check_spec
+from service.ml.tabular import TableError
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult, Progress
 
 __all__ = ["ExecutionError", "ExecutionRequest", "ExecutionResult", "Progress", "execute"]
@@ -50,20 +51,27 @@ def check_request(request: ExecutionRequest) -> None:
 def execute(request: ExecutionRequest, progress: Progress = _ignore) -> ExecutionResult:
     """Run ``request`` in this process; ``progress`` receives metric points as they happen."""
     check_request(request)
+    try:
+        result = _execute_kind(request, progress)
+    except TableError as exc:
+        raise ExecutionError(exc.detail) from None
+    result.details.update(kind=request.kind, seed=request.seed, datasets=[p.name for p in request.datasets])
+    result.details.setdefault("device", request.device)
+    return result
+
+
+def _execute_kind(request: ExecutionRequest, progress: Progress) -> ExecutionResult:
     if request.kind == "sklearn":
         from service.runners.sklearn_kind import execute_sklearn
 
-        result = execute_sklearn(request)
+        return execute_sklearn(request)
     elif request.kind == "torch":
         if importlib.util.find_spec("torch") is None:
             raise ExecutionError("the torch kind needs PyTorch, which is not installed on this runner")
         from service.runners.torch_kind import execute_torch
 
-        result = execute_torch(request, progress)
+        return execute_torch(request, progress)
     else:
         from service.runners.python_kind import execute_python
 
-        result = execute_python(request)
-    result.details.update(kind=request.kind, seed=request.seed, datasets=[p.name for p in request.datasets])
-    result.details.setdefault("device", request.device)
-    return result
+        return execute_python(request)

@@ -27,9 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from domain.pipeline import ENTRYPOINT
+from service.ml.tabular import write_predictions
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
 from service.runners.scores import point
-from service.runners.tabular import write_predictions
 
 SHIM = Path(__file__).with_name("python_shim.py")
 TAIL_BYTES = 4096

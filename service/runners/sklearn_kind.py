@@ -20,9 +20,7 @@ from numpy.typing import NDArray
 
 from domain.errors import InvalidPayload
 from domain.pipeline import IMPORT_PATH, check_param
-from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
-from service.runners.scores import classification_scores, regression_scores
-from service.runners.tabular import (
+from service.ml.tabular import (
     Table,
     as_json_value,
     classification_target,
@@ -34,6 +32,8 @@ from service.runners.tabular import (
     validation_split,
     write_predictions,
 )
+from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
+from service.runners.scores import classification_scores, regression_scores
 
 IMPUTE = (None, "mean", "median")
 SCALE = (None, "standard", "minmax")

@@ -21,9 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.ml.network import mlp
-from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult, Progress
-from service.runners.scores import classification_scores, point, regression_scores
-from service.runners.tabular import (
+from service.ml.tabular import (
     as_json_value,
     classification_target,
     numeric_features,
@@ -33,6 +31,8 @@ from service.runners.tabular import (
     validation_split,
     write_predictions,
 )
+from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult, Progress
+from service.runners.scores import classification_scores, point, regression_scores
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 20,

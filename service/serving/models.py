@@ -30,7 +30,7 @@ from domain.run import Run
 from service.application.ledger_core import LedgerCore
 from service.ml.explain import ModelExplainer, explainer_for
 from service.ml.model_loading import LoadedModel, load_model
-from service.runners.tabular import MISSING, read_table
+from service.ml.tabular import MISSING, read_table
 from service.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from projections.registry import reg_model_versions as model_versions
 from service.application.ledger_core import SYSTEM_ACTOR, Written
 from service.bootstrap import Services
 from service.ml.explain_report import global_report
-from service.runners.tabular import as_json_value, classification_target, read_table
+from service.ml.tabular import as_json_value, classification_target, read_table
 from service.serving.models import ModelCache, ServedModel, parse_cell
 
 log = logging.getLogger(__name__)

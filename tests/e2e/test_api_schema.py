@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from support.ledger import ADMIN_KEY, make_settings
 
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, open_services
 from service.ops.projector import ProjectorThread
 from service.serving.runtime import open_serving

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from support.governance_world import approve, make_world, train_and_register
 
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.exports.verify_bundle import verify_bundle
 

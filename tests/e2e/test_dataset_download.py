@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from support.ledger import ADMIN_KEY
 
 from mlledger.client import LedgerClient
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 CONTENT = b"age,income,city\n30,1000.5,Oslo\n41,,Rome\n"

@@ -30,7 +30,7 @@ from domain.prediction import Prediction
 from domain.report import Report
 from domain.statistics.fairness import fairness_report
 from domain.subject import Subject
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, open_services
 from service.exports import verify_bundle as checker
 from service.exports.bundle import export_and_verify, export_bundle

@@ -13,7 +13,7 @@ from support.serving_world import FEATURES, MODEL, make_people, train_versions
 
 from domain.report import FAIRNESS, Report
 from mlledger.client import LedgerClientError
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 

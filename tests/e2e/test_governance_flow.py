@@ -11,7 +11,7 @@ from support.governance_world import World, approve, make_world, train_and_regis
 
 from domain.integrity.keys import Signer
 from mlledger.client import LedgerClientError
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 

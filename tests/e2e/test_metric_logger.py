@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from support.governance_world import make_world
 
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 

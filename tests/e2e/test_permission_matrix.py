@@ -15,7 +15,7 @@ from support.ledger import ADMIN_KEY, REPO
 
 from domain.roles import Role
 from mlledger.client import LedgerClient
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 ROLES = [role.value for role in Role]

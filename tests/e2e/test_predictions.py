@@ -26,7 +26,7 @@ from domain.subject import Subject
 from mlledger.client import LedgerClientError
 from projections.predictions import predictions
 from projections.registry_queries import deployment, serving_versions
-from service.api.app import create_app
+from service.app import create_app
 from service.application.auth import authorize_digest
 from service.bootstrap import open_services
 from service.serving.batching import WriterStopped

@@ -14,7 +14,7 @@ from support.governance_world import World, approve, credit_csv, make_world
 from domain.approval import statement_verifies
 from domain.integrity.keys import public_key_pem
 from domain.integrity.sealing import format_timestamp, parse_timestamp
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 

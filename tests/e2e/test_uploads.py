@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from support.ledger import ADMIN_KEY, REPO, make_settings, run_cli, settings_env
 
 from mlledger.client import LedgerClient, LedgerClientError
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 
 UPLOAD_MB = 128

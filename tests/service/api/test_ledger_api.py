@@ -17,7 +17,7 @@ from support.ledger import ADMIN_KEY
 from domain.integrity import merkle
 from domain.integrity.checkpoint import Checkpoint, verify_checkpoint
 from domain.integrity.keys import Signer, public_key_pem, verify_signature
-from service.api.app import SERVING_GC_THRESHOLDS, create_app
+from service.app import SERVING_GC_THRESHOLDS, create_app
 from service.bootstrap import Services
 from service.ops.projector import publish_checkpoint_if_due
 from service.ops.workload import append_events

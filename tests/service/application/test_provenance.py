@@ -32,8 +32,8 @@ from domain.integrity.provenance import (
 )
 from projections import manifests as m
 from projections.base import ProjectionRunner
-from service.api.app import create_app
 from service.api.routers import manifests as manifests_router
+from service.app import create_app
 from service.application import provenance
 from service.bootstrap import Services
 

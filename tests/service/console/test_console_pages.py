@@ -25,7 +25,7 @@ from domain.report import Report
 from domain.statistics.fairness import fairness_report, impact_ratio_violations
 from mlledger.client import LedgerClient
 from projections import registry as r
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, open_services
 from service.ops.projector import publish_checkpoint_if_due
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from support.ledger import ADMIN_KEY
 
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.console.sessions import SessionStore
 from service.settings import Settings

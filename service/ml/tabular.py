@@ -17,7 +17,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.runners.contract import ExecutionError
+from domain.errors import LedgerError
+
+
+class TableError(LedgerError):
+    """A table cannot be read as the spec says: a missing column, a value that is not a number.
+
+    The message is one line that says why. Runners record it as the run's error
+    (``execute`` turns it into an ``ExecutionError``).
+    """
+
+    title = "Execution failed"
+    status = 422
+
 
 MISSING = frozenset({"", "na", "nan", "null", "none"})
 
@@ -36,21 +48,21 @@ def read_table(path: Path, features: list[str], target: str) -> Table:
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
-        raise ExecutionError(f"cannot read dataset {path.name}: {exc.strerror}") from None
+        raise TableError(f"cannot read dataset {path.name}: {exc.strerror}") from None
     with handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
-            raise ExecutionError(f"dataset {path.name} is empty (no header row)") from None
+            raise TableError(f"dataset {path.name} is empty (no header row)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ExecutionError(f"dataset {path.name} is not readable CSV: {exc}") from None
+            raise TableError(f"dataset {path.name} is not readable CSV: {exc}") from None
         index = {name.strip(): i for i, name in enumerate(header)}
         if target not in index:
-            raise ExecutionError(f"target column {target!r} not found in {path.name}")
+            raise TableError(f"target column {target!r} not found in {path.name}")
         for feature in features:
             if feature not in index:
-                raise ExecutionError(f"feature column {feature!r} not found in {path.name}")
+                raise TableError(f"feature column {feature!r} not found in {path.name}")
         wanted = [*features, target]
         columns: dict[str, list[str]] = {name: [] for name in wanted}
         n_rows = 0
@@ -59,16 +71,16 @@ def read_table(path: Path, features: list[str], target: str) -> Table:
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise ExecutionError(
+                    raise TableError(
                         f"{path.name} data row {n_rows + 1} has {len(row)} fields, the header has {len(header)}"
                     )
                 for name in wanted:
                     columns[name].append(row[index[name]].strip())
                 n_rows += 1
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ExecutionError(f"dataset {path.name} is not readable CSV: {exc}") from None
+            raise TableError(f"dataset {path.name} is not readable CSV: {exc}") from None
     if n_rows == 0:
-        raise ExecutionError(f"dataset {path.name} has no data rows")
+        raise TableError(f"dataset {path.name} has no data rows")
     return Table(path.name, columns, n_rows)
 
 
@@ -103,7 +115,7 @@ def classification_target(table: Table, target: str) -> NDArray[Any]:
     values = table.columns[target]
     for row, value in enumerate(values, start=1):
         if value.lower() in MISSING:
-            raise ExecutionError(f"target {target!r} is missing in {table.name} data row {row}")
+            raise TableError(f"target {target!r} is missing in {table.name} data row {row}")
     numbers = parse_numeric(values)
     if numbers is not None and all(float(v).is_integer() for v in numbers):
         return numbers.astype(np.int64)
@@ -115,10 +127,10 @@ def regression_target(table: Table, target: str) -> NDArray[np.float64]:
     numbers = parse_numeric(table.columns[target])
     if numbers is None:
         example = first_non_numeric(table.columns[target])
-        raise ExecutionError(f"regression target {target!r} has a non-numeric value {example!r}")
+        raise TableError(f"regression target {target!r} has a non-numeric value {example!r}")
     if np.isnan(numbers).any():
         row = int(np.flatnonzero(np.isnan(numbers))[0]) + 1
-        raise ExecutionError(f"target {target!r} is missing in {table.name} data row {row}")
+        raise TableError(f"target {target!r} is missing in {table.name} data row {row}")
     return numbers
 
 
@@ -129,11 +141,9 @@ def numeric_features(table: Table, features: list[str], kind: str) -> NDArray[np
         column = parse_numeric(table.columns[feature])
         if column is None:
             example = first_non_numeric(table.columns[feature])
-            raise ExecutionError(
-                f"feature {feature!r} is not numeric (e.g. {example!r}); the {kind} kind needs numbers"
-            )
+            raise TableError(f"feature {feature!r} is not numeric (e.g. {example!r}); the {kind} kind needs numbers")
         if np.isnan(column).any():
-            raise ExecutionError(f"feature {feature!r} has missing values; the {kind} kind needs complete data")
+            raise TableError(f"feature {feature!r} has missing values; the {kind} kind needs complete data")
         matrix[:, j] = column
     return matrix
 
@@ -142,7 +152,7 @@ def validation_split(spec: dict[str, Any]) -> float:
     """``spec.validation_split`` (default 0.2), a fraction strictly between 0 and 1."""
     value = spec.get("validation_split", 0.2)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ExecutionError(f"spec.validation_split must be a fraction between 0 and 1, got {value!r}")
+        raise TableError(f"spec.validation_split must be a fraction between 0 and 1, got {value!r}")
     return float(value)
 
 
@@ -156,7 +166,7 @@ def split_rows(y: NDArray[Any], task: str, fraction: float, seed: int) -> tuple[
             rows, test_size=fraction, random_state=seed, stratify=y if task == "classification" else None
         )
     except ValueError as exc:
-        raise ExecutionError(f"cannot split {len(y)} rows for validation: {exc}") from None
+        raise TableError(f"cannot split {len(y)} rows for validation: {exc}") from None
     return np.sort(train), np.sort(validation)
 
 
