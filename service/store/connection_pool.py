@@ -4,10 +4,12 @@
 counts a reader, before it waits for a free connection, and keeps it when that
 wait times out or opening a connection fails. After one such failure every
 later writer times out ("Timed out waiting for return of writer") until the
-process restarts. It happened with SQLite under load: a writer that waited most
-of its 5 s for the writer lock found all 15 connections in use. :func:`install`
-wraps the method so that a failed get releases what it took; the library's own
-refusals that take nothing (or release what they took) pass through unchanged.
+process restarts. That happens whenever a writer gets the writer lock but then
+finds every connection in use until its timeout (a busy SQLite ledger).
+:func:`install` wraps the method so that a failed get releases what it took;
+the library's own refusals that take nothing (or release what they took) pass
+through unchanged. ``tests/service/store/test_connection_pool.py`` holds both:
+its leak tests fail without the wrapper.
 """
 
 from __future__ import annotations
