@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from service.common.batch import Failed, batch_else_each
+
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 KeyT = TypeVar("KeyT")
@@ -103,20 +105,11 @@ class GroupCall(Generic[ArgT, ResultT]):
         return call.outcome()
 
     def _execute(self, group: list[_Call[ArgT, ResultT]]) -> None:
-        try:
-            results = self._run([c.item for c in group])
-            if len(results) != len(group):
-                raise RuntimeError(f"a grouped call gave {len(results)} results for {len(group)} arguments")
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error, group[0].done = exc, True
-                return
-            for one in group:
-                try:
-                    one.result = self._run([one.item])[0]
-                except Exception as error:
-                    one.error = error
-                one.done = True
-            return
-        for one, result in zip(group, results, strict=True):
-            one.result, one.done = result, True
+        run = self._run
+        outcomes = batch_else_each(run, lambda item: run([item])[0], [c.item for c in group])
+        for one, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                one.error = outcome.error
+            else:
+                one.result = outcome
+            one.done = True

@@ -8,13 +8,13 @@ are locked per batch, so each event is applied once).
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from projections import transparency_log as tlog
 from service.bootstrap import Services
+from service.common.periodic import FirstPass, Next, PeriodicThread
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +48,25 @@ def run_once(services: Services) -> int:
     return count
 
 
-class ProjectorThread(threading.Thread):
-    """Polls the log and projects until stopped."""
+class ProjectorThread(PeriodicThread):
+    """Projects until stopped: at once while events keep coming, then every ``projection_poll_seconds``.
+
+    The first pass runs at the start; a failed pass is logged and retried
+    after the poll interval; :meth:`stop` waits (at most ten seconds) for the
+    current pass.
+    """
 
     def __init__(self, services: Services) -> None:
-        super().__init__(name="mlledger-projector", daemon=True)
+        super().__init__(
+            "mlledger-projector",
+            services.settings.projection_poll_seconds,
+            self._pass,
+            failure="projector batch failed; retrying",
+            logger=log,
+            first_pass=FirstPass.AT_START,
+            stop_timeout=10.0,
+        )
         self.services = services
-        self.stopping = threading.Event()
-        self.wakeup = threading.Event()
 
-    def run(self) -> None:
-        poll = self.services.settings.projection_poll_seconds
-        while not self.stopping.is_set():
-            try:
-                count = run_once(self.services)
-            except Exception:
-                log.exception("projector batch failed; retrying")
-                count = 0
-            if count == 0:
-                self.wakeup.wait(poll)
-                self.wakeup.clear()
-
-    def stop(self) -> None:
-        """Ask the loop to finish and wait for it."""
-        self.stopping.set()
-        self.wakeup.set()
-        self.join(timeout=10)
+    def _pass(self) -> Next:
+        return Next.SLEEP if run_once(self.services) == 0 else Next.AT_ONCE

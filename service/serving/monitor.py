@@ -15,7 +15,6 @@ come from the ``predictions`` read models.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from typing import Any
 
@@ -35,6 +34,7 @@ from domain.statistics.drift import compare_window
 from projections.predictions import predictions
 from service.application.ledger_core import SYSTEM_ACTOR
 from service.bootstrap import Services
+from service.common.periodic import PeriodicThread
 from service.serving.vault import SubjectVault
 from service.store.event_store import open_record
 from service.store.persistence import read_events
@@ -224,27 +224,18 @@ class DriftMonitor:
         return results
 
 
-class MonitorThread:
-    """Runs drift checks every ``interval`` seconds in the background of ``mlledger serve``."""
+class MonitorThread(PeriodicThread):
+    """Runs drift checks every ``interval`` seconds in the background of ``mlledger serve``.
+
+    The first checks run one interval after the start; :meth:`stop` waits for
+    the current checks (at most a minute).
+    """
 
     def __init__(self, monitor: DriftMonitor, interval: float) -> None:
+        super().__init__(
+            "mlledger-monitor", interval, self._pass, failure="the drift monitor failed a pass", logger=log
+        )
         self.monitor = monitor
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mlledger-monitor", daemon=True)
 
-    def start(self) -> None:
-        """Start the background loop."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current check."""
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.monitor.check_all()
-            except Exception:
-                log.exception("the drift monitor failed a pass")
+    def _pass(self) -> None:
+        self.monitor.check_all()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from projections.predictions import model_reports
 from projections.registry import reg_model_versions as model_versions
 from service.application.ledger_core import SYSTEM_ACTOR, Written
 from service.bootstrap import Services
+from service.common.periodic import PeriodicThread
 from service.ml.explain_report import global_report
 from service.ml.tabular import as_json_value, classification_target, read_table
 from service.serving.models import ModelCache, ServedModel, parse_cell
@@ -208,27 +208,24 @@ class ReportsWorker:
         return reference_profile({f: [data.rows[i][f] for i in rows] for f in features}), {}
 
 
-class ReportsThread:
-    """Runs the worker every few seconds in the background of ``mlledger serve``."""
+class ReportsThread(PeriodicThread):
+    """Runs the worker every few seconds in the background of ``mlledger serve``.
+
+    The first pass runs one interval after the start; a failed pass is logged
+    and the next one tries again; :meth:`stop` waits for the current pass (at
+    most two minutes).
+    """
 
     def __init__(self, worker: ReportsWorker, interval: float = 5.0) -> None:
+        super().__init__(
+            "mlledger-reports",
+            interval,
+            self._pass,
+            failure="the reports worker failed a pass",
+            logger=log,
+            stop_timeout=120.0,
+        )
         self.worker = worker
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mlledger-reports", daemon=True)
 
-    def start(self) -> None:
-        """Start the background loop."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-        self._thread.join(timeout=120)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.worker.run_once()
-            except Exception:  # keep serving; the next pass tries again
-                log.exception("the reports worker failed a pass")
+    def _pass(self) -> None:
+        self.worker.run_once()
