@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -25,7 +26,7 @@ from service.application.ledger import KeyNotInKeyring, Ledger
 from service.settings import Settings
 from service.store import keystore
 from service.store.blobs import BlobStore
-from service.store.persistence import create_engine
+from service.store.persistence import create_engine, create_inspecting_engine, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +48,64 @@ class NotMigrated(LedgerError):
     """The database's tables are older than this version of the service."""
 
     title = "Database not migrated"
-    status = 503
+
+
+class NoLedger(NotMigrated):
+    """The data directory or database holds no ledger yet (first run): nothing to open, verify or export."""
+
+    title = "No ledger"
+
+
+def ledger_location(settings: Settings) -> str:
+    """Where the ledger lives, in words for a message (never the database password)."""
+    path = sqlite_path(settings)
+    if path is not None:
+        return str(path)
+    parts = urlsplit(settings.resolved_database_url)
+    database = parts.path.lstrip("/") or "postgres"
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    return f"PostgreSQL {host}/{database} (schema {settings.database_schema})"
+
+
+def _current_revision(settings: Settings) -> str | None:
+    """The database's migration revision, or None when it has no ledger; creates nothing."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_inspecting_engine(settings)
+    if engine is None:
+        return None
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def require_ledger(settings: Settings) -> str:
+    """The ledger's migration revision; refuse a data directory or database that holds no ledger yet.
+
+    Commands that open an existing ledger call this first; without it, opening
+    would create a key, a keyring and an event table beside missing read-model
+    tables, and then fail on them. Guarded by tests/service/test_cli_first_run.py.
+    """
+    current = _current_revision(settings)
+    if current is None:
+        raise NoLedger(f"no ledger at {ledger_location(settings)}; create one with 'mlledger migrate'")
+    return current
 
 
 def check_migrated(settings: Settings) -> None:
-    """Refuse to start on a database that is not at the newest migration."""
-    from alembic.runtime.migration import MigrationContext
+    """Refuse to start on a database that holds no ledger or is not at the newest migration."""
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     head = ScriptDirectory.from_config(config).get_current_head()
-    engine = create_engine(settings)
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()
+    current = require_ledger(settings)
     if current != head:
-        found = "no tables yet" if current is None else f"revision {current}"
-        raise NotMigrated(f"the database has {found}, this service needs revision {head}: run 'mlledger migrate' first")
+        raise NotMigrated(
+            f"the database has revision {current}, this service needs revision {head}: run 'mlledger migrate' first"
+        )
 
 
 def pending_key_path(settings: Settings) -> Path:

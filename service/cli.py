@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +20,9 @@ from domain.errors import LedgerError
 from domain.integrity.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
 from service.settings import Settings
 from service.store import keystore
+
+if TYPE_CHECKING:
+    from service.bootstrap import Services
 
 app = typer.Typer(
     name="mlledger",
@@ -63,6 +66,14 @@ def friendly_errors(func: F) -> F:
 
 def _settings() -> Settings:
     return Settings()
+
+
+def _open_existing(settings: Settings) -> Services:
+    """Open a ledger that ``mlledger migrate`` created; refuse, creating nothing, where there is none."""
+    from service.bootstrap import open_services, require_ledger
+
+    require_ledger(settings)
+    return open_services(settings)
 
 
 @app.command()
@@ -175,10 +186,9 @@ def project(
     follow: Annotated[bool, typer.Option(help="keep projecting new events until stopped")] = False,
 ) -> None:
     """Bring read models up to date (or rebuild one from the log)."""
-    from service.bootstrap import open_services
     from service.ops.projector import ProjectorThread, publish_checkpoint_if_due
 
-    services = open_services(_settings())
+    services = _open_existing(_settings())
     try:
 
         def progress(name: str, count: int) -> None:
@@ -208,10 +218,9 @@ def project(
 @friendly_errors
 def checkpoint() -> None:
     """Publish a signed checkpoint of the transparency log now."""
-    from service.bootstrap import open_services
     from service.ops.projector import publish_checkpoint_if_due
 
-    services = open_services(_settings())
+    services = _open_existing(_settings())
     try:
         services.runner.catch_up()
         published = publish_checkpoint_if_due(services, force=True)
@@ -233,9 +242,11 @@ def verify(
     workers: Annotated[int | None, typer.Option(help="worker processes; default: every core")] = None,
 ) -> None:
     """Check every hash, signature, chain, Merkle leaf, node and checkpoint."""
+    from service.bootstrap import require_ledger
     from service.ops.verify import verify_ledger
 
     settings = _settings()
+    require_ledger(settings)
     anchors = [raw_public_key(load_public_key_pem(p.read_bytes())) for p in public_key or []]
     if not anchors:
         anchors = _local_public_keys(settings)
@@ -282,14 +293,13 @@ def export(
     share_with: Annotated[list[str] | None, typer.Option(help="principal id to share with; repeatable")] = None,
 ) -> None:
     """Write a model's signed history, proofs, keys, manifests and reports to a bundle a regulator can verify."""
-    from service.bootstrap import open_services
     from service.exports.bundle import export_bundle
     from service.exports.scope import ExportRequest
 
     if not out.parent.is_dir():
         raise _fail(f"the directory of {out} does not exist")
     request = ExportRequest.of(model, since, until, predictions, sample_size, share_with or [])
-    services = open_services(_settings())
+    services = _open_existing(_settings())
     try:
         result = export_bundle(services, request, actor="system:cli", destination=out)
     finally:
@@ -355,10 +365,10 @@ def keys_rotate(
     reason: Annotated[str, typer.Option(help="why the key is rotated (recorded)")] = "scheduled rotation",
 ) -> None:
     """Rotate the ledger key: the old key signs the new one into the keyring."""
-    from service.bootstrap import open_services, pending_key_path
+    from service.bootstrap import pending_key_path
 
     settings = _settings()
-    services = open_services(settings)
+    services = _open_existing(settings)
     try:
         old = services.signer.key_id
         new = Signer.generate()

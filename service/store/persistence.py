@@ -10,12 +10,13 @@ isolate themselves.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -124,6 +125,29 @@ def create_engine(settings: Settings, *, immediate: bool = False, **kwargs: Any)
         pool_pre_ping=True,
         **kwargs,
     )
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite database file, or None when the ledger lives in PostgreSQL."""
+    url = sqlalchemy_url(settings)
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+
+
+def create_inspecting_engine(settings: Settings) -> Engine | None:
+    """An engine that reads the ledger's database and creates nothing, or None when there is no SQLite file.
+
+    :func:`create_engine` creates a missing SQLite file (and its directory) and
+    turns on WAL mode; a command that only asks whether a ledger exists must
+    leave a fresh data directory as it found it, so SQLite is opened read-only.
+    On PostgreSQL, connecting creates nothing (a missing schema reads as empty).
+    """
+    path = sqlite_path(settings)
+    if path is None:
+        return create_engine(settings)
+    if not path.is_file():
+        return None
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
 
 
 def events_select(engine: Engine) -> str:

@@ -1,0 +1,101 @@
+"""First run: every command that opens an existing ledger, pointed where there is none yet, says so in one
+line and how to create one, exits non-zero, and leaves the data directory and the database as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+from support.ledger import PG_URL, run_cli
+
+from service.settings import Settings
+
+COMMANDS_ON_AN_EXISTING_LEDGER = [
+    ["verify"],
+    ["export", "--model", "credit-risk", "--out", "{tmp}/bundle.zip"],
+    ["project"],
+    ["project", "--rebuild", "registry"],
+    ["checkpoint"],
+    ["keys", "rotate"],
+    ["runner"],
+    ["serve", "--no-projector", "--no-runner"],
+]
+
+
+def _pg_engine() -> sa.Engine:
+    return sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def _tables(settings: Settings) -> list[str]:
+    """Every table of the ledger's database (SQLite) or schema (PostgreSQL)."""
+    if settings.is_postgres:
+        engine = _pg_engine()
+        try:
+            return sa.inspect(engine).get_table_names(schema=settings.database_schema)
+        finally:
+            engine.dispose()
+    path = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+    if not path.exists():
+        return []
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        return sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh(settings: Settings) -> Settings:
+    """A ledger's place before its first ``mlledger migrate``: an empty data directory and, on PostgreSQL,
+    an empty schema (as a fresh volume and a schema made by a database administrator are)."""
+    settings.data_dir.mkdir(parents=True)
+    if settings.is_postgres:
+        engine = _pg_engine()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{settings.database_schema}"'))
+        engine.dispose()
+    return settings
+
+
+@pytest.mark.parametrize("command", COMMANDS_ON_AN_EXISTING_LEDGER, ids=" ".join)
+def test_a_command_without_a_ledger_says_how_to_create_one_and_creates_nothing(
+    fresh: Settings, command: list[str], tmp_path: Path
+) -> None:
+    result = run_cli(fresh, *(arg.format(tmp=tmp_path) for arg in command), timeout=120)
+
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        f"mlledger: error: no ledger at {_where(fresh)}; create one with 'mlledger migrate'"
+    ]
+    assert list(fresh.data_dir.iterdir()) == []
+    assert _tables(fresh) == []
+    assert not (tmp_path / "bundle.zip").exists()
+
+
+def test_a_missing_data_directory_is_not_created(settings: Settings) -> None:
+    result = run_cli(settings, "verify", timeout=120)
+
+    assert result.returncode != 0
+    assert "no ledger at" in result.stderr and "mlledger migrate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not settings.data_dir.exists()
+
+
+def test_after_migrate_the_same_commands_open_the_ledger(settings: Settings) -> None:
+    assert run_cli(settings, "migrate", timeout=120).returncode == 0
+
+    projected = run_cli(settings, "project", timeout=120)
+    verified = run_cli(settings, "verify", "--workers", "1", timeout=120)
+
+    assert projected.returncode == 0, projected.stderr
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK: ")
+
+
+def _where(settings: Settings) -> str:
+    if settings.is_postgres:
+        url = urlsplit(PG_URL)
+        return f"PostgreSQL {url.hostname}:{url.port or 5432}{url.path} (schema {settings.database_schema})"
+    return str(settings.data_dir.resolve() / "ledger.sqlite3")
