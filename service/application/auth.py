@@ -16,6 +16,7 @@ from domain.permissions import Action, allowed
 from domain.principal import Principal
 from domain.statistics.series import series_id
 from service.application.ledger import Ledger
+from service.common.bounded_cache import BoundedCache
 from service.common.group_call import GroupCall
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class _Known:
         return {self.key_id: self.key_version, self.principal_id: self.principal_version}
 
 
-_KNOWN: weakref.WeakKeyDictionary[Ledger, dict[str, _Known]] = weakref.WeakKeyDictionary()
-_CHECKS: weakref.WeakKeyDictionary[Ledger, dict[str, GroupCall[_Known, bool]]] = weakref.WeakKeyDictionary()
 _KNOWN_LIMIT = 10_000
+_KNOWN: weakref.WeakKeyDictionary[Ledger, BoundedCache[str, _Known]] = weakref.WeakKeyDictionary()
+_CHECKS: weakref.WeakKeyDictionary[Ledger, BoundedCache[str, GroupCall[_Known, bool]]] = weakref.WeakKeyDictionary()
 
 
 def _unchanged(ledger: Ledger, known: _Known) -> bool:
@@ -76,11 +77,11 @@ def _unchanged(ledger: Ledger, known: _Known) -> bool:
 
 def _still_valid(ledger: Ledger, digest: str, known: _Known) -> bool:
     """:func:`_unchanged`, shared by the concurrent requests of one key (one look-up after all of them arrived)."""
-    checks = _CHECKS.setdefault(ledger, {})
+    checks = _CHECKS.get(ledger)
+    if checks is None:
+        checks = _CHECKS.setdefault(ledger, BoundedCache(_KNOWN_LIMIT))
     check = checks.get(digest)
     if check is None:
-        if len(checks) >= _KNOWN_LIMIT:
-            checks.clear()
 
         def run(asks: list[_Known]) -> list[bool]:
             answers: dict[int, bool] = {}
@@ -117,13 +118,15 @@ def remembered(ledger: Ledger, digest: str) -> Caller | None:
 
     Only a hint (for refusing a request early); :func:`authenticate_digest` decides.
     """
-    known = _KNOWN.get(ledger, {}).get(digest)
+    known_here = _KNOWN.get(ledger)
+    known = None if known_here is None else known_here.get(digest)
     return known.caller if known is not None else None
 
 
 def remembered_versions(ledger: Ledger, digest: str) -> dict[uuid.UUID, int]:
     """The versions of the key and its principal behind what this process remembers of ``digest`` (or none)."""
-    known = _KNOWN.get(ledger, {}).get(digest)
+    known_here = _KNOWN.get(ledger)
+    known = None if known_here is None else known_here.get(digest)
     return {} if known is None else known.versions
 
 
@@ -144,14 +147,14 @@ def authenticate_digest(ledger: Ledger, digest: str, known_current: bool = False
     current (:func:`remembered_versions`) with a query that started after the
     request arrived; it is not asked again.
     """
-    known_here = _KNOWN.setdefault(ledger, {})
+    known_here = _KNOWN.get(ledger)
+    if known_here is None:
+        known_here = _KNOWN.setdefault(ledger, BoundedCache(_KNOWN_LIMIT))
     known = known_here.get(digest)
     if known is not None and (known_current or _still_valid(ledger, digest, known)):
         return known.caller
     caller, key, principal = _authenticate(ledger, digest)
-    if len(known_here) >= _KNOWN_LIMIT:
-        known_here.clear()
-    known_here[digest] = _Known(key.id, key.version, principal.id, principal.version, caller)
+    known_here.put(digest, _Known(key.id, key.version, principal.id, principal.version, caller))
     return caller
 
 

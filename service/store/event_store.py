@@ -45,6 +45,7 @@ from domain.integrity.sealing import (
     parse_timestamp,
     record_bytes,
 )
+from service.common.bounded_cache import BoundedCache
 
 assert catalog.AGGREGATES  # every event type is registered before events are read
 _ENVELOPE_KEYS = ("originator_id", "originator_version", "timestamp", "actor", "originator_topic")
@@ -187,30 +188,26 @@ def sign_all(signer: Signer, digests: list[bytes]) -> list[str]:
 
 
 class _Heads:
-    """The latest known (version, hash) of aggregates, bounded in size."""
+    """The latest known (version, hash) of aggregates, bounded in size (cleared when full)."""
 
     def __init__(self, limit: int = 100_000) -> None:
-        self._heads: dict[uuid.UUID | str, tuple[int, str]] = {}
-        self._limit = limit
+        self._heads: BoundedCache[uuid.UUID | str, tuple[int, str]] = BoundedCache(limit)
         self._lock = threading.Lock()
 
     def note(self, originator_id: uuid.UUID | str, version: int, event_hash: str) -> None:
         with self._lock:
             known = self._heads.get(originator_id)
             if known is None or known[0] <= version:
-                if len(self._heads) >= self._limit:
-                    self._heads.clear()
-                self._heads[originator_id] = (version, event_hash)
+                self._heads.put(originator_id, (version, event_hash))
 
     def note_many(self, heads: list[tuple[uuid.UUID | str, int, str]]) -> None:
         """Note several heads under one lock (after a batch is written)."""
         with self._lock:
-            if len(self._heads) + len(heads) > self._limit:
-                self._heads.clear()
+            self._heads.make_room(len(heads))
             for originator_id, version, event_hash in heads:
                 known = self._heads.get(originator_id)
                 if known is None or known[0] <= version:
-                    self._heads[originator_id] = (version, event_hash)
+                    self._heads.put(originator_id, (version, event_hash))
 
     def get(self, originator_id: uuid.UUID | str, version: int) -> str | None:
         known = self._heads.get(originator_id)
