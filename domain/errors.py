@@ -12,7 +12,6 @@ class LedgerError(Exception):
     """Root of every error the ledger raises on purpose."""
 
     title = "Ledger error"
-    status = 400
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -30,70 +29,60 @@ class InvalidPayload(LedgerError):
     """An event payload cannot be represented in canonical JSON (RFC 8785)."""
 
     title = "Invalid payload"
-    status = 422
 
 
 class PayloadTooLarge(LedgerError):
     """An event payload is larger than the configured limit."""
 
     title = "Payload too large"
-    status = 413
 
 
 class UnknownEventType(LedgerError):
     """An event's type (topic) is not one the ledger knows."""
 
     title = "Unknown event type"
-    status = 422
 
 
 class TamperedEvent(LedgerError):
     """A stored event does not match its seal (hash, fields or format)."""
 
     title = "Tampered event"
-    status = 500
 
 
 class UnknownSigningKey(LedgerError):
     """A signature names a key id that the ledger does not trust."""
 
     title = "Unknown signing key"
-    status = 422
 
 
 class VersionConflict(LedgerError):
     """Another writer appended to the aggregate first (optimistic concurrency)."""
 
     title = "Version conflict"
-    status = 409
 
 
 class NotFound(LedgerError):
     """The requested record does not exist."""
 
     title = "Not found"
-    status = 404
 
 
 class RuleViolated(LedgerError):
     """A business rule of an aggregate refuses the command."""
 
     title = "Rule violated"
-    status = 409
 
 
 class Unauthenticated(LedgerError):
     """No credentials, or credentials that do not identify an active principal."""
 
     title = "Unauthenticated"
-    status = 401
 
 
 class Forbidden(LedgerError):
     """The principal's roles do not allow the action."""
 
     title = "Forbidden"
-    status = 403
 
 
 class SeparationOfDutiesViolated(Forbidden):
@@ -106,18 +95,15 @@ class InvalidStatementSignature(LedgerError):
     """A signed statement does not verify with the signer's registered key."""
 
     title = "Invalid statement signature"
-    status = 422
 
 
 class ApprovalRequired(LedgerError):
     """A model version cannot be deployed before the approval policy is met."""
 
     title = "Approval required"
-    status = 409
 
 
 class DeploymentStopped(LedgerError):
     """The deployment was stopped (kill switch); it serves nothing until resumed."""
 
     title = "Deployment stopped"
-    status = 503

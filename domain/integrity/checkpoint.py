@@ -84,7 +84,6 @@ class CheckpointError(LedgerError, ValueError):
     """Root of the errors about checkpoints and signed notes."""
 
     title = "Checkpoint error"
-    status = 422
 
 
 class CheckpointFormatError(CheckpointError):

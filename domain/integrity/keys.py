@@ -27,7 +27,6 @@ class InvalidKey(LedgerError):
     """Key material that is not a usable Ed25519 key."""
 
     title = "Invalid key"
-    status = 422
 
 
 def raw_public_key(public_key: Ed25519PublicKey) -> bytes:

@@ -41,7 +41,6 @@ class InvalidEnvelope(LedgerError):
     """A DSSE envelope that is malformed or does not carry an in-toto statement."""
 
     title = "Invalid provenance envelope"
-    status = 422
 
 
 class EnvelopeNotVerified(InvalidEnvelope):

@@ -11,20 +11,14 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Connection
 
-from domain.errors import InvalidPayload, LedgerError, PayloadTooLarge
+from domain.errors import InvalidPayload, PayloadTooLarge
 from domain.permissions import Action
+from service.api.errors import ProjectionsBehind
 from service.application.auth import Caller, authenticate, authenticate_digest, remembered, token_digest
 from service.application.ledger import Ledger, Written
 from service.bootstrap import Services
 
 POSITION_HEADER = "X-Ledger-Position"
-
-
-class ProjectionsBehind(LedgerError):
-    """Read models have not reached the position the client asked for."""
-
-    title = "Projections behind"
-    status = 503
 
 
 async def get_services(request: Request) -> Services:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import LedgerError
+from service.api.errors import http_status
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://mlledger.dev/problems/"
@@ -85,9 +86,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LedgerError)
     async def _ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
-        if exc.status >= 500:
+        status = http_status(exc)
+        if status >= 500:
             log.error("ledger error: %s", exc.detail)
-        return problem(exc.status, exc.title, exc.detail, exc.type_slug, field=exc.field)
+        return problem(status, exc.title, exc.detail, exc.type_slug, field=exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -34,7 +34,6 @@ class KeyNotInKeyring(LedgerError):
     """The configured ledger key is not the keyring's current key."""
 
     title = "Ledger key not in keyring"
-    status = 500
 
 
 @dataclass(frozen=True)

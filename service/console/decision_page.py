@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from domain.errors import InvalidPayload, NotFound
 from domain.permissions import Action
 from projections import registry_queries as q
+from service.api.errors import http_status
 from service.console.model_view import approval_views
 from service.console.web import ConsoleRoute, ServicesDep, Viewer, page, render
 from service.serving.decisions import Decision, reconstruct
@@ -54,7 +55,7 @@ def decisions(
             try:
                 decision = reconstruct(conn, services.ledger, serving.vault, reference, asked["model"] or None)
             except (NotFound, InvalidPayload) as exc:
-                error, status = exc.detail, exc.status
+                error, status = exc.detail, http_status(exc)
             if decision is not None:
                 version = q.model_version(conn, decision.model_name, decision.version)
                 context["approvals"] = [] if version is None else approval_views(conn, version)

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from domain.errors import InvalidPayload, LedgerError
 from domain.permissions import Action
+from service.api.errors import http_status
 from service.api.routers.exports import bundle_response
 from service.console.audit_page import as_utc
 from service.console.model_pages import model_page_response
@@ -65,9 +66,10 @@ def start_export(
         wanted = _request(name, predictions, sample_size, since, until, share_with or [])
         result = export_bundle(services, wanted, actor=viewer.caller.actor)
     except LedgerError as exc:
-        if exc.status >= 500:
+        status = http_status(exc)
+        if status >= 500:
             raise
-        return model_page_response(request, viewer, services, name, export_error=exc.detail, status_code=exc.status)
+        return model_page_response(request, viewer, services, name, export_error=exc.detail, status_code=status)
     return RedirectResponse(f"/console/models/{name}?export={result.export_id}#export", status_code=303)
 
 

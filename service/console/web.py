@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from domain.errors import Forbidden, LedgerError, Unauthenticated
 from domain.permissions import PERMISSIONS, Action, allowed
 from service.api.deps import get_services
+from service.api.errors import http_status
 from service.application.auth import Caller
 from service.bootstrap import Services
 from service.console.sessions import Session, SessionStore, caller_of, csrf_matches
@@ -263,7 +264,7 @@ class ConsoleRoute(APIRoute):
             except NotSignedIn as exc:
                 response = login_redirect(exc.next_path, exc.reason)
             except LedgerError as exc:
-                response = error_page(request, exc.status, exc.title, exc.detail)
+                response = error_page(request, http_status(exc), exc.title, exc.detail)
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
                 where = ".".join(str(p) for p in first.get("loc", ())[1:])

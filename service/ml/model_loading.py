@@ -47,7 +47,6 @@ class UnsupportedModel(LedgerError):
     """A model artifact cannot be served: unknown format, unreadable, or inconsistent with its run's details."""
 
     title = "Unsupported model"
-    status = 422
 
 
 def _plain(value: Any) -> Any:

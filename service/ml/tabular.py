@@ -28,7 +28,6 @@ class TableError(LedgerError):
     """
 
     title = "Execution failed"
-    status = 422
 
 
 MISSING = frozenset({"", "na", "nan", "null", "none"})

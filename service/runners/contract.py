@@ -25,7 +25,6 @@ class ExecutionError(LedgerError):
     """
 
     title = "Execution failed"
-    status = 422
 
 
 @dataclass(frozen=True)

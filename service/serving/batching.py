@@ -25,7 +25,6 @@ class WriterStopped(LedgerError):
     """The service is shutting down."""
 
     title = "Service stopping"
-    status = 503
 
 
 class BatchThread(Generic[ItemT]):

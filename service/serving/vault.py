@@ -41,7 +41,6 @@ class KeyDestroyed(LedgerError):
     """The subject's key was destroyed (erased): the data cannot be read."""
 
     title = "Erased"
-    status = 410
 
 
 def _load_or_create_kek(keys_dir: Path) -> bytes:

@@ -24,7 +24,6 @@ class BlobTampered(TamperedEvent):
     """A stored file no longer has the digest it is stored under."""
 
     title = "Stored file changed"
-    status = 409
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from domain.errors import LedgerError, NotFound
+from domain.errors import NotFound
 from projections import transparency_log as tlog
 from service.api.deps import ConnDep, LedgerEventReader, ServicesDep
+from service.api.errors import ProofRangeError
 from service.store.event_store import open_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
-
-
-class ProofRangeError(LedgerError):
-    """A proof was asked for sizes the log does not have."""
-
-    title = "Proof range invalid"
-    status = 422
 
 
 class CheckpointPublic(BaseModel):
