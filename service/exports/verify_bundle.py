@@ -38,6 +38,17 @@ leaf that is not an event of the bundle. Every event's standard RFC 9162 audit
 path is built from these (``--audit-path`` prints one); checking the root once
 checks all of them. ``proofs/consistency.json`` holds RFC 9162 consistency
 proofs from every bundled checkpoint to the latest.
+
+Standalone on purpose: this file is copied into every bundle and must run
+where ML Ledger is not installed, with nothing but Python and ``cryptography``
+(PyNaCl optional). So it imports nothing of the project and re-implements what
+it checks: RFC 6962/9162 hashing and proof verification (as in
+``domain.integrity.merkle``) and C2SP signed-note checkpoints (as in
+``domain.integrity.checkpoint``). tests/service/exports/test_verify_bundle_equivalence.py
+holds the two equal: the same hashes, audit paths and verdicts on the RFC 6962
+reference vectors and on random trees, proofs and notes, valid and tampered.
+It also pins where they differ by design: no consistency proof from the empty
+tree, and only Ed25519 signature lines (the only ones the ledger writes).
 """
 
 from __future__ import annotations
