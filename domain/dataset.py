@@ -9,7 +9,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import DatasetVersionAlreadyDeprecated, InvalidPayload
 from domain.statistics.series import check_name, series_id
 
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
@@ -74,12 +74,46 @@ class Dataset(LedgerAggregate):
         self.versions: list[str] = []
 
     def next_number(self) -> int:
-        """The number the next version gets."""
+        """The number the next version gets (numbers run 1, 2, 3, ...)."""
         return len(self.versions) + 1
 
+    def add_version(
+        self,
+        *,
+        digest: str,
+        size: int,
+        format: str,
+        schema: list[dict[str, Any]],
+        row_count: int,
+        profile: list[dict[str, Any]],
+        datasheet: dict[str, Any],
+        source: str,
+        actor: str,
+    ) -> DatasetVersion:
+        """Register the next version of this dataset: it gets the next number.
+
+        Save the dataset before the version it returns, so the series is
+        recorded first (its version number is what the version's id is made of).
+        """
+        DatasetVersion.check_registration(self.name, digest, size, row_count, schema, datasheet)
+        version = DatasetVersion(
+            name=self.name,
+            number=self.next_number(),
+            digest=digest,
+            size=size,
+            format=format,
+            schema=schema,
+            row_count=row_count,
+            profile=profile,
+            datasheet=datasheet,
+            source=source,
+            actor=actor,
+        )
+        self._add_version(number=version.number, dataset_version_id=str(version.id), actor=actor)
+        return version
+
     @event(VersionAdded)
-    def add_version(self, number: int, dataset_version_id: str, actor: str) -> None:
-        """Append a version (numbers run 1, 2, 3, ...)."""
+    def _add_version(self, number: int, dataset_version_id: str, actor: str) -> None:
         self.versions.append(dataset_version_id)
 
 
@@ -163,7 +197,7 @@ class DatasetVersion(LedgerAggregate):
     def deprecate(self, reason: str, actor: str) -> None:
         """Mark the version deprecated; refuse twice."""
         if self.deprecated:
-            raise RuleViolated("this dataset version is already deprecated")
+            raise DatasetVersionAlreadyDeprecated("this dataset version is already deprecated")
         self._deprecate(reason=reason, actor=actor)
 
     @event(Deprecated)

@@ -7,11 +7,16 @@ maps them to RFC 9457 problem details; the CLI prints them on one line.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class LedgerError(Exception):
     """Root of every error the ledger raises on purpose."""
 
     title = "Ledger error"
+    #: True on a class that only names a case of its parent, for callers and tests
+    #: to branch on: over HTTP it keeps its parent's problem ``type`` (and title).
+    names_a_case: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -21,7 +26,8 @@ class LedgerError(Exception):
     @property
     def type_slug(self) -> str:
         """A stable, kebab-case name for the error, used in problem ``type`` URIs."""
-        name = type(self).__name__
+        kind = next(c for c in type(self).__mro__ if not c.__dict__.get("names_a_case", False))
+        name = kind.__name__
         return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
 
 
@@ -107,3 +113,123 @@ class DeploymentStopped(LedgerError):
     """The deployment was stopped (kill switch); it serves nothing until resumed."""
 
     title = "Deployment stopped"
+
+
+# -- Named rules of runs, pipelines, datasets and exports ----------------------
+# Each names one case of the error it refines (same HTTP status, title and
+# problem type), so callers and tests can tell the rules apart.
+
+
+class RunAlreadyClaimed(RuleViolated):
+    """Another runner claimed the run first (a run is claimed once)."""
+
+    title = "Run already claimed"
+
+
+class RunNotForRunners(RuleViolated):
+    """A client-reported run is executed by its client, never claimed by a runner."""
+
+    names_a_case = True
+
+
+class RunNotClaimed(RuleViolated):
+    """The environment is captured right after the claim, and only then."""
+
+    names_a_case = True
+
+
+class RunNotHeldByRunner(RuleViolated):
+    """Only the runner holding an active run can be declared gone silent on it."""
+
+    names_a_case = True
+
+
+class RunNotSucceeded(RuleViolated):
+    """Only a succeeded run can be reproduced or become a model version."""
+
+    names_a_case = True
+
+
+class ReproductionAlreadyJudged(RuleViolated):
+    """A reproduction gets one verdict (verified or diverged), never a second."""
+
+    names_a_case = True
+
+
+class RunAlreadyFinished(RuleViolated):
+    """A finished (or abandoned) run records nothing more."""
+
+    names_a_case = True
+
+
+class ParamAlreadyRecorded(RuleViolated):
+    """A run parameter keeps its first value forever."""
+
+    names_a_case = True
+
+
+class ArtifactAlreadyRecorded(RuleViolated):
+    """A run records an artifact name once."""
+
+    names_a_case = True
+
+
+class UnclaimedRunOnlyCancellable(RuleViolated):
+    """A run nobody has claimed cannot have succeeded or failed; it can only be cancelled."""
+
+    names_a_case = True
+
+
+class RunNotReExecutable(RuleViolated):
+    """Only a run a runner executed from a pipeline can be executed again."""
+
+    names_a_case = True
+
+
+class RunNeedsPipeline(InvalidPayload):
+    """A run for a runner says which pipeline to execute."""
+
+    names_a_case = True
+
+
+class SpecUnchanged(RuleViolated):
+    """A new pipeline spec version must differ from the latest one."""
+
+    names_a_case = True
+
+
+class UnknownSpecVersion(InvalidPayload):
+    """The pipeline has no spec version of that number."""
+
+    names_a_case = True
+
+
+class PipelineKindMismatch(InvalidPayload):
+    """A pipeline keeps the kind it was created with."""
+
+    names_a_case = True
+
+
+class DatasetVersionAlreadyDeprecated(RuleViolated):
+    """A dataset version is deprecated once."""
+
+    names_a_case = True
+
+
+class UnknownReportKind(InvalidPayload):
+    """Reports are of the known kinds only (explanations, fairness, reference profile)."""
+
+    names_a_case = True
+
+
+class ExportAlreadyPacked(RuleViolated):
+    """An export's archive is recorded once."""
+
+    names_a_case = True
+
+
+class ExportNotPacked(RuleViolated):
+    """An export is downloaded only after its archive was recorded."""
+
+    names_a_case = True
+

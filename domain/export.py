@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import ExportAlreadyPacked, ExportNotPacked, InvalidPayload
 from domain.integrity.sealing import parse_timestamp
 from domain.roles import Role
 from domain.statistics.series import check_name
@@ -154,7 +154,7 @@ class Export(LedgerAggregate):
     def pack(self, bundle_digest: str, size: int, actor: str) -> None:
         """Record the written archive, once."""
         if self.bundle_digest is not None:
-            raise RuleViolated("this export's archive was already recorded", field="bundle_digest")
+            raise ExportAlreadyPacked("this export's archive was already recorded", field="bundle_digest")
         check_digest(bundle_digest, "bundle_digest")
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise InvalidPayload("size must be a positive number of bytes", field="size")
@@ -175,7 +175,7 @@ class Export(LedgerAggregate):
     def record_download(self, by: str, actor: str) -> None:
         """Record a download of the packed archive."""
         if self.bundle_digest is None:
-            raise RuleViolated("this export has no archive yet", field="export_id")
+            raise ExportNotPacked("this export has no archive yet", field="export_id")
         self._download(by=by, actor=actor)
 
     @event(Downloaded)

@@ -11,7 +11,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import InvalidPayload, PipelineKindMismatch, SpecUnchanged, UnknownSpecVersion
 from domain.integrity.canonical import canonical_json
 from domain.statistics.series import check_name, series_id
 
@@ -146,12 +146,17 @@ class Pipeline(LedgerAggregate):
         if kind not in KINDS:
             raise InvalidPayload(f"kind must be one of {', '.join(KINDS)}", field="kind")
 
+    def check_kind(self, kind: str) -> None:
+        """A pipeline keeps the kind it was created with."""
+        if kind != self.kind:
+            raise PipelineKindMismatch(f"pipeline {self.name} is of kind {self.kind}, not {kind}", field="kind")
+
     def add_spec(self, spec: dict[str, Any], actor: str) -> int:
         """Validate and record a new spec version; refuse an unchanged spec."""
         check_spec(self.kind, spec)
         digest = spec_digest(spec)
         if self.digests and self.digests[-1] == digest:
-            raise RuleViolated("the spec is identical to the latest version", field="spec")
+            raise SpecUnchanged("the spec is identical to the latest version", field="spec")
         self._add_spec(number=len(self.specs) + 1, spec=spec, spec_digest=digest, actor=actor)
         return len(self.specs)
 
@@ -163,5 +168,20 @@ class Pipeline(LedgerAggregate):
     def spec(self, number: int) -> dict[str, Any]:
         """Spec version ``number`` (1-based)."""
         if not 1 <= number <= len(self.specs):
-            raise InvalidPayload(f"pipeline {self.name} has no spec version {number}", field="pipeline_version")
+            raise UnknownSpecVersion(f"pipeline {self.name} has no spec version {number}", field="pipeline_version")
         return self.specs[number - 1]
+
+    def spec_number(self, requested: int | None) -> int:
+        """The spec version a run uses: the one asked for (it must exist), else the latest."""
+        number = requested or len(self.specs)
+        self.spec(number)
+        return number
+
+    def run_params(self, number: int, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a run of spec ``number`` uses: the declared defaults, overridden
+        by ``params``, each declared one checked against its declared type."""
+        schema = self.spec(number).get("params_schema", {})
+        for key, value in params.items():
+            if key in schema:
+                check_param(key, value, schema[key])
+        return {k: r["default"] for k, r in schema.items() if "default" in r} | params

@@ -17,7 +17,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
-from domain.errors import InvalidPayload
+from domain.errors import UnknownReportKind
 from domain.statistics.series import series_id
 
 EXPLANATIONS, FAIRNESS, REFERENCE_PROFILE = "explanations", "fairness", "reference_profile"
@@ -49,10 +49,15 @@ class Report(LedgerAggregate):
         """One aggregate per (version, kind)."""
         return series_id("report", f"{model_version_id}\n{kind}")
 
+    @staticmethod
+    def check_kind(kind: str) -> None:
+        """Reports are of the known kinds only."""
+        if kind not in KINDS:
+            raise UnknownReportKind(f"report kind must be one of {', '.join(KINDS)}", field="kind")
+
     @event(Created)
     def __init__(self, kind: str, model_name: str, model_version_id: str, number: int, actor: str) -> None:
-        if kind not in KINDS:
-            raise InvalidPayload(f"report kind must be one of {', '.join(KINDS)}", field="kind")
+        self.check_kind(kind)
         self.kind = kind
         self.model_name = model_name
         self.model_version_id = model_version_id

@@ -5,26 +5,54 @@ artifacts and how it ended."""
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.dataset import check_digest
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import (
+    ArtifactAlreadyRecorded,
+    InvalidPayload,
+    ParamAlreadyRecorded,
+    ReproductionAlreadyJudged,
+    RunAlreadyClaimed,
+    RunAlreadyFinished,
+    RunNeedsPipeline,
+    RunNotClaimed,
+    RunNotForRunners,
+    RunNotHeldByRunner,
+    RunNotReExecutable,
+    RunNotSucceeded,
+    UnclaimedRunOnlyCancellable,
+)
 
 
-class RunAlreadyClaimed(RuleViolated):
-    """Another runner claimed the run first."""
+class RunStatus(StrEnum):
+    """Where a run stands. The values are the strings that events, API responses
+    and read models carry, so a status compares equal to its stored string."""
 
-    title = "Run already claimed"
+    REQUESTED = "requested"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+    @classmethod
+    def at_start(cls, mode: str) -> RunStatus:
+        """A run for runners waits for a claim; a client-reported run is running from the start."""
+        return cls.REQUESTED if mode == "runner" else cls.RUNNING
 
 
 MODES = ("runner", "client")
-ACTIVE_STATES = ("claimed", "running")
+ACTIVE_STATES = (RunStatus.CLAIMED, RunStatus.RUNNING)
 DEVICES = ("auto", "cpu", "cuda")
-END_STATES = ("succeeded", "failed", "cancelled")
+END_STATES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 METRIC_KEY_MAX = 250
+NAME_MAX = 200
 
 
 def check_metric(metric: dict[str, Any], index: int) -> dict[str, Any]:
@@ -158,7 +186,7 @@ class Run(LedgerAggregate):
         self.seed = seed
         self.device = device
         self.submitted_by = actor
-        self.status = "requested" if mode == "runner" else "running"
+        self.status = RunStatus.at_start(mode)
         self.artifacts: dict[str, str] = {}
         self.metric_points = 0
         self.reproduces = reproduces
@@ -168,41 +196,56 @@ class Run(LedgerAggregate):
         self.verdicts: dict[str, str] = {}
 
     @staticmethod
-    def check_request(mode: str, seed: int, device: str, name: str) -> None:
-        """Validate the request's own fields."""
+    def check_request(mode: str, seed: int, device: str, name: str, pipeline: str | None) -> None:
+        """Validate the request's own fields; a run for a runner names its pipeline."""
         if mode not in MODES:
             raise InvalidPayload(f"mode must be one of {', '.join(MODES)}", field="mode")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise InvalidPayload("seed must be an integer in [0, 2**32)", field="seed")
         if device not in DEVICES:
             raise InvalidPayload(f"device must be one of {', '.join(DEVICES)}", field="device")
-        if len(name) > 200:
-            raise InvalidPayload("name must be at most 200 characters", field="name")
+        if len(name) > NAME_MAX:
+            raise InvalidPayload(f"name must be at most {NAME_MAX} characters", field="name")
+        if mode == "runner" and pipeline is None:
+            raise RunNeedsPipeline("a run for a runner needs a pipeline", field="pipeline")
 
     @property
     def finished(self) -> bool:
         """True once the run ended (abandoned included)."""
-        return self.status in (*END_STATES, "abandoned")
+        return self.status in (*END_STATES, RunStatus.ABANDONED)
+
+    @property
+    def awaits_runner(self) -> bool:
+        """True while a runner may claim the run: requested for runners, not yet taken."""
+        return self.mode == "runner" and self.status == RunStatus.REQUESTED
+
+    def is_active_under(self, runner_id: str) -> bool:
+        """True while ``runner_id`` holds the run, claimed or running."""
+        return self.status in ACTIVE_STATES and self.runner_id == runner_id
+
+    def check_claimable(self) -> None:
+        """A run is claimed once, and only a run for runners is claimed at all."""
+        if self.mode != "runner":
+            raise RunNotForRunners("a client-reported run is not executed by runners")
+        if self.status != RunStatus.REQUESTED:
+            raise RunAlreadyClaimed(f"the run is {self.status}; only requested runs can be claimed")
 
     def claim(self, runner_id: str, host: str, actor: str) -> None:
         """Take a requested run; refuse one already taken."""
-        if self.mode != "runner":
-            raise RuleViolated("a client-reported run is not executed by runners")
-        if self.status != "requested":
-            raise RunAlreadyClaimed(f"the run is {self.status}; only requested runs can be claimed")
+        self.check_claimable()
         self._claim(runner_id=runner_id, host=host, actor=actor)
 
     @event(Claimed)
     def _claim(self, runner_id: str, host: str, actor: str) -> None:
-        self.status = "claimed"
+        self.status = RunStatus.CLAIMED
         self.runner_id = runner_id
 
     def capture_environment(
         self, environment: dict[str, Any], digest: str, device: str, device_note: str | None, actor: str
     ) -> None:
         """Record the environment before execution; the run is running from now on."""
-        if self.status != "claimed":
-            raise RuleViolated(f"the environment is captured right after the claim, not when {self.status}")
+        if self.status != RunStatus.CLAIMED:
+            raise RunNotClaimed(f"the environment is captured right after the claim, not when {self.status}")
         self._capture(
             environment=environment, environment_digest=digest, device=device, device_note=device_note, actor=actor
         )
@@ -211,19 +254,19 @@ class Run(LedgerAggregate):
     def _capture(
         self, environment: dict[str, Any], environment_digest: str, device: str, device_note: str | None, actor: str
     ) -> None:
-        self.status = "running"
+        self.status = RunStatus.RUNNING
         self.environment = environment
         self.environment_digest = environment_digest
 
     def abandon(self, runner_id: str, reason: str, actor: str) -> None:
         """Mark a claimed or running run abandoned (its runner went silent)."""
-        if self.status not in ACTIVE_STATES or self.runner_id != runner_id:
-            raise RuleViolated(f"the run is {self.status} by {self.runner_id}, not active under {runner_id}")
+        if not self.is_active_under(runner_id):
+            raise RunNotHeldByRunner(f"the run is {self.status} by {self.runner_id}, not active under {runner_id}")
         self._abandon(runner_id=runner_id, reason=reason, actor=actor)
 
     @event(Abandoned)
     def _abandon(self, runner_id: str, reason: str, actor: str) -> None:
-        self.status = "abandoned"
+        self.status = RunStatus.ABANDONED
 
     def record_reproduction(
         self,
@@ -235,10 +278,9 @@ class Run(LedgerAggregate):
         actor: str,
     ) -> None:
         """Record whether a re-execution matched this (succeeded) run."""
-        if self.status != "succeeded":
-            raise RuleViolated("only a succeeded run can be reproduced")
+        self.check_succeeded("only a succeeded run can be reproduced")
         if reproduction_run_id in self.verdicts:
-            raise RuleViolated("this reproduction already has a verdict")
+            raise ReproductionAlreadyJudged("this reproduction already has a verdict")
         if matched:
             self._verified(
                 reproduction_run_id=reproduction_run_id,
@@ -260,18 +302,24 @@ class Run(LedgerAggregate):
     def _diverged(self, reproduction_run_id: str, differences: dict[str, Any], actor: str) -> None:
         self.verdicts[reproduction_run_id] = "diverged"
 
-    def _check_open(self) -> None:
+    def check_succeeded(self, detail: str, field: str | None = None) -> None:
+        """Refuse, with ``detail``, unless the run succeeded."""
+        if self.status != RunStatus.SUCCEEDED:
+            raise RunNotSucceeded(detail, field=field)
+
+    def check_open(self) -> None:
+        """A finished (or abandoned) run records nothing more."""
         if self.finished:
-            raise RuleViolated(f"the run already {self.status}; nothing more can be recorded")
+            raise RunAlreadyFinished(f"the run already {self.status}; nothing more can be recorded")
 
     def log_params(self, params: dict[str, Any], actor: str) -> None:
         """Record parameters; a key keeps its first value forever."""
-        self._check_open()
+        self.check_open()
         if not params:
             raise InvalidPayload("params must not be empty", field="params")
         for key, value in params.items():
             if key in self.params and self.params[key] != value:
-                raise RuleViolated(
+                raise ParamAlreadyRecorded(
                     f"parameter {key!r} was already recorded as {self.params[key]!r}", field=f"params.{key}"
                 )
         new = {k: v for k, v in params.items() if k not in self.params}
@@ -284,7 +332,7 @@ class Run(LedgerAggregate):
 
     def log_metrics(self, metrics: list[dict[str, Any]], actor: str) -> None:
         """Record a batch of metric points."""
-        self._check_open()
+        self.check_open()
         if not metrics:
             raise InvalidPayload("metrics must not be empty", field="metrics")
         self._log_metrics(metrics=[check_metric(m, i) for i, m in enumerate(metrics)], actor=actor)
@@ -295,12 +343,12 @@ class Run(LedgerAggregate):
 
     def record_artifact(self, name: str, digest: str, size: int, media_type: str, actor: str) -> None:
         """Record an artifact by digest; a name is recorded once."""
-        self._check_open()
+        self.check_open()
         check_digest(digest)
-        if not name or "/" in name or len(name) > 200:
+        if not name or "/" in name or len(name) > NAME_MAX:
             raise InvalidPayload("artifact name must be 1 to 200 characters without '/'", field="name")
         if name in self.artifacts:
-            raise RuleViolated(f"artifact {name!r} was already recorded", field="name")
+            raise ArtifactAlreadyRecorded(f"artifact {name!r} was already recorded", field="name")
         self._record_artifact(name=name, digest=digest, size=size, media_type=media_type, actor=actor)
 
     @event(ArtifactRecorded)
@@ -309,13 +357,63 @@ class Run(LedgerAggregate):
 
     def finish(self, status: str, error: str | None, actor: str) -> None:
         """End the run (a requested run can only be cancelled)."""
-        self._check_open()
-        if self.status == "requested" and status != "cancelled":
-            raise RuleViolated("a run nobody has claimed can only be cancelled", field="status")
+        self.check_open()
+        if self.status == RunStatus.REQUESTED and status != RunStatus.CANCELLED:
+            raise UnclaimedRunOnlyCancellable("a run nobody has claimed can only be cancelled", field="status")
         if status not in END_STATES:
             raise InvalidPayload(f"status must be one of {', '.join(END_STATES)}", field="status")
-        self._finish(status=status, error=error, actor=actor)
+        self._finish(status=RunStatus(status).value, error=error, actor=actor)
 
     @event(Finished)
     def _finish(self, status: str, error: str | None, actor: str) -> None:
-        self.status = status
+        self.status = RunStatus(status)
+
+    def check_re_executable(self) -> None:
+        """Only a run a runner executed from a pipeline can be executed again."""
+        if self.mode != "runner" or self.pipeline_id is None:
+            raise RunNotReExecutable("only runs executed by runners from a pipeline can be re-executed")
+
+    def request_reproduction(
+        self,
+        actor: str,
+        params: dict[str, Any] | None = None,
+        datasets: list[str] | None = None,
+        purpose: str | None = None,
+    ) -> Run:
+        """A new run of the recorded inputs whose verdict is recorded on this run."""
+        return self._again(purpose or "reproduce", params, datasets, reproduces=str(self.id), actor=actor)
+
+    def request_retry(
+        self,
+        actor: str,
+        params: dict[str, Any] | None = None,
+        datasets: list[str] | None = None,
+        purpose: str | None = None,
+    ) -> Run:
+        """A new run of the recorded inputs (a retry, or a retraining on newer ``datasets``)."""
+        return self._again(purpose or "retry", params, datasets, reproduces=None, actor=actor)
+
+    def _again(
+        self,
+        purpose: str,
+        params: dict[str, Any] | None,
+        datasets: list[str] | None,
+        reproduces: str | None,
+        actor: str,
+    ) -> Run:
+        """A runner run with this run's pipeline, code, seed and device; ``params`` override."""
+        self.check_re_executable()
+        return Run(
+            name=f"{purpose} {self.name or self.id}"[:NAME_MAX],
+            mode="runner",
+            pipeline_id=self.pipeline_id,
+            pipeline_version=self.pipeline_version,
+            spec_digest=self.spec_digest,
+            dataset_version_ids=datasets if datasets is not None else self.dataset_version_ids,
+            code_version_id=self.code_version_id,
+            params={**self.params, **(params or {})},
+            seed=self.seed,
+            device=self.device,
+            reproduces=reproduces,
+            actor=actor,
+        )

@@ -28,7 +28,7 @@ from domain.code import CodeVersion
 from domain.dataset import DatasetVersion
 from domain.integrity.provenance import manifest_digest
 from domain.pipeline import Pipeline
-from domain.run import Run
+from domain.run import Run, RunStatus
 from projections.audit_trail import short_event_type
 from projections.base import ProjectedEvent, Projection, handler_registry
 from projections.tables import json_text, metadata
@@ -284,7 +284,7 @@ class Manifests(Projection):
             "run_id": e.aggregate_id,
             "name": p["name"],
             "mode": p["mode"],
-            "status": "requested" if runner else "running",
+            "status": RunStatus.at_start(p["mode"]).value,
             "inputs": {
                 "pipeline": self._pipeline_input(conn, p),
                 "datasets": self._dataset_inputs(conn, list(p["dataset_version_ids"])),
@@ -314,14 +314,14 @@ class Manifests(Projection):
     @_on(Run.Claimed.TOPIC)
     def _run_claimed(self, conn: Connection, e: ProjectedEvent) -> None:
         document = self._document(conn, e.aggregate_id).document
-        document["status"] = "claimed"
+        document["status"] = RunStatus.CLAIMED.value
         document["execution"].update(runner_id=e.payload["runner_id"], host=e.payload["host"], started_at=e.recorded_at)
 
     @_on(Run.EnvironmentCaptured.TOPIC)
     def _run_environment(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         document = self._document(conn, e.aggregate_id).document
-        document["status"] = "running"
+        document["status"] = RunStatus.RUNNING.value
         # The capture as recorded; one recorded without its own digest gets the event's.
         document["environment"] = {"digest": p["environment_digest"], **p["environment"]}
         document["execution"].update(device=p["device"], device_note=p["device_note"])
@@ -351,7 +351,7 @@ class Manifests(Projection):
     def _run_ended(self, conn: Connection, e: ProjectedEvent) -> None:
         document = self._document(conn, e.aggregate_id).document
         finished = e.topic == Run.Finished.TOPIC
-        document["status"] = e.payload["status"] if finished else "abandoned"
+        document["status"] = e.payload["status"] if finished else RunStatus.ABANDONED.value
         document["execution"].update(
             finished_at=e.recorded_at, error=e.payload["error"] if finished else e.payload["reason"]
         )

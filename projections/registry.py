@@ -27,7 +27,7 @@ from domain.deployment import Deployment
 from domain.model import Model, ModelVersion, approval_state
 from domain.pipeline import Pipeline
 from domain.principal import Principal
-from domain.run import Run
+from domain.run import Run, RunStatus
 from projections.base import ProjectedEvent, Projection, handler_registry
 from projections.tables import json_text, metadata
 
@@ -486,7 +486,7 @@ class Registry(Projection):
                 params=json_text(p["params"]),
                 seed=p["seed"],
                 device=p["device"],
-                status="requested" if p["mode"] == "runner" else "running",
+                status=RunStatus.at_start(p["mode"]).value,
                 error=None,
                 submitted_by=e.actor,
                 requested_at=e.recorded_at,
@@ -501,7 +501,7 @@ class Registry(Projection):
         conn.execute(
             reg_runs.update()
             .where(reg_runs.c.id == e.aggregate_id)
-            .values(status="claimed", runner_id=e.payload["runner_id"])
+            .values(status=RunStatus.CLAIMED.value, runner_id=e.payload["runner_id"])
         )
 
     @_on(Run.EnvironmentCaptured.TOPIC)
@@ -509,7 +509,11 @@ class Registry(Projection):
         conn.execute(
             reg_runs.update()
             .where(reg_runs.c.id == e.aggregate_id)
-            .values(status="running", environment_digest=e.payload["environment_digest"], device=e.payload["device"])
+            .values(
+                status=RunStatus.RUNNING.value,
+                environment_digest=e.payload["environment_digest"],
+                device=e.payload["device"],
+            )
         )
 
     @_on(Run.Abandoned.TOPIC)
@@ -517,7 +521,7 @@ class Registry(Projection):
         conn.execute(
             reg_runs.update()
             .where(reg_runs.c.id == e.aggregate_id)
-            .values(status="abandoned", error=e.payload["reason"], finished_at=e.recorded_at)
+            .values(status=RunStatus.ABANDONED.value, error=e.payload["reason"], finished_at=e.recorded_at)
         )
 
     @_on(Run.ReproductionVerified.TOPIC)

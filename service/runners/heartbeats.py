@@ -53,7 +53,7 @@ def sweep(engine: Engine, ledger: Ledger, timeout: float, actor: str, now: float
     for run_id, runner_id, beat_at in stale:
         try:
             run: Run = ledger.get(run_id, Run)
-            if run.status in ("claimed", "running") and run.runner_id == runner_id:
+            if run.is_active_under(runner_id):
                 silent = moment - beat_at
                 ledger.abandon_run(run_id, runner_id, f"no heartbeat from runner {runner_id} for {silent:.0f} s", actor)
                 abandoned.append(run_id)

@@ -32,9 +32,9 @@ from eventsourcing.persistence import Notification
 
 from domain.code import CodeVersion
 from domain.dataset import DatasetVersion
-from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.errors import LedgerError, NotFound, RunAlreadyClaimed, VersionConflict
 from domain.pipeline import Pipeline
-from domain.run import Run, RunAlreadyClaimed
+from domain.run import Run, RunStatus
 from service.bootstrap import Services
 from service.runners import child, environment
 from service.runners.executors import ExecutionError, ExecutionRequest
@@ -190,7 +190,7 @@ class Runner:
         return self._candidates.pop(0) if self._candidates else None
 
     def _wants(self, run: Run) -> bool:
-        if run.mode != "runner" or run.status != "requested":
+        if not run.awaits_runner:
             return False
         return not (run.device == "cuda" and self.device != "cuda")
 
@@ -381,7 +381,7 @@ class Runner:
     def _fail(self, run_id: str, error: str) -> None:
         self.stats.failed += 1
         try:
-            self.ledger.finish_run(run_id, "failed", error[-LOG_TAIL_BYTES:], actor=self.actor)
+            self.ledger.finish_run(run_id, RunStatus.FAILED, error[-LOG_TAIL_BYTES:], actor=self.actor)
         except LedgerError as exc:
             log.warning("could not record the failure of %s: %s", run_id, exc.detail)
         self._forget(run_id)

@@ -7,7 +7,7 @@ from typing import Any
 from domain.code import CodeVersion
 from domain.dataset import Dataset, DatasetVersion
 from domain.errors import InvalidPayload, NotFound
-from domain.pipeline import Pipeline, check_param
+from domain.pipeline import Pipeline
 from domain.run import Run
 from service.application.ledger_core import LedgerCore, Written
 
@@ -30,11 +30,8 @@ class LineageCommands(LedgerCore):
         profile: list[dict[str, Any]] | None = None,
     ) -> Written:
         """Register the next version of a named dataset, by content digest."""
-        DatasetVersion.check_registration(name, digest, size, row_count, schema, datasheet)
-        series = self._series(Dataset, name, actor)
-        dataset = DatasetVersion(
-            name=name,
-            number=series.next_number(),
+        series: Dataset = self._series(Dataset, name, actor)
+        dataset = series.add_version(
             digest=digest,
             size=size,
             format=format,
@@ -45,7 +42,6 @@ class LineageCommands(LedgerCore):
             source=source,
             actor=actor,
         )
-        series.add_version(number=dataset.number, dataset_version_id=str(dataset.id), actor=actor)
         recordings = self.save(series, dataset)  # the named dataset before its version
         return Written(id=str(dataset.id), position=recordings[-1].notification.id)
 
@@ -72,8 +68,7 @@ class LineageCommands(LedgerCore):
             pipeline: Pipeline = self.get(Pipeline.create_id(name=name), Pipeline)
         except NotFound:
             pipeline = Pipeline(name=name, kind=kind, actor=actor)
-        if pipeline.kind != kind:
-            raise InvalidPayload(f"pipeline {name} is of kind {pipeline.kind}, not {kind}", field="kind")
+        pipeline.check_kind(kind)
         number = pipeline.add_spec(spec, actor=actor)
         return number, self._written(pipeline)
 
@@ -93,21 +88,14 @@ class LineageCommands(LedgerCore):
         reproduces: str | None = None,
     ) -> Written:
         """Request a run for a runner (mode ``runner``) or start a client-reported run."""
-        Run.check_request(mode, seed, device, name)
+        Run.check_request(mode, seed, device, name, pipeline)
         pipeline_id: str | None = None
         spec_digest: str | None = None
         if pipeline is not None:
             found: Pipeline = self.get(Pipeline.create_id(name=pipeline), Pipeline)
-            pipeline_version = pipeline_version or len(found.specs)
-            spec = found.spec(pipeline_version)
-            schema = spec.get("params_schema", {})
-            for key, value in params.items():
-                if key in schema:
-                    check_param(key, value, schema[key])
-            params = {k: r["default"] for k, r in schema.items() if "default" in r} | params
+            pipeline_version = found.spec_number(pipeline_version)
+            params = found.run_params(pipeline_version, params)
             pipeline_id, spec_digest = str(found.id), found.digests[pipeline_version - 1]
-        elif mode == "runner":
-            raise InvalidPayload("a run for a runner needs a pipeline", field="pipeline")
         else:
             pipeline_version = None
         for index, dataset_id in enumerate(dataset_version_ids):

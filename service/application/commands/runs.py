@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import RuleViolated, VersionConflict
-from domain.run import Run, RunAlreadyClaimed
+from domain.errors import RunAlreadyClaimed, VersionConflict
+from domain.run import Run, RunStatus
 from service.application.ledger_core import LedgerCore, Written
 
 
@@ -56,7 +56,7 @@ class RunnerCommands(LedgerCore):
             run.log_metrics(metrics, actor=actor)
         for name, digest, size, media_type in artifacts:
             run.record_artifact(name, digest, size, media_type, actor=actor)
-        run.finish("succeeded", None, actor=actor)
+        run.finish(RunStatus.SUCCEEDED, None, actor=actor)
         return self._written(run)
 
     def record_environment(
@@ -86,23 +86,8 @@ class RunnerCommands(LedgerCore):
         """A new runner run with the recorded inputs (a reproduction, a retry, or a retraining
         on newer ``datasets``); ``params`` override."""
         original: Run = self.get(run_id, Run)
-        if original.mode != "runner" or original.pipeline_id is None:
-            raise RuleViolated("only runs executed by runners from a pipeline can be re-executed")
-        run = Run(
-            name=f"{purpose or ('reproduce' if reproduce else 'retry')} {original.name or run_id}"[:200],
-            mode="runner",
-            pipeline_id=original.pipeline_id,
-            pipeline_version=original.pipeline_version,
-            spec_digest=original.spec_digest,
-            dataset_version_ids=datasets if datasets is not None else original.dataset_version_ids,
-            code_version_id=original.code_version_id,
-            params={**original.params, **(params or {})},
-            seed=original.seed,
-            device=original.device,
-            reproduces=str(original.id) if reproduce else None,
-            actor=actor,
-        )
-        return self._written(run)
+        again = original.request_reproduction if reproduce else original.request_retry
+        return self._written(again(actor, params=params, datasets=datasets, purpose=purpose))
 
     def record_reproduction(
         self,
