@@ -1,131 +1,103 @@
 """Serving predictions: route, check, predict, explain, encrypt, record.
 
 A request names a model; its deployment decides which version answers each
-record: the champion, or the canary for its share of traffic. A challenger
-predicts the same records in shadow; those predictions are recorded and never
-returned. A stopped deployment serves nothing (503 with the operator's reason).
+record (:mod:`service.serving.routing`). A stopped deployment serves nothing
+(503 with the operator's reason).
 
 Everything that can refuse a request is checked before anything is written:
-the deployment, every record against the serving version's input schema, the
-data subjects (an erased subject's data is not processed again). Then the
-models predict and explain, inputs of data subjects are encrypted with their
-keys, and all the request's predictions go to the group committer together;
-the answer leaves only after they are durable.
+the deployment (:mod:`service.serving.deployments`), every record against the
+serving version's input schema (:mod:`service.serving.row_check`), the data
+subjects (:mod:`service.serving.subject_keys`: an erased subject's data is not
+processed again). Then the models predict and explain
+(:mod:`service.serving.inference`), inputs of data subjects are encrypted with
+their keys, and all the request's predictions go to the group committer
+together (:mod:`service.serving.prediction_events`); the answer leaves only
+after they are durable.
 
-Concurrent requests share what they can: one read of the deployment (the last
-one read is kept, and an indexed query per shared read asks whether the ledger
-has anything newer, so a stop recorded by any process takes effect at once)
-and, for small requests, one call of the model and its explainer, whose fixed
-costs dominate a single record.
+Concurrent requests share what they can: one read of the deployment and, for
+small requests, one call of the model and its explainer, whose fixed costs
+dominate a single record.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import math
 import random
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, wait
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from domain.deployment import Deployment
-from domain.errors import DeploymentStopped, InvalidPayload, NotFound, RuleViolated
-from domain.model import Model, ModelVersion
-from domain.prediction import (
-    CANARY,
-    CHALLENGER,
-    CHAMPION,
-    Prediction,
-    check_input_row,
-    check_request_id,
-    check_subject_id,
-)
-from domain.subject import Subject
+from domain.errors import InvalidPayload
+from domain.prediction import CHALLENGER, Prediction, check_request_id
 from service.application.ledger_core import LedgerCore
-from service.common.group_call import GroupCall, once_per_key
-from service.ml.explain import top_reason_codes
+from service.common.batch import Failed, batch_else_each
+from service.common.group_call import once_per_key
+from service.serving.deployments import LiveDeployments, Remembered
 from service.serving.group_commit import GroupCommitter
+from service.serving.inference import SHARED_INFERENCE_ROWS, Infer, Inference, Inferred
 from service.serving.models import ModelCache, ServedModel
-from service.serving.vault import SubjectVault
+from service.serving.prediction_events import prediction_made
+from service.serving.prediction_request import COMMIT_TIMEOUT, PredictAsk, PredictRecord, Served
+from service.serving.routing import Route, Router
+from service.serving.row_check import check_rows, shadow_rows
+from service.serving.subject_keys import SubjectKeys, subjects_of
+from service.serving.vault import SubjectKey, SubjectVault
+
+__all__ = [
+    "COMMIT_TIMEOUT",
+    "SHARED_INFERENCE_ROWS",
+    "PredictAsk",
+    "PredictRecord",
+    "PredictionService",
+    "Remembered",
+    "Served",
+]
 
 
-@dataclass(frozen=True)
-class PredictRecord:
-    """One record to predict: its input and, optionally, a request id and a data subject."""
-
-    input: dict[str, Any]
-    request_id: str | None = None
-    subject_id: str | None = None
-
-
-@dataclass
-class Served:
-    """What the caller gets back for one record."""
-
-    prediction_id: str
-    request_id: str
-    model_name: str
-    version: int
-    role: str
-    output: dict[str, Any]
-    reason_codes: list[dict[str, Any]]
-    position: int = 0
-
-
-@dataclass
-class _Route:
-    version: ModelVersion
-    served: ServedModel
-    role: str
-    indexes: list[int] = field(default_factory=list)
-
-
-_Outcome = tuple[dict[str, Any], list[dict[str, Any]], float | None]
-SHARED_INFERENCE_ROWS = 32  # requests up to this size share model calls with concurrent ones
-_MAX_GROUPS = 1024
-COMMIT_TIMEOUT = 60.0  # seconds a request waits for its events to be durable
-
-
-@dataclass(frozen=True)
-class PredictAsk:
-    """One request: records for a model, from a caller, arrived at ``started`` (``time.perf_counter``)."""
-
-    model_name: str
-    records: Sequence[PredictRecord]
-    caller: str
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     """A request that passed every check, on its way through the models to the committer."""
 
     ask: PredictAsk
     future: Future[list[Served]]
     request_ids: list[str]
-    routes: list[_Route]  # the champion and the canary, those that serve records of this request
-    challenger: _Route | None
-    checked: list[dict[str, Any]]
-    shadow_rows: dict[int, dict[str, Any]]
-    keys: dict[str, tuple[str, bytes, bool]]
-    outcomes: list[_Outcome | None] = field(init=False)
-    served_by: list[_Route] = field(init=False)
-    shadows: list[tuple[int, _Outcome]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.outcomes = [None] * len(self.ask.records)
-        self.served_by = [self.routes[0]] * len(self.ask.records)
+    answering: list[Route]  # the champion and the canary, those that answer records of this request
+    challenger: Route | None
+    checked: list[dict[str, Any]]  # each record's row as checked, by index
+    shadow_rows: dict[int, dict[str, Any]]  # the rows the challenger can read, by index
+    subjects: dict[str, int]  # each data subject, with the index of its first record
+    keys: dict[str, SubjectKey] = field(default_factory=dict)
+    answers: list[_Answer] = field(default_factory=list)  # one per answering route, once inferred
+    shadow: Inferred | None = None  # the challenger's, once inferred
 
 
-class _IssuedHere(Exception):
-    """The request uses a subject key another request of the same batch issued: it is served after it."""
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a route's model answered for the records of one request routed to it."""
+
+    route: Route
+    inferred: Inferred
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """One request's rows in a model call shared by the requests served together."""
+
+    plan: _Plan
+    route: Route
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A request of the batch that uses a subject key another request of the batch issued: served after it."""
+
+    ask: PredictAsk
+    future: Future[list[Served]]
 
 
 def _pass_on(target: Future[list[Served]], done: Future[list[Served]]) -> None:
@@ -134,50 +106,6 @@ def _pass_on(target: Future[list[Served]], done: Future[list[Served]]) -> None:
         target.set_exception(error)
     else:
         target.set_result(done.result())
-
-
-T = TypeVar("T")
-
-
-def _split(items: list[T], sizes: list[int]) -> Iterator[list[T]]:
-    """``items`` cut into consecutive parts of ``sizes``."""
-    start = 0
-    for size in sizes:
-        yield items[start : start + size]
-        start += size
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-_PLAIN_NUMBERS = frozenset({float, int})
-
-
-def _checked_rows(
-    records: Sequence[PredictRecord], indexes: list[int], served: ServedModel, out: list[dict[str, Any]]
-) -> None:
-    """Check the records at ``indexes`` against the served version's input schema into ``out``.
-
-    The common case, an all-numeric schema and rows holding exactly its columns
-    with finite ints and floats, is accepted in a few C-level passes (the row
-    itself is kept: consumers read it by name); anything else goes through
-    :func:`check_input_row`, which accepts the same rows (in schema order) and
-    names the field of the first problem.
-    """
-    names, schema = served.numeric_names, served.input_schema
-    for i in indexes:
-        row = records[i].input
-        if names is not None and type(row) is dict and row.keys() == names:
-            values = row.values()
-            try:
-                plain = set(map(type, values)) <= _PLAIN_NUMBERS and math.isfinite(math.fsum(values))
-            except OverflowError:
-                plain = False
-            if plain:
-                out[i] = row  # exactly the schema's columns, all finite numbers: the row as it came
-                continue
-        out[i] = check_input_row(row, schema, field=f"records.{i}.input")
 
 
 class PredictionService:
@@ -194,137 +122,67 @@ class PredictionService:
         max_rows: int = 10_000,
         rng: random.Random | None = None,
     ) -> None:
-        self._ledger = ledger
-        self._cache = cache
-        self._vault = vault
         self._committer = committer
-        self._top_k = top_k
         self._max_rows = max_rows
-        self._rng = rng or random.Random()
-        self._lock = threading.Lock()  # the canary draws and the subjects being issued
-        self._deployments: dict[str, Deployment] = {}
-        self._versions: dict[str, ModelVersion] = {}
-        self._deployment_reads: dict[str, GroupCall[None, Deployment | None]] = {}
-        self._inference: dict[str, GroupCall[tuple[ServedModel, list[dict[str, Any]]], list[_Outcome]]] = {}
-        self._issuing: dict[str, Future[list[Served]]] = {}  # subject -> the request recording it, until it is over
+        self._deployments = LiveDeployments(ledger)
+        self._router = Router(ledger, cache, rng or random.Random())
+        self._subject_keys = SubjectKeys(ledger, vault)
+        self._inference = Inference(top_k)
 
-    # -- the deployment --------------------------------------------------------
     def remembered_deployment(self, model_name: str) -> dict[uuid.UUID, int]:
         """The deployment version this process last read for the model (to check with others in one query)."""
-        known = self._deployments.get(model_name)
-        return {} if known is None else {Deployment.create_id(model_name=model_name): known.version}
+        return self._deployments.remembered_versions(model_name)
 
-    def _deployment(self, model_name: str, known_current: bool = False) -> Deployment:
-        """The model's deployment as the ledger holds it now (a stop recorded by any process counts).
-
-        Concurrent requests share one read, which starts after each of them
-        arrived. ``known_current``: the caller found the remembered deployment
-        current with a query that started after the request arrived.
-        """
-        known = self._deployments.get(model_name) if known_current else None
-        if known is not None:
-            deployment: Deployment | None = known
-        else:
-            reads = self._deployment_reads.get(model_name)
-            if reads is None:
-                if len(self._deployment_reads) >= _MAX_GROUPS:
-                    self._deployment_reads.clear()
-                reads = self._deployment_reads.setdefault(
-                    model_name, GroupCall(lambda asks: [self._read_deployment(model_name)] * len(asks))
-                )
-            deployment = reads(None)
-        if deployment is None:
-            try:
-                self._ledger.get(Model.create_id(name=model_name), Model)
-            except NotFound:
-                raise NotFound(f"no model named {model_name!r}", field="name") from None
-            raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name")
-        if deployment.retired:
-            raise DeploymentStopped(f"{model_name} is retired and serves no predictions")
-        if deployment.stopped:
-            raise DeploymentStopped(f"{model_name} is stopped: {deployment.stop_reason or 'no reason given'}")
-        if deployment.champion is None:
-            raise RuleViolated(f"{model_name} has no champion to serve predictions", field="name")
-        return deployment
-
-    def _read_deployment(self, model_name: str) -> Deployment | None:
-        """The deployment, or None; the last one read is kept and read again only when the ledger has newer events."""
-        deployment_id = Deployment.create_id(model_name=model_name)
-        known = self._deployments.get(model_name)
-        if known is not None and not self._ledger.has_newer({deployment_id: known.version}):
-            return known
-        try:
-            read: Deployment = self._ledger.get(deployment_id, Deployment)
-        except NotFound:
-            self._deployments.pop(model_name, None)
-            return None
-        self._deployments[model_name] = read
-        return read
-
-    def _version(self, version_id: str) -> ModelVersion:
-        """A model version; what serving reads of it (id, number, schema, run, artifact) never changes."""
-        version = self._versions.get(version_id)
-        if version is None:
-            version = self._ledger.get(version_id, ModelVersion)
-            if len(self._versions) >= 256:
-                self._versions.clear()
-            self._versions[version_id] = version
-        return version
-
-    def _route(self, deployment: Deployment, count: int) -> tuple[_Route, _Route | None, _Route | None]:
-        assert deployment.champion is not None
-        champion_version = self._version(deployment.champion.version_id)
-        champion = _Route(champion_version, self._cache.get(champion_version), CHAMPION)
-        canary = None
-        if deployment.canary is not None:
-            canary_version = self._version(deployment.canary.version_id)
-            canary = _Route(canary_version, self._cache.get(canary_version), CANARY)
-            share = deployment.canary.share
-            with self._lock:
-                draws = [self._rng.random() for _ in range(count)]
-            for i, draw in enumerate(draws):
-                (canary if draw < share else champion).indexes.append(i)
-        else:
-            champion.indexes = list(range(count))
-        challenger = None
-        if deployment.challenger is not None:
-            challenger_version = self._version(deployment.challenger.version_id)
-            challenger = _Route(challenger_version, self._cache.get(challenger_version), CHALLENGER)
-        return champion, canary, challenger
-
-    # -- predicting ------------------------------------------------------------
+    # -- entry points ----------------------------------------------------------
     def predict(self, model_name: str, records: Sequence[PredictRecord], caller: str) -> list[Served]:
         """Predict every record, record every prediction (and shadow), return the served ones once durable."""
         (future,) = self.submit([PredictAsk(model_name, records, caller)])
         return future.result(timeout=COMMIT_TIMEOUT)
 
-    def submit(
-        self, asks: Sequence[PredictAsk], known_current: bool = False, *, gathered: bool = False
-    ) -> list[Future[list[Served]]]:
-        """Serve several requests together; each future gives its request's served predictions once durable.
+    def submit(self, asks: Sequence[PredictAsk]) -> list[Future[list[Served]]]:
+        """Serve requests from a thread of their own; each future gives its served predictions once durable.
 
         Each request is checked on its own (one request's bad record fails only
         that request); the rows of all of them go through each model version in
         one call, and their predictions go to the group committer together.
-        ``known_current``: the caller found the deployments this process
-        remembers current (:meth:`remembered_deployment`) with a query that
-        started after every request arrived. ``gathered``: the caller already
-        gathered the concurrent requests (the predict queue), so the model calls
-        are not offered to other threads' small requests to share.
+        Each deployment is read by a query that starts after the requests
+        arrived (shared with concurrent callers); small requests share their
+        model calls with other threads' (:meth:`Inference.shared`).
         """
+        return self._submit(asks, Remembered.UNCHECKED, self._inference.shared)
+
+    def submit_gathered(self, asks: Sequence[PredictAsk], remembered: Remembered) -> list[Future[list[Served]]]:
+        """:meth:`submit` for a caller that gathered the concurrent requests itself (the predict queue).
+
+        Their model calls go straight to the models, not offered to other
+        threads to share. ``remembered``: :attr:`Remembered.CURRENT` when the
+        caller found the deployments this process remembers
+        (:meth:`remembered_deployment`) current with a query that started after
+        every request arrived.
+        """
+        return self._submit(asks, remembered, self._inference.predict)
+
+    # -- serving a batch of requests -------------------------------------------
+    def _submit(self, asks: Sequence[PredictAsk], remembered: Remembered, infer: Infer) -> list[Future[list[Served]]]:
         futures: list[Future[list[Served]]] = [Future() for _ in asks]
         plans: list[_Plan] = []
         deployments: dict[str, Deployment | Exception] = {}  # one read per model for all the requests
-        issued_here: set[str] = set()
-        later: list[tuple[PredictAsk, Future[list[Served]]]] = []
+        issued_in_batch: set[str] = set()
+        waiting: list[_Waiting] = []
+        subject_keys = self._subject_keys
         for ask, future in zip(asks, futures, strict=True):
             try:
-                plans.append(self._plan(ask, future, deployments, issued_here, known_current))
-            except _IssuedHere:
-                later.append((ask, future))
+                plan = self._check(ask, future, deployments, remembered)
+                if subject_keys.issued_by_others(plan.subjects, issued_in_batch):
+                    waiting.append(_Waiting(ask, future))
+                    continue
+                plan.keys = subject_keys.keys(plan.subjects)  # last: a new subject's key is issued here
             except Exception as exc:
                 future.set_exception(exc)
-        for plan in self._inferred(plans, self._predict if gathered else self._infer):
+                continue
+            subject_keys.hold_new(plan.keys, future, issued_in_batch)
+            plans.append(plan)
+        for plan in self._inferred(plans, infer):
             try:
                 items, results = self._events(plan)
                 committed = self._committer.submit(items)
@@ -332,26 +190,23 @@ class PredictionService:
                 self._fail(plan, exc)
                 continue
             committed.add_done_callback(functools.partial(self._settle, plan, results))
-        if later:  # after the requests that record their subjects: they wait for those commits
-            retried = self.submit([ask for ask, _ in later], gathered=gathered)
-            for (_, future), again in zip(later, retried, strict=True):
-                again.add_done_callback(functools.partial(_pass_on, future))
+        if waiting:  # after the requests that record their subjects: they wait for those commits
+            retried = self._submit([w.ask for w in waiting], Remembered.UNCHECKED, infer)
+            for w, again in zip(waiting, retried, strict=True):
+                again.add_done_callback(functools.partial(_pass_on, w.future))
         return futures
 
-    def _plan(
+    def _check(
         self,
         ask: PredictAsk,
         future: Future[list[Served]],
         deployments: dict[str, Deployment | Exception],
-        issued_here: set[str],
-        known_current: bool = False,
+        remembered: Remembered,
     ) -> _Plan:
-        """Everything that can refuse a request, checked before any model runs; its subjects' keys last.
+        """Everything that can refuse a request before its subjects' keys, checked before any model runs.
 
         ``deployments`` keeps the deployment read (or the refusal) per model for
-        the other requests served together; ``issued_here`` the subjects whose
-        keys their requests issued (:class:`_IssuedHere` for a request that
-        would use one of those keys before its subject is recorded).
+        the other requests served together.
         """
         records = ask.records
         if not records:
@@ -360,70 +215,49 @@ class PredictionService:
             raise InvalidPayload(
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
-        request_ids = self._request_ids(records)
-        deployment = once_per_key(deployments, ask.model_name, lambda name: self._deployment(name, known_current))
-        champion, canary, challenger = self._route(deployment, len(records))
-        routes = [r for r in (champion, canary) if r is not None and r.indexes]
+        request_ids = _request_ids(records)
+        live = self._deployments
+        deployment = once_per_key(deployments, ask.model_name, lambda name: live.serving(name, remembered))
+        routing = self._router.route(deployment, len(records))
+        answering = routing.answering
         checked: list[dict[str, Any]] = [{} for _ in records]
-        for route in routes:
-            _checked_rows(records, route.indexes, route.served, checked)
-        shadow_rows: dict[int, dict[str, Any]] = {}
-        if challenger is not None:
-            for i, record in enumerate(records):
-                try:
-                    shadow_rows[i] = check_input_row(record.input, challenger.served.input_schema)
-                except InvalidPayload:
-                    continue  # the challenger cannot read this record; it simply does not shadow it
-        keys = self._subject_keys(records, issued_here)
-        for subject, (_, _, created) in keys.items():
-            if created:
-                issued_here.add(subject)
-                with self._lock:
-                    self._issuing[subject] = future
-                future.add_done_callback(functools.partial(self._issued, subject))
-        return _Plan(ask, future, request_ids, routes, challenger, checked, shadow_rows, keys)
+        for route in answering:
+            check_rows(records, route, checked)
+        challenger = routing.challenger
+        shadows = {} if challenger is None else shadow_rows(records, challenger)
+        return _Plan(ask, future, request_ids, answering, challenger, checked, shadows, subjects_of(records))
 
-    def _inferred(
-        self, plans: list[_Plan], infer: Callable[[ServedModel, list[dict[str, Any]]], list[_Outcome]]
-    ) -> list[_Plan]:
+    def _inferred(self, plans: list[_Plan], infer: Infer) -> list[_Plan]:
         """The plans whose rows were predicted and explained: one model call per version for all of them.
 
         When a shared call fails, each plan's rows are tried on their own, so
         only the requests whose rows fail are refused.
         """
-        jobs: dict[int, list[tuple[_Plan, _Route, list[dict[str, Any]]]]] = {}
+        calls: dict[int, list[_Share]] = {}  # by model: the shares of its one call
         for plan in plans:
-            for route in plan.routes:
-                jobs.setdefault(id(route.served), []).append((plan, route, [plan.checked[i] for i in route.indexes]))
-            if plan.challenger is not None and plan.shadow_rows:
-                shadow = (plan, plan.challenger, list(plan.shadow_rows.values()))
-                jobs.setdefault(id(plan.challenger.served), []).append(shadow)
+            for route in plan.answering:
+                rows = [plan.checked[i] for i in route.indexes]
+                calls.setdefault(id(route.served), []).append(_Share(plan, route, rows))
+            challenger = plan.challenger
+            if challenger is not None and plan.shadow_rows:
+                shadow = _Share(plan, challenger, list(plan.shadow_rows.values()))
+                calls.setdefault(id(challenger.served), []).append(shadow)
         errors: dict[int, Exception] = {}
-        for job in jobs.values():
-            served = job[0][1].served
-            parts: list[list[_Outcome] | None]
-            try:
-                outcomes = infer(served, [row for _, _, rows in job for row in rows])
-                parts = list(_split(outcomes, [len(rows) for _, _, rows in job]))
-            except Exception as exc:
-                if len(job) == 1:
-                    errors.setdefault(id(job[0][0]), exc)
-                    continue
-                parts = []
-                for plan, _, rows in job:  # the shared call failed: find whose rows fail it
-                    try:
-                        parts.append(self._predict(served, rows))
-                    except Exception as error:
-                        errors.setdefault(id(plan), error)
-                        parts.append(None)
-            for (plan, route, _), part in zip(job, parts, strict=True):
-                if part is None:
-                    continue
-                if route is plan.challenger:
-                    plan.shadows = list(zip(plan.shadow_rows, part, strict=True))
-                    continue
-                for i, outcome in zip(route.indexes, part, strict=True):
-                    plan.outcomes[i], plan.served_by[i] = outcome, route
+        for shares in calls.values():
+            served = shares[0].route.served
+            outcomes = batch_else_each(
+                functools.partial(_infer_together, infer, served),
+                functools.partial(self._inference.predict, served),
+                [share.rows for share in shares],
+            )
+            for share, outcome in zip(shares, outcomes, strict=True):
+                plan = share.plan
+                if isinstance(outcome, Failed):
+                    errors.setdefault(id(plan), outcome.error)
+                elif share.route is plan.challenger:
+                    plan.shadow = outcome
+                else:
+                    plan.answers.append(_Answer(share.route, outcome))
         ready = []
         for plan in plans:
             if id(plan) in errors:
@@ -434,34 +268,30 @@ class PredictionService:
 
     def _events(self, plan: _Plan) -> tuple[list[Any], list[Served]]:
         """The request's new subjects and prediction events (shadows included), and what its caller gets."""
-        ask, records = plan.ask, plan.ask.records
+        ask, records, request_ids, checked = plan.ask, plan.ask.records, plan.request_ids, plan.checked
+        model_name = ask.model_name
         latency_ms = (time.perf_counter() - ask.started) * 1000.0
         now = Prediction.Made.create_timestamp()  # one moment for the request's events
-        event_for = functools.partial(
-            self._prediction, keys=plan.keys, latency_ms=latency_ms, actor=ask.caller, now=now
-        )
-        results: list[Served] = []
-        made: list[Any] = []
-        for i, outcome in enumerate(plan.outcomes):
-            assert outcome is not None  # the champion and the canary together answer every record
-            output, code, base = outcome
-            route = plan.served_by[i]
-            result = Served("", plan.request_ids[i], ask.model_name, route.version.number, route.role, output, code)
-            made.append(event_for(result, route, records[i], plan.checked[i], base, shadow_of=None))
-            results.append(result)
-        challenger = plan.challenger
-        for i, (output, code, base) in plan.shadows:
-            assert challenger is not None
+        event_for = functools.partial(prediction_made, keys=plan.keys, latency_ms=latency_ms, actor=ask.caller, now=now)
+        count = len(records)
+        # By record index: the champion and the canary together answer every record.
+        results: list[Any] = [None] * count
+        made: list[Any] = [None] * count
+        for answer in plan.answers:
+            route = answer.route
+            number, role = route.version.number, route.role
+            for i, (output, code, base) in zip(route.indexes, answer.inferred.rows(), strict=True):
+                result = Served("", request_ids[i], model_name, number, role, output, code)
+                made[i] = event_for(result, route, records[i], checked[i], base, shadow_of=None)
+                results[i] = result
+        challenger, shadow = plan.challenger, plan.shadow
+        if challenger is not None and shadow is not None:
             number = challenger.version.number
-            shadow = Served("", plan.request_ids[i], ask.model_name, number, CHALLENGER, output, code)
-            shadow_of = results[i].prediction_id
-            made.append(event_for(shadow, challenger, records[i], plan.shadow_rows[i], base, shadow_of=shadow_of))
-        new_subjects = [
-            Subject(subject_id=subject, key_id=key_id, actor=ask.caller)
-            for subject, (key_id, _, created) in plan.keys.items()
-            if created
-        ]
-        return [*new_subjects, *made], results
+            for i, (output, code, base) in zip(plan.shadow_rows, shadow.rows(), strict=True):
+                result = Served("", request_ids[i], model_name, number, CHALLENGER, output, code)
+                shadow_of = results[i].prediction_id
+                made.append(event_for(result, challenger, records[i], plan.shadow_rows[i], base, shadow_of=shadow_of))
+        return [*self._subject_keys.new_subjects(plan.keys, ask.caller), *made], results
 
     def _settle(self, plan: _Plan, results: list[Served], committed: Future[int]) -> None:
         """The request's answer, once its events are durable (or its error)."""
@@ -476,150 +306,30 @@ class PredictionService:
 
     def _fail(self, plan: _Plan, error: BaseException) -> None:
         """Refuse the request; the keys of subjects whose first record this was are not kept."""
-        for subject, (_, _, created) in plan.keys.items():
-            if created:
-                self._vault.destroy(subject)
+        self._subject_keys.destroy_new(plan.keys)
         plan.future.set_exception(error)
 
-    def _request_ids(self, records: Sequence[PredictRecord]) -> list[str]:
-        ids: list[str] = []
-        seen: set[str] = set()
-        for i, record in enumerate(records):
-            if record.request_id is None:
-                ids.append(uuid.uuid4().hex)
-                continue
-            request_id = check_request_id(record.request_id, field=f"records.{i}.request_id")
-            if request_id in seen:
-                raise InvalidPayload(
-                    f"request id {request_id!r} appears twice in the batch", field=f"records.{i}.request_id"
-                )
-            seen.add(request_id)
-            ids.append(request_id)
-        return ids
 
-    def _subject_keys(
-        self, records: Sequence[PredictRecord], issued_here: set[str]
-    ) -> dict[str, tuple[str, bytes, bool]]:
-        """Each subject's key (issued now for a new subject); refuse an erased subject.
+def _infer_together(infer: Infer, served: ServedModel, parts: list[list[dict[str, Any]]]) -> list[Inferred]:
+    """The rows of several requests through one model call, split back per request."""
+    if len(parts) == 1:
+        return [infer(served, parts[0])]
+    return infer(served, [row for rows in parts for row in rows]).split([len(rows) for rows in parts])
 
-        A key another request of this process issued is used only once that
-        request is durable (its subject recorded) or failed (its key destroyed):
-        a failure must not take a key others encrypted with.
-        """
-        subjects: dict[str, int] = {}
-        for i, record in enumerate(records):
-            if record.subject_id is not None:
-                subjects.setdefault(check_subject_id(record.subject_id, field=f"records.{i}.subject_id"), i)
-        if issued_here.intersection(subjects):
-            raise _IssuedHere
-        for subject in subjects:
-            issuing = self._issuing.get(subject)
-            if issuing is not None:
-                wait([issuing], timeout=COMMIT_TIMEOUT)
-        keys: dict[str, tuple[str, bytes, bool]] = {}
-        for subject, i in subjects.items():
-            found = self._vault.key_of(subject)
-            if found is not None:
-                keys[subject] = (found[0], found[1], False)
-                continue
-            try:
-                self._ledger.get(Subject.create_id(subject_id=subject), Subject)
-            except NotFound:
-                continue  # a new subject: its key is issued below
-            # A subject the ledger knows but whose key is gone was erased.
-            raise RuleViolated(
-                f"data subject {subject} was erased; their data is no longer processed",
-                field=f"records.{i}.subject_id",
+
+def _request_ids(records: Sequence[PredictRecord]) -> list[str]:
+    """Each record's request id: its own (checked, unique in the batch) or a new one."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    for i, record in enumerate(records):
+        if record.request_id is None:
+            ids.append(uuid.uuid4().hex)
+            continue
+        request_id = check_request_id(record.request_id, field=f"records.{i}.request_id")
+        if request_id in seen:
+            raise InvalidPayload(
+                f"request id {request_id!r} appears twice in the batch", field=f"records.{i}.request_id"
             )
-        for subject in subjects:
-            if subject not in keys:
-                keys[subject] = self._vault.issue(subject)
-        return keys
-
-    def _issued(self, subject: str, done: Future[list[Served]]) -> None:
-        """The request that issued the subject's key is over: later requests use the key (or a new one)."""
-        with self._lock:
-            if self._issuing.get(subject) is done:
-                del self._issuing[subject]
-
-    def _infer(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
-        """``_predict``; small requests share the model's calls with concurrent ones (fixed costs paid once)."""
-        if len(rows) > SHARED_INFERENCE_ROWS:
-            return self._predict(served, rows)
-        group = self._inference.get(served.version_id)
-        if group is None:
-            if len(self._inference) >= _MAX_GROUPS:
-                self._inference.clear()
-            group = self._inference.setdefault(served.version_id, GroupCall(self._predict_each))
-        return group((served, rows))
-
-    def _predict_each(self, asks: list[tuple[ServedModel, list[dict[str, Any]]]]) -> list[list[_Outcome]]:
-        """The rows of several requests for one version predicted in one call, split back per request."""
-        outcomes = self._predict(asks[0][0], [row for _, rows in asks for row in rows])
-        return list(_split(outcomes, [len(rows) for _, rows in asks]))
-
-    def _predict(self, served: ServedModel, rows: list[dict[str, Any]]) -> list[_Outcome]:
-        """(output, reason codes, explanation base value) per row."""
-        matrix = served.model.matrix(rows)
-        outputs = served.model.predict(matrix)
-        if served.explainer is None or self._top_k == 0:
-            return [(output, [], None) for output in outputs]
-        contributions, base = served.explainer.attributions(matrix)
-        codes = top_reason_codes(contributions, rows, served.features, top_k=self._top_k)
-        return list(zip(outputs, codes, base.tolist(), strict=True))
-
-    def _prediction(
-        self,
-        result: Served,
-        route: _Route,
-        record: PredictRecord,
-        row: dict[str, Any],
-        base: float | None,
-        *,
-        keys: dict[str, tuple[str, bytes, bool]],
-        shadow_of: str | None,
-        latency_ms: float,
-        actor: str,
-        now: datetime,
-    ) -> Prediction.Made:
-        version, explainer = route.version, route.served.explainer
-        explanation = None
-        if explainer is not None and base is not None:
-            explanation = {"explainer": explainer.name, "output_space": explainer.output_space, "base_value": base}
-        output = result.output
-        fields: dict[str, Any] = dict(
-            model_name=result.model_name,
-            model_version_id=route.served.version_id,
-            number=version.number,
-            role=result.role,
-            request_id=result.request_id,
-            shadow_of=shadow_of,
-            subject_id=record.subject_id,
-            output=output,
-            explanation=explanation,
-            latency_ms=round(latency_ms, 3),
-            actor=actor,
-        )
-        if record.subject_id is None:
-            encoded = route.served.input_encoder.encoded(row)  # encoded once: for the digest and in the event
-            fields.update(
-                input=encoded,
-                input_ciphertext=None,
-                input_key_id=None,
-                reason_codes=result.reason_codes,
-                input_digest=_sha256(encoded.canonical),
-            )
-        else:
-            key_id, key, _ = keys[record.subject_id]
-            secret = {"input": row, "reason_values": [code.get("value") for code in result.reason_codes]}
-            ciphertext = self._vault.encrypt(key_id, key, json.dumps(secret, sort_keys=True).encode())
-            fields.update(
-                input=None,
-                input_ciphertext=ciphertext,
-                input_key_id=key_id,
-                reason_codes=[{k: v for k, v in code.items() if k != "value"} for code in result.reason_codes],
-                input_digest=_sha256(ciphertext.encode()),
-            )
-        made = Prediction.made(timestamp=now, **fields)
-        result.prediction_id = str(made.originator_id)
-        return made
+        seen.add(request_id)
+        ids.append(request_id)
+    return ids

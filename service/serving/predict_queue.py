@@ -7,7 +7,7 @@ model name, record and API key digest on this queue. One thread takes
 everything queued, authenticates each distinct key once (the freshness check
 starts after every request of the batch arrived, so none is answered from an
 older state) and serves the whole batch with one
-:meth:`~service.serving.predict.PredictionService.submit`: one deployment read,
+:meth:`~service.serving.predict.PredictionService.submit_gathered`: one deployment read,
 one model call per version, one hand-over to the group committer. Each answer
 goes back to the event loop when its events are durable, while the thread
 already serves the next batch.
@@ -27,7 +27,9 @@ from service.application.auth import remembered_versions
 from service.application.ledger import Ledger
 from service.common.group_call import once_per_key
 from service.serving.batching import BatchThread
-from service.serving.predict import PredictAsk, PredictionService, PredictRecord, Served
+from service.serving.deployments import Remembered
+from service.serving.predict import PredictionService
+from service.serving.prediction_request import PredictAsk, PredictRecord, Served
 
 MAX_BATCH = 256  # requests served together at most
 
@@ -68,7 +70,9 @@ class PredictQueue(BatchThread[_Waiting]):
     ledger, so it runs on the queue's thread, once per distinct key of a batch.
     Before that, one query asks whether anything this process remembers of the
     batch's keys, their principals and the models' deployments has changed;
-    when nothing has (the steady state), no further look-up is needed.
+    when nothing has (the steady state), no further look-up is needed, and
+    ``authorize`` is told so (``known_current``, as
+    :func:`~service.application.auth.authorize_digest` takes it).
     """
 
     def __init__(
@@ -95,7 +99,8 @@ class PredictQueue(BatchThread[_Waiting]):
             waiting.settle(error)
 
     def _serve(self, batch: list[_Waiting]) -> None:
-        current = self._remembered_current(batch)
+        remembered = self._remembered(batch)
+        current = remembered is Remembered.CURRENT
         actors: dict[str, str | Exception] = {}
         asks: list[PredictAsk] = []
         served: list[_Waiting] = []
@@ -107,14 +112,15 @@ class PredictQueue(BatchThread[_Waiting]):
                 continue
             asks.append(PredictAsk(waiting.model_name, [waiting.record], actor, waiting.started))
             served.append(waiting)
-        for waiting, future in zip(served, self._predictor.submit(asks, current, gathered=True), strict=True):
+        for waiting, future in zip(served, self._predictor.submit_gathered(asks, remembered), strict=True):
             future.add_done_callback(waiting.settle)
 
-    def _remembered_current(self, batch: list[_Waiting]) -> bool:
+    def _remembered(self, batch: list[_Waiting]) -> Remembered:
         """Whether nothing the batch relies on that this process remembers has a newer event (one query)."""
         known: dict[uuid.UUID, int] = {}
         for digest in {waiting.digest for waiting in batch}:
             known.update(remembered_versions(self._ledger, digest))
         for model_name in {waiting.model_name for waiting in batch}:
             known.update(self._predictor.remembered_deployment(model_name))
-        return bool(known) and not self._ledger.has_newer(known)
+        current = bool(known) and not self._ledger.has_newer(known)
+        return Remembered.CURRENT if current else Remembered.UNCHECKED

@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ from service.store.tables import subject_keys
 KEK_FILE = "subject-kek.bin"
 NONCE_BYTES = 12
 CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectKey:
+    """A data subject's key: its id (recorded in events), the key itself, and whether this call issued it."""
+
+    key_id: str
+    key: bytes
+    issued_now: bool = False
 
 
 class KeyDestroyed(LedgerError):
@@ -59,17 +69,17 @@ class SubjectVault:
     def __init__(self, engine: Engine, keys_dir: Path) -> None:
         self._engine = engine
         self._kek = AESGCM(_load_or_create_kek(keys_dir))
-        self._cache: dict[str, tuple[float, str, bytes]] = {}
+        self._cache: dict[str, tuple[float, SubjectKey]] = {}  # subject -> (when read, key)
         self._lock = threading.Lock()
 
     # -- keys ----------------------------------------------------------------
-    def key_of(self, subject_id: str) -> tuple[str, bytes] | None:
-        """The subject's (key id, key), or None when none was issued or it was destroyed."""
+    def key_of(self, subject_id: str) -> SubjectKey | None:
+        """The subject's key, or None when none was issued or it was destroyed."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(subject_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1], cached[2]
+            return cached[1]
         with self._engine.connect() as conn:
             row = conn.execute(
                 sa.select(subject_keys.c.key_id, subject_keys.c.wrapped_key).where(
@@ -82,18 +92,18 @@ class SubjectVault:
             return None
         key = self._unwrap(row.key_id, row.wrapped_key)
         with self._lock:
-            self._cache[subject_id] = (now, row.key_id, key)
-        return row.key_id, key
+            self._cache[subject_id] = (now, SubjectKey(row.key_id, key))
+        return SubjectKey(row.key_id, key)
 
-    def issue(self, subject_id: str) -> tuple[str, bytes, bool]:
-        """The subject's key, created if there is none: (key id, key, created now).
+    def issue(self, subject_id: str) -> SubjectKey:
+        """The subject's key, created if there is none (then ``issued_now``).
 
         The unique subject column makes exactly one of several concurrent
         issuers win; the others read the winner's key.
         """
         found = self.key_of(subject_id)
         if found is not None:
-            return found[0], found[1], False
+            return found
         key_id = uuid.uuid4().hex
         key = AESGCM.generate_key(bit_length=256)
         try:
@@ -107,10 +117,10 @@ class SubjectVault:
             found = self.key_of(subject_id)
             if found is None:
                 raise LedgerError(f"the key of subject {subject_id} vanished while being issued") from None
-            return found[0], found[1], False
+            return found
         with self._lock:
-            self._cache[subject_id] = (time.monotonic(), key_id, key)
-        return key_id, key, True
+            self._cache[subject_id] = (time.monotonic(), SubjectKey(key_id, key))
+        return SubjectKey(key_id, key, issued_now=True)
 
     def destroy(self, subject_id: str) -> bool:
         """Delete the subject's key for good; True when there was one."""
