@@ -286,18 +286,13 @@ def _register(project: Project, run: Run, services: Services, cast: Cast, rng: r
     model = project.model
     if rng.random() < 0.05:
         model.change_policy({"required_approvals": rng.choice([1, 2, 3])}, actor=actor)
-    version = ModelVersion(
-        model_name=project.name,
-        number=model.next_number(),
-        run_id=str(run.id),
+    version = model.add_version(
+        run=run,
         run_digest=services.ledger.run_digest(run),
-        run_submitted_by=run.submitted_by,
         artifact_name="model.pt",
-        artifact_digest=run.artifacts["model.pt"],
         input_schema=[{"name": f"f{c}", "type": "float"} for c in range(8)],
         actor=actor,
     )
-    model.add_version(number=version.number, model_version_id=str(version.id), actor=actor)
     for index, (approver, signer, kid, pem) in enumerate(rng.sample(cast.approvers, 3)):
         if version.state(model.policy) != "pending":
             break

@@ -10,13 +10,14 @@ without trusting the server (non-repudiation).
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from domain.errors import InvalidPayload
+from domain.errors import FairnessBelowPolicy, InvalidPayload
 from domain.integrity.canonical import canonical_json
 from domain.integrity.keys import load_public_key_pem, verify_signature
-from domain.statistics.fairness import DEFAULT_MIN_IMPACT_RATIO
+from domain.statistics.fairness import DEFAULT_MIN_IMPACT_RATIO, impact_ratio_violations
 
 DECISIONS = ("approve", "reject")
 STATEMENT_FIELDS = (
@@ -118,6 +119,25 @@ class ApprovalPolicy:
     rejection_blocks: bool = True
     min_impact_ratio: float | None = DEFAULT_MIN_IMPACT_RATIO
     retrain_on_drift: bool = False
+
+    def check_fairness(self, fairness_summary: Mapping[str, Any] | None) -> None:
+        """Refuse an approval while the fairness report shows a group's impact ratio under the minimum.
+
+        ``fairness_summary`` is the summary of the version's fairness report, or
+        None when there is none (no protected attributes, or not computed yet):
+        then there is nothing to gate on.
+        """
+        if self.min_impact_ratio is None or fairness_summary is None:
+            return
+        violations = impact_ratio_violations(fairness_summary, self.min_impact_ratio)
+        if violations:
+            worst = violations[0]
+            raise FairnessBelowPolicy(
+                f"fairness: group {worst['group']} of {worst['attribute']} has an impact ratio of "
+                f"{worst['impact_ratio']:.3f}, below the policy's minimum of {self.min_impact_ratio}; "
+                f"{len(violations)} group(s) in all",
+                field="statement.decision",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form, as recorded in events."""

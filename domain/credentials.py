@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import RuleViolated
+from domain.errors import ApiKeyAlreadyRevoked
+
+if TYPE_CHECKING:
+    from domain.principal import Principal
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:api-key")
 TOKEN_PREFIX = "mll_"  # noqa: S105 - a prefix, not a secret
@@ -59,10 +63,16 @@ class ApiKey(LedgerAggregate):
         self.label = label
         self.revoked = False
 
+    @classmethod
+    def issue(cls, principal: Principal, digest: str, label: str, actor: str) -> ApiKey:
+        """A new key of ``principal``, which must be active: a deactivated principal gets no keys."""
+        principal.check_active()
+        return cls(principal_id=str(principal.id), digest=digest, label=label, actor=actor)
+
     def revoke(self, reason: str, actor: str) -> None:
         """Revoke the key; refuse twice."""
         if self.revoked:
-            raise RuleViolated("the key is already revoked")
+            raise ApiKeyAlreadyRevoked("the key is already revoked")
         self._revoke(reason=reason, actor=actor)
 
     @event(Revoked)

@@ -12,7 +12,21 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.approval import ApprovalPolicy
-from domain.errors import ApprovalRequired, InvalidPayload, RuleViolated
+from domain.errors import (
+    AlreadyChampion,
+    ApprovalRequired,
+    CanaryNeedsChampion,
+    DeploymentAlreadyStopped,
+    DeploymentNotStopped,
+    DeploymentRetired,
+    DeploymentStopped,
+    InvalidCanaryShare,
+    NoChampion,
+    NoChampionToRollBackFrom,
+    NotAPastChampion,
+    VersionOfAnotherModel,
+    VersionRejected,
+)
 from domain.model import APPROVED, REJECTED, ModelVersion
 from domain.statistics.series import series_id
 
@@ -107,17 +121,21 @@ class Deployment(LedgerAggregate):
         self.stop_reason: str | None = None
         self.retired = False
 
-    def _check_live(self) -> None:
+    def check_live(self) -> None:
+        """A retired deployment takes no more changes."""
         if self.retired:
-            raise RuleViolated(f"{self.model_name} is retired")
+            raise DeploymentRetired(f"{self.model_name} is retired")
 
-    def _check_deployable(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
-        self._check_live()
+    def check_deployable(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
+        """Only a version of this model that ``policy`` approved may serve; a rejected one never does."""
+        self.check_live()
         if version.model_name != self.model_name:
-            raise InvalidPayload(f"version belongs to {version.model_name}, not {self.model_name}", field="version")
+            raise VersionOfAnotherModel(
+                f"version belongs to {version.model_name}, not {self.model_name}", field="version"
+            )
         state = version.state(policy)
         if state == REJECTED:
-            raise ApprovalRequired(
+            raise VersionRejected(
                 f"{self.model_name} v{version.number} was rejected; a rejection blocks deployment "
                 "until a new version is registered"
             )
@@ -127,11 +145,20 @@ class Deployment(LedgerAggregate):
                 f"{policy.required_approvals} required approvals"
             )
 
+    def check_serves_predictions(self) -> None:
+        """A stopped or retired deployment serves no predictions, nor one without a champion."""
+        if self.retired:
+            raise DeploymentStopped(f"{self.model_name} is retired and serves no predictions")
+        if self.stopped:
+            raise DeploymentStopped(f"{self.model_name} is stopped: {self.stop_reason or 'no reason given'}")
+        if self.champion is None:
+            raise NoChampion(f"{self.model_name} has no champion to serve predictions", field="name")
+
     def set_champion(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
         """Make an approved version the champion."""
-        self._check_deployable(version, policy)
+        self.check_deployable(version, policy)
         if self.champion is not None and self.champion.version_id == str(version.id):
-            raise RuleViolated(f"v{version.number} is already the champion")
+            raise AlreadyChampion(f"v{version.number} is already the champion")
         self._set_champion(model_version_id=str(version.id), number=version.number, reason=reason, actor=actor)
 
     @event(ChampionSet)
@@ -150,11 +177,11 @@ class Deployment(LedgerAggregate):
 
     def set_challenger(self, version: ModelVersion | None, policy: ApprovalPolicy, actor: str) -> None:
         """Shadow an approved version (or clear the challenger with None)."""
-        self._check_live()
+        self.check_live()
         if version is None:
             self._set_challenger(model_version_id=None, number=None, actor=actor)
             return
-        self._check_deployable(version, policy)
+        self.check_deployable(version, policy)
         self._set_challenger(model_version_id=str(version.id), number=version.number, actor=actor)
 
     @event(ChallengerSet)
@@ -163,15 +190,15 @@ class Deployment(LedgerAggregate):
 
     def set_canary(self, version: ModelVersion | None, share: float, policy: ApprovalPolicy, actor: str) -> None:
         """Route ``share`` (0 < share < 1) of traffic to an approved version, or clear it."""
-        self._check_live()
+        self.check_live()
         if version is None:
             self._set_canary(model_version_id=None, number=None, share=0.0, actor=actor)
             return
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-            raise InvalidPayload("share must be strictly between 0 and 1", field="share")
+            raise InvalidCanaryShare("share must be strictly between 0 and 1", field="share")
         if self.champion is None:
-            raise RuleViolated("a canary needs a champion to share traffic with")
-        self._check_deployable(version, policy)
+            raise CanaryNeedsChampion("a canary needs a champion to share traffic with")
+        self.check_deployable(version, policy)
         self._set_canary(model_version_id=str(version.id), number=version.number, share=float(share), actor=actor)
 
     @event(CanarySet)
@@ -182,11 +209,11 @@ class Deployment(LedgerAggregate):
 
     def roll_back(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
         """Return to an earlier champion (still approved)."""
-        self._check_deployable(version, policy)
+        self.check_deployable(version, policy)
         if self.champion is None:
-            raise RuleViolated("there is no champion to roll back from")
+            raise NoChampionToRollBackFrom("there is no champion to roll back from")
         if Slot(str(version.id), version.number) not in self.past_champions:
-            raise RuleViolated(f"v{version.number} was never the champion; roll back only to an earlier champion")
+            raise NotAPastChampion(f"v{version.number} was never the champion; roll back only to an earlier champion")
         self._roll_back(
             model_version_id=str(version.id),
             number=version.number,
@@ -201,9 +228,9 @@ class Deployment(LedgerAggregate):
 
     def stop(self, reason: str, actor: str) -> None:
         """Pull the kill switch."""
-        self._check_live()
+        self.check_live()
         if self.stopped:
-            raise RuleViolated(f"{self.model_name} is already stopped")
+            raise DeploymentAlreadyStopped(f"{self.model_name} is already stopped")
         self._stop(reason=reason, actor=actor)
 
     @event(Stopped)
@@ -213,9 +240,9 @@ class Deployment(LedgerAggregate):
 
     def resume(self, reason: str, actor: str) -> None:
         """Serve again after a stop."""
-        self._check_live()
+        self.check_live()
         if not self.stopped:
-            raise RuleViolated(f"{self.model_name} is not stopped")
+            raise DeploymentNotStopped(f"{self.model_name} is not stopped")
         self._resume(reason=reason, actor=actor)
 
     @event(Resumed)
@@ -224,7 +251,7 @@ class Deployment(LedgerAggregate):
 
     def retire(self, reason: str, actor: str) -> None:
         """End serving for good."""
-        self._check_live()
+        self.check_live()
         self._retire(reason=reason, actor=actor)
 
     @event(Retired)

@@ -233,3 +233,169 @@ class ExportNotPacked(RuleViolated):
 
     names_a_case = True
 
+
+# -- Named rules of models, deployments, predictions, subjects and principals --
+# Each names one case of the error it refines (same HTTP status, title and
+# problem type), so callers and tests can tell the rules apart.
+
+
+class ArtifactNotInRun(InvalidPayload):
+    """A model version is registered from an artifact its run recorded."""
+
+    names_a_case = True
+
+
+class StatementNotForThisVersion(InvalidPayload):
+    """A signed statement names another version, artifact, run or approver than the one decided on."""
+
+    names_a_case = True
+
+
+class AlreadyDecided(RuleViolated):
+    """An approver decides on a version once."""
+
+    names_a_case = True
+
+
+class DecisionsClosed(RuleViolated):
+    """Under a policy where a rejection blocks, a rejected version takes no more decisions."""
+
+    names_a_case = True
+
+
+class FairnessBelowPolicy(RuleViolated):
+    """An approval is refused while a group's impact ratio is under the policy's minimum."""
+
+    names_a_case = True
+
+
+class VersionOfAnotherModel(InvalidPayload):
+    """A deployment serves versions of its own model only."""
+
+    names_a_case = True
+
+
+class VersionRejected(ApprovalRequired):
+    """A rejected version cannot be deployed (when the policy lets a rejection block)."""
+
+    names_a_case = True
+
+
+class DeploymentRetired(RuleViolated):
+    """A retired deployment takes no more changes."""
+
+    names_a_case = True
+
+
+class AlreadyChampion(RuleViolated):
+    """The version asked to become champion already is."""
+
+    names_a_case = True
+
+
+class InvalidCanaryShare(InvalidPayload):
+    """A canary takes a share of traffic strictly between 0 and 1."""
+
+    names_a_case = True
+
+
+class CanaryNeedsChampion(RuleViolated):
+    """A canary shares traffic with a champion, so there must be one."""
+
+    names_a_case = True
+
+
+class NoChampionToRollBackFrom(RuleViolated):
+    """A rollback replaces the champion, so there must be one."""
+
+    names_a_case = True
+
+
+class NotAPastChampion(RuleViolated):
+    """Roll back only to a version that was champion before."""
+
+    names_a_case = True
+
+
+class DeploymentAlreadyStopped(RuleViolated):
+    """The kill switch is pulled once; resume before pulling it again."""
+
+    names_a_case = True
+
+
+class DeploymentNotStopped(RuleViolated):
+    """Only a stopped deployment can be resumed."""
+
+    names_a_case = True
+
+
+class NoChampion(RuleViolated):
+    """A deployment without a champion serves no predictions."""
+
+    names_a_case = True
+
+
+class OutcomeAlreadyRecorded(RuleViolated):
+    """A prediction's outcome is recorded once."""
+
+    names_a_case = True
+
+
+class ShadowNotServed(RuleViolated):
+    """A challenger's (shadow) prediction was never served: no outcome or override is recorded on it."""
+
+    names_a_case = True
+
+
+class SubjectErased(RuleViolated):
+    """An erased data subject's data is no longer processed, and is erased once."""
+
+    names_a_case = True
+
+
+class PrincipalAlreadyExists(RuleViolated):
+    """Principal names are unique."""
+
+    names_a_case = True
+
+
+class PrincipalDeactivated(RuleViolated):
+    """A deactivated principal is deactivated once and gets no new API keys."""
+
+    names_a_case = True
+
+
+class RoleAlreadyHeld(RuleViolated):
+    """A role is granted to a principal that does not hold it yet."""
+
+    names_a_case = True
+
+
+class RoleNotHeld(RuleViolated):
+    """A role is revoked from a principal that holds it."""
+
+    names_a_case = True
+
+
+class SigningKeyAlreadyRegistered(RuleViolated):
+    """A principal registers a signing key once."""
+
+    names_a_case = True
+
+
+class SigningKeyNotRegistered(InvalidPayload):
+    """A statement is signed with a key its signer registered."""
+
+    names_a_case = True
+
+
+class ApiKeyAlreadyRevoked(RuleViolated):
+    """An API key is revoked once."""
+
+    names_a_case = True
+
+
+class KeyAlreadyInKeyring(RuleViolated):
+    """The ledger never signs with a key again once it left (or joined) the keyring."""
+
+    names_a_case = True

@@ -4,14 +4,25 @@ versions registered from a run's artifact, with their signed approvals."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.approval import ApprovalPolicy, check_statement_shape, statement_verifies
-from domain.errors import InvalidPayload, InvalidStatementSignature, RuleViolated, SeparationOfDutiesViolated
+from domain.errors import (
+    AlreadyDecided,
+    ArtifactNotInRun,
+    DecisionsClosed,
+    InvalidPayload,
+    InvalidStatementSignature,
+    SeparationOfDutiesViolated,
+    StatementNotForThisVersion,
+)
 from domain.statistics.series import check_name, series_id
+
+if TYPE_CHECKING:
+    from domain.run import Run
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
@@ -60,12 +71,43 @@ class Model(LedgerAggregate):
         self.versions: list[str] = []
 
     def next_number(self) -> int:
-        """The number the next version gets."""
+        """The number the next version gets (numbers run 1, 2, 3, ...)."""
         return len(self.versions) + 1
 
+    def add_version(
+        self,
+        *,
+        run: Run,
+        run_digest: str,
+        artifact_name: str,
+        input_schema: list[dict[str, Any]],
+        actor: str,
+    ) -> ModelVersion:
+        """Register the next version of this model from a succeeded run's artifact: it gets the next number.
+
+        ``run_digest`` commits to the run's whole history (the hash of its
+        latest event). Save the model before the version it returns, so the
+        series is recorded first (its version number is what the version's id
+        is made of).
+        """
+        ModelVersion.check_registration(self.name, input_schema)
+        ModelVersion.check_source(run, artifact_name)
+        version = ModelVersion(
+            model_name=self.name,
+            number=self.next_number(),
+            run_id=str(run.id),
+            run_digest=run_digest,
+            run_submitted_by=run.submitted_by,
+            artifact_name=artifact_name,
+            artifact_digest=run.artifacts[artifact_name],
+            input_schema=input_schema,
+            actor=actor,
+        )
+        self._add_version(number=version.number, model_version_id=str(version.id), actor=actor)
+        return version
+
     @event(VersionAdded)
-    def add_version(self, number: int, model_version_id: str, actor: str) -> None:
-        """Append a version."""
+    def _add_version(self, number: int, model_version_id: str, actor: str) -> None:
         self.versions.append(model_version_id)
 
     def change_policy(self, policy: dict[str, Any], actor: str) -> None:
@@ -151,6 +193,13 @@ class ModelVersion(LedgerAggregate):
             if not isinstance(column, dict) or not isinstance(column.get("name"), str):
                 raise InvalidPayload("each input_schema column needs a string 'name'", field=f"input_schema.{index}")
 
+    @staticmethod
+    def check_source(run: Run, artifact_name: str) -> None:
+        """A version comes from an artifact of a succeeded run."""
+        run.check_succeeded(f"run {run.id} is {run.status}; register versions from succeeded runs", field="run_id")
+        if artifact_name not in run.artifacts:
+            raise ArtifactNotInRun(f"run {run.id} has no artifact named {artifact_name!r}", field="artifact_name")
+
     def state(self, policy: ApprovalPolicy) -> str:
         """pending, approved or rejected under ``policy``."""
         return approval_state(policy, len(self.approvers), len(self.rejecters))
@@ -178,7 +227,7 @@ class ModelVersion(LedgerAggregate):
         }
         for key, value in expected.items():
             if statement[key] != value:
-                raise InvalidPayload(
+                raise StatementNotForThisVersion(
                     f"statement.{key} is {statement[key]!r} but this version has {value!r}",
                     field=f"statement.{key}",
                 )
@@ -193,9 +242,9 @@ class ModelVersion(LedgerAggregate):
                 f"separation of duties: the approver {role}; someone else must decide", field="approver"
             )
         if approver in self.approvers or approver in self.rejecters:
-            raise RuleViolated("this approver has already decided on this version", field="approver")
+            raise AlreadyDecided("this approver has already decided on this version", field="approver")
         if self.rejecters and policy.rejection_blocks:
-            raise RuleViolated("this version was rejected; register a new version", field="statement.decision")
+            raise DecisionsClosed("this version was rejected; register a new version", field="statement.decision")
         decide = self._grant if statement["decision"] == "approve" else self._reject
         decide(approver=approver, key_id=key_id, statement=statement, signature=signature, actor=actor)
         return str(statement["decision"])

@@ -29,7 +29,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import InvalidPayload, OutcomeAlreadyRecorded, ShadowNotServed
 from domain.statistics.series import series_id
 
 CHAMPION, CANARY, CHALLENGER = "champion", "canary", "challenger"
@@ -227,9 +227,9 @@ class Prediction(LedgerAggregate):
     def record_outcome(self, outcome: Any, actor: str) -> None:
         """Record the ground truth once."""
         if self.has_outcome:
-            raise RuleViolated("this prediction already has an outcome", field="outcome")
+            raise OutcomeAlreadyRecorded("this prediction already has an outcome", field="outcome")
         if self.role == CHALLENGER:
-            raise RuleViolated("outcomes are recorded on the served prediction, not its shadow", field="outcome")
+            raise ShadowNotServed("outcomes are recorded on the served prediction, not its shadow", field="outcome")
         self._record_outcome(outcome=outcome, actor=actor)
 
     @event(OutcomeRecorded)
@@ -240,7 +240,7 @@ class Prediction(LedgerAggregate):
     def override(self, decision: dict[str, Any], reason: str, actor: str) -> None:
         """A person replaces the decision; the reason is mandatory."""
         if self.role == CHALLENGER:
-            raise RuleViolated("a shadow prediction was never served, so it cannot be overridden", field="decision")
+            raise ShadowNotServed("a shadow prediction was never served, so it cannot be overridden", field="decision")
         if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
             raise InvalidPayload(f"an override needs a reason of 1 to {REASON_MAX} characters", field="reason")
         if not isinstance(decision, dict) or not decision:

@@ -7,7 +7,14 @@ import uuid
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import (
+    InvalidPayload,
+    PrincipalDeactivated,
+    RoleAlreadyHeld,
+    RoleNotHeld,
+    SigningKeyAlreadyRegistered,
+    SigningKeyNotRegistered,
+)
 from domain.integrity.keys import key_id, load_public_key_pem
 from domain.roles import Role
 from domain.statistics.series import check_name, series_id
@@ -77,10 +84,24 @@ class Principal(LedgerAggregate):
         """True when the principal is active and holds any of ``roles``."""
         return self.active and any(role in self.roles for role in roles)
 
+    def check_active(self) -> None:
+        """A deactivated principal may no longer act: it gets no new API keys."""
+        if not self.active:
+            raise PrincipalDeactivated(f"{self.name} is deactivated")
+
+    def signing_key(self, key_id: str) -> str:
+        """The public key (PEM) the principal registered as ``key_id``."""
+        public_key_pem = self.signing_keys.get(key_id)
+        if public_key_pem is None:
+            raise SigningKeyNotRegistered(
+                f"{self.name} has no registered signing key {key_id}; register it first", field="key_id"
+            )
+        return public_key_pem
+
     def deactivate(self, reason: str, actor: str) -> None:
         """Stop the principal from acting."""
         if not self.active:
-            raise RuleViolated(f"{self.name} is already deactivated")
+            raise PrincipalDeactivated(f"{self.name} is already deactivated")
         self._deactivate(reason=reason, actor=actor)
 
     @event(Deactivated)
@@ -99,7 +120,7 @@ class Principal(LedgerAggregate):
         """Grant ``role``; refuse one already held."""
         check_roles([role])
         if role in self.roles:
-            raise RuleViolated(f"{self.name} already holds the role {role!r}", field="role")
+            raise RoleAlreadyHeld(f"{self.name} already holds the role {role!r}", field="role")
         self._grant_role(role=role, actor=actor)
 
     @event(RoleGranted)
@@ -109,7 +130,7 @@ class Principal(LedgerAggregate):
     def revoke_role(self, role: str, actor: str) -> None:
         """Revoke ``role``; refuse one not held."""
         if role not in self.roles:
-            raise RuleViolated(f"{self.name} does not hold the role {role!r}", field="role")
+            raise RoleNotHeld(f"{self.name} does not hold the role {role!r}", field="role")
         self._revoke_role(role=role, actor=actor)
 
     @event(RoleRevoked)
@@ -120,7 +141,7 @@ class Principal(LedgerAggregate):
         """Register a public signing key; return its key id."""
         kid = key_id(load_public_key_pem(public_key_pem))
         if kid in self.signing_keys:
-            raise RuleViolated(f"key {kid} is already registered", field="public_key_pem")
+            raise SigningKeyAlreadyRegistered(f"key {kid} is already registered", field="public_key_pem")
         self._register_signing_key(key_id=kid, public_key_pem=public_key_pem, actor=actor)
         return kid
 

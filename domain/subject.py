@@ -13,7 +13,7 @@ import uuid
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import InvalidPayload, RuleViolated
+from domain.errors import InvalidPayload, SubjectErased
 from domain.prediction import REASON_MAX, check_subject_id
 from domain.statistics.series import series_id
 
@@ -50,14 +50,14 @@ class Subject(LedgerAggregate):
     def check_not_erased(self) -> None:
         """New inputs of an erased subject are refused."""
         if self.erased:
-            raise RuleViolated(
+            raise SubjectErased(
                 f"subject {self.subject_id} was erased; their data is no longer processed", field="subject_id"
             )
 
     def erase(self, reason: str, actor: str) -> None:
         """Record the tombstone (the key is destroyed by the service first)."""
         if self.erased:
-            raise RuleViolated(f"subject {self.subject_id} is already erased", field="subject_id")
+            raise SubjectErased(f"subject {self.subject_id} is already erased", field="subject_id")
         if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
             raise InvalidPayload(f"erasure needs a reason of 1 to {REASON_MAX} characters", field="reason")
         self._erase(key_id=self.key_id, reason=reason, actor=actor)

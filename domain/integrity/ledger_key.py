@@ -13,7 +13,7 @@ import uuid
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import RuleViolated
+from domain.errors import KeyAlreadyInKeyring
 
 KEYRING_ID = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:ledger-keyring")
 
@@ -50,7 +50,7 @@ class LedgerKeyring(LedgerAggregate):
     def rotate(self, key_id: str, public_key_pem: str, reason: str, actor: str) -> None:
         """Move signing to a new key; refuse a key used before."""
         if key_id in self.keys:
-            raise RuleViolated(f"key {key_id} has already been part of the keyring", field="key_id")
+            raise KeyAlreadyInKeyring(f"key {key_id} has already been part of the keyring", field="key_id")
         self._rotate(
             previous_key_id=self.current_key_id,
             key_id=key_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from domain.errors import NotFound, RuleViolated
+from domain.errors import NotFound
 from domain.prediction import Prediction, check_subject_id
 from domain.subject import Subject
 from service.application.ledger_core import LedgerCore, Written
@@ -47,8 +47,6 @@ class DecisionCommands(LedgerCore):
             subject: Subject = self.get(Subject.create_id(subject_id=subject_id), Subject)
         except NotFound:
             raise NotFound(f"no data subject {subject_id} has inputs in the ledger", field="subject_id") from None
-        if subject.erased:
-            raise RuleViolated(f"subject {subject_id} is already erased", field="subject_id")
-        subject.erase(reason, actor=actor)  # checks the reason before anything is destroyed
+        subject.erase(reason, actor=actor)  # refuses a second erasure, or no reason, before anything is destroyed
         vault.destroy(subject_id)
         return self._written(subject)

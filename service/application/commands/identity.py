@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.credentials import ApiKey, api_key_id, key_digest
-from domain.errors import RuleViolated, VersionConflict
+from domain.errors import PrincipalAlreadyExists, VersionConflict
 from domain.principal import Principal
 from domain.roles import Role
 from service.application.ledger_core import SYSTEM_ACTOR, LedgerCore, Written
@@ -18,7 +18,7 @@ class IdentityCommands(LedgerCore):
         try:
             return self._written(Principal(name=name, kind=kind, roles=roles, actor=actor))
         except VersionConflict:
-            raise RuleViolated(f"a principal named {name!r} already exists", field="name") from None
+            raise PrincipalAlreadyExists(f"a principal named {name!r} already exists", field="name") from None
 
     def grant_role(self, principal_id: str, role: str, actor: str) -> Written:
         """Grant a role to a principal."""
@@ -47,9 +47,7 @@ class IdentityCommands(LedgerCore):
     def issue_api_key(self, principal_id: str, token: str, label: str, actor: str) -> Written:
         """Record the digest of a new API key of a principal."""
         principal: Principal = self.get(principal_id, Principal)
-        if not principal.active:
-            raise RuleViolated(f"{principal.name} is deactivated")
-        return self._written(ApiKey(principal_id=str(principal.id), digest=key_digest(token), label=label, actor=actor))
+        return self._written(ApiKey.issue(principal, key_digest(token), label, actor=actor))
 
     def revoke_api_key(self, key_id: str, reason: str, actor: str) -> Written:
         """Revoke an API key by its id."""
