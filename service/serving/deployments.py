@@ -15,7 +15,7 @@ import enum
 import uuid
 
 from domain.deployment import Deployment
-from domain.errors import DeploymentStopped, NotFound, RuleViolated
+from domain.errors import NotFound, RuleViolated
 from domain.model import Model
 from service.application.ledger_core import LedgerCore
 from service.common.bounded_cache import BoundedCache
@@ -60,12 +60,7 @@ class LiveDeployments:
             except NotFound:
                 raise NotFound(f"no model named {model_name!r}", field="name") from None
             raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name")
-        if deployment.retired:
-            raise DeploymentStopped(f"{model_name} is retired and serves no predictions")
-        if deployment.stopped:
-            raise DeploymentStopped(f"{model_name} is stopped: {deployment.stop_reason or 'no reason given'}")
-        if deployment.champion is None:
-            raise RuleViolated(f"{model_name} has no champion to serve predictions", field="name")
+        deployment.check_serves_predictions()
         return deployment
 
     def _read(self, model_name: str) -> Deployment | None:
