@@ -8,6 +8,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY domain ./domain
 COPY projections ./projections
 COPY service ./service
+COPY mlledger ./mlledger
 COPY migrations ./migrations
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --home /data mlledger \
