@@ -329,6 +329,18 @@ class DeploymentNotStopped(RuleViolated):
     names_a_case = True
 
 
+class ModelNotDeployed(RuleViolated):
+    """A model that was never deployed serves, and is monitored, by nobody."""
+
+    names_a_case = True
+
+
+class NoReferenceProfile(RuleViolated):
+    """Drift is measured against the version's reference profile, which is computed after registration."""
+
+    names_a_case = True
+
+
 class NoChampion(RuleViolated):
     """A deployment without a champion serves no predictions."""
 

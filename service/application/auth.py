@@ -17,6 +17,7 @@ from domain.principal import Principal
 from domain.statistics.series import series_id
 from service.application.ledger import Ledger
 from service.common.bounded_cache import BoundedCache
+from service.common.freshness import Remembered
 from service.common.group_call import GroupCall
 
 log = logging.getLogger(__name__)
@@ -130,28 +131,30 @@ def remembered_versions(ledger: Ledger, digest: str) -> dict[uuid.UUID, int]:
     return {} if known is None else known.versions
 
 
-def authorize_digest(ledger: Ledger, digest: str, action: Action, known_current: bool = False) -> Caller:
+def authorize_digest(
+    ledger: Ledger, digest: str, action: Action, remembered: Remembered = Remembered.UNCHECKED
+) -> Caller:
     """:func:`authenticate_digest`, then :class:`Forbidden` unless a role of the caller allows ``action``."""
-    caller = authenticate_digest(ledger, digest, known_current)
+    caller = authenticate_digest(ledger, digest, remembered)
     caller.require(action)
     return caller
 
 
-def authenticate_digest(ledger: Ledger, digest: str, known_current: bool = False) -> Caller:
+def authenticate_digest(ledger: Ledger, digest: str, remembered: Remembered = Remembered.UNCHECKED) -> Caller:
     """The active principal owning the API key whose digest is ``digest``, or :class:`Unauthenticated`.
 
     For holders of a key's digest, never the key (the console's sessions); the
     checks and the in-process memory are those of :func:`authenticate`, so a
     revocation, a deactivation or a role change applies here at once too.
-    ``known_current``: the caller found what this process remembers of the key
-    current (:func:`remembered_versions`) with a query that started after the
-    request arrived; it is not asked again.
+    ``Remembered.CURRENT``: the caller found what this process remembers of the
+    key current (:func:`remembered_versions`) with a query that started after
+    the request arrived; it is not asked again.
     """
     known_here = _KNOWN.get(ledger)
     if known_here is None:
         known_here = _KNOWN.setdefault(ledger, BoundedCache(_KNOWN_LIMIT))
     known = known_here.get(digest)
-    if known is not None and (known_current or _still_valid(ledger, digest, known)):
+    if known is not None and (remembered is Remembered.CURRENT or _still_valid(ledger, digest, known)):
         return known.caller
     caller, key, principal = _authenticate(ledger, digest)
     known_here.put(digest, _Known(key.id, key.version, principal.id, principal.version, caller))

@@ -11,24 +11,17 @@ process remembers itself, with one query for its whole batch
 
 from __future__ import annotations
 
-import enum
 import uuid
 
 from domain.deployment import Deployment
-from domain.errors import NotFound, RuleViolated
+from domain.errors import ModelNotDeployed, NotFound
 from domain.model import Model
 from service.application.ledger_core import LedgerCore
 from service.common.bounded_cache import BoundedCache
+from service.common.freshness import Remembered
 from service.common.group_call import GroupCall
 
 _MAX_GROUPS = 1024  # models with a shared read kept at once
-
-
-class Remembered(enum.Enum):
-    """What the caller knows of the deployments this process remembers."""
-
-    UNCHECKED = "unchecked"  # nothing: read each (one shared read per model, started after the request arrived)
-    CURRENT = "current"  # current: a query that started after every request arrived found nothing newer
 
 
 class LiveDeployments:
@@ -59,7 +52,7 @@ class LiveDeployments:
                 self._ledger.get(Model.create_id(name=model_name), Model)
             except NotFound:
                 raise NotFound(f"no model named {model_name!r}", field="name") from None
-            raise RuleViolated(f"{model_name} is not deployed; set a champion first", field="name")
+            raise ModelNotDeployed(f"{model_name} is not deployed; set a champion first", field="name")
         deployment.check_serves_predictions()
         return deployment
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
-from domain.errors import LedgerError, NotFound, RuleViolated
+from domain.errors import LedgerError, ModelNotDeployed, NoChampion, NoReferenceProfile, NotFound
 from domain.model import Model, ModelVersion
 from domain.monitor import Monitor
 from domain.prediction import CHALLENGER
@@ -71,9 +71,9 @@ class DriftMonitor:
         try:
             deployment: Deployment = ledger.get(Deployment.create_id(model_name=model_name), Deployment)
         except NotFound:
-            raise RuleViolated(f"{model_name} is not deployed; nothing to monitor", field="name") from None
+            raise ModelNotDeployed(f"{model_name} is not deployed; nothing to monitor", field="name") from None
         if deployment.champion is None:
-            raise RuleViolated(f"{model_name} has no champion to monitor", field="name")
+            raise NoChampion(f"{model_name} has no champion to monitor", field="name")
         version: ModelVersion = ledger.get(deployment.champion.version_id, ModelVersion)
         with self.services.engine.connect() as conn:
             rows = conn.execute(
@@ -109,7 +109,7 @@ class DriftMonitor:
                 Report.create_id(model_version_id=str(version.id), kind=REFERENCE_PROFILE), Report
             )
         except NotFound:
-            raise RuleViolated(
+            raise NoReferenceProfile(
                 f"{model_name} v{version.number} has no reference profile yet; reports are computed after registration",
                 field="name",
             ) from None

@@ -35,8 +35,9 @@ from domain.errors import InvalidPayload
 from domain.prediction import CHALLENGER, Prediction, check_request_id
 from service.application.ledger_core import LedgerCore
 from service.common.batch import Failed, batch_else_each
+from service.common.freshness import Remembered
 from service.common.group_call import once_per_key
-from service.serving.deployments import LiveDeployments, Remembered
+from service.serving.deployments import LiveDeployments
 from service.serving.group_commit import GroupCommitter
 from service.serving.inference import SHARED_INFERENCE_ROWS, Infer, Inference, Inferred
 from service.serving.models import ModelCache, ServedModel

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from service.application.auth import remembered_versions
 from service.application.ledger import Ledger
+from service.common.freshness import Remembered
 from service.common.group_call import once_per_key
 from service.serving.batching import BatchThread
-from service.serving.deployments import Remembered
 from service.serving.predict import PredictionService
 from service.serving.prediction_request import PredictAsk, PredictRecord, Served
 
@@ -65,13 +65,13 @@ def _settle(answer: asyncio.Future[Served], outcome: Future[list[Served]] | Base
 class PredictQueue(BatchThread[_Waiting]):
     """Single-record requests, served together by one thread.
 
-    ``authorize(digest, known_current)`` maps an API key digest to the actor
+    ``authorize(digest, remembered)`` maps an API key digest to the actor
     who may predict, or raises (unauthenticated, forbidden); it reads the
     ledger, so it runs on the queue's thread, once per distinct key of a batch.
     Before that, one query asks whether anything this process remembers of the
     batch's keys, their principals and the models' deployments has changed;
     when nothing has (the steady state), no further look-up is needed, and
-    ``authorize`` is told so (``known_current``, as
+    ``authorize`` is told so (:attr:`Remembered.CURRENT`, as
     :func:`~service.application.auth.authorize_digest` takes it).
     """
 
@@ -79,7 +79,7 @@ class PredictQueue(BatchThread[_Waiting]):
         self,
         predictor: PredictionService,
         ledger: Ledger,
-        authorize: Callable[[str, bool], str],
+        authorize: Callable[[str, Remembered], str],
         max_batch: int = MAX_BATCH,
     ) -> None:
         super().__init__("mlledger-predict-queue", max_batch)
@@ -100,13 +100,12 @@ class PredictQueue(BatchThread[_Waiting]):
 
     def _serve(self, batch: list[_Waiting]) -> None:
         remembered = self._remembered(batch)
-        current = remembered is Remembered.CURRENT
         actors: dict[str, str | Exception] = {}
         asks: list[PredictAsk] = []
         served: list[_Waiting] = []
         for waiting in batch:
             try:
-                actor = once_per_key(actors, waiting.digest, lambda digest: self._authorize(digest, current))
+                actor = once_per_key(actors, waiting.digest, lambda digest: self._authorize(digest, remembered))
             except Exception as exc:
                 waiting.settle(exc)
                 continue

@@ -12,6 +12,7 @@ from projections.registry_queries import serving_versions
 from service.application.auth import authorize_digest
 from service.application.ledger import Ledger
 from service.bootstrap import Services
+from service.common.freshness import Remembered
 from service.serving.group_commit import GroupCommitter
 from service.serving.models import ModelCache
 from service.serving.monitor import DriftMonitor, MonitorThread
@@ -88,6 +89,6 @@ def start_preloading(services: Services, models: ModelCache) -> threading.Thread
     return thread
 
 
-def _predicting_actor(ledger: Ledger, digest: str, known_current: bool = False) -> str:
+def _predicting_actor(ledger: Ledger, digest: str, remembered: Remembered) -> str:
     """The actor of the API key with this digest, if it may predict (raises otherwise)."""
-    return authorize_digest(ledger, digest, Action.PREDICT, known_current).actor
+    return authorize_digest(ledger, digest, Action.PREDICT, remembered).actor

@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
 
-from domain.errors import NotFound, RuleViolated
+from domain.errors import NotFound, SubjectErased
 from domain.prediction import check_subject_id
 from domain.subject import Subject
 from service.application.ledger_core import LedgerCore
@@ -64,7 +64,7 @@ class SubjectKeys:
             except NotFound:
                 continue  # a new subject: its key is issued below
             # A subject the ledger knows but whose key is gone was erased.
-            raise RuleViolated(
+            raise SubjectErased(
                 f"data subject {subject} was erased; their data is no longer processed",
                 field=f"records.{i}.subject_id",
             )

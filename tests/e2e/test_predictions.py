@@ -29,6 +29,7 @@ from projections.registry_queries import deployment, serving_versions
 from service.app import create_app
 from service.application.auth import authorize_digest
 from service.bootstrap import open_services
+from service.common.freshness import Remembered
 from service.serving.batching import WriterStopped
 from service.serving.models import ModelCache
 from service.serving.predict import PredictRecord, Served
@@ -406,10 +407,10 @@ def test_concurrent_single_requests_are_served_together_and_each_fails_alone(dep
     digest = key_digest(deployed.world.admin.issue_api_key(deployed.world.people["pia"].id, label="queue test"))
     gate, entered = threading.Event(), threading.Event()
 
-    def authorize(asked: str, known_current: bool) -> str:
+    def authorize(asked: str, remembered: Remembered) -> str:
         entered.set()
         assert gate.wait(30)  # the first batch holds the thread until every other request is queued
-        return authorize_digest(ledger, asked, Action.PREDICT, known_current).actor
+        return authorize_digest(ledger, asked, Action.PREDICT, remembered).actor
 
     queue = PredictQueue(serving.predictor, ledger, authorize)
     rows = [features_of(row) for row in credit_rows(8, seed=77)]
@@ -529,10 +530,10 @@ def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_us
     digest = key_digest(world.admin.issue_api_key(world.people["pia"].id, label="subject test"))
     gate, entered = threading.Event(), threading.Event()
 
-    def authorize(asked: str, known_current: bool) -> str:
+    def authorize(asked: str, remembered: Remembered) -> str:
         entered.set()
         assert gate.wait(30)
-        return authorize_digest(ledger, asked, Action.PREDICT, known_current).actor
+        return authorize_digest(ledger, asked, Action.PREDICT, remembered).actor
 
     queue = PredictQueue(world.http.app.state.serving.predictor, ledger, authorize)  # type: ignore[attr-defined]
 
