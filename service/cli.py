@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="The ledger's signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+witness_app = typer.Typer(help="A transparency-log witness (C2SP tlog-witness).", no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -380,6 +382,33 @@ def keys_rotate(
         typer.echo(f"rotated ledger key {old} -> {key_id(new.public_key)}")
     finally:
         services.close()
+
+
+@witness_app.command("serve")
+@friendly_errors
+def witness_serve(
+    state: Annotated[Path, typer.Option(help="directory of the witness's key and state")],
+    log: Annotated[list[str] | None, typer.Option(help="a log to follow: ORIGIN=VKEY (repeatable)")] = None,
+    config: Annotated[Path | None, typer.Option(help="file of 'log <vkey>' lines (tlog-policy style)")] = None,
+    name: Annotated[str | None, typer.Option(help="the witness's key name (fixed when its key is created)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8080,
+) -> None:
+    """Run a witness that cosigns the checkpoints of the given logs (POST /add-checkpoint)."""
+    from service.witness.server import make_server, open_witness
+
+    witness = open_witness(state, name, log or [], config)
+    server = make_server(witness, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    typer.echo(f"witness {witness.identity.vkey}")
+    typer.echo(f"listening on http://{bound_host!s}:{bound_port}", nl=True)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _announce_admin_key(token: str | None) -> None:

@@ -34,6 +34,7 @@ PLAN: dict[str, set[str]] = {
     "service.application": _BASE | {"service.store"},
     "service.bootstrap": _BASE | {"service.store", "service.application"},
     "service.ml": _BASE,
+    "service.witness": _BASE,
     "service.ops": _BASE | {"service.store", "service.application", "service.bootstrap"},
     "service.runners": _BASE | {"service.store", "service.application", "service.bootstrap", "service.ml"},
     "service.serving": _BASE | {"service.store", "service.application", "service.bootstrap", "service.ml"},
