@@ -52,6 +52,16 @@ tlog_checkpoints = sa.Table(
     sa.Column("published_at", sa.String(32), nullable=False),
 )
 
+tlog_cosignatures = sa.Table(
+    "tlog_cosignatures",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness_vkey", sa.String(300), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("cosigned_at", sa.BigInteger, nullable=False),
+)
+"""Witness cosignatures (C2SP cosignature/v1 note lines) on published checkpoints, checked before storing."""
+
 
 def event_leaf_hash(event_hash_hex: str) -> bytes:
     """The Merkle leaf of an event: sha256(0x00 || raw event hash)."""

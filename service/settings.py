@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.integrity.witness_policy import PolicyError, configured_policy
+
 
 class Settings(BaseSettings):
     """Where the ledger lives and how it behaves."""
@@ -27,6 +29,11 @@ class Settings(BaseSettings):
     log_origin: str = Field("mlledger.local/ledger", description="checkpoint origin line")
     checkpoint_every_events: int = Field(1000, gt=0)
     checkpoint_every_seconds: float = Field(10.0, gt=0)
+    witnesses: str = Field("", description="witnesses to submit checkpoints to: name=url=vkey,...")
+    witness_policy: str = Field(
+        "", description="how many must cosign: a number k (k of the witnesses), or C2SP tlog-policy text"
+    )
+    witness_timeout_seconds: float = Field(5.0, gt=0, description="how long one witness may take to answer")
     projection_batch_size: int = Field(500, gt=0)
     projection_poll_seconds: float = Field(0.2, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often runners signal life")
@@ -48,6 +55,14 @@ class Settings(BaseSettings):
         if not value or not value.replace("_", "").isalnum() or value[0].isdigit() or value != value.lower():
             raise ValueError("database_schema must be a plain lower-case SQL identifier")
         return value
+
+    @model_validator(mode="after")
+    def _witnesses_and_policy_parse(self) -> Settings:
+        try:
+            configured_policy(self.witnesses, self.witness_policy)
+        except PolicyError as exc:
+            raise ValueError(exc.detail) from None
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -19,7 +19,15 @@ from typing import Final
 from domain.integrity.checkpoint import CheckpointFormatError, parse_verifier_key
 from domain.integrity.cosignature import Cosigner, parse_cosigner_vkey
 
-__all__ = ["PolicyError", "PolicyWitness", "WitnessPolicy", "k_of_n", "parse_policy"]
+__all__ = [
+    "PolicyError",
+    "PolicyWitness",
+    "WitnessPolicy",
+    "configured_policy",
+    "k_of_n",
+    "parse_policy",
+    "parse_witnesses",
+]
 
 _WHITESPACE: Final[re.Pattern[str]] = re.compile(r"[ \t]+")
 _DECIMAL: Final[re.Pattern[str]] = re.compile(r"[1-9][0-9]{0,3}")
@@ -151,3 +159,43 @@ def k_of_n(witnesses: list[PolicyWitness], k: int) -> WitnessPolicy:
     else:
         lines += [f"group ledger-quorum {k} {' '.join(w.name for w in witnesses)}", "quorum ledger-quorum"]
     return parse_policy("".join(line + "\n" for line in lines))
+
+
+def parse_witnesses(text: str) -> list[PolicyWitness]:
+    """``name=url=vkey,...`` (a vkey holds no ``=``) -> witnesses; :class:`PolicyError` on a malformed entry."""
+    found: list[PolicyWitness] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        name, sep1, rest = entry.partition("=")
+        url, sep2, vkey = rest.rpartition("=")
+        if not (sep1 and sep2 and name and url.startswith(("http://", "https://"))):
+            raise PolicyError(f"witness entry {entry[:60]!r} is not name=http(s)://url=vkey")
+        try:
+            cosigner = parse_cosigner_vkey(vkey)
+        except CheckpointFormatError as exc:
+            raise PolicyError(f"witness entry {name!r}: {exc.detail}") from exc
+        found.append(PolicyWitness(name, cosigner, url.rstrip("/")))
+    return found
+
+
+def configured_policy(witnesses: str, policy: str) -> WitnessPolicy | None:
+    """The policy a ledger is configured with; None without witnesses.
+
+    ``witnesses`` is ``name=url=vkey,...``; ``policy`` is empty (all of them), a
+    number k (any k of them) or tlog-policy text, whose witnesses without a URL
+    take the URL of the listed witness with the same key.
+    """
+    listed = parse_witnesses(witnesses)
+    policy = policy.strip()
+    if not listed and not policy:
+        return None
+    if not policy or policy.isdigit():
+        return k_of_n(listed, int(policy) if policy else len(listed))
+    parsed = parse_policy(policy + "\n")
+    by_key = {w.cosigner.vkey: w for w in listed}
+    for name, witness in list(parsed.witnesses.items()):
+        given = by_key.get(witness.cosigner.vkey)
+        if witness.url is None and given is not None:
+            parsed.witnesses[name] = PolicyWitness(name, witness.cosigner, given.url)
+    return parsed

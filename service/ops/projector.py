@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from projections import transparency_log as tlog
 from service.bootstrap import Services
 from service.common.periodic import FirstPass, Next, PeriodicThread
+from service.ops.witnessing import submit_to_witnesses
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def run_once(services: Services) -> int:
     checkpoint = publish_checkpoint_if_due(services)
     if checkpoint is not None:
         log.info("checkpoint published at tree size %d", checkpoint.tree_size)
+    submit_to_witnesses(services)
     return count
 
 

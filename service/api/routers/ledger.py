@@ -17,6 +17,7 @@ from domain.errors import NotFound
 from projections import transparency_log as tlog
 from service.api.deps import ConnDep, LedgerEventReader, ServicesDep
 from service.api.errors import ProofRangeError
+from service.ops import witnessing
 from service.store.event_store import open_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -30,7 +31,9 @@ class CheckpointPublic(BaseModel):
     root_hash: str = Field(description="hex")
     key_id: str
     published_at: str
-    note: str = Field(description="C2SP tlog-checkpoint signed note, verbatim")
+    note: str = Field(description="C2SP tlog-checkpoint signed note: the ledger's signature, then witness cosignatures")
+    cosigners: list[str] = Field(default_factory=list, description="witnesses (policy names) that cosigned it")
+    witnessed: bool | None = Field(None, description="whether the cosigners meet the witness policy; null: no policy")
 
 
 class KeyPublic(BaseModel):
@@ -74,24 +77,39 @@ class ConsistencyProofPublic(BaseModel):
     proof: list[str]
 
 
-def _checkpoint_public(services: ServicesDep, cp: tlog.StoredCheckpoint) -> CheckpointPublic:
+def _checkpoint_public(services: ServicesDep, view: witnessing.CosignedCheckpoint, policy: bool) -> CheckpointPublic:
+    cp = view.checkpoint
     return CheckpointPublic(
         origin=services.settings.log_origin,
         tree_size=cp.tree_size,
         root_hash=cp.root_hash.hex(),
         key_id=cp.key_id,
         published_at=cp.published_at,
-        note=cp.note,
+        note=view.note,
+        cosigners=view.cosigners,
+        witnessed=view.witnessed if policy else None,
     )
 
 
 @router.get("/checkpoint", response_model=CheckpointPublic)
-def latest_checkpoint(services: ServicesDep, conn: ConnDep) -> CheckpointPublic:
-    """The newest signed checkpoint."""
+def latest_checkpoint(
+    services: ServicesDep,
+    conn: ConnDep,
+    witnessed: Annotated[bool, Query(description="the newest checkpoint that meets the witness policy")] = False,
+) -> CheckpointPublic:
+    """The newest signed checkpoint, with the witnesses' cosignatures appended to its note."""
+    policy = witnessing.witness_policy(services.settings)
+    if witnessed:
+        if policy is None:
+            raise NotFound("this ledger has no witnesses configured", field="witnessed")
+        view = witnessing.latest_witnessed(conn, policy)
+        if view is None:
+            raise NotFound("no checkpoint has been witnessed by the policy's quorum yet", field="witnessed")
+        return _checkpoint_public(services, view, True)
     cp = tlog.latest_checkpoint(conn)
     if cp is None:
         raise NotFound("no checkpoint has been published yet")
-    return _checkpoint_public(services, cp)
+    return _checkpoint_public(services, witnessing.cosigned(conn, cp, policy), policy is not None)
 
 
 @router.get("/keys", response_model=list[KeyPublic])
