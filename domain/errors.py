@@ -411,3 +411,27 @@ class KeyAlreadyInKeyring(RuleViolated):
     """The ledger never signs with a key again once it left (or joined) the keyring."""
 
     names_a_case = True
+
+
+class LedgerKeyNotInKeyring(RuleViolated):
+    """A revocation names a key id the keyring never held."""
+
+    names_a_case = True
+
+
+class LedgerKeyStillCurrent(RuleViolated):
+    """The current ledger key is revoked only after a rotation has retired it."""
+
+    names_a_case = True
+
+
+class LedgerKeyAlreadyRevoked(RuleViolated):
+    """A ledger key's compromise is recorded once."""
+
+    names_a_case = True
+
+
+class LedgerKeyRetired(LedgerError):
+    """A process holds a ledger key that a rotation retired; it must not sign new events."""
+
+    title = "Ledger key retired"

@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 
 from domain.errors import LedgerError
+from domain.integrity.checkpoint import verifier_key
 from domain.integrity.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
 from service.settings import Settings
 from service.store import keystore
@@ -257,8 +258,14 @@ def verify(
     first = report.first()
     if first is not None:
         typer.echo(f"FAILED: {first.describe()}")
-        if len(report.findings) > 1:
-            typer.echo(f"({len(report.findings) - 1} more finding(s) after the first)")
+        compromised = report.compromised()
+        if compromised:
+            typer.echo(f"{len(compromised)} event(s) signed by a revoked ledger key after its compromise:")
+            for finding in compromised:
+                typer.echo(f"  {finding.describe()}")
+        others = len(report.findings) - 1 - len([f for f in compromised if f != first])
+        if others > 0:
+            typer.echo(f"({others} more finding(s) after the first)")
         raise typer.Exit(1)
     typer.echo(
         f"OK: {report.events} events in {report.aggregates} aggregates: hashes, signatures, "
@@ -358,6 +365,7 @@ def keys_show() -> None:
     if created:
         typer.echo(f"created ledger key in {settings.keys_dir}", err=True)
     typer.echo(f"key id: {signer.key_id}")
+    typer.echo(f"checkpoint verifier key: {verifier_key(settings.log_origin, raw_public_key(signer.public_key))}")
     typer.echo(public_key_pem(signer.public_key), nl=False)
 
 
@@ -409,6 +417,28 @@ def witness_serve(
         pass
     finally:
         server.server_close()
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def keys_revoke(
+    key: Annotated[str, typer.Argument(metavar="KEY_ID", help="the retired ledger key that was compromised")],
+    compromised_since: Annotated[
+        int, typer.Option(help="the ledger position after which the key is no longer trusted")
+    ],
+    reason: Annotated[str, typer.Option(help="why the key is revoked (recorded)")] = "key compromised",
+) -> None:
+    """Record that a retired ledger key was compromised; verify then names what it signed after that position."""
+    settings = _settings()
+    services = _open_existing(settings)
+    try:
+        written = services.ledger.revoke_key(key, compromised_since, reason=reason, actor="system:cli")
+        typer.echo(
+            f"revoked ledger key {key}: events it signed after position {compromised_since} are not trusted "
+            f"(recorded at position {written.position})"
+        )
+    finally:
+        services.close()
 
 
 def _announce_admin_key(token: str | None) -> None:

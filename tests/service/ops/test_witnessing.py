@@ -4,6 +4,8 @@ witnessed, and a witness that was down catches up on a later checkpoint."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,9 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from support.ledger import ADMIN_KEY, drop_schema, make_settings
+from support.ledger import ADMIN_KEY, REPO, drop_schema, make_settings, run_cli, settings_env
 
-from domain.integrity.checkpoint import parse_signed_note, verifier_key, verify_checkpoint
+from domain.integrity.checkpoint import parse_signed_note, parse_verifier_key, verifier_key, verify_checkpoint
 from domain.integrity.cosignature import parse_cosigner_vkey, valid_cosigners
 from domain.integrity.keys import raw_public_key
 from projections import transparency_log as tlog
@@ -150,3 +152,41 @@ def test_without_a_policy_quorum_the_checkpoint_is_not_witnessed(world: World) -
     assert (latest["witnessed"], latest["cosigners"]) == (False, [])
     assert witnessed.status_code == 404
     assert witnessed.headers["content-type"] == "application/problem+json"
+
+
+def test_keys_show_prints_the_verifier_key_a_witness_is_configured_with(tmp_path: Path) -> None:
+    settings = make_settings("sqlite", tmp_path / "data")
+    signer, _ = keystore.load_or_create(settings.keys_dir)
+
+    result = run_cli(settings, "keys", "show")
+
+    line = next(x for x in result.stdout.splitlines() if x.startswith("checkpoint verifier key: "))
+    name, public_key = parse_verifier_key(line.removeprefix("checkpoint verifier key: "))
+    assert (name, raw_public_key(public_key)) == (settings.log_origin, raw_public_key(signer.public_key))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MLLEDGER_WITNESSES", "w1=not-a-url=x"),
+        ("MLLEDGER_WITNESSES", "w1=http://127.0.0.1:1=example.org+00000000+AAAA"),
+        ("MLLEDGER_WITNESS_POLICY", "3"),
+        ("MLLEDGER_WITNESS_POLICY", "quorum nobody"),
+    ],
+)
+def test_a_malformed_witness_setting_is_one_line_at_start(tmp_path: Path, variable: str, value: str) -> None:
+    settings = make_settings("sqlite", tmp_path / "data")
+    env = {**settings_env(settings), variable: value}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "show"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("mlledger: error: invalid setting")
+    assert len(result.stderr.strip().splitlines()) == 1
