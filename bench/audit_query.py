@@ -62,7 +62,7 @@ from bench.append import (
     machine_line,
     percentile,
 )
-from domain.approval import approval_statement, sign_statement
+from domain.approval import FairnessEvidence, approval_statement, sign_statement
 from domain.code import CodeVersion
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
@@ -141,6 +141,11 @@ class Writer:
     @property
     def full(self) -> bool:
         return self.written + self.pending_events() >= self.target
+
+
+# The benchmark writes aggregates directly and measures queries, not the fairness gate: it deploys as if no
+# fairness report were due.
+NO_REPORT_DUE = FairnessEvidence()
 
 
 @dataclass
@@ -315,6 +320,7 @@ def _register(project: Project, run: Run, services: Services, cast: Cast, rng: r
             statement=statement,
             signature=sign_statement(statement, signer.sign),
             policy=model.policy,
+            fairness=NO_REPORT_DUE,
             actor=approver,
         )
     return version
@@ -332,18 +338,18 @@ def _deploy(project: Project, version: ModelVersion, rng: random.Random) -> None
         return
     roll = rng.random()
     if deployment.champion is None or roll < 0.5:
-        deployment.set_champion(version, policy, "better offline metrics", actor=actor)
+        deployment.set_champion(version, policy, "better offline metrics", actor=actor, fairness=NO_REPORT_DUE)
         project.champions.append(version)
     elif roll < 0.7:
-        deployment.set_challenger(version, policy, actor=actor)
+        deployment.set_challenger(version, policy, actor=actor, fairness=NO_REPORT_DUE)
     elif roll < 0.85:
-        deployment.set_canary(version, round(rng.uniform(0.05, 0.3), 2), policy, actor=actor)
+        deployment.set_canary(version, round(rng.uniform(0.05, 0.3), 2), policy, actor=actor, fairness=NO_REPORT_DUE)
     else:
-        deployment.set_champion(version, policy, "promoted", actor=actor)
+        deployment.set_champion(version, policy, "promoted", actor=actor, fairness=NO_REPORT_DUE)
         project.champions.append(version)
         previous = project.champions[-2] if len(project.champions) > 1 else None
         if previous is not None and previous.state(policy) == APPROVED:
-            deployment.roll_back(previous, policy, "drift alarm", actor=actor)
+            deployment.roll_back(previous, policy, "drift alarm", actor=actor, fairness=NO_REPORT_DUE)
     if rng.random() < 0.05:
         deployment.stop("incident", actor=actor)
         deployment.resume("incident resolved", actor=actor)

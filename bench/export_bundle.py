@@ -102,7 +102,7 @@ def record_model(services: Services) -> tuple[str, int]:
         run_id=run.id,
         artifact_name="model.pkl",
         input_schema=[{"name": f, "type": "float"} for f in FEATURES],
-        policy=None,
+        policy={"min_impact_ratio": None},  # a client-reported run gets no fairness report
         actor="scientist",
     )
     version = ledger.model_version(MODEL, 1)

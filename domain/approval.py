@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from domain.errors import FairnessBelowPolicy, InvalidPayload
+from domain.errors import FairnessBelowPolicy, FairnessReportMissing, InvalidPayload
 from domain.integrity.canonical import canonical_json
 from domain.integrity.keys import load_public_key_pem, verify_signature
 from domain.statistics.fairness import DEFAULT_MIN_IMPACT_RATIO, impact_ratio_violations
@@ -100,6 +100,25 @@ def check_statement_shape(statement: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class FairnessEvidence:
+    """What the ledger knows about a version's fairness when it is approved or deployed.
+
+    ``protected_attributes`` are the ones the datasheets of the version's
+    training data declare: when there are any, a fairness report is due.
+    ``summary`` is the summary of the version's fairness report, or None while
+    it has none (reports are computed in the background after registration).
+    """
+
+    protected_attributes: tuple[str, ...] = ()
+    summary: Mapping[str, Any] | None = None
+
+    @property
+    def report_due(self) -> bool:
+        """True when the training data declares protected attributes: fairness must be measured."""
+        return bool(self.protected_attributes)
+
+
+@dataclass(frozen=True)
 class ApprovalPolicy:
     """When a model version may be deployed, and what monitoring does about it.
 
@@ -120,23 +139,36 @@ class ApprovalPolicy:
     min_impact_ratio: float | None = DEFAULT_MIN_IMPACT_RATIO
     retrain_on_drift: bool = False
 
-    def check_fairness(self, fairness_summary: Mapping[str, Any] | None) -> None:
-        """Refuse an approval while the fairness report shows a group's impact ratio under the minimum.
+    def check_fairness(self, evidence: FairnessEvidence, *, field: str = "statement.decision") -> None:
+        """Refuse (an approval, a deployment) unless fairness is shown to meet the policy's minimum.
 
-        ``fairness_summary`` is the summary of the version's fairness report, or
-        None when there is none (no protected attributes, or not computed yet):
-        then there is nothing to gate on.
+        The gate fails closed: with ``min_impact_ratio`` set and protected
+        attributes declared, a version without its fairness report is refused
+        (:class:`FairnessReportMissing`) rather than waved through; a report
+        that shows a group's impact ratio under the minimum is refused too
+        (:class:`FairnessBelowPolicy`). Only training data that declares no
+        protected attribute, or a policy without a minimum, has nothing to gate on.
         """
-        if self.min_impact_ratio is None or fairness_summary is None:
+        if self.min_impact_ratio is None:
             return
-        violations = impact_ratio_violations(fairness_summary, self.min_impact_ratio)
+        if evidence.summary is None:
+            if evidence.report_due:
+                raise FairnessReportMissing(
+                    "fairness: the policy requires an impact ratio of at least "
+                    f"{self.min_impact_ratio} for the protected attribute(s) "
+                    f"{', '.join(evidence.protected_attributes)}, and this version has no fairness report yet "
+                    "(reports are computed in the background after registration); try again once it is published",
+                    field=field,
+                )
+            return
+        violations = impact_ratio_violations(evidence.summary, self.min_impact_ratio)
         if violations:
             worst = violations[0]
             raise FairnessBelowPolicy(
                 f"fairness: group {worst['group']} of {worst['attribute']} has an impact ratio of "
                 f"{worst['impact_ratio']:.3f}, below the policy's minimum of {self.min_impact_ratio}; "
                 f"{len(violations)} group(s) in all",
-                field="statement.decision",
+                field=field,
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Deployment: what serves a model name. A champion answers; a challenger
 predicts in shadow; a canary takes a share of traffic; rollback returns to an
 earlier champion; stop is the kill switch; retire ends it. Only versions the
-approval policy has approved may serve."""
+approval policy has approved may serve, and only while the policy's fairness
+gate passes (checked again at each deployment: a report may have arrived, or
+the policy changed, since the approvals)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.approval import ApprovalPolicy
+from domain.approval import ApprovalPolicy, FairnessEvidence
 from domain.errors import (
     AlreadyChampion,
     ApprovalRequired,
@@ -126,8 +128,8 @@ class Deployment(LedgerAggregate):
         if self.retired:
             raise DeploymentRetired(f"{self.model_name} is retired")
 
-    def check_deployable(self, version: ModelVersion, policy: ApprovalPolicy) -> None:
-        """Only a version of this model that ``policy`` approved may serve; a rejected one never does."""
+    def check_deployable(self, version: ModelVersion, policy: ApprovalPolicy, fairness: FairnessEvidence) -> None:
+        """Only a version of this model that ``policy`` approved, and whose fairness passes its gate, may serve."""
         self.check_live()
         if version.model_name != self.model_name:
             raise VersionOfAnotherModel(
@@ -144,6 +146,7 @@ class Deployment(LedgerAggregate):
                 f"{self.model_name} v{version.number} has {len(version.approvers)} of "
                 f"{policy.required_approvals} required approvals"
             )
+        policy.check_fairness(fairness, field="version")
 
     def check_serves_predictions(self) -> None:
         """A stopped or retired deployment serves no predictions, nor one without a champion."""
@@ -154,9 +157,11 @@ class Deployment(LedgerAggregate):
         if self.champion is None:
             raise NoChampion(f"{self.model_name} has no champion to serve predictions", field="name")
 
-    def set_champion(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
+    def set_champion(
+        self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str, *, fairness: FairnessEvidence
+    ) -> None:
         """Make an approved version the champion."""
-        self.check_deployable(version, policy)
+        self.check_deployable(version, policy, fairness)
         if self.champion is not None and self.champion.version_id == str(version.id):
             raise AlreadyChampion(f"v{version.number} is already the champion")
         self._set_champion(model_version_id=str(version.id), number=version.number, reason=reason, actor=actor)
@@ -175,20 +180,30 @@ class Deployment(LedgerAggregate):
         if self.canary is not None and self.canary.version_id == model_version_id:
             self.canary = None
 
-    def set_challenger(self, version: ModelVersion | None, policy: ApprovalPolicy, actor: str) -> None:
+    def set_challenger(
+        self, version: ModelVersion | None, policy: ApprovalPolicy, actor: str, *, fairness: FairnessEvidence
+    ) -> None:
         """Shadow an approved version (or clear the challenger with None)."""
         self.check_live()
         if version is None:
             self._set_challenger(model_version_id=None, number=None, actor=actor)
             return
-        self.check_deployable(version, policy)
+        self.check_deployable(version, policy, fairness)
         self._set_challenger(model_version_id=str(version.id), number=version.number, actor=actor)
 
     @event(ChallengerSet)
     def _set_challenger(self, model_version_id: str | None, number: int | None, actor: str) -> None:
         self.challenger = None if model_version_id is None or number is None else Slot(model_version_id, number)
 
-    def set_canary(self, version: ModelVersion | None, share: float, policy: ApprovalPolicy, actor: str) -> None:
+    def set_canary(
+        self,
+        version: ModelVersion | None,
+        share: float,
+        policy: ApprovalPolicy,
+        actor: str,
+        *,
+        fairness: FairnessEvidence,
+    ) -> None:
         """Route ``share`` (0 < share < 1) of traffic to an approved version, or clear it."""
         self.check_live()
         if version is None:
@@ -198,7 +213,7 @@ class Deployment(LedgerAggregate):
             raise InvalidCanaryShare("share must be strictly between 0 and 1", field="share")
         if self.champion is None:
             raise CanaryNeedsChampion("a canary needs a champion to share traffic with")
-        self.check_deployable(version, policy)
+        self.check_deployable(version, policy, fairness)
         self._set_canary(model_version_id=str(version.id), number=version.number, share=float(share), actor=actor)
 
     @event(CanarySet)
@@ -207,9 +222,11 @@ class Deployment(LedgerAggregate):
             None if model_version_id is None or number is None else CanarySlot(model_version_id, number, share)
         )
 
-    def roll_back(self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str) -> None:
-        """Return to an earlier champion (still approved)."""
-        self.check_deployable(version, policy)
+    def roll_back(
+        self, version: ModelVersion, policy: ApprovalPolicy, reason: str, actor: str, *, fairness: FairnessEvidence
+    ) -> None:
+        """Return to an earlier champion (still approved, still passing the fairness gate)."""
+        self.check_deployable(version, policy, fairness)
         if self.champion is None:
             raise NoChampionToRollBackFrom("there is no champion to roll back from")
         if Slot(str(version.id), version.number) not in self.past_champions:

@@ -269,6 +269,13 @@ class FairnessBelowPolicy(RuleViolated):
     names_a_case = True
 
 
+class FairnessReportMissing(RuleViolated):
+    """The fairness gate fails closed: with a minimum impact ratio set and protected
+    attributes declared, a version without its fairness report is neither approved nor deployed."""
+
+    title = "Fairness report missing"
+
+
 class VersionOfAnotherModel(InvalidPayload):
     """A deployment serves versions of its own model only."""
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.approval import ApprovalPolicy, check_statement_shape, statement_verifies
+from domain.approval import ApprovalPolicy, FairnessEvidence, check_statement_shape, statement_verifies
 from domain.errors import (
     AlreadyDecided,
     ArtifactNotInRun,
@@ -213,9 +213,14 @@ class ModelVersion(LedgerAggregate):
         statement: dict[str, Any],
         signature: str,
         policy: ApprovalPolicy,
+        fairness: FairnessEvidence,
         actor: str,
     ) -> str:
-        """Record a signed approval or rejection after checking it; return the decision."""
+        """Record a signed approval or rejection after checking it; return the decision.
+
+        An approval must also pass the policy's fairness gate on ``fairness``
+        (which fails closed while a due report is missing); a rejection never needs it.
+        """
         check_statement_shape(statement)
         expected = {
             "model_version_id": str(self.id),
@@ -245,6 +250,8 @@ class ModelVersion(LedgerAggregate):
             raise AlreadyDecided("this approver has already decided on this version", field="approver")
         if self.rejecters and policy.rejection_blocks:
             raise DecisionsClosed("this version was rejected; register a new version", field="statement.decision")
+        if statement["decision"] == "approve":
+            policy.check_fairness(fairness)
         decide = self._grant if statement["decision"] == "approve" else self._reject
         decide(approver=approver, key_id=key_id, statement=statement, signature=signature, actor=actor)
         return str(statement["decision"])

@@ -7,17 +7,18 @@ from typing import Any
 
 import pytest
 
-from domain.approval import ApprovalPolicy
-from domain.errors import FairnessBelowPolicy, InvalidPayload
+from domain.approval import ApprovalPolicy, FairnessEvidence
+from domain.errors import FairnessBelowPolicy, FairnessReportMissing, InvalidPayload
 from domain.model import APPROVED, PENDING, REJECTED, approval_state
 
 
-def _fairness(*ratios: float, excluded: bool = False) -> dict[str, Any]:
+def _fairness(*ratios: float, excluded: bool = False) -> FairnessEvidence:
     groups = [
         {"group": f"g{i}", "values": [f"g{i}"], "selection_rate": 0.5, "impact_ratio": r, "excluded": excluded}
         for i, r in enumerate(ratios)
     ]
-    return {"attributes": [{"name": "sex", "groups": groups}], "intersections": []}
+    summary: dict[str, Any] = {"attributes": [{"name": "sex", "groups": groups}], "intersections": []}
+    return FairnessEvidence(("sex",), summary)
 
 
 def test_the_default_policy_needs_two_independent_approvers_and_lets_a_rejection_block() -> None:
@@ -88,5 +89,17 @@ def test_without_a_minimum_ratio_fairness_does_not_gate() -> None:
     ApprovalPolicy(min_impact_ratio=None).check_fairness(_fairness(0.1))
 
 
-def test_without_a_fairness_report_there_is_nothing_to_gate_on() -> None:
-    ApprovalPolicy(min_impact_ratio=0.8).check_fairness(None)
+def test_training_data_without_protected_attributes_has_no_fairness_to_gate_on() -> None:
+    ApprovalPolicy(min_impact_ratio=0.8).check_fairness(FairnessEvidence(protected_attributes=(), summary=None))
+
+
+def test_the_gate_fails_closed_while_the_fairness_report_is_due_but_missing() -> None:
+    with pytest.raises(FairnessReportMissing) as caught:
+        ApprovalPolicy(min_impact_ratio=0.8).check_fairness(FairnessEvidence(("sex",), None))
+
+    assert caught.value.field == "statement.decision"
+    assert "no fairness report yet" in caught.value.detail and "sex" in caught.value.detail
+
+
+def test_without_a_minimum_ratio_a_missing_report_does_not_gate() -> None:
+    ApprovalPolicy(min_impact_ratio=None).check_fairness(FairnessEvidence(("sex",), None))

@@ -15,11 +15,12 @@ from support.model_builders import (
     succeeded_run,
 )
 
-from domain.approval import ApprovalPolicy
+from domain.approval import ApprovalPolicy, FairnessEvidence
 from domain.errors import (
     AlreadyDecided,
     ArtifactNotInRun,
     DecisionsClosed,
+    FairnessReportMissing,
     InvalidPayload,
     InvalidStatementSignature,
     RunNotSucceeded,
@@ -318,6 +319,7 @@ def test_a_statement_signed_by_another_key_is_refused() -> None:
             statement=statement,
             signature=impostor.signer.sign(b"something else"),
             policy=ApprovalPolicy(),
+            fairness=FairnessEvidence(),
             actor="user:alice",
         )
 
@@ -332,3 +334,34 @@ def test_a_statement_with_an_unknown_decision_is_refused() -> None:
         Approver("alice").decide(version, decision="maybe")
 
     assert caught.value.field == "statement.decision"
+
+
+# -- The fairness gate fails closed ----------------------------------------------
+
+REPORT_DUE_MISSING = FairnessEvidence(protected_attributes=("sex",), summary=None)
+
+
+def test_an_approval_is_refused_while_the_due_fairness_report_is_missing() -> None:
+    version = registered_version()
+
+    with pytest.raises(FairnessReportMissing) as caught:
+        Approver("alice").decide(version, fairness=REPORT_DUE_MISSING)
+
+    assert "no fairness report yet" in caught.value.detail
+    assert version.approvers == []
+    assert isinstance(version.pending_events[-1], ModelVersion.Registered)
+
+
+def test_a_rejection_needs_no_fairness_report() -> None:
+    version = registered_version()
+
+    Approver("alice").decide(version, "reject", fairness=REPORT_DUE_MISSING)
+
+    assert version.rejecters == ["alice"]
+
+
+def test_separation_of_duties_is_named_before_a_missing_fairness_report() -> None:
+    version = registered_version()
+
+    with pytest.raises(SeparationOfDutiesViolated):
+        Approver(SUBMITTER).decide(version, fairness=REPORT_DUE_MISSING)

@@ -129,8 +129,12 @@ def _history(base: str) -> World:
         name="credit-1", mode="runner", pipeline="credit-gbm", dataset_version_ids=[dataset.id], seed=1
     )
     assert alice.wait_for_run(run.id, timeout=180)["status"] == "succeeded"
-    number, _ = alice.register_model_version(
-        MODEL, run.id, "model.pkl", input_schema=[{"name": f, "type": "number"} for f in FEATURES]
+    number, _ = alice.register_model_version(  # approved before its reports exist: no fairness minimum
+        MODEL,
+        run.id,
+        "model.pkl",
+        input_schema=[{"name": f, "type": "number"} for f in FEATURES],
+        policy={"min_impact_ratio": None},
     )
     approve(world, "bob", MODEL, number)
     approve(world, "carol", MODEL, number)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from support.serving_world import FEATURES, MODEL, make_people, train_versions
+from support.serving_world import FEATURES, MODEL, approve_all, make_people, train_versions
 
 from domain.report import FAIRNESS, Report
 from mlledger.client import LedgerClientError
@@ -72,3 +72,38 @@ def test_an_unfair_version_cannot_be_approved_until_the_policy_allows_it(http: T
     world.admin.request("PUT", f"/v1/models/{MODEL}/policy", json={"min_impact_ratio": None})
     bob.client.decide(MODEL, number, bob.signer, bob.key_id, "approve", "accepted with a documented rationale")
     assert world.admin.model_version(MODEL, number)["approvers"] == [bob.id]
+
+
+@pytest.fixture
+def fair_http(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services.settings, run_workers=False, services=services)) as client:
+        yield client
+
+
+def test_the_fairness_gate_fails_closed_until_the_report_exists_at_approval_and_at_deployment(
+    fair_http: TestClient, services: Services
+) -> None:
+    world = make_people(fair_http)
+    first, second = train_versions(world, services, seeds=[3, 4])  # registered with min_impact_ratio: null
+    approve_all(world, [first])
+    world.admin.request("PUT", f"/v1/models/{MODEL}/policy", json={"min_impact_ratio": 0.8})
+    bob, olivia = world.people["bob"], world.people["olivia"]
+    assert bob.signer is not None and bob.key_id is not None
+
+    with pytest.raises(LedgerClientError) as approval:
+        bob.client.decide(MODEL, second, bob.signer, bob.key_id, "approve", "before the report")
+    with pytest.raises(LedgerClientError) as deployment:
+        olivia.client.deploy(MODEL, "champion", first, reason="approved before the policy asked for fairness")
+
+    for refused in (approval, deployment):
+        assert refused.value.status == 409
+        assert refused.value.problem["type"].endswith("/fairness-report-missing")
+        assert "no fairness report yet" in refused.value.problem["detail"]
+    assert approval.value.problem["field"] == "statement.decision"
+    assert deployment.value.problem["field"] == "version"
+    assert world.admin.model_version(MODEL, second)["approvers"] == []
+    services.runner.catch_up()
+    assert fair_http.app.state.serving.reports.run_once() == 2  # type: ignore[attr-defined]
+    olivia.client.deploy(MODEL, "champion", first, reason="fair on its validation rows")
+    bob.client.decide(MODEL, second, bob.signer, bob.key_id, "approve", "after the report")
+    assert world.admin.model_version(MODEL, second)["approvers"] == [bob.id]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.approval import ApprovalPolicy, approval_statement, sign_statement
+from domain.approval import ApprovalPolicy, FairnessEvidence, approval_statement, sign_statement
 from domain.integrity.keys import Signer, public_key_pem
 from domain.model import Model, ModelVersion
 from domain.run import Run
@@ -92,6 +92,7 @@ class Approver:
         version: ModelVersion,
         decision: str = "approve",
         policy: ApprovalPolicy | None = None,
+        fairness: FairnessEvidence | None = None,
         **changes: Any,
     ) -> str:
         """Sign and record a decision on ``version``; return what ``decide`` returns."""
@@ -103,6 +104,7 @@ class Approver:
             statement=statement,
             signature=sign_statement(statement, self.signer.sign),
             policy=policy or ApprovalPolicy(),
+            fairness=fairness or FairnessEvidence(),
             actor=f"user:{self.principal_id}",
         )
 

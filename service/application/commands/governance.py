@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.approval import ApprovalPolicy
+from domain.approval import ApprovalPolicy, FairnessEvidence
+from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
 from domain.errors import InvalidPayload, NotFound
 from domain.model import Model, ModelVersion
@@ -87,8 +88,6 @@ class GovernanceCommands(LedgerCore):
         """Check and record a signed approval or rejection; return the decision."""
         version = self.model_version(model_name, number)
         policy = self.model(model_name).policy
-        if statement.get("decision") == "approve":
-            policy.check_fairness(self._fairness_summary(version))
         approver: Principal = self.get(approver_id, Principal)
         decision = version.decide(
             approver=str(approver.id),
@@ -97,17 +96,25 @@ class GovernanceCommands(LedgerCore):
             statement=statement,
             signature=signature,
             policy=policy,
+            fairness=self.fairness_evidence(version),
             actor=actor,
         )
         return decision, self._written(version)
 
-    def _fairness_summary(self, version: ModelVersion) -> dict[str, Any] | None:
-        """The summary of the version's fairness report, or None when it has none (yet)."""
+    def fairness_evidence(self, version: ModelVersion) -> FairnessEvidence:
+        """The protected attributes the version's training data declares, and its fairness report's summary."""
+        run: Run = self.get(version.run_id, Run)
+        protected: list[str] = []
+        for dataset_id in run.dataset_version_ids:
+            dataset: DatasetVersion = self.get(dataset_id, DatasetVersion)
+            protected.extend(str(a) for a in dataset.datasheet.get("protected_attributes", []) or [])
         try:
             report: Report = self.get(Report.create_id(model_version_id=str(version.id), kind=FAIRNESS), Report)
         except NotFound:
-            return None
-        return report.summary
+            summary = None
+        else:
+            summary = report.summary if report.publications else None
+        return FairnessEvidence(tuple(dict.fromkeys(protected)), summary)
 
     def _deployment(self, model_name: str, actor: str) -> Deployment:
         self.model(model_name)
@@ -131,16 +138,17 @@ class GovernanceCommands(LedgerCore):
         deployment = self._deployment(model_name, actor)
         policy = self.model(model_name).policy
         version = self.model_version(model_name, number) if number is not None else None
+        fairness = self.fairness_evidence(version) if version is not None else FairnessEvidence()
         if action in ("champion", "rollback") and version is None:
             raise InvalidPayload(f"{action} needs a version", field="version")
         if action == "champion" and version is not None:
-            deployment.set_champion(version, policy, reason, actor=actor)
+            deployment.set_champion(version, policy, reason, actor=actor, fairness=fairness)
         elif action == "rollback" and version is not None:
-            deployment.roll_back(version, policy, reason, actor=actor)
+            deployment.roll_back(version, policy, reason, actor=actor, fairness=fairness)
         elif action == "challenger":
-            deployment.set_challenger(version, policy, actor=actor)
+            deployment.set_challenger(version, policy, actor=actor, fairness=fairness)
         elif action == "canary":
-            deployment.set_canary(version, share if share is not None else 0.0, policy, actor=actor)
+            deployment.set_canary(version, share if share is not None else 0.0, policy, actor=actor, fairness=fairness)
         elif action == "stop":
             deployment.stop(reason, actor=actor)
         elif action == "resume":

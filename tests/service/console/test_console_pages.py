@@ -105,7 +105,8 @@ def _world(services: Services) -> Iterator[World]:
         alice.log_metric(run.id, "auc", 0.91, 0)
         alice.upload_artifact(run.id, "model.pkl", b"model-bytes")
         alice.finish_run(run.id)
-        number, _ = alice.register_model_version(MODEL, run.id, "model.pkl")
+        # a client-reported run gets no fairness report: the gate (failing closed) needs no minimum ratio
+        number, _ = alice.register_model_version(MODEL, run.id, "model.pkl", policy={"min_impact_ratio": None})
         for approver in ("bob", "carol"):
             signer = Signer.generate()
             key_id = clients[approver].register_signing_key(ids[approver], signer)
