@@ -31,6 +31,7 @@ from domain.integrity.keys import raw_public_key
 
 __all__ = [
     "CheckpointNotTrusted",
+    "CheckpointNotWitnessed",
     "InconsistentCheckpoint",
     "LogKey",
     "LogView",
@@ -80,6 +81,12 @@ class InconsistentCheckpoint(WitnessRefusal):
     """The checkpoint does not extend what the witness saw: bad proof or a different root (422)."""
 
     title = "Inconsistent checkpoint"
+
+
+class CheckpointNotWitnessed(LedgerError):
+    """The ledger needs a checkpoint its witness policy's quorum cosigned, and none covers the position yet."""
+
+    title = "Checkpoint not witnessed"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from domain.errors import (
 from domain.integrity.checkpoint import CheckpointError
 from domain.integrity.keys import InvalidKey
 from domain.integrity.provenance import InvalidEnvelope
+from domain.integrity.witness import CheckpointNotWitnessed
 from service.application.ledger_core import KeyNotInKeyring
 from service.bootstrap import NotMigrated
 from service.ml.model_loading import UnsupportedModel
@@ -70,6 +71,7 @@ STATUS: dict[type[LedgerError], int] = {
     ApprovalRequired: 409,
     DeploymentStopped: 503,
     CheckpointError: 422,
+    CheckpointNotWitnessed: 503,
     InvalidEnvelope: 422,
     InvalidKey: 422,
     KeyNotInKeyring: 500,

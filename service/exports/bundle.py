@@ -32,6 +32,7 @@ from domain.export import Export, events_commitment
 from domain.integrity.ledger_key import LedgerKeyring
 from domain.integrity.provenance import provenance_statement, sign_envelope, stable_json
 from domain.integrity.sealing import SealedEvent
+from domain.integrity.witness import CheckpointNotWitnessed
 from domain.principal import Principal
 from domain.report import Report
 from projections import transparency_log as tlog
@@ -51,6 +52,7 @@ from service.exports.verify_bundle import (
     KEYRING_LINES,
     README,
     VERIFIER,
+    WITNESS_POLICY,
     Summary,
     attachment_name,
     checkpoint_name,
@@ -59,6 +61,7 @@ from service.exports.verify_bundle import (
     provenance_name,
     verify_bundle,
 )
+from service.ops import witnessing
 from service.ops.projector import publish_checkpoint_if_due
 from service.store.persistence import EventRow, read_events
 
@@ -148,12 +151,29 @@ def _ensure_checkpoint(services: Services, position: int) -> tlog.StoredCheckpoi
             leaf = tlog.leaf_for_notification(conn, position)
             latest = tlog.latest_checkpoint(conn)
         if leaf is not None and latest is not None and latest.tree_size > leaf.leaf_index:
-            return latest
+            return _witnessed(services, leaf.leaf_index, latest)
         if leaf is not None:
             publish_checkpoint_if_due(services, force=True)
         else:
             time.sleep(0.05)  # the event is committed but another projector holds the log's batch
     raise RuntimeError(f"no checkpoint covers ledger position {position}; is the transparency log projecting?")
+
+
+def _witnessed(services: Services, leaf_index: int, latest: tlog.StoredCheckpoint) -> tlog.StoredCheckpoint:
+    """With witnesses configured, a checkpoint covering ``leaf_index`` that meets their policy (submitted now)."""
+    policy = witnessing.witness_policy(services.settings)
+    if policy is None:
+        return latest
+    for _ in range(2):
+        with services.engine.connect() as conn:
+            view = witnessing.latest_witnessed(conn, policy)
+        if view is not None and view.checkpoint.tree_size > leaf_index:
+            return view.checkpoint
+        witnessing.submit_to_witnesses(services)
+    raise CheckpointNotWitnessed(
+        f"no checkpoint covering ledger leaf {leaf_index} meets the witness policy yet (are the witnesses "
+        "reachable?); the export can be retried once they cosign"
+    )
 
 
 def _keys(sealed: list[_Sealed]) -> dict[str, bytes]:
@@ -245,6 +265,8 @@ def export_bundle(
         sizes = [cp.tree_size for cp in tlog.all_checkpoints(conn) if cp.tree_size <= latest.tree_size]
         chosen = {sizes[bisect_right(sizes, leaf)] for leaf in leaves.values()} | {latest.tree_size}
         notes = {size: tlog.checkpoint_at(conn, size) for size in sorted(chosen)}
+        policy = witnessing.witness_policy(services.settings)
+        cosigned = {size: witnessing.cosigned(conn, cp, policy).note for size, cp in notes.items() if cp is not None}
         inclusion = proofs.inclusion_document(
             conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
         )
@@ -272,7 +294,8 @@ def export_bundle(
         (EVENTS, [line + b"\n" for line in _lines(sealed, leaves)]),
         (KEYRING_LINES, b"".join(line + b"\n" for line in keyring)),
         *sorted(keys.items()),
-        *[(checkpoint_name(size), cp.note.encode("utf-8")) for size, cp in notes.items() if cp is not None],
+        *[(checkpoint_name(size), note.encode("utf-8")) for size, note in cosigned.items()],
+        *([(WITNESS_POLICY, policy.text.encode("utf-8"))] if policy is not None else []),
         (INCLUSION, json.dumps(inclusion).encode("utf-8")),
         (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
         *sorted(files.items()),

@@ -95,6 +95,7 @@ EVENTS = "events.jsonl"
 INCLUSION = "proofs/inclusion.json"
 CONSISTENCY = "proofs/consistency.json"
 KEYRING_LINES = "keys/keyring.jsonl"
+WITNESS_POLICY = "witness-policy.txt"
 
 KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
 KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
@@ -122,7 +123,7 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _SAFE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}"
 LAYOUT = re.compile(
     rf"(?:{re.escape(README)}|{re.escape(VERIFIER)}|{re.escape(INDEX)}|{re.escape(EVENTS)}"
-    rf"|{re.escape(INCLUSION)}|{re.escape(CONSISTENCY)}|{re.escape(KEYRING_LINES)}"
+    rf"|{re.escape(INCLUSION)}|{re.escape(CONSISTENCY)}|{re.escape(KEYRING_LINES)}|{re.escape(WITNESS_POLICY)}"
     rf"|checkpoints/(?:0|[1-9][0-9]{{0,19}})\.txt|keys/ledger/[0-9a-f]{{16}}\.pem"
     rf"|keys/approvers/{_UUID}/[0-9a-f]{{16}}\.pem|manifests/{_UUID}(?:\.provenance)?\.json"
     rf"|reports/{_SAFE}|reports/plots/{_SAFE}|reports/attachments/{_UUID}/{_SAFE})"
@@ -226,6 +227,7 @@ class Summary:
     anchored: bool = False
     approvals: int = 0
     checkpoints: list[int] = field(default_factory=list)
+    witnessing: str = ""
     origin: str = ""
     tree_size: int = 0
     root_hash: str = ""
@@ -255,6 +257,7 @@ class Summary:
             f"approvals: {self.approvals} signed statement(s) verified with the approvers' registered keys",
             f"checkpoints: {len(self.checkpoints)} signed by the ledger (origin {self.origin}, sizes {sizes}); "
             f"{self.consistency_proofs} consistency proof(s) to the latest verified",
+            *([self.witnessing] if self.witnessing else []),
             f"inclusion: all {self.events} events proven in the tree of size {self.tree_size} "
             f"(root {self.root_hash}, {self.proof_nodes} proof nodes)",
             f"files: {self.files} report, manifest and provenance files match the digests the ledger signed",
@@ -507,6 +510,123 @@ def verifier_key(name: str, raw: bytes) -> str:
     return f"{name}+{note_key_hash(name, raw).hex()}+{encoded}"
 
 
+# -- witnesses: C2SP tlog-cosignature (cosignature/v1) and tlog-policy, as in
+# domain.integrity.cosignature and domain.integrity.witness_policy ----------------
+
+COSIGNATURE_TYPE = 0x04
+
+
+def cosigner_key_hash(name: str, raw: bytes) -> bytes:
+    """The key ID of an Ed25519 cosignature/v1 key: sha256(name || 0x0A || 0x04 || public key)[:4]."""
+    return hashlib.sha256(name.encode("utf-8") + b"\n\x04" + raw).digest()[:4]
+
+
+def _strict_b64(text: str) -> bytes | None:
+    raw = _b64(text)
+    return raw if raw is not None and base64.b64encode(raw).decode("ascii") == text else None
+
+
+def _vkey(vkey: str, kind: int) -> tuple[str, bytes] | None:
+    """(key name, raw key) of a signed-note verifier key of signature type ``kind``, or None."""
+    name, _, rest = vkey.partition("+")
+    hash_hex, _, encoded = rest.partition("+")
+    raw = _strict_b64(encoded)
+    if (
+        not name
+        or any(c.isspace() or c < " " for c in name)
+        or not re.fullmatch(r"[0-9a-f]{8}", hash_hex)
+        or raw is None
+        or len(raw) != 33
+        or raw[0] != kind
+    ):
+        return None
+    digest = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([kind]) + raw[1:]).digest()[:4]
+    return (name, raw[1:]) if digest.hex() == hash_hex else None
+
+
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """A C2SP tlog-policy: witnesses (policy name -> cosigner key name, raw key), groups and the quorum."""
+
+    witnesses: dict[str, tuple[str, bytes]]
+    groups: dict[str, tuple[int, tuple[str, ...]]]
+    quorum: str
+
+    def met(self, cosigned: set[str]) -> bool:
+        """Whether cosignatures by the witnesses named in ``cosigned`` meet the quorum."""
+
+        def holds(name: str) -> bool:
+            group = self.groups.get(name)
+            return name in cosigned if group is None else sum(map(holds, group[1])) >= group[0]
+
+        return self.quorum == "none" or holds(self.quorum)
+
+
+def parse_witness_policy(text: str) -> WitnessPolicy:
+    """Parse tlog-policy text; ValueError naming the first bad line."""
+    witnesses: dict[str, tuple[str, bytes]] = {}
+    groups: dict[str, tuple[int, tuple[str, ...]]] = {}
+    seen: set[bytes] = set()
+    quorum = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        words = [w for w in re.split(r"[ \t]+", line.strip()) if w]
+        bad = f"witness policy line {number}"
+        if any(c < " " and c != "\t" for c in line):
+            raise ValueError(f"{bad}: contains a control character")
+        if not words or words[0].startswith("#"):
+            continue
+        kind, args = words[0], words[1:]
+        defined = set(witnesses) | set(groups) | {"none"}
+        if kind in ("log", "witness") and len(args) in ((1, 2) if kind == "log" else (2, 3)):
+            key = _vkey(args[0] if kind == "log" else args[1], 0x01 if kind == "log" else COSIGNATURE_TYPE)
+            if key is None or (kind == "witness" and args[0] in defined) or key[1] in seen:
+                raise ValueError(f"{bad}: not a valid {kind} line")
+            seen.add(key[1])
+            if kind == "witness":
+                witnesses[args[0]] = key
+        elif kind == "group" and len(args) >= 3:
+            members = tuple(args[2:])
+            k = {"all": len(members), "any": 1}.get(args[1])
+            if k is None and re.fullmatch(r"[1-9][0-9]{0,3}", args[1]) and int(args[1]) <= len(members):
+                k = int(args[1])
+            if (
+                args[0] in defined
+                or k is None
+                or len(set(members)) != len(members)
+                or not set(members) <= set(witnesses) | set(groups)
+            ):
+                raise ValueError(f"{bad}: not a valid group line")
+            groups[args[0]] = (k, members)
+        elif kind == "quorum" and len(args) == 1 and quorum is None and args[0] in defined:
+            quorum = args[0]
+        else:
+            raise ValueError(f"{bad}: not a valid log, witness, group or quorum line")
+    if quorum is None:
+        raise ValueError("the witness policy has no quorum line")
+    return WitnessPolicy(witnesses, groups, quorum)
+
+
+def cosigned_by(body: str, signatures: list[tuple[str, bytes, bytes]], policy: WitnessPolicy) -> set[str]:
+    """The policy's witnesses with a valid cosignature/v1 line on the checkpoint ``body``; ValueError when a
+    line bears a policy witness's name and key ID but does not verify."""
+    found = set()
+    for policy_name, (key_name, raw) in policy.witnesses.items():
+        key_hash = cosigner_key_hash(key_name, raw)
+        for name, line_hash, signature in signatures:
+            if (name, line_hash) != (key_name, key_hash):
+                continue
+            timestamp = int.from_bytes(signature[:8], "big")
+            message = f"cosignature/v1\ntime {timestamp}\n{body}".encode()
+            if (
+                len(signature) != 72
+                or not 0 < timestamp < 2**63
+                or not _verifies(_public_key(raw), signature[8:], message)
+            ):
+                raise ValueError(f"its cosignature by witness {policy_name} ({key_name}) does not verify")
+            found.add(policy_name)
+    return found
+
+
 def _parse_checkpoint(text: str) -> tuple[str, int, bytes, str, list[tuple[str, bytes, bytes]]]:
     """(origin, size, root, body, signatures) of a C2SP tlog-checkpoint signed note; ValueError if malformed."""
     if not text.endswith("\n") or re.search(r"[\x00-\x09\x0b-\x1f]", text):
@@ -525,7 +645,7 @@ def _parse_checkpoint(text: str) -> tuple[str, int, bytes, str, list[tuple[str, 
     for line in block[:-1].split("\n") if block else []:
         name, sep, encoded = line.removeprefix("\u2014 ").partition(" ")
         raw = _b64(encoded)
-        if not line.startswith("\u2014 ") or not sep or raw is None or len(raw) != 68:
+        if not line.startswith("\u2014 ") or not sep or raw is None or len(raw) <= 4:
             raise ValueError(f"malformed signature line {line!r}")
         signatures.append((name, raw[:4], raw[4:]))
     if not signatures:
@@ -771,13 +891,22 @@ class _Facts:
 class Verification:
     """One run of every check over one archive."""
 
-    def __init__(self, archive: Archive, anchors: Sequence[bytes], workers: int, fast: bool = True) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        anchors: Sequence[bytes],
+        workers: int,
+        fast: bool = True,
+        witness_policy: str | None = None,
+    ) -> None:
         self.archive = archive
         self.anchors = list(anchors)
         self.workers = max(1, workers)
         self.fast = fast
         self.summary = Summary(workers=self.workers, ed25519=ed25519_library(fast))
         self.nodes: MerkleNodes | None = None
+        self.witness_policy = witness_policy
+        self.notes: dict[int, tuple[str, list[tuple[str, bytes, bytes]]]] = {}
         self.leaf_of: dict[int, int] = {}
 
     def run(self) -> Summary:
@@ -790,6 +919,7 @@ class Verification:
         self._order_and_chains(facts)
         self._approvals(facts)
         roots = self._checkpoints(index, keys)
+        self._witnessed()
         self._inclusion(facts, roots)
         self._consistency(roots)
         self._export_record(index, facts, keys)
@@ -1006,14 +1136,49 @@ class Verification:
             if not ours:
                 raise BundleProblem(name, "carries no signature by a ledger key")
             for raw, sig in ours:
-                if not _verifies(_public_key(raw), sig, body.encode("utf-8")):
+                if len(sig) != 64 or not _verifies(_public_key(raw), sig, body.encode("utf-8")):
                     raise BundleProblem(name, f"its signature by ledger key {key_id_of(raw)} does not verify")
             roots[size] = root
+            self.notes[size] = (body, signatures)
         if not roots:
             raise BundleProblem("checkpoints/", "holds no signed checkpoint")
         self.summary.checkpoints = sorted(roots)
         self.summary.note_keys = [verifier_key(origin, raw) for raw in keys.values()]
         return roots
+
+    def _witnessed(self) -> None:
+        """The latest checkpoint meets the witness policy (yours, else the bundle's); every cosignature verifies."""
+        text, source = self.witness_policy, "the policy you gave"
+        if text is None and WITNESS_POLICY in self.archive.members:
+            text, source = (
+                self.archive.read(WITNESS_POLICY).decode("utf-8", "replace"),
+                f"the bundle's {WITNESS_POLICY}",
+            )
+        if text is None:
+            self.summary.witnessing = "checkpoints not witnessed (the bundle has no witness policy and you gave none)"
+            return
+        try:
+            policy = parse_witness_policy(text)
+        except ValueError as exc:
+            raise BundleProblem(WITNESS_POLICY, str(exc)) from None
+        latest = max(self.notes)
+        for size, (body, signatures) in sorted(self.notes.items()):
+            try:
+                cosigners = cosigned_by(body, signatures, policy)
+            except ValueError as exc:
+                raise BundleProblem(checkpoint_name(size), str(exc)) from None
+            if size == latest and not policy.met(cosigners):
+                raise BundleProblem(
+                    checkpoint_name(size),
+                    f"lacks the cosignatures {source} requires (quorum {policy.quorum}; cosigned by "
+                    f"{', '.join(sorted(cosigners)) or 'no witness'})",
+                )
+            if size == latest:
+                trust = "" if self.witness_policy is not None else " (NOT anchored: pass --witness-policy)"
+                self.summary.witnessing = (
+                    f"witnessed: the latest checkpoint meets {source} (quorum {policy.quorum}; cosigned by "
+                    f"{', '.join(sorted(cosigners)) or 'none needed'}){trust}"
+                )
 
     # 7. inclusion and consistency -------------------------------------------------------------
     def _inclusion(self, facts: _Facts, roots: dict[int, bytes]) -> None:
@@ -1244,6 +1409,7 @@ def verify_bundle(
     workers: int | None = None,
     limits: Limits | None = None,
     crypto_only: bool = False,
+    witness_policy: str | None = None,
 ) -> Summary:
     """Verify a bundle; return its summary or raise :class:`BundleProblem` naming the first problem.
 
@@ -1253,7 +1419,9 @@ def verify_bundle(
     """
     archive = Archive(Path(path), limits or Limits())
     try:
-        return Verification(archive, anchors, workers or os.cpu_count() or 1, fast=not crypto_only).run()
+        return Verification(
+            archive, anchors, workers or os.cpu_count() or 1, fast=not crypto_only, witness_policy=witness_policy
+        ).run()
     finally:
         archive.close()
 
@@ -1324,6 +1492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PEM",
         help="a ledger public key you trust (PEM file); repeatable",
     )
+    parser.add_argument(
+        "--witness-policy",
+        metavar="FILE",
+        help="the C2SP tlog-policy you trust: the latest checkpoint must carry its quorum's cosignatures",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes checking signatures (default: every core)")
     parser.add_argument(
         "--max-bytes", type=int, default=Limits.max_bundle_bytes, help="refuse a bundle larger than this many bytes"
@@ -1350,6 +1523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             limits=Limits(max_bundle_bytes=args.max_bytes),
             crypto_only=args.crypto_only,
+            witness_policy=Path(args.witness_policy).read_text() if args.witness_policy else None,
         )
         for line in summary.lines():
             print(line)

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from support.merkle_vectors import CONSISTENCY_VECTORS, INCLUSION_VECTORS, REFERENCE_LEAVES, ROOTS
 
 from domain.integrity import checkpoint as domain_checkpoint
+from domain.integrity import cosignature as domain_cosignature
 from domain.integrity import merkle as domain_merkle
+from domain.integrity import witness_policy as domain_witness_policy
 from service.exports import verify_bundle as verifier
 
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -392,13 +394,9 @@ def test_a_checkpoint_checked_with_another_key_is_refused_by_both(note: tuple[st
     assert _verifier_verdict(text, origin, _raw(stranger)) is None
 
 
-def test_a_signature_line_that_is_not_ed25519_is_refused_by_the_verifier_alone() -> None:
-    """The other difference: the ledger writes only Ed25519 lines, and the verifier reads only those.
-
-    The domain keeps lines of other signature types (a C2SP tlog-cosignature is a
-    timestamp and a signature, 72 bytes) and ignores them when verifying; should
-    stored checkpoints ever carry witness cosignatures, the verifier must learn to skip them.
-    """
+def test_a_cosignature_line_is_skipped_by_both() -> None:
+    """Lines of other signature types (a C2SP cosignature/v1 line is a 4-byte key ID, a timestamp and a
+    signature: 76 bytes) are kept and ignored when the ledger's signature is checked, by both."""
     key = Ed25519PrivateKey.generate()
     checkpoint = domain_checkpoint.Checkpoint("mlledger.local/ledger", 3, bytes(32))
     note = domain_checkpoint.sign_checkpoint(checkpoint, checkpoint.origin, key)
@@ -407,4 +405,88 @@ def test_a_signature_line_that_is_not_ed25519_is_refused_by_the_verifier_alone()
     cosigned = note + cosignature.line()
 
     assert _domain_verdict(cosigned, checkpoint.origin, key) == (checkpoint.origin, 3, bytes(32))
-    assert _verifier_verdict(cosigned, checkpoint.origin, _raw(key)) is None
+    assert _verifier_verdict(cosigned, checkpoint.origin, _raw(key)) == (checkpoint.origin, 3, bytes(32))
+
+
+# --------------------------------------------------------------------------
+# Witnesses: tlog-policy and cosignature/v1, as domain.integrity.witness_policy and .cosignature read them
+# --------------------------------------------------------------------------
+
+_WITNESS_KEYS = [Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32) for i in range(1, 5)]
+_WITNESS_VKEYS = [domain_cosignature.cosigner_vkey(f"w{i}.example", _raw(key)) for i, key in enumerate(_WITNESS_KEYS)]
+_LOG_VKEY = domain_checkpoint.verifier_key(
+    "mlledger.local/ledger", _raw(Ed25519PrivateKey.from_private_bytes(bytes(32)))
+)
+_policy_lines = st.one_of(
+    st.builds(
+        lambda n, i: f"witness {n} {_WITNESS_VKEYS[i]}", st.sampled_from(["a", "b", "c", "none"]), st.integers(0, 3)
+    ),
+    st.builds(
+        lambda n, k, m: f"group {n} {k} {' '.join(m)}",
+        st.sampled_from(["g", "h", "a"]),
+        st.sampled_from(["all", "any", "1", "2", "3", "0", "01"]),
+        st.lists(st.sampled_from(["a", "b", "c", "g", "none"]), min_size=0, max_size=3),
+    ),
+    st.builds(lambda n: f"quorum {n}", st.sampled_from(["a", "b", "g", "h", "none", "x"])),
+    st.sampled_from(
+        ["", "# comment", f"log {_LOG_VKEY}", f"log {_WITNESS_VKEYS[0]}", "witness a b+00000000+AAAA", "\tquorum\ta"]
+    ),
+)
+
+
+def _domain_policy(text: str) -> tuple[dict[str, bytes], bool] | None:
+    try:
+        policy = domain_witness_policy.parse_policy(text)
+    except domain_checkpoint.CheckpointError:
+        return None
+    keys = {n: w.cosigner.public_key.public_bytes_raw() for n, w in policy.witnesses.items()}
+    return keys, policy.satisfied_by({"a", "b"})
+
+
+def _verifier_policy(text: str) -> tuple[dict[str, bytes], bool] | None:
+    try:
+        policy = verifier.parse_witness_policy(text)
+    except ValueError:
+        return None
+    return {n: raw for n, (_, raw) in policy.witnesses.items()}, policy.met({"a", "b"})
+
+
+@PROPERTY
+@given(policy_lines=st.lists(_policy_lines, max_size=7))
+def test_witness_policies_parse_and_decide_the_same(policy_lines: list[str]) -> None:
+    text = "\n".join(policy_lines) + "\n"
+
+    assert _verifier_policy(text) == _domain_policy(text)
+
+
+@PROPERTY
+@given(
+    size=st.integers(0, 2**40),
+    timestamps=st.lists(st.integers(1, 2**40), min_size=4, max_size=4),
+    signing=st.lists(st.booleans(), min_size=4, max_size=4),
+    flip=st.one_of(st.none(), st.integers(0, 3)),
+)
+def test_cosignatures_count_the_same(size: int, timestamps: list[int], signing: list[bool], flip: int | None) -> None:
+    checkpoint = domain_checkpoint.Checkpoint("mlledger.local/ledger", size, bytes(32))
+    note = domain_checkpoint.sign_checkpoint(
+        checkpoint, checkpoint.origin, Ed25519PrivateKey.from_private_bytes(bytes(32))
+    )
+    for i, key in enumerate(_WITNESS_KEYS):
+        if signing[i]:
+            line = domain_cosignature.sign_cosignature(checkpoint.body(), f"w{i}.example", key, timestamps[i])
+            if flip == i:
+                line = domain_checkpoint.NoteSignature(line.key_name, line.key_hash, _flip(line.signature, 100))
+            note += line.line()
+    policy_text = "".join(f"witness n{i} {v}\n" for i, v in enumerate(_WITNESS_VKEYS)) + "quorum none\n"
+    cosigners = [domain_cosignature.parse_cosigner_vkey(v) for v in _WITNESS_VKEYS]
+    *_, body, signatures = verifier._parse_checkpoint(note)
+
+    expected = {
+        f"n{i}" for i, c in enumerate(cosigners) if c.name in domain_cosignature.valid_cosigners(note, cosigners)
+    }
+    try:
+        found: set[str] | None = verifier.cosigned_by(body, signatures, verifier.parse_witness_policy(policy_text))
+    except ValueError:
+        found = None  # the verifier refuses a bad line from a known witness; the domain skips it
+
+    assert found == (expected if flip is None or not signing[flip] else None)
