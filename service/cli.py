@@ -327,6 +327,9 @@ def verify_bundle(
     workers: Annotated[int | None, typer.Option(min=1, help="processes checking signatures")] = None,
     max_bytes: Annotated[int | None, typer.Option(min=1, help="refuse a bundle larger than this")] = None,
     extract: Annotated[Path | None, typer.Option(help="after verifying, write the files under this directory")] = None,
+    witness_policy: Annotated[
+        Path | None, typer.Option(help="the C2SP tlog-policy you trust for the checkpoints' cosignatures")
+    ] = None,
 ) -> None:
     """Verify an export bundle offline (the same checks as the bundle's own verify_bundle.py)."""
     from service.exports import verify_bundle as checker
@@ -335,6 +338,7 @@ def verify_bundle(
     argv += ["--workers", str(workers)] if workers else []
     argv += ["--max-bytes", str(max_bytes)] if max_bytes else []
     argv += ["--extract", str(extract)] if extract else []
+    argv += ["--witness-policy", str(witness_policy)] if witness_policy else []
     code = checker.main(argv)
     if code:
         raise typer.Exit(code)

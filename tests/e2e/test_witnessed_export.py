@@ -85,7 +85,7 @@ def test_the_bundle_verifies_against_the_policy_you_give(witnessed: Witnessed, t
     policy.write_text(_policy_text(witnessed.bundle))
 
     result = subprocess.run(
-        [sys.executable, "service/exports/verify_bundle.py", str(witnessed.bundle), "--witness-policy", str(policy)],
+        [sys.executable, "-m", "service", "verify-bundle", str(witnessed.bundle), "--witness-policy", str(policy)],
         cwd=REPO,
         capture_output=True,
         text=True,
