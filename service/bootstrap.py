@@ -110,7 +110,7 @@ def check_migrated(settings: Settings) -> None:
 
 def pending_key_path(settings: Settings) -> Path:
     """Where a rotation keeps the new key until its event is recorded."""
-    return keystore.ledger_key_path(settings.keys_dir, settings.key_path).with_suffix(".next.pem")
+    return keystore.pending_key_path(settings.keys_dir, settings.key_path)
 
 
 def _finish_interrupted_rotation(settings: Settings, ledger: Ledger) -> Signer:

@@ -4,6 +4,11 @@ The keyring is one aggregate with a fixed id. Its first event names the genesis
 public key and is signed by it; each rotation names the next key and is signed by
 the key it replaces, so a verifier that trusts any key of the chain can follow
 it, and old signatures stay verifiable by key id.
+
+Each key signs only inside its window of ledger positions: from the event that
+introduced it to the rotation that retired it (that rotation is its last
+signature). A retired key whose compromise is recorded (``Revoked``) taints
+what it signed after the position given; verification names those events.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ import uuid
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
-from domain.errors import KeyAlreadyInKeyring
+from domain.errors import (
+    InvalidPayload,
+    KeyAlreadyInKeyring,
+    LedgerKeyAlreadyRevoked,
+    LedgerKeyNotInKeyring,
+    LedgerKeyStillCurrent,
+)
 
 KEYRING_ID = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:ledger-keyring")
 
@@ -37,6 +48,14 @@ class LedgerKeyring(LedgerAggregate):
         public_key_pem: str
         reason: str
 
+    class Revoked(LedgerAggregate.Event):
+        """Retired key ``key_id`` is compromised: what it signed after ``compromised_since`` is not trusted."""
+
+        TOPIC = "mlledger.keyring.Revoked.v1"
+        key_id: str
+        compromised_since: int
+        reason: str
+
     @staticmethod
     def create_id(**_: object) -> uuid.UUID:
         """There is one keyring per ledger."""
@@ -46,6 +65,7 @@ class LedgerKeyring(LedgerAggregate):
     def __init__(self, key_id: str, public_key_pem: str, actor: str) -> None:
         self.current_key_id = key_id
         self.keys: dict[str, str] = {key_id: public_key_pem}
+        self.compromised_since: dict[str, int] = {}
 
     def rotate(self, key_id: str, public_key_pem: str, reason: str, actor: str) -> None:
         """Move signing to a new key; refuse a key used before."""
@@ -63,3 +83,30 @@ class LedgerKeyring(LedgerAggregate):
     def _rotate(self, previous_key_id: str, key_id: str, public_key_pem: str, reason: str, actor: str) -> None:
         self.keys[key_id] = public_key_pem
         self.current_key_id = key_id
+
+    def revoke(self, key_id: str, compromised_since: int, reason: str, actor: str) -> None:
+        """Record that a retired key was compromised from a ledger position on."""
+        self.check_revocable(key_id, compromised_since)
+        self._revoke(key_id=key_id, compromised_since=compromised_since, reason=reason, actor=actor)
+
+    def check_revocable(self, key_id: str, compromised_since: int) -> None:
+        """A key of this keyring, retired, not revoked before; a position that is not negative."""
+        if key_id not in self.keys:
+            raise LedgerKeyNotInKeyring(f"key {key_id} is not a key of this ledger", field="key_id")
+        if key_id == self.current_key_id:
+            raise LedgerKeyStillCurrent(
+                f"key {key_id} is the current ledger key: rotate it first, then revoke it", field="key_id"
+            )
+        if key_id in self.compromised_since:
+            raise LedgerKeyAlreadyRevoked(
+                f"key {key_id} was already revoked (compromised since position {self.compromised_since[key_id]})",
+                field="key_id",
+            )
+        if isinstance(compromised_since, bool) or not isinstance(compromised_since, int) or compromised_since < 0:
+            raise InvalidPayload(
+                "the compromise position must be a ledger position (an integer, 0 or more)", field="compromised_since"
+            )
+
+    @event(Revoked)
+    def _revoke(self, key_id: str, compromised_since: int, reason: str, actor: str) -> None:
+        self.compromised_since[key_id] = compromised_since

@@ -11,12 +11,13 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 from domain.aggregate import aggregate_type_of, is_known_topic
 from domain.errors import TamperedEvent
 from domain.integrity import merkle
+from domain.integrity.key_lifetimes import KeyWindow
 from domain.integrity.keys import key_id, load_public_key_pem, raw_public_key, verify_raw
 from domain.integrity.sealing import ENVELOPE_VERSION, ZERO_HASH, SealedEvent
 
@@ -68,8 +69,9 @@ def check_event(
     topic: str,
     record: bytes,
     verify_signature: SignatureVerifier,
+    windows: Mapping[str, KeyWindow] | None = None,
 ) -> tuple[EventLink | None, Finding | None]:
-    """Check one stored event: record format, hash, signature, envelope vs row."""
+    """Check one stored event: record format, hash, signature (inside its key's window), envelope vs row."""
 
     def finding(what: str) -> tuple[None, Finding]:
         return None, Finding(notification_id, aggregate_id, version, what)
@@ -90,6 +92,11 @@ def check_event(
         return finding(f"signed by key {sealed.key_id!r}, which is not a ledger key (forged or foreign event)")
     if not verdict:
         return finding(f"the signature does not verify with ledger key {sealed.key_id!r}")
+    window = None if windows is None else windows.get(sealed.key_id)
+    if window is not None:
+        refused = window.refusal(notification_id)
+        if refused is not None:
+            return finding(refused)
     try:
         envelope: Any = json.loads(sealed.envelope)
     except ValueError:
@@ -154,17 +161,33 @@ def check_chains(links: Iterable[EventLink]) -> list[Finding]:
 
 KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
 KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
+KEYRING_REVOKED = "mlledger.keyring.Revoked.v1"
 
 
-def follow_key_chain(events: Iterable[tuple[int, str, int, str, bytes]]) -> tuple[dict[str, bytes], Finding | None]:
-    """The trusted ledger keys, from the keyring's events in order.
+@dataclass
+class LedgerKeys:
+    """The trusted ledger keys (key id -> raw public key) and the window in which each signs."""
+
+    keys: dict[str, bytes]
+    windows: dict[str, KeyWindow]
+
+    def refusal(self, key_id: str, position: int) -> str | None:
+        """Why ``key_id`` may not sign at ``position`` (None when it may, or when it is no ledger key)."""
+        window = self.windows.get(key_id)
+        return None if window is None else window.refusal(position)
+
+
+def follow_keyring(events: Iterable[tuple[int, str, int, str, bytes]]) -> tuple[LedgerKeys, Finding | None]:
+    """The trusted ledger keys and their windows, from the keyring's events in order.
 
     ``events`` are (notification id, aggregate id, version, topic, record).
-    The genesis event must be signed by the key it introduces; each rotation by
-    a key already trusted. Returns the keys (key id -> raw public key) and the
-    first problem, if any (the walk stops there).
+    The genesis event must be signed by the key it introduces; each rotation
+    and revocation by the key current at that point (a rotation retires it).
+    Returns what was established and the first problem, if any (the walk stops there).
     """
-    keys: dict[str, bytes] = {}
+    found = LedgerKeys({}, {})
+    keys, windows = found.keys, found.windows
+    current: str | None = None
     for nid, aggregate_id, version, topic, record in events:
 
         def problem(what: str, nid: int = nid, aggregate_id: str = aggregate_id, version: int = version) -> Finding:
@@ -173,29 +196,60 @@ def follow_key_chain(events: Iterable[tuple[int, str, int, str, bytes]]) -> tupl
         try:
             sealed = SealedEvent.from_record(record)
             envelope = sealed.envelope_fields()
-            new_key = load_public_key_pem(envelope["payload"]["public_key_pem"])
+            payload = envelope["payload"]
+            new_key = load_public_key_pem(payload["public_key_pem"]) if topic != KEYRING_REVOKED else None
         except Exception as exc:
-            return keys, problem(f"key event cannot be read: {exc}")
+            return found, problem(f"key event cannot be read: {exc}")
         if envelope.get("type") != topic or envelope.get("version") != version:
-            return keys, problem("key event envelope does not match its row")
-        new_raw = raw_public_key(new_key)
+            return found, problem("key event envelope does not match its row")
         if topic == KEYRING_ESTABLISHED:
             if keys:
-                return keys, problem("a second genesis key")
-            signer_raw = new_raw
+                return found, problem("a second genesis key")
+            assert new_key is not None
+            signer_raw = raw_public_key(new_key)
+        elif current is None:
+            return found, problem(f"{topic} before the genesis key")
+        elif sealed.key_id != current:
+            return found, problem(
+                f"key event signed by key {sealed.key_id}, not by the current ledger key {current}"
+                if sealed.key_id in keys
+                else f"key event signed by key {sealed.key_id}, which is not a ledger key"
+            )
         elif topic == KEYRING_ROTATED:
-            found = keys.get(sealed.key_id)
-            if found is None:
-                return keys, problem(f"rotation signed by key {sealed.key_id}, which is not a ledger key")
-            signer_raw = found
+            if payload.get("previous_key_id") != current:
+                return found, problem("the rotation replaces a key that is not the current ledger key")
+            signer_raw = keys[current]
+        elif topic == KEYRING_REVOKED:
+            revoked, since = payload.get("key_id"), payload.get("compromised_since")
+            if revoked not in windows or revoked == current or not isinstance(since, int) or since < 0:
+                return found, problem("the revocation names no retired ledger key or no position")
+            signer_raw = keys[current]
         else:
-            return keys, problem(f"unexpected event {topic} in the keyring")
+            return found, problem(f"unexpected event {topic} in the keyring")
         if not sealed.hash_matches() or not verify_raw(
             signer_raw, base64.b64decode(sealed.signature), bytes.fromhex(sealed.hash)
         ):
-            return keys, problem("key event signature or hash does not verify")
-        keys[key_id(new_key)] = new_raw
-    return keys, None
+            return found, problem("key event signature or hash does not verify")
+        if topic == KEYRING_REVOKED:
+            windows[revoked] = replace(windows[revoked], compromised_since=since, revoked_at=nid)
+            continue
+        assert new_key is not None
+        new_id = key_id(new_key)
+        if topic == KEYRING_ESTABLISHED:
+            windows[new_id] = KeyWindow(new_id, first=nid)
+        else:
+            assert current is not None
+            windows[current] = replace(windows[current], last=nid)
+            windows[new_id] = KeyWindow(new_id, first=nid + 1)
+        keys[new_id] = raw_public_key(new_key)
+        current = new_id
+    return found, None
+
+
+def follow_key_chain(events: Iterable[tuple[int, str, int, str, bytes]]) -> tuple[dict[str, bytes], Finding | None]:
+    """The trusted ledger keys (key id -> raw public key), from the keyring's events (see :func:`follow_keyring`)."""
+    found, problem = follow_keyring(events)
+    return found.keys, problem
 
 
 @dataclass(frozen=True)

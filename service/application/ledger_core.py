@@ -17,11 +17,12 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
-from domain.errors import LedgerError, NotFound, VersionConflict
+from domain.errors import LedgerError, LedgerKeyRetired, NotFound, VersionConflict
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
 from domain.integrity.verification import follow_key_chain
 from service.settings import Settings
+from service.store import keystore
 from service.store.event_store import LedgerEventStore, SealingMapper
 from service.store.persistence import eventsourcing_env
 
@@ -52,6 +53,8 @@ class LedgerCore(Application[uuid.UUID]):
     def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self._signer = signer
+        self._keyring_version = 0
+        """The keyring version at which ``_signer`` was last seen to be the current key (0: not yet)."""
         super().__init__(env={**AGGREGATE_CACHE, **eventsourcing_env(settings), **(env or {})})
         assert isinstance(self.mapper, SealingMapper)
         self.mapper.refresh_keys = self._trusted_keys
@@ -73,7 +76,10 @@ class LedgerCore(Application[uuid.UUID]):
 
     def construct_event_store(self) -> LedgerEventStore:
         assert isinstance(self.mapper, SealingMapper)
-        return LedgerEventStore(mapper=self.mapper, recorder=self.recorder)
+        store = LedgerEventStore(mapper=self.mapper, recorder=self.recorder)
+        store.keyring_version = lambda: self._keyring_version
+        store.on_keyring_moved = self._check_signer_current
+        return store
 
     @property
     def signer(self) -> Signer:
@@ -179,7 +185,47 @@ class LedgerCore(Application[uuid.UUID]):
                 f"the configured ledger key {self._signer.key_id} is not the current key "
                 f"of this ledger ({keyring.current_key_id}); use the current key file"
             )
+        self._keyring_version = keyring.version
         return keyring
+
+    def _check_signer_current(self) -> None:
+        """Catch up with the keyring after an insert found it changed: sign only with its current key.
+
+        Another process may have rotated the key since this one last looked; each
+        insert checks the keyring's version under the write lock
+        (:mod:`service.store.keyring_guard`). Then this process takes the new key
+        from the key file (or the pending rotation's file) or, when it has none
+        that is current, refuses to write with :class:`LedgerKeyRetired`.
+        """
+        rows = self.recorder.select_events(KEYRING_ID, gt=self._keyring_version)
+        if not rows:
+            return  # nothing new (or the genesis key is being established)
+        current, version = self._signer.key_id, self._keyring_version
+        for row in rows:
+            if row.topic in (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC):
+                introduced = self.mapper.to_domain_event(row)  # checked: hash and signature
+                assert isinstance(introduced, LedgerKeyring.Established | LedgerKeyring.Rotated)
+                current = introduced.key_id
+            version = row.originator_version
+        if current == self._signer.key_id:
+            self._keyring_version = version
+            return
+        for path in (
+            keystore.ledger_key_path(self.settings.keys_dir, self.settings.key_path),
+            keystore.pending_key_path(self.settings.keys_dir, self.settings.key_path),
+        ):
+            try:
+                signer, _ = keystore.load_or_create(path.parent, path) if path.exists() else (None, False)
+            except keystore.KeyFileError:
+                continue
+            if signer is not None and signer.key_id == current:
+                log.warning("the ledger key was rotated by another process: now signing with %s", current)
+                self._signer, self._keyring_version = signer, version
+                return
+        raise LedgerKeyRetired(
+            f"this process holds ledger key {self._signer.key_id}, which a rotation retired "
+            f"(the current key is {current}, and its key file is not readable here): restart with the current key"
+        )
 
     def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
         """Record a rotation signed by the current key, then sign with the new one."""
@@ -192,4 +238,13 @@ class LedgerCore(Application[uuid.UUID]):
         )
         written = self._written(keyring)
         self._signer = new_signer
+        self._keyring_version = keyring.version
+        return written
+
+    def revoke_key(self, key_id: str, compromised_since: int, reason: str, actor: str) -> Written:
+        """Record that retired ledger key ``key_id`` was compromised from ``compromised_since`` on."""
+        keyring = self.ensure_keyring()
+        keyring.revoke(key_id=key_id, compromised_since=compromised_since, reason=reason, actor=actor)
+        written = self._written(keyring)
+        self._keyring_version = keyring.version
         return written

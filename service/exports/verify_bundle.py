@@ -15,9 +15,13 @@ check (``--extract`` writes it under DIR only afterwards). In order, it checks:
 2. the ledger's keys: the keyring's genesis key signed itself and every
    rotation is signed by the key it replaces; ``--public-key`` anchors the chain
    on a key you obtained from the ledger operator; ``keys/`` holds exactly these;
+   each key's window of positions (from its introduction to the rotation that
+   retired it) and any compromise a revocation recorded;
 3. every event of ``events.jsonl``: the line format, the SHA-256 of the exact
-   envelope bytes it carries, the Ed25519 signature by a ledger key, and that
-   the envelope names the same aggregate, type and version as the line;
+   envelope bytes it carries, the Ed25519 signature by a ledger key inside that
+   key's window, and that the envelope names the same aggregate, type and
+   version as the line; then every event a revoked key signed after its
+   compromise is named;
 4. ledger order, and each aggregate's versions 1..n linked by ``prev_hash``;
 5. every approval statement's signature with the approver's registered key;
 6. every checkpoint: a C2SP signed note signed by a ledger key;
@@ -99,6 +103,7 @@ WITNESS_POLICY = "witness-policy.txt"
 
 KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
 KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
+KEYRING_REVOKED = "mlledger.keyring.Revoked.v1"
 SIGNING_KEY_REGISTERED = "mlledger.principal.SigningKeyRegistered.v1"
 APPROVAL_GRANTED = "mlledger.modelversion.ApprovalGranted.v1"
 APPROVAL_REJECTED = "mlledger.modelversion.ApprovalRejected.v1"
@@ -108,6 +113,7 @@ OPENED_TOPICS = frozenset(
     {
         KEYRING_ESTABLISHED,
         KEYRING_ROTATED,
+        KEYRING_REVOKED,
         SIGNING_KEY_REGISTERED,
         APPROVAL_GRANTED,
         APPROVAL_REJECTED,
@@ -223,6 +229,7 @@ class Summary:
     aggregates: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     ledger_keys: list[str] = field(default_factory=list)
+    key_windows: dict[str, Window] = field(default_factory=dict)
     note_keys: list[str] = field(default_factory=list)
     anchored: bool = False
     approvals: int = 0
@@ -763,10 +770,36 @@ class Archive:
         self.zip.close()
 
 
+# -- key windows -------------------------------------------------------------------
+
+Window = tuple[int, "int | None", "int | None", "int | None"]
+"""A ledger key's (first position, last position or None while current, compromised since, revoked at)."""
+
+
+def describe_window(window: Window) -> str:
+    """The window in words (as ``domain.integrity.key_lifetimes.KeyWindow.describe``)."""
+    first, last = window[0], window[1]
+    return f"positions {first} onward (current)" if last is None else f"positions {first} to {last}"
+
+
+def window_refusal(key_id: str, position: int, window: Window) -> str | None:
+    """Why ``key_id`` may not sign at ``position`` (as ``KeyWindow.refusal``), or None when it may."""
+    first, last, compromised, revoked_at = window
+    if first <= position and (last is None or position <= last) and (compromised is None or position <= compromised):
+        return None
+    if compromised is not None and position > compromised:
+        return (
+            f"signed by ledger key {key_id} after its compromise at position {compromised} "
+            f"(revoked at position {revoked_at}; its window: {describe_window(window)})"
+        )
+    return f"signed by ledger key {key_id} at position {position}, outside the key's window ({describe_window(window)})"
+
+
 # -- checking event lines (in worker processes) --------------------------------------
 
 _LINES: list[bytes] = []
 _KEYS: dict[str, bytes] = {}
+_WINDOWS: dict[str, Window] = {}
 
 
 def _where(number: int, m: re.Match[bytes]) -> str:
@@ -779,13 +812,17 @@ def _where(number: int, m: re.Match[bytes]) -> str:
 _OPENED = frozenset(topic.encode() for topic in OPENED_TOPICS)
 
 
-def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> tuple[Any, ...]:
+def check_line(
+    number: int, line: bytes, keys: dict[bytes, SignatureCheck], windows: dict[bytes, Window] | None = None
+) -> tuple[Any, ...]:
     """Check one line of events.jsonl; return its facts or raise BundleProblem naming it.
 
     The facts are (line, position, leaf index, aggregate id, aggregate type,
     version, topic, hash, prev_hash, leaf hash, envelope bytes of the topics
-    the verifier reads or None). This runs once per event, so the message of
-    a problem is only put together when there is one.
+    the verifier reads or None, key id). This runs once per event, so the
+    message of a problem is only put together when there is one. An event
+    signed outside its key's window is refused here; one signed after a recorded
+    compromise passes, for :meth:`Verification._events` to name them all.
     """
     m = _LINE.match(line)
     if m is None or line[-1:] != b"}":
@@ -802,6 +839,11 @@ def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> t
         )
     if not check(base64.b64decode(signature), digest):
         raise BundleProblem(_where(number, m), f"the signature does not verify with ledger key {key_id.decode()}")
+    window = None if windows is None else windows.get(key_id)
+    if window is not None:
+        at = int(position)
+        if (at < window[0] or (window[1] is not None and at > window[1])) and (window[2] is None or at <= window[2]):
+            raise BundleProblem(_where(number, m), str(window_refusal(key_id.decode(), at, window)))
     head, tail = _ENVELOPE_HEAD.match(envelope), _ENVELOPE_TAIL.search(envelope, max(0, len(envelope) - 400))
     if head is None or tail is None:
         raise BundleProblem(_where(number, m), "the envelope is not in the ledger's canonical form")
@@ -821,43 +863,52 @@ def check_line(number: int, line: bytes, keys: dict[bytes, SignatureCheck]) -> t
         tail.group(1).decode(),
         hashlib.sha256(b"\x00" + digest).digest(),
         envelope if topic in _OPENED else None,
+        key_id,
     )
 
 
 def _check_range(
-    start: int, stop: int, fast: bool, lines: list[bytes] | None = None, keys: dict[str, bytes] | None = None
+    start: int,
+    stop: int,
+    fast: bool,
+    lines: list[bytes] | None = None,
+    keys: dict[str, bytes] | None = None,
+    windows: dict[str, Window] | None = None,
 ) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
     """Worker: check lines [start, stop) (1-based numbers start+1...); stop at the first problem."""
     source = _LINES if lines is None else lines
     publics = {k.encode(): signature_check(v, fast) for k, v in (_KEYS if keys is None else keys).items()}
+    spans = {k.encode(): v for k, v in (_WINDOWS if lines is None else windows or {}).items()}
     offset = 0 if lines is None else start
     facts = []
     for index in range(start, stop):
         try:
-            facts.append(check_line(index + 1, source[index - offset], publics))
+            facts.append(check_line(index + 1, source[index - offset], publics, spans))
         except BundleProblem as problem:
             return facts, problem
     return facts, None
 
 
-def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int, fast: bool) -> list[tuple[Any, ...]]:
-    global _LINES, _KEYS
+def _check_all_lines(
+    lines: list[bytes], keys: dict[str, bytes], windows: dict[str, Window], workers: int, fast: bool
+) -> list[tuple[Any, ...]]:
+    global _LINES, _KEYS, _WINDOWS
     if workers <= 1 or len(lines) < 2_000:
-        facts, problem = _check_range(0, len(lines), fast, lines, keys)
+        facts, problem = _check_range(0, len(lines), fast, lines, keys, windows)
         if problem is not None:
             raise problem
         return facts
     chunk = max(500, -(-len(lines) // (workers * 4)))
     bounds = [(a, min(a + chunk, len(lines))) for a in range(0, len(lines), chunk)]
     fork = "fork" in get_all_start_methods()
-    _LINES, _KEYS = lines, keys
+    _LINES, _KEYS, _WINDOWS = lines, keys, windows
     try:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
         try:
             futures = [
                 pool.submit(_check_range, a, b, fast)
                 if fork
-                else pool.submit(_check_range, a, b, fast, lines[a:b], keys)
+                else pool.submit(_check_range, a, b, fast, lines[a:b], keys, windows)
                 for a, b in bounds
             ]
             checked: list[tuple[Any, ...]] = []
@@ -869,7 +920,7 @@ def _check_all_lines(lines: list[bytes], keys: dict[str, bytes], workers: int, f
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        _LINES, _KEYS = [], {}
+        _LINES, _KEYS, _WINDOWS = [], {}, {}
     return checked
 
 
@@ -947,6 +998,8 @@ class Verification:
     def _keys(self, lines: list[bytes]) -> dict[str, bytes]:
         keys: dict[str, bytes] = {}
         pems: dict[str, str] = {}
+        windows: dict[str, Window] = {}
+        current: str | None = None
         keyring_lines: list[bytes] = []
         for number, line in enumerate(lines, start=1):
             if b'"aggregate_type":"LedgerKeyring"' not in line[:300]:
@@ -963,25 +1016,43 @@ class Verification:
             try:
                 fields = json.loads(envelope)
                 payload = fields["payload"]
-                pem = str(payload["public_key_pem"])
+                if not isinstance(payload, dict):
+                    raise TypeError("the payload is not an object")
             except (ValueError, KeyError, TypeError):
+                raise BundleProblem(where, "the key event cannot be read") from None
+            if m.group(4).decode() != KEYRING_ID:
+                raise BundleProblem(where, "a key event outside the ledger's keyring")
+            topic, signer_id, position = m.group(6).decode(), m.group(8).decode(), int(m.group(1))
+            if topic == KEYRING_REVOKED:
+                revoked, since = payload.get("key_id"), payload.get("compromised_since")
+                if revoked not in windows or revoked == current or type(since) is not int or since < 0:
+                    raise BundleProblem(where, "the revocation names no retired ledger key or no position")
+                if (
+                    current is None
+                    or signer_id != current
+                    or not _verifies(_public_key(keys[current]), base64.b64decode(m.group(9)), digest)
+                ):
+                    raise BundleProblem(where, "the revocation is not signed by the current ledger key")
+                first, last, _, _ = windows[revoked]
+                windows[revoked] = (first, last, since, position)
+                continue
+            try:
+                pem = str(payload["public_key_pem"])
+            except (KeyError, TypeError):
                 raise BundleProblem(where, "the key event cannot be read") from None
             raw = _pem_raw(pem)
             if raw is None or key_id_of(raw) != payload.get("key_id"):
                 raise BundleProblem(where, "the key event's public key is not the Ed25519 key its id names")
-            if m.group(4).decode() != KEYRING_ID:
-                raise BundleProblem(where, "a key event outside the ledger's keyring")
-            topic, signer_id = m.group(6).decode(), m.group(8).decode()
             if topic == KEYRING_ESTABLISHED:
                 if keys:
                     raise BundleProblem(where, "a second genesis key")
                 signer = raw if signer_id == key_id_of(raw) else None
             elif topic == KEYRING_ROTATED:
-                if not keys:
+                if current is None:
                     raise BundleProblem(where, "a rotation before the genesis key")
-                if payload.get("previous_key_id") not in keys:
-                    raise BundleProblem(where, "the rotation replaces a key that is not in the keyring")
-                signer = keys.get(signer_id)
+                if payload.get("previous_key_id") != current:
+                    raise BundleProblem(where, "the rotation replaces a key that is not the current ledger key")
+                signer = keys[current] if signer_id == current else None
             else:
                 raise BundleProblem(where, f"unexpected event {topic} in the keyring")
             if signer is None or not _verifies(_public_key(signer), base64.b64decode(m.group(9)), digest):
@@ -989,8 +1060,14 @@ class Verification:
                     where,
                     "the key event is not signed by the key before it (genesis: by itself): the key chain is broken",
                 )
-            keys[key_id_of(raw)] = raw
-            pems[key_id_of(raw)] = pem
+            new_id = key_id_of(raw)
+            if current is not None:
+                first, _, since, revoked_at = windows[current]
+                windows[current] = (first, position, since, revoked_at)
+            windows[new_id] = (position if current is None else position + 1, None, None, None)
+            keys[new_id] = raw
+            pems[new_id] = pem
+            current = new_id
         if not keys:
             raise BundleProblem(EVENTS, "holds no ledger keyring (no genesis key event)")
         if self.archive.read(KEYRING_LINES) != b"\n".join(keyring_lines) + b"\n":
@@ -1008,11 +1085,25 @@ class Verification:
             raise BundleProblem("keys", "none of the trusted public keys you gave is in this bundle's key chain")
         self.summary.anchored = bool(self.anchors)
         self.summary.ledger_keys = list(keys)
+        self.summary.key_windows = windows
         return keys
 
     # 3. every event ----------------------------------------------------------------
     def _events(self, lines: list[bytes], keys: dict[str, bytes]) -> _Facts:
-        events = _check_all_lines(lines, keys, self.workers, self.fast)
+        windows = self.summary.key_windows
+        events = _check_all_lines(lines, keys, windows, self.workers, self.fast)
+        revoked = {k.encode(): w for k, w in windows.items() if w[2] is not None}
+        if revoked:
+            tainted = [f for f in events if f[11] in revoked and f[1] > revoked[f[11]][2]]
+            if tainted:
+                named = "; ".join(
+                    f"line {f[0]} (position {f[1]}, {f[4]} {f[3]} version {f[5]}): "
+                    f"{window_refusal(f[11].decode(), f[1], revoked[f[11]])}"
+                    for f in tainted
+                )
+                raise BundleProblem(
+                    f"{EVENTS}", f"{len(tainted)} event(s) signed by a revoked ledger key after its compromise: {named}"
+                )
         opened: dict[int, dict[str, Any]] = {}
         for fact in events:
             if fact[10] is not None:
@@ -1028,7 +1119,7 @@ class Verification:
         heads: dict[str, tuple[int, str, str]] = {}
         last_position = last_leaf = -1
         by_type: dict[str, int] = {}
-        for number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, _, _ in facts.events:
+        for number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, _, _, _ in facts.events:
             where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
             if position <= last_position or leaf <= last_leaf:
                 raise BundleProblem(

@@ -1,16 +1,19 @@
 """``mlledger verify``: check the whole ledger, on every core.
 
 1. The key chain: the genesis key and each rotation (signed by the key it
-   replaces), anchored on a public key the caller trusts.
+   replaces), anchored on a public key the caller trusts; each key's window of
+   positions and the compromise a revocation recorded.
 2. Every event, in parallel worker processes that each read a range of
-   notification ids: record format, hash, Ed25519 signature, envelope vs row.
+   notification ids: record format, hash, Ed25519 signature by a key inside its
+   window (and not after its recorded compromise), envelope vs row.
 3. Per aggregate: versions 1..n with no gap, each ``prev_hash`` linked.
 4. The transparency log: leaves are the event hashes in notification order,
    stored nodes equal the recomputed tree, every checkpoint is signed by a
    ledger key and its root is the root of the tree at its size, and no leaf
    names an event that is gone.
 
-The first finding in ledger order is reported; the process exits 1.
+The first finding in ledger order is reported, and every event signed by a
+revoked key after its compromise is named; the process exits 1.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy.engine import Engine
 from domain import catalog
 from domain.integrity import merkle
 from domain.integrity.checkpoint import CheckpointError, verify_checkpoint
+from domain.integrity.key_lifetimes import COMPROMISED_MARK, KeyWindow
 from domain.integrity.keys import verify_raw
 from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
 from domain.integrity.sealing import SealedEvent
@@ -40,12 +44,13 @@ from domain.integrity.verification import (
     EventLink,
     Finding,
     Leaf,
+    LedgerKeys,
     check_chains,
     check_event,
     check_leaves,
     check_nodes,
     complete_nodes,
-    follow_key_chain,
+    follow_keyring,
 )
 from projections import transparency_log as tlog
 from service.settings import Settings
@@ -54,7 +59,7 @@ from service.store.persistence import create_engine, events_select, events_table
 CHUNK = 20_000
 MIN_CHUNK = 2_000
 assert catalog.AGGREGATES  # every event type is registered before verification
-KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC)
+KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC, LedgerKeyring.Revoked.TOPIC)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Report:
     checkpoints: int = 0
     latest_checkpoint: str | None = None
     keys: list[str] = field(default_factory=list)
+    windows: dict[str, KeyWindow] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -79,6 +85,10 @@ class Report:
     def first(self) -> Finding | None:
         """The first finding in ledger order."""
         return min(self.findings) if self.findings else None
+
+    def compromised(self) -> list[Finding]:
+        """The events signed by a revoked key after its compromise, in ledger order."""
+        return sorted(f for f in self.findings if COMPROMISED_MARK in f.what)
 
 
 def _aggregate_id(value: Any) -> str:
@@ -107,7 +117,7 @@ _worker_engine: Engine | None = None
 
 
 def _verify_range(
-    settings_json: str, start: int, stop: int, keys: dict[str, bytes]
+    settings_json: str, start: int, stop: int, keys: dict[str, bytes], windows: dict[str, KeyWindow]
 ) -> tuple[list[EventLink], list[Finding]]:
     """Worker: check every event with start <= notification id < stop."""
     global _worker_engine
@@ -121,7 +131,7 @@ def _verify_range(
     links: list[EventLink] = []
     findings: list[Finding] = []
     for nid, aggregate_id, version, topic, record in _rows(_worker_engine, start, stop):
-        link, finding = check_event(nid, aggregate_id, version, topic, record, verify)
+        link, finding = check_event(nid, aggregate_id, version, topic, record, verify, windows)
         if finding is not None:
             findings.append(finding)
             # Keep the event in the sequence so later checks do not cascade.
@@ -136,8 +146,8 @@ def _verify_range(
     return links, findings
 
 
-def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes], list[Finding]]:
-    """Follow the key chain from the genesis event; check an anchor is part of it."""
+def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[LedgerKeys, list[Finding]]:
+    """Follow the key chain from the genesis event (keys and their windows); check an anchor is part of it."""
     query = sa.text(
         f"{events_select(engine)} WHERE topic IN :topics ORDER BY {notification_id_column(engine)}"
     ).bindparams(sa.bindparam("topics", expanding=True))
@@ -149,14 +159,14 @@ def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[dict[str, bytes]
         for nid, aggregate_id, version, _, _ in events
         if aggregate_id != str(KEYRING_ID)
     ]
-    keys, problem = follow_key_chain(events)
+    found, problem = follow_keyring(events)
     if problem is not None:
         findings.append(problem)
     if not events:
         findings.append(Finding(UNPLACED, "-", 0, "the ledger has no keyring (no genesis key)"))
-    elif anchors and not any(a in keys.values() for a in anchors):
+    elif anchors and not any(a in found.keys.values() for a in anchors):
         findings.append(Finding(UNPLACED, "-", 0, "none of the trusted public keys is part of this ledger's key chain"))
-    return keys, findings
+    return found, findings
 
 
 def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:
@@ -237,15 +247,17 @@ def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, worker
     report = Report()
     engine = create_engine(settings)
     try:
-        keys, key_findings = trusted_keys(engine, anchors or [])
+        found, key_findings = trusted_keys(engine, anchors or [])
+        keys = found.keys
         report.findings += key_findings
         report.keys = sorted(keys)
+        report.windows = found.windows
         links: list[EventLink] = []
         workers = workers or os.cpu_count() or 1
         ranges = _ranges(engine, workers)
         settings_json = settings.model_dump_json()
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(_verify_range, settings_json, a, b, keys) for a, b in ranges]
+            futures = [pool.submit(_verify_range, settings_json, a, b, keys, found.windows) for a, b in ranges]
             leaves = _load_leaves(engine)
             stored_nodes = _load_nodes(engine)
             expected_nodes = complete_nodes([leaf.leaf_hash for leaf in leaves])

@@ -46,6 +46,7 @@ from domain.integrity.sealing import (
     record_bytes,
 )
 from service.common.bounded_cache import BoundedCache
+from service.store.keyring_guard import KEYRING_VERSION, KeyringMoved
 
 assert catalog.AGGREGATES  # every event type is registered before events are read
 _ENVELOPE_KEYS = ("originator_id", "originator_version", "timestamp", "actor", "originator_topic")
@@ -223,6 +224,10 @@ class LedgerEventStore(EventStore[uuid.UUID]):
         super().__init__(mapper=mapper, recorder=recorder)
         self.heads = _Heads()
         mapper.on_read = self.heads.note
+        self.keyring_version: Callable[[], int | None] = lambda: None
+        """The keyring version at which the signer was last seen current (None: no check at insert)."""
+        self.on_keyring_moved: Callable[[], None] = lambda: None
+        """Called when an insert found the keyring changed: the ledger takes the new key or refuses."""
 
     def head_hash(self, originator_id: uuid.UUID, version: int) -> str:
         """The hash of the aggregate's event at ``version`` (zeros for version 0)."""
@@ -236,8 +241,37 @@ class LedgerEventStore(EventStore[uuid.UUID]):
             raise VersionConflict(f"aggregate {originator_id} has no version {version} to chain to; reload it")
         return SealedEvent.from_record(rows[0].state).hash
 
+    def _sign_and_insert(
+        self,
+        domain_events: Sequence[DomainEventProtocol[uuid.UUID]],
+        encoded: list[tuple[bytes, bytes]],
+        kwargs: dict[str, Any],
+    ) -> tuple[list[StoredEvent], Sequence[int] | None]:
+        """Sign with the current key and insert; when a rotation landed meanwhile, catch up once and sign again."""
+        for attempt in range(2):
+            signer = self.mapper.signer
+            signatures = sign_all(signer, [digest for _, digest in encoded])
+            stored_events = [
+                self.mapper.stored(d, envelope, digest, signature, signer.key_id)
+                for d, (envelope, digest), signature in zip(domain_events, encoded, signatures, strict=True)
+            ]
+            expected = self.keyring_version()
+            try:
+                if expected is None:
+                    return stored_events, self.recorder.insert_events(stored_events, **kwargs)
+                return stored_events, self.recorder.insert_events(
+                    stored_events, **{KEYRING_VERSION: expected}, **kwargs
+                )
+            except KeyringMoved:
+                if attempt:
+                    raise VersionConflict(
+                        "the ledger keyring changed twice while this write was signed; retry"
+                    ) from None
+                self.on_keyring_moved()  # takes the new key, or raises LedgerKeyRetired
+        raise AssertionError("unreachable")
+
     def put(self, domain_events: Sequence[DomainEventProtocol[uuid.UUID]], **kwargs: Any) -> list[Recording[uuid.UUID]]:
-        """Seal, chain and insert ``domain_events`` in one transaction."""
+        """Seal, chain and insert ``domain_events`` in one transaction, signed with the current ledger key."""
         chain: dict[uuid.UUID, str] = {}
         encoded: list[tuple[bytes, bytes]] = []
         for domain_event in domain_events:
@@ -248,17 +282,11 @@ class LedgerEventStore(EventStore[uuid.UUID]):
             envelope, digest = self.mapper.encode_event(domain_event, prev)
             chain[oid] = digest.hex()
             encoded.append((envelope, digest))
-        signer = self.mapper.signer
-        signatures = sign_all(signer, [digest for _, digest in encoded])
-        stored_events = [
-            self.mapper.stored(d, envelope, digest, signature, signer.key_id)
-            for d, (envelope, digest), signature in zip(domain_events, encoded, signatures, strict=True)
-        ]
         hashes = [digest.hex() for _, digest in encoded]
         try:
-            notification_ids = self.recorder.insert_events(stored_events, **kwargs)
+            stored_events, notification_ids = self._sign_and_insert(domain_events, encoded, kwargs)
         except IntegrityError:
-            first = stored_events[0]
+            first = domain_events[0]
             raise VersionConflict(
                 f"aggregate {first.originator_id} was changed by another writer "
                 f"(version {first.originator_version} or a later one is taken); "

@@ -21,6 +21,11 @@ def ledger_key_path(keys_dir: Path, key_path: Path | None) -> Path:
     return key_path if key_path is not None else keys_dir / LEDGER_KEY_FILE
 
 
+def pending_key_path(keys_dir: Path, key_path: Path | None) -> Path:
+    """Where a rotation keeps the new key until its event is recorded."""
+    return ledger_key_path(keys_dir, key_path).with_suffix(".next.pem")
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")

@@ -48,6 +48,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": str(SQLITE_BUSY_TIMEOUT_MS // 1000),
+            "APPLICATION_RECORDER_TOPIC": "service.store.sqlite_recorder:LedgerSQLiteRecorder",
             "CREATE_TABLE": "y",
         }
     parts = urlsplit(url)

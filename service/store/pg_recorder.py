@@ -12,7 +12,8 @@ Creating the tables and the insert function is serialised with an advisory
 lock: PostgreSQL answers two processes that run ``CREATE OR REPLACE FUNCTION``
 at once with "tuple concurrently updated", which stopped runners started
 together. The table lock that keeps notification ids in commit order is kept
-as it is.
+as it is. Under that lock the insert checks that the batch was signed with
+the current ledger key (:mod:`service.store.keyring_guard`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
+
+from domain.integrity.ledger_key import KEYRING_ID
+from service.store.keyring_guard import KEYRING_VERSION, check_keyring
 
 CREATE_TABLE_LOCK = 0x6D6C6C6564676572  # "mlledger": one key for every process that opens the event store
 
@@ -110,6 +114,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = known.id "
             "AND originator_version > known.version) LIMIT 1"
         )
+        self._keyring_version = self._statement(
+            "SELECT max(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
+        )
         self._unnest_insert = self._statement(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[]) "
@@ -152,6 +159,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         self._lock_table(curs)
+        expected = kwargs.get(KEYRING_VERSION)
+        if expected is not None:  # under the table lock: no rotation can land until this commits
+            curs.execute(self._keyring_version, (KEYRING_ID,), prepare=True)
+            row = curs.fetchone()
+            check_keyring(None if row is None else row["version"], expected)
         curs.execute(self._unnest_insert, binary_columns(stored_events, self.datastore.originator_id_type), binary=True)

@@ -57,6 +57,7 @@ STORED_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "LedgerKeyring",
         ("actor", "key_id", "previous_key_id", "public_key_pem", "reason"),
     ),
+    "mlledger.keyring.Revoked.v1": ("LedgerKeyring", ("actor", "compromised_since", "key_id", "reason")),
     "mlledger.model.Created.v1": ("Model", ("actor", "name", "policy")),
     "mlledger.model.PolicyChanged.v1": ("Model", ("actor", "policy")),
     "mlledger.model.VersionAdded.v1": ("Model", ("actor", "model_version_id", "number")),

@@ -5,7 +5,7 @@ re-implements RFC 6962/9162 hashing and proof checks and C2SP signed-note
 checkpoints instead of importing ``domain.integrity``. This test holds the two
 equal: on the RFC 6962 reference vectors and on random trees, proofs and notes,
 valid and tampered, both must accept and refuse the same things and compute the
-same hashes.
+same hashes. Key windows likewise: both refuse the same positions, in the same words.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from domain.integrity import checkpoint as domain_checkpoint
 from domain.integrity import cosignature as domain_cosignature
 from domain.integrity import merkle as domain_merkle
 from domain.integrity import witness_policy as domain_witness_policy
+from domain.integrity.key_lifetimes import KeyWindow
 from service.exports import verify_bundle as verifier
 
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -406,6 +407,32 @@ def test_a_cosignature_line_is_skipped_by_both() -> None:
 
     assert _domain_verdict(cosigned, checkpoint.origin, key) == (checkpoint.origin, 3, bytes(32))
     assert _verifier_verdict(cosigned, checkpoint.origin, _raw(key)) == (checkpoint.origin, 3, bytes(32))
+
+
+# --------------------------------------------------------------------------
+# Key windows: the verifier refuses what domain.integrity.key_lifetimes refuses, in the same words
+# --------------------------------------------------------------------------
+
+
+@st.composite
+def _windows(draw: st.DrawFn) -> tuple[int, int | None, int | None, int | None]:
+    first = draw(st.integers(min_value=1, max_value=500))
+    last = draw(st.one_of(st.none(), st.integers(min_value=first, max_value=1_000)))
+    since = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=1_000)))
+    return first, last, since, None if since is None else draw(st.integers(min_value=first, max_value=2_000))
+
+
+@PROPERTY
+@given(window=_windows(), positions=st.lists(st.integers(min_value=1, max_value=1_200), min_size=1, max_size=20))
+def test_key_windows_refuse_the_same_positions_with_the_same_words(
+    window: tuple[int, int | None, int | None, int | None], positions: list[int]
+) -> None:
+    first, last, since, revoked_at = window
+    ours = KeyWindow("0123456789abcdef", first=first, last=last, compromised_since=since, revoked_at=revoked_at)
+
+    for position in [*positions, first - 1, first, *(p for p in (last, since) if p is not None)]:
+        assert verifier.window_refusal("0123456789abcdef", position, window) == ours.refusal(position)
+    assert verifier.describe_window(window) == ours.describe()
 
 
 # --------------------------------------------------------------------------
