@@ -229,6 +229,7 @@ class LedgerCore(Application[uuid.UUID]):
 
     def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
         """Record a rotation signed by the current key, then sign with the new one."""
+        self._check_signer_current()  # another process may have rotated since this one last wrote
         keyring = self.ensure_keyring()
         keyring.rotate(
             key_id=new_signer.key_id,
@@ -243,6 +244,7 @@ class LedgerCore(Application[uuid.UUID]):
 
     def revoke_key(self, key_id: str, compromised_since: int, reason: str, actor: str) -> Written:
         """Record that retired ledger key ``key_id`` was compromised from ``compromised_since`` on."""
+        self._check_signer_current()
         keyring = self.ensure_keyring()
         keyring.revoke(key_id=key_id, compromised_since=compromised_since, reason=reason, actor=actor)
         written = self._written(keyring)

@@ -213,3 +213,14 @@ def test_an_insert_signed_before_a_rotation_landed_is_refused_whole(services: Se
         services.ledger.recorder.insert_events([stored], **{KEYRING_VERSION: stale})
 
     assert services.ledger.position() == before
+
+
+def test_a_revocation_by_another_process_does_not_stop_this_ones_writes(services: Services, other: Services) -> None:
+    first = services.ledger.signer.key_id
+    _rotate_like_the_cli(services)
+    other.ledger.revoke_key(first, 0, reason="old key leaked", actor=ACTOR)
+    current = services.ledger.signer.key_id
+
+    written = _principal(services, "alice")
+
+    assert written in _signed_by(services, current)
