@@ -70,7 +70,7 @@ from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp, parse_timestamp
 from domain.model import APPROVED, Model, ModelVersion
 from domain.pipeline import Pipeline
-from domain.principal import Principal
+from domain.principal import Principal, possession_message
 from domain.run import Run
 from projections import audit_queries, registry_queries
 from service.bootstrap import Services, open_services
@@ -179,7 +179,8 @@ def _people(writer: Writer, rng: random.Random) -> Cast:
         approver.grant_role("auditor", actor="user:admin")
         signer = Signer.generate()
         pem = public_key_pem(signer.public_key)
-        kid = approver.register_signing_key(pem, actor="user:admin")
+        proof = signer.sign(possession_message(str(approver.id), signer.key_id))
+        kid = approver.register_signing_key(pem, proof, actor=str(approver.id))
         cast.approvers.append((str(approver.id), signer, kid, pem))
     for i in range(20):
         author = rng.choice(cast.scientists)

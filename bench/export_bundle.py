@@ -53,6 +53,7 @@ from domain.approval import approval_statement, sign_statement
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp
 from domain.prediction import Prediction
+from domain.principal import possession_message
 from domain.subject import Subject
 from service.bootstrap import Services
 from service.exports.bundle import export_bundle
@@ -109,7 +110,10 @@ def record_model(services: Services) -> tuple[str, int]:
     for name in ("approver-1", "approver-2"):
         principal = ledger.register_principal(name, "user", ["approver"], actor="admin")
         signer = Signer.generate()
-        key_id, _ = ledger.register_signing_key(principal.id, public_key_pem(signer.public_key), actor="admin")
+        proof = signer.sign(possession_message(principal.id, signer.key_id))
+        key_id, _ = ledger.register_signing_key(
+            principal.id, public_key_pem(signer.public_key), proof, actor=principal.id
+        )
         statement = approval_statement(
             model_version_id=str(version.id),
             model_name=MODEL,

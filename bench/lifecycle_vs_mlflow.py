@@ -78,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.append import describe_database, drop_schema, install_sigterm_handler, percentile, say
 from bench.serving_setup import free_port
 from domain.integrity.keys import Signer
-from mlledger.client import LedgerClient
+from mlledger.client import ChangePending, LedgerClient
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,8 +205,14 @@ class LedgerSide:
         admin = LedgerClient(api_key=self.admin_key, http=self.http)
         self.scientist = self._person(admin, "scientist", ["data_scientist"])[1]
         self.operator = self._person(admin, "operator", ["operator"])[1]
-        for name in ("approver-1", "approver-2"):
-            principal_id, client = self._person(admin, name, ["approver"])
+        second_id, second = self._person(admin, "admin-2", [])
+        people = [self._person(admin, name, []) for name in ("approver-1", "approver-2")]
+        admin.grant_role(second_id, "admin")  # closes the bootstrap: privileged grants need two admins now
+        for principal_id, client in people:
+            try:
+                admin.grant_role(principal_id, "approver", reason="benchmark approver")
+            except ChangePending as pending:
+                second.confirm_change(pending.change_id)
             signer = Signer.generate()
             self.approvers.append(
                 Approver(principal_id, client, signer, client.register_signing_key(principal_id, signer))

@@ -55,7 +55,7 @@ from bench.append import (
 )
 from domain.integrity.keys import Signer
 from domain.prediction import Prediction
-from mlledger.client import LedgerClient
+from mlledger.client import ChangePending, LedgerClient
 from service.settings import Settings
 from service.store.persistence import POSTGRES_EVENTS_TABLE, create_engine
 
@@ -247,9 +247,19 @@ class Deployed:
 
 
 def _person(admin: LedgerClient, base_url: str, name: str, roles: list[str]) -> tuple[str, LedgerClient]:
-    written = admin.create_principal(name, roles)
+    """A principal and its client, set up in the bootstrap: the bootstrap admin acts alone until the
+    first approver grant, so every key is issued and every plain role granted before the approvers'."""
+    written = admin.create_principal(name, [r for r in roles if r != "approver"])
     token = admin.issue_api_key(written.id, label=f"{name}'s key")
     return written.id, LedgerClient(base_url, token, timeout=120)
+
+
+def _grant_approver(admin: LedgerClient, second: LedgerClient, principal_id: str) -> None:
+    """Grant ``approver``: alone in the bootstrap, else confirmed by the second admin (four eyes)."""
+    try:
+        admin.grant_role(principal_id, "approver", reason="benchmark approver")
+    except ChangePending as pending:
+        second.confirm_change(pending.change_id)
 
 
 def deploy_model(base_url: str, features: int = FEATURES, rows: int = TRAINING_ROWS) -> Deployed:
@@ -257,14 +267,17 @@ def deploy_model(base_url: str, features: int = FEATURES, rows: int = TRAINING_R
     names = feature_names(features)
     with LedgerClient(base_url, ADMIN_KEY, timeout=120) as admin:
         _, scientist = _person(admin, base_url, "sam", ["data_scientist"])
-        approvers = []
-        for name in ("vera", "victor"):
-            principal, client = _person(admin, base_url, name, ["approver"])
-            signer = Signer.generate()
-            approvers.append((client, signer, client.register_signing_key(principal, signer)))
         _, operator = _person(admin, base_url, "otto", ["operator"])
         predictor = admin.create_principal("pat", ["predictor"])
         predictor_key = admin.issue_api_key(predictor.id, label="load generator")
+        second_id, second = _person(admin, base_url, "ada", [])
+        people = [_person(admin, base_url, name, ["approver"]) for name in ("vera", "victor")]
+        admin.grant_role(second_id, "admin")  # closes the bootstrap: from now on, two admins
+        approvers = []
+        for principal, client in people:
+            _grant_approver(admin, second, principal)
+            signer = Signer.generate()
+            approvers.append((client, signer, client.register_signing_key(principal, signer)))
     try:
         dataset = scientist.upload_dataset(
             "scoring-train", training_csv(rows, features), datasheet={"motivation": "serving benchmark"}

@@ -171,6 +171,25 @@ class ApprovalPolicy:
                 field=field,
             )
 
+    def weakened_by(self, new: ApprovalPolicy) -> list[str]:
+        """What ``new`` relaxes compared with this policy (empty when it relaxes nothing).
+
+        Fewer required approvals, separation of duties or blocking rejections
+        turned off, a lower minimum impact ratio or none at all: each lets fewer
+        people, or less evidence, bring a version to deployment.
+        """
+        weaker = []
+        if new.required_approvals < self.required_approvals:
+            weaker.append(f"required_approvals {self.required_approvals} -> {new.required_approvals}")
+        for flag in ("separation_of_duties", "rejection_blocks"):
+            if getattr(self, flag) and not getattr(new, flag):
+                weaker.append(f"{flag} turned off")
+        if self.min_impact_ratio is not None and (
+            new.min_impact_ratio is None or new.min_impact_ratio < self.min_impact_ratio
+        ):
+            weaker.append(f"min_impact_ratio {self.min_impact_ratio} -> {new.min_impact_ratio}")
+        return weaker
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form, as recorded in events."""
         return asdict(self)

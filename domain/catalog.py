@@ -14,6 +14,7 @@ from domain.monitor import Monitor
 from domain.pipeline import Pipeline
 from domain.prediction import Prediction
 from domain.principal import Principal
+from domain.privileged_change import Bootstrap, PrivilegedChange
 from domain.report import Report
 from domain.run import Run
 from domain.subject import Subject
@@ -22,6 +23,8 @@ AGGREGATES = (
     LedgerKeyring,
     Principal,
     ApiKey,
+    Bootstrap,
+    PrivilegedChange,
     Dataset,
     DatasetVersion,
     CodeVersion,

@@ -408,6 +408,49 @@ class SigningKeyNotRegistered(InvalidPayload):
     names_a_case = True
 
 
+class SigningKeyNotOwn(Forbidden):
+    """A signing key is registered by its owner only, never by someone else (an admin included)."""
+
+    title = "Signing key not own"
+
+
+class PossessionNotProven(InvalidPayload):
+    """A signing key is registered only with the owner's proof of holding its private key."""
+
+    title = "Possession not proven"
+
+
+class SigningKeyAlreadyRevoked(RuleViolated):
+    """A signing key is revoked once."""
+
+    names_a_case = True
+
+
+class RevokedSigningKey(InvalidStatementSignature):
+    """A statement signed with a revoked key is refused."""
+
+    title = "Revoked signing key"
+
+
+class ProposerCannotConfirm(Forbidden):
+    """Four eyes: the admin who proposed a privileged change cannot confirm it."""
+
+    title = "Proposer cannot confirm"
+
+
+class ChangeNotPending(RuleViolated):
+    """A privileged change is confirmed or withdrawn once, while it is pending."""
+
+    names_a_case = True
+
+
+class ConfirmationRequired(RuleViolated):
+    """A privileged act (granting admin or approver, a weaker policy) goes through a proposal
+    that another admin confirms; it cannot be done in one step."""
+
+    title = "Confirmation required"
+
+
 class ApiKeyAlreadyRevoked(RuleViolated):
     """An API key is revoked once."""
 

@@ -1,25 +1,49 @@
-"""Principal: a user or service account, its roles and its signing keys."""
+"""Principal: a user or service account, its roles and its signing keys.
+
+A signing key is registered by its owner only, with proof of possession: the
+owner signs, with the private key, the canonical JSON of a statement naming
+their principal id and the key's id (:func:`possession_statement`). So nobody,
+an admin included, can register a key for someone else and sign in their name.
+A key can be revoked; statements signed with a revoked key are refused.
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
 from domain.errors import (
     InvalidPayload,
+    PossessionNotProven,
     PrincipalDeactivated,
+    RevokedSigningKey,
     RoleAlreadyHeld,
     RoleNotHeld,
     SigningKeyAlreadyRegistered,
+    SigningKeyAlreadyRevoked,
+    SigningKeyNotOwn,
     SigningKeyNotRegistered,
 )
-from domain.integrity.keys import key_id, load_public_key_pem
+from domain.integrity.canonical import canonical_json
+from domain.integrity.keys import key_id, load_public_key_pem, verify_signature
 from domain.roles import Role
 from domain.statistics.series import check_name, series_id
 
 PRINCIPAL_KINDS = ("user", "service")
+POSSESSION_TYPE = "mlledger.signing-key-possession.v1"
+
+
+def possession_statement(principal_id: str, key_id: str) -> dict[str, Any]:
+    """What a principal signs, with the private key, to register its public key as theirs."""
+    return {"type": POSSESSION_TYPE, "principal_id": principal_id, "key_id": key_id}
+
+
+def possession_message(principal_id: str, key_id: str) -> bytes:
+    """The exact bytes of the proof of possession: the statement's canonical JSON."""
+    return canonical_json(possession_statement(principal_id, key_id), path="statement")
 
 
 def check_roles(roles: list[str]) -> list[str]:
@@ -61,6 +85,22 @@ class Principal(LedgerAggregate):
         key_id: str
         public_key_pem: str
 
+    class SigningKeyPossessionProven(LedgerAggregate.Event):
+        """The owner proved they hold the private key: ``proof`` is its signature of
+        :func:`possession_statement` (recorded just before the key's registration)."""
+
+        TOPIC = "mlledger.principal.SigningKeyPossessionProven.v1"
+        key_id: str
+        statement: dict[str, Any]
+        proof: str
+
+    class SigningKeyRevoked(LedgerAggregate.Event):
+        """The key signs nothing from now on (what it signed before stays on record)."""
+
+        TOPIC = "mlledger.principal.SigningKeyRevoked.v1"
+        key_id: str
+        reason: str
+
     class Deactivated(LedgerAggregate.Event):
         """The principal may no longer act (keys stop working, roles stay on record)."""
 
@@ -78,6 +118,7 @@ class Principal(LedgerAggregate):
         self.kind = kind
         self.roles = list(roles)
         self.signing_keys: dict[str, str] = {}
+        self.revoked_signing_keys: set[str] = set()
         self.active = True
 
     def has_role(self, *roles: str) -> bool:
@@ -90,11 +131,16 @@ class Principal(LedgerAggregate):
             raise PrincipalDeactivated(f"{self.name} is deactivated")
 
     def signing_key(self, key_id: str) -> str:
-        """The public key (PEM) the principal registered as ``key_id``."""
+        """The public key (PEM) the principal registered as ``key_id``, unless it was revoked."""
         public_key_pem = self.signing_keys.get(key_id)
         if public_key_pem is None:
             raise SigningKeyNotRegistered(
                 f"{self.name} has no registered signing key {key_id}; register it first", field="key_id"
+            )
+        if key_id in self.revoked_signing_keys:
+            raise RevokedSigningKey(
+                f"{self.name}'s signing key {key_id} was revoked; sign with a key that is still registered",
+                field="key_id",
             )
         return public_key_pem
 
@@ -137,14 +183,47 @@ class Principal(LedgerAggregate):
     def _revoke_role(self, role: str, actor: str) -> None:
         self.roles = [r for r in self.roles if r != role]
 
-    def register_signing_key(self, public_key_pem: str, actor: str) -> str:
-        """Register a public signing key; return its key id."""
-        kid = key_id(load_public_key_pem(public_key_pem))
+    def register_signing_key(self, public_key_pem: str, proof: str, actor: str) -> str:
+        """Register the actor's own public signing key, proven by ``proof``; return its key id.
+
+        Only the principal itself registers its keys (``actor`` is its id), and
+        ``proof`` must be the key's signature of :func:`possession_statement`.
+        """
+        public_key = load_public_key_pem(public_key_pem)
+        kid = key_id(public_key)
+        if actor != str(self.id):
+            raise SigningKeyNotOwn(
+                f"a signing key is registered by its owner only: {self.name} must register it, with proof "
+                "of possession",
+                field="principal_id",
+            )
+        if not isinstance(proof, str) or not verify_signature(public_key, proof, possession_message(actor, kid)):
+            raise PossessionNotProven(
+                f"the proof is not the key's signature of the possession statement for {self.name} and key {kid}",
+                field="proof",
+            )
         if kid in self.signing_keys:
             raise SigningKeyAlreadyRegistered(f"key {kid} is already registered", field="public_key_pem")
+        self._prove_possession(key_id=kid, statement=possession_statement(actor, kid), proof=proof, actor=actor)
         self._register_signing_key(key_id=kid, public_key_pem=public_key_pem, actor=actor)
         return kid
+
+    @event(SigningKeyPossessionProven)
+    def _prove_possession(self, key_id: str, statement: dict[str, Any], proof: str, actor: str) -> None:
+        pass
 
     @event(SigningKeyRegistered)
     def _register_signing_key(self, key_id: str, public_key_pem: str, actor: str) -> None:
         self.signing_keys[key_id] = public_key_pem
+
+    def revoke_signing_key(self, key_id: str, reason: str, actor: str) -> None:
+        """Revoke a registered key: statements it signs from now on are refused."""
+        if key_id not in self.signing_keys:
+            raise SigningKeyNotRegistered(f"{self.name} has no registered signing key {key_id}", field="key_id")
+        if key_id in self.revoked_signing_keys:
+            raise SigningKeyAlreadyRevoked(f"{self.name}'s signing key {key_id} is already revoked", field="key_id")
+        self._revoke_signing_key(key_id=key_id, reason=reason, actor=actor)
+
+    @event(SigningKeyRevoked)
+    def _revoke_signing_key(self, key_id: str, reason: str, actor: str) -> None:
+        self.revoked_signing_keys.add(key_id)

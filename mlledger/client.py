@@ -21,6 +21,7 @@ import httpx
 from domain.approval import approval_statement, sign_statement
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp
+from domain.principal import possession_message
 
 
 class LedgerClientError(Exception):
@@ -39,6 +40,16 @@ class Written:
 
     id: str
     position: int
+
+
+class ChangePending(Exception):
+    """A privileged request was proposed, not applied: another admin confirms ``change_id``
+    (``LedgerClient.confirm_change``), and only then does it take effect."""
+
+    def __init__(self, change_id: str, position: int) -> None:
+        self.change_id = change_id
+        self.position = position
+        super().__init__(f"proposed as privileged change {change_id}: another admin must confirm it")
 
 
 class LedgerClient:
@@ -99,23 +110,64 @@ class LedgerClient:
         """Register a principal (admin)."""
         return self._write("POST", "/v1/principals", json={"name": name, "kind": kind, "roles": roles})[0]
 
-    def grant_role(self, principal_id: str, role: str) -> Written:
-        """Grant a role (admin)."""
-        return self._write("POST", f"/v1/principals/{principal_id}/roles", json={"role": role})[0]
+    def _privileged(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self.request(method, path, **kwargs)
+        if body.get("pending"):
+            raise ChangePending(str(body["id"]), int(body["position"]))
+        return body
 
-    def issue_api_key(self, principal_id: str, label: str = "") -> str:
-        """Issue an API key (admin); returns the key, shown once."""
-        body = self.request("POST", f"/v1/principals/{principal_id}/api-keys", json={"label": label})
+    def grant_role(self, principal_id: str, role: str, reason: str = "") -> Written:
+        """Grant a role (admin). ``admin`` and ``approver`` raise :class:`ChangePending` (outside the
+        bootstrap): the grant waits for another admin's :meth:`confirm_change`."""
+        body = self._privileged("POST", f"/v1/principals/{principal_id}/roles", json={"role": role, "reason": reason})
+        return Written(body["id"], body["position"])
+
+    def issue_api_key(self, principal_id: str, label: str = "", reason: str = "") -> str:
+        """Issue an API key (admin); returns the key, shown once. For someone else (outside the bootstrap)
+        it raises :class:`ChangePending`: the admin who confirms receives the key."""
+        body = self._privileged(
+            "POST", f"/v1/principals/{principal_id}/api-keys", json={"label": label, "reason": reason}
+        )
         return str(body["api_key"])
 
+    def set_policy(self, name: str, policy: dict[str, Any]) -> Written:
+        """Set a model's approval policy (admin); a weaker one raises :class:`ChangePending`."""
+        body = self._privileged("PUT", f"/v1/models/{name}/policy", json=policy)
+        return Written(body["id"], body["position"])
+
+    def privileged_change(self, change_id: str) -> dict[str, Any]:
+        """A proposal: its kind, details, proposer and status (admin)."""
+        result: dict[str, Any] = self.request("GET", f"/v1/privileged-changes/{change_id}")
+        return result
+
+    def confirm_change(self, change_id: str) -> dict[str, Any]:
+        """Confirm another admin's proposal (admin); it takes effect. ``api_key`` holds a key it issued."""
+        result: dict[str, Any] = self.request("POST", f"/v1/privileged-changes/{change_id}/confirm")
+        return result
+
+    def withdraw_change(self, change_id: str, reason: str) -> Written:
+        """Withdraw a pending proposal (admin)."""
+        return self._write("POST", f"/v1/privileged-changes/{change_id}/withdraw", json={"reason": reason})[0]
+
     def register_signing_key(self, principal_id: str, signer: Signer) -> str:
-        """Register the public half of ``signer``; return its key id."""
+        """Register the public half of ``signer`` as your own key, proving you hold it; return its key id.
+
+        ``principal_id`` is yours: the private key signs a statement naming it
+        and the key id, locally; only the public key and that proof are sent.
+        """
+        proof = signer.sign(possession_message(principal_id, signer.key_id))
         body = self.request(
             "POST",
             f"/v1/principals/{principal_id}/signing-keys",
-            json={"public_key_pem": public_key_pem(signer.public_key)},
+            json={"public_key_pem": public_key_pem(signer.public_key), "proof": proof},
         )
         return str(body["key_id"])
+
+    def revoke_signing_key(self, principal_id: str, key_id: str, reason: str) -> Written:
+        """Revoke a signing key (your own, or anyone's as an admin): what it signs is refused from then on."""
+        return self._write(
+            "POST", f"/v1/principals/{principal_id}/signing-keys/{key_id}/revoke", json={"reason": reason}
+        )[0]
 
     # -- lineage --------------------------------------------------------------
     def upload_dataset(

@@ -13,6 +13,7 @@ from service.api import problems
 from service.api.limits import JsonBodyLimit
 from service.api.routers import (
     audit,
+    changes,
     datasets,
     exports,
     health,
@@ -113,6 +114,7 @@ def create_app(
     app.include_router(predictions.router)  # first: the busiest routes are matched first
     app.include_router(ledger.router)
     app.include_router(principals.router)
+    app.include_router(changes.router)
     app.include_router(datasets.router)
     app.include_router(lineage.router)
     app.include_router(models.router)

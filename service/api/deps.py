@@ -15,6 +15,7 @@ from domain.errors import InvalidPayload, PayloadTooLarge
 from domain.permissions import Action
 from service.api.errors import ProjectionsBehind
 from service.application.auth import Caller, authenticate, authenticate_digest, remembered, token_digest
+from service.application.commands.four_eyes import Outcome
 from service.application.ledger import Ledger, Written
 from service.bootstrap import Services
 
@@ -107,6 +108,16 @@ def written(response: Response, result: Written) -> dict[str, object]:
     """Set the position header and return the common write answer."""
     response.headers[POSITION_HEADER] = str(result.position)
     return {"id": result.id, "position": result.position}
+
+
+def outcome(response: Response, result: Outcome) -> dict[str, object]:
+    """The answer to a privileged request: 202 while a second admin must confirm it."""
+    response.headers[POSITION_HEADER] = str(result.position)
+    if result.pending:
+        response.status_code = 202
+    if result.api_key is not None:
+        response.headers["Cache-Control"] = "no-store"
+    return {"id": result.id, "position": result.position, "pending": result.pending, "api_key": result.api_key}
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

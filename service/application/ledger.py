@@ -8,6 +8,7 @@ event store seals, chains and records. Every write returns the ledger position
 from __future__ import annotations
 
 from service.application.commands.decisions import DecisionCommands
+from service.application.commands.four_eyes import FourEyesCommands
 from service.application.commands.governance import GovernanceCommands
 from service.application.commands.identity import IdentityCommands
 from service.application.commands.lineage import LineageCommands
@@ -15,7 +16,15 @@ from service.application.commands.runs import RunnerCommands
 from service.application.ledger_core import SYSTEM_ACTOR, KeyNotInKeyring, LedgerCore, Written
 
 
-class Ledger(IdentityCommands, LineageCommands, RunnerCommands, GovernanceCommands, DecisionCommands, LedgerCore):
+class Ledger(
+    IdentityCommands,
+    FourEyesCommands,
+    LineageCommands,
+    RunnerCommands,
+    GovernanceCommands,
+    DecisionCommands,
+    LedgerCore,
+):
     """Every command of ML Ledger."""
 
     name = "mlledger"  # names the PostgreSQL table: mlledger_events

@@ -15,7 +15,7 @@ from domain.dataset import DatasetVersion
 from domain.errors import InvalidPayload, RuleViolated, UnknownEventType
 from domain.integrity.keys import InvalidKey, Signer, public_key_pem
 from domain.integrity.ledger_key import LedgerKeyring
-from domain.principal import Principal
+from domain.principal import Principal, possession_message
 
 ACTOR = "user:admin"
 TOPIC_FORM = re.compile(r"mlledger\.[a-z][a-z0-9_]*\.([A-Z][A-Za-z0-9]*)\.v[1-9][0-9]*")
@@ -28,6 +28,10 @@ def _principal(roles: list[str] | None = None) -> Principal:
 
 def _pem() -> str:
     return public_key_pem(Signer.generate().public_key)
+
+
+def _proof(principal: Principal, signer: Signer) -> str:
+    return signer.sign(possession_message(str(principal.id), signer.key_id))
 
 
 # -- Principal ---------------------------------------------------------------
@@ -114,7 +118,7 @@ def test_a_registered_signing_key_is_kept_under_its_key_id() -> None:
     signer = Signer.generate()
     pem = public_key_pem(signer.public_key)
 
-    kid = principal.register_signing_key(pem, actor=ACTOR)
+    kid = principal.register_signing_key(pem, _proof(principal, signer), actor=str(principal.id))
 
     assert kid == signer.key_id
     assert principal.signing_keys == {signer.key_id: pem}
@@ -135,16 +139,17 @@ def test_a_signing_key_that_is_not_an_ed25519_public_key_is_refused(pem: str) ->
     principal = _principal()
 
     with pytest.raises(InvalidKey):
-        principal.register_signing_key(pem, actor=ACTOR)
+        principal.register_signing_key(pem, "c2lnbmF0dXJl", actor=str(principal.id))
 
 
 def test_registering_the_same_signing_key_twice_is_refused() -> None:
     principal = _principal()
-    pem = _pem()
-    principal.register_signing_key(pem, actor=ACTOR)
+    signer = Signer.generate()
+    pem = public_key_pem(signer.public_key)
+    principal.register_signing_key(pem, _proof(principal, signer), actor=str(principal.id))
 
     with pytest.raises(RuleViolated):
-        principal.register_signing_key(pem, actor=ACTOR)
+        principal.register_signing_key(pem, _proof(principal, signer), actor=str(principal.id))
 
 
 # -- DatasetVersion ------------------------------------------------------------

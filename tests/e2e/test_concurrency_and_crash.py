@@ -14,7 +14,7 @@ from support.ledger import REPO, settings_env
 
 from domain.errors import VersionConflict
 from domain.integrity.keys import Signer, public_key_pem
-from domain.principal import Principal
+from domain.principal import Principal, possession_message
 from projections import transparency_log as tlog
 from service.bootstrap import Services, open_services
 from service.ops.projector import publish_checkpoint_if_due
@@ -31,6 +31,13 @@ def _verify(services: Services) -> None:
     assert report.ok, [f.describe() for f in report.findings]
 
 
+def _register_own_key(principal: Principal) -> None:
+    """The principal registers a fresh key of its own (two events: the proof, the key)."""
+    signer = Signer.generate()
+    proof = signer.sign(possession_message(str(principal.id), signer.key_id))
+    principal.register_signing_key(public_key_pem(signer.public_key), proof, actor=str(principal.id))
+
+
 def test_stale_writers_one_wins_the_rest_get_a_conflict(services: Services) -> None:
     principal_id = services.ledger.register_principal("shared", "service", [], actor="admin").id
     loaded = [services.ledger.get(principal_id, Principal) for _ in range(THREADS)]
@@ -38,7 +45,7 @@ def test_stale_writers_one_wins_the_rest_get_a_conflict(services: Services) -> N
     outcomes: list[str] = []
 
     def write(principal: Principal) -> None:
-        principal.register_signing_key(public_key_pem(Signer.generate().public_key), actor="admin")
+        _register_own_key(principal)
         barrier.wait()
         try:
             services.ledger.save(principal)
@@ -54,7 +61,7 @@ def test_stale_writers_one_wins_the_rest_get_a_conflict(services: Services) -> N
         thread.join()
 
     assert sorted(outcomes) == ["conflict"] * (THREADS - 1) + ["stored"]
-    assert services.ledger.get(principal_id, Principal).version == 2
+    assert services.ledger.get(principal_id, Principal).version == 3  # possession proven, key registered
     _verify(services)
 
 
@@ -69,7 +76,7 @@ def test_writers_retrying_from_stale_versions_keep_the_chain_valid(services: Ser
         for _ in range(5):
             while True:
                 principal = services.ledger.get(principal_id, Principal)
-                principal.register_signing_key(public_key_pem(Signer.generate().public_key), actor="admin")
+                _register_own_key(principal)
                 try:
                     services.ledger.save(principal)
                 except VersionConflict:
@@ -88,7 +95,7 @@ def test_writers_retrying_from_stale_versions_keep_the_chain_valid(services: Ser
 
     principal = services.ledger.get(principal_id, Principal)
     assert stored == THREADS * 5
-    assert principal.version == 1 + stored
+    assert principal.version == 1 + 2 * stored  # each key: possession proven, then registered
     assert len(principal.signing_keys) == stored
     _verify(services)
 

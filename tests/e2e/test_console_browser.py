@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from support.governance_world import World, approve, make_world
-from support.ledger import ADMIN_KEY, REPO, make_settings, settings_env
+from support.ledger import REPO, make_settings, settings_env
 from support.serving_world import FEATURES, credit_csv, credit_rows, features_of
 
-from mlledger.client import LedgerClient, LedgerClientError
+from mlledger.client import LedgerClientError
 
 SHOTS = REPO / "test-artifacts" / "console"
 MODEL = "credit"
@@ -166,8 +166,7 @@ def _history(base: str) -> World:
 
 
 def _auditor_key(world: World) -> str:
-    admin = LedgerClient(api_key=ADMIN_KEY, http=world.admin.http)
-    return admin.issue_api_key(world.people["audrey"].id, "console")
+    return world.issue_key(world.people["audrey"].id, "console")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from support.serving_world import FEATURES, MODEL, approve_all, make_people, train_versions
 
 from domain.report import FAIRNESS, Report
-from mlledger.client import LedgerClientError
+from mlledger.client import ChangePending, LedgerClientError
 from service.app import create_app
 from service.bootstrap import Services
 
@@ -69,7 +69,10 @@ def test_an_unfair_version_cannot_be_approved_until_the_policy_allows_it(http: T
 
     assert refused.value.status == 409
     assert "impact ratio" in refused.value.problem["detail"] and "sex" in refused.value.problem["detail"]
-    world.admin.request("PUT", f"/v1/models/{MODEL}/policy", json={"min_impact_ratio": None})
+    with pytest.raises(ChangePending) as weakening:  # turning the gate off is a weaker policy: two admins
+        world.admin.set_policy(MODEL, {"min_impact_ratio": None})
+    assert world.second is not None
+    world.second.confirm_change(weakening.value.change_id)
     bob.client.decide(MODEL, number, bob.signer, bob.key_id, "approve", "accepted with a documented rationale")
     assert world.admin.model_version(MODEL, number)["approvers"] == [bob.id]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from support.governance_world import granted, issued, second_admin
 from support.ledger import ADMIN_KEY, REPO
 
 from domain.roles import Role
@@ -64,12 +65,16 @@ def sqlite_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
 def clients(sqlite_services: Services) -> Iterator[tuple[TestClient, dict[str, str]]]:
     with TestClient(create_app(sqlite_services.settings, run_projector=False, services=sqlite_services)) as http:
         admin = LedgerClient(api_key=ADMIN_KEY, http=http)
+        second = second_admin(http, admin)
         keys = {}
         for role in ROLES:
-            principal = admin.create_principal(f"only-{role}", [role])
-            keys[role] = admin.issue_api_key(principal.id)
-        revoked_owner = admin.create_principal("revoked", ROLES)
-        revoked = admin.issue_api_key(revoked_owner.id)
+            principal = admin.create_principal(f"only-{role}", [])
+            granted(admin, second, principal.id, role)
+            keys[role] = issued(admin, second, principal.id)
+        revoked_owner = admin.create_principal("revoked", [])
+        for role in ROLES:
+            granted(admin, second, revoked_owner.id, role)
+        revoked = issued(admin, second, revoked_owner.id)
         key_id = sqlite_services.ledger.api_key_of(revoked).id
         admin.request("DELETE", f"/v1/api-keys/{key_id}")
         keys["revoked"] = revoked

@@ -110,7 +110,7 @@ def _deploy(base_url: str) -> str:
         )
         approve_all(world, [number])
         world.people["olivia"].client.deploy(MODEL, "champion", number, reason="durability test")
-        return world.admin.issue_api_key(world.people["pia"].id, label="load")
+        return world.issue_key(world.people["pia"].id, label="load")
 
 
 @dataclass

@@ -404,7 +404,7 @@ def test_a_json_body_over_the_limit_is_refused_before_it_is_read(deployed: Deplo
 def test_concurrent_single_requests_are_served_together_and_each_fails_alone(deployed: Deployed) -> None:
     serving = deployed.world.http.app.state.serving  # type: ignore[attr-defined]
     ledger = deployed.services.ledger
-    digest = key_digest(deployed.world.admin.issue_api_key(deployed.world.people["pia"].id, label="queue test"))
+    digest = key_digest(deployed.world.issue_key(deployed.world.people["pia"].id, label="queue test"))
     gate, entered = threading.Event(), threading.Event()
 
     def authorize(asked: str, remembered: Remembered) -> str:
@@ -527,7 +527,7 @@ def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_us
     pia, audrey = world.people["pia"].client, world.people["audrey"].client
     rows = [features_of(row) for row in credit_rows(3, seed=83)]
     pia.predict(MODEL, rows[0], request_id="subject-twice-used")
-    digest = key_digest(world.admin.issue_api_key(world.people["pia"].id, label="subject test"))
+    digest = key_digest(world.issue_key(world.people["pia"].id, label="subject test"))
     gate, entered = threading.Event(), threading.Event()
 
     def authorize(asked: str, remembered: Remembered) -> str:
@@ -564,7 +564,7 @@ def test_a_failed_request_cannot_take_the_new_subject_key_a_request_beside_it_us
 def test_a_revoked_key_or_a_stopped_deployment_is_seen_by_the_next_single_request(deployed: Deployed) -> None:
     world = deployed.world
     olivia = world.people["olivia"].client
-    token = world.admin.issue_api_key(world.people["pia"].id, label="revoked soon")
+    token = world.issue_key(world.people["pia"].id, label="revoked soon")
     http, url = world.http, f"/v1/models/{MODEL}/predict"
     headers = {"Authorization": f"Bearer {token}"}
     body = {"input": features_of(credit_rows(1, seed=91)[0])}

@@ -19,7 +19,7 @@ from domain.errors import InvalidPayload
 from domain.integrity.canonical import canonical_json
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import SealedEvent, format_timestamp, parse_timestamp
-from domain.principal import Principal
+from domain.principal import Principal, possession_message
 from projections import audit_trail
 from projections.audit_queries import AuditEvent, audit_events
 from service.bootstrap import Services
@@ -130,7 +130,8 @@ def people(services: Services) -> dict[str, Any]:
     bob = ledger.register_principal("bob", "user", ["operator"], actor=ADMIN).id
     carol = ledger.register_principal("carol", "user", ["approver"], actor=ADMIN).id
     signer = Signer.generate()
-    kid, _ = ledger.register_signing_key(carol, public_key_pem(signer.public_key), actor=ADMIN)
+    proof = signer.sign(possession_message(carol, signer.key_id))
+    kid, _ = ledger.register_signing_key(carol, public_key_pem(signer.public_key), proof, actor=carol)
     ledger.add_pipeline_spec(name="credit-py", kind="python", spec=SPEC, actor=alice)
     for model in ("credit", "fraud"):
         governed_model(services, model, alice, bob, (carol, signer, kid))

@@ -18,6 +18,7 @@ from domain.approval import approval_statement, sign_statement
 from domain.errors import InvalidPayload
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp, parse_timestamp
+from domain.principal import possession_message
 from projections import audit_queries as a
 from projections import registry as r
 from projections import registry_queries as q
@@ -57,7 +58,8 @@ class World:
         self.people[name] = pid
         if signs:
             signer = Signer.generate()
-            kid, _ = self.ledger.register_signing_key(pid, public_key_pem(signer.public_key), actor=ADMIN)
+            proof = signer.sign(possession_message(pid, signer.key_id))
+            kid, _ = self.ledger.register_signing_key(pid, public_key_pem(signer.public_key), proof, actor=pid)
             self.signers[name] = (signer, kid)
         return str(pid)
 

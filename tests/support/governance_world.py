@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fastapi.testclient import TestClient
 
 from domain.integrity.keys import Signer
-from mlledger.client import LedgerClient
+from mlledger.client import ChangePending, LedgerClient
 from support.ledger import ADMIN_KEY
 
 
@@ -24,24 +24,71 @@ class Person:
     key_id: str | None = None
 
 
+PRIVILEGED = ("admin", "approver")
+
+
+def granted(admin: LedgerClient, second: LedgerClient, principal_id: str, role: str) -> None:
+    """``admin`` grants ``role``; when it is privileged, ``second`` (another admin) confirms the proposal."""
+    try:
+        admin.grant_role(principal_id, role, reason="arranged by the test")
+    except ChangePending as pending:
+        second.confirm_change(pending.change_id)
+
+
+def issued(admin: LedgerClient, second: LedgerClient, principal_id: str, label: str = "") -> str:
+    """An API key for ``principal_id``: ``admin`` proposes it, ``second`` confirms and receives it."""
+    try:
+        return admin.issue_api_key(principal_id, label=label)
+    except ChangePending as pending:
+        return str(second.confirm_change(pending.change_id)["api_key"])
+
+
+def second_admin_key(admin: LedgerClient, name: str = "admin-2") -> str:
+    """The bootstrap admin, alone, registers a second admin and its key: granting it ``admin`` closes the
+    bootstrap, so from then on privileged changes need both."""
+    written = admin.create_principal(name, [])
+    token = admin.issue_api_key(written.id, label=f"{name}'s key")
+    admin.grant_role(written.id, "admin")
+    return token
+
+
+def second_admin(http: TestClient, admin: LedgerClient, name: str = "admin-2") -> LedgerClient:
+    """A client of a second admin (see :func:`second_admin_key`)."""
+    return LedgerClient(api_key=second_admin_key(admin, name), http=http)
+
+
 @dataclass
 class World:
-    """Everyone, created by the admin."""
+    """Everyone, created by the admin with a second admin confirming privileged changes."""
 
     http: TestClient
     admin: LedgerClient
     people: dict[str, Person] = field(default_factory=dict)
+    second: LedgerClient | None = None
+
+    def __post_init__(self) -> None:
+        if self.second is None:
+            self.second = second_admin(self.http, self.admin)
 
     def add(self, name: str, roles: list[str], signs: bool = False) -> Person:
-        """Register a principal, issue it a key, optionally register a signing key."""
-        written = self.admin.create_principal(name, roles)
-        token = self.admin.issue_api_key(written.id, label=f"{name}'s key")
+        """Register a principal, issue it a key, optionally register a signing key (its own, proven)."""
+        assert self.second is not None
+        written = self.admin.create_principal(name, [r for r in roles if r not in PRIVILEGED])
+        for role in roles:
+            if role in PRIVILEGED:
+                granted(self.admin, self.second, written.id, role)
+        token = self.issue_key(written.id, label=f"{name}'s key")
         person = Person(written.id, LedgerClient(api_key=token, http=self.http))
         if signs:
             person.signer = Signer.generate()
             person.key_id = person.client.register_signing_key(written.id, person.signer)
         self.people[name] = person
         return person
+
+    def issue_key(self, principal_id: str, label: str = "") -> str:
+        """Another API key for someone: proposed by the admin, confirmed by the second admin."""
+        assert self.second is not None
+        return issued(self.admin, self.second, principal_id, label)
 
 
 def credit_csv(rows: int = 200, seed: int = 7) -> bytes:

@@ -21,9 +21,10 @@ from service.api.deps import (
     LineageWriter,
     OperatorCaller,
     PolicyAdmin,
+    outcome,
     written,
 )
-from service.api.schemas import WriteResult
+from service.api.schemas import ChangeResult, WriteResult
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NamePath = Annotated[str, Path(min_length=1, max_length=200)]
@@ -130,7 +131,9 @@ def _version_public(version: ModelVersion, state: str) -> dict[str, Any]:
 def register_version(
     name: NamePath, body: ModelVersionCreate, caller: LineageWriter, ledger: LedgerDep, response: Response
 ) -> object:
-    """Register the next version of a model from a run's artifact."""
+    """Register the next version of a model from a run's artifact (a weaker policy for an existing model is
+    refused: that goes through PUT .../policy and a second admin)."""
+    ledger.check_policy_at_registration(name, body.policy.model_dump() if body.policy else None)
     result = ledger.register_model_version(
         model_name=name,
         run_id=body.run_id,
@@ -195,10 +198,11 @@ def decide(
     return {**written(response, result), "decision": decision}
 
 
-@router.put("/{name}/policy", response_model=WriteResult)
+@router.put("/{name}/policy", response_model=ChangeResult)
 def set_policy(name: NamePath, body: PolicyBody, caller: PolicyAdmin, ledger: LedgerDep, response: Response) -> object:
-    """Change the approval policy of a model (admin)."""
-    return written(response, ledger.set_policy(name, body.model_dump(), actor=caller.actor))
+    """Change the approval policy of a model (admin); a weaker policy is proposed (202) until another admin
+    confirms it."""
+    return outcome(response, ledger.request_policy(name, body.model_dump(), "", actor=caller.actor))
 
 
 @router.post("/{name}/deployment", response_model=WriteResult)

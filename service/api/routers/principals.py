@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, Field
 
-from domain.errors import Forbidden
+from domain.errors import Forbidden, SigningKeyNotOwn
 from domain.permissions import Action, allowed
 from domain.principal import Principal
 from domain.roles import Role
-from service.api.deps import AdminCaller, CurrentCaller, LedgerDep, written
-from service.api.schemas import Reason, WriteResult
+from service.api.deps import AdminCaller, CurrentCaller, LedgerDep, outcome, written
+from service.api.schemas import ChangeResult, Reason, WriteResult
 from service.application.auth import Caller, new_token
 
 router = APIRouter(prefix="/v1", tags=["principals"])
@@ -36,18 +36,28 @@ class PrincipalDetail(BaseModel):
     roles: list[str]
     active: bool
     signing_keys: list[str] = Field(description="key ids of registered signing keys")
+    revoked_signing_keys: list[str] = Field(
+        default_factory=list, description="key ids of revoked signing keys: statements they sign are refused"
+    )
 
 
 class RoleChange(BaseModel):
-    """A role to grant."""
+    """A role to grant, and why (recorded with a proposal when a second admin must confirm)."""
 
     role: Role
+    reason: str = Field("", max_length=2000)
 
 
 class SigningKeyCreate(BaseModel):
-    """An Ed25519 public key in PEM form."""
+    """An Ed25519 public key in PEM form, with its owner's proof of possession."""
 
     public_key_pem: str = Field(min_length=1, max_length=2000)
+    proof: str = Field(
+        min_length=1,
+        max_length=200,
+        description="base64 Ed25519 signature, by the key itself, of the RFC 8785 JSON of "
+        '{"type": "mlledger.signing-key-possession.v1", "principal_id": <your id>, "key_id": <the key id>}',
+    )
 
 
 class SigningKeyResult(WriteResult):
@@ -57,15 +67,10 @@ class SigningKeyResult(WriteResult):
 
 
 class ApiKeyCreate(BaseModel):
-    """A label to tell keys apart."""
+    """A label to tell keys apart, and why (recorded with a proposal when a second admin must confirm)."""
 
     label: str = Field("", max_length=200)
-
-
-class ApiKeyIssued(WriteResult):
-    """The new key: shown this once, stored only as a digest."""
-
-    api_key: str
+    reason: str = Field("", max_length=2000)
 
 
 def _self_or_admin(principal_id: IdPath, caller: CurrentCaller) -> Caller:
@@ -78,6 +83,20 @@ def _self_or_admin(principal_id: IdPath, caller: CurrentCaller) -> Caller:
 SelfOrAdmin = Annotated[Caller, Depends(_self_or_admin)]
 
 
+def _self_only(principal_id: IdPath, caller: CurrentCaller) -> Caller:
+    """The principal itself: nobody else, an admin included."""
+    if principal_id != caller.id:
+        raise SigningKeyNotOwn(
+            "a signing key is registered by its owner only, with proof of possession; nobody registers one for "
+            "someone else, an admin included",
+            field="principal_id",
+        )
+    return caller
+
+
+SelfOnly = Annotated[Caller, Depends(_self_only)]
+
+
 def _public(principal: Principal) -> PrincipalDetail:
     return PrincipalDetail(
         id=str(principal.id),
@@ -86,6 +105,7 @@ def _public(principal: Principal) -> PrincipalDetail:
         roles=list(principal.roles),
         active=principal.active,
         signing_keys=sorted(principal.signing_keys),
+        revoked_signing_keys=sorted(principal.revoked_signing_keys),
     )
 
 
@@ -97,8 +117,8 @@ def me(caller: CurrentCaller, ledger: LedgerDep) -> PrincipalDetail:
 
 @router.post("/principals", response_model=WriteResult, status_code=status.HTTP_201_CREATED)
 def create_principal(body: PrincipalCreate, caller: AdminCaller, ledger: LedgerDep, response: Response) -> object:
-    """Register a user or service account (admin)."""
-    result = ledger.register_principal(body.name, body.kind, [r.value for r in body.roles], actor=caller.actor)
+    """Register a user or service account (admin); ``admin`` or ``approver`` among its roles only in the bootstrap."""
+    result = ledger.register_principal_as_admin(body.name, body.kind, [r.value for r in body.roles], actor=caller.actor)
     return written(response, result)
 
 
@@ -108,12 +128,12 @@ def get_principal(principal_id: IdPath, caller: SelfOrAdmin, ledger: LedgerDep) 
     return _public(ledger.get(principal_id, Principal))
 
 
-@router.post("/principals/{principal_id}/roles", response_model=WriteResult)
+@router.post("/principals/{principal_id}/roles", response_model=ChangeResult)
 def grant_role(
     principal_id: IdPath, body: RoleChange, caller: AdminCaller, ledger: LedgerDep, response: Response
 ) -> object:
-    """Grant a role (admin)."""
-    return written(response, ledger.grant_role(principal_id, body.role.value, actor=caller.actor))
+    """Grant a role (admin); ``admin`` or ``approver`` is proposed (202) until another admin confirms it."""
+    return outcome(response, ledger.request_role(principal_id, body.role.value, body.reason, actor=caller.actor))
 
 
 @router.delete("/principals/{principal_id}/roles/{role}", response_model=WriteResult)
@@ -134,22 +154,34 @@ def deactivate(
     "/principals/{principal_id}/signing-keys", response_model=SigningKeyResult, status_code=status.HTTP_201_CREATED
 )
 def register_signing_key(
-    principal_id: IdPath, body: SigningKeyCreate, caller: SelfOrAdmin, ledger: LedgerDep, response: Response
+    principal_id: IdPath, body: SigningKeyCreate, caller: SelfOnly, ledger: LedgerDep, response: Response
 ) -> object:
-    """Register a public signing key (the principal itself, or an admin)."""
-    key_id, result = ledger.register_signing_key(principal_id, body.public_key_pem, actor=caller.actor)
+    """Register your own public signing key, with proof of possession (the principal itself only)."""
+    key_id, result = ledger.register_signing_key(principal_id, body.public_key_pem, body.proof, actor=caller.actor)
     return {**written(response, result), "key_id": key_id}
 
 
-@router.post("/principals/{principal_id}/api-keys", response_model=ApiKeyIssued, status_code=status.HTTP_201_CREATED)
+@router.post("/principals/{principal_id}/signing-keys/{key_id}/revoke", response_model=WriteResult)
+def revoke_signing_key(
+    principal_id: IdPath,
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: Reason,
+    caller: SelfOrAdmin,
+    ledger: LedgerDep,
+    response: Response,
+) -> object:
+    """Revoke a signing key (the principal itself, or an admin): statements it signs are refused from now on."""
+    return written(response, ledger.revoke_signing_key(principal_id, key_id, body.reason, actor=caller.actor))
+
+
+@router.post("/principals/{principal_id}/api-keys", response_model=ChangeResult, status_code=status.HTTP_201_CREATED)
 def issue_api_key(
     principal_id: IdPath, body: ApiKeyCreate, caller: AdminCaller, ledger: LedgerDep, response: Response
 ) -> object:
-    """Issue an API key (admin); the key is returned once and stored only as a digest."""
+    """Issue an API key (admin): your own at once; someone else's is proposed (202) until another admin
+    confirms it, and the confirming admin receives the key. Shown once, stored only as a digest."""
     token = new_token()
-    result = ledger.issue_api_key(principal_id, token, body.label, actor=caller.actor)
-    response.headers["Cache-Control"] = "no-store"
-    return {**written(response, result), "api_key": token}
+    return outcome(response, ledger.request_api_key(principal_id, token, body.label, body.reason, actor=caller.actor))
 
 
 @router.delete("/api-keys/{key_id}", response_model=WriteResult)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from domain.credentials import ApiKey, api_key_id, key_digest
 from domain.errors import PrincipalAlreadyExists, VersionConflict
 from domain.principal import Principal
+from domain.privileged_change import Bootstrap
 from domain.roles import Role
 from service.application.ledger_core import SYSTEM_ACTOR, LedgerCore, Written
 
@@ -38,11 +39,19 @@ class IdentityCommands(LedgerCore):
         principal.deactivate(reason, actor=actor)
         return self._written(principal)
 
-    def register_signing_key(self, principal_id: str, public_key_pem: str, actor: str) -> tuple[str, Written]:
-        """Register a principal's public signing key; return its key id."""
+    def register_signing_key(
+        self, principal_id: str, public_key_pem: str, proof: str, actor: str
+    ) -> tuple[str, Written]:
+        """Register the actor's own public signing key, with its proof of possession; return its key id."""
         principal: Principal = self.get(principal_id, Principal)
-        kid = principal.register_signing_key(public_key_pem, actor=actor)
+        kid = principal.register_signing_key(public_key_pem, proof, actor=actor)
         return kid, self._written(principal)
+
+    def revoke_signing_key(self, principal_id: str, key_id: str, reason: str, actor: str) -> Written:
+        """Revoke a principal's signing key: statements it signs are refused from now on."""
+        principal: Principal = self.get(principal_id, Principal)
+        principal.revoke_signing_key(key_id, reason, actor=actor)
+        return self._written(principal)
 
     def issue_api_key(self, principal_id: str, token: str, label: str, actor: str) -> Written:
         """Record the digest of a new API key of a principal."""
@@ -61,7 +70,8 @@ class IdentityCommands(LedgerCore):
         return key
 
     def bootstrap_admin(self, digest: str) -> Written:
-        """The first admin principal (named ``admin``) and its first key, in one transaction."""
+        """The first admin principal (named ``admin``), its first key and the open bootstrap, in one transaction."""
         admin = Principal(name="admin", kind="user", roles=[Role.ADMIN.value], actor=SYSTEM_ACTOR)
         key = ApiKey(principal_id=str(admin.id), digest=digest, label="bootstrap admin", actor=SYSTEM_ACTOR)
-        return self._written_all(admin, key)
+        bootstrap = Bootstrap(admin_id=str(admin.id), actor=SYSTEM_ACTOR)  # it acts alone until it closes
+        return self._written_all(admin, key, bootstrap)

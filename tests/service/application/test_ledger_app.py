@@ -18,7 +18,7 @@ from domain.errors import TamperedEvent
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.ledger_key import LedgerKeyring
 from domain.integrity.sealing import ZERO_HASH, SealedEvent
-from domain.principal import Principal
+from domain.principal import Principal, possession_message
 from projections.transparency_log import tlog_leaves, tlog_nodes
 from service.application.ledger import KeyNotInKeyring
 from service.bootstrap import Services, open_services
@@ -103,14 +103,15 @@ def test_an_aggregate_reads_back_with_the_state_it_was_written_with(services: Se
     pem = public_key_pem(signer.public_key)
     principal_id = _register_alice(services)
     services.ledger.grant_role(principal_id, "approver", actor=ACTOR)
-    services.ledger.register_signing_key(principal_id, pem, actor=ACTOR)
+    proof = signer.sign(possession_message(principal_id, signer.key_id))
+    services.ledger.register_signing_key(principal_id, pem, proof, actor=principal_id)
 
     with _reopened(services) as other:
         principal = other.ledger.get(principal_id, Principal)
 
     assert (principal.name, principal.kind, principal.roles) == ("alice", "user", ["approver", "data_scientist"])
     assert principal.signing_keys == {signer.key_id: pem}
-    assert principal.version == 3
+    assert principal.version == 4  # registered, role granted, possession proven, key registered
 
 
 def test_a_dataset_version_reads_back_with_its_schema_and_datasheet(services: Services) -> None:

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from support.governance_world import granted, issued, second_admin_key
 from support.ledger import ADMIN_KEY, drop_schema, make_settings, require_postgres
 
 from domain.integrity.keys import Signer
@@ -82,7 +83,8 @@ def _world(services: Services) -> Iterator[World]:
     app = create_app(services.settings, run_projector=False, services=services)
     with TestClient(app) as http:
         admin = LedgerClient(api_key=ADMIN_KEY, http=http)
-        keys, ids, clients = {"admin": ADMIN_KEY}, {}, {}
+        keys, ids, clients = {"admin": ADMIN_KEY, "admin-2": second_admin_key(admin)}, {}, {}
+        second = LedgerClient(api_key=keys["admin-2"], http=http)
         for name, roles in [
             ("alice", ["data_scientist"]),
             ("bob", ["approver"]),
@@ -92,8 +94,10 @@ def _world(services: Services) -> Iterator[World]:
             ("pat", ["predictor"]),
             ("rita", ["regulator"]),
         ]:
-            ids[name] = admin.create_principal(name, roles).id
-            keys[name] = admin.issue_api_key(ids[name])
+            ids[name] = admin.create_principal(name, [r for r in roles if r != "approver"]).id
+            if "approver" in roles:
+                granted(admin, second, ids[name], "approver")
+            keys[name] = issued(admin, second, ids[name])
             clients[name] = LedgerClient(api_key=keys[name], http=http)
         alice = clients["alice"]
         dataset = alice.upload_dataset(
@@ -297,7 +301,7 @@ def test_login_never_redirects_off_site(world: World) -> None:
 
 def test_revoking_the_key_ends_the_open_session_at_once(world: World) -> None:
     admin = LedgerClient(api_key=ADMIN_KEY, http=browser(world))
-    key = admin.issue_api_key(world.ids["audrey"], "to revoke")
+    key = issued(admin, LedgerClient(api_key=world.keys["admin-2"], http=browser(world)), world.ids["audrey"])
     world.keys["audrey-temporary"] = key
     http = sign_in(world, "audrey-temporary")
     assert http.get("/console/audit").status_code == 200
