@@ -379,6 +379,21 @@ def test_the_audit_filters_are_applied(world: World) -> None:
     assert "No event matches these filters." in nothing.text
 
 
+def test_privileged_changes_and_who_confirmed_them_are_on_the_console_audit_trail(world: World) -> None:
+    http = sign_in(world, "audrey")
+
+    proposed = http.get("/console/audit", params={"type": "Proposed"})
+    confirmed = http.get("/console/audit", params={"type": "Confirmed"})
+    proofs = http.get("/console/audit", params={"type": "SigningKeyPossessionProven"})
+
+    assert re.findall(r'<a href="/console/audit\?type=([A-Za-z]+)">', proposed.text).count("Proposed") >= 2
+    assert re.findall(r'<a href="/console/audit\?type=([A-Za-z]+)">', confirmed.text).count("Confirmed") >= 2
+    assert "PrivilegedChange" in proposed.text
+    assert (
+        re.findall(r'<a href="/console/audit\?type=([A-Za-z]+)">', proofs.text).count("SigningKeyPossessionProven") == 2
+    )
+
+
 def test_the_audit_trail_pages_by_cursor(world: World) -> None:
     http = sign_in(world, "audrey")
 
