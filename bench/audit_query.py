@@ -64,7 +64,7 @@ from bench.append import (
 )
 from domain.approval import FairnessEvidence, approval_statement, sign_statement
 from domain.code import CodeVersion
-from domain.dataset import Dataset, DatasetVersion
+from domain.dataset import Dataset
 from domain.deployment import Deployment
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp, parse_timestamp
@@ -210,9 +210,7 @@ def _more_inputs(writer: Writer, cast: Cast, rng: random.Random, block: int) -> 
         name = f"dataset-{(block * 4 + i) % 40}"
         actor = rng.choice(cast.scientists)
         series = cast.series.setdefault(name, Dataset(name=name, actor=actor))
-        version = DatasetVersion(
-            name=name,
-            number=series.next_number(),
+        version = series.add_version(
             digest=digest(f"{name}-{block}"),
             size=10_000 + block,
             format="parquet",
@@ -223,7 +221,6 @@ def _more_inputs(writer: Writer, cast: Cast, rng: random.Random, block: int) -> 
             source=f"s3://bench/{name}/{block}",
             actor=actor,
         )
-        series.add_version(number=version.number, dataset_version_id=str(version.id), actor=actor)
         cast.datasets.append(str(version.id))
         writer.add(series, version)
     for i in range(3):
