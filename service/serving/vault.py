@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import Engine
 
 from domain.errors import LedgerError
-from service.store.keystore import _write_private
+from service.common.private_files import replace_private
 from service.store.tables import subject_keys
 
 KEK_FILE = "subject-kek.bin"
@@ -56,7 +56,7 @@ class KeyDestroyed(LedgerError):
 def _load_or_create_kek(keys_dir: Path) -> bytes:
     path = keys_dir / KEK_FILE
     if not path.exists():
-        _write_private(path, AESGCM.generate_key(bit_length=256))
+        replace_private(path, AESGCM.generate_key(bit_length=256))
     data = path.read_bytes()
     if len(data) != 32:
         raise LedgerError(f"the subject key-encryption key {path} is not 32 bytes", field="kek")

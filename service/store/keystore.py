@@ -3,11 +3,11 @@ from a configured path; rotated by writing the new key beside the old one."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 from domain.integrity.keys import Signer, load_private_key_pem, private_key_pem, public_key_pem
+from service.common.private_files import replace_private
 
 LEDGER_KEY_FILE = "ledger.pem"
 
@@ -26,22 +26,9 @@ def pending_key_path(keys_dir: Path, key_path: Path | None) -> Path:
     return ledger_key_path(keys_dir, key_path).with_suffix(".next.pem")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def write_private(path: Path, signer: Signer) -> None:
     """Write a private key file with mode 0600 (atomically)."""
-    _write_private(path, private_key_pem(signer.private_key))
+    replace_private(path, private_key_pem(signer.private_key))
 
 
 def load_or_create(keys_dir: Path, key_path: Path | None = None) -> tuple[Signer, bool]:
@@ -54,7 +41,7 @@ def load_or_create(keys_dir: Path, key_path: Path | None = None) -> tuple[Signer
         if key_path is not None:
             raise KeyFileError(f"ledger key file {path} does not exist")
         signer = Signer.generate()
-        _write_private(path, private_key_pem(signer.private_key))
+        replace_private(path, private_key_pem(signer.private_key))
         write_public(keys_dir, signer)
         return signer, True
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -80,5 +67,5 @@ def write_public(keys_dir: Path, signer: Signer) -> Path:
 def replace_current(keys_dir: Path, key_path: Path | None, signer: Signer) -> None:
     """Make ``signer`` the current ledger key on disk (after its rotation is recorded)."""
     path = ledger_key_path(keys_dir, key_path)
-    _write_private(path, private_key_pem(signer.private_key))
+    replace_private(path, private_key_pem(signer.private_key))
     write_public(keys_dir, signer)

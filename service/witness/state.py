@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from domain.integrity.cosignature import cosigner_vkey
 from domain.integrity.keys import load_private_key_pem, private_key_pem, raw_public_key
 from domain.integrity.witness import LogView
+from service.common.private_files import replace_private
 
 KEY_FILE = "witness.key"
 NAME_FILE = "witness.name"
@@ -116,13 +117,5 @@ class WitnessState:
                 for o, c in sorted(logs.items())
             },
         }
-        temporary = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        temporary.unlink(missing_ok=True)
-        _write_new(temporary, json.dumps(data, indent=1).encode(), 0o600)
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_private(self.path, json.dumps(data, indent=1).encode())
         self.logs = logs
