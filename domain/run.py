@@ -27,6 +27,7 @@ from domain.errors import (
     RunNotSucceeded,
     UnclaimedRunOnlyCancellable,
 )
+from domain.usage import ResourcesAlreadyRecorded, check_resources
 
 
 class RunStatus(StrEnum):
@@ -152,6 +153,12 @@ class Run(LedgerAggregate):
         size: int
         media_type: str
 
+    class ResourcesRecorded(LedgerAggregate.Event):
+        """What the execution used (``domain.usage``): CPU, memory, wall and GPU time, host, backend."""
+
+        TOPIC = "mlledger.run.ResourcesRecorded.v1"
+        resources: dict[str, Any]
+
     class Finished(LedgerAggregate.Event):
         """The run ended."""
 
@@ -194,6 +201,7 @@ class Run(LedgerAggregate):
         self.environment: dict[str, Any] = {}
         self.environment_digest: str | None = None
         self.verdicts: dict[str, str] = {}
+        self.resources: dict[str, Any] | None = None
 
     @staticmethod
     def check_request(mode: str, seed: int, device: str, name: str, pipeline: str | None) -> None:
@@ -367,6 +375,18 @@ class Run(LedgerAggregate):
     @event(Finished)
     def _finish(self, status: str, error: str | None, actor: str) -> None:
         self.status = RunStatus(status)
+
+    def record_resources(self, resources: dict[str, Any], actor: str) -> None:
+        """Record what the execution used, once; also after the run ended (a cancelled run still cost)."""
+        if self.mode == "runner" and self.runner_id is None:
+            raise RunNotClaimed("no runner executed this run, so it used no resources", field="resources")
+        if self.resources is not None:
+            raise ResourcesAlreadyRecorded("the run's resources were already recorded", field="resources")
+        self._record_resources(resources=check_resources(resources), actor=actor)
+
+    @event(ResourcesRecorded)
+    def _record_resources(self, resources: dict[str, Any], actor: str) -> None:
+        self.resources = dict(resources)
 
     def check_re_executable(self) -> None:
         """Only a run a runner executed from a pipeline can be executed again."""

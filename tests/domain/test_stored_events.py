@@ -149,6 +149,7 @@ STORED_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlledger.run.ParamsLogged.v1": ("Run", ("actor", "params")),
     "mlledger.run.ReproductionDiverged.v1": ("Run", ("actor", "differences", "reproduction_run_id")),
     "mlledger.run.ReproductionVerified.v1": ("Run", ("actor", "details", "method", "reproduction_run_id", "tolerance")),
+    "mlledger.run.ResourcesRecorded.v1": ("Run", ("actor", "resources")),
     "mlledger.run.Requested.v1": (
         "Run",
         (
