@@ -4,7 +4,9 @@
 :class:`ExecutionRequest` (as written by ``ExecutionRequest.to_json``), appends
 each progress batch as a JSON line to ``output_dir/progress.jsonl`` and writes
 ``output_dir/result.json``: ``{"ok": true, "metrics", "model_file",
-"predictions_file", "details"}`` or ``{"ok": false, "error"}``. It exits 0,
+"predictions_file", "details", "resources"}`` or ``{"ok": false, "error",
+"resources"}`` (``resources``: what the execution used, measured by
+:mod:`service.runners.usage`). It exits 0,
 also for an :class:`ExecutionError`, and 1 when it crashed (the traceback's last
 line is the error). :func:`run_request` does the same in the calling process
 (a ``multiprocessing`` target); :func:`run_in_child` starts the module in its
@@ -27,6 +29,7 @@ from typing import Any
 
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
 from service.runners.python_kind import output_tail
+from service.runners.usage import measured
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TERMINATE_GRACE_SECONDS = 5.0
@@ -53,14 +56,23 @@ def _relative(path: Path, output_dir: Path) -> str:
         return str(path)
 
 
-def run_request(request: ExecutionRequest) -> int:
+def run_request(request: ExecutionRequest, backend: str = "local") -> int:
     """Execute ``request`` here, writing progress.jsonl and result.json; return the exit status.
 
     Usable as a ``multiprocessing.Process`` target. Every metric point appears
     exactly once in progress.jsonl: live batches as they happen, then the
     remaining (final) points as the last batch, written before result.json, so a
-    runner that records progress.jsonl records everything.
+    runner that records progress.jsonl records everything. result.json also
+    carries the ``resources`` the execution used on ``backend``, succeeded or not.
     """
+    with measured(request.device, backend) as usage:
+        status, payload = _execute(request)
+    _write_result(request.output_dir, payload | {"resources": usage.resources})
+    return status
+
+
+def _execute(request: ExecutionRequest) -> tuple[int, dict[str, Any]]:
+    """Execute ``request``, writing progress.jsonl; the exit status and result.json's payload."""
     from service.runners.executors import execute
 
     progress_path = request.output_dir / "progress.jsonl"
@@ -73,13 +85,11 @@ def run_request(request: ExecutionRequest) -> int:
     try:
         result = execute(request, report)
     except ExecutionError as exc:
-        _write_result(request.output_dir, {"ok": False, "error": exc.detail})
-        return 0
+        return 0, {"ok": False, "error": exc.detail}
     except Exception:
         traceback.print_exc()
         last = traceback.format_exc().strip().splitlines()[-1]
-        _write_result(request.output_dir, {"ok": False, "error": last})
-        return 1
+        return 1, {"ok": False, "error": last}
     remaining = result.metrics[int(result.details.get("metrics_reported_live", 0)) :]
     if remaining:
         report(remaining)
@@ -88,18 +98,18 @@ def run_request(request: ExecutionRequest) -> int:
         "model_file": _relative(result.model_file, request.output_dir),
         "predictions_file": _relative(result.predictions_file, request.output_dir),
     }
-    _write_result(request.output_dir, payload)
-    return 0
+    return 0, payload
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m service.runners.child REQUEST_JSON``: execute the request in that file."""
+    """``python -m service.runners.child REQUEST_JSON [BACKEND]``: execute the request in that file
+    (its resources are reported as used on ``BACKEND``, default ``local``)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m service.runners.child REQUEST_JSON", file=sys.stderr)
+    if len(args) not in (1, 2):
+        print("usage: python -m service.runners.child REQUEST_JSON [BACKEND]", file=sys.stderr)
         return 2
     request = ExecutionRequest.from_json(json.loads(Path(args[0]).read_text(encoding="utf-8")))
-    return run_request(request)
+    return run_request(request, *args[1:])
 
 
 def unread_progress(output_dir: Path, offset: int) -> tuple[list[list[dict[str, Any]]], int]:
