@@ -30,6 +30,7 @@ class Action(StrEnum):
     CHECK_MONITORING = "check_monitoring"
     EXPORT = "export"
     READ_EXPORTS = "read_exports"
+    EXECUTE_RUNS = "execute_runs"
 
 
 ALL_ROLES = frozenset(Role)
@@ -51,6 +52,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.CHECK_MONITORING: frozenset({Role.ADMIN, Role.OPERATOR}),
     Action.EXPORT: frozenset({Role.ADMIN, Role.AUDITOR}),
     Action.READ_EXPORTS: frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
+    Action.EXECUTE_RUNS: frozenset({Role.RUNNER}),
 }
 
 

@@ -15,3 +15,4 @@ class Role(StrEnum):
     AUDITOR = "auditor"
     REGULATOR = "regulator"
     PREDICTOR = "predictor"
+    RUNNER = "runner"

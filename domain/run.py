@@ -109,6 +109,23 @@ class Run(LedgerAggregate):
         device: str
         device_note: str | None
 
+    class Reattached(LedgerAggregate.Event):
+        """Another runner took over a run whose runner went silent while its job kept executing."""
+
+        TOPIC = "mlledger.run.Reattached.v1"
+        runner_id: str
+        previous_runner_id: str
+
+    class ExecutionAttested(LedgerAggregate.Event):
+        """The runner's signed execution statement, checked against its registered key before recording."""
+
+        TOPIC = "mlledger.run.ExecutionAttested.v1"
+        principal_id: str
+        key_id: str
+        statement: dict[str, Any]
+        signature: str
+        node_environment: dict[str, Any] | None
+
     class Abandoned(LedgerAggregate.Event):
         """The runner stopped heartbeating; the run will not finish."""
 
@@ -198,6 +215,8 @@ class Run(LedgerAggregate):
         self.metric_points = 0
         self.reproduces = reproduces
         self.runner_id: str | None = None
+        self.claimed_by: str | None = None
+        self.attestation: dict[str, Any] | None = None
         self.environment: dict[str, Any] = {}
         self.environment_digest: str | None = None
         self.verdicts: dict[str, str] = {}
@@ -247,6 +266,55 @@ class Run(LedgerAggregate):
     def _claim(self, runner_id: str, host: str, actor: str) -> None:
         self.status = RunStatus.CLAIMED
         self.runner_id = runner_id
+        self.claimed_by = runner_id
+
+    def reattach(self, runner_id: str, previous_runner_id: str, actor: str) -> None:
+        """Hand an active run from a silent runner to ``runner_id`` (its job goes on executing)."""
+        if not self.is_active_under(previous_runner_id):
+            raise RunNotHeldByRunner(
+                f"the run is {self.status} by {self.runner_id}, not active under {previous_runner_id}"
+            )
+        self._reattach(runner_id=runner_id, previous_runner_id=previous_runner_id, actor=actor)
+
+    @event(Reattached)
+    def _reattach(self, runner_id: str, previous_runner_id: str, actor: str) -> None:
+        self.runner_id = runner_id
+
+    def attest(
+        self,
+        runner_id: str,
+        principal_id: str,
+        key_id: str,
+        statement: dict[str, Any],
+        signature: str,
+        node_environment: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        """Record the runner's verified execution statement (once, while the run is active under it)."""
+        if not self.is_active_under(runner_id):
+            raise RunNotHeldByRunner(f"the run is {self.status} by {self.runner_id}, not active under {runner_id}")
+        if self.attestation is not None:
+            raise RunAlreadyFinished("this run's execution is already attested")
+        self._attest(
+            principal_id=principal_id,
+            key_id=key_id,
+            statement=statement,
+            signature=signature,
+            node_environment=node_environment,
+            actor=actor,
+        )
+
+    @event(ExecutionAttested)
+    def _attest(
+        self,
+        principal_id: str,
+        key_id: str,
+        statement: dict[str, Any],
+        signature: str,
+        node_environment: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        self.attestation = {"principal_id": principal_id, "key_id": key_id, "statement": statement}
 
     def capture_environment(
         self, environment: dict[str, Any], digest: str, device: str, device_note: str | None, actor: str

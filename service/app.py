@@ -25,6 +25,7 @@ from service.api.routers import (
     predictions,
     principals,
     registry,
+    runner,
 )
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(manifests.router)
     app.include_router(monitoring.router)
     app.include_router(exports.router)
+    app.include_router(runner.router)
     app.include_router(console_router)
     return app
 

@@ -1,19 +1,21 @@
-"""The runner: claims requested runs, executes them in child processes,
-heartbeats, and records what happened.
+"""The runner: claims requested runs through the ledger, executes them on a backend,
+heartbeats, and hands in a signed execution statement for each.
 
-Claims are optimistic appends to the run's event stream, so of several runners
-(on one machine or many, sharing one PostgreSQL) exactly one wins each run.
-Runs execute in worker processes forked from the runner, which has already
-imported the ML libraries, and kept for later runs (``workers.py``), so
-starting a run costs a pipe message, not an interpreter start or a fork. The
-runner records everything; the worker only computes and writes files.
+The runner holds no ledger key and records nothing itself: it talks to the
+ledger service through a gateway (``gateway.py``: HTTP as a principal with the
+``runner`` role, or in-process for the runner embedded in ``mlledger serve``).
+Claims are optimistic appends the service makes on the run's stream, so of
+several runners exactly one wins each run. Runs execute on a backend:
+``local`` (worker processes forked from the runner, which has already imported
+the ML libraries, so starting a run costs a pipe message) or ``ray`` (a Ray job
+per run). When a run ends, the runner signs an execution statement (run, input
+digests, environment digest, output digests, final metrics digest, resources)
+with its own key; the service checks it before recording anything.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing
 import os
 import random
 import shutil
@@ -28,37 +30,28 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import Notification
-
-from domain.code import CodeVersion
-from domain.dataset import DatasetVersion
-from domain.errors import LedgerError, NotFound, RunAlreadyClaimed, VersionConflict
-from domain.pipeline import Pipeline
-from domain.run import Run, RunStatus
+from domain.errors import LedgerError
+from domain.execution import ERROR_MAX, execution_statement, statement_message
 from service.bootstrap import Services
-from service.runners import child, environment
-from service.runners.executors import ExecutionError, ExecutionRequest
-from service.runners.heartbeats import beat, forget, sweep
-from service.runners.reproduction import compare_runs
-from service.runners.workers import Worker, WorkerPool, preload
-from service.store.blobs import BlobTampered
+from service.runners import environment
+from service.runners.contract import ExecutionError
+from service.runners.gateway import Gateway, InProcessGateway, LedgerUnavailable
+from service.runners.local_backend import LocalBackend
+from service.runners.work import Backend, Execution, Outcome, WorkOrder
 
 log = logging.getLogger(__name__)
-REQUESTED_TOPIC = Run.Requested.TOPIC
-LOG_TAIL_BYTES = 4096
+ATTACH_EVERY_BEATS = 2
+MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass
 class Active:
-    """A run executing in a child process."""
+    """A run executing on the backend."""
 
-    run_id: str
-    worker: Worker
-    workdir: Path
-    started: float
-    time_limit: float | None
-    progress_read: int = 0
-    checked_at: float = 0.0
+    order: WorkOrder
+    execution: Execution
+    environment_digest: str | None
+    started: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -69,6 +62,7 @@ class RunnerStats:
     lost_claims: int = 0
     succeeded: int = 0
     failed: int = 0
+    reattached: int = 0
     abandoned_swept: int = 0
     started_at: list[float] = field(default_factory=list)
 
@@ -78,7 +72,7 @@ class Runner:
 
     def __init__(
         self,
-        services: Services,
+        source: Services | Gateway,
         *,
         device: str = "auto",
         concurrency: int = 1,
@@ -86,81 +80,102 @@ class Runner:
         heartbeat_timeout: float = 30.0,
         poll_interval: float = 0.25,
         work_dir: Path | None = None,
+        backend: Callable[[Gateway, Path, int], Backend] | None = None,
         say: Callable[[str], None] = log.info,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
-        self.services = services
-        self.ledger = services.ledger
+        self.host = socket.gethostname()
+        self.runner_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.actor = f"runner:{self.runner_id}"
+        self.gateway: Gateway = InProcessGateway(source, self.actor) if isinstance(source, Services) else source
         self.requested_device = device
         self.device, self.device_note = environment.resolve_device(device)
         self.concurrency = max(1, concurrency)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.poll_interval = poll_interval
-        self.host = socket.gethostname()
-        self.runner_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.actor = f"runner:{self.runner_id}"
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mlledger-runner-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._created_work_dir = work_dir is None
         self.say = say
         self.active: dict[str, Active] = {}
         self.stats = RunnerStats()
-        self._cursor = 0
-        self._candidates: list[str] = []
-        self._specs: dict[tuple[str, int], tuple[str, dict[str, Any], str]] = {}
-        self._datasets: dict[str, tuple[str, int, str]] = {}
+        self._candidates: list[dict[str, Any]] = []
+        self._ended: set[str] = set()
         self._last_sweep = 0.0
+        self._beats = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self._lock = threading.Lock()
-        self._created_work_dir = work_dir is None
-        threadpools = preload()
-        threads = max(1, (os.cpu_count() or 1) // self.concurrency)
-        self.workers = WorkerPool(multiprocessing.get_context("fork"), threads, threadpools)
+        make_backend = backend or LocalBackend
+        self.backend: Backend = make_backend(self.gateway, self.work_dir, self.concurrency)
 
     # -- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then stop claiming and let active runs finish."""
         beater = threading.Thread(target=self._heartbeats, args=(stop,), name="mlledger-heartbeat", daemon=True)
         beater.start()
-        self.workers.fill(self.concurrency)
         note = f" ({self.device_note})" if self.device_note else ""
-        self.say(f"runner {self.runner_id} on {self.device}{note}, {self.concurrency} at a time")
+        self.say(
+            f"runner {self.runner_id} on {self.device}{note}, {self.concurrency} at a time, {self.backend.name} backend"
+        )
         while not stop.is_set():
             try:
                 busy = self.step()
+                self._backoff = 0.0
+            except LedgerUnavailable as exc:
+                self._wait_out(exc.detail)
+                busy = False
             except Exception:
                 log.exception("runner step failed; continuing")
                 busy = False
             if not busy:
                 self._idle(stop)
         while self.active:
-            self._reap()
+            try:
+                self._reap()
+            except LedgerUnavailable as exc:
+                self._wait_out(exc.detail)
             self._idle(stop)
-        self.workers.close()
+        self.backend.close()
+        self.gateway.close()
         if self._created_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def _wait_out(self, reason: str) -> None:
+        """Back off (doubling, up to 30 s) after the ledger or the cluster could not be reached."""
+        self._backoff = min(MAX_BACKOFF_SECONDS, max(self.poll_interval, self._backoff * 2 or 1.0))
+        self._retry_at = time.monotonic() + self._backoff
+        self.say(f"runner {self.runner_id}: {reason}; retrying in {self._backoff:.0f} s")
+
     def _idle(self, stop: threading.Event) -> None:
-        """Wait a poll interval, waking at once when a child exits."""
+        """Wait a poll interval, waking at once when a local run ends."""
+        pause = max(self.poll_interval, self._retry_at - time.monotonic())
         with self._lock:
-            sentinels = [waitable for active in self.active.values() for waitable in active.worker.waitables]
+            sentinels = [w for a in self.active.values() for w in getattr(a.execution, "waitables", [])]
         if sentinels:
-            wait(sentinels, timeout=self.poll_interval)
+            wait(sentinels, timeout=pause)
         else:
-            stop.wait(self.poll_interval)
+            stop.wait(pause)
 
     def step(self) -> bool:
-        """One round: record finished children and progress, sweep, claim; True if anything happened."""
+        """One round: record finished runs and progress, sweep, re-attach, claim; True if anything happened."""
         busy = self._reap()
         now = time.time()
         if now - self._last_sweep >= self.heartbeat_interval:
             self._last_sweep = now
-            swept = sweep(self.services.writer_engine, self.ledger, self.heartbeat_timeout, self.actor)
-            self.stats.abandoned_swept += len(swept)
+            self.stats.abandoned_swept += len(self.gateway.sweep())
+            self._beats += 1
+            if self.backend.name != "local" and self._beats % ATTACH_EVERY_BEATS == 0:
+                busy = self._reattach() or busy
+        if len(self.active) < self.concurrency and not self.backend.ready():
+            raise LedgerUnavailable(f"the {self.backend.name} backend cannot be reached; leaving runs requested")
         while len(self.active) < self.concurrency:
-            run_id = self._next_candidate()
-            if run_id is None:
+            candidate = self._next_candidate()
+            if candidate is None:
                 break
-            if self._try_start(run_id):
+            if self._try_start(candidate):
                 busy = True
         return busy
 
@@ -170,229 +185,151 @@ class Runner:
                 run_ids = list(self.active)
             if run_ids:
                 try:
-                    beat(self.services.writer_engine, run_ids, self.runner_id)
-                except Exception:
-                    log.exception("heartbeat failed")
+                    ended = self.gateway.heartbeat(self.runner_id, run_ids)
+                    with self._lock:
+                        self._ended.update(ended)
+                except Exception as exc:
+                    log.warning("heartbeat failed: %s", getattr(exc, "detail", exc))
             time.sleep(self.heartbeat_interval)
 
     # -- claiming -------------------------------------------------------------
-    def _next_candidate(self) -> str | None:
+    def _next_candidate(self) -> dict[str, Any] | None:
         if not self._candidates:
-            found: list[Notification] = list(
-                self.ledger.recorder.select_notifications(self._cursor + 1, 500, topics=[REQUESTED_TOPIC])
-            )
-            if found:
-                self._cursor = found[-1].id
-                self._candidates = [str(n.originator_id) for n in found]
-                # Runners that see the same requests try them in different orders, so they
-                # rarely race for one run and lose the claim (three wasted round trips each).
-                random.shuffle(self._candidates)
+            found = self.gateway.requested()
+            # Runners that see the same requests try them in different orders, so they
+            # rarely race for one run and lose the claim.
+            random.shuffle(found)
+            self._candidates = found
         return self._candidates.pop(0) if self._candidates else None
 
-    def _wants(self, run: Run) -> bool:
-        if not run.awaits_runner:
-            return False
-        return not (run.device == "cuda" and self.device != "cuda")
+    def _wants(self, candidate: dict[str, Any]) -> bool:
+        return not (candidate.get("device") == "cuda" and self.device != "cuda")
 
-    def _try_start(self, run_id: str) -> bool:
-        try:
-            run: Run = self.ledger.get(run_id, Run)
-        except NotFound:
+    def _device_for(self, requested: str) -> str:
+        return self.device if requested in ("auto", self.device) else requested
+
+    def _try_start(self, candidate: dict[str, Any]) -> bool:
+        if not self._wants(candidate):
             return False
-        if not self._wants(run):
-            return False
-        device = self.device if run.device in ("auto", self.device) else run.device
-        env = environment.capture_environment(device, run.seed, {})
-        beat(self.services.writer_engine, [run_id], self.runner_id)  # first, so a claim never goes unwatched
+        run_id = str(candidate["run_id"])
+        device = self._device_for(str(candidate.get("device", "auto")))
+        env = environment.capture_environment(device, int(candidate.get("seed", 0)), {})
+        claim = {
+            "runner_id": self.runner_id,
+            "host": self.host,
+            "device": device,
+            "device_note": self.device_note,
+            "backend": self.backend.name,
+            "environment": {k: v for k, v in env.items() if k != "digest"},
+        }
         try:
-            self.ledger.claim_and_capture(
-                run_id, self.runner_id, self.host, env, env["digest"], device, self.device_note, run=run
-            )
-        except (RunAlreadyClaimed, VersionConflict):
+            order = self.gateway.claim(run_id, claim)
+        except LedgerUnavailable:
+            raise
+        except LedgerError as exc:
+            log.info("could not claim run %s: %s", run_id, exc.detail)
+            return False
+        if order is None:
             self.stats.lost_claims += 1
-            forget(self.services.writer_engine, run_id, self.runner_id)
             return False
         self.stats.claimed += 1
+        env_digest = order.environment_digest
         try:
-            self._start(run, device)
+            execution = self.backend.start(order, device)
         except (ExecutionError, LedgerError) as exc:
-            self._fail(run_id, str(exc.detail if isinstance(exc, LedgerError) else exc))
+            if isinstance(exc, LedgerUnavailable) and not isinstance(self.backend, LocalBackend):
+                self.say(f"run {run_id}: {exc.detail}; another runner will re-attach or it will be abandoned")
+                return True
+            self._finish(order, Outcome(ok=False, error=str(exc.detail)), env_digest)
+            return True
+        with self._lock:
+            self.active[run_id] = Active(order, execution, env_digest)
+        self.stats.started_at.append(time.time())
         return True
 
-    def _start(self, run: Run, device: str) -> None:
-        run_id = str(run.id)
-        request = self._request(run, device)
-        workdir = request.output_dir
-        worker = self.workers.execute(request)
-        limit = request.spec.get("time_limit_seconds") if request.kind == "python" else None
-        with self._lock:
-            self.active[run_id] = Active(run_id, worker, workdir, time.time(), float(limit) + 5 if limit else None)
-        self.stats.started_at.append(time.time())
-
-    def _spec(self, pipeline_id: str, number: int) -> tuple[str, dict[str, Any], str]:
-        """(kind, spec, digest) of a pipeline spec version: immutable once recorded, so read once."""
-        key = (pipeline_id, number)
-        found = self._specs.get(key)
-        if found is None:
-            pipeline: Pipeline = self.ledger.get(pipeline_id, Pipeline)
-            found = self._specs[key] = (pipeline.kind, pipeline.spec(number), pipeline.digests[number - 1])
-        return found
-
-    def _dataset(self, dataset_id: str) -> tuple[str, int, str]:
-        """(name, number, digest) of a dataset version: immutable, so read once (its file is checked every run)."""
-        found = self._datasets.get(dataset_id)
-        if found is None:
-            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
-            found = self._datasets[dataset_id] = (dataset.name, dataset.number, dataset.digest)
-        return found
-
-    def _request(self, run: Run, device: str) -> ExecutionRequest:
-        assert run.pipeline_id is not None and run.pipeline_version is not None
-        kind, spec, digest = self._spec(run.pipeline_id, run.pipeline_version)
-        if digest != run.spec_digest:
-            raise ExecutionError("the pipeline spec does not have the digest the run recorded")
-        datasets = []
-        for dataset_id in run.dataset_version_ids:
-            name, number, dataset_digest = self._dataset(dataset_id)
+    def _reattach(self) -> bool:
+        """Take over runs whose runner died while their job went on (backends that keep jobs running)."""
+        orders = self.gateway.attach(self.runner_id, self.backend.name)
+        for order in orders:
+            device = self._device_for(order.device)
             try:
-                datasets.append(self.services.blobs.verify(dataset_digest).path)
-            except BlobTampered:
-                raise ExecutionError(
-                    f"dataset {name} v{number}: the stored file no longer has digest "
-                    f"{dataset_digest}; refusing to train on it"
-                ) from None
-            except NotFound:
-                raise ExecutionError(f"dataset {name} v{number}: its file is not in this store") from None
-        archive = None
-        if run.code_version_id is not None:
-            code: CodeVersion = self.ledger.get(run.code_version_id, CodeVersion)
-            if code.archive_digest is not None:
-                try:
-                    archive = self.services.blobs.verify(code.archive_digest).path
-                except (BlobTampered, NotFound):
-                    raise ExecutionError(f"code archive {code.archive_digest} is missing or changed") from None
-        workdir = self.work_dir / str(run.id)
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True, mode=0o700)
-        return ExecutionRequest(
-            kind=kind,
-            spec=spec,
-            params=dict(run.params),
-            seed=run.seed,
-            device=device,
-            datasets=datasets,
-            code_archive=archive,
-            output_dir=workdir,
-        )
+                execution = self.backend.reattach(order, device) or self.backend.start(order, device)
+            except (ExecutionError, LedgerError) as exc:
+                self._finish(order, Outcome(ok=False, error=str(exc.detail)), order.environment_digest)
+                continue
+            self.stats.reattached += 1
+            self.say(f"runner {self.runner_id}: re-attached to run {order.run_id}")
+            with self._lock:
+                self.active[order.run_id] = Active(order, execution, order.environment_digest)
+        return bool(orders)
 
     # -- recording --------------------------------------------------------------
     def _reap(self) -> bool:
         busy = False
         for run_id, active in list(self.active.items()):
-            if not active.worker.finished():
-                self._record_progress(active)
-                if active.time_limit and time.time() - active.started > active.time_limit:
-                    active.worker.kill()
-                if time.time() - active.checked_at >= self.heartbeat_interval and self._cancelled(active):
-                    active.worker.kill()
-                    self._forget(run_id)
-                    busy = True
+            execution = active.execution
+            with self._lock:
+                ended = run_id in self._ended
+                self._ended.discard(run_id)
+            if ended:  # cancelled through the API, or taken over
+                execution.cancel()
+                self._release(run_id)
+                busy = True
                 continue
-            self._record_result(active)
-            self._forget(run_id)
+            if not execution.finished():
+                points = execution.progress()
+                if points:
+                    self.gateway.progress(active.order, points)
+                continue
+            try:
+                outcome = execution.outcome()
+            except (ExecutionError, LedgerError) as exc:
+                if isinstance(exc, LedgerUnavailable):
+                    raise
+                outcome = Outcome(ok=False, error=str(exc.detail))
+            self._finish(active.order, outcome, active.environment_digest)
+            self._release(run_id)
             busy = True
         return busy
 
-    def _cancelled(self, active: Active) -> bool:
-        """Whether the run ended elsewhere (cancelled through the API); checked once per heartbeat."""
-        active.checked_at = time.time()
-        try:
-            run: Run = self.ledger.get(active.run_id, Run)
-        except NotFound:
-            return True
-        return run.finished
-
-    def _unread_points(self, active: Active) -> list[dict[str, Any]]:
-        """Metric points the child wrote to progress.jsonl since the last read."""
-        batches, active.progress_read = child.unread_progress(active.workdir, active.progress_read)
-        return [point for batch in batches for point in batch]
-
-    def _record_progress(self, active: Active) -> None:
-        points = self._unread_points(active)
-        if points:
-            self.ledger.log_metrics(active.run_id, points, actor=self.actor)
-
-    def _record_result(self, active: Active) -> None:
-        """Record how the child ended; its last metric points go in the same append as a success."""
-        points = self._unread_points(active)
-        result_path = active.workdir / "result.json"
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None or not result.get("ok"):
-            if points:
-                self.ledger.log_metrics(active.run_id, points, actor=self.actor)
-            if result is None:
-                code = active.worker.exit_status
-                reason = "time limit exceeded" if code is not None and code < 0 else f"child exited with code {code}"
-                self._fail(active.run_id, f"the run produced no result: {reason}")
-            else:
-                self._fail(active.run_id, str(result.get("error", "failed"))[-LOG_TAIL_BYTES:])
-            return
-        try:
-            final = [m for m in result.get("final_metrics", result.get("metrics", [])) if m.get("final", True)]
-            if (active.workdir / "progress.jsonl").exists():
-                final = points  # every point came through progress.jsonl; the rest not yet recorded
-            artifacts = [
-                self._store_artifact(active.workdir / name)
-                for name in (result.get("model_file"), result.get("predictions_file"))
-                if name
-            ]
-            details = self.services.blobs.put_bytes(json.dumps(result.get("details", {}), sort_keys=True).encode())
-            artifacts.append(("execution.json", details.digest, details.size, "application/json"))
-            self.ledger.record_execution(active.run_id, self.runner_id, final, artifacts)
-            self.stats.succeeded += 1
-        except LedgerError as exc:
-            log.warning("could not record the result of %s: %s", active.run_id, exc.detail)
-            return
-        self._check_reproduction(active.run_id)
-
-    def _store_artifact(self, path: Path) -> tuple[str, str, int, str]:
-        """Put an output file in the blob store; return (name, digest, size, media type)."""
-        with path.open("rb") as handle:
-            blob = self.services.blobs.put_chunks(iter(lambda: handle.read(1024 * 1024), b""), max_bytes=2**40)
-        media = "application/json" if path.suffix == ".json" else "application/octet-stream"
-        return path.name, blob.digest, blob.size, media
-
-    def _check_reproduction(self, run_id: str) -> None:
-        run: Run = self.ledger.get(run_id, Run)
-        if run.reproduces is None:
-            return
-        original: Run = self.ledger.get(run.reproduces, Run)
-        verdict = compare_runs(self.ledger, self.services.blobs, original, run)
-        self.ledger.record_reproduction(
-            str(original.id),
-            run_id,
-            verdict.matched,
-            verdict.method,
-            verdict.tolerance,
-            verdict.details,
-            actor=self.actor,
+    def _finish(self, order: WorkOrder, outcome: Outcome, environment_digest: str | None) -> None:
+        """Sign the execution statement and hand it in; the service records it (or refuses it)."""
+        node_environment = outcome.environment
+        if node_environment is not None:
+            environment_digest = environment.environment_digest(node_environment)
+        error = None if outcome.ok else (outcome.error or "failed")[-ERROR_MAX:]
+        statement = execution_statement(
+            run_id=order.run_id,
+            runner_id=self.runner_id,
+            principal_id=self.gateway.principal_id,
+            key_id=self.gateway.signer.key_id,
+            outcome="succeeded" if outcome.ok else "failed",
+            error=error,
+            inputs=[order.spec_digest, *(item.digest for item in order.inputs)],
+            environment_digest=environment_digest,
+            outputs=[item.to_json() for item in outcome.outputs],
+            metrics=outcome.metrics,
+            resources=outcome.resources,
         )
-
-    def _fail(self, run_id: str, error: str) -> None:
-        self.stats.failed += 1
+        signature = self.gateway.signer.sign(statement_message(statement))
         try:
-            self.ledger.finish_run(run_id, RunStatus.FAILED, error[-LOG_TAIL_BYTES:], actor=self.actor)
+            self.gateway.record(order, statement, signature, outcome.metrics, node_environment)
+        except LedgerUnavailable:
+            raise
         except LedgerError as exc:
-            log.warning("could not record the failure of %s: %s", run_id, exc.detail)
-        self._forget(run_id)
+            log.warning("could not record the end of %s: %s", order.run_id, exc.detail)
+            return
+        if outcome.ok:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
 
-    def _forget(self, run_id: str) -> None:
+    def _release(self, run_id: str) -> None:
         with self._lock:
             active = self.active.pop(run_id, None)
-        forget(self.services.writer_engine, run_id, self.runner_id)
-        if active is not None:
-            self.workers.release(active.worker)
-            shutil.rmtree(active.workdir, ignore_errors=True)
+        release = getattr(active.execution, "release", None) if active is not None else None
+        if release is not None:
+            release()
 
 
 def default_say(message: str) -> None:

@@ -9,6 +9,23 @@ a Ray job per run) turns a work order into an :class:`Execution`, which the
 runner polls until it yields an :class:`Outcome`. Outputs are uploaded by
 digest before the outcome is reported, so the runner records only digests, in
 the execution statement it signs.
+
+The runner HTTP API (``service/api/routers/runner.py``), all under
+``/v1/runner``; callers present the API key of a principal with the ``runner``
+role, or (where marked) the run token in ``X-Run-Token``:
+
+- ``GET requested?after=CURSOR`` -> ``{"runs": [{"run_id", "device", "seed"}], "cursor"}``
+- ``POST claims`` ``{"run_id", "runner_id", "host", "device", "device_note", "backend",
+  "environment"}`` -> a work order (``WorkOrder.to_json()``), or 409 when another runner holds the run
+- ``GET runs/{id}/inputs/{digest}`` (run token) -> the bytes of one of the run's inputs
+- ``PUT runs/{id}/outputs?name=NAME`` (run token) raw body -> 201 ``{"digest", "size"}``
+- ``POST runs/{id}/metrics`` (run token) ``{"points"}``: progress
+- ``POST heartbeats`` ``{"runner_id", "run_ids"}`` -> ``{"ended": [...]}`` (runs to stop: cancelled)
+- ``POST attachments`` ``{"runner_id", "backend"}`` -> ``{"orders": [...]}``: runs whose runner went
+  silent, now held by the caller, with the same run token as before
+- ``POST sweeps`` -> ``{"abandoned": [...]}``
+- ``POST runs/{id}/result`` ``{"statement", "signature", "metrics", "node_environment"}``: the signed
+  execution statement; 422 when it does not verify, and then nothing is recorded
 """
 
 from __future__ import annotations
@@ -50,6 +67,9 @@ class WorkOrder:
     inputs: list[Input]
     run_token: str
     reproduces: str | None = None
+    environment_digest: str | None = None
+    """The digest of the environment recorded at the claim (the runner's); a node that executes the run
+    elsewhere reports its own."""
 
     @property
     def datasets(self) -> list[Input]:
@@ -85,6 +105,7 @@ class WorkOrder:
             "inputs": [item.to_json() for item in self.inputs],
             "run_token": self.run_token,
             "reproduces": self.reproduces,
+            "environment_digest": self.environment_digest,
         }
 
     @classmethod
@@ -101,6 +122,7 @@ class WorkOrder:
             inputs=[Input.from_json(item) for item in data.get("inputs") or []],
             run_token=str(data["run_token"]),
             reproduces=data.get("reproduces"),
+            environment_digest=data.get("environment_digest"),
         )
 
 
@@ -191,11 +213,15 @@ class Backend(Protocol):
 
     name: str
 
-    def start(self, order: WorkOrder) -> Execution:
-        """Start executing a freshly claimed run."""
+    def ready(self) -> bool:
+        """Whether runs can be started now (a cluster that cannot be reached is not ready)."""
         ...
 
-    def reattach(self, order: WorkOrder) -> Execution | None:
+    def start(self, order: WorkOrder, device: str) -> Execution:
+        """Start executing a freshly claimed run on ``device`` (``cpu`` or ``cuda``)."""
+        ...
+
+    def reattach(self, order: WorkOrder, device: str) -> Execution | None:
         """The execution of a run that another (dead) runner started, or None when there is none to resume."""
         ...
 

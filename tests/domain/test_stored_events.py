@@ -140,6 +140,11 @@ STORED_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlledger.run.Abandoned.v1": ("Run", ("actor", "reason", "runner_id")),
     "mlledger.run.ArtifactRecorded.v1": ("Run", ("actor", "digest", "media_type", "name", "size")),
     "mlledger.run.Claimed.v1": ("Run", ("actor", "host", "runner_id")),
+    "mlledger.run.ExecutionAttested.v1": (
+        "Run",
+        ("actor", "key_id", "node_environment", "principal_id", "signature", "statement"),
+    ),
+    "mlledger.run.Reattached.v1": ("Run", ("actor", "previous_runner_id", "runner_id")),
     "mlledger.run.EnvironmentCaptured.v1": (
         "Run",
         ("actor", "device", "device_note", "environment", "environment_digest"),

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import RunAlreadyClaimed, VersionConflict
 from domain.run import Run, RunStatus
 from service.application.ledger_core import LedgerCore, Written
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A runner's execution statement whose signature the service has checked."""
+
+    principal_id: str
+    key_id: str
+    statement: dict[str, Any]
+    signature: str
+    node_environment: dict[str, Any] | None = None
 
 
 class RunnerCommands(LedgerCore):
@@ -65,6 +77,51 @@ class RunnerCommands(LedgerCore):
         """Record the environment a claimed run will execute in."""
         run: Run = self.get(run_id, Run)
         run.capture_environment(environment, digest, device, note, actor=f"runner:{runner_id}")
+        return self._written(run)
+
+    def reattach_run(self, run_id: str, runner_id: str, previous_runner_id: str, actor: str) -> Written:
+        """Hand an active run from a silent runner to ``runner_id``; :class:`RunAlreadyClaimed` if another won."""
+        run: Run = self.get(run_id, Run)
+        run.reattach(runner_id, previous_runner_id, actor=actor)
+        try:
+            return self._written(run)
+        except VersionConflict:
+            raise RunAlreadyClaimed(f"run {run_id} was taken over by another runner") from None
+
+    def record_attested(
+        self,
+        run: Run,
+        attestation: Attestation,
+        metrics: list[dict[str, Any]],
+        actor: str,
+    ) -> Written:
+        """Record a verified execution statement and what it vouches for in one append: the node's
+        environment, the final metric points, the outputs as artifacts, and how the run ended."""
+        statement = attestation.statement
+        runner_id = str(statement["runner_id"])
+        run.attest(
+            runner_id,
+            attestation.principal_id,
+            attestation.key_id,
+            statement,
+            attestation.signature,
+            attestation.node_environment,
+            actor=actor,
+        )
+        if metrics:
+            run.log_metrics(metrics, actor=actor)
+        for output in statement["outputs"]:
+            run.record_artifact(output["name"], output["digest"], output["size"], output["media_type"], actor=actor)
+        if statement["outcome"] == "succeeded":
+            run.finish(RunStatus.SUCCEEDED, None, actor=actor)
+        else:
+            run.finish(RunStatus.FAILED, statement["error"], actor=actor)
+        return self._written(run)
+
+    def record_resources(self, run_id: str, resources: dict[str, Any], actor: str) -> Written:
+        """Record what a run's execution used (once per run; ``domain.usage`` checks the figures)."""
+        run: Run = self.get(run_id, Run)
+        run.record_resources(resources, actor=actor)
         return self._written(run)
 
     def abandon_run(self, run_id: str, runner_id: str, reason: str, actor: str) -> Written:

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from domain.environment import environment_diff
 from domain.run import Run
 from service.application.ledger import Ledger
-from service.runners import environment
 from service.store.blobs import BlobStore
 
 TOLERANCE = 1e-9
@@ -110,7 +110,7 @@ def compare_runs(
             },
             "params": params,
             "metrics": metrics,
-            "environment": environment.environment_diff(original.environment, reproduction.environment),
+            "environment": environment_diff(original.environment, reproduction.environment),
             "first_differing_prediction": difference,
         },
     )

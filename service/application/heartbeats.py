@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -40,8 +41,18 @@ def forget(engine: Engine, run_id: str, runner_id: str) -> None:
         )
 
 
-def sweep(engine: Engine, ledger: Ledger, timeout: float, actor: str, now: float | None = None) -> list[str]:
-    """Mark runs whose runner went silent for ``timeout`` seconds abandoned; return their ids."""
+def sweep(
+    engine: Engine,
+    ledger: Ledger,
+    timeout: float,
+    actor: str,
+    now: float | None = None,
+    keep: Callable[[Run, float], bool] | None = None,
+) -> list[str]:
+    """Mark runs whose runner went silent for ``timeout`` seconds abandoned; return their ids.
+
+    ``keep(run, silent_seconds)`` spares a run for now (its heartbeat row stays, so a later sweep
+    or a runner that re-attaches finds it)."""
     moment = time.time() if now is None else now
     with engine.connect() as conn:
         stale = conn.execute(
@@ -53,8 +64,10 @@ def sweep(engine: Engine, ledger: Ledger, timeout: float, actor: str, now: float
     for run_id, runner_id, beat_at in stale:
         try:
             run: Run = ledger.get(run_id, Run)
+            silent = moment - beat_at
+            if run.is_active_under(runner_id) and keep is not None and keep(run, silent):
+                continue
             if run.is_active_under(runner_id):
-                silent = moment - beat_at
                 ledger.abandon_run(run_id, runner_id, f"no heartbeat from runner {runner_id} for {silent:.0f} s", actor)
                 abandoned.append(run_id)
                 log.warning("run %s abandoned: runner %s silent for %.0f s", run_id, runner_id, silent)

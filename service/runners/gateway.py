@@ -1,0 +1,393 @@
+"""How a runner reaches the ledger: over HTTP as a ``runner`` principal, or in the service's own process.
+
+A runner never records anything itself. It asks the ledger service, through a
+gateway, for requested runs, claims, inputs and uploads, and hands in a signed
+execution statement. :class:`HttpGateway` is what a runner outside the service
+uses: an API key with the ``runner`` role and the runner's own Ed25519 key, no
+ledger key and no database credentials. :class:`InProcessGateway` serves the
+runner embedded in ``mlledger serve`` (the embedded default): the service
+already holds the ledger key, so its statements are signed with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from domain.errors import LedgerError, RunAlreadyClaimed, VersionConflict
+from domain.integrity.keys import Signer, public_key_pem
+from domain.run import Run
+from service.application.runner_desk import Claimant
+from service.bootstrap import Services
+from service.runners.work import Input, Output, WorkOrder
+
+log = logging.getLogger(__name__)
+RUN_TOKEN_HEADER = "X-Run-Token"  # noqa: S105 - a header name, not a secret
+CHUNK = 1024 * 1024
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger service cannot be reached or answered with a server error; the runner retries."""
+
+    title = "Ledger unavailable"
+
+
+class LedgerRefused(LedgerError):
+    """The ledger refused a runner's request (a 4xx problem); ``status`` is the HTTP status."""
+
+    title = "Refused by the ledger"
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class Gateway(Protocol):
+    """What a runner may ask of the ledger."""
+
+    principal_id: str
+    signer: Signer
+
+    def requested(self) -> list[dict[str, Any]]:
+        """Newly requested runs (``run_id``, ``device``, ``seed``) since the last call."""
+        ...
+
+    def claim(self, run_id: str, claim: dict[str, Any]) -> WorkOrder | None:
+        """Claim a run; None when another runner holds it."""
+        ...
+
+    def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
+        """Take over runs of ``backend`` whose runner went silent."""
+        ...
+
+    def fetch(self, order: WorkOrder, item: Input, cache: Path) -> Path:
+        """A local file with the input's bytes, checked against its digest."""
+        ...
+
+    def upload(self, order: WorkOrder, path: Path) -> Output:
+        """Store an output file of the run; return it by digest."""
+        ...
+
+    def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
+        """Record progress metric points."""
+        ...
+
+    def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:
+        """Sign of life; returns the runs that ended elsewhere."""
+        ...
+
+    def sweep(self) -> list[str]:
+        """Mark silent runs abandoned; returns their ids."""
+        ...
+
+    def record(
+        self,
+        order: WorkOrder,
+        statement: dict[str, Any],
+        signature: str,
+        metrics: list[dict[str, Any]],
+        node_environment: dict[str, Any] | None,
+    ) -> None:
+        """Hand in the signed execution statement."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def media_type_of(path: Path) -> str:
+    """The media type an output is recorded with."""
+    return "application/json" if path.suffix == ".json" else "application/octet-stream"
+
+
+def _file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()
+
+
+class InProcessGateway:
+    """The gateway of the runner embedded in the service: the desk, called directly."""
+
+    def __init__(self, services: Services, actor: str) -> None:
+        self.services = services
+        self.desk = services.desk
+        self.signer = services.signer
+        self.principal_id = "system:ledger"
+        self.claimant = Claimant(None, actor)
+        self._cursor = 0
+
+    def requested(self) -> list[dict[str, Any]]:
+        """Newly requested runs since the last call."""
+        runs, self._cursor = self.desk.requested(self._cursor, 500)
+        return [self._with_seed(item) for item in runs]
+
+    def _with_seed(self, item: dict[str, Any]) -> dict[str, Any]:
+        run: Run = self.services.ledger.get(item["run_id"], Run)
+        return {**item, "seed": run.seed}
+
+    def claim(self, run_id: str, claim: dict[str, Any]) -> WorkOrder | None:
+        """Claim a run; None when another runner holds it."""
+        environment = {**claim["environment"], "backend": claim["backend"]}
+        try:
+            order = self.desk.claim(
+                self.claimant,
+                run_id,
+                claim["runner_id"],
+                claim["host"],
+                environment,
+                claim["device"],
+                claim["device_note"],
+            )
+        except (RunAlreadyClaimed, VersionConflict):
+            return None
+        return WorkOrder.from_json(order)
+
+    def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
+        """Take over runs of ``backend`` whose runner went silent."""
+        return [WorkOrder.from_json(order) for order in self.desk.attach(self.claimant, runner_id, backend)]
+
+    def fetch(self, order: WorkOrder, item: Input, cache: Path) -> Path:
+        """The stored file itself, checked against its digest (same machine, no copy)."""
+        run: Run = self.services.ledger.get(order.run_id, Run)
+        return self.desk.input_path(run, item.digest)
+
+    def upload(self, order: WorkOrder, path: Path) -> Output:
+        """Put an output file in the blob store."""
+        with path.open("rb") as handle:
+            blob = self.services.blobs.put_chunks(iter(lambda: handle.read(CHUNK), b""), max_bytes=2**40)
+        return Output(path.name, blob.digest, blob.size, media_type_of(path))
+
+    def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
+        """Record progress metric points."""
+        self.services.ledger.log_metrics(order.run_id, points, actor=self.claimant.actor)
+
+    def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:
+        """Sign of life; returns the runs that ended elsewhere."""
+        return self.desk.heartbeat(runner_id, run_ids)
+
+    def sweep(self) -> list[str]:
+        """Mark silent runs abandoned."""
+        return self.desk.sweep(self.claimant.actor)
+
+    def record(
+        self,
+        order: WorkOrder,
+        statement: dict[str, Any],
+        signature: str,
+        metrics: list[dict[str, Any]],
+        node_environment: dict[str, Any] | None,
+    ) -> None:
+        """Record the statement, checked against the ledger's own key."""
+        self.desk.record(
+            self.claimant,
+            order.run_id,
+            statement,
+            signature,
+            metrics,
+            node_environment,
+            signer_pem=public_key_pem(self.signer.public_key),
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the service owns its connections."""
+
+
+class HttpGateway:
+    """The gateway of a runner outside the service: the runner API over HTTP."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        signer: Signer,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self.signer = signer
+        self._cursor = 0
+        me = self._call("GET", "/v1/me")
+        self.principal_id = str(me["id"])
+        if "runner" not in me.get("roles", []):
+            raise LedgerError(f"the API key belongs to {me.get('name')}, who lacks the runner role", field="api_key")
+        if self.signer.key_id not in me.get("signing_keys", []) or self.signer.key_id in me.get(
+            "revoked_signing_keys", []
+        ):
+            self._register_key()
+
+    def _register_key(self) -> None:
+        from domain.principal import possession_message
+
+        proof = self.signer.sign(possession_message(self.principal_id, self.signer.key_id))
+        self._call(
+            "POST",
+            f"/v1/principals/{self.principal_id}/signing-keys",
+            json={"public_key_pem": public_key_pem(self.signer.public_key), "proof": proof},
+        )
+        log.info("registered runner signing key %s", self.signer.key_id)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise LedgerUnavailable(f"cannot reach the ledger at {self.client.base_url}: {exc}") from None
+        return self._answer(response)
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> Any:
+        if response.status_code >= 500:
+            raise LedgerUnavailable(f"the ledger answered {response.status_code}")
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text[:200]}
+            detail = str(problem.get("detail") or problem.get("title") or response.status_code)
+            raise LedgerRefused(response.status_code, detail)
+        return response.json() if response.content else None
+
+    def requested(self) -> list[dict[str, Any]]:
+        """Newly requested runs since the last call."""
+        answer = self._call("GET", "/v1/runner/requested", params={"after": self._cursor, "limit": 500})
+        self._cursor = int(answer["cursor"])
+        return list(answer["runs"])
+
+    def claim(self, run_id: str, claim: dict[str, Any]) -> WorkOrder | None:
+        """Claim a run; None when another runner holds it (409)."""
+        try:
+            return WorkOrder.from_json(self._call("POST", "/v1/runner/claims", json={"run_id": run_id, **claim}))
+        except LedgerRefused as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
+        """Take over runs of ``backend`` whose runner went silent."""
+        answer = self._call("POST", "/v1/runner/attachments", json={"runner_id": runner_id, "backend": backend})
+        return [WorkOrder.from_json(order) for order in answer["orders"]]
+
+    def fetch(self, order: WorkOrder, item: Input, cache: Path) -> Path:
+        """Download an input into ``cache`` (kept by digest for later runs), checked against its digest."""
+        return download_input(self.client, order, item, cache, headers={})
+
+    def upload(self, order: WorkOrder, path: Path) -> Output:
+        """Upload an output file of the run."""
+        return upload_output(self.client, order, path, headers={})
+
+    def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
+        """Record progress metric points."""
+        self._call("POST", f"/v1/runner/runs/{order.run_id}/metrics", json={"points": points})
+
+    def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:
+        """Sign of life; returns the runs that ended elsewhere."""
+        answer = self._call("POST", "/v1/runner/heartbeats", json={"runner_id": runner_id, "run_ids": run_ids})
+        return list(answer["ended"])
+
+    def sweep(self) -> list[str]:
+        """Mark silent runs abandoned."""
+        return list(self._call("POST", "/v1/runner/sweeps")["abandoned"])
+
+    def record(
+        self,
+        order: WorkOrder,
+        statement: dict[str, Any],
+        signature: str,
+        metrics: list[dict[str, Any]],
+        node_environment: dict[str, Any] | None,
+    ) -> None:
+        """Hand in the signed execution statement."""
+        self._call(
+            "POST",
+            f"/v1/runner/runs/{order.run_id}/result",
+            json={
+                "statement": statement,
+                "signature": signature,
+                "metrics": metrics,
+                "node_environment": node_environment,
+            },
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+
+
+def _body_of(handle: Any) -> Iterator[bytes]:
+    while chunk := handle.read(CHUNK):
+        yield chunk
+
+
+def download_input(client: httpx.Client, order: WorkOrder, item: Input, cache: Path, headers: dict[str, str]) -> Path:
+    """Download one input of ``order`` into ``cache/<hex>`` unless it is there, checking its digest."""
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = cache / item.digest.removeprefix("sha256:")
+    if target.is_file() and _file_digest(target) == item.digest:
+        return target
+    temporary = cache / f".{target.name}.{os.getpid()}.{time.monotonic_ns()}"
+    hasher = hashlib.sha256()
+    try:
+        with client.stream("GET", f"/v1/runner/runs/{order.run_id}/inputs/{item.digest}", headers=headers) as answer:
+            if answer.status_code != 200:
+                answer.read()
+                HttpGateway._answer(answer)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as sink:
+                for chunk in answer.iter_bytes(CHUNK):
+                    hasher.update(chunk)
+                    sink.write(chunk)
+        found = "sha256:" + hasher.hexdigest()
+        if found != item.digest:
+            raise LedgerError(f"input {item.name} arrived with digest {found}, not {item.digest}; refusing it")
+        os.replace(temporary, target)
+    except httpx.HTTPError as exc:
+        raise LedgerUnavailable(f"cannot download input {item.name}: {exc}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def upload_output(client: httpx.Client, order: WorkOrder, path: Path, headers: dict[str, str]) -> Output:
+    """Upload one output file of ``order``; return it by digest (checked against what the service stored)."""
+    digest = _file_digest(path)
+    try:
+        with path.open("rb") as handle:
+            answer = client.put(
+                f"/v1/runner/runs/{order.run_id}/outputs",
+                params={"name": path.name},
+                content=_body_of(handle),
+                headers={**headers, "Content-Type": "application/octet-stream"},
+            )
+    except httpx.HTTPError as exc:
+        raise LedgerUnavailable(f"cannot upload output {path.name}: {exc}") from None
+    stored = HttpGateway._answer(answer)
+    if stored["digest"] != digest:
+        raise LedgerError(f"output {path.name} was stored with digest {stored['digest']}, not {digest}")
+    return Output(path.name, digest, int(stored["size"]), media_type_of(path))
+
+
+__all__ = [
+    "Gateway",
+    "HttpGateway",
+    "InProcessGateway",
+    "LedgerRefused",
+    "LedgerUnavailable",
+    "download_input",
+    "upload_output",
+]
