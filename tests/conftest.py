@@ -8,11 +8,14 @@ under CI=true, where they fail.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.ledger import drop_schema, make_settings, require_postgres
+from support.ray_cluster import RayCluster, remove_cluster, start_cluster
 
 from service.bootstrap import Services, open_services
 from service.settings import Settings
@@ -41,3 +44,19 @@ def services(settings: Settings) -> Iterator[Services]:
     opened = open_services(settings, migrate=True)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One real Ray head per test session, on loopback with free ports and token authentication on.
+
+    Without Ray installed (the ``ray`` extra, which ``make install`` installs) the tests that use it
+    skip with the reason, except under CI=true, where they fail.
+    """
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Ray is not installed (pip install -e '.[ray]')")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+    cluster = start_cluster()
+    yield cluster
+    remove_cluster(cluster)

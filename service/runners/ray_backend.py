@@ -1,0 +1,389 @@
+"""The Ray backend: each run executes as a Ray job, submitted through the Ray Jobs API.
+
+A run's job has the run id as its submission id, so the cluster itself refuses
+a second job for the same run, and a runner that takes over the run of a dead
+runner finds the job by that id (:meth:`RayBackend.reattach`). The job runs
+``<python> -m service.runners.ray_job`` on whichever node the cluster picks,
+with the resources the pipeline spec asks for (``cpus``, default 1; ``gpus``,
+default 1 for a ``cuda`` run; ``memory_mb``). It is handed the work order, the
+ledger's URL and the run's token in its environment, and nothing else: never the
+runner's API key or its signing key. With the token it downloads exactly that
+run's inputs and uploads its outputs and progress while the run is active (see
+``ray_job.py``), then prints its :class:`Outcome` as the last line of its log
+(``MLLEDGER-OUTCOME <json>``), which the runner reads back.
+
+Nodes need the same interpreter and packages as the runner (the same image or
+virtual environment, at the same path: ``python`` names it), since the job
+runs the project's own code.
+
+The cluster's token authentication stays on: the runner passes the cluster's
+token (``token``, else ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
+or ``~/.ray/auth_token`` names) as a bearer token on every request. A cluster
+that cannot be reached raises :class:`ClusterUnavailable`; the runner then
+leaves runs requested and retries with :class:`Backoff`. Ray is an optional
+extra (``pip install 'mlledger[ray]'``): it is imported only when the backend
+first talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from domain.errors import LedgerError
+from service.runners.work import Outcome, WorkOrder
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+log = logging.getLogger(__name__)
+
+OUTCOME_MARK = "MLLEDGER-OUTCOME "
+"""The job prints its outcome as one log line: this mark, then ``Outcome.to_json()`` as JSON."""
+ENV_ORDER = "MLLEDGER_WORK_ORDER"
+ENV_TOKEN = "MLLEDGER_RUN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+ENV_LEDGER = "MLLEDGER_LEDGER_URL"
+ENV_DEVICE = "MLLEDGER_DEVICE"
+LOG_TAIL_BYTES = 4096
+REQUEST_TIMEOUT_SECONDS = 10.0
+READY_CACHE_SECONDS = 2.0
+LOST_AFTER_SECONDS = 120.0
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class ClusterUnavailable(LedgerError):
+    """The Ray cluster cannot be reached (or refused the runner's token); runs stay requested and the runner retries."""
+
+    title = "Ray cluster unavailable"
+
+
+class RayJobExists(LedgerError):
+    """The cluster already has a job for this run: Ray refuses a second submission with the same id."""
+
+    title = "Ray job exists"
+
+
+class RayJobRefused(LedgerError):
+    """The cluster refused a job submission (bad resources, no such interpreter, ...)."""
+
+    title = "Ray job refused"
+
+
+@dataclass
+class Backoff:
+    """Doubling waits between retries, from ``first`` up to ``longest`` seconds, reset by a success."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    current: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        """The wait before the next try (and doubles the one after)."""
+        self.current = self.first if self.current == 0 else min(self.longest, self.current * 2)
+        return self.current
+
+    def reset(self) -> None:
+        """A try succeeded: start again from ``first`` next time."""
+        self.current = 0.0
+
+
+def cluster_token(token: str | None = None) -> str | None:
+    """The Ray cluster's token: ``token``, else ``RAY_AUTH_TOKEN``, else the token file (None without one)."""
+    if token:
+        return token
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        found = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return found or None
+
+
+def job_resources(order: WorkOrder, device: str) -> dict[str, Any]:
+    """The ``entrypoint_*`` resources of a run's job: what the spec asks, 1 CPU by default, 1 GPU for cuda."""
+    asked = order.resources
+    cpus = float(asked.get("cpus") or 1)
+    gpus = float(asked.get("gpus") or (1 if device == "cuda" else 0))
+    resources: dict[str, Any] = {"entrypoint_num_cpus": cpus, "entrypoint_num_gpus": gpus}
+    if asked.get("memory_mb"):
+        resources["entrypoint_memory"] = int(float(asked["memory_mb"]) * 1024 * 1024)
+    return resources
+
+
+def _timed_client(address: str, headers: dict[str, str], timeout: float) -> JobSubmissionClient:
+    """A Jobs API client whose every request gives up after ``timeout`` seconds (Ray's own waits forever)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedJobSubmissionClient(address, headers=headers)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the cluster could not be reached (as opposed to refusing a request)."""
+    import requests
+    from ray.exceptions import AuthenticationError
+
+    return isinstance(exc, ConnectionError | requests.exceptions.RequestException | AuthenticationError)
+
+
+def _missing(exc: BaseException) -> bool:
+    """Whether ``exc`` is the Jobs API's 404: no job with that id."""
+    return isinstance(exc, RuntimeError) and "status code 404" in str(exc)
+
+
+class RayExecution:
+    """One run's Ray job: polled by status, its outcome read from the job's log."""
+
+    def __init__(self, backend: RayBackend, order: WorkOrder) -> None:
+        self.backend = backend
+        self.order = order
+        self.submission_id = order.run_id
+        self.status: str | None = None
+        self.message: str | None = None
+        self.lost: str | None = None
+        self.cancelled = False
+        self._unreachable_since: float | None = None
+
+    def finished(self) -> bool:
+        """Whether the job has ended, or is lost (the cluster forgot it, or was unreachable too long)."""
+        if self.lost is not None or self.status in TERMINAL:
+            return True
+        try:
+            info = self.backend.client().get_job_info(self.submission_id)
+        except ClusterUnavailable as exc:
+            return self._still_unreachable(exc.detail)
+        except Exception as exc:
+            if _unreachable(exc):
+                return self._still_unreachable(str(exc))
+            if _missing(exc):
+                self.lost = (
+                    f"the Ray cluster at {self.backend.address} no longer has job {self.submission_id} "
+                    "(the cluster was restarted or the job was deleted)"
+                )
+                return True
+            raise
+        self._unreachable_since = None
+        self.status = str(info.status.value if hasattr(info.status, "value") else info.status)
+        self.message = info.message
+        # Ray delivers a stop to a job that is still waiting for resources only once it starts:
+        # for the runner, a cancelled job that never started has ended.
+        return self.status in TERMINAL or (self.cancelled and self.status == "PENDING")
+
+    def _still_unreachable(self, reason: str) -> bool:
+        """Keep waiting for a cluster that cannot be reached, up to the backend's ``lost_after`` seconds."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+            log.warning("run %s: %s; waiting for the Ray cluster to come back", self.submission_id, reason)
+        elif now - self._unreachable_since > self.backend.lost_after:
+            self.lost = f"the Ray cluster could not be reached for {self.backend.lost_after:g} s: {reason}"
+            return True
+        return False
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Nothing: the job posts its progress to the ledger itself, with the run's token."""
+        return []
+
+    def logs(self) -> str:
+        """The job's whole log ('' when it cannot be read)."""
+        try:
+            return str(self.backend.client().get_job_logs(self.submission_id))
+        except ClusterUnavailable:
+            return ""
+        except Exception as exc:
+            if _unreachable(exc) or _missing(exc):
+                return ""
+            raise
+
+    def outcome(self) -> Outcome:
+        """The outcome the job printed; a failure with the log's tail when it printed none."""
+        resources = {"backend": "ray"}
+        if self.cancelled:
+            return Outcome(ok=False, error="cancelled", resources=resources)
+        if self.lost is not None:
+            return Outcome(ok=False, error=self.lost, resources=resources)
+        text = self.logs()
+        printed = parse_outcome(text)
+        if printed is not None:
+            return printed
+        tail = text[-LOG_TAIL_BYTES:].strip()
+        status = (self.status or "unknown").lower()
+        error = f"the Ray job {self.submission_id} ended {status} without an outcome"
+        if self.message:
+            error += f" ({self.message.strip()})"
+        if tail:
+            error += f"; its log ends: {tail}"
+        return Outcome(ok=False, error=error[-LOG_TAIL_BYTES:], resources=resources)
+
+    def cancel(self) -> None:
+        """Stop the job (Ray sends SIGTERM, then SIGKILL); a job that already ended is left as it is.
+
+        A job still waiting for resources is stopped by Ray as soon as it starts (or fails once
+        Ray's start timeout, ``RAY_JOB_START_TIMEOUT_SECONDS``, passes); its run counts as ended now.
+        """
+        self.cancelled = True
+        try:
+            self.backend.client().stop_job(self.submission_id)
+        except ClusterUnavailable as exc:
+            log.warning("run %s: cannot stop its Ray job: %s", self.submission_id, exc.detail)
+        except Exception as exc:
+            if not (_unreachable(exc) or _missing(exc)):
+                raise
+            log.warning("run %s: cannot stop its Ray job: %s", self.submission_id, exc)
+
+
+def parse_outcome(log_text: str) -> Outcome | None:
+    """The outcome a job printed last in its log, or None when it printed none (or a broken one)."""
+    for line in reversed(log_text.splitlines()):
+        if line.startswith(OUTCOME_MARK):
+            try:
+                return Outcome.from_json(json.loads(line[len(OUTCOME_MARK) :]))
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+class RayBackend:
+    """Runs execute as Ray jobs on the cluster whose Jobs API (dashboard) is at ``address``."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        ledger_url: str,
+        python: str = sys.executable,
+        token: str | None = None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        lost_after: float = LOST_AFTER_SECONDS,
+    ) -> None:
+        if "://" not in address:
+            address = f"http://{address}"
+        self.address = address.rstrip("/")
+        self.ledger_url = ledger_url.rstrip("/")
+        self.python = python
+        self.token = cluster_token(token)
+        self.timeout = timeout
+        self.lost_after = lost_after
+        self._client: JobSubmissionClient | None = None
+        self._ready_until = 0.0
+
+    @property
+    def entrypoint(self) -> str:
+        """The shell command a job runs on its node."""
+        return f"{shlex.quote(self.python)} -m service.runners.ray_job"
+
+    def client(self) -> JobSubmissionClient:
+        """The Jobs API client, connected on first use; :class:`ClusterUnavailable` when it cannot connect."""
+        if self._client is None:
+            headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+            try:
+                self._client = _timed_client(self.address, headers, self.timeout)
+            except Exception as exc:
+                raise self._unavailable(exc) from None
+        return self._client
+
+    def _unavailable(self, exc: BaseException) -> ClusterUnavailable:
+        from ray.exceptions import AuthenticationError
+
+        if isinstance(exc, AuthenticationError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "authentication failed"
+            return ClusterUnavailable(f"the Ray cluster at {self.address} refused the runner's token: {first}")
+        return ClusterUnavailable(f"the Ray cluster at {self.address} cannot be reached: {exc}")
+
+    def ready(self) -> bool:
+        """Whether the cluster answers now (a positive answer is trusted for a couple of seconds)."""
+        if time.monotonic() < self._ready_until:
+            return True
+        try:
+            self.client().get_version()
+        except ClusterUnavailable:
+            return False
+        except Exception as exc:
+            if _unreachable(exc):
+                return False
+            raise
+        self._ready_until = time.monotonic() + READY_CACHE_SECONDS
+        return True
+
+    def job_environment(self, order: WorkOrder, device: str) -> dict[str, str]:
+        """What the job is told: the work order (without its token), the run token, the ledger's URL, the device."""
+        described = order.to_json()
+        described.pop("run_token", None)
+        return {
+            ENV_ORDER: json.dumps(described, separators=(",", ":")),
+            ENV_TOKEN: order.run_token,
+            ENV_LEDGER: self.ledger_url,
+            ENV_DEVICE: device,
+        }
+
+    def start(self, order: WorkOrder, device: str | None = None) -> RayExecution:
+        """Submit the run's job (submission id = run id) with the resources its spec asks for."""
+        device = device or order.device
+        client = self.client()
+        try:
+            client.submit_job(
+                entrypoint=self.entrypoint,
+                submission_id=order.run_id,
+                runtime_env={"env_vars": self.job_environment(order, device)},
+                metadata={"mlledger_run_id": order.run_id, "mlledger_kind": order.kind},
+                **job_resources(order, device),
+            )
+        except Exception as exc:
+            if _unreachable(exc):
+                raise self._unavailable(exc) from None
+            text = str(exc)
+            if "already exists" in text:
+                raise RayJobExists(f"the Ray cluster already has a job for run {order.run_id}") from None
+            if isinstance(exc, RuntimeError | ValueError):
+                reason = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+                raise RayJobRefused(f"the Ray cluster refused the job of run {order.run_id}: {reason}") from None
+            raise
+        log.info("run %s submitted to the Ray cluster at %s", order.run_id, self.address)
+        return RayExecution(self, order)
+
+    def reattach(self, order: WorkOrder, device: str | None = None) -> RayExecution | None:
+        """The job of a run another runner submitted (running or ended), or None when the cluster has none."""
+        try:
+            self.client().get_job_info(order.run_id)
+        except Exception as exc:
+            if isinstance(exc, ClusterUnavailable):
+                raise
+            if _unreachable(exc):
+                raise self._unavailable(exc) from None
+            if _missing(exc):
+                return None
+            raise
+        return RayExecution(self, order)
+
+    def close(self) -> None:
+        """Nothing to let go of: jobs go on running on the cluster (another runner may re-attach)."""
+        self._client = None
+
+
+__all__ = [
+    "OUTCOME_MARK",
+    "Backoff",
+    "ClusterUnavailable",
+    "RayBackend",
+    "RayExecution",
+    "RayJobExists",
+    "RayJobRefused",
+    "cluster_token",
+    "job_resources",
+    "parse_outcome",
+]
