@@ -20,7 +20,7 @@ The cluster's token authentication stays on: the runner passes the cluster's
 token (``token``, else ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
 or ``~/.ray/auth_token`` names) as a bearer token on every request. A cluster
 that cannot be reached raises :class:`ClusterUnavailable`; the runner then
-leaves runs requested and retries with :class:`Backoff`. Ray is an optional
+leaves runs requested and retries with a growing wait. Ray is an optional
 extra (``pip install 'mlledger[ray]'``): it is imported only when the backend
 first talks to a cluster.
 """
@@ -33,11 +33,12 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from domain.errors import LedgerError
+from service.runners.gateway import LedgerUnavailable
+from service.runners.ray_job import ENV_DEVICE, ENV_LEDGER, ENV_ORDER, ENV_TOKEN, OUTCOME_MARK
 from service.runners.work import Outcome, WorkOrder
 
 if TYPE_CHECKING:
@@ -45,12 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTCOME_MARK = "MLLEDGER-OUTCOME "
-"""The job prints its outcome as one log line: this mark, then ``Outcome.to_json()`` as JSON."""
-ENV_ORDER = "MLLEDGER_WORK_ORDER"
-ENV_TOKEN = "MLLEDGER_RUN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
-ENV_LEDGER = "MLLEDGER_LEDGER_URL"
-ENV_DEVICE = "MLLEDGER_DEVICE"
 LOG_TAIL_BYTES = 4096
 REQUEST_TIMEOUT_SECONDS = 10.0
 READY_CACHE_SECONDS = 2.0
@@ -58,8 +53,11 @@ LOST_AFTER_SECONDS = 120.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-class ClusterUnavailable(LedgerError):
-    """The Ray cluster cannot be reached (or refused the runner's token); runs stay requested and the runner retries."""
+class ClusterUnavailable(LedgerUnavailable):
+    """The Ray cluster cannot be reached (or refused the runner's token); runs stay requested and the runner retries.
+
+    A case of :class:`LedgerUnavailable`: the runner backs off and tries again, as when the ledger is down.
+    """
 
     title = "Ray cluster unavailable"
 
@@ -74,24 +72,6 @@ class RayJobRefused(LedgerError):
     """The cluster refused a job submission (bad resources, no such interpreter, ...)."""
 
     title = "Ray job refused"
-
-
-@dataclass
-class Backoff:
-    """Doubling waits between retries, from ``first`` up to ``longest`` seconds, reset by a success."""
-
-    first: float = 1.0
-    longest: float = 30.0
-    current: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        """The wait before the next try (and doubles the one after)."""
-        self.current = self.first if self.current == 0 else min(self.longest, self.current * 2)
-        return self.current
-
-    def reset(self) -> None:
-        """A try succeeded: start again from ``first`` next time."""
-        self.current = 0.0
 
 
 def cluster_token(token: str | None = None) -> str | None:
@@ -377,7 +357,6 @@ class RayBackend:
 
 __all__ = [
     "OUTCOME_MARK",
-    "Backoff",
     "ClusterUnavailable",
     "RayBackend",
     "RayExecution",

@@ -38,7 +38,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -49,10 +49,15 @@ from domain.errors import LedgerError
 from service.runners import environment
 from service.runners.child import PROJECT_ROOT, ChildExecution
 from service.runners.contract import ExecutionRequest
-from service.runners.ray_backend import ENV_DEVICE, ENV_LEDGER, ENV_ORDER, ENV_TOKEN, OUTCOME_MARK, Backoff
 from service.runners.usage import measured
 from service.runners.work import Input, Outcome, Output, WorkOrder
 
+OUTCOME_MARK = "MLLEDGER-OUTCOME "
+"""The job prints its outcome as its last log line: this mark, then ``Outcome.to_json()`` as JSON."""
+ENV_ORDER = "MLLEDGER_WORK_ORDER"
+ENV_TOKEN = "MLLEDGER_RUN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+ENV_LEDGER = "MLLEDGER_LEDGER_URL"
+ENV_DEVICE = "MLLEDGER_DEVICE"
 RUN_TOKEN_HEADER = "X-Run-Token"  # noqa: S105 - a header name, not a secret
 CHUNK = 1024 * 1024
 POLL_SECONDS = 0.25
@@ -60,6 +65,24 @@ KILL_GRACE_SECONDS = 1.0
 TIME_LIMIT_GRACE_SECONDS = 5.0
 TRANSFER_TRIES = 5
 ERROR_MAX = 4096
+
+
+@dataclass
+class Backoff:
+    """Doubling waits between tries, from ``first`` up to ``longest`` seconds, reset by a success."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    current: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        """The wait before the next try (and doubles the one after)."""
+        self.current = self.first if self.current == 0 else min(self.longest, self.current * 2)
+        return self.current
+
+    def reset(self) -> None:
+        """A try succeeded: start again from ``first`` next time."""
+        self.current = 0.0
 
 
 class LedgerUnreachable(LedgerError):

@@ -27,9 +27,9 @@ import pytest
 from support.ray_cluster import RayCluster, free_ports
 from support.runner_world import FEATURES, small_csv
 
+from service.runners.gateway import LedgerUnavailable
 from service.runners.ray_backend import (
     OUTCOME_MARK,
-    Backoff,
     ClusterUnavailable,
     RayBackend,
     RayExecution,
@@ -37,7 +37,7 @@ from service.runners.ray_backend import (
     job_resources,
     parse_outcome,
 )
-from service.runners.ray_job import JobSettings
+from service.runners.ray_job import Backoff, JobSettings
 from service.runners.work import Input, Outcome, WorkOrder
 
 
@@ -274,6 +274,7 @@ def test_an_unreachable_cluster_raises_cluster_unavailable_quickly() -> None:
         backend.start(order, "cpu")
     with pytest.raises(ClusterUnavailable):
         backend.reattach(order, "cpu")
+    assert issubclass(ClusterUnavailable, LedgerUnavailable), "the runner backs off and retries"
 
     assert time.monotonic() - started < 10
 
