@@ -147,39 +147,104 @@ def serve(
 @app.command()
 @friendly_errors
 def runner(
+    ledger_url: Annotated[
+        str | None, typer.Option(envvar="MLLEDGER_LEDGER_URL", help="the ledger service's URL, e.g. http://ledger:8000")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MLLEDGER_RUNNER_KEY_FILE",
+            help="this runner's Ed25519 signing key (PEM; created 0600 and registered on first start)",
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray job per run)")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(envvar="MLLEDGER_RAY_ADDRESS", help="the Ray dashboard/Jobs API, host:port")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="runs executed at once")] = 1,
+    work_dir: Annotated[Path | None, typer.Option(help="where runs execute (default: a private temp folder)")] = None,
 ) -> None:
-    """Claim requested runs and execute them until stopped (SIGTERM/Ctrl-C finishes active runs)."""
+    """Claim requested runs through the ledger's API and execute them until stopped (SIGTERM/Ctrl-C
+    finishes active runs). The runner holds no ledger key and no database credentials: it authenticates
+    with the API key of a principal with the runner role (MLLEDGER_RUNNER_API_KEY) and signs each result
+    with its own key."""
     import signal
     import threading
 
+    if not ledger_url:
+        raise _fail(
+            "a runner talks to the ledger over HTTP: give --ledger-url (or MLLEDGER_LEDGER_URL) and the API key "
+            "of a runner principal in MLLEDGER_RUNNER_API_KEY (the runner inside 'mlledger serve' needs neither)"
+        )
+    api_key = os.environ.get("MLLEDGER_RUNNER_API_KEY", "").strip()
+    if not api_key:
+        raise _fail("MLLEDGER_RUNNER_API_KEY is not set: the runner authenticates with a runner principal's API key")
+    if backend not in ("local", "ray"):
+        raise _fail(f"--backend must be local or ray, not {backend!r}")
+    if backend == "ray" and not ray_address:
+        raise _fail("--backend ray needs --ray-address (the Ray dashboard's host:port)")
     if concurrency >= (os.cpu_count() or 1):
         # Each worker gets one core anyway. OpenBLAS re-creates its thread pool in every forked
         # worker from the size it had at load, and those threads spin for nothing. Sized at
         # one before numpy loads, the pool has no extra threads.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-    from service.bootstrap import check_migrated, open_services
+    from service.runners.gateway import HttpGateway
     from service.runners.runner import Runner, default_say
 
-    settings = _settings()
-    check_migrated(settings)
-    services = open_services(settings)
+    signer = _runner_key(key or Path.home() / ".mlledger" / "runner-key.pem")
+    gateway = HttpGateway(ledger_url, api_key, signer)
+    make_backend = None
+    if backend == "ray":
+        from service.runners.ray_backend import RayBackend
+
+        address = str(ray_address)
+
+        def make_backend(gateway: Any, work_dir: Path, concurrency: int) -> Any:
+            return RayBackend(address, ledger_url=str(ledger_url))
+
+    settings = Settings()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        Runner(
-            services,
-            device=device,
-            concurrency=concurrency,
-            heartbeat_interval=settings.heartbeat_seconds,
-            heartbeat_timeout=settings.heartbeat_timeout_seconds,
-            say=default_say,
-        ).run(stop)
-    finally:
-        services.close()
+    Runner(
+        gateway,
+        device=device,
+        concurrency=concurrency,
+        heartbeat_interval=settings.heartbeat_seconds,
+        heartbeat_timeout=settings.heartbeat_timeout_seconds,
+        work_dir=work_dir,
+        backend=make_backend,
+        say=default_say,
+    ).run(stop)
+
+
+def _runner_key(path: Path) -> Signer:
+    """The runner's own signing key: loaded from ``path``, or created there (0600) on first start."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from service.common.private_files import replace_private
+
+    if path.exists():
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise _fail(f"{path} is not a PEM private key: {exc}") from None
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise _fail(f"{path} is not an Ed25519 private key")
+        return Signer(loaded)
+    signer = Signer.generate()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replace_private(
+        path,
+        signer.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    typer.echo(f"created runner signing key {signer.key_id} in {path}", err=True)
+    return signer
 
 
 @app.command()

@@ -71,6 +71,12 @@ class RunTokenRefused(Forbidden):
     title = "Run token refused"
 
 
+class RunNotYours(Forbidden):
+    """A runner asked for a run that none of its principal's runners holds."""
+
+    title = "Not your run"
+
+
 @dataclass(frozen=True)
 class Claimant:
     """Who asks: a runner principal (``principal_id``) or the service's own embedded runner (None)."""
@@ -272,7 +278,7 @@ class RunnerDesk:
         """The run, when it is active and was claimed by a runner of ``principal_id``."""
         run: Run = self.ledger.get(run_id, Run)
         if run.status not in ACTIVE_STATES or run.environment.get("runner_principal") != principal_id:
-            raise RunNotHeldByRunner(f"the run is {run.status} and not held by a runner of yours")
+            raise RunNotYours(f"the run is {run.status} and not held by a runner of yours")
         return run
 
     def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:

@@ -213,14 +213,10 @@ class HttpGateway:
         signer: Signer,
         *,
         timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
+        client: httpx.Client | None = None,
     ) -> None:
-        self.client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.client = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.client.headers["Authorization"] = f"Bearer {api_key}"
         self.signer = signer
         self._cursor = 0
         me = self._call("GET", "/v1/me")

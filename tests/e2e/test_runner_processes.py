@@ -1,18 +1,18 @@
-"""Runner processes on one PostgreSQL: every run is executed exactly once, and a
-runner killed mid-run leaves an abandoned run, not a broken ledger."""
+"""Runner processes beside one ledger API (PostgreSQL): they reach the ledger only over HTTP, every
+run is executed exactly once, and a runner killed mid-run leaves an abandoned run, not a broken ledger."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ledger import REPO, drop_schema, make_settings, require_postgres, settings_env
+from support.ledger import drop_schema, make_settings, require_postgres
+from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner
 from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
 
 from domain.run import Run
@@ -34,19 +34,27 @@ def pg_services(tmp_path: Path) -> Iterator[Services]:
     drop_schema(settings.database_schema)
 
 
-def _start_runners(services: Services, count: int, concurrency: int = 2) -> list[subprocess.Popen[bytes]]:
-    env = settings_env(services.settings)
-    env["MLLEDGER_HEARTBEAT_SECONDS"] = "0.5"
-    env["MLLEDGER_HEARTBEAT_TIMEOUT_SECONDS"] = "4"
+@pytest.fixture
+def api(pg_services: Services, tmp_path: Path) -> Iterator[tuple[str, RunnerPrincipal]]:
+    """The ledger API in a subprocess, and a runner principal."""
+    with ledger_api(pg_services, tmp_path / "api.log") as url:
+        yield url, runner_principal(pg_services)
+
+
+def _start_runners(
+    api: tuple[str, RunnerPrincipal], tmp_path: Path, count: int, concurrency: int = 2
+) -> list[subprocess.Popen[bytes]]:
+    url, principal = api
     return [
-        subprocess.Popen(
-            [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        start_runner(
+            url,
+            principal,
+            tmp_path / f"runner-{index}.pem",
+            tmp_path / f"runner-{index}.log",
+            "--concurrency",
+            str(concurrency),
         )
-        for _ in range(count)
+        for index in range(count)
     ]
 
 
@@ -65,11 +73,13 @@ def _verify(services: Services) -> None:
     assert report.ok, [f.describe() for f in report.findings]
 
 
-def test_four_runners_execute_forty_runs_each_exactly_once(pg_services: Services) -> None:
+def test_four_runners_execute_forty_runs_each_exactly_once(
+    pg_services: Services, api: tuple[str, RunnerPrincipal], tmp_path: Path
+) -> None:
     data = dataset(pg_services)
     pipeline = sklearn_pipeline(pg_services)
     run_ids = [request(pg_services, pipeline, data, seed=i) for i in range(RUNS)]
-    runners = _start_runners(pg_services, RUNNERS)
+    runners = _start_runners(api, tmp_path, RUNNERS)
     try:
         runs = wait_finished(pg_services, run_ids, timeout=240)
     finally:
@@ -79,6 +89,13 @@ def test_four_runners_execute_forty_runs_each_exactly_once(pg_services: Services
     assert [run.status for run in runs] == ["succeeded"] * RUNS
     assert all(len(found) == 1 for found in claims.values())
     assert len({found[0].runner_id for found in claims.values()}) > 1, "the work was shared"
+    attested = [
+        next(e for e in pg_services.ledger.events.get(run.id) if isinstance(e, Run.ExecutionAttested)) for run in runs
+    ]
+    assert {event.principal_id for event in attested} == {api[1].id}
+    assert all(
+        event.statement["runner_id"] == claims[run.id][0].runner_id for event, run in zip(attested, runs, strict=True)
+    )
     _verify(pg_services)
 
 
@@ -106,11 +123,13 @@ def _alive(pid: int) -> bool:
 SLOW = "import time\ndef main(request):\n    time.sleep(120)\n    return {'metrics': {}}\n"
 
 
-def test_a_runner_killed_mid_run_leaves_it_abandoned_within_the_timeout(pg_services: Services) -> None:
+def test_a_runner_killed_mid_run_leaves_it_abandoned_within_the_timeout(
+    pg_services: Services, api: tuple[str, RunnerPrincipal], tmp_path: Path
+) -> None:
     data = dataset(pg_services)
     code = code_archive(pg_services, SLOW)
     run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 600), data, code_version_id=code)
-    (doomed,) = _start_runners(pg_services, 1, concurrency=1)
+    (doomed,) = _start_runners(api, tmp_path, 1, concurrency=1)
     survivors: list[subprocess.Popen[bytes]] = []
     try:
         deadline = time.monotonic() + 60
@@ -125,7 +144,7 @@ def test_a_runner_killed_mid_run_leaves_it_abandoned_within_the_timeout(pg_servi
         while any(_alive(pid) for pid in below):
             assert time.monotonic() - killed_at < 10, "a worker outlived its SIGKILLed runner"
             time.sleep(0.1)
-        survivors = _start_runners(pg_services, 1)
+        survivors = _start_runners(api, tmp_path, 1)
         (run,) = wait_finished(pg_services, [run_id], timeout=60)
         noticed_after = time.monotonic() - killed_at
     finally:

@@ -19,7 +19,6 @@ COMMANDS_ON_AN_EXISTING_LEDGER = [
     ["project", "--rebuild", "registry"],
     ["checkpoint"],
     ["keys", "rotate"],
-    ["runner"],
     ["serve", "--no-projector", "--no-runner"],
 ]
 
@@ -99,3 +98,21 @@ def _where(settings: Settings) -> str:
         url = urlsplit(PG_URL)
         return f"PostgreSQL {url.hostname}:{url.port or 5432}{url.path} (schema {settings.database_schema})"
     return str(settings.data_dir.resolve() / "ledger.sqlite3")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "a runner talks to the ledger over HTTP: give --ledger-url"),
+        (["--ledger-url", "http://127.0.0.1:9"], "MLLEDGER_RUNNER_API_KEY is not set"),
+    ],
+)
+def test_a_runner_needs_the_ledger_url_and_a_runner_key_not_the_ledger_itself(
+    fresh: Settings, args: list[str], says: str
+) -> None:
+    result = run_cli(fresh, "runner", *args, timeout=120)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert says in result.stderr
+    assert list(fresh.data_dir.iterdir()) == []

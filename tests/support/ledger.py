@@ -81,6 +81,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "MLLEDGER_DATABASE_URL": settings.database_url,
             "MLLEDGER_DATABASE_SCHEMA": settings.database_schema,
             "MLLEDGER_ADMIN_API_KEY": settings.admin_api_key or "",
+            "MLLEDGER_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+            "MLLEDGER_HEARTBEAT_TIMEOUT_SECONDS": str(settings.heartbeat_timeout_seconds),
         }
     )
     return env

@@ -108,6 +108,8 @@ class RunnerCommands(LedgerCore):
             attestation.node_environment,
             actor=actor,
         )
+        if statement["resources"]:
+            run.record_resources(statement["resources"], actor=actor)
         if metrics:
             run.log_metrics(metrics, actor=actor)
         for output in statement["outputs"]:
