@@ -219,6 +219,7 @@ class Run(LedgerAggregate):
         self.attestation: dict[str, Any] | None = None
         self.environment: dict[str, Any] = {}
         self.environment_digest: str | None = None
+        self.executed_on: str | None = None
         self.verdicts: dict[str, str] = {}
         self.resources: dict[str, Any] | None = None
 
@@ -333,6 +334,7 @@ class Run(LedgerAggregate):
         self.status = RunStatus.RUNNING
         self.environment = environment
         self.environment_digest = environment_digest
+        self.executed_on = device
 
     def abandon(self, runner_id: str, reason: str, actor: str) -> None:
         """Mark a claimed or running run abandoned (its runner went silent)."""
@@ -468,8 +470,11 @@ class Run(LedgerAggregate):
         datasets: list[str] | None = None,
         purpose: str | None = None,
     ) -> Run:
-        """A new run of the recorded inputs whose verdict is recorded on this run."""
-        return self._again(purpose or "reproduce", params, datasets, reproduces=str(self.id), actor=actor)
+        """A new run of the recorded inputs whose verdict is recorded on this run, on the device this
+        run executed on (``cuda`` stays ``cuda``; ``auto`` is not asked again)."""
+        return self._again(
+            purpose or "reproduce", params, datasets, reproduces=str(self.id), actor=actor, device=self.executed_on
+        )
 
     def request_retry(
         self,
@@ -488,8 +493,9 @@ class Run(LedgerAggregate):
         datasets: list[str] | None,
         reproduces: str | None,
         actor: str,
+        device: str | None = None,
     ) -> Run:
-        """A runner run with this run's pipeline, code, seed and device; ``params`` override."""
+        """A runner run with this run's pipeline, code, seed and device (or ``device``); ``params`` override."""
         self.check_re_executable()
         return Run(
             name=f"{purpose} {self.name or self.id}"[:NAME_MAX],
@@ -501,7 +507,7 @@ class Run(LedgerAggregate):
             code_version_id=self.code_version_id,
             params={**self.params, **(params or {})},
             seed=self.seed,
-            device=self.device,
+            device=device or self.device,
             reproduces=reproduces,
             actor=actor,
         )

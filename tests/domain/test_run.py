@@ -506,3 +506,29 @@ def test_a_client_reported_run_cannot_be_executed_again() -> None:
 
     with pytest.raises(RunNotReExecutable):
         original.request_retry(ALICE)
+
+
+def test_a_reproduction_asks_for_the_device_the_run_executed_on_not_auto_again() -> None:
+    run = _run(device="auto")
+    run.claim("r1", "gpu-host", actor=RUNNER)
+    run.capture_environment({"python": "3.11"}, DIGEST, "cuda", None, actor=RUNNER)
+    run.finish("succeeded", None, actor=RUNNER)
+
+    reproduction = run.request_reproduction(ALICE)
+    retry = run.request_retry(ALICE)
+
+    assert (reproduction.device, retry.device) == ("cuda", "auto")
+
+
+def test_a_run_taken_over_by_another_runner_is_attested_by_that_runner_only() -> None:
+    run = _running_run()
+    run.reattach("r2", "r1", actor=RUNNER)
+
+    with pytest.raises(RunNotHeldByRunner):
+        run.attest("r1", "p1", "k1", {"runner_id": "r1"}, "sig", None, actor=RUNNER)
+    run.attest("r2", "p1", "k1", {"runner_id": "r2"}, "sig", None, actor=RUNNER)
+
+    assert (run.runner_id, run.claimed_by) == ("r2", "r1")
+    assert run.attestation is not None and run.attestation["statement"] == {"runner_id": "r2"}
+    with pytest.raises(RunAlreadyFinished):
+        run.attest("r2", "p1", "k1", {"runner_id": "r2"}, "sig", None, actor=RUNNER)

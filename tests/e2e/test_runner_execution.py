@@ -17,6 +17,7 @@ from support.runner_world import (
 from domain.errors import InvalidPayload
 from domain.run import Run
 from service.bootstrap import Services
+from service.runners.environment import resolve_device
 
 
 def _events(services: Services, run_id: str) -> list[object]:
@@ -41,7 +42,8 @@ def test_a_run_and_its_reproduction_are_verified(services: Services, kind: str) 
     verdict = next(e for e in _events(services, run_id) if isinstance(e, Run.ReproductionVerified))
     assert verdict.method == "artifact-digest"
     assert run.environment["digest"] == run.environment_digest
-    assert run.environment["device"] == "cpu"
+    assert run.environment["device"] == resolve_device("auto")[0]  # cuda on a GPU host
+    assert services.ledger.get(reproduction, Run).device == run.environment["device"]  # not "auto" again
 
 
 def test_a_changed_param_makes_the_reproduction_diverge_naming_it(services: Services) -> None:
@@ -76,15 +78,17 @@ def test_a_dataset_changed_on_disk_is_refused_not_trained_on(services: Services)
     assert "model.pkl" not in run.artifacts
 
 
-def test_auto_device_falls_back_to_cpu_with_the_reason_recorded(services: Services) -> None:
+def test_auto_device_records_what_it_chose_and_why(services: Services) -> None:
     run_id = request(services, sklearn_pipeline(services), dataset(services), device="auto")
 
     with running(services, device="auto"):
         wait_finished(services, [run_id])
 
     captured = next(e for e in _events(services, run_id) if isinstance(e, Run.EnvironmentCaptured))
-    assert captured.device == "cpu"
-    assert captured.device_note and "CUDA" in captured.device_note
+    chosen, reason = resolve_device("auto")
+    assert (captured.device, captured.device_note) == (chosen, reason)
+    if chosen == "cpu":  # no GPU here: the note says why
+        assert captured.device_note and "CUDA" in captured.device_note
 
 
 SLEEPY = "import time\ndef main(request):\n    time.sleep(30)\n    return {'metrics': {}}\n"
