@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run migrate test test-fast lint bench clean browser
+.PHONY: install run migrate test test-fast lint bench clean browser softhsm
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,16 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: install browser
+# The PKCS#11 tests keep the ledger key in Debian's SoftHSM2 (softhsm2-util) and make its keys with
+# pkcs11-tool (opensc); as root they are installed when missing, otherwise the tests say why they skip.
+softhsm:
+	@(command -v softhsm2-util && command -v pkcs11-tool) >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update && apt-get install -y --no-install-recommends softhsm2 opensc)
+
+test: install browser softhsm
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install softhsm
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from domain.integrity import merkle
 from domain.integrity.checkpoint import Checkpoint, sign_checkpoint
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 from domain.integrity.sealing import format_timestamp
 from projections.base import ProjectedEvent, Projection
 from projections.tables import metadata
@@ -230,14 +230,14 @@ def checkpoint_due(conn: Connection, *, every_events: int, every_seconds: float,
     return (now - published).total_seconds() >= every_seconds
 
 
-def publish_checkpoint(conn: Connection, signer: Signer, origin: str, now: datetime) -> StoredCheckpoint | None:
+def publish_checkpoint(conn: Connection, signer: SigningKey, origin: str, now: datetime) -> StoredCheckpoint | None:
     """Sign and store a checkpoint of the current tree; None if nothing new to sign."""
     size = tree_size(conn)
     latest = latest_checkpoint(conn)
     if size == 0 or (latest is not None and latest.tree_size >= size):
         return None
     root = root_at(conn, size)
-    note = sign_checkpoint(Checkpoint(origin=origin, tree_size=size, root_hash=root), origin, signer.private_key)
+    note = sign_checkpoint(Checkpoint(origin=origin, tree_size=size, root_hash=root), origin, signer.note_key)
     stored = StoredCheckpoint(size, root, signer.key_id, note, format_timestamp(now))
     conn.execute(
         tlog_checkpoints.insert().values(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 import migrations
 from domain.errors import LedgerError
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner
 from projections.manifests import Manifests
@@ -115,23 +115,41 @@ def pending_key_path(settings: Settings) -> Path:
     return keystore.pending_key_path(settings.keys_dir, settings.key_path)
 
 
-def _finish_interrupted_rotation(settings: Settings, ledger: Ledger) -> Signer:
-    """A rotation was recorded but the process died before the new key became current."""
-    pending = pending_key_path(settings)
+def _finish_interrupted_rotation(settings: Settings, ledger: Ledger) -> SigningKey:
+    """The configured key is not the ledger's current key: a rotation was recorded by a process that
+    died before the new key became current, or by another process (a rotation to a token key).
+
+    The current key is looked for among the key files and the token keys a rotation named
+    (:func:`keystore.find_key`); found, it becomes current on disk, else the start is refused.
+    """
     keyring = ledger.keyring()
-    if keyring is None or not pending.exists():
+    configured = ledger.signer
+    if keyring is None:
+        raise KeyNotInKeyring("the ledger has no keyring")
+    if configured.key_id not in keyring.keys:
         raise KeyNotInKeyring(
-            "the configured ledger key is not the current key of this ledger; use the current key file"
+            f"the configured ledger key {configured.key_id} ({configured.source}) is not a key of this ledger "
+            f"(its current key is {keyring.current_key_id}); a new key joins by 'mlledger keys rotate'"
         )
-    signer, _ = keystore.load_or_create(pending.parent, pending)
-    if signer.key_id != keyring.current_key_id:
+    found = keystore.find_key(settings, keyring.current_key_id)
+    if found is None:
         raise KeyNotInKeyring(
-            f"neither the key file nor the pending rotation key is the ledger's current key ({keyring.current_key_id})"
+            f"the configured ledger key {configured.key_id} ({configured.source}) is not the ledger's current key "
+            f"{keyring.current_key_id}, and neither a key file nor a token key here is it: "
+            "configure the current key (MLLEDGER_KEY_URI for a key in a token)"
         )
-    keystore.replace_current(settings.keys_dir, settings.key_path, signer)
-    pending.unlink()
+    where, signer = found
+    keystore.make_current(settings, where, signer)
     ledger.close()
-    log.warning("finished an interrupted key rotation: now signing with %s", signer.key_id)
+    if keystore.configured_uri(settings) is not None:
+        log.warning(
+            "MLLEDGER_KEY_URI names retired ledger key %s; signing with the current key %s (%s): update it",
+            configured.key_id,
+            signer.key_id,
+            signer.source,
+        )
+    else:
+        log.warning("finished an interrupted key rotation: now signing with %s", signer.key_id)
     return signer
 
 
@@ -140,7 +158,7 @@ class Services:
     """Everything a process of the service needs, opened once."""
 
     settings: Settings
-    signer: Signer
+    signer: SigningKey
     ledger: Ledger
     engine: Engine
     writer_engine: Engine
@@ -174,7 +192,7 @@ def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if migrate:
         run_migrations(settings)
-    signer, created = keystore.load_or_create(settings.keys_dir, settings.key_path)
+    signer, created = keystore.open_ledger_key(settings)
     if created:
         log.info("created ledger key %s", signer.key_id)
     ledger = Ledger(settings, signer)

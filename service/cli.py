@@ -428,12 +428,13 @@ def demo() -> None:
 @keys_app.command("show")
 @friendly_errors
 def keys_show() -> None:
-    """Print the current ledger public key (PEM) and its key id."""
+    """Print the current ledger public key (PEM), its key id and where the private key lives."""
     settings = _settings()
-    signer, created = keystore.load_or_create(settings.keys_dir, settings.key_path)
+    signer, created = keystore.open_ledger_key(settings)
     if created:
         typer.echo(f"created ledger key in {settings.keys_dir}", err=True)
     typer.echo(f"key id: {signer.key_id}")
+    typer.echo(f"held in: {signer.source}")
     typer.echo(f"checkpoint verifier key: {verifier_key(settings.log_origin, raw_public_key(signer.public_key))}")
     typer.echo(public_key_pem(signer.public_key), nl=False)
 
@@ -442,21 +443,58 @@ def keys_show() -> None:
 @friendly_errors
 def keys_rotate(
     reason: Annotated[str, typer.Option(help="why the key is rotated (recorded)")] = "scheduled rotation",
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="PKCS11_URI",
+            help="rotate to this key in a PKCS#11 token (pkcs11:token=...;object=...) instead of a new key file; "
+            "its PIN may come from MLLEDGER_KEY_URI",
+        ),
+    ] = None,
 ) -> None:
-    """Rotate the ledger key: the old key signs the new one into the keyring."""
+    """Rotate the ledger key: the old key signs the new one into the keyring.
+
+    Without --to a new key file is generated (the file key only); with --to the
+    ledger moves to a key object already created in a token, and the retired
+    key file, if any, is removed.
+    """
     from service.bootstrap import pending_key_path
+    from service.common.pkcs11 import parse_pkcs11_uri
 
     settings = _settings()
     services = _open_existing(settings)
     try:
-        old = services.signer.key_id
+        old = services.signer
+        if to is not None:
+            uri = parse_pkcs11_uri(to)
+            token_key = keystore.open_uri(settings, uri)
+            if token_key.key_id == old.key_id:
+                raise _fail(f"{token_key.source} is the current ledger key already")
+            keystore.stage_token_rotation(settings, uri)
+            try:
+                services.ledger.rotate_key(token_key, reason=reason, actor="system:cli")
+            except Exception:
+                keystore.unstage_token_rotation(settings)
+                raise
+            keystore.finish_token_rotation(settings, token_key)
+            typer.echo(f"rotated ledger key {old.key_id} -> {token_key.key_id} (held in {token_key.source})")
+            typer.echo(
+                f"set MLLEDGER_KEY_URI to {uri.without_pin_value().text()} (with its PIN) and restart every process"
+            )
+            return
+        if not isinstance(old, Signer):
+            raise _fail(
+                f"the ledger key is held in a PKCS#11 token ({old.source}); a new key file would take it out: "
+                "create a new Ed25519 key object in the token and run 'mlledger keys rotate --to pkcs11:...'"
+            )
         new = Signer.generate()
         pending = pending_key_path(settings)
         keystore.write_private(pending, new)
         services.ledger.rotate_key(new, reason=reason, actor="system:cli")
         keystore.replace_current(settings.keys_dir, settings.key_path, new)
         pending.unlink(missing_ok=True)
-        typer.echo(f"rotated ledger key {old} -> {key_id(new.public_key)}")
+        typer.echo(f"rotated ledger key {old.key_id} -> {key_id(new.public_key)}")
     finally:
         services.close()
 
@@ -470,11 +508,24 @@ def witness_serve(
     name: Annotated[str | None, typer.Option(help="the witness's key name (fixed when its key is created)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8080,
+    key_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLLEDGER_WITNESS_KEY_URI",
+            help="the witness key in a PKCS#11 token (pkcs11:token=...;object=...?pin-source=file:...); "
+            "default: a key file in the state directory",
+            show_default=False,
+        ),
+    ] = None,
+    pkcs11_module: Annotated[
+        str | None,
+        typer.Option(envvar="MLLEDGER_PKCS11_MODULE", help="PKCS#11 module for a key URI without module-path"),
+    ] = None,
 ) -> None:
     """Run a witness that cosigns the checkpoints of the given logs (POST /add-checkpoint)."""
     from service.witness.server import make_server, open_witness
 
-    witness = open_witness(state, name, log or [], config)
+    witness = open_witness(state, name, log or [], config, key_uri, pkcs11_module)
     server = make_server(witness, host, port)
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"witness {witness.identity.vkey}")

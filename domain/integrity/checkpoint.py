@@ -34,12 +34,10 @@ from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain.errors import LedgerError
+from domain.integrity.keys import NoteSigner
 
 __all__ = [
     "ED25519_SIGNATURE_TYPE",
@@ -359,14 +357,14 @@ def parse_checkpoint(note_text: str | bytes) -> tuple[Checkpoint, list[NoteSigna
     return Checkpoint.from_body(text), signatures
 
 
-def _signature_line(body: bytes, key_name: str, private_key: Ed25519PrivateKey) -> NoteSignature:
+def _signature_line(body: bytes, key_name: str, private_key: NoteSigner) -> NoteSignature:
     _check_key_name(key_name)
     key_hash = note_key_hash(key_name, _raw_public_key(private_key.public_key()))
     return NoteSignature(key_name, key_hash, private_key.sign(body))
 
 
-def sign_checkpoint(checkpoint: Checkpoint, key_name: str, private_key: Ed25519PrivateKey) -> str:
-    """Sign ``checkpoint`` with an Ed25519 key; return the full signed note text.
+def sign_checkpoint(checkpoint: Checkpoint, key_name: str, private_key: NoteSigner) -> str:
+    """Sign ``checkpoint`` with an Ed25519 key (in memory or in a token); return the full signed note text.
 
     The result is ``body + "\\n" + "— <key name> <base64(key hash || signature)>\\n"``.
     Raises :class:`CheckpointFormatError` on a key name with spaces or ``+``.
@@ -376,7 +374,7 @@ def sign_checkpoint(checkpoint: Checkpoint, key_name: str, private_key: Ed25519P
     return body + "\n" + line.line()
 
 
-def add_signature(note_text: str, key_name: str, private_key: Ed25519PrivateKey) -> str:
+def add_signature(note_text: str, key_name: str, private_key: NoteSigner) -> str:
     """Add one more Ed25519 signature line to a signed note (a cosignature or a rotated key).
 
     An existing line from the same key (same name and key hash) is replaced;

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain.integrity.checkpoint import (
     CheckpointFormatError,
@@ -35,6 +35,7 @@ from domain.integrity.checkpoint import (
     _raw_public_key,
     parse_signed_note,
 )
+from domain.integrity.keys import NoteSigner
 
 __all__ = [
     "COSIGNATURE_TYPE",
@@ -117,7 +118,7 @@ def cosignature_message(body: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{body}".encode()
 
 
-def sign_cosignature(body: str, name: str, private_key: Ed25519PrivateKey, timestamp: int) -> NoteSignature:
+def sign_cosignature(body: str, name: str, private_key: NoteSigner, timestamp: int) -> NoteSignature:
     """Cosign a checkpoint body at ``timestamp`` (POSIX seconds, 1 to 2**63-1)."""
     if not isinstance(timestamp, int) or not 0 < timestamp <= MAX_TIMESTAMP:
         raise CheckpointFormatError(f"cosignature timestamp must be in [1, 2**63), got {timestamp!r}")

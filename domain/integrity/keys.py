@@ -10,6 +10,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import nacl.bindings
 import nacl.exceptions
@@ -97,9 +98,64 @@ def verify_raw(raw_public_key: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
+class NoteSigner(Protocol):
+    """What signs a signed note (a checkpoint, a cosignature): raw Ed25519 signatures.
+
+    :class:`Ed25519PrivateKey` has this shape; so has :attr:`SigningKey.note_key`
+    of a key that lives in a PKCS#11 token.
+    """
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``data``."""
+        ...
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The matching public key."""
+        ...
+
+
+class SigningKey(Protocol):
+    """The ledger's signing key, wherever its private half lives.
+
+    Two implementations: :class:`Signer`, a key held in this process's memory
+    (the key file), and ``service.common.pkcs11.TokenKey``, a key that never
+    leaves a PKCS#11 token and signs with ``C_Sign(CKM_EDDSA)``. Ed25519 is
+    deterministic, so both sign the same bytes the same way.
+    """
+
+    @property
+    def key_id(self) -> str:
+        """The key id of the public key."""
+        ...
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The public half."""
+        ...
+
+    @property
+    def parallel(self) -> bool:
+        """Whether signing from several threads at once is faster than from one."""
+        ...
+
+    @property
+    def note_key(self) -> NoteSigner:
+        """The key as signed notes (checkpoints) use it: raw signatures."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """Where the private half lives, in words for messages (never a PIN)."""
+        ...
+
+    def sign(self, message: bytes) -> str:
+        """Sign ``message``; the signature in standard base64."""
+        ...
+
+
 @dataclass(frozen=True)
 class Signer:
-    """A private key with its key id: what seals events and checkpoints."""
+    """A private key in memory with its key id: a :class:`SigningKey` (the key file's), and people's keys."""
 
     private_key: Ed25519PrivateKey
 
@@ -128,6 +184,21 @@ class Signer:
         """
         signed = nacl.bindings.crypto_sign(message, self._sodium_secret)
         return base64.b64encode(signed[:64]).decode("ascii")
+
+    @property
+    def parallel(self) -> bool:
+        """libsodium releases the GIL: threads sign in parallel."""
+        return True
+
+    @property
+    def note_key(self) -> Ed25519PrivateKey:
+        """The private key itself signs notes."""
+        return self.private_key
+
+    @property
+    def source(self) -> str:
+        """A key held in memory (loaded from the key file)."""
+        return "key file"
 
     @classmethod
     def generate(cls) -> Signer:

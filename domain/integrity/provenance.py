@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain.errors import InvalidPayload, LedgerError, RuleViolated
 from domain.integrity.canonical import canonical_json
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -171,7 +171,7 @@ def provenance_statement(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"_type": STATEMENT_TYPE, "subject": subjects, "predicateType": PREDICATE_TYPE, "predicate": predicate}
 
 
-def sign_envelope(statement: dict[str, Any], signer: Signer) -> dict[str, Any]:
+def sign_envelope(statement: dict[str, Any], signer: SigningKey) -> dict[str, Any]:
     """Wrap ``statement`` in a DSSE envelope signed by ``signer`` over its PAE."""
     body = stable_json(statement)
     return {

@@ -19,7 +19,7 @@ from typing import Any
 
 from domain.errors import PayloadTooLarge, TamperedEvent
 from domain.integrity.canonical import MAX_SAFE_INTEGER, EncodedObject, canonical_json
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 
 ENVELOPE_VERSION = 1
 ZERO_HASH = "0" * 64
@@ -173,7 +173,7 @@ def _spliced_envelope(envelope: dict[str, Any]) -> bytes | None:
         return None
 
 
-def seal(envelope: dict[str, Any], signer: Signer, *, max_payload_bytes: int | None = None) -> SealedEvent:
+def seal(envelope: dict[str, Any], signer: SigningKey, *, max_payload_bytes: int | None = None) -> SealedEvent:
     """Canonicalize, hash and sign an envelope (see :func:`encode` for the errors)."""
     encoded, digest = encode(envelope, max_payload_bytes=max_payload_bytes)
     return SealedEvent(envelope=encoded, hash=digest.hex(), signature=signer.sign(digest), key_id=signer.key_id)

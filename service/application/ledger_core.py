@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
 from domain.errors import LedgerError, LedgerKeyRetired, NotFound, VersionConflict
-from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.keys import SigningKey, public_key_pem
 from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
 from domain.integrity.verification import follow_key_chain
 from service.settings import Settings
@@ -50,7 +50,7 @@ class LedgerCore(Application[uuid.UUID]):
 
     name = "mlledger"
 
-    def __init__(self, settings: Settings, signer: Signer, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, signer: SigningKey, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self._signer = signer
         self._keyring_version = 0
@@ -82,7 +82,7 @@ class LedgerCore(Application[uuid.UUID]):
         return store
 
     @property
-    def signer(self) -> Signer:
+    def signer(self) -> SigningKey:
         """The key that seals new events."""
         return self._signer
 
@@ -183,7 +183,8 @@ class LedgerCore(Application[uuid.UUID]):
         if keyring.current_key_id != self._signer.key_id:
             raise KeyNotInKeyring(
                 f"the configured ledger key {self._signer.key_id} is not the current key "
-                f"of this ledger ({keyring.current_key_id}); use the current key file"
+                f"of this ledger ({keyring.current_key_id}); configure the current key "
+                f"({self._signer.source} holds the old one)"
             )
         self._keyring_version = keyring.version
         return keyring
@@ -194,8 +195,9 @@ class LedgerCore(Application[uuid.UUID]):
         Another process may have rotated the key since this one last looked; each
         insert checks the keyring's version under the write lock
         (:mod:`service.store.keyring_guard`). Then this process takes the new key
-        from the key file (or the pending rotation's file) or, when it has none
-        that is current, refuses to write with :class:`LedgerKeyRetired`.
+        from the key file, the pending rotation's file or a token key a rotation
+        named (:func:`service.store.keystore.find_key`) or, when it has none that
+        is current, refuses to write with :class:`LedgerKeyRetired`.
         """
         rows = self.recorder.select_events(KEYRING_ID, gt=self._keyring_version)
         if not rows:
@@ -210,24 +212,18 @@ class LedgerCore(Application[uuid.UUID]):
         if current == self._signer.key_id:
             self._keyring_version = version
             return
-        for path in (
-            keystore.ledger_key_path(self.settings.keys_dir, self.settings.key_path),
-            keystore.pending_key_path(self.settings.keys_dir, self.settings.key_path),
-        ):
-            try:
-                signer, _ = keystore.load_or_create(path.parent, path) if path.exists() else (None, False)
-            except keystore.KeyFileError:
-                continue
-            if signer is not None and signer.key_id == current:
-                log.warning("the ledger key was rotated by another process: now signing with %s", current)
-                self._signer, self._keyring_version = signer, version
-                return
+        found = keystore.find_key(self.settings, current)
+        if found is not None:
+            log.warning("the ledger key was rotated by another process: now signing with %s", current)
+            self._signer, self._keyring_version = found[1], version
+            return
         raise LedgerKeyRetired(
             f"this process holds ledger key {self._signer.key_id}, which a rotation retired "
-            f"(the current key is {current}, and its key file is not readable here): restart with the current key"
+            f"(the current key is {current}, and neither a key file nor a token key here is it): "
+            "restart with the current key"
         )
 
-    def rotate_key(self, new_signer: Signer, reason: str, actor: str) -> Written:
+    def rotate_key(self, new_signer: SigningKey, reason: str, actor: str) -> Written:
         """Record a rotation signed by the current key, then sign with the new one."""
         self._check_signer_current()  # another process may have rotated since this one last wrote
         keyring = self.ensure_keyring()

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 from domain.integrity.provenance import (
     PAYLOAD_TYPE,
     EnvelopeNotVerified,
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-def run_provenance(conn: Connection, run_id: str, signer: Signer) -> dict[str, Any]:
+def run_provenance(conn: Connection, run_id: str, signer: SigningKey) -> dict[str, Any]:
     """The DSSE envelope of ``run_id``'s provenance, signed by ``signer``.
 
     Raises :class:`NotFound` when the run has no manifest yet and

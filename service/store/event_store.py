@@ -35,7 +35,7 @@ from domain import catalog
 from domain.aggregate import aggregate_class, aggregate_type_of, event_class, is_known_topic
 from domain.errors import LedgerError, TamperedEvent, UnknownEventType, VersionConflict
 from domain.integrity.canonical import EncodedObject, canonical_json
-from domain.integrity.keys import Signer, verify_raw
+from domain.integrity.keys import SigningKey, verify_raw
 from domain.integrity.sealing import (
     ZERO_HASH,
     SealedEvent,
@@ -55,7 +55,7 @@ _ENVELOPE_KEYS = ("originator_id", "originator_version", "timestamp", "actor", "
 class SealingMapper(Mapper[uuid.UUID]):
     """Maps domain events to sealed stored events and back."""
 
-    def __init__(self, signer: Callable[[], Signer], max_payload_bytes: int) -> None:
+    def __init__(self, signer: Callable[[], SigningKey], max_payload_bytes: int) -> None:
         super().__init__(transcoder=JSONTranscoder())
         self._signer = signer
         self.max_payload_bytes = max_payload_bytes
@@ -71,7 +71,7 @@ class SealingMapper(Mapper[uuid.UUID]):
         return self.stored(domain_event, encoded, digest, signer.sign(digest), signer.key_id), digest.hex()
 
     @property
-    def signer(self) -> Signer:
+    def signer(self) -> SigningKey:
         """The key sealing new events."""
         return self._signer()
 
@@ -175,11 +175,14 @@ _PARALLEL_FROM = 64
 _pool: ThreadPoolExecutor | None = None
 
 
-def sign_all(signer: Signer, digests: list[bytes]) -> list[str]:
-    """Sign many hashes; large batches use every core (Ed25519 signing releases the GIL)."""
+def sign_all(signer: SigningKey, digests: list[bytes]) -> list[str]:
+    """Sign many hashes; large batches use every core (Ed25519 signing releases the GIL).
+
+    A key in a PKCS#11 token signs one hash at a time (its calls are serialized).
+    """
     global _pool
     cores = os.cpu_count() or 1
-    if len(digests) < _PARALLEL_FROM or cores == 1:
+    if len(digests) < _PARALLEL_FROM or cores == 1 or not signer.parallel:
         return [signer.sign(d) for d in digests]
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="mlledger-sign")

@@ -167,14 +167,30 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
     return server
 
 
-def open_witness(state_dir: Path, name: str | None, logs: list[str], config: Path | None) -> Witness:
-    """The witness of ``state_dir`` following the logs given as ``ORIGIN=VKEY`` and in ``config``."""
-    from service.witness.state import load_or_create_identity
+def open_witness(
+    state_dir: Path,
+    name: str | None,
+    logs: list[str],
+    config: Path | None,
+    key_uri: str | None = None,
+    pkcs11_module: str | None = None,
+) -> Witness:
+    """The witness of ``state_dir`` following the logs given as ``ORIGIN=VKEY`` and in ``config``.
+
+    With ``key_uri`` (RFC 7512) its key is an Ed25519 key in a PKCS#11 token;
+    otherwise a key file in ``state_dir``, created on first start.
+    """
+    from service.common.pkcs11 import DEFAULT_MODULE, open_token_key
+    from service.witness.state import identity_with_key, load_or_create_identity
 
     trusted = [parse_log_option(value) for value in logs]
     if config is not None:
         trusted += read_log_config(config)
     if not trusted:
         raise CheckpointFormatError("a witness needs at least one log: --log ORIGIN=VKEY or --config FILE")
-    identity = load_or_create_identity(state_dir, name)
+    if key_uri:
+        token_key = open_token_key(key_uri, pkcs11_module or DEFAULT_MODULE)
+        identity = identity_with_key(state_dir, name, token_key.note_key)
+    else:
+        identity = load_or_create_identity(state_dir, name)
     return Witness(identity, WitnessState(state_dir), trusted)

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.integrity.cosignature import cosigner_vkey
-from domain.integrity.keys import load_private_key_pem, private_key_pem, raw_public_key
+from domain.integrity.keys import NoteSigner, load_private_key_pem, private_key_pem, raw_public_key
 from domain.integrity.witness import LogView
 from service.common.private_files import replace_private
 
@@ -34,10 +34,10 @@ class WitnessStateError(ValueError):
 
 @dataclass(frozen=True)
 class WitnessIdentity:
-    """The witness's name and private key."""
+    """The witness's name and private key (in memory, or a key in a PKCS#11 token)."""
 
     name: str
-    private_key: Ed25519PrivateKey
+    private_key: NoteSigner
 
     @property
     def vkey(self) -> str:
@@ -64,9 +64,10 @@ def load_or_create_identity(state_dir: Path, name: str | None) -> WitnessIdentit
     key_path, name_path = state_dir / KEY_FILE, state_dir / NAME_FILE
     if not key_path.exists():
         chosen = name or f"{socket.gethostname()}/witness"
-        identity = WitnessIdentity(chosen, Ed25519PrivateKey.generate())
+        private_key = Ed25519PrivateKey.generate()
+        identity = WitnessIdentity(chosen, private_key)
         identity.vkey  # noqa: B018 - validates the name before anything is written
-        _write_new(key_path, private_key_pem(identity.private_key), 0o600)
+        _write_new(key_path, private_key_pem(private_key), 0o600)
         name_path.write_text(chosen + "\n")
         return identity
     if key_path.stat().st_mode & 0o077:
@@ -75,6 +76,26 @@ def load_or_create_identity(state_dir: Path, name: str | None) -> WitnessIdentit
     if name is not None and name != stored:
         raise WitnessStateError(f"this witness's key was created for the name {stored!r}, not {name!r}")
     return WitnessIdentity(stored, load_private_key_pem(key_path.read_bytes()))
+
+
+def identity_with_key(state_dir: Path, name: str | None, key: NoteSigner) -> WitnessIdentity:
+    """The witness identity for a key held elsewhere (a PKCS#11 token): only its name is kept in ``state_dir``.
+
+    A state directory that holds a key file belongs to that key, and is refused.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path, name_path = state_dir / KEY_FILE, state_dir / NAME_FILE
+    if key_path.exists():
+        raise WitnessStateError(f"{key_path} holds this witness's own key; use a new state directory for a token key")
+    stored = name_path.read_text().strip() if name_path.exists() else None
+    if name is not None and stored is not None and name != stored:
+        raise WitnessStateError(f"this witness's state was created for the name {stored!r}, not {name!r}")
+    chosen = stored or name or f"{socket.gethostname()}/witness"
+    identity = WitnessIdentity(chosen, key)
+    identity.vkey  # noqa: B018 - validates the name before anything is written
+    if stored is None:
+        name_path.write_text(chosen + "\n")
+    return identity
 
 
 @dataclass(frozen=True)
