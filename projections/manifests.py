@@ -1,7 +1,8 @@
 """Reproducibility manifests: one JSON document per run saying exactly what went
 in (pipeline spec, dataset and code versions, params, seed, requested device),
 what it ran on (captured environment, runner, device), what came out (artifacts
-by digest, final metrics), how reproductions judged it, and every event of the
+by digest, final metrics), what it used (``resources``, once recorded), how
+reproductions judged it, and every event of the
 run by hash, so a manifest can be checked against the ledger event by event.
 
 Run events name their inputs by id; the ``man_*`` lookup tables keep the few
@@ -32,6 +33,7 @@ from domain.run import Run, RunStatus
 from projections.audit_trail import short_event_type
 from projections.base import ProjectedEvent, Projection, handler_registry
 from projections.tables import json_text, metadata
+from projections.usage_queries import CostPublic
 
 ID, NAME, DIGEST = sa.String(64), sa.String(200), sa.String(80)
 
@@ -95,6 +97,8 @@ class ManifestPublic(BaseModel):
     position: int
     """Notification id of the newest event of the run in the document."""
     document: dict[str, Any]
+    cost: CostPublic | None = None
+    """What the document's ``resources`` cost at the service's rates now (outside the document and its digest)."""
 
 
 def manifest(conn: Connection, run_id: str) -> ManifestPublic | None:
@@ -355,6 +359,11 @@ class Manifests(Projection):
         document["execution"].update(
             finished_at=e.recorded_at, error=e.payload["error"] if finished else e.payload["reason"]
         )
+
+    @_on(Run.ResourcesRecorded.TOPIC)
+    def _run_resources(self, conn: Connection, e: ProjectedEvent) -> None:
+        # Only a run that recorded resources has the key, so older documents keep their digests.
+        self._document(conn, e.aggregate_id).document["resources"] = e.payload["resources"]
 
     @_on(Run.ReproductionVerified.TOPIC, Run.ReproductionDiverged.TOPIC)
     def _run_reproduced(self, conn: Connection, e: ProjectedEvent) -> None:

@@ -140,7 +140,9 @@ reg_runs = sa.Table(
     sa.Column("runner_id", sa.String(200), nullable=True),
     sa.Column("environment_digest", DIGEST, nullable=True),
     sa.Column("reproduces", ID, nullable=True),
+    _text("resources", nullable=True),
     sa.Index("ix_reg_runs_status_requested_at", "status", "requested_at"),
+    sa.Index("ix_reg_runs_finished_at", "finished_at"),
 )
 reg_reproductions = sa.Table(
     "reg_reproductions",
@@ -588,6 +590,11 @@ class Registry(Projection):
             reg_run_artifacts.insert(),
             dict(run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]),
         )
+
+    @_on(Run.ResourcesRecorded.TOPIC)
+    def _run_resources(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = reg_runs.c.id == e.aggregate_id
+        conn.execute(reg_runs.update().where(where).values(resources=json_text(e.payload["resources"])))
 
     @_on(Run.Finished.TOPIC)
     def _run_finished(self, conn: Connection, e: ProjectedEvent) -> None:

@@ -21,7 +21,7 @@ def _dto(cls: type[Dto], row: sa.Row[Any] | None, *json_fields: str, **extra: An
         return None
     data = dict(row._mapping)
     for name in json_fields:
-        data[name] = json.loads(data[name])
+        data[name] = None if data[name] is None else json.loads(data[name])
     return cls.model_validate(data | extra)
 
 
@@ -189,12 +189,14 @@ class RunPublic(BaseModel):
     requested_at: str
     finished_at: str | None
     metric_points: int
+    resources: dict[str, Any] | None = None
+    """What the execution used (``domain.usage``), once recorded."""
 
 
 def run(conn: Connection, run_id: str) -> RunPublic | None:
     """The run with ``run_id``."""
     row = conn.execute(sa.select(r.reg_runs).where(r.reg_runs.c.id == run_id)).first()
-    return _dto(RunPublic, row, "dataset_version_ids", "params")
+    return _dto(RunPublic, row, "dataset_version_ids", "params", "resources")
 
 
 def list_runs(conn: Connection, *, status: str | None = None, limit: int = 100) -> list[RunPublic]:
@@ -203,7 +205,7 @@ def list_runs(conn: Connection, *, status: str | None = None, limit: int = 100) 
     query = sa.select(t).order_by(t.c.requested_at.desc(), t.c.id).limit(check_limit(limit))
     if status is not None:
         query = query.where(t.c.status == status)
-    return _all(RunPublic, conn.execute(query), "dataset_version_ids", "params")
+    return _all(RunPublic, conn.execute(query), "dataset_version_ids", "params", "resources")
 
 
 class MetricPoint(BaseModel):

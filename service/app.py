@@ -26,6 +26,7 @@ from service.api.routers import (
     principals,
     registry,
     runner,
+    usage,
 )
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(manifests.router)
     app.include_router(monitoring.router)
     app.include_router(exports.router)
+    app.include_router(usage.router)
     app.include_router(runner.router)
     app.include_router(console_router)
     return app

@@ -3,13 +3,15 @@ the embedded single-process mode and refusals of unsafe values in production."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.integrity.witness_policy import PolicyError, configured_policy
+from domain.usage import Rates
 
 
 class Settings(BaseSettings):
@@ -22,14 +24,6 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="postgresql://user@host:port/db, or empty for SQLite under data_dir")
     database_schema: str = Field("public", description="PostgreSQL schema for all tables")
     key_path: Path | None = Field(None, description="ledger key PEM; default data_dir/keys")
-    key_uri: SecretStr = Field(
-        SecretStr(""),
-        description="the ledger key in a PKCS#11 token, an RFC 7512 URI such as "
-        "pkcs11:token=T;object=O?pin-source=file:/path (or pin-value=...); empty: the key file",
-    )
-    pkcs11_module: str = Field(
-        "/usr/lib/softhsm/libsofthsm2.so", description="PKCS#11 module for key URIs without module-path"
-    )
     max_payload_bytes: int = Field(1_048_576, gt=0, description="largest canonical event")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest dataset or artifact upload")
     import_dir: Path | None = Field(None, description="where file:// URIs may point; default data_dir/import")
@@ -56,6 +50,10 @@ class Settings(BaseSettings):
     monitor_seconds: float = Field(30.0, gt=0, description="how often the monitor checks for drift")
     psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature has drifted")
     drift_p_threshold: float = Field(0.01, gt=0, lt=1, description="KS / chi-squared p-value marking drift")
+    cost_cpu_hour: Decimal = Field(Decimal("0.04"), ge=0, description="price of one CPU core busy for an hour")
+    cost_gpu_hour: Decimal = Field(Decimal("3.00"), ge=0, description="price of one GPU held for an hour")
+    cost_gb_hour: Decimal = Field(Decimal("0.005"), ge=0, description="price of one GB of memory held for an hour")
+    cost_currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code the prices are in")
 
     @field_validator("database_schema")
     @classmethod
@@ -73,16 +71,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> Settings:
-        if self.key_uri.get_secret_value() and self.key_path is not None:
-            raise ValueError("set MLLEDGER_KEY_URI (a key in a token) or MLLEDGER_KEY_PATH (a key file), not both")
-        return self
-
-    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production" and not self.database_url.startswith("postgresql"):
             raise ValueError("production needs MLLEDGER_DATABASE_URL=postgresql://...")
         return self
+
+    @property
+    def rates(self) -> Rates:
+        """The prices that turn a run's resources into its cost (``domain.usage``)."""
+        return Rates(self.cost_cpu_hour, self.cost_gpu_hour, self.cost_gb_hour, self.cost_currency)
 
     @cached_property
     def resolved_database_url(self) -> str:

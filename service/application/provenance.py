@@ -4,7 +4,9 @@ v1 and wrapped in a DSSE envelope signed by the ledger key.
 
 The pure parts (PAE, the statement, signing and verification) live in
 :mod:`domain.integrity.provenance`; they are re-exported here so callers of the service
-find the whole surface in one place.
+find the whole surface in one place. A run that recorded what it used gets one more
+byproduct, ``resources``, whose annotations carry the figures and their cost at the
+service's rates (with the rates), so the signature covers them too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
-from domain.integrity.keys import SigningKey
+from domain.integrity.keys import Signer
 from domain.integrity.provenance import (
     PAYLOAD_TYPE,
     EnvelopeNotVerified,
@@ -25,6 +27,7 @@ from domain.integrity.provenance import (
     sign_envelope,
     verify_envelope,
 )
+from domain.usage import Rates, priced
 from projections.manifests import manifest
 
 __all__ = [
@@ -34,19 +37,41 @@ __all__ = [
     "ProvenanceNotReady",
     "pae",
     "provenance_statement",
+    "resources_byproduct",
     "run_provenance",
     "sign_envelope",
     "verify_envelope",
 ]
 
 
-def run_provenance(conn: Connection, run_id: str, signer: SigningKey) -> dict[str, Any]:
+def resources_byproduct(manifest_document: dict[str, Any], rates: Rates | None) -> dict[str, Any] | None:
+    """The SLSA byproduct (a ResourceDescriptor) of what the run used and what it cost; None without resources."""
+    resources = manifest_document.get("resources")
+    if resources is None:
+        return None
+    annotations: dict[str, Any] = {"resources": resources}
+    if rates is not None:
+        annotations["cost"] = {**priced(resources, rates), "rates": rates.to_json()}
+    return {
+        "name": "resources",
+        "uri": f"mlledger:run/{manifest_document['run_id']}/resources",
+        "mediaType": "application/json",
+        "annotations": annotations,
+    }
+
+
+def run_provenance(conn: Connection, run_id: str, signer: Signer, rates: Rates | None = None) -> dict[str, Any]:
     """The DSSE envelope of ``run_id``'s provenance, signed by ``signer``.
 
     Raises :class:`NotFound` when the run has no manifest yet and
-    :class:`ProvenanceNotReady` when it has not succeeded.
+    :class:`ProvenanceNotReady` when it has not succeeded. With ``rates``, the
+    ``resources`` byproduct also says what the run cost.
     """
     found = manifest(conn, run_id)
     if found is None:
         raise NotFound(f"no manifest for run {run_id}: the run is unknown or not projected yet", field="run_id")
-    return sign_envelope(provenance_statement(found.document), signer)
+    statement = provenance_statement(found.document)
+    byproduct = resources_byproduct(found.document, rates)
+    if byproduct is not None:
+        statement["predicate"]["runDetails"]["byproducts"].append(byproduct)
+    return sign_envelope(statement, signer)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.console import audit_page, decision_page, export_pages, ledger_page, login, model_pages
+from service.console import audit_page, decision_page, export_pages, ledger_page, login, model_pages, run_page
 
 router = APIRouter()
 router.include_router(login.site_root)
-for _module in (login, audit_page, model_pages, export_pages, decision_page, ledger_page):
+for _module in (login, audit_page, model_pages, run_page, export_pages, decision_page, ledger_page):
     router.include_router(_module.router)
 
 __all__ = ["router"]

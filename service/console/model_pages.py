@@ -12,8 +12,10 @@ from fastapi.responses import HTMLResponse
 from domain.errors import NotFound
 from domain.permissions import Action
 from domain.roles import Role
+from domain.usage import gb_hours
 from projections import audit_queries as aq
 from projections import registry_queries as q
+from projections.usage_queries import run_cost, version_costs
 from service.bootstrap import Services
 from service.console.model_view import approval_views, lineage_graph
 from service.console.monitoring_view import monitoring_view, reports_of
@@ -96,7 +98,12 @@ def model_page_response(
             "window": window,
             "monitoring": monitoring_view(conn, name, window, services.settings.psi_threshold),
             "reports": {} if lineage is None else reports_of(conn, services.blobs, lineage.version.id),
+            "costs": version_costs(conn, name, services.settings.rates),
         }
+        source = lineage.run if lineage is not None else None
+        resources = source.resources if source is not None else None
+        context["run_cost"] = run_cost(resources, services.settings.rates)
+        context["run_gb_hours"] = None if resources is None else float(gb_hours(resources))
         if lineage is not None:
             context["approvals"] = approval_views(conn, lineage.version)
             label = f"lineage of {name} version {lineage.version.number}"

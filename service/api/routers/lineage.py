@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from domain.code import CodeVersion
 from domain.errors import InvalidPayload
 from domain.run import Run
+from projections.usage_queries import CostPublic, run_cost
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
 from service.api.schemas import WriteResult
 
@@ -117,6 +118,8 @@ class RunDetail(BaseModel):
     environment_digest: str | None = None
     device_used: str | None = Field(None, description="the device the runner executed on")
     reproductions: dict[str, str] = Field(default_factory=dict, description="reproduction run id -> verdict")
+    resources: dict[str, JSONValue] | None = Field(None, description="what the execution used, once recorded")
+    cost: CostPublic | None = Field(None, description="what the resources cost at the configured rates")
 
 
 class StoredFile(BaseModel):
@@ -209,6 +212,8 @@ def get_run(run_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
         "environment_digest": run.environment_digest,
         "device_used": run.environment.get("device"),
         "reproductions": run.verdicts,
+        "resources": run.resources,
+        "cost": run_cost(run.resources, ledger.settings.rates),
     }
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from domain.errors import NotFound
 from projections import manifests as m
+from projections import usage_queries as u
 from service.api.deps import ConnDep, LineageReader, ServicesDep
 from service.application import provenance
 
@@ -32,16 +33,17 @@ class DsseEnvelope(BaseModel):
 
 
 @router.get("/runs/{run_id}/manifest", response_model=m.ManifestPublic)
-def run_manifest(run_id: IdPath, caller: LineageReader, conn: ConnDep) -> m.ManifestPublic:
-    """The run's reproducibility manifest: inputs, environment, outputs and every event by hash."""
+def run_manifest(run_id: IdPath, caller: LineageReader, conn: ConnDep, services: ServicesDep) -> m.ManifestPublic:
+    """The run's reproducibility manifest: inputs, environment, outputs, resources and every event by hash,
+    with what the resources cost at the configured rates."""
     found = m.manifest(conn, run_id)
     if found is None:
         raise NotFound(f"no manifest for run {run_id}: the run is unknown or not projected yet", field="run_id")
-    return found
+    return found.model_copy(update={"cost": u.run_cost(found.document.get("resources"), services.settings.rates)})
 
 
 @router.get("/runs/{run_id}/provenance", response_model=DsseEnvelope)
 def run_provenance(run_id: IdPath, caller: LineageReader, conn: ConnDep, services: ServicesDep) -> DsseEnvelope:
     """SLSA provenance of a succeeded run as an in-toto Statement in a DSSE envelope signed by the ledger key."""
-    envelope = provenance.run_provenance(conn, run_id, services.ledger.signer)
+    envelope = provenance.run_provenance(conn, run_id, services.ledger.signer, services.settings.rates)
     return DsseEnvelope.model_validate(envelope)

@@ -13,6 +13,8 @@ from domain.deployment import Deployment
 from domain.errors import NotFound
 from domain.integrity.sealing import format_timestamp
 from domain.model import ModelVersion
+from domain.run import Run
+from projections.usage_queries import CostPublic, run_cost
 from service.api.deps import (
     ApproverCaller,
     CurrentCaller,
@@ -73,6 +75,7 @@ class ModelVersionDetail(BaseModel):
     state: str
     approvers: list[str]
     rejecters: list[str]
+    cost: CostPublic | None = Field(None, description="what its run cost at the configured rates, once recorded")
 
 
 class DecisionCreate(BaseModel):
@@ -149,7 +152,9 @@ def register_version(
 def get_version(name: NamePath, version: VersionPath, caller: LineageReader, ledger: LedgerDep) -> object:
     """A model version and its approval state under the model's policy."""
     found = ledger.model_version(name, version)
-    return _version_public(found, found.state(ledger.model(name).policy))
+    run: Run = ledger.get(found.run_id, Run)
+    cost = run_cost(run.resources, ledger.settings.rates)
+    return _version_public(found, found.state(ledger.model(name).policy)) | {"cost": cost}
 
 
 @router.get("/{name}/versions/{version}/approval-statement")
