@@ -7,7 +7,7 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.integrity.witness_policy import PolicyError, configured_policy
@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="postgresql://user@host:port/db, or empty for SQLite under data_dir")
     database_schema: str = Field("public", description="PostgreSQL schema for all tables")
     key_path: Path | None = Field(None, description="ledger key PEM; default data_dir/keys")
+    key_uri: SecretStr = Field(
+        SecretStr(""),
+        description="the ledger key in a PKCS#11 token, an RFC 7512 URI such as "
+        "pkcs11:token=T;object=O?pin-source=file:/path (or pin-value=...); empty: the key file",
+    )
+    pkcs11_module: str = Field(
+        "/usr/lib/softhsm/libsofthsm2.so", description="PKCS#11 module for key URIs without module-path"
+    )
     max_payload_bytes: int = Field(1_048_576, gt=0, description="largest canonical event")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="largest dataset or artifact upload")
     import_dir: Path | None = Field(None, description="where file:// URIs may point; default data_dir/import")
@@ -68,6 +76,12 @@ class Settings(BaseSettings):
             configured_policy(self.witnesses, self.witness_policy)
         except PolicyError as exc:
             raise ValueError(exc.detail) from None
+        return self
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if self.key_uri.get_secret_value() and self.key_path is not None:
+            raise ValueError("set MLLEDGER_KEY_URI (a key in a token) or MLLEDGER_KEY_PATH (a key file), not both")
         return self
 
     @model_validator(mode="after")

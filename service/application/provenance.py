@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
-from domain.integrity.keys import Signer
+from domain.integrity.keys import SigningKey
 from domain.integrity.provenance import (
     PAYLOAD_TYPE,
     EnvelopeNotVerified,
@@ -60,7 +60,7 @@ def resources_byproduct(manifest_document: dict[str, Any], rates: Rates | None) 
     }
 
 
-def run_provenance(conn: Connection, run_id: str, signer: Signer, rates: Rates | None = None) -> dict[str, Any]:
+def run_provenance(conn: Connection, run_id: str, signer: SigningKey, rates: Rates | None = None) -> dict[str, Any]:
     """The DSSE envelope of ``run_id``'s provenance, signed by ``signer``.
 
     Raises :class:`NotFound` when the run has no manifest yet and
