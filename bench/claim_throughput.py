@@ -1,7 +1,11 @@
 """Benchmark: runs claimed and started per second by several runner processes sharing one ledger.
 
 ``--runners`` (default 4) real runner processes (``python -m service runner
---concurrency 16 --device cpu``) serve one PostgreSQL schema. Once every one of
+--concurrency 16 --device cpu``) serve one ledger through its API (``mlledger
+serve --no-projector --no-runner --workers N`` in subprocesses, ``--api-workers``,
+default 2): they hold no ledger key and no database credentials, only the API
+key of a principal with the runner role, and sign each result with a key of
+their own. Once every one of
 them is up and has executed at least one warm-up run (its first environment
 capture imports torch, a one-off cost), ``--runs`` (default 400) trivial runs
 are requested at once, in one transaction (N ``Run.Requested`` events built as
@@ -57,16 +61,15 @@ from bench.append import (
     describe_database,
     fresh_settings,
     install_sigterm_handler,
-    ledger_env,
     load_average,
     machine_line,
     opened,
     say,
 )
+from bench.runner_api import ledger_api, runner_env, runner_principal
 from domain.pipeline import Pipeline
 from domain.run import Run
 from service.bootstrap import Services
-from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATE = 50.0
@@ -175,22 +178,22 @@ def wait_ended(services: Services, run_ids: list[str], after: int, timeout: floa
 
 
 @contextlib.contextmanager
-def runner_processes(settings: Settings, count: int, concurrency: int, logs: Path) -> Iterator[dict[str, int]]:
-    """``count`` runner processes; yields {runner_id: pid} once all are serving; stops them at the end."""
+def runner_processes(
+    services: Services, count: int, concurrency: int, logs: Path, api_workers: int
+) -> Iterator[dict[str, int]]:
+    """The ledger API and ``count`` runner processes; yields {runner_id: pid} once all are serving."""
     command = [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency), "--device", "cpu"]
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    try:
+    api_key = runner_principal(services)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(ledger_api(services.settings, logs / "api.log", api_workers))
+        stack.callback(_stop, processes)
         for index in range(count):
             log_path = logs / f"runner-{index}.log"
+            env = runner_env(url, api_key, logs / f"runner-{index}.pem")
             with log_path.open("wb") as log:
-                processes.append(
-                    (
-                        subprocess.Popen(
-                            command, env=ledger_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-                        ),
-                        log_path,
-                    )
-                )
+                process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            processes.append((process, log_path))
         ids: dict[str, int] = {}
         deadline = time.monotonic() + 180
         while len(ids) < count:
@@ -204,16 +207,18 @@ def runner_processes(settings: Settings, count: int, concurrency: int, logs: Pat
                 raise SystemExit(f"only {len(ids)} of {count} runners started within 180 s")
             time.sleep(0.1)
         yield ids
-    finally:
-        for process, _ in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process, _ in processes:
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+
+def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for process, _ in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process, _ in processes:
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -275,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runners", type=int, default=4, help="runner processes (default 4)")
     parser.add_argument("--concurrency", type=int, default=16, help="runs each runner executes at once (default 16)")
     parser.add_argument("--warmup", type=int, default=4, help="warm-up runs per runner (default 4)")
+    parser.add_argument("--api-workers", type=int, default=2, help="ledger API processes (default 2)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for all runs (default 900)")
     args = parser.parse_args(argv)
     install_sigterm_handler()
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         with opened(settings) as services:
             dataset_id = prepare(services)
             say(f"starting {args.runners} runners (--concurrency {args.concurrency}, cpu)")
-            with runner_processes(settings, args.runners, args.concurrency, Path(tmp)) as ids:
+            with runner_processes(services, args.runners, args.concurrency, Path(tmp), args.api_workers) as ids:
                 say(f"runners up: {', '.join(ids)}; warm-up")
                 warm_runs, warm_seconds = warm_up(services, dataset_id, ids, args.warmup)
                 say(f"  warm-up: {warm_runs} runs in {warm_seconds:.1f} s")
@@ -327,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"ML Ledger claim throughput: {args.runners} `python -m service runner --concurrency {args.concurrency} "
-        f"--device cpu` processes, "
+        f"--device cpu` processes through the ledger API ({args.api_workers} `serve` processes), "
         f"{n} requested runs (sklearn LogisticRegression on 50 rows x 3 features), one "
         f"{'SQLite file' if args.sqlite else 'PostgreSQL schema'}"
     )

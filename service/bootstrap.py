@@ -178,6 +178,7 @@ class Services:
             self.writer_engine,
             self.settings.keys_dir,
             self.settings.heartbeat_timeout_seconds,
+            read_engine=self.engine,
         )
 
     def close(self) -> None:

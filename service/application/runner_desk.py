@@ -48,6 +48,7 @@ from domain.integrity.keys import load_public_key_pem, verify_signature
 from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import ACTIVE_STATES, Run, RunStatus
+from projections.registry import reg_runs
 from service.application import heartbeats
 from service.application.commands.runs import Attestation
 from service.application.ledger import Ledger
@@ -106,8 +107,10 @@ class RunnerDesk:
         engine: Engine,
         keys_dir: Path,
         heartbeat_timeout: float,
+        read_engine: Engine | None = None,
     ) -> None:
         self.ledger = ledger
+        self.read_engine = read_engine
         self.blobs = blobs
         self.engine = engine
         self.heartbeat_timeout = heartbeat_timeout
@@ -133,18 +136,32 @@ class RunnerDesk:
         return run
 
     # -- finding and claiming work ------------------------------------------------
-    def requested(self, after: int, limit: int) -> tuple[list[dict[str, str]], int]:
-        """Runs requested after notification ``after`` that still await a runner, and the next cursor."""
+    def requested(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Runs requested after notification ``after`` that may still await a runner, and the next cursor.
+
+        Read from the ``Requested`` events themselves (no aggregate is loaded); runs the registry already
+        shows claimed or ended are left out. The registry may lag, so a listed run can still be taken: the
+        claim says so (409).
+        """
         found = list(self.ledger.recorder.select_notifications(after + 1, limit, topics=[REQUESTED_TOPIC]))
-        runs = []
+        runs: list[dict[str, Any]] = []
         for notification in found:
-            try:
-                run: Run = self.ledger.get(notification.originator_id, Run)
-            except NotFound:
-                continue
-            if run.awaits_runner:
-                runs.append({"run_id": str(run.id), "device": run.device})
-        return runs, (found[-1].id if found else after)
+            requested = self.ledger.mapper.to_domain_event(notification)
+            if isinstance(requested, Run.Requested) and requested.mode == "runner":
+                run_id = str(notification.originator_id)
+                runs.append({"run_id": run_id, "device": requested.device, "seed": requested.seed})
+        taken = self._taken([item["run_id"] for item in runs])
+        return [item for item in runs if item["run_id"] not in taken], (found[-1].id if found else after)
+
+    def _taken(self, run_ids: list[str]) -> set[str]:
+        """Which of ``run_ids`` the registry read model already shows past ``requested``."""
+        if not run_ids or self.read_engine is None:
+            return set()
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(reg_runs.c.id).where(reg_runs.c.id.in_(run_ids), reg_runs.c.status != "requested")
+            ).all()
+        return {str(row[0]) for row in rows}
 
     def inputs_of(self, run: Run) -> list[dict[str, Any]]:
         """The run's inputs in order (datasets, then the code archive), each named by digest."""

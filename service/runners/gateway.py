@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httpx
 
 from domain.errors import LedgerError, RunAlreadyClaimed, VersionConflict
-from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.keys import SigningKey, public_key_pem
 from domain.run import Run
 from service.application.runner_desk import Claimant
 from service.bootstrap import Services
@@ -53,7 +53,7 @@ class Gateway(Protocol):
     """What a runner may ask of the ledger."""
 
     principal_id: str
-    signer: Signer
+    signer: SigningKey
 
     def requested(self) -> list[dict[str, Any]]:
         """Newly requested runs (``run_id``, ``device``, ``seed``) since the last call."""
@@ -130,11 +130,7 @@ class InProcessGateway:
     def requested(self) -> list[dict[str, Any]]:
         """Newly requested runs since the last call."""
         runs, self._cursor = self.desk.requested(self._cursor, 500)
-        return [self._with_seed(item) for item in runs]
-
-    def _with_seed(self, item: dict[str, Any]) -> dict[str, Any]:
-        run: Run = self.services.ledger.get(item["run_id"], Run)
-        return {**item, "seed": run.seed}
+        return runs
 
     def claim(self, run_id: str, claim: dict[str, Any]) -> WorkOrder | None:
         """Claim a run; None when another runner holds it."""
@@ -210,7 +206,7 @@ class HttpGateway:
         self,
         base_url: str,
         api_key: str,
-        signer: Signer,
+        signer: SigningKey,
         *,
         timeout: float = 60.0,
         client: httpx.Client | None = None,

@@ -60,7 +60,7 @@ RunAccess = Annotated[tuple[Run, str], Depends(run_access)]
 class RequestedRuns(BaseModel):
     """Runs awaiting a runner, and where to continue listing."""
 
-    runs: list[dict[str, str]]
+    runs: list[dict[str, Any]]
     cursor: int
 
 
