@@ -285,17 +285,47 @@ def project(
 @app.command()
 @friendly_errors
 def checkpoint() -> None:
-    """Publish a signed checkpoint of the transparency log now."""
-    from service.ops.projector import publish_checkpoint_if_due
+    """Publish a signed checkpoint of the transparency log now and submit it to the configured witnesses.
 
-    services = _open_existing(_settings())
+    With witnesses (MLLEDGER_WITNESSES), the note printed carries the cosignatures
+    they returned, and a line on stderr says whether they meet the witness policy.
+    """
+    from projections import transparency_log as tlog
+    from service.ops.projector import publish_checkpoint_if_due
+    from service.ops.witnessing import cosigned, submit_to_witnesses, witness_policy
+
+    settings = _settings()
+    services = _open_existing(settings)
     try:
         services.runner.catch_up()
         published = publish_checkpoint_if_due(services, force=True)
+        policy = witness_policy(settings)
+        if policy is None:
+            if published is None:
+                typer.echo("the latest checkpoint already covers the whole log")
+            else:
+                typer.echo(published.note, nl=False)
+            return
+        submit_to_witnesses(services)  # also brings witnesses that lag up to an older latest checkpoint
+        with services.engine.connect() as conn:
+            latest = tlog.latest_checkpoint(conn)
+            view = cosigned(conn, latest, policy) if latest is not None else None
+        if view is None:
+            typer.echo("the log is empty: no checkpoint to publish")
+            return
         if published is None:
-            typer.echo("the latest checkpoint already covers the whole log")
+            typer.echo("the latest checkpoint already covers the whole log", err=True)
+        typer.echo(view.note, nl=False)
+        names = ", ".join(view.cosigners) or "no witness"
+        if view.witnessed:
+            typer.echo(f"witnessed: cosigned by {names}, which meets the witness policy", err=True)
         else:
-            typer.echo(published.note, nl=False)
+            missing = ", ".join(sorted(set(policy.witnesses) - set(view.cosigners)))
+            typer.echo(
+                f"not witnessed yet: cosigned by {names}; the witness policy needs more "
+                f"(not cosigned by: {missing}); the projector keeps submitting",
+                err=True,
+            )
     finally:
         services.close()
 

@@ -19,6 +19,7 @@ revoked key after its compromise is named; the process exits 1.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -54,7 +55,9 @@ from domain.integrity.verification import (
 )
 from projections import transparency_log as tlog
 from service.settings import Settings
-from service.store.persistence import create_engine, events_select, events_table, notification_id_column
+from service.store.persistence import create_engine, events_select, events_table, notification_id_column, read_events
+
+log = logging.getLogger(__name__)
 
 CHUNK = 20_000
 MIN_CHUNK = 2_000
@@ -167,6 +170,15 @@ def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[LedgerKeys, list
     elif anchors and not any(a in found.keys.values() for a in anchors):
         findings.append(Finding(UNPLACED, "-", 0, "none of the trusted public keys is part of this ledger's key chain"))
     return found, findings
+
+
+def key_windows(engine: Engine) -> dict[str, KeyWindow]:
+    """The window of each ledger key, followed from the keyring's own events (read by aggregate id)."""
+    rows = read_events(engine, [KEYRING_ID])
+    found, problem = follow_keyring([(r.position, r.aggregate_id, r.version, r.topic, r.record) for r in rows])
+    if problem is not None:
+        log.error("ledger keyring does not verify: %s", problem.describe())
+    return found.windows
 
 
 def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ from projections import transparency_log as tlog
 from service.api.deps import ConnDep, LedgerEventReader, ServicesDep
 from service.api.errors import ProofRangeError
 from service.ops import witnessing
+from service.ops.verify import key_windows
 from service.store.event_store import open_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -37,11 +38,22 @@ class CheckpointPublic(BaseModel):
 
 
 class KeyPublic(BaseModel):
-    """A ledger signing key."""
+    """A ledger signing key and its window: the ledger positions at which it may sign."""
 
     key_id: str
     public_key_pem: str
     current: bool
+    introduced_at: int | None = Field(
+        None, description="position of the keyring event that introduced it (the genesis event or a rotation)"
+    )
+    signs_from: int | None = Field(None, description="the first position it may sign (its window opens)")
+    retired_at: int | None = Field(
+        None, description="position of the rotation that retired it, its last signature; null while current"
+    )
+    compromised_since: int | None = Field(
+        None, description="recorded by a revocation: what it signed after this position is not trusted"
+    )
+    revoked_at: int | None = Field(None, description="position of the revocation event")
 
 
 class EventPublic(BaseModel):
@@ -114,14 +126,28 @@ def latest_checkpoint(
 
 @router.get("/keys", response_model=list[KeyPublic])
 def ledger_keys(services: ServicesDep) -> list[KeyPublic]:
-    """Every key that has signed this ledger, the current one marked."""
+    """Every key that has signed this ledger, the current one marked, each with its window of positions."""
     keyring = services.ledger.keyring()
     if keyring is None:
         return []
-    return [
-        KeyPublic(key_id=kid, public_key_pem=pem, current=kid == keyring.current_key_id)
-        for kid, pem in keyring.keys.items()
-    ]
+    windows = key_windows(services.engine)
+    genesis = min(windows.values(), key=lambda w: w.first).key_id if windows else None
+    keys = []
+    for kid, pem in keyring.keys.items():
+        window = windows.get(kid)
+        keys.append(
+            KeyPublic(
+                key_id=kid,
+                public_key_pem=pem,
+                current=kid == keyring.current_key_id,
+                introduced_at=None if window is None else window.first - (0 if kid == genesis else 1),
+                signs_from=None if window is None else window.first,
+                retired_at=None if window is None else window.last,
+                compromised_since=None if window is None else window.compromised_since,
+                revoked_at=None if window is None else window.revoked_at,
+            )
+        )
+    return keys
 
 
 @router.get("/events/{notification_id}", response_model=EventPublic)

@@ -97,7 +97,18 @@ def test_the_keys_endpoint_lists_the_current_key(client: TestClient, services: S
     keys = _get(client, "/v1/ledger/keys")
 
     signer = services.signer
-    assert keys == [{"key_id": signer.key_id, "public_key_pem": public_key_pem(signer.public_key), "current": True}]
+    assert keys == [
+        {
+            "key_id": signer.key_id,
+            "public_key_pem": public_key_pem(signer.public_key),
+            "current": True,
+            "introduced_at": 1,
+            "signs_from": 1,
+            "retired_at": None,
+            "compromised_since": None,
+            "revoked_at": None,
+        }
+    ]
 
 
 def test_after_a_rotation_the_keys_endpoint_marks_only_the_new_key_current(
