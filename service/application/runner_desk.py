@@ -116,6 +116,8 @@ class RunnerDesk:
         self.heartbeat_timeout = heartbeat_timeout
         self._secret = _load_or_create_secret(keys_dir)
         self._inputs: dict[str, list[dict[str, Any]]] = {}
+        self._specs: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+        self._datasets: dict[str, tuple[str, int, str]] = {}
 
     # -- run tokens -------------------------------------------------------------
     def token_for(self, run: Run) -> str:
@@ -171,10 +173,8 @@ class RunnerDesk:
             return cached
         inputs: list[dict[str, Any]] = []
         for dataset_id in run.dataset_version_ids:
-            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
-            inputs.append(
-                {"role": "dataset", "name": f"{dataset.name}-v{dataset.number}.csv", "digest": dataset.digest}
-            )
+            name, number, digest = self._dataset(dataset_id)
+            inputs.append({"role": "dataset", "name": f"{name}-v{number}.csv", "digest": digest})
         if run.code_version_id is not None:
             code: CodeVersion = self.ledger.get(run.code_version_id, CodeVersion)
             if code.archive_digest is not None:
@@ -202,11 +202,11 @@ class RunnerDesk:
     def work_order(self, run: Run) -> dict[str, Any]:
         """The work order of a claimed run (JSON of ``service.runners.work.WorkOrder``)."""
         assert run.pipeline_id is not None and run.pipeline_version is not None
-        pipeline: Pipeline = self.ledger.get(run.pipeline_id, Pipeline)
+        kind, spec = self._spec(run.pipeline_id, run.pipeline_version)
         return {
             "run_id": str(run.id),
-            "kind": pipeline.kind,
-            "spec": pipeline.spec(run.pipeline_version),
+            "kind": kind,
+            "spec": spec,
             "spec_digest": run.spec_digest,
             "params": dict(run.params),
             "seed": run.seed,
@@ -216,6 +216,23 @@ class RunnerDesk:
             "reproduces": run.reproduces,
             "environment_digest": run.environment_digest,
         }
+
+    def _spec(self, pipeline_id: str, number: int) -> tuple[str, dict[str, Any]]:
+        """(kind, spec) of a pipeline spec version: immutable once recorded, so read once."""
+        key = (pipeline_id, number)
+        found = self._specs.get(key)
+        if found is None:
+            pipeline: Pipeline = self.ledger.get(pipeline_id, Pipeline)
+            found = self._specs[key] = (pipeline.kind, pipeline.spec(number))
+        return found
+
+    def _dataset(self, dataset_id: str) -> tuple[str, int, str]:
+        """(name, number, digest) of a dataset version: immutable, so read once (its file is checked per run)."""
+        found = self._datasets.get(dataset_id)
+        if found is None:
+            dataset: DatasetVersion = self.ledger.get(dataset_id, DatasetVersion)
+            found = self._datasets[dataset_id] = (dataset.name, dataset.number, dataset.digest)
+        return found
 
     def claim(
         self,
@@ -245,9 +262,8 @@ class RunnerDesk:
         except LedgerError:
             heartbeats.forget(self.engine, run_id, runner_id)
             raise
-        run = self.ledger.get(run_id, Run)
         try:
-            return self.work_order(run)
+            return self.work_order(run)  # the claim updated ``run`` in place
         except LedgerError as exc:  # an input is missing or changed on disk: the run cannot execute anywhere
             self.ledger.finish_run(run_id, RunStatus.FAILED, exc.detail, actor=claimant.actor)
             heartbeats.forget(self.engine, run_id, runner_id)
