@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,9 +20,10 @@ import pytest
 
 from service.runners.child import run_request
 from service.runners.contract import ExecutionRequest
-from service.runners.usage import measured
+from service.runners.usage import children, measured
 
 MB = 10**6
+REPO = Path(__file__).resolve().parents[3]
 BURN_SECONDS = 1.5
 BURN = f"""
 import time
@@ -86,6 +88,30 @@ def test_cpu_burnt_by_a_waited_for_child_is_counted() -> None:
 
     assert BURN_SECONDS * 0.8 <= usage.resources["cpu_seconds"] <= BURN_SECONDS * 1.2
     assert usage.resources["wall_seconds"] >= usage.resources["cpu_seconds"] * 0.5
+
+
+def _bwrap(command: list[str]) -> list[str]:
+    """``command`` in a bubblewrap sandbox with its own user and pid namespaces, as the python kind runs code."""
+    system = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"]
+    system += ["--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev"]
+    return ["bwrap", "--unshare-user", "--unshare-pid", "--die-with-parent", "--new-session", *system, *command]
+
+
+def _bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    return subprocess.run(_bwrap(["/usr/bin/true"]), capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _bwrap_works(), reason="needs a working bubblewrap (bwrap)")
+def test_cpu_burnt_inside_a_pid_namespace_sandbox_is_counted() -> None:
+    # bwrap reports the exit status before its namespace's init is reaped: the measurement adopts and waits for it.
+    before = children()
+    with measured("cpu") as usage:
+        subprocess.run(_bwrap(["/usr/bin/python3", "-c", BURN]), check=True, start_new_session=True)
+
+    assert BURN_SECONDS * 0.8 <= usage.resources["cpu_seconds"] <= BURN_SECONDS * 1.2
+    assert children() == before  # nothing adopted is left behind as a zombie
 
 
 def test_cpu_burnt_in_this_process_is_counted() -> None:
@@ -172,3 +198,51 @@ def test_a_failed_run_still_reports_what_it_used(tmp_path: Path) -> None:
     result = json.loads((request.output_dir / "result.json").read_text())
     assert result["ok"] is False
     assert result["resources"]["wall_seconds"] > 0
+
+
+def test_a_cuda_run_holds_the_gpu_for_its_wall_time() -> None:
+    with measured("cuda") as usage:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    assert usage.resources["gpu_seconds"] == usage.resources["wall_seconds"] > 0
+
+
+def test_a_cuda_run_whose_gpu_memory_is_not_visible_here_reports_none() -> None:
+    # CUDA used by a child process (the python kind's entrypoint) is not seen by this process, which never
+    # imported torch: the measurement neither imports it nor creates a CUDA context.
+    script = (
+        "import json, sys; from service.runners.usage import measured\n"
+        "with measured('cuda') as usage: pass\n"
+        "print(json.dumps([usage.resources, 'torch' in sys.modules]))"
+    )
+    answer = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=REPO)
+
+    resources, imported_torch = json.loads(answer.stdout)
+    assert "gpu_seconds" in resources
+    assert "peak_gpu_memory_bytes" not in resources
+    assert imported_torch is False
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs PyTorch with a CUDA device")
+def test_peak_gpu_memory_is_this_runs_own_peak() -> None:
+    import torch
+
+    torch.zeros(1, device="cuda")  # CUDA is initialised before the runs, as in a worker that served a cuda run
+    with measured("cuda") as big:
+        block = torch.ones(256 * 2**20, dtype=torch.uint8, device="cuda")
+        del block
+    with measured("cuda") as small:
+        block = torch.ones(2**20, dtype=torch.uint8, device="cuda")
+        del block
+
+    assert big.resources["peak_gpu_memory_bytes"] >= 256 * 2**20
+    assert small.resources["peak_gpu_memory_bytes"] < 64 * 2**20
+    assert big.resources["gpu_seconds"] == big.resources["wall_seconds"]
