@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 4096
 REQUEST_TIMEOUT_SECONDS = 10.0
-READY_CACHE_SECONDS = 2.0
+READY_CACHE_SECONDS = 1.0
 LOST_AFTER_SECONDS = 120.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -119,6 +119,19 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | requests.exceptions.RequestException | AuthenticationError)
 
 
+def _short(exc: BaseException) -> str:
+    """Why a request did not get through, in a few words."""
+    text = str(exc)
+    if isinstance(exc, ConnectionError) and text.startswith("Failed to connect"):
+        return "nothing answers there"
+    for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out")):
+        if needle in text:
+            return short
+    if "Remote end closed" in text or "Connection aborted" in text:
+        return "the connection was closed"
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+
+
 def _missing(exc: BaseException) -> bool:
     """Whether ``exc`` is the Jobs API's 404: no job with that id."""
     return isinstance(exc, RuntimeError) and "status code 404" in str(exc)
@@ -127,27 +140,65 @@ def _missing(exc: BaseException) -> bool:
 class RayExecution:
     """One run's Ray job: polled by status, its outcome read from the job's log."""
 
-    def __init__(self, backend: RayBackend, order: WorkOrder) -> None:
+    def __init__(self, backend: RayBackend, order: WorkOrder, device: str, *, submitted: bool = True) -> None:
         self.backend = backend
         self.order = order
+        self.device = device
         self.submission_id = order.run_id
+        self.submitted = submitted
         self.status: str | None = None
         self.message: str | None = None
         self.lost: str | None = None
         self.cancelled = False
+        self._in_doubt = False
+        self._unreachable_reason = ""
         self._unreachable_since: float | None = None
+
+    def submit(self) -> bool:
+        """Submit the job unless that was done; False while the cluster cannot be reached.
+
+        The first try raises :class:`RayJobExists` for a run that already has a job. After a try the
+        cluster may have taken before it stopped answering, a job that is there is this one.
+        """
+        if self.submitted:
+            return True
+        try:
+            self.backend.submit(self.order, self.device)
+        except ClusterUnavailable as exc:
+            if not self._in_doubt:
+                log.warning("run %s: %s; submitting it when the cluster answers", self.submission_id, exc.detail)
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
+            self._in_doubt = True
+            self._unreachable_reason = exc.detail
+            return False
+        except RayJobExists:
+            if not self._in_doubt:
+                raise
+        self.submitted = True
+        self._unreachable_since = None
+        return True
 
     def finished(self) -> bool:
         """Whether the job has ended, or is lost (the cluster forgot it, or was unreachable too long)."""
         if self.lost is not None or self.status in TERMINAL:
             return True
+        if not self.submitted:
+            if self.cancelled:
+                return True
+            try:
+                if not self.submit():
+                    return self._still_unreachable(self._unreachable_reason)
+            except RayJobRefused as exc:
+                self.lost = exc.detail
+                return True
         try:
             info = self.backend.client().get_job_info(self.submission_id)
         except ClusterUnavailable as exc:
             return self._still_unreachable(exc.detail)
         except Exception as exc:
             if _unreachable(exc):
-                return self._still_unreachable(str(exc))
+                return self._still_unreachable(self.backend._unavailable(exc).detail)
             if _missing(exc):
                 self.lost = (
                     f"the Ray cluster at {self.backend.address} no longer has job {self.submission_id} "
@@ -169,7 +220,8 @@ class RayExecution:
             self._unreachable_since = now
             log.warning("run %s: %s; waiting for the Ray cluster to come back", self.submission_id, reason)
         elif now - self._unreachable_since > self.backend.lost_after:
-            self.lost = f"the Ray cluster could not be reached for {self.backend.lost_after:g} s: {reason}"
+            never = "" if self.submitted else " (the run's job was never submitted)"
+            self.lost = f"the Ray cluster could not be reached for {self.backend.lost_after:g} s{never}: {reason}"
             return True
         return False
 
@@ -283,7 +335,7 @@ class RayBackend:
         if isinstance(exc, AuthenticationError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "authentication failed"
             return ClusterUnavailable(f"the Ray cluster at {self.address} refused the runner's token: {first}")
-        return ClusterUnavailable(f"the Ray cluster at {self.address} cannot be reached: {exc}")
+        return ClusterUnavailable(f"the Ray cluster at {self.address} cannot be reached ({_short(exc)})")
 
     def ready(self) -> bool:
         """Whether the cluster answers now (a positive answer is trusted for a couple of seconds)."""
@@ -311,18 +363,18 @@ class RayBackend:
             ENV_DEVICE: device,
         }
 
-    def start(self, order: WorkOrder, device: str | None = None) -> RayExecution:
+    def submit(self, order: WorkOrder, device: str) -> None:
         """Submit the run's job (submission id = run id) with the resources its spec asks for."""
-        device = device or order.device
-        client = self.client()
         try:
-            client.submit_job(
+            self.client().submit_job(
                 entrypoint=self.entrypoint,
                 submission_id=order.run_id,
                 runtime_env={"env_vars": self.job_environment(order, device)},
                 metadata={"mlledger_run_id": order.run_id, "mlledger_kind": order.kind},
                 **job_resources(order, device),
             )
+        except ClusterUnavailable:
+            raise
         except Exception as exc:
             if _unreachable(exc):
                 raise self._unavailable(exc) from None
@@ -334,7 +386,18 @@ class RayBackend:
                 raise RayJobRefused(f"the Ray cluster refused the job of run {order.run_id}: {reason}") from None
             raise
         log.info("run %s submitted to the Ray cluster at %s", order.run_id, self.address)
-        return RayExecution(self, order)
+
+    def start(self, order: WorkOrder, device: str | None = None) -> RayExecution:
+        """Submit the run's job; :class:`ClusterUnavailable` when the cluster cannot be reached at all.
+
+        When the cluster stops answering during the submission itself (it may or may not have taken
+        the job), the execution submits again as soon as the cluster answers, taking a job that is
+        already there for its own, and fails the run once the cluster stayed away ``lost_after`` seconds.
+        """
+        self.client()
+        execution = RayExecution(self, order, device or order.device, submitted=False)
+        execution.submit()
+        return execution
 
     def reattach(self, order: WorkOrder, device: str | None = None) -> RayExecution | None:
         """The job of a run another runner submitted (running or ended), or None when the cluster has none."""
@@ -348,7 +411,7 @@ class RayBackend:
             if _missing(exc):
                 return None
             raise
-        return RayExecution(self, order)
+        return RayExecution(self, order, device or order.device)
 
     def close(self) -> None:
         """Nothing to let go of: jobs go on running on the cluster (another runner may re-attach)."""

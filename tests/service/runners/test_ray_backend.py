@@ -439,3 +439,36 @@ def test_the_executed_code_sees_neither_the_run_token_nor_the_cluster_token(ray_
         assert outcome.ok, outcome.error
         seen = [p for p in [*ledger.points, *outcome.metrics] if p["key"] == "secrets_seen"]
         assert [p["value"] for p in seen] == [0.0]
+
+
+@pytest.mark.slow
+def test_a_cluster_that_goes_away_loses_its_jobs_and_takes_missed_submissions_when_back(
+    ray_cluster: RayCluster,
+) -> None:
+    blobs = {"small": ("dataset", small_csv())}
+    running, missed, given_up = (_order("sklearn", SKLEARN_SPEC, blobs) for _ in range(3))
+    with _served(running, blobs) as first, _served(missed, blobs) as second:
+        first.gate.clear()
+        execution = _backend(ray_cluster, first).start(running, "cpu")
+        assert first.downloading.wait(120), "the job never asked for its input"
+        backend, impatient = _backend(ray_cluster, second), _backend(ray_cluster, second, lost_after=1)
+        assert backend.ready() and impatient.ready()
+
+        ray_cluster.stop(hard=True)
+        try:
+            waiting = backend.start(missed, "cpu")  # the cluster went away after the runner looked
+            abandoned = impatient.start(given_up, "cpu")
+            assert not waiting.submitted and not waiting.finished()
+            assert not execution.finished(), "a cluster that does not answer is waited for"
+            time.sleep(1.5)
+            assert abandoned.finished()
+        finally:
+            ray_cluster.start()
+
+        lost = _wait(execution)
+        assert not lost.ok and "no longer has job" in str(lost.error)
+        outcome = _wait(waiting)
+        assert outcome.ok, outcome.error
+        assert {o.name for o in outcome.outputs} == set(second.outputs)
+        gone = abandoned.outcome()
+        assert not gone.ok and "could not be reached for 1 s (the run's job was never submitted)" in str(gone.error)

@@ -1,0 +1,267 @@
+"""Runner processes on the Ray backend beside one ledger API (PostgreSQL), on a real Ray cluster.
+
+Runs execute as Ray jobs that reach the ledger only with their run token; the
+runners record them. Every run is executed exactly once, a runner SIGKILLed
+mid-run is replaced by one that re-attaches to the still-running job, a
+reproduction on Ray is verified, and a cluster that goes away mid-way fails
+the run it lost with the reason and leaves new runs requested until it is back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.ledger import drop_schema, make_settings, require_postgres
+from support.ray_cluster import RayCluster, remove_cluster, start_cluster
+from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner
+from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
+
+from domain.run import Run
+from service.bootstrap import Services, open_services
+from service.ops.projector import publish_checkpoint_if_due
+from service.ops.verify import verify_ledger
+from service.runners.ray_backend import RayBackend
+from service.runners.work import WorkOrder
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+RUNS = 20
+SLOW = """
+import pathlib, time
+
+def main(request):
+    time.sleep({seconds})
+    pathlib.Path(request["output_dir"], "model.txt").write_text("slept")
+    return {{"slept": {seconds}}}
+"""
+
+
+@pytest.fixture
+def pg_services(tmp_path: Path) -> Iterator[Services]:
+    require_postgres()
+    settings = make_settings("postgres", tmp_path / "data", heartbeat_seconds=0.5, heartbeat_timeout_seconds=4)
+    services = open_services(settings, migrate=True)
+    yield services
+    services.close()
+    drop_schema(settings.database_schema)
+
+
+@pytest.fixture
+def api(pg_services: Services, tmp_path: Path) -> Iterator[tuple[str, RunnerPrincipal]]:
+    """The ledger API in a subprocess, and a runner principal."""
+    with ledger_api(pg_services, tmp_path / "api.log") as url:
+        yield url, runner_principal(pg_services)
+
+
+def _ray_runner(
+    api: tuple[str, RunnerPrincipal],
+    cluster: RayCluster,
+    tmp_path: Path,
+    index: int,
+    monkeypatch: pytest.MonkeyPatch,
+    concurrency: int = 2,
+) -> subprocess.Popen[bytes]:
+    """``mlledger runner --backend ray`` with the cluster's token in its environment."""
+    url, principal = api
+    monkeypatch.setenv("RAY_AUTH_TOKEN", cluster.token)
+    return start_runner(
+        url,
+        principal,
+        tmp_path / f"runner-{index}.pem",
+        tmp_path / f"runner-{index}.log",
+        "--backend",
+        "ray",
+        "--ray-address",
+        cluster.address.removeprefix("http://"),
+        "--concurrency",
+        str(concurrency),
+    )
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _events(services: Services, run_id: str, kind: type) -> list:  # type: ignore[type-arg]
+    return [e for e in services.ledger.events.get(run_id) if isinstance(e, kind)]
+
+
+def _error(services: Services, run_id: str) -> str | None:
+    """The error the run finished with."""
+    finished = _events(services, run_id, Run.Finished)
+    return finished[-1].error if finished else None
+
+
+def _wait_status(services: Services, run_id: str, status: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while services.ledger.get(run_id, Run).status != status:
+        assert time.monotonic() < deadline, f"run {run_id} is {services.ledger.get(run_id, Run).status}"
+        time.sleep(0.1)
+
+
+def _job_status(cluster: RayCluster, run_id: str) -> str | None:
+    """The status of the run's Ray job, None while the cluster has none."""
+    backend = RayBackend(cluster.address, ledger_url="http://127.0.0.1:9", token=cluster.token)
+    execution = backend.reattach(_order_of(run_id), "cpu")
+    if execution is None:
+        return None
+    execution.finished()
+    return execution.status
+
+
+def _order_of(run_id: str) -> WorkOrder:
+    return WorkOrder(run_id, "sklearn", {}, "", {}, 0, "cpu", [], "")
+
+
+def _verify(services: Services) -> None:
+    services.runner.catch_up()
+    publish_checkpoint_if_due(services, force=True)
+    report = verify_ledger(services.settings, [], workers=2)
+    assert report.ok, [f.describe() for f in report.findings]
+
+
+def test_two_ray_runners_execute_twenty_runs_each_exactly_once(
+    pg_services: Services,
+    api: tuple[str, RunnerPrincipal],
+    ray_cluster: RayCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = dataset(pg_services)
+    pipeline = sklearn_pipeline(pg_services)
+    run_ids = [request(pg_services, pipeline, data, seed=i) for i in range(RUNS)]
+    runners = [_ray_runner(api, ray_cluster, tmp_path, index, monkeypatch) for index in range(2)]
+    try:
+        runs = wait_finished(pg_services, run_ids, timeout=480)
+    finally:
+        _stop(runners)
+
+    assert [run.status for run in runs] == ["succeeded"] * RUNS, [_error(pg_services, i) for i in run_ids]
+    claims = {run_id: _events(pg_services, run_id, Run.Claimed) for run_id in run_ids}
+    assert all(len(found) == 1 for found in claims.values())
+    assert len({found[0].runner_id for found in claims.values()}) == 2, "the work was shared"
+    for run in runs:
+        assert run.environment.get("backend") == "ray"
+        (resources,) = _events(pg_services, str(run.id), Run.ResourcesRecorded)
+        assert resources.resources["backend"] == "ray" and resources.resources["cpu_seconds"] > 0
+        assert _job_status(ray_cluster, str(run.id)) == "SUCCEEDED"  # one Ray job per run, named by it
+    _verify(pg_services)
+
+
+def test_a_sigkilled_ray_runner_is_replaced_by_one_that_reattaches_to_the_running_job(
+    pg_services: Services,
+    api: tuple[str, RunnerPrincipal],
+    ray_cluster: RayCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = dataset(pg_services)
+    code = code_archive(pg_services, SLOW.format(seconds=20))
+    run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
+    doomed = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch, concurrency=1)
+    survivors: list[subprocess.Popen[bytes]] = []
+    try:
+        _wait_status(pg_services, run_id, "running")
+        deadline = time.monotonic() + 60
+        while _job_status(ray_cluster, run_id) != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+        assert _job_status(ray_cluster, run_id) == "RUNNING", "the job outlives its runner"
+        survivors = [_ray_runner(api, ray_cluster, tmp_path, 1, monkeypatch, concurrency=1)]
+        (run,) = wait_finished(pg_services, [run_id], timeout=180)
+    finally:
+        _stop([doomed, *survivors])
+
+    assert run.status == "succeeded", _error(pg_services, run_id)
+    (claimed,) = _events(pg_services, run_id, Run.Claimed)
+    (reattached,) = _events(pg_services, run_id, Run.Reattached)
+    assert reattached.runner_id != claimed.runner_id
+    assert _events(pg_services, run_id, Run.Abandoned) == []
+    (attested,) = _events(pg_services, run_id, Run.ExecutionAttested)
+    assert attested.statement["runner_id"] == reattached.runner_id
+    assert _job_status(ray_cluster, run_id) == "SUCCEEDED"
+    _verify(pg_services)
+
+
+def test_a_run_on_ray_is_reproduced_and_verified(
+    pg_services: Services,
+    api: tuple[str, RunnerPrincipal],
+    ray_cluster: RayCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = dataset(pg_services)
+    run_id = request(pg_services, sklearn_pipeline(pg_services), data)
+    runner = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch)
+    try:
+        (original,) = wait_finished(pg_services, [run_id], timeout=180)
+        assert original.status == "succeeded", _error(pg_services, run_id)
+        reproduction = pg_services.ledger.request_again(run_id, "bob", reproduce=True).id
+        (again,) = wait_finished(pg_services, [reproduction], timeout=180)
+        deadline = time.monotonic() + 30
+        while not pg_services.ledger.get(run_id, Run).verdicts:
+            assert time.monotonic() < deadline, "no verdict on the original run"
+            time.sleep(0.1)
+    finally:
+        _stop([runner])
+
+    assert again.status == "succeeded", _error(pg_services, reproduction)
+    assert pg_services.ledger.get(run_id, Run).verdicts == {reproduction: "verified"}
+    assert again.environment.get("backend") == "ray"
+    _verify(pg_services)
+
+
+def test_a_cluster_stopped_mid_way_fails_the_run_it_lost_and_new_runs_wait_for_it(
+    pg_services: Services,
+    api: tuple[str, RunnerPrincipal],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = start_cluster(num_cpus=2)
+    runner: subprocess.Popen[bytes] | None = None
+    try:
+        data = dataset(pg_services)
+        code = code_archive(pg_services, SLOW.format(seconds=60))
+        lost = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
+        runner = _ray_runner(api, cluster, tmp_path, 0, monkeypatch)
+        deadline = time.monotonic() + 120
+        while _job_status(cluster, lost) != "RUNNING":
+            assert time.monotonic() < deadline, "the run's job never started"
+            time.sleep(0.2)
+
+        cluster.stop(hard=True)
+        time.sleep(2)  # the runner looks at the cluster before each claim (and trusts an answer for 1 s)
+        waiting = request(pg_services, sklearn_pipeline(pg_services), data)
+        time.sleep(6)
+        assert pg_services.ledger.get(waiting, Run).status == "requested", "a run was claimed with no cluster"
+        assert runner.poll() is None, "the runner keeps serving"
+        cluster.start()
+
+        lost_run, done = wait_finished(pg_services, [lost, waiting], timeout=240)
+    finally:
+        if runner is not None:
+            _stop([runner])
+        remove_cluster(cluster)
+
+    assert lost_run.status == "failed"
+    assert "no longer has job" in str(_error(pg_services, lost)), _error(pg_services, lost)
+    assert done.status == "succeeded", _error(pg_services, waiting)
+    log = (tmp_path / "runner-0.log").read_text(errors="replace")
+    assert "cannot be reached" in log
+    _verify(pg_services)
