@@ -20,7 +20,10 @@ The cluster's token authentication stays on: the runner passes the cluster's
 token (``token``, else ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
 or ``~/.ray/auth_token`` names) as a bearer token on every request. A cluster
 that cannot be reached raises :class:`ClusterUnavailable`; the runner then
-leaves runs requested and retries with a growing wait. Ray is an optional
+leaves runs requested and retries with a growing wait. A cluster that stops
+answering while a run executes (or while its job is being submitted) is waited
+for, up to ``lost_after`` seconds; a job the cluster no longer knows (it was
+restarted) fails its run with that reason. Ray is an optional
 extra (``pip install 'mlledger[ray]'``): it is imported only when the backend
 first talks to a cluster.
 """
@@ -198,7 +201,7 @@ class RayExecution:
             return self._still_unreachable(exc.detail)
         except Exception as exc:
             if _unreachable(exc):
-                return self._still_unreachable(self.backend._unavailable(exc).detail)
+                return self._still_unreachable(self.backend.unavailable(exc).detail)
             if _missing(exc):
                 self.lost = (
                     f"the Ray cluster at {self.backend.address} no longer has job {self.submission_id} "
@@ -326,10 +329,11 @@ class RayBackend:
             try:
                 self._client = _timed_client(self.address, headers, self.timeout)
             except Exception as exc:
-                raise self._unavailable(exc) from None
+                raise self.unavailable(exc) from None
         return self._client
 
-    def _unavailable(self, exc: BaseException) -> ClusterUnavailable:
+    def unavailable(self, exc: BaseException) -> ClusterUnavailable:
+        """The error that says why the cluster could not be reached (or refused the token)."""
         from ray.exceptions import AuthenticationError
 
         if isinstance(exc, AuthenticationError):
@@ -377,7 +381,7 @@ class RayBackend:
             raise
         except Exception as exc:
             if _unreachable(exc):
-                raise self._unavailable(exc) from None
+                raise self.unavailable(exc) from None
             text = str(exc)
             if "already exists" in text:
                 raise RayJobExists(f"the Ray cluster already has a job for run {order.run_id}") from None
@@ -407,7 +411,7 @@ class RayBackend:
             if isinstance(exc, ClusterUnavailable):
                 raise
             if _unreachable(exc):
-                raise self._unavailable(exc) from None
+                raise self.unavailable(exc) from None
             if _missing(exc):
                 return None
             raise
