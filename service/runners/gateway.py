@@ -11,11 +11,7 @@ already holds the ledger key, so its statements are signed with it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,17 +22,12 @@ from domain.integrity.keys import SigningKey, public_key_pem
 from domain.run import Run
 from service.application.runner_desk import Claimant
 from service.bootstrap import Services
+from service.runners.transfer import LedgerUnavailable, RunLedger, file_digest, media_type_of
 from service.runners.work import Input, Output, WorkOrder
 
 log = logging.getLogger(__name__)
 RUN_TOKEN_HEADER = "X-Run-Token"  # noqa: S105 - a header name, not a secret
 CHUNK = 1024 * 1024
-
-
-class LedgerUnavailable(LedgerError):
-    """The ledger service cannot be reached or answered with a server error; the runner retries."""
-
-    title = "Ledger unavailable"
 
 
 class LedgerRefused(LedgerError):
@@ -101,19 +92,6 @@ class Gateway(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def media_type_of(path: Path) -> str:
-    """The media type an output is recorded with."""
-    return "application/json" if path.suffix == ".json" else "application/octet-stream"
-
-
-def _file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
 
 
 class InProcessGateway:
@@ -277,11 +255,15 @@ class HttpGateway:
 
     def fetch(self, order: WorkOrder, item: Input, cache: Path) -> Path:
         """Download an input into ``cache`` (kept by digest for later runs), checked against its digest."""
-        return download_input(self.client, order, item, cache, headers={})
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kept = cache / item.digest.removeprefix("sha256:")
+        if kept.is_file() and file_digest(kept) == item.digest:
+            return kept
+        return RunLedger(self.client, order).download(item, cache)
 
     def upload(self, order: WorkOrder, path: Path) -> Output:
         """Upload an output file of the run."""
-        return upload_output(self.client, order, path, headers={})
+        return RunLedger(self.client, order).upload(path)
 
     def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
         """Record progress metric points."""
@@ -321,65 +303,10 @@ class HttpGateway:
         self.client.close()
 
 
-def _body_of(handle: Any) -> Iterator[bytes]:
-    while chunk := handle.read(CHUNK):
-        yield chunk
-
-
-def download_input(client: httpx.Client, order: WorkOrder, item: Input, cache: Path, headers: dict[str, str]) -> Path:
-    """Download one input of ``order`` into ``cache/<hex>`` unless it is there, checking its digest."""
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = cache / item.digest.removeprefix("sha256:")
-    if target.is_file() and _file_digest(target) == item.digest:
-        return target
-    temporary = cache / f".{target.name}.{os.getpid()}.{time.monotonic_ns()}"
-    hasher = hashlib.sha256()
-    try:
-        with client.stream("GET", f"/v1/runner/runs/{order.run_id}/inputs/{item.digest}", headers=headers) as answer:
-            if answer.status_code != 200:
-                answer.read()
-                HttpGateway._answer(answer)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as sink:
-                for chunk in answer.iter_bytes(CHUNK):
-                    hasher.update(chunk)
-                    sink.write(chunk)
-        found = "sha256:" + hasher.hexdigest()
-        if found != item.digest:
-            raise LedgerError(f"input {item.name} arrived with digest {found}, not {item.digest}; refusing it")
-        os.replace(temporary, target)
-    except httpx.HTTPError as exc:
-        raise LedgerUnavailable(f"cannot download input {item.name}: {exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-    return target
-
-
-def upload_output(client: httpx.Client, order: WorkOrder, path: Path, headers: dict[str, str]) -> Output:
-    """Upload one output file of ``order``; return it by digest (checked against what the service stored)."""
-    digest = _file_digest(path)
-    try:
-        with path.open("rb") as handle:
-            answer = client.put(
-                f"/v1/runner/runs/{order.run_id}/outputs",
-                params={"name": path.name},
-                content=_body_of(handle),
-                headers={**headers, "Content-Type": "application/octet-stream"},
-            )
-    except httpx.HTTPError as exc:
-        raise LedgerUnavailable(f"cannot upload output {path.name}: {exc}") from None
-    stored = HttpGateway._answer(answer)
-    if stored["digest"] != digest:
-        raise LedgerError(f"output {path.name} was stored with digest {stored['digest']}, not {digest}")
-    return Output(path.name, digest, int(stored["size"]), media_type_of(path))
-
-
 __all__ = [
     "Gateway",
     "HttpGateway",
     "InProcessGateway",
     "LedgerRefused",
     "LedgerUnavailable",
-    "download_input",
-    "upload_output",
 ]

@@ -26,7 +26,6 @@ runs included, and 2 when its environment does not describe a run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -38,10 +37,10 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 
@@ -49,8 +48,9 @@ from domain.errors import LedgerError
 from service.runners import environment
 from service.runners.child import PROJECT_ROOT, ChildExecution
 from service.runners.contract import ExecutionRequest
+from service.runners.transfer import RunLedger
 from service.runners.usage import measured
-from service.runners.work import Input, Outcome, Output, WorkOrder
+from service.runners.work import Outcome, WorkOrder
 
 OUTCOME_MARK = "MLLEDGER-OUTCOME "
 """The job prints its outcome as its last log line: this mark, then ``Outcome.to_json()`` as JSON."""
@@ -65,30 +65,6 @@ KILL_GRACE_SECONDS = 1.0
 TIME_LIMIT_GRACE_SECONDS = 5.0
 TRANSFER_TRIES = 5
 ERROR_MAX = 4096
-
-
-@dataclass
-class Backoff:
-    """Doubling waits between tries, from ``first`` up to ``longest`` seconds, reset by a success."""
-
-    first: float = 1.0
-    longest: float = 30.0
-    current: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        """The wait before the next try (and doubles the one after)."""
-        self.current = self.first if self.current == 0 else min(self.longest, self.current * 2)
-        return self.current
-
-    def reset(self) -> None:
-        """A try succeeded: start again from ``first`` next time."""
-        self.current = 0.0
-
-
-class LedgerUnreachable(LedgerError):
-    """The ledger could not be reached or answered with a server error (tried again before giving up)."""
-
-    title = "Ledger unreachable"
 
 
 class Stopped(BaseException):
@@ -112,120 +88,6 @@ class JobSettings:
         for name in [*[n for n in env if n.startswith("RAY_")], ENV_ORDER, ENV_TOKEN, ENV_LEDGER, ENV_DEVICE]:
             env.pop(name, None)
         return settings
-
-
-def media_type_of(path: Path) -> str:
-    """The media type an output is recorded with."""
-    return "application/json" if path.suffix == ".json" else "application/octet-stream"
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
-
-
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
-    while chunk := handle.read(CHUNK):
-        yield chunk
-
-
-def _problem(answer: httpx.Response) -> str:
-    """The one-line reason of a refused request (a problem's ``detail``, else the body's start)."""
-    try:
-        body = answer.json()
-    except ValueError:
-        return answer.text.strip()[:300] or answer.reason_phrase
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or body)[:300]
-    return str(body)[:300]
-
-
-class RunLedger:
-    """The run-scoped part of the ledger's runner API, used with the run's token only."""
-
-    def __init__(self, client: httpx.Client, order: WorkOrder, backoff: Backoff | None = None) -> None:
-        self.client = client
-        self.order = order
-        self.base = f"/v1/runner/runs/{order.run_id}"
-        self.backoff = backoff or Backoff(first=0.5, longest=8.0)
-
-    def _retrying(self, what: str, attempt: Any) -> Any:
-        """Call ``attempt()`` until it answers; transport errors and 5xx answers are retried a few times."""
-        self.backoff.reset()
-        for tried in range(1, TRANSFER_TRIES + 1):
-            try:
-                answer = attempt()
-            except httpx.HTTPError as exc:
-                reason = f"cannot reach the ledger to {what}: {exc}"
-            else:
-                if answer.status_code < 500:
-                    if answer.status_code >= 400:
-                        raise LedgerError(f"the ledger refused to {what} ({answer.status_code}): {_problem(answer)}")
-                    return answer
-                reason = f"the ledger failed to {what} ({answer.status_code}): {_problem(answer)}"
-            if tried == TRANSFER_TRIES:
-                raise LedgerUnreachable(reason)
-            time.sleep(self.backoff.next())
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def download(self, item: Input, folder: Path) -> Path:
-        """Download one input into ``folder``, named by its digest; refuse it when its SHA-256 differs."""
-        target = folder / item.digest.removeprefix("sha256:")
-        temporary = folder / f".{target.name}.partial"
-
-        def attempt() -> httpx.Response:
-            hasher = hashlib.sha256()
-            with self.client.stream("GET", f"{self.base}/inputs/{item.digest}") as answer:
-                if answer.status_code != 200:
-                    answer.read()
-                    return answer
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as sink:
-                    for chunk in answer.iter_bytes(CHUNK):
-                        hasher.update(chunk)
-                        sink.write(chunk)
-            found = "sha256:" + hasher.hexdigest()
-            if found != item.digest:
-                temporary.unlink(missing_ok=True)
-                raise LedgerError(f"input {item.name} arrived with digest {found}, not {item.digest}; refusing it")
-            return answer
-
-        try:
-            self._retrying(f"download input {item.name}", attempt)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return target
-
-    def upload(self, path: Path) -> Output:
-        """Upload one output file; return it by digest, checked against the digest the ledger stored."""
-        digest = file_digest(path)
-
-        def attempt() -> httpx.Response:
-            with path.open("rb") as handle:
-                return self.client.put(
-                    f"{self.base}/outputs",
-                    params={"name": path.name},
-                    content=_chunks(handle),
-                    headers={"Content-Type": "application/octet-stream"},
-                )
-
-        stored = self._retrying(f"upload output {path.name}", attempt).json()
-        if stored.get("digest") != digest:
-            raise LedgerError(f"output {path.name} was stored with digest {stored.get('digest')}, not {digest}")
-        return Output(path.name, digest, int(stored["size"]), media_type_of(path))
-
-    def progress(self, points: list[dict[str, Any]]) -> bool:
-        """Post metric points as the run's progress (one try); whether the ledger took them."""
-        try:
-            answer = self.client.post(f"{self.base}/metrics", json={"points": points})
-        except httpx.HTTPError:
-            return False
-        return answer.status_code < 300
 
 
 def _die_with_parent() -> None:

@@ -90,7 +90,14 @@ class Runner:
         self.actor = f"runner:{self.runner_id}"
         self.gateway: Gateway = InProcessGateway(source, self.actor) if isinstance(source, Services) else source
         self.requested_device = device
-        self.device, self.device_note = environment.resolve_device(device)
+        make_backend = backend or LocalBackend
+        if make_backend is LocalBackend:
+            self.device, self.device_note = environment.resolve_device(device)
+        else:  # the cluster's nodes have the devices, not this machine
+            self.device = "cuda" if device == "cuda" else "cpu"
+            self.device_note = (
+                None if device != "auto" else "auto on a cluster runs on cpu; pass --device cuda for GPUs"
+            )
         self.concurrency = max(1, concurrency)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -108,7 +115,6 @@ class Runner:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._lock = threading.Lock()
-        make_backend = backend or LocalBackend
         self.backend: Backend = make_backend(self.gateway, self.work_dir, self.concurrency)
 
     # -- the loop -------------------------------------------------------------
@@ -254,6 +260,9 @@ class Runner:
             device = self._device_for(order.device)
             try:
                 execution = self.backend.reattach(order, device) or self.backend.start(order, device)
+            except LedgerUnavailable as exc:  # the run stays ours but unwatched: the next round takes it over
+                self.say(f"run {order.run_id}: {exc.detail}; re-attaching later")
+                continue
             except (ExecutionError, LedgerError) as exc:
                 self._finish(order, Outcome(ok=False, error=str(exc.detail)), order.environment_digest)
                 continue

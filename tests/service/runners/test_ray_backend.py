@@ -37,7 +37,8 @@ from service.runners.ray_backend import (
     job_resources,
     parse_outcome,
 )
-from service.runners.ray_job import Backoff, JobSettings
+from service.runners.ray_job import JobSettings
+from service.runners.transfer import Backoff
 from service.runners.work import Input, Outcome, WorkOrder
 
 
