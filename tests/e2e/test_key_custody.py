@@ -1,14 +1,17 @@
 """Key custody: a runner executes runs with no ledger key, no subject key-encryption key and no database
-credentials within its reach, and the pipeline code it runs cannot read them either.
+credentials within its reach, and the pipeline code it runs cannot read them either, on both backends.
 
 The runner process is started where the ledger's data directory is not mounted (its own mount
 namespace, as the compose runner has no key volume), with none of the service's settings in its
-environment. It claims, executes and records runs through the API all the same, and what the
-pipeline code tried is recorded by the runner's signed statement.
+environment; on the Ray backend, the cluster too runs without the ledger's volume. The runner claims,
+executes and records runs through the API all the same, and what the pipeline code tried is recorded
+by the runner's signed statement.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.ledger import drop_schema, make_settings, require_postgres
+from support.ray_cluster import remove_cluster, start_cluster
 from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner, with_signal
 from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
 
@@ -70,8 +74,29 @@ def _hidden(data_dir: Path) -> list[str]:
     return [bwrap, "--dev-bind", "/", "/", "--tmpfs", str(data_dir.resolve()), "--die-with-parent", "--"]
 
 
+@pytest.fixture(params=["local", "ray"])
+def backend_args(request: pytest.FixtureRequest, pg_services: Services) -> Iterator[list[str]]:
+    """The runner's backend arguments; for Ray, a cluster of its own that does not see the ledger's data."""
+    if request.param == "local":
+        yield []
+        return
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+    cluster = start_cluster(num_cpus=2, hidden=(pg_services.settings.data_dir,))
+    previous = os.environ.get("RAY_AUTH_TOKEN")
+    os.environ["RAY_AUTH_TOKEN"] = cluster.token
+    try:
+        yield ["--backend", "ray", "--ray-address", cluster.address.removeprefix("http://")]
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN"] = previous
+        remove_cluster(cluster)
+
+
 def test_a_runner_without_keys_or_database_credentials_executes_and_records_runs(
-    pg_services: Services, tmp_path: Path
+    pg_services: Services, backend_args: list[str], tmp_path: Path
 ) -> None:
     keys_dir = pg_services.settings.keys_dir.resolve()
     data = dataset(pg_services)
@@ -92,6 +117,7 @@ def test_a_runner_without_keys_or_database_credentials_executes_and_records_runs
             tmp_path / "runner.log",
             "--work-dir",
             str(tmp_path / "runner" / "work"),
+            *backend_args,
             preexec=_hidden(pg_services.settings.data_dir),
         )
         try:

@@ -85,6 +85,9 @@ class RayCluster:
 
     root: Path
     num_cpus: int = 4
+    hidden: tuple[Path, ...] = ()
+    """Folders the cluster's processes (and so every job) do not see: the head starts in a mount
+    namespace of its own where each is an empty tmpfs (bubblewrap), as nodes without the ledger's volume."""
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     ports: dict[str, int] = field(default_factory=dict)
     worker_ports: list[int] = field(default_factory=list)
@@ -141,6 +144,12 @@ class RayCluster:
             "--disable-usage-stats",
             "--include-log-monitor=false",
         ]
+        if self.hidden:
+            bwrap = shutil.which("bwrap")
+            if bwrap is None:
+                raise RuntimeError("hiding folders from the cluster needs bubblewrap (bwrap)")
+            hide = [arg for folder in self.hidden for arg in ("--tmpfs", str(folder.resolve()))]
+            args = [bwrap, "--dev-bind", "/", "/", *hide, "--", *args]
         env = {
             **os.environ,
             **self.env,
@@ -248,11 +257,11 @@ class RayCluster:
         return self.start()
 
 
-def start_cluster(num_cpus: int = 4) -> RayCluster:
+def start_cluster(num_cpus: int = 4, hidden: tuple[Path, ...] = ()) -> RayCluster:
     """A started cluster in a fresh temp dir of its own (short path: Ray's sockets live there)."""
     root = Path(tempfile.mkdtemp(prefix="mlray-", dir="/tmp"))
     root.chmod(0o700)
-    cluster = RayCluster(root, num_cpus=num_cpus)
+    cluster = RayCluster(root, num_cpus=num_cpus, hidden=hidden)
     try:
         return cluster.start()
     except BaseException:
