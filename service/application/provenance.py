@@ -35,6 +35,7 @@ __all__ = [
     "EnvelopeNotVerified",
     "InvalidEnvelope",
     "ProvenanceNotReady",
+    "document_provenance",
     "pae",
     "provenance_statement",
     "resources_byproduct",
@@ -70,8 +71,14 @@ def run_provenance(conn: Connection, run_id: str, signer: SigningKey, rates: Rat
     found = manifest(conn, run_id)
     if found is None:
         raise NotFound(f"no manifest for run {run_id}: the run is unknown or not projected yet", field="run_id")
-    statement = provenance_statement(found.document)
-    byproduct = resources_byproduct(found.document, rates)
+    return document_provenance(found.document, signer, rates)
+
+
+def document_provenance(document: dict[str, Any], signer: SigningKey, rates: Rates | None = None) -> dict[str, Any]:
+    """The DSSE envelope of a run's provenance built from its manifest ``document`` (with the resources
+    byproduct when the run recorded them), signed by ``signer``: the API and export bundles both use it."""
+    statement = provenance_statement(document)
+    byproduct = resources_byproduct(document, rates)
     if byproduct is not None:
         statement["predicate"]["runDetails"]["byproducts"].append(byproduct)
     return sign_envelope(statement, signer)

@@ -30,13 +30,14 @@ from domain.aggregate import aggregate_type_of
 from domain.errors import InvalidPayload, NotFound
 from domain.export import Export, events_commitment
 from domain.integrity.ledger_key import LedgerKeyring
-from domain.integrity.provenance import provenance_statement, sign_envelope, stable_json
+from domain.integrity.provenance import stable_json
 from domain.integrity.sealing import SealedEvent
 from domain.integrity.witness import CheckpointNotWitnessed
 from domain.principal import Principal
 from domain.report import Report
 from projections import transparency_log as tlog
 from projections.manifests import manifest
+from service.application.provenance import document_provenance
 from service.bootstrap import Services
 from service.exports import proofs
 from service.exports.document import render_html, render_pdf
@@ -115,7 +116,7 @@ def _documents(
     for run_id, document in sorted(manifests.items()):
         files[manifest_name(run_id)] = stable_json(document)
         if document.get("status") == "succeeded":
-            envelope = sign_envelope(provenance_statement(document), services.ledger.signer)
+            envelope = document_provenance(document, services.ledger.signer, services.settings.rates)
             files[provenance_name(run_id)] = json.dumps(envelope, indent=2).encode("utf-8")
     report = card.document()
     files["reports/model_card.html"] = render_html(report)
