@@ -23,8 +23,12 @@ The dataset size is calibrated first so that the bare fit takes about
 ``--fit-seconds`` (default 10 s) on this machine: two quick fits, a straight
 line through them. Then ``--repeats`` (default 3) pairs are timed, alternating
 which goes first, and the median governed/bare ratio is checked against the
-target (<= 1.10; <= 1.15 with ``--backend ray --ray-address HOST:PORT``, where
-the governed run is a Ray job, dispatch included).
+target (<= 1.10; <= 1.15 with ``--backend ray``, where the governed run is a
+Ray job, dispatch included). ``--backend ray --ray-address HOST:PORT`` uses that
+cluster (its token in ``RAY_AUTH_TOKEN``); without ``--ray-address`` the
+benchmark starts a single-node Ray head on 127.0.0.1 (free ports, token auth,
+``--num-cpus`` logical CPUs, default 4) and stops it at the end (also on
+failure or Ctrl-C).
 
 By default the ledger is the PostgreSQL at ``--database-url`` in a fresh schema
 ``bench_<random>``, dropped at the end (also on failure or Ctrl-C); with
@@ -36,6 +40,7 @@ Run from the repository root::
     .venv/bin/python bench/runner_overhead.py --sqlite --repeats 5
     .venv/bin/python bench/runner_overhead.py --rows 20000      # skip the calibration
     .venv/bin/python bench/runner_overhead.py --in-process
+    .venv/bin/python bench/runner_overhead.py --backend ray     # on a Ray head of its own
 
 Progress goes to stderr, the results table to stdout.
 """
@@ -45,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -69,6 +75,7 @@ from bench.append import (
     opened,
     say,
 )
+from bench.ray_head import ray_head, runner_ray_args, runner_ray_env
 from bench.runner_api import ledger_api, runner_env, runner_principal
 from domain.run import Run
 from service.bootstrap import Services
@@ -206,16 +213,23 @@ def calibrate(features: int, estimators: int, depth: int, seed: int, wanted: flo
 
 @contextlib.contextmanager
 def runner_process(
-    services: Services, log_dir: Path, backend: str = "local", ray_address: str | None = None
+    services: Services,
+    log_dir: Path,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_token: str | None = None,
 ) -> Iterator[str]:
     """The ledger API and a ``python -m service runner --concurrency 1 --device cpu [--backend ray]``
-    process that reaches it as a runner principal (no ledger key, no database credentials)."""
+    process that reaches it as a runner principal (no ledger key, no database credentials); with the
+    Ray backend, ``ray_token`` (if any) is its ``RAY_AUTH_TOKEN``."""
     command = [sys.executable, "-m", "service", "runner", "--concurrency", "1", "--device", "cpu"]
     if backend == "ray":
-        command += ["--backend", "ray", "--ray-address", str(ray_address)]
+        command += runner_ray_args(str(ray_address))
     log_path = log_dir / "runner.log"
     with ledger_api(services.settings, log_dir / "api.log") as url:
         env = runner_env(url, runner_principal(services), log_dir / "runner.pem")
+        if backend == "ray":
+            env |= runner_ray_env(ray_token)
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -365,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--in-process", action="store_true", help="a Runner thread here instead of a runner process")
     parser.add_argument("--backend", choices=["local", "ray"], default="local", help="the runner's backend")
-    parser.add_argument("--ray-address", default=None, help="the Ray Jobs API (host:port) for --backend ray")
+    parser.add_argument(
+        "--ray-address", default=None, help="the Ray Jobs API (host:port) for --backend ray (default: start a head)"
+    )
+    parser.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the Ray head it starts (default 4)")
     parser.add_argument("--fit-seconds", type=float, default=10.0, help="wanted bare fit time (default 10)")
     parser.add_argument("--rows", type=int, default=None, help="dataset rows (skips the calibration)")
     parser.add_argument("--features", type=int, default=20, help="feature columns (default 20)")
@@ -394,10 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = args.rows
 
-    with (
-        tempfile.TemporaryDirectory(prefix="mlledger-overhead-") as tmp,
-        fresh_settings(args.database_url, args.sqlite) as settings,
-    ):
+    ray = args.backend == "ray" and not args.in_process
+    ray_address, ray_token = args.ray_address, os.environ.get("RAY_AUTH_TOKEN")
+    with contextlib.ExitStack() as stack:
+        if ray and not ray_address:
+            cluster = stack.enter_context(ray_head(args.num_cpus))  # before the data, so stopped after it
+            ray_address, ray_token = cluster.address, cluster.token
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlledger-overhead-"))
+        settings = stack.enter_context(fresh_settings(args.database_url, args.sqlite))
         csv_path = Path(tmp) / "train.csv"
         write_csv(csv_path, rows, args.features)
         tiny_path = Path(tmp) / "tiny.csv"
@@ -413,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             runner = (
                 runner_thread(services)
                 if args.in_process
-                else runner_process(services, Path(tmp), args.backend, args.ray_address)
+                else runner_process(services, Path(tmp), args.backend, ray_address, ray_token)
             )
             with runner as runner_kind:
                 say(f"runner ready: {runner_kind}; warm-up run (first environment capture imports torch)")
@@ -440,10 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     median = statistics.median(ratios)
     all_ok = all(g.status == "succeeded" for _, _, g in pairs)
     same = all(g.accuracy is not None and abs(g.accuracy - b["accuracy"]) < 1e-12 for _, b, g in pairs)
-    target = TARGET_RATIO_RAY if args.backend == "ray" and not args.in_process else TARGET_RATIO
+    target = TARGET_RATIO_RAY if ray else TARGET_RATIO
     passed = median <= target and all_ok and same
 
     how = "in-process Runner thread" if args.in_process else "`python -m service runner` process"
+    if ray:
+        where = f"the Ray cluster at {args.ray_address}" if args.ray_address else "a Ray head of its own on 127.0.0.1"
+        how += f" with --backend ray, each run a Ray job on {where}"
     print()
     print(
         f"ML Ledger runner overhead: governed run (request -> Finished, through a {how}) "
