@@ -7,9 +7,11 @@ from domain.code import CodeVersion
 from domain.credentials import ApiKey
 from domain.dataset import Dataset, DatasetVersion
 from domain.deployment import Deployment
+from domain.experiment import Experiment
 from domain.export import Export
 from domain.integrity.ledger_key import LedgerKeyring
 from domain.model import Model, ModelVersion
+from domain.model_labels import ModelLabels
 from domain.monitor import Monitor
 from domain.pipeline import Pipeline
 from domain.prediction import Prediction
@@ -38,4 +40,6 @@ AGGREGATES = (
     Prediction,
     Monitor,
     Export,
+    Experiment,
+    ModelLabels,
 )

@@ -162,6 +162,18 @@ class RunAlreadyFinished(RuleViolated):
     names_a_case = True
 
 
+class RunDeleted(RuleViolated):
+    """A deleted run records nothing more until it is restored."""
+
+    names_a_case = True
+
+
+class RunNotDeleted(RuleViolated):
+    """Only a deleted run can be restored."""
+
+    names_a_case = True
+
+
 class ParamAlreadyRecorded(RuleViolated):
     """A run parameter keeps its first value forever."""
 

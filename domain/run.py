@@ -19,8 +19,10 @@ from domain.errors import (
     ReproductionAlreadyJudged,
     RunAlreadyClaimed,
     RunAlreadyFinished,
+    RunDeleted,
     RunNeedsPipeline,
     RunNotClaimed,
+    RunNotDeleted,
     RunNotForRunners,
     RunNotHeldByRunner,
     RunNotReExecutable,
@@ -53,6 +55,7 @@ ACTIVE_STATES = (RunStatus.CLAIMED, RunStatus.RUNNING)
 DEVICES = ("auto", "cpu", "cuda")
 END_STATES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 METRIC_KEY_MAX = 250
+TAG_VALUE_MAX = 8000
 NAME_MAX = 200
 
 
@@ -183,6 +186,28 @@ class Run(LedgerAggregate):
         status: str
         error: str | None
 
+    class Filed(LedgerAggregate.Event):
+        """The run was filed under an experiment (``domain.experiment``), once, when it started."""
+
+        TOPIC = "mlledger.run.Filed.v1"
+        experiment_id: str
+
+    class TagsSet(LedgerAggregate.Event):
+        """Tags were set (string annotations; a later value replaces an earlier one)."""
+
+        TOPIC = "mlledger.run.TagsSet.v1"
+        tags: dict[str, str]
+
+    class Deleted(LedgerAggregate.Event):
+        """The run was marked deleted: a tombstone, its events stay on the ledger."""
+
+        TOPIC = "mlledger.run.Deleted.v1"
+
+    class Restored(LedgerAggregate.Event):
+        """A deleted run was restored."""
+
+        TOPIC = "mlledger.run.Restored.v1"
+
     @event(Requested)
     def __init__(
         self,
@@ -222,6 +247,10 @@ class Run(LedgerAggregate):
         self.executed_on: str | None = None
         self.verdicts: dict[str, str] = {}
         self.resources: dict[str, Any] | None = None
+        self.experiment_id: str | None = None
+        self.tags: dict[str, str] = {}
+        self.deleted = False
+        self.latest_metrics: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def check_request(mode: str, seed: int, device: str, name: str, pipeline: str | None) -> None:
@@ -387,6 +416,7 @@ class Run(LedgerAggregate):
 
     def check_open(self) -> None:
         """A finished (or abandoned) run records nothing more."""
+        self.check_not_deleted()
         if self.finished:
             raise RunAlreadyFinished(f"the run already {self.status}; nothing more can be recorded")
 
@@ -418,6 +448,10 @@ class Run(LedgerAggregate):
     @event(MetricsLogged)
     def _log_metrics(self, metrics: list[dict[str, Any]], actor: str) -> None:
         self.metric_points += len(metrics)
+        for point in metrics:
+            latest = self.latest_metrics.get(point["key"])
+            if latest is None or point["step"] >= latest["step"]:
+                self.latest_metrics[point["key"]] = point
 
     def record_artifact(self, name: str, digest: str, size: int, media_type: str, actor: str) -> None:
         """Record an artifact by digest; a name is recorded once."""
@@ -445,6 +479,56 @@ class Run(LedgerAggregate):
     @event(Finished)
     def _finish(self, status: str, error: str | None, actor: str) -> None:
         self.status = RunStatus(status)
+
+    def file_under(self, experiment_id: str, actor: str) -> None:
+        """File the new run under an experiment (once)."""
+        if self.experiment_id is not None:
+            raise InvalidPayload("the run is already filed under an experiment", field="experiment_id")
+        self._file(experiment_id=experiment_id, actor=actor)
+
+    @event(Filed)
+    def _file(self, experiment_id: str, actor: str) -> None:
+        self.experiment_id = experiment_id
+
+    def check_not_deleted(self) -> None:
+        """A deleted run takes nothing new until it is restored."""
+        if self.deleted:
+            raise RunDeleted("the run is deleted; restore it first")
+
+    def set_tags(self, tags: dict[str, str], actor: str) -> None:
+        """Set tags; allowed after the run ended too (tags annotate, they are not results)."""
+        self.check_not_deleted()
+        for key, value in tags.items():
+            if not isinstance(key, str) or not key or len(key) > METRIC_KEY_MAX:
+                raise InvalidPayload(f"tag keys must be 1 to {METRIC_KEY_MAX} characters", field="tags")
+            if not isinstance(value, str) or len(value) > TAG_VALUE_MAX:
+                raise InvalidPayload(f"tag {key!r} must be a string of at most {TAG_VALUE_MAX} chars", field="tags")
+        changed = {k: v for k, v in tags.items() if self.tags.get(k) != v}
+        if changed:
+            self._set_tags(tags=changed, actor=actor)
+
+    @event(TagsSet)
+    def _set_tags(self, tags: dict[str, str], actor: str) -> None:
+        self.tags.update(tags)
+
+    def delete(self, actor: str) -> None:
+        """Mark the run deleted (a tombstone: nothing is erased)."""
+        self.check_not_deleted()
+        self._delete(actor=actor)
+
+    @event(Deleted)
+    def _delete(self, actor: str) -> None:
+        self.deleted = True
+
+    def restore(self, actor: str) -> None:
+        """Undo a deletion."""
+        if not self.deleted:
+            raise RunNotDeleted("the run is not deleted", field="run_id")
+        self._restore(actor=actor)
+
+    @event(Restored)
+    def _restore(self, actor: str) -> None:
+        self.deleted = False
 
     def record_resources(self, resources: dict[str, Any], actor: str) -> None:
         """Record what the execution used, once; also after the run ended (a cancelled run still cost)."""

@@ -20,6 +20,7 @@ from service.api.routers import (
     ledger,
     lineage,
     manifests,
+    mlflow,
     models,
     monitoring,
     predictions,
@@ -127,6 +128,7 @@ def create_app(
     app.include_router(exports.router)
     app.include_router(usage.router)
     app.include_router(runner.router)
+    app.include_router(mlflow.router)
     app.include_router(console_router)
     return app
 

@@ -71,6 +71,8 @@ def document(app: FastAPI) -> None:
             schemas.pop(name, None)
         for operations in spec.get("paths", {}).values():
             for operation in operations.values():
+                if operation.pop("x-own-errors", False):
+                    continue  # an API of another shape (MLflow's) documents its own errors
                 responses = operation.setdefault("responses", {})
                 for code, response in PROBLEM_RESPONSES.items():
                     responses[str(code)] = response

@@ -13,6 +13,7 @@ from service.application.commands.governance import GovernanceCommands
 from service.application.commands.identity import IdentityCommands
 from service.application.commands.lineage import LineageCommands
 from service.application.commands.runs import RunnerCommands
+from service.application.commands.tracking import TrackingCommands
 from service.application.ledger_core import SYSTEM_ACTOR, KeyNotInKeyring, LedgerCore, Written
 
 
@@ -21,6 +22,7 @@ class Ledger(
     FourEyesCommands,
     LineageCommands,
     RunnerCommands,
+    TrackingCommands,
     GovernanceCommands,
     DecisionCommands,
     LedgerCore,

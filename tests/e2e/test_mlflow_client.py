@@ -1,0 +1,213 @@
+"""The stock MLflow client (mlflow-skinny) against a ledger API process: runs,
+artifacts, search, the registry, and governance of the champion alias. Every
+call is a signed event and the ledger verifies afterwards."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from support.governance_world import World
+from support.ledger import ADMIN_KEY, make_settings
+from support.runner_http import ledger_api
+
+from domain.deployment import Deployment
+from domain.run import Run
+from mlledger.client import LedgerClient
+from service.app import create_app
+from service.bootstrap import Services, open_services
+from service.ops.verify import verify_ledger
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Ledger:
+    """The ledger API process, its services (to inspect the log) and everyone's keys."""
+
+    url: str
+    services: Services
+    keys: dict[str, str]
+    world: World
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    root = Path(tmp_path_factory.mktemp("mlflow"))
+    services = open_services(make_settings("sqlite", root / "data"), migrate=True)
+    with TestClient(create_app(services.settings, run_projector=False, services=services)) as http:
+        world = World(http, LedgerClient(api_key=ADMIN_KEY, http=http))
+        keys = {}
+        for name, roles, signs in (
+            ("alice", ["data_scientist"], False),
+            ("bob", ["approver"], True),
+            ("carol", ["approver"], True),
+            ("olivia", ["operator"], False),
+        ):
+            person = world.add(name, roles, signs=signs)
+            keys[name] = person.client.headers["Authorization"].removeprefix("Bearer ")
+        with ledger_api(services, root / "api.log") as url:
+            yield Ledger(url, services, keys, world)
+    services.close()
+
+
+@pytest.fixture
+def as_alice(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ledger.keys["alice"])
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(ledger.url)
+    return MlflowClient(ledger.url)
+
+
+def _position(ledger: Ledger) -> int:
+    return ledger.services.ledger.position()
+
+
+def _run(ledger: Ledger, run_id: str) -> Run:
+    ledger.services.ledger.repository.cache = None  # another process wrote it
+    found: Run = ledger.services.ledger.get(run_id, Run)
+    return found
+
+
+def test_a_run_records_params_metrics_tags_and_an_artifact(
+    ledger: Ledger, as_alice: MlflowClient, tmp_path: Path
+) -> None:
+    mlflow.set_experiment("credit")
+    report = tmp_path / "report.txt"
+    report.write_text("validation report")
+
+    with mlflow.start_run(run_name="gbm") as active:
+        mlflow.log_param("max_depth", 3)
+        for step in range(3):
+            mlflow.log_metric("auc", 0.8 + step / 100, step=step)
+        mlflow.set_tag("team", "risk")
+        mlflow.log_artifact(str(report), artifact_path="reports")
+
+    run = as_alice.get_run(active.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "gbm"
+    assert run.data.params == {"max_depth": "3"}
+    assert run.data.metrics == {"auc": pytest.approx(0.82)}
+    assert run.data.tags["team"] == "risk"
+    assert [m.value for m in as_alice.get_metric_history(run.info.run_id, "auc")] == pytest.approx([0.8, 0.81, 0.82])
+    assert [f.path for f in as_alice.list_artifacts(run.info.run_id, "reports")] == ["reports/report.txt"]
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="reports/report.txt"))
+    assert downloaded.read_text() == "validation report"
+    recorded = _run(ledger, run.info.run_id)
+    assert recorded.status == "succeeded" and recorded.params == {"max_depth": "3"}
+    assert "reports%2Freport.txt" in recorded.artifacts
+
+
+def test_search_runs_takes_an_mlflow_filter_string_and_order(ledger: Ledger, as_alice: MlflowClient) -> None:
+    experiment_id = as_alice.create_experiment("search-me")
+    for depth, auc in ((3, 0.91), (5, 0.88), (3, 0.70)):
+        with mlflow.start_run(experiment_id=experiment_id):
+            mlflow.log_params({"depth": depth})
+            mlflow.log_metric("auc", auc)
+
+    found = as_alice.search_runs(
+        [experiment_id], filter_string="metrics.auc > 0.75 and params.depth = '3'", order_by=["metrics.auc DESC"]
+    )
+    everything = as_alice.search_runs([experiment_id], order_by=["metrics.auc ASC"], max_results=2)
+
+    assert [r.data.metrics["auc"] for r in found] == [pytest.approx(0.91)]
+    assert [r.data.metrics["auc"] for r in everything] == pytest.approx([0.70, 0.88])
+    assert everything.token is not None
+
+
+def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_alice: MlflowClient) -> None:
+    with mlflow.start_run() as active:
+        run_id = active.info.run_id
+        before = _position(ledger)
+
+        with pytest.raises(MlflowException) as nan:
+            as_alice.log_metric(run_id, "loss", math.nan)
+        with pytest.raises(MlflowException) as unknown:
+            as_alice.log_param(str(uuid.uuid4()), "a", "1")
+        with pytest.raises(MlflowException) as malformed:
+            as_alice.search_runs(["0"], filter_string="metrics.auc >>> 1")
+        oversized = httpx.post(
+            f"{ledger.url}/api/2.0/mlflow/runs/log-batch",
+            headers={"Authorization": f"Bearer {ledger.keys['alice']}"},
+            json={"run_id": run_id, "metrics": [{"key": "m", "value": 1, "step": i} for i in range(1001)]},
+        )
+
+        assert nan.value.error_code == "INVALID_PARAMETER_VALUE" and "finite" in nan.value.message
+        assert unknown.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        assert malformed.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert oversized.status_code == 422 and oversized.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert _position(ledger) == before
+
+
+def test_sklearn_autolog_records_params_and_metrics(ledger: Ledger, as_alice: MlflowClient) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True)
+    mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+    try:
+        with mlflow.start_run() as active:
+            LogisticRegression(max_iter=200, C=0.5).fit(features, target)
+    finally:
+        mlflow.sklearn.autolog(disable=True)
+
+    run = as_alice.get_run(active.info.run_id)
+    assert run.data.params["C"] == "0.5"
+    assert run.data.metrics["training_accuracy_score"] > 0.9
+    assert run.data.tags["estimator_name"] == "LogisticRegression"
+
+
+def test_the_champion_alias_needs_the_signed_approvals(
+    ledger: Ledger, as_alice: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    features, target = load_iris(return_X_y=True)
+    model_dir = tmp_path / "model"
+    fitted = DecisionTreeClassifier(max_depth=2).fit(features, target)
+    mlflow.sklearn.save_model(fitted, str(model_dir), serialization_format="cloudpickle")
+    with mlflow.start_run() as active:
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    version = mlflow.register_model(f"runs:/{active.info.run_id}/model", "iris")
+    assert version.version == "1"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ledger.keys["olivia"])
+    operator = MlflowClient(ledger.url)
+    with pytest.raises(MlflowException) as refused:
+        operator.set_registered_model_alias("iris", "champion", "1")
+    assert refused.value.error_code == "INVALID_STATE"
+    assert "0 of 2 required approvals" in refused.value.message
+
+    for approver in ("bob", "carol"):
+        person = ledger.world.people[approver]
+        assert person.signer is not None and person.key_id is not None
+        client = LedgerClient(ledger.url, ledger.keys[approver])
+        client.decide("iris", 1, person.signer, person.key_id, "approve", "reviewed")
+    operator.set_registered_model_alias("iris", "champion", "1")
+
+    assert operator.get_model_version_by_alias("iris", "champion").version == "1"
+    assert operator.get_model_version("iris", "1").current_stage == "Production"
+    ledger.services.ledger.repository.cache = None
+    deployment: Deployment = ledger.services.ledger.get(Deployment.create_id(model_name="iris"), Deployment)
+    assert deployment.champion is not None and deployment.champion.number == 1
+    downloaded = Path(mlflow.artifacts.download_artifacts("models:/iris@champion"))
+    assert (downloaded / "MLmodel").is_file()
+
+
+def test_every_mlflow_call_is_a_verified_signed_event(ledger: Ledger, as_alice: MlflowClient) -> None:
+    with mlflow.start_run():
+        mlflow.log_metric("auc", 0.9)
+
+    report = verify_ledger(ledger.services.settings, workers=1)
+
+    assert report.ok, [f.describe() for f in report.findings]
