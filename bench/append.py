@@ -11,7 +11,14 @@ Two modes, each after a warm-up, in a fresh ledger of its own:
 
 * one event per transaction (default 5,000 events; target >= 2,500 events/s);
 * batches of 500 events per transaction (default 100,000 events; target
-  >= 15,000 events/s).
+  >= 15,000 events/s);
+* with ``--witnesses N``: the batched mode again while the ledger runs as in
+  production, a projector process (``mlledger project --follow``) projecting
+  the Merkle log, publishing checkpoints (every 1,000 events or 10 s) and
+  submitting each to N local witness processes (``mlledger witness serve``,
+  policy N of N) during the appends; the same target. It then reports how far
+  witnessing had got when the appends ended and whether the checkpoint covering
+  the whole log got witnessed (waiting at most ``--witness-wait`` seconds).
 
 By default the ledger is the PostgreSQL at ``--database-url``
 (postgresql://postgres@127.0.0.1:5432/test), each mode in a new schema named
@@ -27,6 +34,8 @@ Run from the repository root::
     .venv/bin/python bench/append.py
     .venv/bin/python bench/append.py --sqlite
     .venv/bin/python bench/append.py --events 20000 --single-events 1000
+    .venv/bin/python bench/append.py --witnesses 2
+    .venv/bin/python bench/append.py --witnesses 2 --single-events 0   # batched modes only
 
 Progress goes to stderr, the results table to stdout.
 """
@@ -43,6 +52,7 @@ import platform
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,11 +67,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa
 
 from domain.integrity.canonical import canonical_json
-from domain.integrity.keys import Signer
+from domain.integrity.checkpoint import verifier_key
+from domain.integrity.keys import Signer, raw_public_key
 from domain.integrity.sealing import ZERO_HASH, SealedEvent
+from projections import transparency_log as tlog
 from service.bootstrap import Services, open_services
+from service.ops.witnessing import latest_witnessed, witness_policy
 from service.ops.workload import append_events, dataset, events_for_one_principal
 from service.settings import Settings
+from service.store import keystore
 from service.store.event_store import SealingMapper
 from service.store.persistence import create_engine
 
@@ -70,6 +84,7 @@ SINGLE_TARGET = 2_500
 BATCH_TARGET = 15_000
 BATCH_SIZE = 500
 DEPTH = 10  # events per principal, as in service.ops.workload
+REPO = Path(__file__).resolve().parent.parent
 
 
 # -- shared helpers (the other benches import these) --------------------------
@@ -251,6 +266,8 @@ class Result:
     events: int
     seconds: float
     target: int
+    cpu: dict[str, float] | None = None
+    """CPU seconds of this process and of PostgreSQL during the timed appends."""
 
     @property
     def rate(self) -> float:
@@ -263,10 +280,13 @@ def run_mode(settings: Settings, mode: str, count: int, batch: int, warmup: int,
     with opened(settings) as services:
         append_events(services.ledger, warmup, batch=batch, depth=DEPTH)
         before = services.ledger.position()
+        parties = {"this process (appends)": [os.getpid()], "PostgreSQL (every server process)": postgres_pids()}
+        cpu_before = {name: cpu_seconds(pids) for name, pids in parties.items()}
         progress = Progress(mode, count)
         started = time.perf_counter()
         written = append_events(services.ledger, count, batch=batch, depth=DEPTH, progress=progress)
         seconds = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in parties.items()}
         progress(written)
         progress.done()
         recorded = services.ledger.position() - before
@@ -274,7 +294,184 @@ def run_mode(settings: Settings, mode: str, count: int, batch: int, warmup: int,
         raise SystemExit(
             f"{mode}: asked for {count} events, the workload wrote {written}, the ledger grew by {recorded}"
         )
-    return Result(mode, written, seconds, target)
+    return Result(mode, written, seconds, target, cpu)
+
+
+# -- the batched mode with checkpoints and witnesses running -----------------------
+
+
+@dataclass
+class Witnessing:
+    """What the projector and the witnesses had done by the end of the timed appends, and after."""
+
+    witnesses: int
+    ledger_size: int
+    checkpoints_during: int
+    logged_at_end: int
+    witnessed_at_end: int
+    final_size: int
+    final_witnessed: bool
+    seconds_to_witness: float
+    cosigners: list[str]
+    load: str
+    """The load average when the timed appends began and when they ended."""
+
+
+def start_witness(state: Path, name: str, log_vkey: str) -> tuple[subprocess.Popen[str], str, str]:
+    """A ``mlledger witness serve`` subprocess on a free port: (process, URL, cosigner verifier key)."""
+    command = [sys.executable, "-m", "service", "witness", "serve", "--state", str(state), "--name", name]
+    command += ["--port", "0", "--log", log_vkey]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    vkey = process.stdout.readline().split(" ", 1)[1].strip()
+    url = process.stdout.readline().removeprefix("listening on ").strip()
+    if not url.startswith("http"):
+        process.kill()
+        raise SystemExit(f"witness {name} did not start")
+    return process, url, vkey
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds the processes ``pids`` have used so far (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server processes on this machine (its backends included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    found.append(int(entry.name))
+    return found
+
+
+def stop_processes(processes: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM, then SIGKILL after 10 s, each of ``processes``."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tlog_state(services: Services) -> tuple[int, int, int, list[str]]:
+    """(checkpoints, logged leaves, newest witnessed tree size, its cosigners) now."""
+    policy = witness_policy(services.settings)
+    assert policy is not None
+    with services.engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(tlog.tlog_checkpoints)).scalar_one()
+        leaves = tlog.tree_size(conn)
+        witnessed = latest_witnessed(conn, policy)
+    if witnessed is None:
+        return int(count), leaves, 0, []
+    return int(count), leaves, witnessed.checkpoint.tree_size, witnessed.cosigners
+
+
+def run_witnessed_mode(
+    base: Settings, mode: str, count: int, batch: int, warmup: int, witnesses: int, wait: float
+) -> tuple[Result, Witnessing]:
+    """The batched mode with a projector process publishing checkpoints and ``witnesses`` local witnesses."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        signer, _ = keystore.load_or_create(base.keys_dir)
+        log_vkey = verifier_key(base.log_origin, raw_public_key(signer.public_key))
+        listed = []
+        for i in range(1, witnesses + 1):
+            process, url, vkey = start_witness(base.data_dir.parent / f"witness{i}", f"bench.local/w{i}", log_vkey)
+            processes.append(process)
+            listed.append(f"w{i}={url}={vkey}")
+        settings = Settings(
+            data_dir=base.data_dir,
+            database_url=base.database_url,
+            database_schema=base.database_schema,
+            witnesses=",".join(listed),
+            witness_policy=str(witnesses),
+        )
+        say(f"{mode}: fresh ledger, {witnesses} witnesses, warm-up {warmup:,} events")
+        with opened(settings) as services:
+            projector_log = base.data_dir.parent / "projector.log"
+            env = ledger_env(settings)
+            env.update({"MLLEDGER_WITNESSES": settings.witnesses, "MLLEDGER_WITNESS_POLICY": settings.witness_policy})
+            projector = subprocess.Popen(
+                [sys.executable, "-m", "service", "project", "--follow"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=projector_log.open("w"),
+                text=True,
+            )
+            processes.append(projector)
+            append_events(services.ledger, warmup, batch=batch, depth=DEPTH)
+            # Steady state first: the projector started, caught up with the warm-up and had it witnessed.
+            warm = services.ledger.position()
+            deadline = time.perf_counter() + wait
+            while _tlog_state(services)[2] < warm:
+                if projector.poll() is not None or time.perf_counter() > deadline:
+                    raise SystemExit(f"{mode}: the warm-up was not witnessed: {projector_log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            checkpoints_before = _tlog_state(services)[0]
+            parties = {
+                "this process (appends)": [os.getpid()],
+                "projector process": [projector.pid],
+                "witness processes": [p.pid for p in processes[:-1]],
+                "PostgreSQL (every server process)": postgres_pids(),
+            }
+            cpu_before = {name: cpu_seconds(pids) for name, pids in parties.items()}
+            load = load_average()
+            before = services.ledger.position()
+            progress = Progress(mode, count)
+            started = time.perf_counter()
+            written = append_events(services.ledger, count, batch=batch, depth=DEPTH, progress=progress)
+            seconds = time.perf_counter() - started
+            cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in parties.items()}
+            load += " -> " + load_average()
+            progress(written)
+            progress.done()
+            ended = time.perf_counter()
+            size = services.ledger.position()
+            checkpoints, logged, witnessed, _ = _tlog_state(services)
+            if written != count or size - before != written:
+                raise SystemExit(
+                    f"{mode}: asked for {count} events, wrote {written}, the ledger grew by {size - before}"
+                )
+            say(f"{mode}: waiting (at most {wait:.0f} s) for a checkpoint of all {size:,} events to be witnessed")
+            final, final_cosigners, seconds_to_witness = 0, [], float("nan")
+            while time.perf_counter() - ended < wait:
+                _, _, final, final_cosigners = _tlog_state(services)
+                if final >= size:
+                    seconds_to_witness = time.perf_counter() - ended
+                    break
+                if projector.poll() is not None:
+                    raise SystemExit(f"{mode}: the projector exited: {projector_log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            if final < size:
+                say(f"{mode}: the projector's log ends: {projector_log.read_text()[-2000:]}")
+        return Result(mode, written, seconds, BATCH_TARGET, cpu), Witnessing(
+            witnesses=witnesses,
+            ledger_size=size,
+            checkpoints_during=checkpoints - checkpoints_before,
+            logged_at_end=logged,
+            witnessed_at_end=witnessed,
+            final_size=final,
+            final_witnessed=final >= size,
+            seconds_to_witness=seconds_to_witness,
+            cosigners=final_cosigners,
+            load=load,
+        )
+    finally:
+        stop_processes(processes)
 
 
 def _time_per_call(func: Callable[[Any], object], items: list[Any], rounds: int) -> float:
@@ -339,6 +536,15 @@ def main(argv: list[str] | None = None) -> int:
         "--single-events", type=int, default=5_000, help="events in the one-per-transaction mode (default 5,000)"
     )
     parser.add_argument("--batch", type=int, default=BATCH_SIZE, help="events per transaction when batched")
+    parser.add_argument(
+        "--witnesses",
+        type=int,
+        default=0,
+        help="also time the batched mode with a projector process and this many local witnesses (policy: all)",
+    )
+    parser.add_argument(
+        "--witness-wait", type=float, default=120.0, help="seconds to wait for the whole log to be witnessed"
+    )
     args = parser.parse_args(argv)
     install_sigterm_handler()
 
@@ -355,10 +561,27 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     database = ""
     for mode, count, batch, warmup, target in modes:
+        if count <= 0:
+            continue
         with fresh_settings(args.database_url, args.sqlite) as settings:
             results.append(run_mode(settings, mode, count, batch, warmup, target))
             if not database:
                 database = describe_database(settings)
+    witnessing: Witnessing | None = None
+    if args.witnesses > 0:
+        mode = f"batches of {args.batch}, {args.witnesses} witnesses"
+        with fresh_settings(args.database_url, args.sqlite) as settings:
+            result, witnessing = run_witnessed_mode(
+                settings,
+                mode,
+                args.events,
+                args.batch,
+                max(5 * args.batch, args.events // 20),
+                args.witnesses,
+                args.witness_wait,
+            )
+            results.append(result)
+            database = database or describe_database(settings)
 
     print("measuring per-event costs in-process...", file=sys.stderr, flush=True)
     costs = breakdown()
@@ -378,6 +601,33 @@ def main(argv: list[str] | None = None) -> int:
             f"{'>= ' + format(r.target, ','):>10} | {verdict(r.rate, r.target)}"
         )
     print(machine_line(database))
+    if witnessing is not None:
+        w = witnessing
+        print()
+        print(
+            f"with witnessing: a projector process published {w.checkpoints_during} checkpoint(s) during the timed "
+            f"appends; when they ended, {w.logged_at_end:,} of {w.ledger_size:,} events were in the Merkle log "
+            f"and the newest witnessed checkpoint covered {w.witnessed_at_end:,}"
+        )
+        if w.final_witnessed:
+            print(
+                f"latest checkpoint witnessed: yes, tree size {w.final_size:,} (the whole log), cosigned by "
+                f"{', '.join(w.cosigners)} ({w.witnesses} of {w.witnesses}), {w.seconds_to_witness:.1f} s after "
+                "the last append"
+            )
+        else:
+            print(
+                f"latest checkpoint witnessed: NO within the wait; the newest witnessed checkpoint covers "
+                f"{w.final_size:,} of {w.ledger_size:,} events"
+            )
+    print()
+    print(f"CPU seconds during each mode's timed appends ({os.cpu_count()} cores; load average {load_average()}):")
+    for r in results:
+        print(f"  {r.mode} ({r.seconds:.1f} s):")
+        for name, used in (r.cpu or {}).items():
+            print(f"    {name:<40} {used:>7.1f} s ({used / r.seconds:.0%} of one core)")
+    if witnessing is not None:
+        print(f"  load average during the timed appends with witnessing: {witnessing.load}")
     print()
     print("where the time goes (µs per event, in-process, best of 5 over the workload's event mix):")
     for label, micros in costs:

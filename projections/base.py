@@ -172,12 +172,24 @@ class ProjectionRunner:
             _write_position(conn, projection.name, notifications[-1].id)
             return len(notifications)
 
-    def catch_up(self, name: str | None = None, progress: Callable[[str, int], None] | None = None) -> int:
-        """Run batches until the named projection (or every one) reaches the log's end."""
+    def catch_up(
+        self,
+        name: str | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        *,
+        max_batches: int | None = None,
+    ) -> int:
+        """Run batches until the named projection (or every one) reaches the log's end.
+
+        With ``max_batches``, each projection runs at most that many batches, so
+        the call returns even while writers append faster than it projects.
+        """
         total = 0
         for projection in self._selected(name):
-            while True:
+            batches = 0
+            while max_batches is None or batches < max_batches:
                 count = self.run_batch(projection)
+                batches += 1
                 if count == 0:
                     break
                 total += count

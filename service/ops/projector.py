@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from projections import transparency_log as tlog
+from projections.transparency_log import TransparencyLog
 from service.bootstrap import Services
 from service.common.periodic import FirstPass, Next, PeriodicThread
 from service.ops.witnessing import submit_to_witnesses
@@ -40,9 +41,13 @@ def publish_checkpoint_if_due(services: Services, *, force: bool = False) -> tlo
             return None  # another projector published this size first
 
 
-def run_once(services: Services) -> int:
-    """Catch every projection up and publish a checkpoint if one is due."""
-    count = services.runner.catch_up()
+PASS_BATCHES = 20
+"""Batches each projection runs per pass (10,000 events at the default batch size)."""
+
+
+def log_once(services: Services) -> int:
+    """One pass over the Merkle log: a bounded stretch, then a checkpoint if one is due, then the witnesses."""
+    count = services.runner.catch_up(TransparencyLog.name, max_batches=PASS_BATCHES)
     checkpoint = publish_checkpoint_if_due(services)
     if checkpoint is not None:
         log.info("checkpoint published at tree size %d", checkpoint.tree_size)
@@ -50,25 +55,69 @@ def run_once(services: Services) -> int:
     return count
 
 
-class ProjectorThread(PeriodicThread):
-    """Projects until stopped: at once while events keep coming, then every ``projection_poll_seconds``.
+def read_models_once(services: Services) -> int:
+    """One pass over the other read models, a bounded stretch each."""
+    runner = services.runner
+    return sum(
+        runner.catch_up(name, max_batches=PASS_BATCHES) for name in runner.projections if name != TransparencyLog.name
+    )
 
-    The first pass runs at the start; a failed pass is logged and retried
-    after the poll interval; :meth:`stop` waits (at most ten seconds) for the
-    current pass.
+
+def run_once(services: Services) -> int:
+    """One pass of both: the Merkle log (with its checkpoint and witnesses) first, then the read models."""
+    return log_once(services) + read_models_once(services)
+
+
+class ProjectorThread:
+    """Projects until stopped, on two threads: the Merkle log with its checkpoints and witnesses, and the
+    other read models. Each runs at once while events keep coming, then every ``projection_poll_seconds``.
+
+    A pass is bounded (:data:`PASS_BATCHES`) and the log does not wait for the read
+    models, so under appends faster than the slowest read model, checkpoints keep
+    being published and witnessed. The first passes run at the start; a failed
+    pass is logged and retried after the poll interval; :meth:`stop` waits (at
+    most ten seconds each) for the current passes.
     """
 
     def __init__(self, services: Services) -> None:
-        super().__init__(
-            "mlledger-projector",
-            services.settings.projection_poll_seconds,
-            self._pass,
-            failure="projector batch failed; retrying",
-            logger=log,
-            first_pass=FirstPass.AT_START,
-            stop_timeout=10.0,
-        )
         self.services = services
+        poll = services.settings.projection_poll_seconds
+        self._threads = [
+            PeriodicThread(
+                name,
+                poll,
+                lambda work=work: Next.SLEEP if work(services) == 0 else Next.AT_ONCE,  # type: ignore[misc]
+                failure=f"{what} failed; retrying",
+                logger=log,
+                first_pass=FirstPass.AT_START,
+                stop_timeout=10.0,
+            )
+            for name, work, what in (
+                ("mlledger-projector", log_once, "transparency log pass"),
+                ("mlledger-projector-models", read_models_once, "projector batch"),
+            )
+        ]
 
-    def _pass(self) -> Next:
-        return Next.SLEEP if run_once(self.services) == 0 else Next.AT_ONCE
+    @property
+    def name(self) -> str:
+        """The name of the log's thread."""
+        return self._threads[0].name
+
+    def start(self) -> None:
+        """Start both loops."""
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both loops, letting their current passes finish."""
+        for thread in self._threads:
+            thread.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for both loops to end (they end once stopped)."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        """Whether either loop still runs."""
+        return any(thread.is_alive() for thread in self._threads)

@@ -18,13 +18,15 @@ from support.ledger import ADMIN_KEY, REPO, drop_schema, make_settings, require_
 from support.serving_world import MODEL, credit_rows, deploy_world, features_of
 from support.softhsm import MODULE, PIN, TOKEN, SoftHsm, softhsm
 
-from domain.integrity.checkpoint import verify_checkpoint
+from domain.integrity.checkpoint import verifier_key, verify_checkpoint
+from domain.integrity.cosignature import cosigner_vkey
 from domain.integrity.keys import Signer, load_public_key_pem, raw_public_key, verify_signature
 from service.app import create_app
 from service.bootstrap import open_services
 from service.common.pkcs11 import TokenKey, TokenKeyError, open_token_key, parse_pkcs11_uri
 from service.ops.projector import publish_checkpoint_if_due
 from service.ops.verify import verify_ledger
+from service.ops.witnessing import submit_to_witnesses
 from service.ops.workload import append_events
 from service.settings import Settings
 from service.store import keystore
@@ -305,3 +307,36 @@ def _run(settings: Settings, *args: str, key_uri: str | None = None) -> subproce
         timeout=300,
         check=False,
     )
+
+
+# -- a witness whose key is in the token -------------------------------------------
+
+
+def test_a_witness_cosigns_with_its_key_in_the_token(hsm: SoftHsm, tmp_path: Path) -> None:
+    settings = make_settings("sqlite", tmp_path / "data")
+    signer, _ = keystore.load_or_create(settings.keys_dir)
+    log_vkey = verifier_key(settings.log_origin, raw_public_key(signer.public_key))
+    command = [sys.executable, "-m", "service", "witness", "serve", "--state", str(tmp_path / "witness")]
+    command += ["--name", "witness.test/hsm", "--port", "0", "--log", log_vkey, "--key-uri", hsm.uri("witness-a")]
+    witness = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert witness.stdout is not None
+        vkey = witness.stdout.readline().removeprefix("witness ").strip()
+        url = witness.stdout.readline().removeprefix("listening on ").strip()
+        assert url.startswith("http://"), witness.stderr.read() if witness.stderr else ""
+        witnessed = Settings(**{**settings.model_dump(), "witnesses": f"w={url}={vkey}", "witness_policy": "1"})
+        services = open_services(witnessed, migrate=True)
+        try:
+            append_events(services.ledger, 10, batch=10)
+            services.runner.catch_up()
+            assert publish_checkpoint_if_due(services, force=True) is not None
+            cosigned_by = submit_to_witnesses(services)
+        finally:
+            services.close()
+    finally:
+        witness.terminate()
+        witness.wait(timeout=10)
+
+    assert vkey == cosigner_vkey("witness.test/hsm", token_public_key("witness-a"))
+    assert cosigned_by == ["w"]  # the ledger checked the cosignature against that key before storing it
+    assert sorted(p.name for p in (tmp_path / "witness").iterdir()) == ["state.json", "witness.name"]
