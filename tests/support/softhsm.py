@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from domain.integrity.keys import load_public_key_pem, raw_public_key
+
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "mlledger-test"
 PIN = "4711-test"
@@ -52,6 +54,20 @@ class SoftHsm:
     def env(self) -> dict[str, str]:
         """What a subprocess needs to see the token."""
         return {"SOFTHSM2_CONF": str(self.conf)}
+
+    def public_key(self, label: str) -> bytes:
+        """The key's raw public key as pkcs11-tool reads it out of the token (not through the service's code)."""
+        done = subprocess.run(
+            [
+                *("pkcs11-tool", "--module", MODULE, "--token-label", TOKEN),
+                *("--read-object", "--type", "pubkey", "--label", label),
+            ],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        return raw_public_key(load_public_key_pem(done.stdout))
 
 
 def _missing() -> str | None:

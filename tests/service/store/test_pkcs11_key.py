@@ -39,16 +39,7 @@ def hsm() -> SoftHsm:
 
 def token_public_key(label: str) -> bytes:
     """The raw public key as pkcs11-tool reads it out of the token (not through this service's code)."""
-    done = subprocess.run(
-        [
-            *("pkcs11-tool", "--module", MODULE, "--token-label", TOKEN, "--read-object", "--type", "pubkey"),
-            *("--label", label),
-        ],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    return raw_public_key(load_public_key_pem(done.stdout))
+    return softhsm().public_key(label)
 
 
 def private_key_files(data_dir: Path) -> list[Path]:
