@@ -10,7 +10,9 @@ COPY projections ./projections
 COPY service ./service
 COPY mlledger ./mlledger
 COPY migrations ./migrations
-RUN pip install --no-cache-dir -c constraints.txt . \
+# bubblewrap sandboxes python pipelines on runners (README, "Sandboxing user code").
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir -c constraints.txt '.[ray]' \
     && useradd --system --uid 10001 --home /data mlledger \
     && mkdir -p /data && chown mlledger /data
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run migrate test test-fast lint bench clean browser softhsm
+.PHONY: install run migrate test test-fast lint bench clean browser softhsm sandbox
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/mlledger migrate
 
-run: install
+run: install sandbox
 	$(BIN)/mlledger migrate
 	$(BIN)/mlledger serve --host $(HOST) --port $(PORT)
 
@@ -34,10 +34,16 @@ softhsm:
 	@(command -v softhsm2-util && command -v pkcs11-tool) >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update && apt-get install -y --no-install-recommends softhsm2 opensc)
 
-test: install browser softhsm
+# Python pipelines run their code in a bubblewrap sandbox (service/runners/sandbox.py); as root
+# Debian's bubblewrap is installed when missing, otherwise python runs fail saying it is needed.
+sandbox:
+	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update && apt-get install -y --no-install-recommends bubblewrap)
+
+test: install browser softhsm sandbox
 	$(BIN)/python -m pytest
 
-test-fast: install softhsm
+test-fast: install softhsm sandbox
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

@@ -107,6 +107,8 @@ def check_spec(kind: str, spec: dict[str, Any]) -> None:
             raise InvalidPayload(
                 "spec.time_limit_seconds must be between 0 and 604800", field="spec.time_limit_seconds"
             )
+        if not isinstance(spec.get("network", False), bool):
+            raise InvalidPayload("spec.network must be true or false (default false: no network)", field="spec.network")
 
 
 class Pipeline(LedgerAggregate):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     projection_poll_seconds: float = Field(0.2, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often runners signal life")
     heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="silence after which a run is abandoned")
+    python_sandbox: Literal["on", "off"] = Field("on", description="python pipelines run sandboxed; off is UNSAFE")
     read_wait_seconds: float = Field(2.0, ge=0, description="how long reads wait for min_position")
     max_json_bytes: int = Field(64 * 1024**2, gt=0, description="largest JSON request body")
     reason_codes: int = Field(4, ge=0, le=50, description="reason codes recorded per prediction")

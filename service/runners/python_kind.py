@@ -1,13 +1,19 @@
-"""The python kind: run a registered code version's ``module:function`` in a subprocess.
+"""The python kind: run a registered code version's ``module:function`` in a sandboxed subprocess.
 
 The archive (zip or tar.gz) is extracted into ``output_dir/code``, refusing
 absolute paths, ``..`` members, links and special files. The function runs in
-its own process group with the code folder as working directory and first on
-``sys.path``, a minimal environment (no service secrets), ``PYTHONHASHSEED=0``,
-seeded ``random``/``numpy``, and the spec's time limit, after which the group is
-killed. It returns ``{name: number}`` or ``{"metrics": {...}, "model_file":
-"name"}``, writes its model file(s) into ``output_dir`` and may write
-``predictions.json``.
+the bubblewrap sandbox of :mod:`service.runners.sandbox` (no network unless the
+spec says ``network: true``; it sees only the interpreter, this run's code,
+datasets and output folder), in its own process group with the code folder as
+working directory and first on ``sys.path``, a minimal environment (no service
+secrets), ``PYTHONHASHSEED=0``, seeded ``random``/``numpy``, and the spec's
+time limit, after which the group is killed. It receives its paths as it sees
+them (``/sandbox/...``), returns ``{name: number}`` or ``{"metrics": {...},
+"model_file": "name"}``, writes its model file(s) into its ``output_dir``
+(``output_dir/outputs`` on the runner) and may write ``predictions.json``
+there. The executor's own files (``entrypoint.log``, and the runner's
+``result.json`` beside it) are out of its reach, and what it wrote is scrubbed
+of links and special files before anything reads it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -28,7 +33,9 @@ from typing import Any
 
 from domain.pipeline import ENTRYPOINT
 from service.ml.tabular import write_predictions
+from service.runners import sandbox
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
+from service.runners.sandbox import Folders
 from service.runners.scores import point
 
 SHIM = Path(__file__).with_name("python_shim.py")
@@ -36,6 +43,8 @@ TAIL_BYTES = 4096
 MAX_EXTRACTED_BYTES = 2 * 1024**3
 PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")
 NOT_FOUND = 3
+OUTPUTS = "outputs"
+MAX_ANSWER_BYTES = 64 * 1024**2
 
 
 def _member_path(name: str) -> PurePosixPath:
@@ -162,8 +171,20 @@ def _predictions(entrypoint: str, output_dir: Path) -> Path:
     return path
 
 
+def _answer(answer_file: Path) -> dict[str, Any]:
+    if not answer_file.is_file():
+        return {}
+    if answer_file.stat().st_size > MAX_ANSWER_BYTES:
+        raise ExecutionError(f"the entrypoint's answer is larger than {MAX_ANSWER_BYTES} bytes")
+    try:
+        answer = json.loads(answer_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ExecutionError("the entrypoint's answer is not JSON (was the answer file overwritten?)") from None
+    return answer if isinstance(answer, dict) else {}
+
+
 def execute_python(request: ExecutionRequest) -> ExecutionResult:
-    """Extract the code archive and run the entrypoint under the spec's time limit."""
+    """Extract the code archive and run the entrypoint, sandboxed, under the spec's time limit."""
     spec = request.spec
     entrypoint = spec.get("entrypoint")
     if not isinstance(entrypoint, str) or not ENTRYPOINT.fullmatch(entrypoint):
@@ -171,55 +192,78 @@ def execute_python(request: ExecutionRequest) -> ExecutionResult:
     limit = spec.get("time_limit_seconds", 3600)
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
         raise ExecutionError(f"spec.time_limit_seconds must be a positive number, got {limit!r}")
+    network = spec.get("network", False)
+    if not isinstance(network, bool):
+        raise ExecutionError(f"spec.network must be true or false, got {network!r}")
     if request.code_archive is None:
         raise ExecutionError("the python kind needs a code archive (a registered code version)")
     output_dir = request.output_dir.resolve()
-    code_dir = output_dir / "code"
-    files = extract_archive(request.code_archive, code_dir)
+    host = Folders(
+        code=output_dir / "code",
+        output=output_dir / OUTPUTS,
+        control=output_dir / ".entrypoint",
+        datasets=tuple(p.resolve() for p in request.datasets),
+    )
+    files = extract_archive(request.code_archive, host.code)
+    host.output.mkdir(exist_ok=True)
+    host.control.mkdir(exist_ok=True)
     schema = spec.get("params_schema") or {}
     params = {k: r["default"] for k, r in schema.items() if isinstance(r, dict) and "default" in r} | request.params
-    private = output_dir / ".entrypoint"
-    private.mkdir(exist_ok=True)
-    request_file, answer_file = private / "request.json", private / "answer.json"
-    log_file = output_dir / "entrypoint.log"
-    request_file.write_text(
-        json.dumps(
-            {
-                "entrypoint": entrypoint,
-                "answer_file": str(answer_file),
-                "datasets": [str(p.resolve()) for p in request.datasets],
-                "params": params,
-                "seed": request.seed,
-                "device": request.device,
-                "output_dir": str(output_dir),
-            }
-        ),
-        encoding="utf-8",
-    )
     environment = {k: os.environ[k] for k in PASSED_ENVIRONMENT if k in os.environ}
     environment |= {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SHIM.read_text(encoding="utf-8"), str(request_file), str(os.getpid())],
-            cwd=code_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
+    log_file = output_dir / "entrypoint.log"
+    with sandbox.prepare(host, environment, network=network, device=request.device) as prepared:
+        inside = prepared.inside
+        request_file, answer_file = host.control / "request.json", host.control / "answer.json"
+        request_file.write_text(
+            json.dumps(
+                {
+                    "entrypoint": entrypoint,
+                    "answer_file": str(inside.control / "answer.json"),
+                    "datasets": [str(p) for p in inside.datasets],
+                    "params": params,
+                    "seed": request.seed,
+                    "device": request.device,
+                    "output_dir": str(inside.output),
+                }
+            ),
+            encoding="utf-8",
         )
-        try:
-            returncode = process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise ExecutionError(f"time limit of {limit:g} s exceeded") from None
-        finally:
-            if process.poll() is None:
-                kill_group(process)
-    answer = json.loads(answer_file.read_text(encoding="utf-8")) if answer_file.exists() else {}
+        # Sandboxed, the entrypoint's parent is bwrap's init (pid 1 of its pid namespace), which
+        # --die-with-parent ties to this process; unsandboxed, the shim watches this process itself.
+        parent = "0" if prepared.sandboxed else str(os.getpid())
+        shim = ["-c", SHIM.read_text(encoding="utf-8"), str(inside.control / "request.json"), parent]
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                prepared.argv(shim),
+                cwd=host.code,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=prepared.environment,
+                start_new_session=True,
+                pass_fds=prepared.pass_fds,
+            )
+            prepared.launched()
+            try:
+                returncode = process.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                raise ExecutionError(f"time limit of {limit:g} s exceeded") from None
+            finally:
+                if process.poll() is None:
+                    kill_group(process)
+                ended = prepared.wait_ended()
+    if not ended:
+        raise ExecutionError("the entrypoint's sandbox still had processes running after it exited")
+    # Nothing of the sandbox is left to write into its folders: make them safe to read.
+    for folder in (host.control, host.output, host.code):
+        sandbox.scrub(folder)
+    answer = _answer(answer_file)
     if returncode == NOT_FOUND and answer.get("not_found"):
         raise ExecutionError(f"entrypoint {entrypoint} not found")
     if returncode != 0 or not answer.get("ok"):
-        how = f"was killed by signal {-returncode}" if returncode < 0 else f"failed with exit status {returncode}"
+        signal_number = prepared.signal_of(returncode)
+        how = f"was killed by signal {signal_number}" if signal_number else f"failed with exit status {returncode}"
         raise ExecutionError(f"entrypoint {entrypoint} {how}; output tail:\n{output_tail(log_file)}")
     metrics, named_model = _metrics(entrypoint, answer.get("returned"))
     details = {
@@ -230,6 +274,7 @@ def execute_python(request: ExecutionRequest) -> ExecutionResult:
         "output_tail": output_tail(log_file),
         "determinism": {"seed": request.seed, "PYTHONHASHSEED": "0", "random_seeded": True, "numpy_seeded": True},
         "metrics_reported_live": 0,
+        "sandbox": prepared.description,
     }
-    model = _model_file(entrypoint, output_dir, named_model)
-    return ExecutionResult(metrics, model, _predictions(entrypoint, output_dir), details)
+    model = _model_file(entrypoint, host.output, named_model)
+    return ExecutionResult(metrics, model, _predictions(entrypoint, host.output), details)

@@ -38,9 +38,11 @@ def _answer(path: str, answer: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Call the entrypoint named in the request file ``argv[1]``; exit 3 when it does not exist.
 
-    ``argv[2]`` is the pid of the executor; when it dies, so does this process group.
+    ``argv[2]`` is the pid of the executor; when it dies, so does this process group. ``0`` means the
+    sandbox already ties this process's life to the executor's (bwrap --die-with-parent).
     """
-    threading.Thread(target=_die_with_parent, args=(int(argv[2]),), daemon=True).start()
+    if int(argv[2]):
+        threading.Thread(target=_die_with_parent, args=(int(argv[2]),), daemon=True).start()
     with open(argv[1], encoding="utf-8") as handle:
         request: dict[str, Any] = json.load(handle)
     answer_file = request.pop("answer_file")

@@ -436,35 +436,47 @@ def test_a_child_process_records_an_execution_error_as_a_failed_result(tmp_path:
     }
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return any(line.startswith("State:\tZ") for line in handle)
-    except FileNotFoundError:
-        return True
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text`` (bwrap's names the run's folders)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                status = (entry / "status").read_text()
+                if "State:\tZ" not in status:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_a_child_past_its_timeout_is_killed_with_its_entrypoint(tmp_path: Path) -> None:
     code = (
         TRAIN_PY
         + """
-def pid_then_sleep(request):
+def beat_forever(request):
     import os, time
-    with open(os.path.join(request["output_dir"], "pid"), "w") as handle:
-        handle.write(str(os.getpid()))
-    time.sleep(30)
+    beats = 0
+    while True:
+        beats += 1
+        with open(os.path.join(request["output_dir"], "beats"), "w") as handle:
+            handle.write(str(beats))
+        time.sleep(0.05)
 """
     )
     archive = _zip(tmp_path / "code.zip", {"train.py": code})
-    spec = _python_spec("train:pid_then_sleep", time_limit_seconds=60)
+    spec = _python_spec("train:beat_forever", time_limit_seconds=60)
     request = _request(tmp_path, "python", spec, [], archive=archive)
+    beats = request.output_dir / "outputs" / "beats"
     started = time.monotonic()
     execution = run_in_child(request, timeout=3)
 
     with pytest.raises(ExecutionError, match=r"^time limit of 3 s exceeded$"):
         execution.result()
 
-    entrypoint_pid = int((request.output_dir / "pid").read_text())
-    while not _gone(entrypoint_pid) and time.monotonic() - started < 8:
+    while _processes_naming(str(request.output_dir)) and time.monotonic() - started < 8:
         time.sleep(0.1)
-    assert _gone(entrypoint_pid)
+    assert _processes_naming(str(request.output_dir)) == []
+    last = beats.read_text()
+    time.sleep(0.5)
+    assert beats.read_text() == last, "the entrypoint still runs after its child was killed"
