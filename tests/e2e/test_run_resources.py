@@ -3,6 +3,7 @@ read model counts it: real runner, real workers, real pipelines."""
 
 from __future__ import annotations
 
+import pytest
 from support.runner_world import (
     code_archive,
     dataset,
@@ -65,4 +66,4 @@ def test_a_failed_run_and_a_sklearn_run_record_resources_and_usage_counts_them(s
         answer = usage(conn, services.settings.rates, group_by="pipeline")
     assert {group.key: group.runs for group in answer.groups} == {"logreg": 1, "broken": 1}
     assert answer.total.runs == 2
-    assert answer.total.cpu_seconds == sum(run.resources["cpu_seconds"] for run in runs if run.resources)
+    assert answer.total.cpu_seconds == pytest.approx(sum(run.resources["cpu_seconds"] for run in runs if run.resources))
