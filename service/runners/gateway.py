@@ -12,6 +12,8 @@ already holds the ledger key, so its statements are signed with it.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +30,7 @@ from service.runners.work import Input, Output, WorkOrder
 log = logging.getLogger(__name__)
 RUN_TOKEN_HEADER = "X-Run-Token"  # noqa: S105 - a header name, not a secret
 CHUNK = 1024 * 1024
+REGISTER_TRIES = 10
 
 
 class LedgerRefused(LedgerError):
@@ -197,21 +200,36 @@ class HttpGateway:
         self.principal_id = str(me["id"])
         if "runner" not in me.get("roles", []):
             raise LedgerError(f"the API key belongs to {me.get('name')}, who lacks the runner role", field="api_key")
-        if self.signer.key_id not in me.get("signing_keys", []) or self.signer.key_id in me.get(
-            "revoked_signing_keys", []
-        ):
-            self._register_key()
+        self._ensure_key_registered(me)
 
-    def _register_key(self) -> None:
+    def _ensure_key_registered(self, me: dict[str, Any]) -> None:
+        """Register this runner's key on its principal unless it is there (runners of one principal
+        starting together may race for the principal's next version: the loser reads again and retries)."""
         from domain.principal import possession_message
 
-        proof = self.signer.sign(possession_message(self.principal_id, self.signer.key_id))
-        self._call(
-            "POST",
-            f"/v1/principals/{self.principal_id}/signing-keys",
-            json={"public_key_pem": public_key_pem(self.signer.public_key), "proof": proof},
-        )
-        log.info("registered runner signing key %s", self.signer.key_id)
+        for attempt in range(REGISTER_TRIES):
+            registered = self.signer.key_id in me.get("signing_keys", [])
+            if registered and self.signer.key_id not in me.get("revoked_signing_keys", []):
+                return
+            if registered:
+                raise LedgerError(
+                    f"this runner's signing key {self.signer.key_id} was revoked; give the runner a new key (--key)",
+                    field="key",
+                )
+            proof = self.signer.sign(possession_message(self.principal_id, self.signer.key_id))
+            try:
+                self._call(
+                    "POST",
+                    f"/v1/principals/{self.principal_id}/signing-keys",
+                    json={"public_key_pem": public_key_pem(self.signer.public_key), "proof": proof},
+                )
+                log.info("registered runner signing key %s", self.signer.key_id)
+                return
+            except LedgerRefused as exc:
+                if exc.status != 409 or attempt == REGISTER_TRIES - 1:
+                    raise
+            time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
+            me = self._call("GET", "/v1/me")
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
