@@ -20,7 +20,15 @@ import pytest
 from support.ledger import drop_schema, make_settings, require_postgres
 from support.ray_cluster import RayCluster, remove_cluster, start_cluster
 from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner
-from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
+from support.runner_world import (
+    code_archive,
+    dataset,
+    python_pipeline,
+    request,
+    sklearn_pipeline,
+    torch_pipeline,
+    wait_finished,
+)
 
 from domain.run import Run
 from service.bootstrap import Services, open_services
@@ -199,7 +207,7 @@ def test_a_sigkilled_ray_runner_is_replaced_by_one_that_reattaches_to_the_runnin
     _verify(pg_services)
 
 
-def test_a_run_on_ray_is_reproduced_and_verified(
+def test_a_sklearn_run_and_a_torch_run_on_ray_are_reproduced_and_verified(
     pg_services: Services,
     api: tuple[str, RunnerPrincipal],
     ray_cluster: RayCluster,
@@ -207,23 +215,29 @@ def test_a_run_on_ray_is_reproduced_and_verified(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = dataset(pg_services)
-    run_id = request(pg_services, sklearn_pipeline(pg_services), data)
+    run_ids = [
+        request(pg_services, sklearn_pipeline(pg_services), data),
+        request(pg_services, torch_pipeline(pg_services), data, params={"epochs": 3}),
+    ]
     runner = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch)
     try:
-        (original,) = wait_finished(pg_services, [run_id], timeout=180)
-        assert original.status == "succeeded", _error(pg_services, run_id)
-        reproduction = pg_services.ledger.request_again(run_id, "bob", reproduce=True).id
-        (again,) = wait_finished(pg_services, [reproduction], timeout=180)
+        originals = wait_finished(pg_services, run_ids, timeout=300)
+        assert [run.status for run in originals] == ["succeeded"] * 2, [_error(pg_services, r) for r in run_ids]
+        reproductions = [pg_services.ledger.request_again(r, "bob", reproduce=True).id for r in run_ids]
+        again = wait_finished(pg_services, reproductions, timeout=300)
         deadline = time.monotonic() + 30
-        while not pg_services.ledger.get(run_id, Run).verdicts:
-            assert time.monotonic() < deadline, "no verdict on the original run"
+        while not all(pg_services.ledger.get(r, Run).verdicts for r in run_ids):
+            assert time.monotonic() < deadline, "no verdict on an original run"
             time.sleep(0.1)
     finally:
         _stop([runner])
 
-    assert again.status == "succeeded", _error(pg_services, reproduction)
-    assert pg_services.ledger.get(run_id, Run).verdicts == {reproduction: "verified"}
-    assert again.environment.get("backend") == "ray"
+    assert [run.status for run in again] == ["succeeded"] * 2, [_error(pg_services, r) for r in reproductions]
+    for run_id, reproduction in zip(run_ids, reproductions, strict=True):
+        assert pg_services.ledger.get(run_id, Run).verdicts == {reproduction: "verified"}
+        verified = _events(pg_services, run_id, Run.ReproductionVerified)
+        assert [event.reproduction_run_id for event in verified] == [reproduction]
+    assert all(run.environment.get("backend") == "ray" for run in again)
     _verify(pg_services)
 
 
