@@ -56,6 +56,10 @@ LOST_AFTER_SECONDS = 120.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
+STOP_TRIES = 3
+"""How often cancelling a run asks the cluster to stop its job before giving up."""
+
+
 class ClusterUnavailable(LedgerUnavailable):
     """The Ray cluster cannot be reached (or refused the runner's token); runs stay requested and the runner retries.
 
@@ -270,14 +274,26 @@ class RayExecution:
         Ray's start timeout, ``RAY_JOB_START_TIMEOUT_SECONDS``, passes); its run counts as ended now.
         """
         self.cancelled = True
-        try:
-            self.backend.client().stop_job(self.submission_id)
-        except ClusterUnavailable as exc:
-            log.warning("run %s: cannot stop its Ray job: %s", self.submission_id, exc.detail)
-        except Exception as exc:
-            if not (_unreachable(exc) or _missing(exc)):
-                raise
-            log.warning("run %s: cannot stop its Ray job: %s", self.submission_id, exc)
+        for attempt in range(STOP_TRIES):
+            try:
+                self.backend.client().stop_job(self.submission_id)
+                return
+            except ClusterUnavailable as exc:
+                reason = exc.detail
+            except Exception as exc:
+                if _missing(exc):
+                    return
+                if not _unreachable(exc):
+                    raise
+                reason = str(exc)
+            log.warning(
+                "run %s: cannot stop its Ray job (try %d of %d): %s",
+                self.submission_id,
+                attempt + 1,
+                STOP_TRIES,
+                reason,
+            )
+            time.sleep(1.0 * (attempt + 1))
 
 
 def parse_outcome(log_text: str) -> Outcome | None:
