@@ -330,6 +330,9 @@ def _filesystem(host: Folders, inside: Folders, device: str) -> tuple[list[str],
             raise ExecutionError(
                 f"refusing to sandbox the entrypoint: the interpreter folder {exposing} would expose {path}"
             )
+    # The private /tmp, /dev/shm, /proc and /dev first: an interpreter or virtual environment that lives
+    # under /tmp (a checkout there) is then bound on top of the tmpfs instead of being hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", INSIDE_TMP, "--tmpfs", INSIDE_SHM]
     for root in roots:
         args += ["--ro-bind", str(root), str(root)]
     venv_config = _real(sys.prefix) / "pyvenv.cfg"
@@ -347,7 +350,6 @@ def _filesystem(host: Folders, inside: Folders, device: str) -> tuple[list[str],
             args += ["--ro-bind-try", str(path), str(path)]
     passwd, group = _write_identity(host.control)
     args += ["--ro-bind", str(passwd), "/etc/passwd", "--ro-bind", str(group), "/etc/group"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", INSIDE_TMP, "--tmpfs", INSIDE_SHM]
     if device == "cuda":
         for node in sorted(glob.glob("/dev/nvidia*")):
             args += ["--dev-bind-try", node, node]
