@@ -241,36 +241,6 @@ def test_a_sklearn_run_and_a_torch_run_on_ray_are_reproduced_and_verified(
     _verify(pg_services)
 
 
-def test_cancelling_a_run_through_the_api_stops_its_ray_job(
-    pg_services: Services,
-    api: tuple[str, RunnerPrincipal],
-    ray_cluster: RayCluster,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    data = dataset(pg_services)
-    code = code_archive(pg_services, SLOW.format(seconds=120))
-    run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
-    runner = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch, concurrency=1)
-    try:
-        _wait_status(pg_services, run_id, "running")
-        deadline = time.monotonic() + 60
-        while _job_status(ray_cluster, run_id) != "RUNNING":
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.2)
-        pg_services.ledger.finish_run(run_id, "cancelled", "cancelled by alice", actor="alice")
-        deadline = time.monotonic() + 120
-        while _job_status(ray_cluster, run_id) not in ("STOPPED", "FAILED"):
-            assert time.monotonic() < deadline, "the Ray job still runs after its run was cancelled"
-            time.sleep(0.2)
-    finally:
-        _stop([runner])
-
-    assert pg_services.ledger.get(run_id, Run).status == "cancelled"
-    assert _events(pg_services, run_id, Run.ExecutionAttested) == []
-    _verify(pg_services)
-
-
 def test_a_cluster_stopped_mid_way_fails_the_run_it_lost_and_new_runs_wait_for_it(
     pg_services: Services,
     api: tuple[str, RunnerPrincipal],
