@@ -41,6 +41,18 @@ def forget(engine: Engine, run_id: str, runner_id: str) -> None:
         )
 
 
+def stale(engine: Engine, timeout: float, now: float | None = None) -> list[tuple[str, str, float]]:
+    """(run id, runner id, last beat) of every run whose runner has been silent for ``timeout`` seconds."""
+    moment = time.time() if now is None else now
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(runner_heartbeats.c.run_id, runner_heartbeats.c.runner_id, runner_heartbeats.c.beat_at).where(
+                runner_heartbeats.c.beat_at < moment - timeout
+            )
+        ).all()
+    return [(str(run_id), str(runner_id), float(beat_at)) for run_id, runner_id, beat_at in rows]
+
+
 def sweep(
     engine: Engine,
     ledger: Ledger,
@@ -54,14 +66,8 @@ def sweep(
     ``keep(run, silent_seconds)`` spares a run for now (its heartbeat row stays, so a later sweep
     or a runner that re-attaches finds it)."""
     moment = time.time() if now is None else now
-    with engine.connect() as conn:
-        stale = conn.execute(
-            sa.select(runner_heartbeats.c.run_id, runner_heartbeats.c.runner_id, runner_heartbeats.c.beat_at).where(
-                runner_heartbeats.c.beat_at < moment - timeout
-            )
-        ).all()
     abandoned = []
-    for run_id, runner_id, beat_at in stale:
+    for run_id, runner_id, beat_at in stale(engine, timeout, moment):
         try:
             run: Run = ledger.get(run_id, Run)
             silent = moment - beat_at

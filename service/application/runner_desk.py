@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,6 @@ from service.application.ledger_core import Written
 from service.application.reproduction import compare_runs
 from service.common.private_files import replace_private
 from service.store.blobs import BlobStore, BlobTampered
-from service.store.tables import runner_heartbeats
 
 log = logging.getLogger(__name__)
 TOKEN_SECRET_FILE = "run-token.key"  # noqa: S105 - a file name, not a secret
@@ -271,7 +269,7 @@ class RunnerDesk:
 
     def attach(self, claimant: Claimant, runner_id: str, backend: str) -> list[dict[str, Any]]:
         """Take over the active runs of ``backend`` whose runner went silent; return their work orders."""
-        stale = self._stale(self.heartbeat_timeout)
+        stale = heartbeats.stale(self.engine, self.heartbeat_timeout)
         orders = []
         for run_id, previous, _beat_at in stale:
             try:
@@ -344,16 +342,6 @@ class RunnerDesk:
 
     def _reattachable(self, run: Run, silent: float) -> bool:
         return run.environment.get("backend") == "ray" and silent < self.heartbeat_timeout * REATTACH_GRACE_FACTOR
-
-    def _stale(self, timeout: float) -> list[tuple[str, str, float]]:
-        moment = time.time()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(runner_heartbeats.c.run_id, runner_heartbeats.c.runner_id, runner_heartbeats.c.beat_at).where(
-                    runner_heartbeats.c.beat_at < moment - timeout
-                )
-            ).all()
-        return [(str(a), str(b), float(c)) for a, b, c in rows]
 
     # -- the end of a run ---------------------------------------------------------
     def verify_statement(
