@@ -9,6 +9,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
+from domain.annotations import check_description, check_tags
 from domain.errors import DatasetVersionAlreadyDeprecated, InvalidPayload
 from domain.statistics.series import check_name, series_id
 
@@ -141,6 +142,18 @@ class DatasetVersion(LedgerAggregate):
         TOPIC = "mlledger.datasetversion.Deprecated.v1"
         reason: str
 
+    class TagsSet(LedgerAggregate.Event):
+        """Tags were set (a later value replaces an earlier one)."""
+
+        TOPIC = "mlledger.datasetversion.TagsSet.v1"
+        tags: dict[str, str]
+
+    class DescriptionSet(LedgerAggregate.Event):
+        """The description was set (empty: cleared)."""
+
+        TOPIC = "mlledger.datasetversion.DescriptionSet.v1"
+        description: str
+
     @staticmethod
     def create_id(name: str, number: int, **_: object) -> uuid.UUID:
         """One aggregate per (name, number): a duplicate version number is refused when written."""
@@ -172,6 +185,8 @@ class DatasetVersion(LedgerAggregate):
         self.datasheet = datasheet
         self.source = source
         self.deprecated = False
+        self.tags: dict[str, str] = {}
+        self.description = ""
 
     @staticmethod
     def check_registration(
@@ -203,3 +218,22 @@ class DatasetVersion(LedgerAggregate):
     @event(Deprecated)
     def _deprecate(self, reason: str, actor: str) -> None:
         self.deprecated = True
+
+    def set_tags(self, tags: dict[str, str], actor: str) -> None:
+        """Set tags (also on a deprecated version: tags annotate, they do not change the data)."""
+        changed = {k: v for k, v in check_tags(tags).items() if self.tags.get(k) != v}
+        if changed:
+            self._set_tags(tags=changed, actor=actor)
+
+    @event(TagsSet)
+    def _set_tags(self, tags: dict[str, str], actor: str) -> None:
+        self.tags.update(tags)
+
+    def describe(self, description: str, actor: str) -> None:
+        """Set the description (nothing is recorded when it is unchanged)."""
+        if check_description(description) != self.description:
+            self._describe(description=description, actor=actor)
+
+    @event(DescriptionSet)
+    def _describe(self, description: str, actor: str) -> None:
+        self.description = description

@@ -11,6 +11,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.aggregate import LedgerAggregate
+from domain.annotations import check_description
 from domain.dataset import check_digest
 from domain.errors import (
     ArtifactAlreadyRecorded,
@@ -198,6 +199,12 @@ class Run(LedgerAggregate):
         TOPIC = "mlledger.run.TagsSet.v1"
         tags: dict[str, str]
 
+    class DescriptionSet(LedgerAggregate.Event):
+        """The run's description was set (empty: cleared)."""
+
+        TOPIC = "mlledger.run.DescriptionSet.v1"
+        description: str
+
     class Deleted(LedgerAggregate.Event):
         """The run was marked deleted: a tombstone, its events stay on the ledger."""
 
@@ -249,6 +256,7 @@ class Run(LedgerAggregate):
         self.resources: dict[str, Any] | None = None
         self.experiment_id: str | None = None
         self.tags: dict[str, str] = {}
+        self.description = ""
         self.deleted = False
         self.latest_metrics: dict[str, dict[str, Any]] = {}
 
@@ -510,6 +518,16 @@ class Run(LedgerAggregate):
     @event(TagsSet)
     def _set_tags(self, tags: dict[str, str], actor: str) -> None:
         self.tags.update(tags)
+
+    def describe(self, description: str, actor: str) -> None:
+        """Set the description; allowed after the run ended, like tags (nothing recorded when unchanged)."""
+        self.check_not_deleted()
+        if check_description(description) != self.description:
+            self._describe(description=description, actor=actor)
+
+    @event(DescriptionSet)
+    def _describe(self, description: str, actor: str) -> None:
+        self.description = description
 
     def delete(self, actor: str) -> None:
         """Mark the run deleted (a tombstone: nothing is erased)."""

@@ -25,10 +25,11 @@ from domain.credentials import ApiKey
 from domain.dataset import DatasetVersion
 from domain.deployment import Deployment
 from domain.model import Model, ModelVersion, approval_state
+from domain.model_labels import ModelLabels
 from domain.pipeline import Pipeline
 from domain.principal import Principal
 from domain.run import Run, RunStatus
-from projections.base import ProjectedEvent, Projection, handler_registry
+from projections.base import ProjectedEvent, Projection, handler_registry, insert_rows
 from projections.tables import json_text, metadata
 
 ID, NAME, TIME, DIGEST = sa.String(64), sa.String(200), sa.String(32), sa.String(80)
@@ -36,6 +37,14 @@ ID, NAME, TIME, DIGEST = sa.String(64), sa.String(200), sa.String(32), sa.String
 
 def _text(name: str, nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(name, sa.Text, nullable=nullable)
+
+
+def _annotations() -> list[sa.Column[Any]]:
+    """The tags (a JSON object) and description of an annotated record."""
+    return [
+        sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+        sa.Column("description", sa.Text, nullable=False, server_default=""),
+    ]
 
 
 reg_principals = sa.Table(
@@ -83,6 +92,7 @@ reg_dataset_versions = sa.Table(
     _text("registered_by"),
     sa.Column("registered_at", TIME, nullable=False),
     sa.Column("deprecated", sa.Boolean, nullable=False),
+    *_annotations(),
     sa.UniqueConstraint("name", "number", name="uq_reg_dataset_versions_name_number"),
 )
 reg_code_versions = sa.Table(
@@ -141,6 +151,7 @@ reg_runs = sa.Table(
     sa.Column("environment_digest", DIGEST, nullable=True),
     sa.Column("reproduces", ID, nullable=True),
     _text("resources", nullable=True),
+    *_annotations(),
     sa.Index("ix_reg_runs_status_requested_at", "status", "requested_at"),
     sa.Index("ix_reg_runs_finished_at", "finished_at"),
 )
@@ -187,6 +198,12 @@ reg_models = sa.Table(
     sa.Column("created_at", TIME, nullable=False),
     sa.UniqueConstraint("id", name="uq_reg_models_id"),
 )
+reg_model_labels = sa.Table(
+    "reg_model_labels",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model_name", NAME, nullable=False),
+)
 reg_model_versions = sa.Table(
     "reg_model_versions",
     metadata,
@@ -203,6 +220,7 @@ reg_model_versions = sa.Table(
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("approvals", sa.Integer, nullable=False),
     sa.Column("rejections", sa.Integer, nullable=False),
+    *_annotations(),
     sa.UniqueConstraint("model_name", "number", name="uq_reg_model_versions_model_number"),
 )
 reg_approvals = sa.Table(
@@ -276,6 +294,7 @@ class Registry(Projection):
         reg_run_artifacts,
         reg_models,
         reg_model_versions,
+        reg_model_labels,
         reg_approvals,
         reg_deployments,
         reg_deployment_history,
@@ -288,10 +307,13 @@ class Registry(Projection):
         # id -> name of pipelines, models and deployments: immutable facts, so a
         # cache can never disagree with the tables it was read from.
         self._names: dict[str, Any] = {}
+        # principal id -> roles, for principals whose roles changed in this batch (written at its end)
+        self._roles: dict[str, set[str]] = {}
 
     def begin_batch(self, conn: Connection) -> None:
         """Start the batch with empty buffers."""
         self._metric_rows, self._metric_counts = [], Counter()
+        self._roles = {}
         if len(self._names) > 100_000:
             self._names.clear()
 
@@ -302,9 +324,17 @@ class Registry(Projection):
             handler(self, conn, event)
 
     def end_batch(self, conn: Connection) -> None:
-        """Write the batch's metric points and bump the runs' point counts."""
+        """Write the batch's roles and metric points and bump the runs' point counts."""
+        if self._roles:
+            conn.execute(
+                reg_principals.update()
+                .where(reg_principals.c.id == sa.bindparam("key"))
+                .values(roles=sa.bindparam("new_roles")),
+                [{"key": key, "new_roles": json_text(sorted(roles))} for key, roles in sorted(self._roles.items())],
+            )
+            self._roles = {}
         if self._metric_rows:
-            conn.execute(reg_run_metrics.insert(), self._metric_rows)
+            insert_rows(conn, reg_run_metrics, self._metric_rows)
             conn.execute(
                 reg_runs.update()
                 .where(reg_runs.c.id == sa.bindparam("run"))
@@ -351,11 +381,17 @@ class Registry(Projection):
 
     @_on(Principal.RoleGranted.TOPIC, Principal.RoleRevoked.TOPIC)
     def _role_changed(self, conn: Connection, e: ProjectedEvent) -> None:
-        where = reg_principals.c.id == e.aggregate_id
-        roles = set(json.loads(conn.execute(sa.select(reg_principals.c.roles).where(where)).scalar_one()))
+        # A principal's roles are read once per batch, changed in memory and written in end_batch.
+        roles = self._roles.get(e.aggregate_id)
+        if roles is None:
+            where = reg_principals.c.id == e.aggregate_id
+            stored = conn.execute(sa.select(reg_principals.c.roles).where(where)).scalar_one()
+            roles = self._roles[e.aggregate_id] = set(json.loads(stored))
         role = e.payload["role"]
-        roles = roles | {role} if e.topic == Principal.RoleGranted.TOPIC else roles - {role}
-        conn.execute(reg_principals.update().where(where).values(roles=json_text(sorted(roles))))
+        if e.topic == Principal.RoleGranted.TOPIC:
+            roles.add(role)
+        else:
+            roles.discard(role)
 
     @_on(Principal.Deactivated.TOPIC)
     def _principal_deactivated(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -603,6 +639,60 @@ class Registry(Projection):
             .where(reg_runs.c.id == e.aggregate_id)
             .values(status=e.payload["status"], error=e.payload["error"], finished_at=e.recorded_at)
         )
+
+    # -- tags and descriptions ----------------------------------------------------
+
+    def _merge_tags(self, conn: Connection, table: sa.Table, where: Any, tags: dict[str, str | None]) -> None:
+        """Merge ``tags`` into the row's tags (a None value removes the key)."""
+        text = conn.execute(sa.select(table.c.tags).where(where)).scalar()
+        if text is None:
+            return  # no row (a record the registry does not keep): nothing to annotate
+        merged = {**json.loads(text), **tags}
+        kept = {k: v for k, v in sorted(merged.items()) if v is not None}
+        conn.execute(table.update().where(where).values(tags=json_text(kept)))
+
+    @_on(Run.TagsSet.TOPIC)
+    def _run_tags(self, conn: Connection, e: ProjectedEvent) -> None:
+        self._merge_tags(conn, reg_runs, reg_runs.c.id == e.aggregate_id, e.payload["tags"])
+
+    @_on(Run.DescriptionSet.TOPIC)
+    def _run_description(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = reg_runs.c.id == e.aggregate_id
+        conn.execute(reg_runs.update().where(where).values(description=e.payload["description"]))
+
+    @_on(DatasetVersion.TagsSet.TOPIC)
+    def _dataset_tags(self, conn: Connection, e: ProjectedEvent) -> None:
+        t = reg_dataset_versions
+        self._merge_tags(conn, t, t.c.id == e.aggregate_id, e.payload["tags"])
+
+    @_on(DatasetVersion.DescriptionSet.TOPIC)
+    def _dataset_description(self, conn: Connection, e: ProjectedEvent) -> None:
+        t = reg_dataset_versions
+        conn.execute(t.update().where(t.c.id == e.aggregate_id).values(description=e.payload["description"]))
+
+    @_on(ModelLabels.Created.TOPIC)
+    def _labels_created(self, conn: Connection, e: ProjectedEvent) -> None:
+        conn.execute(reg_model_labels.insert(), dict(id=e.aggregate_id, model_name=e.payload["model_name"]))
+
+    def _label_target(self, conn: Connection, e: ProjectedEvent) -> Any:
+        """The version row a model label names; None for labels of the model itself."""
+        version, t = e.payload.get("version"), reg_model_versions
+        if version is None:
+            return None
+        model_name = self._name_of(conn, reg_model_labels, "model_name", e.aggregate_id)
+        return sa.and_(t.c.model_name == model_name, t.c.number == version)
+
+    @_on(ModelLabels.TagSet.TOPIC)
+    def _version_tag(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = self._label_target(conn, e)
+        if where is not None:
+            self._merge_tags(conn, reg_model_versions, where, {e.payload["key"]: e.payload["value"]})
+
+    @_on(ModelLabels.DescriptionSet.TOPIC)
+    def _version_description(self, conn: Connection, e: ProjectedEvent) -> None:
+        where = self._label_target(conn, e)
+        if where is not None:
+            conn.execute(reg_model_versions.update().where(where).values(description=e.payload["description"]))
 
     # -- models, versions and approvals ------------------------------------------
 

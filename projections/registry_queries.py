@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -27,6 +28,16 @@ def _dto(cls: type[Dto], row: sa.Row[Any] | None, *json_fields: str, **extra: An
 
 def _all(cls: type[Dto], rows: Any, *json_fields: str) -> list[Dto]:
     return [dto for row in rows if (dto := _dto(cls, row, *json_fields)) is not None]
+
+
+def after_key(query: Any, columns: Sequence[Any], after: Sequence[Any] | None, *, descending: bool = False) -> Any:
+    """``query`` restricted to rows strictly past ``after`` in the order of ``columns`` (keyset paging)."""
+    if after is None:
+        return query
+    if len(after) != len(columns):
+        raise InvalidPayload("the cursor does not belong to this list", field="cursor")
+    left, right = sa.tuple_(*columns), sa.tuple_(*(sa.literal(value) for value in after))
+    return query.where(left < right if descending else left > right)
 
 
 def check_limit(limit: int, most: int = 1000) -> int:
@@ -78,10 +89,13 @@ def principal(conn: Connection, principal_id: str) -> PrincipalPublic | None:
     return found[0] if found else None
 
 
-def list_principals(conn: Connection, *, limit: int = 1000) -> list[PrincipalPublic]:
-    """Principals by name."""
-    query = sa.select(r.reg_principals).order_by(r.reg_principals.c.name).limit(check_limit(limit))
-    return _with_keys(conn, list(conn.execute(query).all()))
+def list_principals(
+    conn: Connection, *, limit: int = 1000, after: Sequence[Any] | None = None
+) -> list[PrincipalPublic]:
+    """Principals by name (then id), after the key (name, id) ``after``."""
+    t = r.reg_principals
+    query = after_key(sa.select(t).order_by(t.c.name, t.c.id), (t.c.name, t.c.id), after)
+    return _with_keys(conn, list(conn.execute(query.limit(check_limit(limit, 1001))).all()))
 
 
 class DatasetVersionPublic(BaseModel):
@@ -104,16 +118,21 @@ class DatasetVersionPublic(BaseModel):
     registered_by: str
     registered_at: str
     deprecated: bool
+    tags: dict[str, str] = {}
+    description: str = ""
 
 
 def _dataset(row: sa.Row[Any] | None) -> DatasetVersionPublic | None:
-    return _dto(DatasetVersionPublic, row, "schema", "profile", "datasheet")
+    return _dto(DatasetVersionPublic, row, "schema", "profile", "datasheet", "tags")
 
 
-def dataset_versions(conn: Connection, name: str) -> list[DatasetVersionPublic]:
-    """Every version of the named dataset, oldest first."""
+def dataset_versions(
+    conn: Connection, name: str, *, limit: int | None = None, after: Sequence[Any] | None = None
+) -> list[DatasetVersionPublic]:
+    """The versions of the named dataset, oldest first (after version number ``after``, at most ``limit``)."""
     t = r.reg_dataset_versions
-    rows = conn.execute(sa.select(t).where(t.c.name == name).order_by(t.c.number))
+    query = after_key(sa.select(t).where(t.c.name == name).order_by(t.c.number), (t.c.number,), after)
+    rows = conn.execute(query if limit is None else query.limit(limit))
     return [d for row in rows if (d := _dataset(row)) is not None]
 
 
@@ -191,21 +210,37 @@ class RunPublic(BaseModel):
     metric_points: int
     resources: dict[str, Any] | None = None
     """What the execution used (``domain.usage``), once recorded."""
+    tags: dict[str, str] = {}
+    description: str = ""
+
+
+RUN_JSON = ("dataset_version_ids", "params", "resources", "tags")
 
 
 def run(conn: Connection, run_id: str) -> RunPublic | None:
     """The run with ``run_id``."""
     row = conn.execute(sa.select(r.reg_runs).where(r.reg_runs.c.id == run_id)).first()
-    return _dto(RunPublic, row, "dataset_version_ids", "params", "resources")
+    return _dto(RunPublic, row, *RUN_JSON)
 
 
-def list_runs(conn: Connection, *, status: str | None = None, limit: int = 100) -> list[RunPublic]:
-    """Runs, newest first, optionally only those with ``status``."""
+def runs_by_id(conn: Connection, ids: list[str]) -> list[RunPublic]:
+    """The runs with the given ids, in the order given (unknown ids are left out)."""
     t = r.reg_runs
-    query = sa.select(t).order_by(t.c.requested_at.desc(), t.c.id).limit(check_limit(limit))
+    found = {row.id: row for row in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
+    return [d for i in ids if (d := _dto(RunPublic, found.get(i), *RUN_JSON)) is not None]
+
+
+def list_runs(
+    conn: Connection, *, status: str | None = None, limit: int = 100, after: Sequence[Any] | None = None
+) -> list[RunPublic]:
+    """Runs, newest first (by request time, then id, both descending), optionally only those with
+    ``status``; ``after`` is the (requested_at, id) of the last run of the previous page."""
+    t = r.reg_runs
+    query = sa.select(t).order_by(t.c.requested_at.desc(), t.c.id.desc()).limit(check_limit(limit, 1001))
+    query = after_key(query, (t.c.requested_at, t.c.id), after, descending=True)
     if status is not None:
         query = query.where(t.c.status == status)
-    return _all(RunPublic, conn.execute(query), "dataset_version_ids", "params", "resources")
+    return _all(RunPublic, conn.execute(query), *RUN_JSON)
 
 
 class MetricPoint(BaseModel):
@@ -215,17 +250,45 @@ class MetricPoint(BaseModel):
     step: int
     value: float
     timestamp: str
+    position: int = Field(0, description="the ledger position of the event that recorded it")
+    seq: int = Field(0, description="its place among the points that event recorded")
 
 
-def run_metrics(conn: Connection, run_id: str, key: str) -> list[MetricPoint]:
-    """Every point of metric ``key`` of a run, by step then recording order."""
+def run_metrics(
+    conn: Connection, run_id: str, key: str, *, limit: int | None = None, after: Sequence[Any] | None = None
+) -> list[MetricPoint]:
+    """The points of metric ``key`` of a run, by step then recording order; ``after`` is the
+    (step, position, seq) of the last point of the previous page."""
     t = r.reg_run_metrics
     query = (
-        sa.select(t.c.key, t.c.step, t.c.value, t.c.timestamp)
+        sa.select(t.c.key, t.c.step, t.c.value, t.c.timestamp, t.c.notification_id.label("position"), t.c.seq)
         .where(t.c.run_id == run_id, t.c.key == key)
         .order_by(t.c.step, t.c.notification_id, t.c.seq)
     )
-    return _all(MetricPoint, conn.execute(query))
+    query = after_key(query, (t.c.step, t.c.notification_id, t.c.seq), after)
+    return _all(MetricPoint, conn.execute(query if limit is None else query.limit(limit)))
+
+
+def final_metrics_of(conn: Connection, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each run's metrics at their highest step (the last value recorded at that step), for many runs."""
+    if not run_ids:
+        return {}
+    t = r.reg_run_metrics
+    last = (
+        sa.select(t.c.run_id, t.c.key, sa.func.max(t.c.step).label("step"))
+        .where(t.c.run_id.in_(run_ids))
+        .group_by(t.c.run_id, t.c.key)
+        .subquery()
+    )
+    query = (
+        sa.select(t.c.run_id, t.c.key, t.c.value)
+        .join(last, sa.and_(t.c.run_id == last.c.run_id, t.c.key == last.c.key, t.c.step == last.c.step))
+        .order_by(t.c.notification_id, t.c.seq)
+    )
+    found: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    for row in conn.execute(query):
+        found[row.run_id][row.key] = row.value
+    return found
 
 
 def final_metrics(conn: Connection, run_id: str) -> dict[str, MetricPoint]:
@@ -268,9 +331,11 @@ class ModelPublic(BaseModel):
     created_at: str
 
 
-def list_models(conn: Connection) -> list[ModelPublic]:
-    """Every model by name."""
-    return _all(ModelPublic, conn.execute(sa.select(r.reg_models).order_by(r.reg_models.c.name)), "policy")
+def list_models(conn: Connection, *, limit: int | None = None, after: Sequence[Any] | None = None) -> list[ModelPublic]:
+    """Models by name (after the name ``after``, at most ``limit``)."""
+    t = r.reg_models
+    query = after_key(sa.select(t).order_by(t.c.name), (t.c.name,), after)
+    return _all(ModelPublic, conn.execute(query if limit is None else query.limit(limit)), "policy")
 
 
 def model(conn: Connection, name: str) -> ModelPublic | None:
@@ -295,20 +360,26 @@ class ModelVersionPublic(BaseModel):
     state: str
     approvals: int
     rejections: int
+    tags: dict[str, str] = {}
+    description: str = ""
 
 
-def model_versions(conn: Connection, name: str) -> list[ModelVersionPublic]:
-    """Every version of the named model, oldest first."""
+def model_versions(
+    conn: Connection, name: str, *, limit: int | None = None, after: Sequence[Any] | None = None
+) -> list[ModelVersionPublic]:
+    """The versions of the named model, oldest first (after version number ``after``, at most ``limit``)."""
     t = r.reg_model_versions
-    query = sa.select(t).where(t.c.model_name == name).order_by(t.c.number)
-    return _all(ModelVersionPublic, conn.execute(query), "input_schema")
+    query = after_key(sa.select(t).where(t.c.model_name == name).order_by(t.c.number), (t.c.number,), after)
+    return _all(
+        ModelVersionPublic, conn.execute(query if limit is None else query.limit(limit)), "input_schema", "tags"
+    )
 
 
 def model_version(conn: Connection, name: str, number: int) -> ModelVersionPublic | None:
     """Version ``number`` of the named model."""
     t = r.reg_model_versions
     row = conn.execute(sa.select(t).where(t.c.model_name == name, t.c.number == number)).first()
-    return _dto(ModelVersionPublic, row, "input_schema")
+    return _dto(ModelVersionPublic, row, "input_schema", "tags")
 
 
 class ApprovalPublic(BaseModel):

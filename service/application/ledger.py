@@ -7,6 +7,7 @@ event store seals, chains and records. Every write returns the ledger position
 
 from __future__ import annotations
 
+from service.application.commands.annotations import AnnotationCommands
 from service.application.commands.decisions import DecisionCommands
 from service.application.commands.four_eyes import FourEyesCommands
 from service.application.commands.governance import GovernanceCommands
@@ -22,6 +23,7 @@ class Ledger(
     FourEyesCommands,
     LineageCommands,
     RunnerCommands,
+    AnnotationCommands,
     TrackingCommands,
     GovernanceCommands,
     DecisionCommands,

@@ -22,6 +22,9 @@ STORED_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlledger.dataset.Created.v1": ("Dataset", ("actor", "name")),
     "mlledger.dataset.VersionAdded.v1": ("Dataset", ("actor", "dataset_version_id", "number")),
     "mlledger.datasetversion.Deprecated.v1": ("DatasetVersion", ("actor", "reason")),
+    "mlledger.datasetversion.DescriptionSet.v1": ("DatasetVersion", ("actor", "description")),
+    "mlledger.datasetversion.TagsSet.v1": ("DatasetVersion", ("actor", "tags")),
+    "mlledger.run.DescriptionSet.v1": ("Run", ("actor", "description")),
     "mlledger.datasetversion.Registered.v1": (
         "DatasetVersion",
         (

@@ -180,6 +180,12 @@ def build_world(services: Services) -> World:
     world.deploy("stop")
     world.deploy("resume")
     world.deploy("retire")
+    ledger.tag_run(world.runs[0], {"team": "risk", "stage": "baseline"}, actor=alice)
+    ledger.describe_run(world.runs[0], "the first try", actor=alice)
+    ledger.tag_dataset_version(world.datasets[1], {"source": "bureau"}, actor=alice)
+    ledger.describe_dataset_version(world.datasets[1], "2026 applications", actor=alice)
+    ledger.tag_model_version("credit", 2, {"reviewed": "yes"}, actor=bob)
+    ledger.describe_model_version("credit", 2, "the champion", actor=bob)
     services.runner.catch_up()
     return world
 
@@ -368,6 +374,17 @@ def test_promoting_the_challenger_or_canary_clears_that_slot(services: Services)
     assert (shadowed.challenger_number, shadowed.canary_number, shadowed.canary_share) == (2, 2, 0.25)
     assert (promoted.champion_number, promoted.challenger_number, promoted.canary_number) == (2, None, None)
     assert promoted.canary_share is None and promoted.updated_at > shadowed.updated_at
+
+
+def test_tags_and_descriptions_reach_runs_datasets_and_model_versions(world: World) -> None:
+    with world.services.engine.connect() as conn:
+        run = q.run(conn, world.runs[0])
+        (_, dataset) = q.dataset_versions(conn, "credit")
+        versions = q.model_versions(conn, "credit")
+
+    assert run is not None and run.tags == {"stage": "baseline", "team": "risk"} and run.description == "the first try"
+    assert (dataset.tags, dataset.description) == ({"source": "bureau"}, "2026 applications")
+    assert [(v.tags, v.description) for v in versions] == [({}, ""), ({"reviewed": "yes"}, "the champion")]
 
 
 def test_a_rebuild_reproduces_every_registry_row(world: World) -> None:
