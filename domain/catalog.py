@@ -10,6 +10,7 @@ from domain.deployment import Deployment
 from domain.experiment import Experiment
 from domain.export import Export
 from domain.integrity.ledger_key import LedgerKeyring
+from domain.logged_model import LoggedModel
 from domain.model import Model, ModelVersion
 from domain.model_labels import ModelLabels
 from domain.monitor import Monitor
@@ -42,4 +43,5 @@ AGGREGATES = (
     Export,
     Experiment,
     ModelLabels,
+    LoggedModel,
 )

@@ -215,6 +215,19 @@ class Run(LedgerAggregate):
 
         TOPIC = "mlledger.run.Restored.v1"
 
+    class InputsLogged(LedgerAggregate.Event):
+        """Datasets (by name and digest, with where they came from) and logged models the run used."""
+
+        TOPIC = "mlledger.run.InputsLogged.v1"
+        datasets: list[dict[str, Any]]
+        model_ids: list[str]
+
+    class OutputsLogged(LedgerAggregate.Event):
+        """Logged models the run produced, each at a step."""
+
+        TOPIC = "mlledger.run.OutputsLogged.v1"
+        models: list[dict[str, Any]]
+
     @event(Requested)
     def __init__(
         self,
@@ -259,6 +272,9 @@ class Run(LedgerAggregate):
         self.description = ""
         self.deleted = False
         self.latest_metrics: dict[str, dict[str, Any]] = {}
+        self.dataset_inputs: list[dict[str, Any]] = []
+        self.model_inputs: list[str] = []
+        self.model_outputs: list[dict[str, Any]] = []
 
     @staticmethod
     def check_request(mode: str, seed: int, device: str, name: str, pipeline: str | None) -> None:
@@ -547,6 +563,33 @@ class Run(LedgerAggregate):
     @event(Restored)
     def _restore(self, actor: str) -> None:
         self.deleted = False
+
+    def log_inputs(self, datasets: list[dict[str, Any]], model_ids: list[str], actor: str) -> None:
+        """Record the datasets (each {name, digest, source_type, source, schema?, profile?, tags}) and logged
+        models the run used; one already recorded (same name and digest, or same model) is not repeated."""
+        self.check_not_deleted()
+        known = {(d["name"], d["digest"]) for d in self.dataset_inputs}
+        new_datasets = [d for d in datasets if (d["name"], d["digest"]) not in known]
+        new_models = [m for m in dict.fromkeys(model_ids) if m not in self.model_inputs]
+        if new_datasets or new_models:
+            self._log_inputs(datasets=new_datasets, model_ids=new_models, actor=actor)
+
+    @event(InputsLogged)
+    def _log_inputs(self, datasets: list[dict[str, Any]], model_ids: list[str], actor: str) -> None:
+        self.dataset_inputs.extend(datasets)
+        self.model_inputs.extend(model_ids)
+
+    def log_outputs(self, models: list[dict[str, Any]], actor: str) -> None:
+        """Record logged models (each {model_id, step}) the run produced."""
+        self.check_not_deleted()
+        known = {(m["model_id"], m["step"]) for m in self.model_outputs}
+        new = [m for m in models if (m["model_id"], m["step"]) not in known]
+        if new:
+            self._log_outputs(models=new, actor=actor)
+
+    @event(OutputsLogged)
+    def _log_outputs(self, models: list[dict[str, Any]], actor: str) -> None:
+        self.model_outputs.extend(models)
 
     def record_resources(self, resources: dict[str, Any], actor: str) -> None:
         """Record what the execution used, once; also after the run ended (a cancelled run still cost)."""

@@ -27,6 +27,7 @@ from domain.errors import (
     VersionConflict,
 )
 from domain.experiment import Experiment
+from domain.logged_model import LoggedModel, public_id
 from domain.model import Model, ModelVersion
 from domain.model_labels import CHAMPION_ALIAS, PRODUCTION_STAGE, ModelLabels
 from domain.run import Run, RunStatus
@@ -35,6 +36,9 @@ from service.api.mlflow_search import Searchable
 from service.application.commands.tracking import AlreadyExists
 
 MLMODEL = "MLmodel"
+LOGGED_MODELS_DIR = "/models/"
+"""Where a logged model's files live among its source run's artifacts: ``/models/<model id>/<path>`` (a path
+no client can upload to the run itself, since run artifact paths are relative)."""
 RUN_STATUS = {
     RunStatus.REQUESTED: "SCHEDULED",
     RunStatus.CLAIMED: "SCHEDULED",
@@ -78,6 +82,18 @@ def artifact_name(path: str) -> str:
 def artifact_path(name: str) -> str:
     """The MLflow artifact path of a ledger artifact name."""
     return unquote(name)
+
+
+def logged_model_path(model_id: str, path: str = "") -> str:
+    """The run artifact path of a file of a logged model (``path`` relative to the model's root)."""
+    return f"{LOGGED_MODELS_DIR}{model_id}/{path}"
+
+
+def logged_model_of(path: str) -> str | None:
+    """The model id when a run artifact path is a logged model's file, else None."""
+    if not path.startswith(LOGGED_MODELS_DIR):
+        return None
+    return path.removeprefix(LOGGED_MODELS_DIR).partition("/")[0]
 
 
 def check_artifact_path(path: str) -> str:
@@ -158,7 +174,17 @@ def run_json(run: Run, experiment_id: str) -> dict[str, Any]:
             "params": [{"key": k, "value": param_text(v)} for k, v in sorted(run.params.items())],
             "tags": [{"key": k, "value": v} for k, v in sorted(run.tags.items())],
         },
-        "inputs": {},
+        "inputs": {
+            "dataset_inputs": [
+                {
+                    "dataset": {k: v for k, v in d.items() if k != "tags"},
+                    "tags": [{"key": k, "value": v} for k, v in sorted(d.get("tags", {}).items())],
+                }
+                for d in run.dataset_inputs
+            ],
+            "model_inputs": [{"model_id": m} for m in run.model_inputs],
+        },
+        "outputs": {"model_outputs": [dict(m) for m in run.model_outputs]},
     }
 
 
@@ -200,9 +226,26 @@ def run_record(run: Run, experiment_id: str) -> Searchable:
     )
 
 
+def version_model_id(version: ModelVersion) -> str | None:
+    """The logged model a version was registered from, or None."""
+    return logged_model_of(artifact_path(version.artifact_name))
+
+
+def version_download_uri(version: ModelVersion, experiment_id: str) -> str:
+    """Where a version's files are through the proxied artifact API."""
+    model_id = version_model_id(version)
+    if model_id is not None:
+        return f"mlflow-artifacts:/{experiment_id}/models/{model_id}/artifacts"
+    return version_source(version, experiment_id)
+
+
 def version_source(version: ModelVersion, experiment_id: str) -> str:
-    """The MLflow source of a version: the run's artifact directory holding its MLmodel (or the file)."""
+    """The MLflow source of a version: ``models:/<id>`` for a logged model, else the run's artifact directory
+    holding its MLmodel (or the file)."""
     path = artifact_path(version.artifact_name)
+    model_id = logged_model_of(path)
+    if model_id is not None:
+        return f"models:/{model_id}"
     directory, _, leaf = path.rpartition("/")
     if leaf == MLMODEL:
         path = directory
@@ -243,6 +286,7 @@ def version_json(
         "status": "READY",
         "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
         "aliases": aliases,
+        **({"model_id": model_id} if (model_id := version_model_id(version)) else {}),
     }
 
 
@@ -266,3 +310,47 @@ def model_json(
         "tags": [{"key": k, "value": v} for k, v in sorted((labels.tags.get(None, {}) if labels else {}).items())],
         "aliases": [{"alias": a, "version": str(n)} for a, n in sorted(aliases.items())],
     }
+
+
+LOGGED_MODEL_STATUS = {"PENDING": "LOGGED_MODEL_PENDING", "READY": "LOGGED_MODEL_READY"}
+LOGGED_MODEL_STATUS["UPLOAD_FAILED"] = "LOGGED_MODEL_UPLOAD_FAILED"
+
+
+def logged_model_json(model: LoggedModel, experiment_id: str, registrations: list[dict[str, str]]) -> dict[str, Any]:
+    """An MLflow LoggedModel (info and data; its metrics are its source run's)."""
+    model_id = public_id(model.id)
+    return {
+        "info": {
+            "model_id": model_id,
+            "experiment_id": experiment_id,
+            "name": model.name,
+            "creation_timestamp_ms": millis(model.created_on),
+            "last_updated_timestamp_ms": millis(model.modified_on),
+            "artifact_uri": f"mlflow-artifacts:/{experiment_id}/models/{model_id}/artifacts",
+            "status": LOGGED_MODEL_STATUS[model.status],
+            "model_type": model.model_type,
+            "source_run_id": model.source_run_id,
+            "tags": [{"key": k, "value": v} for k, v in sorted(model.tags.items())],
+            "registrations": registrations,
+        },
+        "data": {"params": [{"key": k, "value": v} for k, v in sorted(model.params.items())], "metrics": []},
+    }
+
+
+def logged_model_record(model: LoggedModel, experiment_id: str) -> Searchable:
+    """What a logged-model search filters and sorts on."""
+    return Searchable(
+        params=dict(model.params),
+        tags=dict(model.tags),
+        attributes={
+            "model_id": public_id(model.id),
+            "name": model.name,
+            "model_type": model.model_type,
+            "status": LOGGED_MODEL_STATUS[model.status],
+            "source_run_id": model.source_run_id,
+            "creation_timestamp": millis(model.created_on),
+            "creation_time": millis(model.created_on),
+            "last_updated_timestamp": millis(model.modified_on),
+        },
+        subject=(model, experiment_id),
+    )

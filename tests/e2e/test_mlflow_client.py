@@ -1,6 +1,7 @@
-"""The stock MLflow client (mlflow-skinny) against a ledger API process: runs,
-artifacts, search, the registry, and governance of the champion alias. Every
-call is a signed event and the ledger verifies afterwards."""
+"""The stock MLflow client (mlflow-skinny) against a ledger API process, on
+SQLite and on PostgreSQL: runs, artifacts, autolog, logged models, dataset
+inputs, search, the registry, and governance of the champion alias. Every call
+is a signed event and ``mlledger verify`` checks them all afterwards."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from support.governance_world import World
-from support.ledger import ADMIN_KEY, make_settings
+from support.ledger import ADMIN_KEY, drop_schema, make_settings, require_postgres, run_cli
 from support.runner_http import ledger_api
 
 from domain.deployment import Deployment
@@ -25,7 +26,6 @@ from domain.run import Run
 from mlledger.client import LedgerClient
 from service.app import create_app
 from service.bootstrap import Services, open_services
-from service.ops.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,13 @@ class Ledger:
     world: World
 
 
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    if request.param == "postgres":
+        require_postgres()
     root = Path(tmp_path_factory.mktemp("mlflow"))
-    services = open_services(make_settings("sqlite", root / "data"), migrate=True)
+    settings = make_settings(request.param, root / "data")
+    services = open_services(settings, migrate=True)
     with TestClient(create_app(services.settings, run_projector=False, services=services)) as http:
         world = World(http, LedgerClient(api_key=ADMIN_KEY, http=http))
         keys = {}
@@ -58,6 +61,8 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         with ledger_api(services, root / "api.log") as url:
             yield Ledger(url, services, keys, world)
     services.close()
+    if request.param == "postgres":
+        drop_schema(settings.database_schema)
 
 
 @pytest.fixture
@@ -125,6 +130,7 @@ def test_search_runs_takes_an_mlflow_filter_string_and_order(ledger: Ledger, as_
 
 
 def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_alice: MlflowClient) -> None:
+    headers = {"Authorization": f"Bearer {ledger.keys['alice']}"}
     with mlflow.start_run() as active:
         run_id = active.info.run_id
         before = _position(ledger)
@@ -135,25 +141,50 @@ def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_a
             as_alice.log_param(str(uuid.uuid4()), "a", "1")
         with pytest.raises(MlflowException) as malformed:
             as_alice.search_runs(["0"], filter_string="metrics.auc >>> 1")
+        with pytest.raises(MlflowException) as unknown_model:
+            as_alice.get_logged_model("m-" + uuid.uuid4().hex)
         oversized = httpx.post(
             f"{ledger.url}/api/2.0/mlflow/runs/log-batch",
-            headers={"Authorization": f"Bearer {ledger.keys['alice']}"},
+            headers=headers,
             json={"run_id": run_id, "metrics": [{"key": "m", "value": 1, "step": i} for i in range(1001)]},
+        )
+        half_bad = httpx.post(
+            f"{ledger.url}/api/2.0/mlflow/runs/log-batch",
+            headers=headers,
+            json={"run_id": run_id, "params": [{"key": "p", "value": "1"}], "metrics": [{"key": "m", "value": "x"}]},
+        )
+        no_digest = httpx.post(
+            f"{ledger.url}/api/2.0/mlflow/runs/log-inputs",
+            headers=headers,
+            json={"run_id": run_id, "datasets": [{"dataset": {"name": "d", "source_type": "local", "source": "x"}}]},
+        )
+        stray_upload = httpx.put(
+            f"{ledger.url}/api/2.0/mlflow-artifacts/artifacts/0/{uuid.uuid4()}/artifacts/a.txt",
+            headers=headers,
+            content=b"data",
         )
 
         assert nan.value.error_code == "INVALID_PARAMETER_VALUE" and "finite" in nan.value.message
         assert unknown.value.error_code == "RESOURCE_DOES_NOT_EXIST"
         assert malformed.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert unknown_model.value.error_code == "RESOURCE_DOES_NOT_EXIST"
         assert oversized.status_code == 422 and oversized.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert half_bad.status_code == 422 and half_bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert no_digest.status_code == 422 and "digest" in no_digest.json()["message"]
+        assert stray_upload.status_code == 404 and stray_upload.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
         assert _position(ledger) == before
+        assert "p" not in as_alice.get_run(run_id).data.params
 
 
-def test_sklearn_autolog_records_params_and_metrics(ledger: Ledger, as_alice: MlflowClient) -> None:
+def test_sklearn_autolog_records_params_metrics_the_model_and_its_dataset(
+    ledger: Ledger, as_alice: MlflowClient
+) -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     features, target = load_iris(return_X_y=True)
-    mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+    mlflow.set_experiment("autolog")
+    mlflow.sklearn.autolog(log_models=True, log_datasets=True, silent=True, serialization_format="cloudpickle")
     try:
         with mlflow.start_run() as active:
             LogisticRegression(max_iter=200, C=0.5).fit(features, target)
@@ -164,6 +195,80 @@ def test_sklearn_autolog_records_params_and_metrics(ledger: Ledger, as_alice: Ml
     assert run.data.params["C"] == "0.5"
     assert run.data.metrics["training_accuracy_score"] > 0.9
     assert run.data.tags["estimator_name"] == "LogisticRegression"
+    assert run.inputs is not None and run.outputs is not None
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest and dataset_input.dataset.source_type
+    [logged] = as_alice.search_logged_models([run.info.experiment_id], filter_string="name = 'model'")
+    assert logged.source_run_id == run.info.run_id and str(logged.status) == "READY"
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "iris-autolog")
+
+    assert version.version == "1" and version.source == f"models:/{logged.model_id}"
+    loaded = mlflow.sklearn.load_model("models:/iris-autolog/1")
+    assert (loaded.predict(features[:5]) == target[:5]).all()
+    recorded = _run(ledger, run.info.run_id)
+    assert recorded.dataset_inputs[0]["digest"] == dataset_input.dataset.digest
+    assert f"%2Fmodels%2F{logged.model_id}%2FMLmodel" in recorded.artifacts
+
+
+def test_log_model_then_register_the_logged_model_whose_files_stay_fixed(
+    ledger: Ledger, as_alice: MlflowClient
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    features, target = load_iris(return_X_y=True)
+    fitted = DecisionTreeClassifier(max_depth=3).fit(features, target)
+    with mlflow.start_run() as active:
+        info = mlflow.sklearn.log_model(fitted, name="tree", serialization_format="cloudpickle", params={"depth": "3"})
+
+    version = mlflow.register_model(info.model_uri, "iris-tree")
+
+    assert info.model_uri == f"models:/{info.model_id}"
+    assert version.source == info.model_uri and version.run_id == active.info.run_id
+    assert as_alice.get_logged_model(info.model_id).params == {"depth": "3"}
+    assert as_alice.get_model_version_download_uri("iris-tree", version.version).endswith(
+        f"/models/{info.model_id}/artifacts"
+    )
+    loaded = mlflow.sklearn.load_model("models:/iris-tree/1")
+    assert (loaded.predict(features) == fitted.predict(features)).all()
+    before = _position(ledger)
+    overwrite = httpx.put(
+        f"{ledger.url}/api/2.0/mlflow-artifacts/artifacts/0/models/{info.model_id}/artifacts/model.pkl",
+        headers={"Authorization": f"Bearer {ledger.keys['alice']}"},
+        content=b"not the model",
+    )
+    assert overwrite.status_code in (409, 422) and overwrite.json()["error_code"] in (
+        "INVALID_PARAMETER_VALUE",
+        "INVALID_STATE",
+    )
+    assert _position(ledger) == before
+    assert (
+        mlflow.sklearn.load_model("models:/iris-tree/1").predict(features[:3]).tolist()
+        == fitted.predict(features[:3]).tolist()
+    )
+
+
+def test_log_inputs_records_datasets_by_digest(ledger: Ledger, as_alice: MlflowClient) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name="loans", digest="a1b2c3d4", source_type="local", source='{"uri": "/data/loans.csv"}')
+    with mlflow.start_run() as active:
+        as_alice.log_inputs(
+            active.info.run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        )
+
+    inputs = as_alice.get_run(active.info.run_id).inputs
+    assert inputs is not None
+    [shown] = inputs.dataset_inputs
+    assert (shown.dataset.name, shown.dataset.digest) == ("loans", "a1b2c3d4")
+    assert {t.key: t.value for t in shown.tags} == {"mlflow.data.context": "training"}
+    ledger.services.ledger.repository.cache = None
+    logged = [
+        e for e in ledger.services.ledger.events.get(uuid.UUID(active.info.run_id)) if isinstance(e, Run.InputsLogged)
+    ]
+    assert [d["digest"] for e in logged for d in e.datasets] == ["a1b2c3d4"]
 
 
 def test_the_champion_alias_needs_the_signed_approvals(
@@ -200,14 +305,18 @@ def test_the_champion_alias_needs_the_signed_approvals(
     ledger.services.ledger.repository.cache = None
     deployment: Deployment = ledger.services.ledger.get(Deployment.create_id(model_name="iris"), Deployment)
     assert deployment.champion is not None and deployment.champion.number == 1
+    history = [e for e in ledger.services.ledger.events.get(deployment.id) if isinstance(e, Deployment.ChampionSet)]
+    assert [(e.number, e.reason) for e in history] == [(1, "alias champion")]
     downloaded = Path(mlflow.artifacts.download_artifacts("models:/iris@champion"))
     assert (downloaded / "MLmodel").is_file()
 
 
-def test_every_mlflow_call_is_a_verified_signed_event(ledger: Ledger, as_alice: MlflowClient) -> None:
+def test_mlledger_verify_checks_every_signed_event_the_client_caused(ledger: Ledger, as_alice: MlflowClient) -> None:
     with mlflow.start_run():
         mlflow.log_metric("auc", 0.9)
+    position = _position(ledger)
 
-    report = verify_ledger(ledger.services.settings, workers=1)
+    verified = run_cli(ledger.services.settings, "verify", "--workers", "1")
 
-    assert report.ok, [f.describe() for f in report.findings]
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"OK: {position} events" in verified.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException
 from domain.approval import ApprovalPolicy
 from domain.errors import Forbidden, InvalidPayload, LedgerError, NotFound
 from domain.experiment import Experiment
+from domain.logged_model import LoggedModel
 from domain.model import ModelVersion
 from domain.permissions import Action
 from domain.run import Run
@@ -204,6 +206,19 @@ def _run_id_of_path(path: str) -> tuple[str, str]:
     if len(parts) < 3 or parts[2] != "artifacts":
         raise NotFound(f"no artifact at {path!r}; artifact paths are <experiment>/<run>/artifacts/<path>")
     return parts[1], parts[3] if len(parts) == 4 else ""
+
+
+def _artifact_target(ledger: Ledger, path: str) -> tuple[str, str, str]:
+    """An artifact path of the proxied API -> (run id, the base of the paths it names among that run's
+    artifacts, the path under that base). A run's own artifacts are ``<experiment>/<run>/artifacts/<path>``
+    (base ""); a logged model's are ``<experiment>/models/<model id>/artifacts/<path>``, kept among its
+    source run's artifacts under ``/models/<model id>/``."""
+    parts = path.split("/", 4)
+    if len(parts) >= 4 and parts[1] == "models" and parts[3] == "artifacts":
+        model = ledger.logged_model(parts[2])
+        return model.source_run_id, shapes.logged_model_path(parts[2]), parts[4] if len(parts) == 5 else ""
+    run_id, inner = _run_id_of_path(path)
+    return run_id, "", inner
 
 
 # -- experiments -------------------------------------------------------------------------------------
@@ -428,10 +443,187 @@ def metric_history(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> 
     return {"metrics": [shapes.metric_json(p, run) for p in points]}
 
 
+@router.post("/mlflow/runs/log-inputs", openapi_extra=OWN_ERRORS)
+def log_inputs(caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Record the datasets (name, digest, source) and logged models a run used."""
+    run = _run(ledger, fields)
+    datasets_in = fields.get("datasets") or []
+    models_in = fields.get("models") or []
+    if not isinstance(datasets_in, list) or not isinstance(models_in, list):
+        raise InvalidPayload("datasets and models must be lists", field="body")
+    if len(datasets_in) + len(models_in) > BATCH_TOTAL_MAX:
+        raise InvalidPayload(f"at most {BATCH_TOTAL_MAX} inputs at once", field="body")
+    datasets = [_dataset_input(item, index) for index, item in enumerate(datasets_in)]
+    model_ids = [_model_ref(item, f"models.{index}") for index, item in enumerate(models_in)]
+    ledger.log_inputs(str(run.id), datasets, model_ids, actor=caller.actor)
+    return {}
+
+
+@router.post("/mlflow/runs/outputs", openapi_extra=OWN_ERRORS)
+def log_outputs(caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Record the logged models a run produced (each at a step)."""
+    run = _run(ledger, fields)
+    models_in = fields.get("models") or []
+    if not isinstance(models_in, list) or len(models_in) > BATCH_TOTAL_MAX:
+        raise InvalidPayload(f"models must be a list of at most {BATCH_TOTAL_MAX}", field="models")
+    models = []
+    for index, item in enumerate(models_in):
+        step = _int(item, "step", 0) if isinstance(item, dict) else 0
+        models.append({"model_id": _model_ref(item, f"models.{index}"), "step": step})
+    ledger.log_outputs(str(run.id), models, actor=caller.actor)
+    return {}
+
+
+DATASET_FIELD_MAX = {"name": 500, "digest": 36, "source_type": 36, "source": 65_535, "schema": 1_048_576}
+DATASET_FIELD_MAX["profile"] = 16_384
+
+
+def _dataset_input(item: Any, index: int) -> dict[str, Any]:
+    """A dataset input: {name, digest, source_type, source, schema?, profile?, tags}, every field bounded."""
+    where = f"datasets.{index}"
+    dataset = item.get("dataset") if isinstance(item, dict) else None
+    if not isinstance(dataset, dict):
+        raise InvalidPayload(f"{where} needs a dataset", field=where)
+    recorded: dict[str, Any] = {}
+    for key, limit in DATASET_FIELD_MAX.items():
+        value = dataset.get(key)
+        required = key in ("name", "digest", "source_type", "source")
+        if value is None or value == "":
+            if required:
+                raise InvalidPayload(f"{where}.dataset.{key} is required", field=f"{where}.dataset.{key}")
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise InvalidPayload(f"{where}.dataset.{key} must be a string of at most {limit}", field=where)
+        recorded[key] = value
+    recorded["tags"] = _tags(item.get("tags"), f"{where}.tags")
+    return recorded
+
+
+def _model_ref(item: Any, where: str) -> str:
+    model_id = item.get("model_id") if isinstance(item, dict) else None
+    if not isinstance(model_id, str) or not model_id:
+        raise InvalidPayload(f"{where} needs a model_id", field=where)
+    return model_id
+
+
+# -- logged models (MLflow 3) ------------------------------------------------------------------------
+def _experiment_public(ledger: Ledger, experiment_uuid: str) -> str:
+    return "0" if experiment_uuid == _default_uuid(ledger) else experiment_uuid
+
+
+def _logged_model_json(ledger: Ledger, model_id: str) -> dict[str, Any]:
+    model = ledger.logged_model(model_id)
+    return shapes.logged_model_json(model, _experiment_public(ledger, model.experiment_id), [])
+
+
+def _key_values(items: Any, field: str) -> dict[str, str]:
+    return _tags(items, field)
+
+
+@router.post("/mlflow/logged-models", openapi_extra=OWN_ERRORS)
+def create_logged_model(caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Log a model from an open run (pending until finalized; its files go among the run's artifacts)."""
+    source_run_id = _text(fields, "source_run_id", required=False)
+    if not source_run_id:
+        raise InvalidPayload(
+            "a logged model is recorded with the run that produced it: log it inside a run", field="source_run_id"
+        )
+    written = ledger.create_logged_model(
+        experiment_id=_text(fields, "experiment_id"),
+        name=_text(fields, "name", required=False) or "model",
+        source_run_id=source_run_id,
+        model_type=_text(fields, "model_type", required=False),
+        params=_key_values(fields.get("params"), "params"),
+        tags=_tags(fields.get("tags")),
+        actor=caller.actor,
+    )
+    model_id = ledger.logged_model_public_id(ledger.get(uuid.UUID(written.id), LoggedModel))
+    return {"model": _logged_model_json(ledger, model_id)}
+
+
+@router.get("/mlflow/logged-models/{model_id}", openapi_extra=OWN_ERRORS)
+def get_logged_model(model_id: str, caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """A logged model (a deleted one only with ``allow_deleted=true``)."""
+    model = ledger.logged_model(model_id)
+    if model.deleted and str(fields.get("allow_deleted", "")).lower() != "true":
+        raise NotFound(f"logged model {model_id} is deleted", field="model_id")
+    return {"model": _logged_model_json(ledger, model_id)}
+
+
+@router.patch("/mlflow/logged-models/{model_id}", openapi_extra=OWN_ERRORS)
+def finalize_logged_model(model_id: str, caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """End a logged model's upload: READY or UPLOAD_FAILED."""
+    status = _text(fields, "status").removeprefix("LOGGED_MODEL_")
+    ledger.change_logged_model(model_id, caller.actor, status=status)
+    return {"model": _logged_model_json(ledger, model_id)}
+
+
+@router.delete("/mlflow/logged-models/{model_id}", openapi_extra=OWN_ERRORS)
+def delete_logged_model(model_id: str, caller: LineageWriter, ledger: LedgerDep) -> dict[str, Any]:
+    """Mark a logged model deleted (an event; its record and files stay)."""
+    ledger.change_logged_model(model_id, caller.actor, delete=True)
+    return {}
+
+
+@router.post("/mlflow/logged-models/{model_id}/params", openapi_extra=OWN_ERRORS)
+def log_logged_model_params(model_id: str, caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Record parameters of a logged model."""
+    params = _key_values(fields.get("params"), "params")
+    if len(params) > BATCH_PARAMS_MAX:
+        raise InvalidPayload(f"at most {BATCH_PARAMS_MAX} params at once", field="params")
+    ledger.change_logged_model(model_id, caller.actor, params=params)
+    return {}
+
+
+@router.patch("/mlflow/logged-models/{model_id}/tags", openapi_extra=OWN_ERRORS)
+def set_logged_model_tags(model_id: str, caller: LineageWriter, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Set tags of a logged model."""
+    tags: dict[str, str | None] = dict(_tags(fields.get("tags")))
+    if len(tags) > BATCH_TAGS_MAX:
+        raise InvalidPayload(f"at most {BATCH_TAGS_MAX} tags at once", field="tags")
+    ledger.change_logged_model(model_id, caller.actor, tags=tags)
+    return {}
+
+
+@router.delete("/mlflow/logged-models/{model_id}/tags/{tag_key:path}", openapi_extra=OWN_ERRORS)
+def delete_logged_model_tag(model_id: str, tag_key: str, caller: LineageWriter, ledger: LedgerDep) -> dict[str, Any]:
+    """Remove a tag of a logged model (an event)."""
+    if tag_key not in ledger.logged_model(model_id).tags:
+        raise NotFound(f"logged model {model_id} has no tag {tag_key!r}", field="tag_key")
+    ledger.change_logged_model(model_id, caller.actor, tags={tag_key: None})
+    return {}
+
+
 @router.post("/mlflow/logged-models/search", openapi_extra=OWN_ERRORS)
-def search_logged_models(caller: LineageReader, fields: Fields) -> dict[str, Any]:
-    """MLflow 3's logged models are not kept (a model is a run's artifacts): the search finds none."""
-    return {"models": []}
+def search_logged_models(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
+    """Logged models of experiments matching a filter (``name``, ``params.*``, ``tags.*``, attributes)."""
+    experiment_ids = fields.get("experiment_ids") or []
+    if isinstance(experiment_ids, str):
+        experiment_ids = [experiment_ids]
+    if not isinstance(experiment_ids, list) or not all(isinstance(e, str) for e in experiment_ids):
+        raise InvalidPayload("experiment_ids must be a list of ids", field="experiment_ids")
+    clauses = parse_filter(fields.get("filter"), ("creation_timestamp", "creation_time", "last_updated_timestamp"))
+    order_in = fields.get("order_by") or []
+    if not isinstance(order_in, list):
+        raise InvalidPayload("order_by must be a list", field="order_by")
+    order_by = []
+    for item in order_in:
+        if not isinstance(item, dict) or not isinstance(item.get("field_name"), str):
+            raise InvalidPayload("each order_by needs a field_name", field="order_by")
+        order_by.append(f"{item['field_name']} {'ASC' if item.get('ascending', True) else 'DESC'}")
+    records = [
+        shapes.logged_model_record(model, public)
+        for model, public in ledger.logged_models([str(e) for e in experiment_ids])
+        if not model.deleted
+    ]
+    chosen = sort_records(
+        [r for r in records if matches(clauses, r)], order_by, [("attributes", "creation_timestamp", True)]
+    )
+    items, token = page(chosen, fields.get("page_token"), _max_results(fields, 100))
+    answer: dict[str, Any] = {"models": [shapes.logged_model_json(m, e, []) for m, e in (r.subject for r in items)]}
+    if token:
+        answer["next_page_token"] = token
+    return answer
 
 
 # -- artifacts (the proxied artifact API) ------------------------------------------------------------
@@ -442,8 +634,13 @@ async def upload_artifact(
     """Upload a run artifact (streamed to the content-addressed store) and record it on the run."""
     limit = services.settings.max_upload_bytes
     refuse_oversized(request, limit, "body")
-    run_id, inner = _run_id_of_path(artifact_path)
-    name = shapes.artifact_name(shapes.check_artifact_path(inner))
+    run_id, base, inner = _artifact_target(services.ledger, artifact_path)
+    name = shapes.artifact_name(base + shapes.check_artifact_path(inner))
+    if base:
+        model = services.ledger.logged_model(shapes.logged_model_of(base) or "")
+        model.check_active()
+        if model.status != "PENDING":
+            raise InvalidPayload(f"logged model {model.name!r} is {model.status}: its files are final", field="path")
     run: Run = services.ledger.get(run_id, Run)
     run.check_open()
     if name in run.artifacts:
@@ -457,9 +654,9 @@ async def upload_artifact(
 @router.get("/mlflow-artifacts/artifacts/{artifact_path:path}", openapi_extra=OWN_ERRORS, response_model=None)
 def download_artifact(artifact_path: str, caller: LineageReader, services: ServicesDep) -> StreamingResponse:
     """Download a run artifact (its digest is checked before the first byte is sent)."""
-    run_id, inner = _run_id_of_path(artifact_path)
+    run_id, base, inner = _artifact_target(services.ledger, artifact_path)
     run: Run = services.ledger.get(run_id, Run)
-    digest = run.artifacts.get(shapes.artifact_name(inner))
+    digest = run.artifacts.get(shapes.artifact_name(base + inner))
     if digest is None:
         raise NotFound(f"run {run_id} has no artifact {inner!r}", field="path")
     chunks = services.blobs.read_verified(digest)
@@ -469,12 +666,17 @@ def download_artifact(artifact_path: str, caller: LineageReader, services: Servi
 @router.get("/mlflow-artifacts/artifacts", openapi_extra=OWN_ERRORS)
 def list_artifacts(caller: LineageReader, fields: Fields, services: ServicesDep) -> dict[str, Any]:
     """The files and directories directly under a path of a run's artifacts."""
-    run_id, inner = _run_id_of_path(_text(fields, "path"))
+    run_id, base, inner = _artifact_target(services.ledger, _text(fields, "path"))
     run: Run = services.ledger.get(run_id, Run)
     prefix = f"{inner.rstrip('/')}/" if inner else ""
     entries: dict[str, dict[str, Any]] = {}
     for name, digest in run.artifacts.items():
-        path = shapes.artifact_path(name)
+        full = shapes.artifact_path(name)
+        if base and not full.startswith(base):
+            continue
+        if not base and shapes.logged_model_of(full) is not None:
+            continue  # a logged model's file, listed under the model
+        path = full.removeprefix(base)
         if path == inner:
             size = services.blobs.path_of(digest).stat().st_size if services.blobs.exists(digest) else None
             entries[path.rsplit("/", 1)[-1]] = {"path": path.rsplit("/", 1)[-1], "is_dir": False, "file_size": size}
@@ -615,7 +817,22 @@ def create_model_version(caller: LineageWriter, fields: Fields, ledger: LedgerDe
     name = _text(fields, "name")
     run_id = _text(fields, "run_id", required=False)
     source = _text(fields, "source")
-    if source.startswith("mlflow-artifacts:/"):
+    model_id = _text(fields, "model_id", required=False)
+    if source.startswith("models:/") and not model_id:
+        model_id = source.removeprefix("models:/").strip("/")
+    if model_id:
+        try:
+            logged = ledger.logged_model(model_id)
+        except NotFound:
+            raise InvalidPayload(f"no logged model {model_id}", field="model_id") from None
+        if logged.status != "READY" or logged.deleted:
+            detail = "deleted" if logged.deleted else logged.status
+            raise InvalidPayload(f"logged model {model_id} is {detail}; register a READY one", field="model_id")
+        if run_id and run_id != logged.source_run_id:
+            raise InvalidPayload("the logged model was not produced by the given run", field="run_id")
+        run_id = logged.source_run_id
+        inner = shapes.logged_model_path(model_id)
+    elif source.startswith("mlflow-artifacts:/"):
         source_run, inner = _run_id_of_path(source.removeprefix("mlflow-artifacts:/").lstrip("/"))
         run_id = run_id or source_run
         if source_run != run_id:
@@ -624,12 +841,15 @@ def create_model_version(caller: LineageWriter, fields: Fields, ledger: LedgerDe
         source_run, _, inner = source.removeprefix("runs:/").partition("/")
         run_id = run_id or source_run
     else:
-        raise InvalidPayload("source must be a run's artifact (runs:/ or mlflow-artifacts:/)", field="source")
+        raise InvalidPayload(
+            "source must be a run's artifact (runs:/ or mlflow-artifacts:/) or a logged model (models:/<id>)",
+            field="source",
+        )
     try:
         run: Run = ledger.get(run_id, Run)
     except NotFound:
         raise InvalidPayload(f"no run {run_id}", field="run_id") from None
-    inner = inner.strip("/")
+    inner = inner.rstrip("/") if model_id else inner.strip("/")
     candidates = [f"{inner}/{shapes.MLMODEL}" if inner else shapes.MLMODEL, inner]
     names = [shapes.artifact_name(c) for c in candidates if c]
     artifact = next((n for n in names if n in run.artifacts), None)
@@ -717,4 +937,5 @@ def delete_model_version_tag(caller: LineageWriter, fields: Fields, ledger: Ledg
 def get_download_uri(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dict[str, Any]:
     """Where a version's files are (the run's artifacts, through the proxied artifact API)."""
     version = ledger.model_version(_text(fields, "name"), _version_number(fields))
-    return {"artifact_uri": _version_json(ledger, version)["source"]}
+    run: Run = ledger.get(version.run_id, Run)
+    return {"artifact_uri": shapes.version_download_uri(version, shapes.run_experiment_id(run, _default_uuid(ledger)))}

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from domain.deployment import Deployment
-from domain.errors import NotFound, RuleViolated, VersionConflict
+from domain.errors import InvalidPayload, NotFound, RuleViolated, VersionConflict
 from domain.experiment import DEFAULT_EXPERIMENT, Experiment
+from domain.logged_model import LoggedModel, aggregate_id, public_id
 from domain.model import Model
 from domain.model_labels import CHAMPION_ALIAS, PRODUCTION_STAGE, ModelLabels
 from domain.run import Run
@@ -202,6 +203,103 @@ class TrackingCommands(GovernanceCommands):
             if isinstance(stored, Run.MetricsLogged):
                 points.extend(p for p in stored.metrics if p["key"] == key)
         return points
+
+    def log_inputs(self, run_id: str, datasets: list[dict[str, Any]], model_ids: list[str], actor: str) -> Written:
+        """Record the datasets (by digest) and logged models a run used."""
+        run: Run = self.get(run_id, Run)
+        for model_id in model_ids:
+            self.logged_model(model_id)
+        run.log_inputs(datasets, model_ids, actor=actor)
+        return self._written(run) if run.pending_events else Written(str(run.id), self.position())
+
+    def log_outputs(self, run_id: str, models: list[dict[str, Any]], actor: str) -> Written:
+        """Record the logged models a run produced."""
+        run: Run = self.get(run_id, Run)
+        for model in models:
+            self.logged_model(model["model_id"])
+        run.log_outputs(models, actor=actor)
+        return self._written(run) if run.pending_events else Written(str(run.id), self.position())
+
+    # -- logged models --------------------------------------------------------
+    def logged_model(self, model_id: str) -> LoggedModel:
+        """A logged model by MLflow model id (``m-<hex>``), or :class:`NotFound`."""
+        oid = aggregate_id(model_id)
+        if oid is None:
+            raise NotFound(f"no logged model with id {model_id}", field="model_id")
+        try:
+            found: LoggedModel = self.get(oid, LoggedModel)
+        except NotFound:
+            raise NotFound(f"no logged model with id {model_id}", field="model_id") from None
+        return found
+
+    def create_logged_model(
+        self,
+        experiment_id: str,
+        name: str,
+        source_run_id: str,
+        model_type: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        actor: str,
+    ) -> Written:
+        """Log a model from an open run of the experiment (its files become the run's artifacts)."""
+        LoggedModel.check_creation(name, model_type, params, tags)
+        experiment = self.experiment(experiment_id, actor=actor)
+        experiment.check_active()
+        try:
+            run: Run = self.get(source_run_id, Run)
+        except NotFound:
+            raise NotFound(f"no run {source_run_id}", field="source_run_id") from None
+        run.check_open()
+        if run.experiment_id != str(experiment.id):
+            raise InvalidPayload(f"run {source_run_id} is not filed under this experiment", field="source_run_id")
+        model = LoggedModel(
+            experiment_id=str(experiment.id),
+            name=name,
+            source_run_id=str(run.id),
+            model_type=model_type,
+            params=params,
+            tags=tags,
+            actor=actor,
+        )
+        return self._written(model)
+
+    def change_logged_model(
+        self,
+        model_id: str,
+        actor: str,
+        *,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str | None] | None = None,
+        status: str | None = None,
+        delete: bool = False,
+    ) -> Written:
+        """Record parameters, set or remove tags, finalize or delete a logged model."""
+        model = self.logged_model(model_id)
+        if params:
+            model.log_params(params, actor=actor)
+        if tags:
+            model.set_tags(tags, actor=actor)
+        if status is not None:
+            model.finalize(status, actor=actor)
+        if delete:
+            model.delete(actor=actor)
+        return self._written(model) if model.pending_events else Written(str(model.id), self.position())
+
+    def logged_models(self, experiment_ids: list[str]) -> list[tuple[LoggedModel, str]]:
+        """The logged models of the experiments (with each one's MLflow experiment id), oldest first."""
+        wanted = {str(self.experiment_uuid(e)): e for e in experiment_ids}
+        found: list[tuple[LoggedModel, str]] = []
+        for oid in self.aggregate_ids_created(LoggedModel.Created.TOPIC):
+            model: LoggedModel = self.get(oid, LoggedModel)
+            if model.experiment_id in wanted:
+                found.append((model, wanted[model.experiment_id]))
+        return found
+
+    @staticmethod
+    def logged_model_public_id(model: LoggedModel) -> str:
+        """The MLflow model id of a logged model."""
+        return public_id(model.id)
 
     # -- registered models ----------------------------------------------------
     def labels(self, model_name: str) -> ModelLabels | None:
