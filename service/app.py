@@ -25,6 +25,7 @@ from service.api.routers import (
     monitoring,
     predictions,
     principals,
+    receipts,
     registry,
     runner,
     usage,
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(predictions.router)  # first: the busiest routes are matched first
     app.include_router(ledger.router)
+    app.include_router(receipts.router)
     app.include_router(principals.router)
     app.include_router(changes.router)
     app.include_router(datasets.router)

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from domain.dataset import DatasetVersion
 from domain.errors import InvalidPayload
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
+from service.api.routers.registry import DescriptionBody, TagsBody
 from service.api.schemas import WriteResult
 from service.application import datasets
 
@@ -51,6 +52,8 @@ class DatasetVersionDetail(BaseModel):
     datasheet: dict[str, Any]
     source: str
     deprecated: bool
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
 
 
 @router.post(
@@ -150,7 +153,25 @@ def get_dataset_version(dataset_id: NamePath, caller: LineageReader, ledger: Led
         "datasheet": found.datasheet,
         "source": found.source,
         "deprecated": found.deprecated,
+        "tags": found.tags,
+        "description": found.description,
     }
+
+
+@router.post("/dataset-versions/{dataset_id}/tags", response_model=WriteResult)
+def tag_dataset_version(
+    dataset_id: NamePath, body: TagsBody, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Set tags of a dataset version."""
+    return written(response, ledger.tag_dataset_version(dataset_id, body.tags, actor=caller.actor))
+
+
+@router.put("/dataset-versions/{dataset_id}/description", response_model=WriteResult)
+def describe_dataset_version(
+    dataset_id: NamePath, body: DescriptionBody, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Set the description of a dataset version."""
+    return written(response, ledger.describe_dataset_version(dataset_id, body.description, actor=caller.actor))
 
 
 @router.get("/dataset-versions/{dataset_id}/content")

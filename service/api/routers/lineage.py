@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from domain.code import CodeVersion
-from domain.errors import InvalidPayload
+from domain.errors import InvalidPayload, NotFound
 from domain.run import Run
 from projections.usage_queries import CostPublic, run_cost
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, refuse_oversized, written
+from service.api.routers.registry import DescriptionBody, TagsBody
 from service.api.schemas import WriteResult
 
 router = APIRouter(prefix="/v1", tags=["lineage"])
@@ -120,6 +122,8 @@ class RunDetail(BaseModel):
     reproductions: dict[str, str] = Field(default_factory=dict, description="reproduction run id -> verdict")
     resources: dict[str, JSONValue] | None = Field(None, description="what the execution used, once recorded")
     cost: CostPublic | None = Field(None, description="what the resources cost at the configured rates")
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
 
 
 class StoredFile(BaseModel):
@@ -214,7 +218,36 @@ def get_run(run_id: IdPath, caller: LineageReader, ledger: LedgerDep) -> object:
         "reproductions": run.verdicts,
         "resources": run.resources,
         "cost": run_cost(run.resources, ledger.settings.rates),
+        "tags": run.tags,
+        "description": run.description,
     }
+
+
+@router.post("/runs/{run_id}/tags", response_model=WriteResult)
+def tag_run(run_id: IdPath, body: TagsBody, caller: LineageWriter, ledger: LedgerDep, response: Response) -> object:
+    """Set tags of a run (also after it ended: tags annotate, they are not results)."""
+    return written(response, ledger.tag_run(run_id, body.tags, actor=caller.actor))
+
+
+@router.put("/runs/{run_id}/description", response_model=WriteResult)
+def describe_run(
+    run_id: IdPath, body: DescriptionBody, caller: LineageWriter, ledger: LedgerDep, response: Response
+) -> object:
+    """Set the description of a run."""
+    return written(response, ledger.describe_run(run_id, body.description, actor=caller.actor))
+
+
+@router.get("/runs/{run_id}/artifacts/{name}")
+def download_artifact(
+    run_id: IdPath, name: NamePath, caller: LineageReader, services: ServicesDep
+) -> StreamingResponse:
+    """An artifact's bytes, after checking they still have the recorded digest (``X-Content-Digest``)."""
+    run: Run = services.ledger.get(run_id, Run)
+    digest = run.artifacts.get(name)
+    if digest is None:
+        raise NotFound(f"run {run_id} has no artifact {name!r}", field="name")
+    chunks = services.blobs.read_verified(digest)  # checked before the response starts
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"X-Content-Digest": digest})
 
 
 @router.post("/runs/{run_id}/params", response_model=WriteResult)

@@ -76,6 +76,8 @@ class ModelVersionDetail(BaseModel):
     approvers: list[str]
     rejecters: list[str]
     cost: CostPublic | None = Field(None, description="what its run cost at the configured rates, once recorded")
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
 
 
 class DecisionCreate(BaseModel):
@@ -154,7 +156,12 @@ def get_version(name: NamePath, version: VersionPath, caller: LineageReader, led
     found = ledger.model_version(name, version)
     run: Run = ledger.get(found.run_id, Run)
     cost = run_cost(run.resources, ledger.settings.rates)
-    return _version_public(found, found.state(ledger.model(name).policy)) | {"cost": cost}
+    labels = ledger.labels(name)
+    annotations = {
+        "tags": {} if labels is None else labels.tags.get(version, {}),
+        "description": "" if labels is None else labels.descriptions.get(version, ""),
+    }
+    return _version_public(found, found.state(ledger.model(name).policy)) | {"cost": cost} | annotations
 
 
 @router.get("/{name}/versions/{version}/approval-statement")
