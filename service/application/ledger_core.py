@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
@@ -25,6 +25,9 @@ from service.settings import Settings
 from service.store import keystore
 from service.store.event_store import LedgerEventStore, SealingMapper
 from service.store.persistence import eventsourcing_env
+
+if TYPE_CHECKING:
+    from service.application.group_commit import GroupCommitter
 
 SYSTEM_ACTOR = "system:ledger"
 AGGREGATE_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
@@ -55,6 +58,7 @@ class LedgerCore(Application[uuid.UUID]):
         self._signer = signer
         self._keyring_version = 0
         """The keyring version at which ``_signer`` was last seen to be the current key (0: not yet)."""
+        self._committer: GroupCommitter | None = None
         super().__init__(env={**AGGREGATE_CACHE, **eventsourcing_env(settings), **(env or {})})
         assert isinstance(self.mapper, SealingMapper)
         self.mapper.refresh_keys = self._trusted_keys
@@ -86,8 +90,33 @@ class LedgerCore(Application[uuid.UUID]):
         """The key that seals new events."""
         return self._signer
 
+    def share_commits(self, committer: GroupCommitter | None, only: GroupCommitter | None = None) -> None:
+        """Record every later :meth:`save` through ``committer`` (None: each save in its own transaction).
+
+        With ``only``, the committer is replaced only while it is ``only`` (a
+        committer that stops detaches itself, never another one).
+        """
+        if only is None or self._committer is only:
+            self._committer = committer
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
         """Record the pending events of aggregates, and bare new events, in one transaction.
+
+        With a group committer shared (the API process), concurrent saves share
+        transactions and signatures, each still all or nothing
+        (:mod:`service.application.group_commit`); otherwise, and on the
+        committer's own thread, the save is its own transaction.
+        """
+        committer = self._committer
+        if committer is None or kwargs or committer.on_writer_thread():
+            return self.save_now(*objs, **kwargs)
+        items = [obj for obj in objs if obj is not None]
+        if not any(obj.pending_events if isinstance(obj, Aggregate) else True for obj in items):
+            return self.save_now(*items)
+        return committer.save(items)
+
+    def save_now(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
+        """Record the pending events of aggregates, and bare new events, in one transaction of their own.
 
         A lost race becomes :class:`VersionConflict`. This is the library's
         ``save`` without what the ledger does not use (snapshots, followers'

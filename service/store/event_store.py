@@ -275,15 +275,21 @@ class LedgerEventStore(EventStore[uuid.UUID]):
 
     def put(self, domain_events: Sequence[DomainEventProtocol[uuid.UUID]], **kwargs: Any) -> list[Recording[uuid.UUID]]:
         """Seal, chain and insert ``domain_events`` in one transaction, signed with the current ledger key."""
-        chain: dict[uuid.UUID, str] = {}
+        chain: dict[uuid.UUID, tuple[int, str]] = {}
         encoded: list[tuple[bytes, bytes]] = []
         for domain_event in domain_events:
-            oid = domain_event.originator_id
-            prev = chain.get(oid)
-            if prev is None:
-                prev = self.head_hash(oid, domain_event.originator_version - 1)
+            oid, version = domain_event.originator_id, domain_event.originator_version
+            linked = chain.get(oid)
+            if linked is None:
+                prev = self.head_hash(oid, version - 1)
+            elif linked[0] == version - 1:
+                prev = linked[1]
+            else:  # two writers' events for one aggregate in one batch: the later one lost the race
+                raise VersionConflict(
+                    f"aggregate {oid} gets version {version} after version {linked[0]} in one save; reload it"
+                )
             envelope, digest = self.mapper.encode_event(domain_event, prev)
-            chain[oid] = digest.hex()
+            chain[oid] = (version, digest.hex())
             encoded.append((envelope, digest))
         hashes = [digest.hex() for _, digest in encoded]
         try:

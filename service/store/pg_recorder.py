@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Cursor
@@ -117,10 +117,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._keyring_version = self._statement(
             "SELECT max(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
         )
+        # The new notification ids come back as one array: a row (and a dict) per event cost more than the insert.
         self._unnest_insert = self._statement(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "WITH inserted AS (INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[]) "
-            "RETURNING notification_id"
+            "RETURNING notification_id) "
+            "SELECT array_agg(notification_id ORDER BY notification_id) AS ids FROM inserted"
         )
 
     def _statement(self, text: str) -> Composed:
@@ -158,6 +160,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        row = curs.fetchone()
+        found: list[int] = [] if row is None or row["ids"] is None else row["ids"]
+        if len(found) != len(stored_events):
+            raise ProgrammingError(f"inserted {len(stored_events)} events but got {len(found)} notification ids")
+        return found
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         self._lock_table(curs)
