@@ -118,6 +118,8 @@ class LocalBackend:
     """Runs in pre-forked worker processes of this runner."""
 
     name = "local"
+    devices_here = True
+    jobs_outlive_runner = False
 
     def __init__(self, gateway: Gateway, work_dir: Path, concurrency: int) -> None:
         self.gateway = gateway

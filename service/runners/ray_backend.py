@@ -311,6 +311,8 @@ class RayBackend:
     """Runs execute as Ray jobs on the cluster whose Jobs API (dashboard) is at ``address``."""
 
     name = "ray"
+    devices_here = False
+    jobs_outlive_runner = True
 
     def __init__(
         self,

@@ -90,14 +90,6 @@ class Runner:
         self.actor = f"runner:{self.runner_id}"
         self.gateway: Gateway = InProcessGateway(source, self.actor) if isinstance(source, Services) else source
         self.requested_device = device
-        make_backend = backend or LocalBackend
-        if make_backend is LocalBackend:
-            self.device, self.device_note = environment.resolve_device(device)
-        else:  # the cluster's nodes have the devices, not this machine
-            self.device = "cuda" if device == "cuda" else "cpu"
-            self.device_note = (
-                None if device != "auto" else "auto on a cluster runs on cpu; pass --device cuda for GPUs"
-            )
         self.concurrency = max(1, concurrency)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -115,7 +107,18 @@ class Runner:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._lock = threading.Lock()
-        self.backend: Backend = make_backend(self.gateway, self.work_dir, self.concurrency)
+        self.backend: Backend = (backend or LocalBackend)(self.gateway, self.work_dir, self.concurrency)
+        if self.backend.devices_here:
+            try:
+                self.device, self.device_note = environment.resolve_device(device)
+            except ExecutionError:
+                self.backend.close()
+                raise
+        else:  # the cluster's nodes have the devices, not this machine
+            self.device = "cuda" if device == "cuda" else "cpu"
+            self.device_note = (
+                None if device != "auto" else "auto on a cluster runs on cpu; pass --device cuda for GPUs"
+            )
 
     # -- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -243,7 +246,7 @@ class Runner:
         try:
             execution = self.backend.start(order, device)
         except (ExecutionError, LedgerError) as exc:
-            if isinstance(exc, LedgerUnavailable) and not isinstance(self.backend, LocalBackend):
+            if isinstance(exc, LedgerUnavailable) and self.backend.jobs_outlive_runner:
                 self.say(f"run {run_id}: {exc.detail}; another runner will re-attach or it will be abandoned")
                 return True
             self._finish(order, Outcome(ok=False, error=str(exc.detail)), env_digest)

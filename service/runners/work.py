@@ -212,6 +212,12 @@ class Backend(Protocol):
     """Where runs execute: ``local`` or ``ray``."""
 
     name: str
+    #: True when runs execute on this machine, so ``--device auto`` is resolved here
+    #: (a cluster's nodes have their own devices).
+    devices_here: bool
+    #: True when a run keeps executing after its runner dies (a cluster job), so a run
+    #: whose start could not be confirmed is left for re-attachment rather than failed.
+    jobs_outlive_runner: bool
 
     def ready(self) -> bool:
         """Whether runs can be started now (a cluster that cannot be reached is not ready)."""
