@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     reason_codes: int = Field(4, ge=0, le=50, description="reason codes recorded per prediction")
     max_batch_rows: int = Field(10_000, gt=0, description="most rows one predict:batch request may carry")
     group_commit_max_events: int = Field(20_000, gt=0, description="most events one group commit writes")
+    group_commit_commands: bool = Field(
+        True, description="every command of an API process shares group commits (not only predictions)"
+    )
     model_cache_size: int = Field(8, gt=0, description="model versions kept loaded for serving")
     monitor_window: int = Field(500, ge=30, description="served predictions per drift window")
     monitor_seconds: float = Field(30.0, gt=0, description="how often the monitor checks for drift")

@@ -57,7 +57,8 @@ def open_serving(services: Services) -> Serving:
     vault = SubjectVault(services.writer_engine, settings.keys_dir)
     models = ModelCache(services.ledger, services.blobs, settings.model_cache_size)
     committer = GroupCommitter(services.ledger, settings.group_commit_max_events)
-    services.ledger.share_commits(committer)  # every command of this process, not only predictions
+    if settings.group_commit_commands:
+        services.ledger.share_commits(committer)  # every command of this process, not only predictions
     predictor = PredictionService(
         services.ledger, models, vault, committer, top_k=settings.reason_codes, max_rows=settings.max_batch_rows
     )
