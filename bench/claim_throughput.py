@@ -212,13 +212,13 @@ def runner_processes(
     command = [sys.executable, "-m", "service", "runner", "--concurrency", str(concurrency), "--device", "cpu"]
     command += backend_args or []
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    api_key = runner_principal(services)
+    principal = runner_principal(services)
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(ledger_api(services.settings, logs / "api.log", api_workers))
+        url = stack.enter_context(ledger_api(services, logs / "api.log", api_workers))
         stack.callback(_stop, processes)
         for index in range(count):
             log_path = logs / f"runner-{index}.log"
-            env = runner_env(url, api_key, logs / f"runner-{index}.pem") | (backend_env or {})
+            env = runner_env(url, principal, logs / f"runner-{index}.pem") | (backend_env or {})
             with log_path.open("wb") as log:
                 process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             processes.append((process, log_path))

@@ -226,7 +226,7 @@ def runner_process(
     if backend == "ray":
         command += runner_ray_args(str(ray_address))
     log_path = log_dir / "runner.log"
-    with ledger_api(services.settings, log_dir / "api.log") as url:
+    with ledger_api(services, log_dir / "api.log") as url:
         env = runner_env(url, runner_principal(services), log_dir / "runner.pem")
         if backend == "ray":
             env |= runner_ray_env(ray_token)

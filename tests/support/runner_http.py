@@ -46,13 +46,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def ledger_api(services: Services, log: Path) -> Iterator[str]:
-    """``mlledger serve --no-runner`` in a subprocess on a free port; yields its URL."""
+def ledger_api(services: Services, log: Path, *serve_args: str) -> Iterator[str]:
+    """``mlledger serve --no-runner [SERVE_ARGS]`` in a subprocess on a free port; yields its URL."""
     port = free_port()
     env = settings_env(services.settings)
+    command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-runner"]
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-runner"],
+            [*command, *serve_args],
             env=env,
             cwd=REPO,
             stdout=sink,
@@ -88,19 +89,21 @@ def with_signal(process: subprocess.Popen[bytes], signum: int, timeout: float = 
             process.wait()
 
 
-def runner_env(url: str, principal: RunnerPrincipal, key_file: Path) -> dict[str, str]:
+def runner_env(
+    url: str, principal: RunnerPrincipal, key_file: Path, *, quick_heartbeats: bool = True
+) -> dict[str, str]:
     """The whole environment of a runner process: the ledger URL, its API key and key file; no ledger
-    settings (no data directory, no database URL)."""
+    settings (no data directory, no database URL). ``quick_heartbeats``: every 0.5 s, 4 s timeout (tests)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLLEDGER_")}
     env.update(
         {
             "MLLEDGER_LEDGER_URL": url,
             "MLLEDGER_RUNNER_API_KEY": principal.api_key,
             "MLLEDGER_RUNNER_KEY_FILE": str(key_file),
-            "MLLEDGER_HEARTBEAT_SECONDS": "0.5",
-            "MLLEDGER_HEARTBEAT_TIMEOUT_SECONDS": "4",
         }
     )
+    if quick_heartbeats:
+        env.update({"MLLEDGER_HEARTBEAT_SECONDS": "0.5", "MLLEDGER_HEARTBEAT_TIMEOUT_SECONDS": "4"})
     return env
 
 
