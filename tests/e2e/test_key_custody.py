@@ -19,13 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ledger import drop_schema, make_settings, require_postgres
 from support.ray_cluster import remove_cluster, start_cluster
 from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner, with_signal
 from support.runner_world import code_archive, dataset, python_pipeline, request, sklearn_pipeline, wait_finished
 
 from domain.run import Run
-from service.bootstrap import Services, open_services
+from service.bootstrap import Services
 from service.ops.projector import publish_checkpoint_if_due
 from service.ops.verify import verify_ledger
 
@@ -54,16 +53,6 @@ def main(request):
         "runner_api_key_in_env": float("MLLEDGER_RUNNER_API_KEY" in os.environ),
     }}
 """
-
-
-@pytest.fixture
-def pg_services(tmp_path: Path) -> Iterator[Services]:
-    require_postgres()
-    settings = make_settings("postgres", tmp_path / "data", heartbeat_seconds=0.5, heartbeat_timeout_seconds=4)
-    services = open_services(settings, migrate=True)
-    yield services
-    services.close()
-    drop_schema(settings.database_schema)
 
 
 def _hidden(data_dir: Path) -> list[str]:

@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.ledger import drop_schema, make_settings, require_postgres
 from support.ray_cluster import RayCluster, remove_cluster, start_cluster
-from support.runner_http import RunnerPrincipal, ledger_api, runner_principal, start_runner
+from support.runner_http import RunnerPrincipal, start_runner
 from support.runner_world import (
     code_archive,
     dataset,
@@ -31,7 +29,7 @@ from support.runner_world import (
 )
 
 from domain.run import Run
-from service.bootstrap import Services, open_services
+from service.bootstrap import Services
 from service.ops.projector import publish_checkpoint_if_due
 from service.ops.verify import verify_ledger
 from service.runners.ray_backend import RayBackend
@@ -48,23 +46,6 @@ def main(request):
     pathlib.Path(request["output_dir"], "model.txt").write_text("slept")
     return {{"slept": {seconds}}}
 """
-
-
-@pytest.fixture
-def pg_services(tmp_path: Path) -> Iterator[Services]:
-    require_postgres()
-    settings = make_settings("postgres", tmp_path / "data", heartbeat_seconds=0.5, heartbeat_timeout_seconds=4)
-    services = open_services(settings, migrate=True)
-    yield services
-    services.close()
-    drop_schema(settings.database_schema)
-
-
-@pytest.fixture
-def api(pg_services: Services, tmp_path: Path) -> Iterator[tuple[str, RunnerPrincipal]]:
-    """The ledger API in a subprocess, and a runner principal."""
-    with ledger_api(pg_services, tmp_path / "api.log") as url:
-        yield url, runner_principal(pg_services)
 
 
 def _ray_runner(
