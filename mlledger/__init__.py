@@ -1,5 +1,30 @@
 """The ML Ledger SDK: a typed HTTP client for the ledger's API (``from mlledger import LedgerClient``)."""
 
-from mlledger.client import LedgerClient, Written
+from mlledger.client import LedgerClient
+from mlledger.errors import ChangePending, InclusionCheckFailed, LedgerClientError
+from mlledger.results import (
+    DatasetVersionInfo,
+    InclusionVerified,
+    ModelVersionInfo,
+    Page,
+    RunComparison,
+    RunInfo,
+    Written,
+)
+from mlledger.tracking import ActiveRun, MetricLogger
 
-__all__ = ["LedgerClient", "Written"]
+__all__ = [
+    "ActiveRun",
+    "ChangePending",
+    "DatasetVersionInfo",
+    "InclusionCheckFailed",
+    "InclusionVerified",
+    "LedgerClient",
+    "LedgerClientError",
+    "MetricLogger",
+    "ModelVersionInfo",
+    "Page",
+    "RunComparison",
+    "RunInfo",
+    "Written",
+]

@@ -1,70 +1,90 @@
 """A typed Python client for the ML Ledger API.
 
-Writes return a :class:`Written` (record id and ledger position); reads accept
-``min_position`` so a client reads its own writes. Approvals are signed here,
-on the client, with the approver's own key: the service never sees it.
+    client = LedgerClient()              # MLLEDGER_URL and MLLEDGER_API_KEY from the environment
+    with client.start_run(name="baseline") as run:
+        run.log_params({"max_depth": 3})
+        run.log_metric("auc", 0.91)      # ends succeeded, or failed if the block raises
 
-    client = LedgerClient("http://127.0.0.1:8000", api_key)
-    run = client.start_run(name="baseline")
-    client.log_params(run.id, {"max_depth": 3})
+Writes return a :class:`Written` (record id and ledger position); the client
+remembers the highest position it wrote and reads wait for it, so a client
+always reads its own writes. Reads return frozen dataclasses (``mlledger.results``).
+Approvals are signed here, on the client, with the approver's own key: the
+service never sees it. :meth:`LedgerClient.verify_inclusion` checks that a
+write is in the transparency log, with nothing but the ledger's public key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain.approval import approval_statement, sign_statement
-from domain.integrity.keys import Signer, public_key_pem
+from domain.integrity.keys import Signer, load_public_key_pem, public_key_pem
 from domain.integrity.sealing import format_timestamp
 from domain.principal import possession_message
+from mlledger.errors import ChangePending, InclusionCheckFailed, LedgerClientError
+from mlledger.proofs import check_inclusion
+from mlledger.results import (
+    DatasetVersionInfo,
+    InclusionVerified,
+    Me,
+    MetricPoint,
+    ModelInfo,
+    ModelVersionInfo,
+    Page,
+    RunComparison,
+    RunInfo,
+    Written,
+)
+from mlledger.tracking import ActiveRun, MetricLogger
+from mlledger.transport import Transport, check
 
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV, KEY_ENV = "MLLEDGER_URL", "MLLEDGER_API_KEY"
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+T = TypeVar("T")
 
-class LedgerClientError(Exception):
-    """The service answered with an RFC 9457 problem."""
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        self.status = status
-        self.problem = problem
-        self.field = problem.get("field")
-        super().__init__(f"{status} {problem.get('title', 'Error')}: {problem.get('detail', '')}")
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a write recorded."""
-
-    id: str
-    position: int
-
-
-class ChangePending(Exception):
-    """A privileged request was proposed, not applied: another admin confirms ``change_id``
-    (``LedgerClient.confirm_change``), and only then does it take effect."""
-
-    def __init__(self, change_id: str, position: int) -> None:
-        self.change_id = change_id
-        self.position = position
-        super().__init__(f"proposed as privileged change {change_id}: another admin must confirm it")
+__all__ = ["ActiveRun", "ChangePending", "LedgerClient", "LedgerClientError", "MetricLogger", "Written"]
 
 
 class LedgerClient:
-    """Talks to one ML Ledger service with one API key."""
+    """Talks to one ML Ledger service with one API key.
+
+    ``base_url`` and ``api_key`` default to ``MLLEDGER_URL`` and
+    ``MLLEDGER_API_KEY``. ``retries`` bounds how often a request is sent again
+    (see ``mlledger.transport``); ``ledger_public_key`` (PEM) pins the key that
+    :meth:`verify_inclusion` trusts.
+    """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
-        api_key: str = "",
+        base_url: str | None = None,
+        api_key: str | None = None,
         *,
         http: httpx.Client | None = None,
         timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+        ledger_public_key: str | bytes | Ed25519PublicKey | None = None,
     ) -> None:
-        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
-        self.headers = {"Authorization": f"Bearer {api_key}"}
+        url = base_url or os.environ.get(URL_ENV) or DEFAULT_URL
+        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
+        self.base_url = url
+        self.http = http or httpx.Client(base_url=url, timeout=timeout)
+        self.transport = Transport(self.http, key, retries=retries, backoff=backoff)
+        self.headers = self.transport.headers
+        self.ledger_key = (
+            load_public_key_pem(ledger_public_key) if isinstance(ledger_public_key, str | bytes) else ledger_public_key
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -77,17 +97,14 @@ class LedgerClient:
         self.close()
 
     # -- plumbing -------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    @property
+    def position(self) -> int:
+        """The highest ledger position this client wrote (reads wait for it)."""
+        return self.transport.position
+
+    def request(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any) -> Any:
         """Send a request; return the JSON body or raise :class:`LedgerClientError`."""
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        response = self.http.request(method, path, headers=headers, **kwargs)
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase, "detail": response.text[:500]}
-            raise LedgerClientError(response.status_code, problem)
-        return response.json() if response.content else None
+        return self.transport.json(method, path, idempotent=idempotent, **kwargs)
 
     def _write(self, method: str, path: str, **kwargs: Any) -> tuple[Written, dict[str, Any]]:
         body = self.request(method, path, **kwargs)
@@ -100,11 +117,28 @@ class LedgerClient:
             out["min_position"] = min_position
         return out
 
+    def _page(
+        self, path: str, build: Callable[[dict[str, Any]], T], limit: int, cursor: str | None, **params: Any
+    ) -> Page[T]:
+        query = self._read_params(None, limit=limit, cursor=cursor, **params)
+        response = self.transport.send("GET", path, params=query)
+        check(response)
+        return Page([build(item) for item in response.json()], response.headers.get(NEXT_CURSOR_HEADER))
+
+    def _walk(self, path: str, build: Callable[[dict[str, Any]], T], page_size: int, **params: Any) -> Iterator[T]:
+        """Every item of a list, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self._page(path, build, page_size, cursor, **params)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     # -- principals -----------------------------------------------------------
-    def me(self) -> dict[str, Any]:
+    def me(self) -> Me:
         """Who this client is."""
-        result: dict[str, Any] = self.request("GET", "/v1/me")
-        return result
+        return Me.from_json(self.request("GET", "/v1/me"))
 
     def create_principal(self, name: str, roles: list[str], kind: str = "user") -> Written:
         """Register a principal (admin)."""
@@ -169,7 +203,7 @@ class LedgerClient:
             "POST", f"/v1/principals/{principal_id}/signing-keys/{key_id}/revoke", json={"reason": reason}
         )[0]
 
-    # -- lineage --------------------------------------------------------------
+    # -- datasets and code ----------------------------------------------------
     def upload_dataset(
         self,
         name: str,
@@ -181,8 +215,6 @@ class LedgerClient:
         filename: str = "data",
     ) -> Written:
         """Upload a new dataset version (streamed)."""
-        import json
-
         handle: Any = data.open("rb") if isinstance(data, Path) else data
         try:
             meta = json.dumps({"format": format, "datasheet": datasheet or {}, "source": source})
@@ -199,10 +231,32 @@ class LedgerClient:
             "POST", f"/v1/datasets/{name}/versions:register", json={"uri": uri, "digest": digest, **fields}
         )[0]
 
+    def dataset_version(self, dataset_id: str) -> DatasetVersionInfo:
+        """A dataset version."""
+        return DatasetVersionInfo.from_json(self.request("GET", f"/v1/dataset-versions/{dataset_id}"))
+
+    def dataset_versions(self, name: str, page_size: int = 100) -> Iterator[DatasetVersionInfo]:
+        """Every version of a dataset, oldest first (fetched page by page)."""
+        return self._walk(f"/v1/datasets/{name}/versions", DatasetVersionInfo.from_json, page_size)
+
+    def set_dataset_tags(self, dataset_id: str, tags: dict[str, str]) -> Written:
+        """Set tags of a dataset version."""
+        return self._write("POST", f"/v1/dataset-versions/{dataset_id}/tags", json={"tags": tags}, idempotent=True)[0]
+
+    def set_dataset_description(self, dataset_id: str, description: str) -> Written:
+        """Set the description of a dataset version."""
+        return self._write(
+            "PUT", f"/v1/dataset-versions/{dataset_id}/description", json={"description": description}, idempotent=True
+        )[0]
+
     def upload_code_archive(self, data: bytes) -> str:
         """Upload a code archive; return its digest (pass it to register_code_version)."""
         body = self.request(
-            "PUT", "/v1/code-archives", content=data, headers={"Content-Type": "application/octet-stream"}
+            "PUT",
+            "/v1/code-archives",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+            idempotent=True,  # content-addressed: the same bytes land in the same place
         )
         return str(body["digest"])
 
@@ -215,9 +269,14 @@ class LedgerClient:
         written, body = self._write("POST", f"/v1/pipelines/{name}/specs", json={"kind": kind, "spec": spec})
         return int(body["version"]), written
 
-    def start_run(self, **fields: Any) -> Written:
-        """Start a client-reported run (or request one for a runner with mode='runner')."""
-        return self._write("POST", "/v1/runs", json=fields)[0]
+    # -- runs -----------------------------------------------------------------
+    def start_run(self, **fields: Any) -> ActiveRun:
+        """Start a client-reported run (or request one for a runner with mode='runner').
+
+        The result has the run's ``id`` and ``position``; as a ``with`` block it
+        ends the run: succeeded, or failed when an exception escapes.
+        """
+        return ActiveRun(self, self._write("POST", "/v1/runs", json=fields)[0])
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> Written:
         """Record parameters."""
@@ -236,32 +295,69 @@ class LedgerClient:
         """Record a batch of metric points."""
         return self._write("POST", f"/v1/runs/{run_id}/metrics:batch", json={"metrics": metrics})[0]
 
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> Written:
+        """Set tags of a run (also after it ended)."""
+        return self._write("POST", f"/v1/runs/{run_id}/tags", json={"tags": tags}, idempotent=True)[0]
+
+    def set_run_description(self, run_id: str, description: str) -> Written:
+        """Set the description of a run."""
+        return self._write("PUT", f"/v1/runs/{run_id}/description", json={"description": description}, idempotent=True)[
+            0
+        ]
+
     def upload_artifact(self, run_id: str, name: str, data: bytes, media_type: str = "application/octet-stream") -> str:
         """Upload an artifact; return its digest."""
         body = self.request(
-            "PUT",
-            f"/v1/runs/{run_id}/artifacts/{name}",
-            content=data,
-            headers={**self.headers, "Content-Type": media_type},
+            "PUT", f"/v1/runs/{run_id}/artifacts/{name}", content=data, headers={"Content-Type": media_type}
         )
         return str(body["digest"])
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def download_artifact(self, run_id: str, name: str, destination: Path | None = None) -> bytes | Path:
+        """An artifact's bytes (or, with ``destination``, the file written there), checked against its digest."""
+        response = self.transport.send("GET", f"/v1/runs/{run_id}/artifacts/{name}")
+        check(response)
+        digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if digest != response.headers.get("X-Content-Digest"):
+            raise LedgerClientError(502, {"title": "Bad artifact", "detail": f"{name} arrived with digest {digest}"})
+        if destination is None:
+            return response.content
+        destination.write_bytes(response.content)
+        return destination
+
+    def run(self, run_id: str) -> RunInfo:
         """A run's current state."""
-        result: dict[str, Any] = self.request("GET", f"/v1/runs/{run_id}")
-        return result
+        return RunInfo.from_json(self.request("GET", f"/v1/runs/{run_id}"))
 
-    def wait_for_run(self, run_id: str, timeout: float = 600.0, poll: float = 0.25) -> dict[str, Any]:
+    def runs(
+        self, *, filter: str | None = None, status: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[RunInfo]:
+        """One page of runs, newest first; ``filter`` searches params, final metrics and tags
+        (``"metrics.auc > 0.8 AND params.max_depth = '3' AND tags.team = 'risk'"``)."""
+        return self._page("/v1/runs", RunInfo.from_json, limit, cursor, filter=filter, status=status)
+
+    def search_runs(
+        self, filter: str | None = None, *, status: str | None = None, page_size: int = 100
+    ) -> Iterator[RunInfo]:
+        """Every run that matches ``filter``, newest first (fetched page by page)."""
+        return self._walk("/v1/runs", RunInfo.from_json, page_size, filter=filter, status=status)
+
+    def compare_runs(self, *run_ids: str) -> RunComparison:
+        """Two to ten runs side by side: params, final metrics, tags, dataset and code versions."""
+        return RunComparison.from_json(self.request("GET", "/v1/runs:compare", params={"run": list(run_ids)}))
+
+    def metric_history(self, run_id: str, key: str, page_size: int = 1000) -> Iterator[MetricPoint]:
+        """Every point of one metric of a run, by step."""
+        return self._walk(f"/v1/runs/{run_id}/metrics/{key}", MetricPoint.from_json, page_size)
+
+    def wait_for_run(self, run_id: str, timeout: float = 600.0, poll: float = 0.25) -> RunInfo:
         """Poll until the run has ended (succeeded, failed, cancelled or abandoned); return it."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
             found = self.run(run_id)
-            if found["status"] in ("succeeded", "failed", "cancelled", "abandoned"):
+            if found.finished:
                 return found
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} is still {found['status']} after {timeout:.0f} s")
+                raise TimeoutError(f"run {run_id} is still {found.status} after {timeout:.0f} s")
             time.sleep(poll)
 
     def reproduce(self, run_id: str, params: dict[str, Any] | None = None) -> Written:
@@ -300,10 +396,32 @@ class LedgerClient:
         written, body = self._write("POST", f"/v1/models/{name}/versions", json=payload)
         return int(body["version"]), written
 
-    def model_version(self, name: str, version: int) -> dict[str, Any]:
+    def models(self, page_size: int = 100) -> Iterator[ModelInfo]:
+        """Every model, by name."""
+        return self._walk("/v1/models", ModelInfo.from_json, page_size)
+
+    def model_versions(self, name: str, page_size: int = 100) -> Iterator[ModelVersionInfo]:
+        """Every version of a model, oldest first, with approval state, tags and description."""
+        return self._walk(f"/v1/models/{name}/versions", ModelVersionInfo.from_json, page_size)
+
+    def model_version(self, name: str, version: int) -> ModelVersionInfo:
         """A model version with its approval state."""
-        result: dict[str, Any] = self.request("GET", f"/v1/models/{name}/versions/{version}")
-        return result
+        return ModelVersionInfo.from_json(self.request("GET", f"/v1/models/{name}/versions/{version}"))
+
+    def set_model_version_tags(self, name: str, version: int, tags: dict[str, str]) -> Written:
+        """Set tags of a model version (they describe it; they never approve or deploy it)."""
+        return self._write("POST", f"/v1/models/{name}/versions/{version}/tags", json={"tags": tags}, idempotent=True)[
+            0
+        ]
+
+    def set_model_version_description(self, name: str, version: int, description: str) -> Written:
+        """Set the description of a model version."""
+        return self._write(
+            "PUT",
+            f"/v1/models/{name}/versions/{version}/description",
+            json={"description": description},
+            idempotent=True,
+        )[0]
 
     def decide(
         self,
@@ -318,14 +436,14 @@ class LedgerClient:
         """Build the statement, sign it here with ``signer``, and record the decision."""
         found = self.model_version(name, version)
         statement = approval_statement(
-            model_version_id=found["id"],
+            model_version_id=found.id,
             model_name=name,
             version=version,
-            artifact_digest=found["artifact_digest"],
-            run_digest=found["run_digest"],
+            artifact_digest=found.artifact_digest,
+            run_digest=found.run_digest,
             decision=decision,
             reason=reason,
-            approver=approver_id or self.me()["id"],
+            approver=approver_id or self.me().id,
             signed_at=format_timestamp(datetime.now(UTC)),
         )
         signature = sign_statement(statement, signer.sign)
@@ -334,6 +452,14 @@ class LedgerClient:
             f"/v1/models/{name}/versions/{version}/approvals",
             json={"key_id": key_id, "statement": statement, "signature": signature},
         )[0]
+
+    def approve(self, name: str, version: int, signer: Signer, reason: str) -> Written:
+        """Approve a version, signed here with ``signer`` (a key registered as yours)."""
+        return self.decide(name, version, signer, signer.key_id, "approve", reason)
+
+    def reject(self, name: str, version: int, signer: Signer, reason: str) -> Written:
+        """Reject a version, signed here with ``signer`` (a key registered as yours)."""
+        return self.decide(name, version, signer, signer.key_id, "reject", reason)
 
     def deploy(
         self, name: str, action: str, version: int | None = None, share: float | None = None, reason: str = ""
@@ -372,17 +498,55 @@ class LedgerClient:
         )
         return result
 
+    # -- the transparency log ---------------------------------------------------
+    def _trusted_key(self, key_id: str) -> Ed25519PublicKey:
+        if self.ledger_key is not None:
+            return self.ledger_key
+        for key in self.request("GET", "/v1/ledger/keys"):
+            if key["key_id"] == key_id:
+                return load_public_key_pem(key["public_key_pem"])
+        raise InclusionCheckFailed(f"the ledger publishes no key {key_id}")
+
+    def verify_inclusion(self, written: Written | ActiveRun, timeout: float = 30.0) -> InclusionVerified:
+        """Check that a write is in the transparency log under a checkpoint signed by the ledger key.
+
+        Waits (up to ``timeout``) for a checkpoint that covers the write. The key
+        is the ``ledger_public_key`` this client was given; without one, the key
+        the ledger publishes now (trust on first use: pin the key to rule out a
+        ledger that lies about its own key).
+        """
+        if isinstance(written, ActiveRun):
+            written = written.written
+        receipt = self.request("GET", f"/v1/receipts/{written.position}")
+        key = self._trusted_key(str(receipt.get("key_id")))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proof = self.request("GET", "/v1/ledger/proofs/inclusion", params={"notification_id": written.position})
+            except LedgerClientError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+                proof = None
+            if proof is not None and proof.get("checkpoint") is not None:
+                return check_inclusion(written, receipt, proof, key)
+            if time.monotonic() > deadline:
+                raise InclusionCheckFailed(f"no signed checkpoint covered position {written.position} in {timeout} s")
+            time.sleep(0.2)
+
     # -- predictions ------------------------------------------------------------
     def predict(
         self, name: str, features: dict[str, Any], *, request_id: str | None = None, subject_id: str | None = None
     ) -> dict[str, Any]:
-        """One prediction from the deployed model (returned after its event is durable)."""
+        """One prediction from the deployed model (returned after its event is durable); with a
+        ``request_id`` it is retried safely (the service records one prediction per request id)."""
         body: dict[str, Any] = {"input": features}
         if request_id is not None:
             body["request_id"] = request_id
         if subject_id is not None:
             body["subject_id"] = subject_id
-        result: dict[str, Any] = self.request("POST", f"/v1/models/{name}/predict", json=body)
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/models/{name}/predict", json=body, idempotent=request_id is not None
+        )
         return result
 
     def predict_batch(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -448,45 +612,6 @@ class LedgerClient:
 
     def download_export(self, export_id: str) -> bytes:
         """The bundle's bytes (the download is recorded)."""
-        response = self.http.get(f"/v1/exports/{export_id}/bundle", headers=self.headers)
-        if response.status_code >= 400:
-            raise LedgerClientError(response.status_code, response.json())
+        response = self.transport.send("GET", f"/v1/exports/{export_id}/bundle")
+        check(response)
         return response.content
-
-
-class MetricLogger:
-    """Buffers one run's metric points on the client and records them in batches.
-
-    ``log`` costs no request; ``flush`` (every ``flush_every`` points, and on
-    leaving the ``with`` block) records the buffered points with one
-    ``metrics:batch`` call, one signed event. Points are durable once flushed:
-    :meth:`flush` returns the ledger position, as every write does.
-    """
-
-    def __init__(self, client: LedgerClient, run_id: str, flush_every: int = 1000) -> None:
-        if flush_every < 1:
-            raise ValueError("flush_every must be at least 1")
-        self.client = client
-        self.run_id = run_id
-        self.flush_every = flush_every
-        self._points: list[dict[str, Any]] = []
-
-    def log(self, key: str, value: float, step: int = 0) -> None:
-        """Buffer one point; flush when the buffer is full."""
-        self._points.append({"key": key, "value": value, "step": step})
-        if len(self._points) >= self.flush_every:
-            self.flush()
-
-    def flush(self) -> Written | None:
-        """Record the buffered points (None when there were none)."""
-        if not self._points:
-            return None
-        points, self._points = self._points, []
-        return self.client.log_metrics(self.run_id, points)
-
-    def __enter__(self) -> MetricLogger:
-        return self
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        if kind is None:
-            self.flush()

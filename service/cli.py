@@ -13,16 +13,28 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import httpx
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from domain.errors import LedgerError
 from domain.integrity.checkpoint import verifier_key
-from domain.integrity.keys import Signer, key_id, load_public_key_pem, public_key_pem, raw_public_key
+from domain.integrity.keys import (
+    InvalidKey,
+    Signer,
+    key_id,
+    load_private_key_pem,
+    load_public_key_pem,
+    private_key_pem,
+    public_key_pem,
+    raw_public_key,
+)
 from service.settings import Settings
 from service.store import keystore
 
 if TYPE_CHECKING:
+    from mlledger import LedgerClient
     from service.bootstrap import Services
 
 app = typer.Typer(
@@ -32,12 +44,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-keys_app = typer.Typer(help="The ledger's signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys: the ledger's, and your own (generate, register).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 witness_app = typer.Typer(help="A transparency-log witness (C2SP tlog-witness).", no_args_is_help=True)
 app.add_typer(witness_app, name="witness")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -589,6 +602,117 @@ def keys_revoke(
         )
     finally:
         services.close()
+
+
+# -- your own signing key, and signed decisions ------------------------------------
+UrlOption = Annotated[str, typer.Option("--url", envvar="MLLEDGER_URL", help="the ledger's URL (or MLLEDGER_URL)")]
+ApiKeyOption = Annotated[
+    str,
+    typer.Option("--api-key", envvar="MLLEDGER_API_KEY", help="your API key (or MLLEDGER_API_KEY)", show_default=False),
+]
+KeyFileOption = Annotated[Path, typer.Option("--key", help="your private key (PEM), from 'mlledger keys generate'")]
+
+
+def _client(url: str, api_key: str) -> LedgerClient:
+    if not api_key:
+        raise _fail("no API key: pass --api-key or set MLLEDGER_API_KEY")
+    from mlledger import LedgerClient
+
+    return LedgerClient(url, api_key)
+
+
+def _own_key(path: Path) -> Signer:
+    if not path.is_file():
+        raise _fail(f"no key file at {path}")
+    try:
+        return Signer(load_private_key_pem(path.read_bytes()))
+    except InvalidKey as exc:
+        raise _fail(f"{path} is not an Ed25519 private key in PEM: {exc.detail}") from None
+
+
+def _answered(call: Callable[[], T]) -> T:
+    """The service's answer; its problem (or an unreachable service) as one line and exit code 1."""
+    from mlledger import LedgerClientError
+
+    try:
+        return call()
+    except LedgerClientError as exc:
+        raise _fail(str(exc), code=1) from None
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the ledger: {exc}", code=1) from None
+
+
+@keys_app.command("generate")
+@friendly_errors
+def keys_generate(
+    out: Annotated[Path, typer.Option("--out", help="where to write your private key (PEM, mode 0600)")],
+) -> None:
+    """Create your own Ed25519 signing key (to sign approvals); it never leaves this machine."""
+    private_key = Ed25519PrivateKey.generate()
+    try:
+        handle = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise _fail(f"{out} exists; refusing to overwrite a key") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(private_key_pem(private_key))
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    signer = Signer(private_key)
+    typer.echo(f"wrote your private key to {out} (mode 0600); keep it to yourself")
+    typer.echo(f"key id: {signer.key_id}")
+    typer.echo(public_key_pem(signer.public_key), nl=False)
+    typer.echo(f"register it as yours: mlledger keys register --key {out}  (with MLLEDGER_URL and MLLEDGER_API_KEY)")
+
+
+@keys_app.command("register")
+@friendly_errors
+def keys_register(key: KeyFileOption, url: UrlOption = "http://127.0.0.1:8000", api_key: ApiKeyOption = "") -> None:
+    """Register your key's public half with the ledger, proving you hold the private half."""
+    signer, client = _own_key(key), _client(url, api_key)
+    with client:
+        me = _answered(client.me)
+        registered = _answered(lambda: client.register_signing_key(me.id, signer))
+    typer.echo(f"registered key {registered} for {me.name}")
+
+
+def _decide(decision: str, model: str, version: int, key: Path, reason: str, url: str, api_key: str) -> None:
+    signer, client = _own_key(key), _client(url, api_key)
+    with client:
+        written = _answered(lambda: client.decide(model, version, signer, signer.key_id, decision, reason))
+        state = _answered(lambda: client.model_version(model, version)).state
+    verb = "approved" if decision == "approve" else "rejected"
+    typer.echo(f"{verb} {model} version {version} (ledger position {written.position}); the version is now {state}")
+
+
+@app.command()
+@friendly_errors
+def approve(
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version number", min=1)],
+    key: KeyFileOption,
+    reason: Annotated[str, typer.Option("--reason", help="why (signed and recorded)")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: ApiKeyOption = "",
+) -> None:
+    """Approve a model version: the statement is signed here with your key and recorded."""
+    _decide("approve", model, version, key, reason, url, api_key)
+
+
+@app.command()
+@friendly_errors
+def reject(
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version number", min=1)],
+    key: KeyFileOption,
+    reason: Annotated[str, typer.Option("--reason", help="why (signed and recorded)")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    api_key: ApiKeyOption = "",
+) -> None:
+    """Reject a model version: the statement is signed here with your key and recorded."""
+    _decide("reject", model, version, key, reason, url, api_key)
 
 
 def _announce_admin_key(token: str | None) -> None:

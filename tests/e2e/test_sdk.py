@@ -1,0 +1,428 @@
+"""The SDK as a data scientist uses it: runs as ``with`` blocks, typed results, configuration from
+the environment, retries, read-your-writes, tags and descriptions, run search and comparison,
+artifact download, cursor pagination, and a client-side check that a write is in the transparency log."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from support.governance_world import World, make_world, train_and_register
+from support.ledger import make_settings
+
+from domain.integrity.keys import Signer, public_key_pem
+from mlledger import InclusionCheckFailed, LedgerClient, LedgerClientError, RunInfo
+from mlledger.proofs import check_inclusion
+from projections import transparency_log as tlog
+from service.app import create_app
+from service.bootstrap import Services, open_services
+
+MODEL = "credit-risk"
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    opened = open_services(make_settings("sqlite", tmp_path / "data", read_wait_seconds=2.0), migrate=True)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def http(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services.settings, run_projector=False, services=services)) as client:
+        yield client
+
+
+@pytest.fixture
+def world(http: TestClient, services: Services) -> World:
+    made = make_world(http)
+    services.runner.catch_up()
+    return made
+
+
+@pytest.fixture
+def live_world(services: Services) -> Iterator[World]:
+    """A world whose projector runs in the background, as ``mlledger serve`` runs it."""
+    with TestClient(create_app(services.settings, run_projector=True, services=services)) as client:
+        yield make_world(client)
+
+
+def alice(world: World) -> LedgerClient:
+    return world.people["alice"].client
+
+
+# -- runs as with blocks ----------------------------------------------------------------------
+
+
+def test_a_run_in_a_with_block_succeeds_when_the_block_ends(world: World) -> None:
+    client = alice(world)
+
+    with client.start_run(name="baseline") as run:
+        run.log_params({"max_depth": 3})
+        run.log_metric("auc", 0.9)
+
+    found = client.run(run.id)
+    assert isinstance(found, RunInfo)
+    assert (found.status, found.params, found.metric_points) == ("succeeded", {"max_depth": 3}, 1)
+
+
+def test_a_run_in_a_with_block_fails_with_the_exception_which_propagates(world: World) -> None:
+    client = alice(world)
+
+    with pytest.raises(ZeroDivisionError), client.start_run(name="doomed") as run:
+        run.log_params({"max_depth": 3})
+        _ = 1 / 0
+
+    found = client.run(run.id)
+    assert found.status == "failed"
+    assert found.finished
+
+
+# -- configuration, retries -------------------------------------------------------------------
+
+
+class Scripted(ThreadingHTTPServer):
+    """A small real HTTP server that answers each request with the next (status, body) of a script."""
+
+    def __init__(self, script: list[tuple[int, dict[str, Any]]]) -> None:
+        self.script = list(script)
+        self.seen: list[tuple[str, str, str | None]] = []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Scripted
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append((self.command, self.path, self.headers.get("authorization")))
+        status, body = self.server.script.pop(0) if len(self.server.script) > 1 else self.server.script[0]
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted(request: pytest.FixtureRequest) -> Iterator[Scripted]:
+    server = Scripted(request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+UNAVAILABLE = (503, {"title": "Service Unavailable", "status": 503, "detail": "read models are behind"})
+ME = (200, {"id": "p-1", "name": "alice", "roles": ["data_scientist"]})
+
+
+@pytest.mark.parametrize("scripted", [[ME]], indirect=True)
+def test_the_client_takes_url_and_api_key_from_the_environment(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLLEDGER_URL", scripted.url)
+    monkeypatch.setenv("MLLEDGER_API_KEY", "mll_from-the-environment")
+
+    with LedgerClient() as client:
+        me = client.me()
+
+    assert (me.id, me.name) == ("p-1", "alice")
+    assert scripted.seen == [("GET", "/v1/me", "Bearer mll_from-the-environment")]
+
+
+@pytest.mark.parametrize("scripted", [[UNAVAILABLE, UNAVAILABLE, ME]], indirect=True)
+def test_a_read_answered_503_is_retried_until_the_service_answers(scripted: Scripted) -> None:
+    with LedgerClient(scripted.url, "mll_key", backoff=0.01) as client:
+        me = client.me()
+
+    assert me.name == "alice"
+    assert [seen[:2] for seen in scripted.seen] == [("GET", "/v1/me")] * 3
+
+
+@pytest.mark.parametrize("scripted", [[UNAVAILABLE]], indirect=True)
+def test_retries_are_bounded(scripted: Scripted) -> None:
+    with LedgerClient(scripted.url, "mll_key", retries=2, backoff=0.01) as client, pytest.raises(LedgerClientError):
+        client.me()
+
+    assert len(scripted.seen) == 3
+
+
+@pytest.mark.parametrize("scripted", [[UNAVAILABLE, (201, {"id": "r-1", "position": 7})]], indirect=True)
+def test_a_write_that_is_not_idempotent_is_not_sent_twice(scripted: Scripted) -> None:
+    with LedgerClient(scripted.url, "mll_key", backoff=0.01) as client, pytest.raises(LedgerClientError) as caught:
+        client.log_params("r-1", {"max_depth": 3})
+
+    assert caught.value.status == 503
+    assert len(scripted.seen) == 1
+
+
+@pytest.mark.parametrize("scripted", [[UNAVAILABLE, (200, {"id": "r-1", "position": 7})]], indirect=True)
+def test_an_idempotent_write_is_retried_after_503(scripted: Scripted) -> None:
+    with LedgerClient(scripted.url, "mll_key", backoff=0.01) as client:
+        written = client.set_run_tags("r-1", {"team": "risk"})
+
+    assert (written.position, client.position, len(scripted.seen)) == (7, 7, 2)
+
+
+def test_a_refused_connection_is_retried_then_raised() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with (
+        LedgerClient(f"http://127.0.0.1:{port}", "k", retries=2, backoff=0.05) as client,
+        pytest.raises(Exception, match="onnect"),
+    ):
+        client.me()
+
+    assert time.monotonic() - started >= 0.05  # it waited before trying again
+
+
+# -- read-your-writes ---------------------------------------------------------------------------
+
+
+def test_a_client_reads_its_own_writes_without_passing_positions(world: World, services: Services) -> None:
+    client = alice(world)
+    run = client.start_run(name="just written")
+    catch_up = threading.Timer(0.5, services.runner.catch_up)  # the projector runs late
+
+    catch_up.start()
+    listed = client.runs(limit=10)
+    catch_up.join()
+
+    assert client.position == run.position
+    assert run.id in [r.id for r in listed]
+
+
+def test_a_fresh_client_that_wrote_nothing_does_not_wait(world: World) -> None:
+    reader = LedgerClient(api_key=world.people["audrey"].client.headers["Authorization"][7:], http=world.http)
+
+    assert reader.position == 0
+    assert isinstance(list(reader.models()), list)
+
+
+# -- the transparency log ---------------------------------------------------------------------------
+
+
+def _checkpoint(services: Services) -> None:
+    services.runner.catch_up()
+    with services.engine.begin() as conn:
+        tlog.publish_checkpoint(conn, services.ledger.signer, services.settings.log_origin, datetime.now(UTC))
+
+
+def test_a_write_is_shown_to_be_in_the_transparency_log(world: World, services: Services) -> None:
+    key = public_key_pem(services.ledger.signer.public_key)
+    client = LedgerClient(api_key=alice(world).headers["Authorization"][7:], http=world.http, ledger_public_key=key)
+    written = client.start_run(name="logged").written
+    _checkpoint(services)
+
+    verified = client.verify_inclusion(written, timeout=5)
+
+    assert verified.position == written.position
+    assert verified.tree_size >= verified.leaf_index + 1
+
+
+def test_a_tampered_receipt_or_proof_or_another_key_fails_the_check(world: World, services: Services) -> None:
+    client = alice(world)
+    written = client.start_run(name="logged").written
+    _checkpoint(services)
+    receipt = client.request("GET", f"/v1/receipts/{written.position}")
+    proof = client.request("GET", "/v1/ledger/proofs/inclusion", params={"notification_id": written.position})
+    key = services.ledger.signer.public_key
+    assert check_inclusion(written, receipt, proof, key).position == written.position
+
+    def tampered(document: dict[str, Any], change: Any) -> dict[str, Any]:
+        copied = copy.deepcopy(document)
+        change(copied)
+        return copied
+
+    bad_proofs = [
+        tampered(proof, lambda p: p.update(root_hash=hashlib.sha256(b"other").hexdigest())),
+        tampered(proof, lambda p: p.update(leaf_index=p["leaf_index"] + 1)),
+        tampered(proof, lambda p: p.update(checkpoint=None)),
+    ]
+    if proof["proof"]:
+        bad_proofs.append(tampered(proof, lambda p: p["proof"].__setitem__(0, "00" * 32)))
+    bad_receipts = [
+        tampered(receipt, lambda r: r["envelope"]["payload"].update(name="rewritten")),
+        tampered(receipt, lambda r: r.update(hash=hashlib.sha256(b"x").hexdigest())),
+    ]
+    for bad in bad_proofs:
+        with pytest.raises(InclusionCheckFailed):
+            check_inclusion(written, receipt, bad, key)
+    for bad in bad_receipts:
+        with pytest.raises(InclusionCheckFailed):
+            check_inclusion(written, bad, proof, key)
+    with pytest.raises(InclusionCheckFailed):
+        check_inclusion(written, receipt, proof, Signer.generate().public_key)
+
+
+def test_a_receipt_is_only_given_to_whoever_wrote_the_event(world: World) -> None:
+    written = alice(world).start_run(name="mine").written
+
+    with pytest.raises(LedgerClientError) as caught:
+        world.people["bob"].client.request("GET", f"/v1/receipts/{written.position}")
+
+    assert caught.value.status == 404
+
+
+# -- pagination -------------------------------------------------------------------------------------
+
+
+def test_cursor_pagination_walks_every_run_once_while_runs_are_added(world: World, services: Services) -> None:
+    client = alice(world)
+    created = {client.start_run(name=f"run-{i}").id for i in range(23)}
+    services.runner.catch_up()
+
+    seen: list[str] = []
+    page = client.runs(limit=5)
+    while True:
+        seen.extend(r.id for r in page)
+        client.start_run(name="added while paging")  # newer than every page: never in this walk
+        services.runner.catch_up()
+        if page.next_cursor is None:
+            break
+        page = client.runs(limit=5, cursor=page.next_cursor)
+
+    assert len(seen) == len(set(seen))
+    assert created <= set(seen)
+
+
+def test_a_page_names_the_next_one_in_its_link_header_and_refuses_a_foreign_cursor(
+    world: World, services: Services
+) -> None:
+    client = alice(world)
+    for i in range(3):
+        client.start_run(name=f"run-{i}")
+    services.runner.catch_up()
+
+    response = world.http.get("/v1/runs", params={"limit": 2}, headers=client.headers)
+    cursor = response.headers["X-Next-Cursor"]
+    refused = world.http.get("/v1/models", params={"cursor": cursor}, headers=client.headers)
+    garbage = world.http.get("/v1/runs", params={"cursor": "not-a-cursor!"}, headers=client.headers)
+
+    assert response.headers["Link"].endswith('rel="next"') and f"cursor={cursor}" in response.headers["Link"]
+    assert (refused.status_code, refused.json()["field"]) == (422, "cursor")
+    assert garbage.status_code == 422
+
+
+def test_metric_history_and_model_versions_are_walked_page_by_page(live_world: World) -> None:
+    client = alice(live_world)
+    with client.start_run(name="long") as run:
+        run.log_metrics([{"key": "loss", "value": 1 / (step + 1), "step": step} for step in range(30)])
+    for _ in range(3):
+        train_and_register(live_world, "alice", MODEL)
+
+    points = list(client.metric_history(run.id, "loss", page_size=7))
+    versions = list(client.model_versions(MODEL, page_size=2))
+
+    assert [p.step for p in points] == list(range(30))
+    assert [v.number for v in versions] == [1, 2, 3]
+
+
+# -- tags, descriptions, search, comparison, artifacts -------------------------------------------------
+
+
+def test_tags_and_descriptions_of_runs_datasets_and_model_versions(live_world: World) -> None:
+    client = alice(live_world)
+    number = train_and_register(live_world, "alice", MODEL)
+    version = client.model_version(MODEL, number)
+    dataset_id = client.run(version.run_id).dataset_version_ids[0]
+
+    client.set_run_tags(version.run_id, {"team": "risk"})
+    client.set_run_description(version.run_id, "baseline forest")
+    client.set_dataset_tags(dataset_id, {"source": "bureau"})
+    client.set_dataset_description(dataset_id, "2026 applications")
+    client.set_model_version_tags(MODEL, number, {"reviewed": "yes"})
+    tagged = client.set_model_version_description(MODEL, number, "first candidate")
+    receipt = client.request("GET", f"/v1/receipts/{tagged.position}")
+
+    run, dataset = client.run(version.run_id), client.dataset_version(dataset_id)
+    listed = next(v for v in client.model_versions(MODEL) if v.number == number)
+    assert (run.tags, run.description) == ({"team": "risk"}, "baseline forest")
+    assert (dataset.tags, dataset.description) == ({"source": "bureau"}, "2026 applications")
+    assert (client.model_version(MODEL, number).tags, listed.tags) == ({"reviewed": "yes"}, {"reviewed": "yes"})
+    assert listed.description == "first candidate"
+    assert receipt["envelope"]["type"] == "mlledger.modellabels.DescriptionSet.v1" and receipt["signature"]
+
+
+def test_a_tag_needs_a_string_value(world: World) -> None:
+    run = alice(world).start_run(name="r")
+
+    with pytest.raises(LedgerClientError) as caught:
+        alice(world).request("POST", f"/v1/runs/{run.id}/tags", json={"tags": {"team": 3}})
+
+    assert caught.value.status == 422
+
+
+def test_runs_are_searched_by_params_final_metrics_and_tags(live_world: World) -> None:
+    client = alice(live_world)
+    for depth, auc, team in ((3, 0.70, "risk"), (5, 0.85, "risk"), (5, 0.90, "fraud")):
+        with client.start_run(name=f"d{depth}-{team}") as run:
+            run.log_params({"max_depth": depth})
+            run.log_metrics([{"key": "auc", "value": 0.5, "step": 0}, {"key": "auc", "value": auc, "step": 1}])
+            run.set_tags({"team": team})
+
+    found = list(client.search_runs("params.max_depth = '5' AND metrics.auc > 0.8 AND tags.team = 'risk'"))
+    good = [r.name for r in client.search_runs("metrics.auc >= 0.85", page_size=1)]
+
+    assert [r.name for r in found] == ["d5-risk"]
+    assert sorted(good) == ["d5-fraud", "d5-risk"]
+    with pytest.raises(LedgerClientError) as caught:
+        client.runs(filter="metrics.auc >")
+    assert caught.value.field == "filter"
+
+
+def test_runs_are_compared_side_by_side(live_world: World) -> None:
+    client = alice(live_world)
+    first = train_and_register(live_world, "alice", MODEL, seed=1)
+    second = train_and_register(live_world, "alice", MODEL, seed=2)
+    runs = [client.model_version(MODEL, n).run_id for n in (first, second)]
+
+    comparison = client.compare_runs(*runs)
+
+    assert [r.id for r in comparison.runs] == runs
+    assert comparison.runs[0].metrics == {"auc": pytest.approx(0.82)}
+    assert comparison.differing_params == [] and comparison.differing_metrics == []
+    assert comparison.same_code and not comparison.same_datasets  # the data differs by seed
+    assert comparison.runs[0].code is not None and comparison.runs[0].code["commit"] == "a1b2c3d4e5f6"
+
+
+def test_an_artifact_downloads_with_its_digest_checked(live_world: World, tmp_path: Path) -> None:
+    client = alice(live_world)
+    with client.start_run(name="with artifact") as run:
+        digest = run.upload_artifact("weights.bin", b"\x00\x01weights")
+
+    data = client.download_artifact(run.id, "weights.bin")
+    saved = client.download_artifact(run.id, "weights.bin", tmp_path / "w.bin")
+
+    assert data == b"\x00\x01weights" and digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert isinstance(saved, Path) and saved.read_bytes() == data
+    with pytest.raises(LedgerClientError) as caught:
+        client.download_artifact(run.id, "missing.bin")
+    assert caught.value.status == 404
