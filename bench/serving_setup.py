@@ -326,8 +326,11 @@ class LedgerPredictions:
     transactions: int
 
 
-def ledger_predictions(settings: Settings, after: int = 0, upto: int | None = None) -> LedgerPredictions:
-    """Prediction events with positions in (after, upto]: their ids, and how many transactions wrote them."""
+def ledger_predictions(
+    settings: Settings, after: int = 0, upto: int | None = None, topic: str = Prediction.Made.TOPIC
+) -> LedgerPredictions:
+    """Prediction events (of ``topic``) with positions in (after, upto]: their ids, and how many transactions
+    wrote them."""
     engine = create_engine(settings, poolclass=sa.NullPool)
     table = f'"{settings.database_schema}".{POSTGRES_EVENTS_TABLE}'
     try:
@@ -337,7 +340,7 @@ def ledger_predictions(settings: Settings, after: int = 0, upto: int | None = No
                     f"SELECT originator_id::text, xmin::text FROM {table} "
                     "WHERE topic = :topic AND notification_id > :after AND notification_id <= :upto"
                 ),
-                {"topic": Prediction.Made.TOPIC, "after": after, "upto": upto if upto is not None else 2**62},
+                {"topic": topic, "after": after, "upto": upto if upto is not None else 2**62},
             ).all()
     finally:
         engine.dispose()
@@ -571,7 +574,13 @@ class Measured(Generic[R]):
 
 
 def measure(
-    target: LoadTarget, *, warm: Callable[[], R], timed: Callable[[int], R], repeats: int, progress: Callable[[R], str]
+    target: LoadTarget,
+    *,
+    warm: Callable[[], R],
+    timed: Callable[[int], R],
+    repeats: int,
+    progress: Callable[[R], str],
+    topic: str = Prediction.Made.TOPIC,
 ) -> Measured[R]:
     """Warm up, then time ``repeats`` rounds, each with the CPU it used and its group commits, and read the ledger."""
     warmed = warm()
@@ -584,10 +593,10 @@ def measure(
         meter.start()
         found = timed(number)
         found.cpu = meter.stop()
-        found.transactions = ledger_predictions(target.settings, before).transactions
+        found.transactions = ledger_predictions(target.settings, before, topic=topic).transactions
         rounds.append(found)
         say(f"round {number}/{repeats}: {progress(found)}, {found.transactions} transactions, load {load_average()}")
-    recorded = ledger_predictions(target.settings, 0, ledger_position(target.settings))
+    recorded = ledger_predictions(target.settings, 0, ledger_position(target.settings), topic=topic)
     return Measured(warmed, rounds, recorded, meter.processes())
 
 

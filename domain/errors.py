@@ -354,6 +354,12 @@ class ModelNotDeployed(RuleViolated):
     names_a_case = True
 
 
+class NotServedInRole(RuleViolated):
+    """A logged prediction names a version that did not hold that role of a live deployment when it was made."""
+
+    names_a_case = True
+
+
 class NoReferenceProfile(RuleViolated):
     """Drift is measured against the version's reference profile, which is computed after registration."""
 

@@ -23,6 +23,7 @@ class Action(StrEnum):
     READ_AUDIT = "read_audit"
     READ_LEDGER_EVENTS = "read_ledger_events"
     PREDICT = "predict"
+    LOG_PREDICTIONS = "log_predictions"
     RECORD_OUTCOMES = "record_outcomes"
     OVERRIDE_DECISIONS = "override_decisions"
     READ_DECISIONS = "read_decisions"
@@ -45,6 +46,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.READ_AUDIT: frozenset({Role.ADMIN, Role.AUDITOR}),
     Action.READ_LEDGER_EVENTS: frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
     Action.PREDICT: frozenset({Role.ADMIN, Role.PREDICTOR}),
+    Action.LOG_PREDICTIONS: frozenset({Role.ADMIN, Role.PREDICTOR}),
     Action.RECORD_OUTCOMES: frozenset({Role.ADMIN, Role.PREDICTOR}),
     Action.OVERRIDE_DECISIONS: frozenset({Role.ADMIN, Role.OPERATOR, Role.APPROVER}),
     Action.READ_DECISIONS: frozenset({Role.ADMIN, Role.AUDITOR, Role.OPERATOR}),

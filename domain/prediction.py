@@ -11,6 +11,11 @@ proof still verifies. Reason-code *values* are inputs too, so for a subject
 they travel inside the ciphertext and the event keeps only feature names and
 contributions.
 
+A prediction made by another serving stack can be logged after the fact
+(``Logged``): the same record, marked as logged, with the moment its maker
+says it was made. It was valid only if that version held that role in the
+model's deployment at that moment (:func:`check_logged_role`).
+
 Later events record what happened to the decision: the observed outcome
 (ground truth) and human overrides (EU AI Act Art. 14).
 """
@@ -23,7 +28,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
@@ -130,6 +135,18 @@ class Prediction(LedgerAggregate):
         explanation: dict[str, Any] | None
         latency_ms: float
 
+    class Logged(Made):
+        """Another serving stack made this prediction at ``predicted_at``; it was logged here afterwards.
+
+        Its fields are those of ``Made`` (``latency_ms`` may be None: the
+        maker did not say), plus the moment the prediction was made as its
+        maker states it (RFC 3339 UTC). The version served in ``role`` at
+        that moment, which the ledger checked before recording it.
+        """
+
+        TOPIC = "mlledger.prediction.Logged.v1"
+        predicted_at: str
+
     class OutcomeRecorded(LedgerAggregate.Event):
         """The true outcome became known."""
 
@@ -169,7 +186,7 @@ class Prediction(LedgerAggregate):
         output: dict[str, Any],
         reason_codes: list[dict[str, Any]],
         explanation: dict[str, Any] | None,
-        latency_ms: float,
+        latency_ms: float | None,
         actor: str,
     ) -> None:
         self.model_name = model_name
@@ -190,6 +207,18 @@ class Prediction(LedgerAggregate):
         return cls(**fields)
 
     @classmethod
+    def logged(cls, *, predicted_at: str, timestamp: datetime | None = None, **fields: Any) -> Prediction.Logged:
+        """The ``Logged`` event of a prediction another serving stack made at ``predicted_at``.
+
+        Checked as :meth:`made` checks it; a logged prediction is never a shadow.
+        """
+        if fields.get("role") == CHALLENGER:
+            raise InvalidPayload("a logged prediction answered a request: its role is champion or canary", field="role")
+        logged = cls._event(cls.Logged, timestamp, fields)
+        logged.__dict__["predicted_at"] = predicted_at
+        return logged
+
+    @classmethod
     def made(cls, *, timestamp: datetime | None = None, **fields: Any) -> Prediction.Made:
         """The ``Made`` event of a new prediction, checked as :meth:`make` checks it, without the aggregate.
 
@@ -199,17 +228,22 @@ class Prediction(LedgerAggregate):
         aggregate ``make(**fields)`` returns. Events of one request may share
         a ``timestamp``.
         """
+        return cls._event(cls.Made, timestamp, fields)
+
+    @classmethod
+    def _event(cls, kind: type[MadeT], timestamp: datetime | None, fields: dict[str, Any]) -> MadeT:
+        """A checked creation event of ``kind`` built from its fields, as the event store rebuilds events it reads."""
         if fields.keys() != _MADE_FIELDS:
             missing, extra = sorted(_MADE_FIELDS - fields.keys()), sorted(fields.keys() - _MADE_FIELDS)
-            raise TypeError(f"Prediction.made: missing {missing}, unexpected {extra}")
+            raise TypeError(f"Prediction.{kind.__name__}: missing {missing}, unexpected {extra}")
         cls._check_made(fields)
         state = dict(fields)
         state["originator_id"] = cls.create_id(**fields)
         state["originator_version"] = cls.INITIAL_VERSION
         state["timestamp"] = timestamp or cls.Made.create_timestamp()
         state["originator_topic"] = _topic()
-        made = object.__new__(cls.Made)
-        object.__setattr__(made, "__dict__", state)  # as the event store rebuilds events it reads
+        made = object.__new__(kind)
+        object.__setattr__(made, "__dict__", state)
         return made
 
     @staticmethod
@@ -252,6 +286,7 @@ class Prediction(LedgerAggregate):
         self.overrides.append({"decision": decision, "reason": reason, "actor": actor})
 
 
+MadeT = TypeVar("MadeT", bound=Prediction.Made)
 _MADE_FIELDS = frozenset(f.name for f in dataclasses.fields(Prediction.Made)) - {
     "originator_id",
     "originator_version",

@@ -66,7 +66,7 @@ class AccuracyWindow(BaseModel):
 
 
 class VersionServing(BaseModel):
-    """Serving figures of one version."""
+    """Serving figures of one version (logged predictions included; latencies of those whose maker gave one)."""
 
     version: int
     role: str
@@ -132,8 +132,8 @@ def monitoring(conn: Connection, model_name: str, window: int = 100, recent: int
             version=number,
             role=role,
             predictions=len(group),
-            latency_ms_p50=_percentile([r.latency_ms for r in group], 0.5),
-            latency_ms_p95=_percentile([r.latency_ms for r in group], 0.95),
+            latency_ms_p50=_percentile([r.latency_ms for r in group if r.latency_ms is not None], 0.5),
+            latency_ms_p95=_percentile([r.latency_ms for r in group if r.latency_ms is not None], 0.95),
             outcomes=sum(1 for r in group if r.outcome_position is not None),
             overrides=sum(r.overrides for r in group),
         )

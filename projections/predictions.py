@@ -1,6 +1,7 @@
 """Predictions, model reports, drift alerts and data subjects as read models.
 
-``predictions`` has one row per prediction (served or shadow) with its output,
+``predictions`` has one row per prediction (served, shadow, or logged from another
+serving stack) with its output,
 outcome and latest override, indexed for lookups by request id and subject and
 for monitoring windows by model and position. Encrypted inputs never reach a
 read model: the rows hold only what the event holds in clear, so a rebuild
@@ -39,7 +40,7 @@ predictions = sa.Table(
     sa.Column("output", sa.Text, nullable=False),
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("score", sa.Float, nullable=True),
-    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=True),  # None: a logged prediction whose maker did not say
     sa.Column("position", sa.BigInteger, nullable=False),
     sa.Column("recorded_at", sa.String(40), nullable=False),
     sa.Column("outcome", sa.Text, nullable=True),
@@ -48,6 +49,8 @@ predictions = sa.Table(
     sa.Column("outcome_position", sa.BigInteger, nullable=True),
     sa.Column("override", sa.Text, nullable=True),
     sa.Column("overrides", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("origin", sa.String(20), nullable=False, server_default="served"),  # served here, or logged
+    sa.Column("predicted_at", sa.String(40), nullable=True),  # a logged prediction: when its maker made it
     sa.Index("ix_predictions_model_position", "model_name", "position"),
     sa.Index("ix_predictions_request", "request_id"),
     sa.Index("ix_predictions_subject", "subject_id"),
@@ -109,6 +112,7 @@ class Predictions(Projection):
     tables = (predictions, model_reports, drift_alerts, subjects)
     topics = (
         Prediction.Made.TOPIC,
+        Prediction.Logged.TOPIC,
         Prediction.OutcomeRecorded.TOPIC,
         Prediction.Overridden.TOPIC,
         Report.Created.TOPIC,
@@ -140,9 +144,10 @@ class Predictions(Projection):
             conn.execute(predictions.insert(), self._made)
             self._made = []
 
-    @_on(Prediction.Made.TOPIC)
+    @_on(Prediction.Made.TOPIC, Prediction.Logged.TOPIC)
     def _made_one(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
+        logged = e.topic == Prediction.Logged.TOPIC
         label, score = _label_and_score(p["output"])
         self._made.append(
             dict(
@@ -167,6 +172,8 @@ class Predictions(Projection):
                 outcome_position=None,
                 override=None,
                 overrides=0,
+                origin="logged" if logged else "served",
+                predicted_at=p["predicted_at"] if logged else None,
             )
         )
 

@@ -50,7 +50,8 @@ APPENDICES = (
     "Human overrides",
     "Erasure tombstones",
 )
-_UNPARSED = frozenset({Prediction.Made.TOPIC, Subject.KeyIssued.TOPIC})
+_UNPARSED = frozenset({Prediction.Made.TOPIC, Prediction.Logged.TOPIC, Subject.KeyIssued.TOPIC})
+_PREDICTION_TOPICS = frozenset({Prediction.Made.TOPIC, Prediction.Logged.TOPIC})
 
 
 def prediction_statistics(conn: Connection, model_name: str, since: str | None, until: str | None) -> dict[str, Any]:
@@ -124,7 +125,7 @@ class ModelCard(CardAppendices):
         scope: dict[str, Any],
         attachment_paths: dict[str, str],
     ) -> None:
-        prediction_events = sum(1 for row in rows if row.topic == Prediction.Made.TOPIC)
+        prediction_events = sum(1 for row in rows if row.topic in _PREDICTION_TOPICS)
         super().__init__(model, versions, _open(rows), manifests, statistics, attachment_paths, prediction_events)
         self.scope = scope
 

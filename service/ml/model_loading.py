@@ -342,15 +342,20 @@ def _classes(details: Mapping[str, Any], found: list[Any]) -> tuple[list[Any], A
 
 
 def _load_sklearn(path: Path, details: Mapping[str, Any]) -> SklearnModel:
-    from sklearn.base import BaseEstimator, is_classifier, is_regressor
-
     try:
         # Safe only for runner-produced blobs, read digest-checked (see the module docstring).
         model = pickle.loads(path.read_bytes())  # noqa: S301
     except Exception as exc:
         raise UnsupportedModel(f"{path.name} is not a readable pickled model: {exc}") from None
+    return sklearn_model(model, details, path.name)
+
+
+def sklearn_model(model: Any, details: Mapping[str, Any], name: str) -> SklearnModel:
+    """A loaded scikit-learn estimator checked against the run's ``details`` (features, task, classes)."""
+    from sklearn.base import BaseEstimator, is_classifier, is_regressor
+
     if not isinstance(model, BaseEstimator) or not hasattr(model, "predict"):
-        raise UnsupportedModel(f"{path.name} holds a {type(model).__name__}, not a scikit-learn predictor")
+        raise UnsupportedModel(f"{name} holds a {type(model).__name__}, not a scikit-learn predictor")
     features = _features(details)
     width = getattr(model, "n_features_in_", len(features))
     if width != len(features):
@@ -379,18 +384,26 @@ def _load_torch(path: Path, details: Mapping[str, Any]) -> TorchModel:
         raise UnsupportedModel(f"{path.name} is not a torch model file of plain weights: {exc}") from None
     if not isinstance(saved, dict) or saved.get("format") != TORCH_FORMAT:
         raise UnsupportedModel(f"{path.name} is not an {TORCH_FORMAT} model")
+    return torch_model(saved, details, path.name)
+
+
+def torch_model(saved: Mapping[str, Any], details: Mapping[str, Any], name: str) -> TorchModel:
+    """The MLP of ``saved`` (layer sizes, ``state_dict``, standardisation) checked against ``details``."""
     missing = sorted({"task", "features", "layer_sizes", "state_dict", "feature_mean", "feature_std"} - set(saved))
     if missing:
-        raise UnsupportedModel(f"{path.name} lacks {', '.join(missing)}")
+        raise UnsupportedModel(f"{name} lacks {', '.join(missing)}")
     features = _features(details, saved["features"])
     task = _task(details, str(saved["task"]))
     classes: list[Any] | None = None
     positive = None
     if task == CLASSIFICATION:
         classes, positive = _classes(details, list(saved.get("classes") or []))
-    if int(saved["layer_sizes"][0]) != len(features):
-        raise UnsupportedModel(f"the network takes {saved['layer_sizes'][0]} inputs for {len(features)} features")
+    sizes = saved["layer_sizes"]
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(type(s) is int for s in sizes):
+        raise UnsupportedModel(f"layer sizes {sizes!r} do not describe a network")
+    if int(sizes[0]) != len(features):
+        raise UnsupportedModel(f"the network takes {sizes[0]} inputs for {len(features)} features")
     outputs = len(classes) if classes is not None else 1
-    if int(saved["layer_sizes"][-1]) != outputs:
-        raise UnsupportedModel(f"the network has {saved['layer_sizes'][-1]} outputs where {outputs} are needed")
+    if int(sizes[-1]) != outputs:
+        raise UnsupportedModel(f"the network has {sizes[-1]} outputs where {outputs} are needed")
     return TorchModel(saved, task=task, features=features, categorical=[], classes=classes, positive_class=positive)

@@ -2,7 +2,8 @@
 
 The input (decrypted with the data subject's key, unless the subject was
 erased), the output and its reason codes, the model version with its lineage
-and signed approvals, the deployment in force when it was made, overrides,
+and signed approvals, the deployment in force when it was made (for a logged
+prediction, at the moment its maker states), overrides,
 the outcome, and the inclusion proof of its event in the transparency log.
 """
 
@@ -53,7 +54,10 @@ class Decision(BaseModel):
     shadow_of: str | None
     caller: str
     recorded_at: str
-    latency_ms: float
+    origin: str
+    """``served`` by this ledger, or ``logged``: made by another serving stack at ``predicted_at``."""
+    predicted_at: str | None
+    latency_ms: float | None
     subject_id: str | None
     input: dict[str, Any] | None
     input_erased: bool
@@ -153,6 +157,8 @@ def reconstruct(
         shadow_of=row.shadow_of,
         caller=row.caller,
         recorded_at=row.recorded_at,
+        origin=row.origin,
+        predicted_at=row.predicted_at,
         latency_ms=row.latency_ms,
         subject_id=row.subject_id,
         input=clear,
@@ -165,7 +171,7 @@ def reconstruct(
         has_outcome=aggregate.has_outcome,
         overrides=list(aggregate.overrides),
         final_decision=final,
-        champion_at_time=aq.champion_at(conn, row.model_name, row.recorded_at),
+        champion_at_time=aq.champion_at(conn, row.model_name, row.predicted_at or row.recorded_at),
         lineage=aq.lineage(conn, row.model_name, row.number),
         shadow=None
         if shadow_row is None

@@ -1,9 +1,18 @@
 """Served models: each version is loaded once (model, input schema, explainer) and cached.
 
-Only artifacts that one of the ledger's own runners produced are served: a
-model file from a runner-executed run, with that run's ``execution.json``,
-read from the blob store after its digest is checked. A client-reported run
-may upload any bytes, and unpickling those would run them.
+Two kinds of versions are served, every file read from the blob store after
+its digest is checked:
+
+- a model a ledger runner trained: ``model.pkl`` or ``model.pt`` with the run's
+  ``execution.json`` (what the runner recorded about it);
+- a model trained elsewhere, from a client-reported run: a file in a format
+  that loads without running its bytes (``.skops``, ``.onnx``, a torch state
+  dict; :mod:`service.ml.safe_formats`) with the run's ``serving.json``
+  describing it. A client-reported run may upload any bytes, so a pickle of
+  one is never loaded.
+
+Explanations need representative rows: the run's first dataset version, or
+the ``background`` rows of a client model's ``serving.json``.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from domain.dataset import DatasetVersion
 from domain.errors import LedgerError, RuleViolated
 from domain.integrity.canonical import NumberRecordEncoder
 from domain.model import ModelVersion
-from domain.prediction import TEXT_TYPES
 from domain.run import Run
 from service.application.ledger_core import LedgerCore
 from service.ml.explain import ModelExplainer, explainer_for
-from service.ml.model_loading import LoadedModel, load_model
+from service.ml.model_loading import LoadedModel, UnsupportedModel, load_model
+from service.ml.safe_formats import DESCRIPTION_FILE, client_format, load_client_model, read_description
 from service.ml.tabular import MISSING, read_table
+from service.serving.input_schema import InputSchema
 from service.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +48,7 @@ log = logging.getLogger(__name__)
 MODEL_FILES = ("model.pkl", "model.pt")
 DETAILS_FILE = "execution.json"
 BACKGROUND_ROWS = 100
+MAX_DESCRIBED_BACKGROUND = 1_000  # rows of a client model's described background
 
 
 class NotServable(RuleViolated):
@@ -66,25 +77,19 @@ class ServedModel:
         return list(self.model.features)
 
     @cached_property
-    def numeric_columns(self) -> tuple[str, ...] | None:
-        """The input columns when every one takes a number and none is nullable (rows check in bulk), else None."""
-        names = []
-        for column in self.input_schema:
-            if str(column.get("type", "number")).lower() in TEXT_TYPES or column.get("nullable", False):
-                return None
-            names.append(str(column["name"]))
-        return tuple(names)
+    def schema(self) -> InputSchema:
+        """The input schema with its fast paths and its canonical encoder."""
+        return InputSchema(self.input_schema)
 
-    @cached_property
+    @property
     def numeric_names(self) -> frozenset[str] | None:
-        """:attr:`numeric_columns` as a set (a row's keys compare with it in one step), or None."""
-        columns = self.numeric_columns
-        return None if columns is None or len(set(columns)) != len(columns) else frozenset(columns)
+        """The numeric input columns as a set when rows check in bulk (:attr:`InputSchema.numeric_names`)."""
+        return self.schema.numeric_names
 
-    @cached_property
+    @property
     def input_encoder(self) -> NumberRecordEncoder:
         """Canonical JSON of this version's input rows (fast for all-numeric rows, exact for any)."""
-        return NumberRecordEncoder(self.numeric_columns or [str(column["name"]) for column in self.input_schema])
+        return self.schema.encoder
 
 
 def parse_cell(value: str, categorical: bool) -> Any:
@@ -179,11 +184,9 @@ class ModelCache:
 
     def _load(self, version: ModelVersion) -> ServedModel:
         run: Run = self._ledger.get(version.run_id, Run)
-        where = f"{version.model_name} v{version.number}"
         if run.mode != "runner" or run.runner_id is None:
-            raise NotServable(
-                f"{where} comes from a client-reported run; only models trained by a ledger runner are served"
-            )
+            return self._load_client(version, run)
+        where = f"{version.model_name} v{version.number}"
         if version.artifact_name not in MODEL_FILES:
             raise NotServable(
                 f"{where} names artifact {version.artifact_name!r}; serving loads {' or '.join(MODEL_FILES)}"
@@ -193,6 +196,29 @@ class ModelCache:
         details = json.loads(b"".join(self._blobs.read_verified(run.artifacts[DETAILS_FILE])))
         model_blob = self._blobs.verify(version.artifact_digest)
         model = load_model(model_blob.path, {**details, "artifact_name": version.artifact_name})
+        return self._served(version, run, model, details)
+
+    def _load_client(self, version: ModelVersion, run: Run) -> ServedModel:
+        """A model trained elsewhere, in a format that loads without running its bytes, as ``serving.json`` says."""
+        where = f"{version.model_name} v{version.number}"
+        try:
+            form = client_format(version.artifact_name)
+        except UnsupportedModel as exc:
+            raise NotServable(f"{where} comes from a client-reported run: {exc.detail}") from None
+        if DESCRIPTION_FILE not in run.artifacts:
+            raise NotServable(
+                f"{where} comes from a client-reported run without {DESCRIPTION_FILE}; upload one describing the "
+                "model (task, features, classes) to serve it"
+            )
+        details = read_description(b"".join(self._blobs.read_verified(run.artifacts[DESCRIPTION_FILE])))
+        if "features" not in details and version.input_schema:
+            details["features"] = [str(column["name"]) for column in version.input_schema]
+        model_blob = self._blobs.verify(version.artifact_digest)
+        model = load_client_model(model_blob.path, form, details)
+        return self._served(version, run, model, details)
+
+    def _served(self, version: ModelVersion, run: Run, model: LoadedModel, details: dict[str, Any]) -> ServedModel:
+        """The loaded model with its schema and explainer."""
         dataset_id = run.dataset_version_ids[0] if run.dataset_version_ids else None
         background = self._background(model, dataset_id, details)
         explainer = None
@@ -224,7 +250,13 @@ class ModelCache:
         ]
 
     def _background(self, model: LoadedModel, dataset_id: str | None, details: dict[str, Any]) -> Any:
-        """A seeded sample of the training data for explainers that need one."""
+        """A seeded sample of the training data for explainers that need one (or the described background rows)."""
+        described = details.get("background")
+        if dataset_id is None and isinstance(described, list) and described:
+            try:
+                return model.matrix(described[:MAX_DESCRIBED_BACKGROUND])
+            except LedgerError:
+                return None
         if dataset_id is None:
             return None
         features = list(model.features)

@@ -130,6 +130,11 @@ class PredictionService:
         self._subject_keys = SubjectKeys(ledger, vault)
         self._inference = Inference(top_k)
 
+    @property
+    def subject_keys(self) -> SubjectKeys:
+        """The data subjects' keys, shared with whatever else records this process's predictions."""
+        return self._subject_keys
+
     def remembered_deployment(self, model_name: str) -> dict[uuid.UUID, int]:
         """The deployment version this process last read for the model (to check with others in one query)."""
         return self._deployments.remembered_versions(model_name)
@@ -216,7 +221,7 @@ class PredictionService:
             raise InvalidPayload(
                 f"the batch has {len(records)} records; the limit is {self._max_rows}", field="records"
             )
-        request_ids = _request_ids(records)
+        request_ids = checked_request_ids(records)
         live = self._deployments
         deployment = once_per_key(deployments, ask.model_name, lambda name: live.serving(name, remembered))
         routing = self._router.route(deployment, len(records))
@@ -318,7 +323,7 @@ def _infer_together(infer: Infer, served: ServedModel, parts: list[list[dict[str
     return infer(served, [row for rows in parts for row in rows]).split([len(rows) for rows in parts])
 
 
-def _request_ids(records: Sequence[PredictRecord]) -> list[str]:
+def checked_request_ids(records: Sequence[PredictRecord | Any]) -> list[str]:
     """Each record's request id: its own (checked, unique in the batch) or a new one."""
     ids: list[str] = []
     seen: set[str] = set()

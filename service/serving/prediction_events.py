@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from domain.integrity.canonical import NumberRecordEncoder
 from domain.prediction import Prediction
 from service.serving.prediction_request import PredictRecord, Served
 from service.serving.routing import Route
@@ -22,6 +23,35 @@ from service.serving.vault import SubjectKey, SubjectVault
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def recorded_input(
+    encoder: NumberRecordEncoder,
+    row: dict[str, Any],
+    reason_codes: list[dict[str, Any]],
+    subject_id: str | None,
+    keys: dict[str, SubjectKey],
+) -> dict[str, Any]:
+    """The event fields that carry a prediction's input and reason codes: in clear, or encrypted for a subject."""
+    if subject_id is None:
+        encoded = encoder.encoded(row)  # encoded once: for the digest and in the event
+        return dict(
+            input=encoded,
+            input_ciphertext=None,
+            input_key_id=None,
+            reason_codes=reason_codes,
+            input_digest=_sha256(encoded.canonical),
+        )
+    key = keys[subject_id]
+    secret = {"input": row, "reason_values": [code.get("value") for code in reason_codes]}
+    ciphertext = SubjectVault.encrypt(key.key_id, key.key, json.dumps(secret, sort_keys=True).encode())
+    return dict(
+        input=None,
+        input_ciphertext=ciphertext,
+        input_key_id=key.key_id,
+        reason_codes=[{k: v for k, v in code.items() if k != "value"} for code in reason_codes],
+        input_digest=_sha256(ciphertext.encode()),
+    )
 
 
 def prediction_made(
@@ -56,26 +86,7 @@ def prediction_made(
         latency_ms=round(latency_ms, 3),
         actor=actor,
     )
-    if record.subject_id is None:
-        encoded = route.served.input_encoder.encoded(row)  # encoded once: for the digest and in the event
-        fields.update(
-            input=encoded,
-            input_ciphertext=None,
-            input_key_id=None,
-            reason_codes=result.reason_codes,
-            input_digest=_sha256(encoded.canonical),
-        )
-    else:
-        key = keys[record.subject_id]
-        secret = {"input": row, "reason_values": [code.get("value") for code in result.reason_codes]}
-        ciphertext = SubjectVault.encrypt(key.key_id, key.key, json.dumps(secret, sort_keys=True).encode())
-        fields.update(
-            input=None,
-            input_ciphertext=ciphertext,
-            input_key_id=key.key_id,
-            reason_codes=[{k: v for k, v in code.items() if k != "value"} for code in result.reason_codes],
-            input_digest=_sha256(ciphertext.encode()),
-        )
+    fields.update(recorded_input(route.served.input_encoder, row, result.reason_codes, record.subject_id, keys))
     made = Prediction.made(timestamp=now, **fields)
     result.prediction_id = str(made.originator_id)
     return made

@@ -13,6 +13,7 @@ from typing import Any
 
 from domain.errors import InvalidPayload
 from domain.prediction import check_input_row
+from service.serving.input_schema import InputSchema
 from service.serving.prediction_request import PredictRecord
 from service.serving.routing import Route
 
@@ -20,7 +21,12 @@ _PLAIN_NUMBERS = frozenset({float, int})
 
 
 def check_rows(records: Sequence[PredictRecord], route: Route, out: list[dict[str, Any]]) -> None:
-    """Check the records routed to ``route`` against its version's input schema into ``out`` (by index).
+    """Check the records routed to ``route`` against its version's input schema into ``out`` (by index)."""
+    check_inputs([record.input for record in records], route.indexes, route.served.schema, out)
+
+
+def check_inputs(rows: Sequence[Any], indexes: Sequence[int], schema: InputSchema, out: list[dict[str, Any]]) -> None:
+    """Check the input rows at ``indexes`` against ``schema`` into ``out`` (by index; fields ``records.<i>.input``).
 
     The common case, an all-numeric schema and rows holding exactly its columns
     with finite ints and floats, is accepted in a few C-level passes (the row
@@ -28,9 +34,9 @@ def check_rows(records: Sequence[PredictRecord], route: Route, out: list[dict[st
     :func:`check_input_row`, which accepts the same rows (in schema order) and
     names the field of the first problem.
     """
-    names, schema = route.served.numeric_names, route.served.input_schema
-    for i in route.indexes:
-        row = records[i].input
+    names, columns = schema.numeric_names, schema.columns
+    for i in indexes:
+        row = rows[i]
         if names is not None and type(row) is dict and row.keys() == names:
             values = row.values()
             # All plain ints and floats, all finite: fsum of finite numbers is finite
@@ -43,7 +49,7 @@ def check_rows(records: Sequence[PredictRecord], route: Route, out: list[dict[st
             if plain:
                 out[i] = row  # exactly the schema's columns, all finite numbers: the row as it came
                 continue
-        out[i] = check_input_row(row, schema, field=f"records.{i}.input")
+        out[i] = check_input_row(row, columns, field=f"records.{i}.input")
 
 
 def shadow_rows(records: Sequence[PredictRecord], challenger: Route) -> dict[int, dict[str, Any]]:

@@ -18,6 +18,7 @@ from service.serving.models import ModelCache
 from service.serving.monitor import DriftMonitor, MonitorThread
 from service.serving.predict import PredictionService
 from service.serving.predict_queue import PredictQueue
+from service.serving.prediction_log import PredictionLog
 from service.serving.reports import ReportsThread, ReportsWorker
 from service.serving.vault import SubjectVault
 
@@ -32,6 +33,7 @@ class Serving:
     models: ModelCache
     committer: GroupCommitter
     predictor: PredictionService
+    log: PredictionLog
     queue: PredictQueue
     reports: ReportsWorker
     monitor: DriftMonitor
@@ -67,6 +69,7 @@ def open_serving(services: Services) -> Serving:
         models=models,
         committer=committer,
         predictor=predictor,
+        log=PredictionLog(services.ledger, models, predictor.subject_keys, committer, max_rows=settings.max_batch_rows),
         queue=PredictQueue(predictor, services.ledger, functools.partial(_predicting_actor, services.ledger)),
         reports=ReportsWorker(services, models),
         monitor=DriftMonitor(services, vault),

@@ -15,17 +15,22 @@ import functools
 import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future, wait
-from typing import Any
+from typing import Any, Protocol
 
 from domain.errors import NotFound, SubjectErased
 from domain.prediction import check_subject_id
 from domain.subject import Subject
 from service.application.ledger_core import LedgerCore
-from service.serving.prediction_request import COMMIT_TIMEOUT, PredictRecord
+from service.serving.prediction_request import COMMIT_TIMEOUT
 from service.serving.vault import SubjectKey, SubjectVault
 
 
-def subjects_of(records: Sequence[PredictRecord]) -> dict[str, int]:
+class _AboutSubject(Protocol):
+    @property
+    def subject_id(self) -> str | None: ...
+
+
+def subjects_of(records: Sequence[_AboutSubject]) -> dict[str, int]:
     """The request's data subjects (checked ids), each with the index of its first record."""
     subjects: dict[str, int] = {}
     for i, record in enumerate(records):

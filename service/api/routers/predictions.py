@@ -1,9 +1,12 @@
-"""Serving predictions, and what happens to them afterwards: outcomes, overrides, erasure, reconstruction."""
+"""Serving predictions (or logging those served elsewhere), and what happens to them afterwards: outcomes,
+overrides, erasure, reconstruction."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -20,6 +23,7 @@ from service.api.deps import (
     LedgerDep,
     OutcomeRecorder,
     Overrider,
+    PredictionLogger,
     Predictor,
     SubjectEraser,
     predicting_key,
@@ -28,6 +32,7 @@ from service.api.deps import (
 from service.api.schemas import WriteResult
 from service.serving.decisions import Decision, reconstruct
 from service.serving.predict import PredictRecord, Served
+from service.serving.prediction_log import LogAsk, LoggedRecord
 from service.serving.runtime import Serving
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -279,6 +284,183 @@ def predict_batch(
     results = serving.predictor.predict(name, records, caller.actor)
     position = results[-1].position if results else 0
     return _answer({"predictions": [_public(r) for r in results], "position": position}, position)
+
+
+class ReasonCodeBody(BaseModel):
+    """One reason of a logged prediction: a feature and its contribution (the value recorded is the input's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str = Field(min_length=1, max_length=MAX_NAME)
+    contribution: float = Field(allow_inf_nan=False)
+    value: Any = Field(None, description="ignored: the record's input value of the feature is recorded")
+
+
+class LoggedPredictionBody(BaseModel):
+    """One prediction another serving stack made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(
+        max_length=MAX_FEATURES, description="feature name -> value, as the input schema says"
+    )
+    output: dict[str, Any] = Field(max_length=100, description='what the model answered, e.g. {"label": 1}')
+    predicted_at: str = Field(
+        min_length=1, max_length=40, description="when the prediction was made (RFC 3339 with a time zone)"
+    )
+    reason_codes: list[ReasonCodeBody] | None = Field(None, max_length=100)
+    request_id: str | None = Field(
+        None, min_length=1, max_length=REQUEST_ID_MAX, description="your id for this decision (unique per model)"
+    )
+    subject_id: str | None = Field(
+        None, min_length=1, max_length=SUBJECT_ID_MAX, description="the data subject (the input is then encrypted)"
+    )
+    latency_ms: float | None = Field(None, ge=0, allow_inf_nan=False, description="as the serving stack measured it")
+
+
+class PredictionsLogBody(BaseModel):
+    """Predictions one version of the model made in one role, elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=1_000_000, description="the version that made them")
+    role: Literal["champion", "canary"] = Field("champion", description="the role it served them in")
+    records: list[LoggedPredictionBody] = Field(max_length=_MAX_RECORDS)
+
+
+class LoggedPublic(BaseModel):
+    """A logged prediction's ids."""
+
+    prediction_id: str
+    request_id: str
+
+
+class PredictionsLogResult(BaseModel):
+    """The logged predictions, in the order of the records, and the position of the last event."""
+
+    model_name: str
+    version: int
+    predictions: list[LoggedPublic]
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class _LogRequest:
+    """A log request's body, read."""
+
+    version: int
+    role: str
+    records: list[LoggedRecord]
+
+
+async def log_body(request: Request) -> _LogRequest:
+    """The body of a log request, read after the caller is authorized.
+
+    As for ``predict:batch``, a well-formed body is decoded by ``orjson`` and
+    checked here in one pass; anything else is read by pydantic
+    (:class:`PredictionsLogBody`), which accepts the same bodies and names the problem.
+    """
+    content_type = request.headers.get("content-type")
+    body = await request.body()
+    if _is_json(content_type):
+        try:
+            read = _well_formed_log(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            read = None
+        if read is not None:
+            return read
+    parsed = parsed_body(PredictionsLogBody, body, content_type)
+    records = [
+        LoggedRecord(
+            input=r.input,
+            output=r.output,
+            predicted_at=r.predicted_at,
+            reason_codes=None if r.reason_codes is None else [c.model_dump(exclude={"value"}) for c in r.reason_codes],
+            request_id=r.request_id,
+            subject_id=r.subject_id,
+            latency_ms=r.latency_ms,
+        )
+        for r in parsed.records
+    ]
+    return _LogRequest(parsed.version, parsed.role, records)
+
+
+_LOG_FIELDS = frozenset(PredictionsLogBody.model_fields)
+_LOGGED_FIELDS = frozenset(LoggedPredictionBody.model_fields)
+_CODE_FIELDS = frozenset(ReasonCodeBody.model_fields)
+
+
+def _well_formed_log(data: Any) -> _LogRequest | None:
+    """A decoded log body :class:`PredictionsLogBody` accepts as it stands, else None."""
+    if type(data) is not dict or not data.keys() <= _LOG_FIELDS:
+        return None
+    version, role, records = data.get("version"), data.get("role", "champion"), data.get("records")
+    if type(version) is not int or not 1 <= version <= 1_000_000 or role not in ("champion", "canary"):
+        return None
+    if type(records) is not list or len(records) > _MAX_RECORDS:
+        return None
+    read: list[LoggedRecord] = []
+    for record in records:
+        if type(record) is not dict or not record.keys() <= _LOGGED_FIELDS:
+            return None
+        values, output, moment = record.get("input"), record.get("output"), record.get("predicted_at")
+        if type(values) is not dict or len(values) > MAX_FEATURES or type(output) is not dict or len(output) > 100:
+            return None
+        if type(moment) is not str or not 0 < len(moment) <= 40:
+            return None
+        request_id, subject_id = record.get("request_id"), record.get("subject_id")
+        if not (_absent_or_text(request_id, REQUEST_ID_MAX) and _absent_or_text(subject_id, SUBJECT_ID_MAX)):
+            return None
+        latency = record.get("latency_ms")
+        if latency is not None and not (_finite_number(latency) and latency >= 0):
+            return None
+        codes = record.get("reason_codes")
+        if codes is not None:
+            if type(codes) is not list or len(codes) > 100:
+                return None
+            for code in codes:
+                if type(code) is not dict or not code.keys() <= _CODE_FIELDS:
+                    return None
+                if not (_absent_or_text(code.get("feature"), MAX_NAME) and "feature" in code):
+                    return None
+                if not _finite_number(code.get("contribution")):
+                    return None
+            codes = [{"feature": c["feature"], "contribution": float(c["contribution"])} for c in codes]
+        read.append(LoggedRecord(values, output, moment, codes, request_id, subject_id, latency))
+    return _LogRequest(version, role, read)
+
+
+def _finite_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+@router.post(
+    "/models/{name}/predictions:log",
+    response_model=PredictionsLogResult,
+    status_code=201,
+    openapi_extra={"requestBody": _json_body(PredictionsLogBody)},
+)
+def log_predictions(
+    name: NamePath,
+    caller: PredictionLogger,
+    body: Annotated[_LogRequest, Depends(log_body)],
+    serving: ServingDep,
+) -> Response:
+    """Record predictions another serving stack made (one transaction); refused unless the version served in
+    that role when each was made."""
+    # Dependencies resolve in this order: the caller is authorized before the body is read.
+    batch = serving.log.log(LogAsk(name, body.version, body.role, body.records, caller.actor))
+    answer = {
+        "model_name": name,
+        "version": body.version,
+        "predictions": [
+            {"prediction_id": p, "request_id": r} for p, r in zip(batch.prediction_ids, batch.request_ids, strict=True)
+        ],
+        "position": batch.position,
+    }
+    response = _answer(answer, batch.position)
+    response.status_code = 201
+    return response
 
 
 class OutcomeBody(BaseModel):
