@@ -34,7 +34,7 @@ from domain.errors import InvalidPayload
 from domain.integrity.canonical import canonical_json
 from domain.integrity.sealing import ENVELOPE_VERSION
 from domain.model import Model, ModelVersion
-from projections.base import ProjectedEvent, Projection
+from projections.base import ProjectedEvent, Projection, insert_rows
 from projections.tables import json_text, metadata
 
 SUMMARY_FIELD_LIMIT = 2048
@@ -171,7 +171,7 @@ class AuditTrail(Projection):
     def end_batch(self, conn: Connection) -> None:
         """Set the low watermarks, then write the batch's rows."""
         if self._model_rows:
-            conn.execute(audit_aggregate_models.insert(), self._model_rows)
+            insert_rows(conn, audit_aggregate_models, self._model_rows)
         if self._rows:
             low = self._rows[-1]["recorded_at"]
             for row in reversed(self._rows):
@@ -183,7 +183,7 @@ class AuditTrail(Projection):
                 below: sa.BindParameter[str] = sa.bindparam("low", low, literal_execute=True)
                 lowered = audit_events.update().where(audit_events.c.low_watermark > below)
                 conn.execute(lowered.values(low_watermark=low))
-            conn.execute(audit_events.insert(), self._rows)
+            insert_rows(conn, audit_events, self._rows)
         self._rows, self._model_rows = [], []
 
     def reset(self, conn: Connection) -> None:

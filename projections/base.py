@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
@@ -151,26 +152,64 @@ class ProjectionRunner:
         self.select_notifications = select_notifications
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        # SQLite takes one writer at a time: there the projections of a batch run one after another.
+        self._pool = (
+            ThreadPoolExecutor(max_workers=len(projections), thread_name_prefix="mlledger-projection")
+            if engine.dialect.name == "postgresql" and len(projections) > 1
+            else None
+        )
 
     def position(self, name: str) -> int:
         """How far the named projection has read."""
         with self.engine.connect() as conn:
             return _read_position(conn, name, lock=False)
 
+    def positions(self) -> dict[str, int]:
+        """How far each projection has read, in one query."""
+        names = list(self.projections)
+        t = projection_positions
+        with self.engine.connect() as conn:
+            stored = dict(conn.execute(sa.select(t.c.name, t.c.position).where(t.c.name.in_(names))).all())
+        return {name: int(stored.get(name) or 0) for name in names}
+
     def run_batch(self, projection: Projection) -> int:
         """Apply the next batch to ``projection``; return how many events it read."""
         with self.engine.begin() as conn:
             position = _read_position(conn, projection.name, lock=True)
             notifications = self.select_notifications(position + 1, self.batch_size)
-            if not notifications:
-                return 0
-            projection.begin_batch(conn)
-            for notification in notifications:
-                if projection.topics is None or notification.topic in projection.topics:
-                    projection.handle(conn, ProjectedEvent.from_notification(notification))
-            projection.end_batch(conn)
-            _write_position(conn, projection.name, notifications[-1].id)
-            return len(notifications)
+            return _apply(conn, projection, position, notifications, {})
+
+    def run_batch_together(self, projections: Sequence[Projection]) -> int:
+        """Apply the next batch to each of ``projections``; return the events read, summed over them.
+
+        The notifications after the projection furthest behind are read once and
+        each event's seal is opened once, however many projections handle it. Each
+        projection then applies them in its own transaction (skipping those it has
+        already applied), on PostgreSQL all at once on threads of their own, so
+        one's statements run in the database while another's Python runs.
+        """
+        ordered = sorted(projections, key=lambda p: p.name)
+        with self.engine.connect() as conn:
+            start = min(_read_position(conn, p.name, lock=False) for p in ordered)
+        notifications = self.select_notifications(start + 1, self.batch_size)
+        if not notifications:
+            return 0
+        wanted = set().union(*(p.topics for p in ordered if p.topics is not None))
+        every = any(p.topics is None for p in ordered)
+        events = {n.id: ProjectedEvent.from_notification(n) for n in notifications if every or n.topic in wanted}
+
+        def apply(projection: Projection) -> int:
+            with self.engine.begin() as conn:
+                position = _read_position(conn, projection.name, lock=True)
+                if position < notifications[0].id - 1:  # reset meanwhile (a rebuild): read from there
+                    return _apply(
+                        conn, projection, position, self.select_notifications(position + 1, self.batch_size), {}
+                    )
+                return _apply(conn, projection, position, notifications, events)
+
+        if self._pool is None or len(ordered) == 1:
+            return sum(apply(p) for p in ordered)
+        return sum(self._pool.map(apply, ordered))
 
     def catch_up(
         self,
@@ -186,15 +225,36 @@ class ProjectionRunner:
         """
         total = 0
         for projection in self._selected(name):
-            batches = 0
-            while max_batches is None or batches < max_batches:
-                count = self.run_batch(projection)
-                batches += 1
-                if count == 0:
-                    break
-                total += count
-                if progress is not None:
-                    progress(projection.name, count)
+            total += self._catch_up([projection], progress, max_batches)
+        return total
+
+    def catch_up_together(
+        self,
+        names: Sequence[str],
+        progress: Callable[[str, int], None] | None = None,
+        *,
+        max_batches: int | None = None,
+    ) -> int:
+        """Like :meth:`catch_up` for several projections at once, batch by batch in one transaction each
+        (see :meth:`run_batch_together`); returns the events read, summed over the projections."""
+        return self._catch_up([self._selected(name)[0] for name in names], progress, max_batches)
+
+    def _catch_up(
+        self,
+        projections: list[Projection],
+        progress: Callable[[str, int], None] | None,
+        max_batches: int | None,
+    ) -> int:
+        total = 0
+        batches = 0
+        while projections and (max_batches is None or batches < max_batches):
+            count = self.run_batch_together(projections)
+            batches += 1
+            if count == 0:
+                break
+            total += count
+            if progress is not None:
+                progress(",".join(p.name for p in projections), count)
         return total
 
     def rebuild(self, name: str, progress: Callable[[str, int], None] | None = None) -> int:
@@ -214,6 +274,54 @@ class ProjectionRunner:
         except KeyError:
             known = ", ".join(sorted(self.projections))
             raise KeyError(f"no projection named {name!r}; known: {known}") from None
+
+
+def _apply(
+    conn: Connection,
+    projection: Projection,
+    position: int,
+    notifications: Sequence[NotificationLike],
+    events: dict[int, ProjectedEvent],
+) -> int:
+    """Apply the notifications after ``position`` to ``projection`` and move its position; return how many.
+
+    ``events`` holds notifications already opened (shared by projections); others are opened here.
+    """
+    fresh = [n for n in notifications if n.id > position]
+    if not fresh:
+        return 0
+    topics = projection.topics
+    projection.begin_batch(conn)
+    for notification in fresh:
+        if topics is None or notification.topic in topics:
+            event = events.get(notification.id) or ProjectedEvent.from_notification(notification)
+            projection.handle(conn, event)
+    projection.end_batch(conn)
+    _write_position(conn, projection.name, fresh[-1].id)
+    return len(fresh)
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table``, set-based; a column a row leaves out gets its default.
+
+    On PostgreSQL the rows stream in with ``COPY``, the cheapest way in: an
+    ``executemany`` there still executes the statement once per row. Elsewhere
+    (SQLite) it is an ``executemany``, already a loop inside the driver. Rows
+    naming different columns go in as separate groups.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for columns, group in groups.items():
+        if conn.dialect.name != "postgresql":
+            conn.execute(table.insert(), group)
+            continue
+        quote = conn.dialect.identifier_preparer.quote
+        statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        driver: Any = conn.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in group:
+                copy.write_row(tuple(row.values()))
 
 
 def _read_position(conn: Connection, name: str, *, lock: bool) -> int:

@@ -31,7 +31,7 @@ from domain.integrity.provenance import manifest_digest
 from domain.pipeline import Pipeline
 from domain.run import Run, RunStatus
 from projections.audit_trail import short_event_type
-from projections.base import ProjectedEvent, Projection, handler_registry
+from projections.base import ProjectedEvent, Projection, handler_registry, insert_rows
 from projections.tables import json_text, metadata
 from projections.usage_queries import CostPublic
 
@@ -169,7 +169,7 @@ class Manifests(Projection):
             }
             (inserts if opened.new else updates).append(row)
         if inserts:
-            conn.execute(run_manifests.insert(), inserts)
+            insert_rows(conn, run_manifests, inserts)
         if updates:
             conn.execute(
                 run_manifests.update()

@@ -20,7 +20,7 @@ from domain.monitor import Monitor
 from domain.prediction import Prediction
 from domain.report import Report
 from domain.subject import Subject
-from projections.base import ProjectedEvent, Projection, handler_registry
+from projections.base import ProjectedEvent, Projection, handler_registry, insert_rows
 from projections.tables import json_text, metadata
 
 ID, NAME, DIGEST = sa.String(64), sa.String(200), sa.String(80)
@@ -105,6 +105,34 @@ def _label_and_score(output: dict[str, Any]) -> tuple[str | None, float | None]:
     return label, float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
 
 
+_OUTCOME_COLUMNS = ("outcome", "correct", "abs_error", "outcome_position")
+
+
+def _outcome_values(label: str | None, output_text: str, outcome: Any, position: int) -> dict[str, Any]:
+    """The outcome columns of a prediction with ``label`` and ``output`` (JSON) once ``outcome`` is known."""
+    correct = None if label is None else json_text(outcome) == label
+    output = json.loads(output_text)
+    abs_error = None
+    if "value" in output and isinstance(outcome, (int, float)) and not isinstance(outcome, bool):
+        abs_error = abs(float(outcome) - float(output["value"]))
+    return {"outcome": json_text(outcome), "correct": correct, "abs_error": abs_error, "outcome_position": position}
+
+
+def _stored_outputs(conn: Connection, prediction_ids: list[str]) -> dict[str, tuple[str | None, str]]:
+    """Label and output of stored predictions; every one must exist."""
+    found: dict[str, tuple[str | None, str]] = {}
+    for start in range(0, len(prediction_ids), 1000):
+        chunk = prediction_ids[start : start + 1000]
+        query = sa.select(predictions.c.prediction_id, predictions.c.label, predictions.c.output).where(
+            predictions.c.prediction_id.in_(chunk)
+        )
+        found.update((row.prediction_id, (row.label, row.output)) for row in conn.execute(query))
+    missing = [i for i in prediction_ids if i not in found]
+    if missing:
+        raise LookupError(f"predictions has no row for prediction {missing[0]}")
+    return found
+
+
 class Predictions(Projection):
     """Keeps ``predictions``, ``model_reports``, ``drift_alerts`` and ``subjects``."""
 
@@ -125,10 +153,22 @@ class Predictions(Projection):
     def __init__(self) -> None:
         self._made: list[dict[str, Any]] = []
         self._reports: dict[str, dict[str, Any]] = {}
+        self._begin()
+
+    def _begin(self) -> None:
+        self._made = []
+        # prediction id -> row, for the first ``_indexed`` rows of ``_made``
+        self._made_rows: dict[str, dict[str, Any]] = {}
+        self._indexed = 0
+        # Outcomes and overrides of predictions written by earlier batches, applied at the batch's end:
+        # prediction id -> (outcome, position), and -> (latest override, how many).
+        self._outcomes: dict[str, tuple[Any, int]] = {}
+        self._overrides: dict[str, tuple[str, int]] = {}
+        self._subject_rows: list[dict[str, Any]] = []
 
     def begin_batch(self, conn: Connection) -> None:
-        """Predictions arrive in bulk: collect them and insert once per batch."""
-        self._made = []
+        """Predictions arrive in bulk: collect them, their outcomes and overrides, and write once per batch."""
+        self._begin()
         self._reports = {}
 
     def handle(self, conn: Connection, event: ProjectedEvent) -> None:
@@ -136,13 +176,44 @@ class Predictions(Projection):
         _HANDLERS[event.topic](self, conn, event)
 
     def end_batch(self, conn: Connection) -> None:
-        """Insert the batch's new predictions."""
-        self._flush(conn)
+        """Insert the batch's new predictions, then apply outcomes and overrides of earlier ones."""
+        insert_rows(conn, predictions, self._made)
+        insert_rows(conn, subjects, self._subject_rows)
+        if self._outcomes:
+            stored = _stored_outputs(conn, sorted(self._outcomes))
+            changes = []
+            for prediction_id, (outcome, position) in sorted(self._outcomes.items()):
+                label, output = stored[prediction_id]
+                values = _outcome_values(label, output, outcome, position)
+                changes.append({"key": prediction_id, **{f"new_{k}": v for k, v in values.items()}})
+            conn.execute(
+                predictions.update()
+                .where(predictions.c.prediction_id == sa.bindparam("key"))
+                .values({column: sa.bindparam(f"new_{column}") for column in _OUTCOME_COLUMNS}),
+                changes,
+            )
+        if self._overrides:
+            conn.execute(
+                predictions.update()
+                .where(predictions.c.prediction_id == sa.bindparam("key"))
+                .values(
+                    override=sa.bindparam("new_override"),
+                    overrides=predictions.c.overrides + sa.bindparam("count"),
+                ),
+                [
+                    {"key": key, "new_override": override, "count": count}
+                    for key, (override, count) in sorted(self._overrides.items())
+                ],
+            )
+        self._begin()
 
-    def _flush(self, conn: Connection) -> None:
-        if self._made:
-            conn.execute(predictions.insert(), self._made)
-            self._made = []
+    def _unwritten(self, prediction_id: str) -> dict[str, Any] | None:
+        """The row of a prediction made earlier in this batch, not written yet; None if there is none."""
+        while self._indexed < len(self._made):
+            row = self._made[self._indexed]
+            self._made_rows[row["prediction_id"]] = row
+            self._indexed += 1
+        return self._made_rows.get(prediction_id)
 
     @_on(Prediction.Made.TOPIC, Prediction.Logged.TOPIC)
     def _made_one(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -179,44 +250,29 @@ class Predictions(Projection):
 
     @_on(Prediction.OutcomeRecorded.TOPIC)
     def _outcome(self, conn: Connection, e: ProjectedEvent) -> None:
-        self._flush(conn)
-        row = conn.execute(
-            sa.select(predictions.c.label, predictions.c.score, predictions.c.output).where(
-                predictions.c.prediction_id == e.aggregate_id
-            )
-        ).one()
-        outcome = e.payload["outcome"]
-        correct = None if row.label is None else json_text(outcome) == row.label
-        output = json.loads(row.output)
-        abs_error = None
-        if "value" in output and isinstance(outcome, (int, float)) and not isinstance(outcome, bool):
-            abs_error = abs(float(outcome) - float(output["value"]))
-        conn.execute(
-            predictions.update()
-            .where(predictions.c.prediction_id == e.aggregate_id)
-            .values(
-                outcome=json_text(outcome), correct=correct, abs_error=abs_error, outcome_position=e.notification_id
-            )
-        )
+        outcome, position = e.payload["outcome"], e.notification_id
+        row = self._unwritten(e.aggregate_id)
+        if row is not None:
+            row.update(_outcome_values(row["label"], row["output"], outcome, position))
+        else:
+            self._outcomes[e.aggregate_id] = (outcome, position)
 
     @_on(Prediction.Overridden.TOPIC)
     def _overridden(self, conn: Connection, e: ProjectedEvent) -> None:
-        self._flush(conn)
-        conn.execute(
-            predictions.update()
-            .where(predictions.c.prediction_id == e.aggregate_id)
-            .values(
-                override=json_text(
-                    {
-                        "decision": e.payload["decision"],
-                        "reason": e.payload["reason"],
-                        "actor": e.actor,
-                        "recorded_at": e.recorded_at,
-                    }
-                ),
-                overrides=predictions.c.overrides + 1,
-            )
+        override = json_text(
+            {
+                "decision": e.payload["decision"],
+                "reason": e.payload["reason"],
+                "actor": e.actor,
+                "recorded_at": e.recorded_at,
+            }
         )
+        row = self._unwritten(e.aggregate_id)
+        if row is not None:
+            row["override"], row["overrides"] = override, row["overrides"] + 1
+        else:
+            _, count = self._overrides.get(e.aggregate_id, ("", 0))
+            self._overrides[e.aggregate_id] = (override, count + 1)
 
     @_on(Report.Created.TOPIC)
     def _report_created(self, conn: Connection, e: ProjectedEvent) -> None:
@@ -272,8 +328,7 @@ class Predictions(Projection):
 
     @_on(Subject.KeyIssued.TOPIC)
     def _subject(self, conn: Connection, e: ProjectedEvent) -> None:
-        conn.execute(
-            subjects.insert(),
+        self._subject_rows.append(
             dict(
                 subject_id=e.payload["subject_id"],
                 key_id=e.payload["key_id"],
@@ -286,6 +341,8 @@ class Predictions(Projection):
 
     @_on(Subject.Erased.TOPIC)
     def _erased(self, conn: Connection, e: ProjectedEvent) -> None:
+        insert_rows(conn, subjects, self._subject_rows)  # the subject's key may have been issued in this batch
+        self._subject_rows = []
         conn.execute(
             subjects.update()
             .where(subjects.c.key_id == e.payload["key_id"])

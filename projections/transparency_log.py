@@ -21,7 +21,7 @@ from domain.integrity import merkle
 from domain.integrity.checkpoint import Checkpoint, sign_checkpoint
 from domain.integrity.keys import SigningKey
 from domain.integrity.sealing import format_timestamp
-from projections.base import ProjectedEvent, Projection
+from projections.base import ProjectedEvent, Projection, insert_rows
 from projections.tables import metadata
 
 tlog_leaves = sa.Table(
@@ -105,8 +105,8 @@ class TransparencyLog(Projection):
     def end_batch(self, conn: Connection) -> None:
         """Write the batch's leaves and nodes."""
         if self._leaf_rows:
-            conn.execute(tlog_leaves.insert(), self._leaf_rows)
-            conn.execute(tlog_nodes.insert(), self._node_rows)
+            insert_rows(conn, tlog_leaves, self._leaf_rows)
+            insert_rows(conn, tlog_nodes, self._node_rows)
 
 
 # -- queries ---------------------------------------------------------------

@@ -8,10 +8,12 @@ are locked per batch, so each event is applied once).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from domain.integrity.sealing import SealedEvent, parse_timestamp
 from projections import transparency_log as tlog
 from projections.transparency_log import TransparencyLog
 from service.bootstrap import Services
@@ -41,6 +43,42 @@ def publish_checkpoint_if_due(services: Services, *, force: bool = False) -> tlo
             return None  # another projector published this size first
 
 
+@dataclass(frozen=True)
+class ProjectionLag:
+    """How far each read model (the Merkle log included) is behind the event log."""
+
+    position: int
+    """The newest notification id of the event log."""
+    events: dict[str, int]
+    """Per read model: events of the log it has not applied yet."""
+    seconds: dict[str, float]
+    """Per read model: age of the oldest event it has not applied yet (its ``recorded_at``), 0 when none."""
+
+    @property
+    def oldest_seconds(self) -> float:
+        """Age of the oldest event some read model has not applied yet (0 when all are current)."""
+        return max(self.seconds.values(), default=0.0)
+
+
+def projection_lag(services: Services, now: datetime | None = None) -> ProjectionLag:
+    """Each read model's lag, in events and in age of its oldest unapplied event."""
+    now = now or datetime.now(UTC)
+    head = services.ledger.position()
+    positions = services.runner.positions()
+    recorded: dict[int, datetime] = {}
+    seconds: dict[str, float] = {}
+    for name, position in positions.items():
+        if position >= head:
+            seconds[name] = 0.0
+            continue
+        if position not in recorded:
+            following = services.ledger.recorder.select_notifications(position + 1, 1)
+            envelope = SealedEvent.from_record(following[0].state).envelope_fields()
+            recorded[position] = parse_timestamp(str(envelope["recorded_at"]))
+        seconds[name] = max(0.0, (now - recorded[position]).total_seconds())
+    return ProjectionLag(head, {name: max(0, head - p) for name, p in positions.items()}, seconds)
+
+
 PASS_BATCHES = 20
 """Batches each projection runs per pass (10,000 events at the default batch size)."""
 
@@ -58,9 +96,8 @@ def log_once(services: Services) -> int:
 def read_models_once(services: Services) -> int:
     """One pass over the other read models, a bounded stretch each."""
     runner = services.runner
-    return sum(
-        runner.catch_up(name, max_batches=PASS_BATCHES) for name in runner.projections if name != TransparencyLog.name
-    )
+    names = [name for name in runner.projections if name != TransparencyLog.name]
+    return runner.catch_up_together(names, max_batches=PASS_BATCHES)
 
 
 def run_once(services: Services) -> int:
