@@ -74,7 +74,7 @@ def test_a_dataset_changed_on_disk_is_refused_not_trained_on(services: Services)
 
     finished = next(e for e in _events(services, run_id) if isinstance(e, Run.Finished))
     assert run.status == "failed"
-    assert "no longer has digest" in finished.error
+    assert "was changed on disk; it will not be handed out" in finished.error
     assert "model.pkl" not in run.artifacts
 
 

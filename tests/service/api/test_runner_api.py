@@ -102,6 +102,23 @@ def test_a_runner_principal_claims_fetches_uploads_and_records_a_signed_result(
     assert attested.statement["runner_id"] == CLAIM["runner_id"]
 
 
+def test_a_cached_input_changed_after_it_was_checked_is_fetched_again(
+    services: Services, http: TestClient, principal: RunnerPrincipal, tmp_path: Path
+) -> None:
+    gateway = _gateway(http, principal)
+    order = _claimed(services, gateway)
+    (data,) = order.datasets
+    cached = gateway.fetch(order, data, tmp_path / "cache")
+    original = cached.read_bytes()
+
+    assert gateway.fetch(order, data, tmp_path / "cache") == cached  # unchanged: the checked copy
+    cached.write_bytes(original + b"1,2,3\n")
+    again = gateway.fetch(order, data, tmp_path / "cache")
+
+    assert again.read_bytes() == original
+    assert "sha256:" + hashlib.sha256(again.read_bytes()).hexdigest() == data.digest
+
+
 def test_a_statement_signed_by_another_key_is_refused_and_nothing_is_recorded(
     services: Services, http: TestClient, principal: RunnerPrincipal, tmp_path: Path
 ) -> None:
