@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import traceback
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mlledger.results import RunInfo, Written
 
-if TYPE_CHECKING:
-    from mlledger.client import LedgerClient
-
 ERROR_MAX = 20_000
+
+
+class RunRecorder(Protocol):
+    """What a run needs of the client (``LedgerClient`` is one)."""
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> Written: ...
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0) -> Written: ...
+
+    def log_metrics(self, run_id: str, metrics: list[dict[str, Any]]) -> Written: ...
+
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> Written: ...
+
+    def set_run_description(self, run_id: str, description: str) -> Written: ...
+
+    def upload_artifact(
+        self, run_id: str, name: str, data: bytes, media_type: str = "application/octet-stream"
+    ) -> str: ...
+
+    def finish_run(self, run_id: str, status: str = "succeeded", error: str | None = None) -> Written: ...
+
+    def run(self, run_id: str) -> RunInfo: ...
 
 
 class ActiveRun:
@@ -23,7 +42,7 @@ class ActiveRun:
     still propagates. A run the block already ended is left as it is.
     """
 
-    def __init__(self, client: LedgerClient, written: Written) -> None:
+    def __init__(self, client: RunRecorder, written: Written) -> None:
         self.client = client
         self.id = written.id
         self.position = written.position
@@ -91,7 +110,7 @@ class MetricLogger:
     :meth:`flush` returns the ledger position, as every write does.
     """
 
-    def __init__(self, client: LedgerClient, run_id: str, flush_every: int = 1000) -> None:
+    def __init__(self, client: RunRecorder, run_id: str, flush_every: int = 1000) -> None:
         if flush_every < 1:
             raise ValueError("flush_every must be at least 1")
         self.client = client
