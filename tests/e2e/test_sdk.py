@@ -426,3 +426,20 @@ def test_an_artifact_downloads_with_its_digest_checked(live_world: World, tmp_pa
     with pytest.raises(LedgerClientError) as caught:
         client.download_artifact(run.id, "missing.bin")
     assert caught.value.status == 404
+
+
+def test_exports_are_paged_like_every_other_list(live_world: World) -> None:
+    train_and_register(live_world, "alice", MODEL)
+    auditor = live_world.people["audrey"].client
+    created = [auditor.create_export(MODEL)["id"] for _ in range(3)]
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 1}
+    while True:
+        response = live_world.http.get("/v1/exports", params=params, headers=auditor.headers)
+        seen.extend(e["id"] for e in response.json())
+        if "X-Next-Cursor" not in response.headers:
+            break
+        params["cursor"] = response.headers["X-Next-Cursor"]
+
+    assert seen == created

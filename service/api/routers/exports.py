@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import POSITION_HEADER, Exporter, ExportReader, ServicesDep
+from service.api.paging import PageDep
 from service.application.auth import Caller
 from service.bootstrap import Services
 from service.exports import store
@@ -70,9 +71,15 @@ def create_export(body: ExportCreate, caller: Exporter, services: ServicesDep, r
 
 
 @router.get("", response_model=list[store.ExportPublic])
-def list_exports(caller: ExportReader, services: ServicesDep) -> list[store.ExportPublic]:
-    """The exports you may see (a regulator: those shared with them), oldest first."""
-    return store.visible_exports(services, caller.id, caller.roles)
+def list_exports(
+    caller: ExportReader, services: ServicesDep, page: PageDep, request: Request, response: Response
+) -> list[store.ExportPublic]:
+    """The exports you may see (a regulator: those shared with them), oldest first (cursor-paged)."""
+    found = sorted(store.visible_exports(services, caller.id, caller.roles), key=lambda e: (e.created_at, e.id))
+    after = page.after("exports")
+    if after is not None:
+        found = [e for e in found if [e.created_at, e.id] > after]
+    return page.page(request, response, "exports", found[: page.limit + 1], lambda e: (e.created_at, e.id))
 
 
 @router.get("/{export_id}/bundle", response_class=StreamingResponse)
