@@ -8,11 +8,13 @@ the feature standardisation and the classes; it is read with
 ``torch.load(weights_only=True)`` on the CPU and the network is rebuilt from the
 sizes, so loading it never runs pickled code.
 
-Unpickling ``model.pkl`` can run arbitrary code. It is acceptable here only
-because the serving layer loads artifacts produced by the ledger's own runners,
-read from the content-addressed blob store where every read is checked against
-the digest the ledger recorded for the run. Never hand this module a file from
-anywhere else.
+Unpickling ``model.pkl`` could run arbitrary code, and runners are untrusted
+compute: the file is unpickled by an allowlist of scikit-learn and NumPy types
+(:mod:`service.ml.estimator_pickle`) and its trees are checked before use. Only
+artifacts of the ledger's own runners reach this module, read from the
+content-addressed blob store where every read is checked against the digest
+the ledger recorded for the run. Models trained elsewhere are loaded from
+safe formats only (:mod:`service.ml.safe_formats`).
 
 A :class:`LoadedModel` is read-only after loading, so ``matrix``, ``scores`` and
 ``predict`` may be called from several threads at once; torch inference runs
@@ -24,7 +26,6 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -342,12 +343,10 @@ def _classes(details: Mapping[str, Any], found: list[Any]) -> tuple[list[Any], A
 
 
 def _load_sklearn(path: Path, details: Mapping[str, Any]) -> SklearnModel:
-    try:
-        # Safe only for runner-produced blobs, read digest-checked (see the module docstring).
-        model = pickle.loads(path.read_bytes())  # noqa: S301
-    except Exception as exc:
-        raise UnsupportedModel(f"{path.name} is not a readable pickled model: {exc}") from None
-    return sklearn_model(model, details, path.name)
+    from service.ml.estimator_pickle import load_estimator_pickle
+
+    # Runner-produced blobs only, read digest-checked, and unpickled by an allowlist (see the module docstring).
+    return sklearn_model(load_estimator_pickle(path.read_bytes(), path.name), details, path.name)
 
 
 def sklearn_model(model: Any, details: Mapping[str, Any], name: str) -> SklearnModel:
