@@ -1,15 +1,18 @@
 """Four-eyes for privileged changes: one admin proposes, a different admin confirms.
 
-The acts that could let one person bring a version to deployment alone are
-privileged: granting ``approver`` or ``admin``, issuing an API key for someone
-else, and weakening a model's approval policy. Each is proposed as a
+The acts that could let one person bring a version to deployment alone, or
+vouch alone for how a model was trained, are privileged: granting ``approver``,
+``admin`` or ``runner`` (a runner principal signs execution statements: an
+admin who could grant it to themselves could make any run look trained),
+issuing an API key for someone else, and weakening a model's approval policy. Each is proposed as a
 :class:`PrivilegedChange` and takes effect only when another admin confirms it
 (in the same transaction as the confirmation); the proposer can withdraw it.
 
 Bootstrap: a fresh ledger has one admin and nobody else, so nobody could
 confirm. :class:`Bootstrap` records that phase: while it is open, the only
 admin acts alone; it closes for good, in the same transaction, at the first
-grant of ``admin`` or ``approver`` to anyone. From then on every privileged
+grant of ``admin`` or ``approver`` to anyone (granting ``runner`` alone in the
+bootstrap leaves it open: runners come before a second admin). From then on every privileged
 change needs two admins. A ledger that never recorded a bootstrap (written
 before this rule) counts as closed.
 """
@@ -28,13 +31,19 @@ from domain.statistics.series import series_id
 
 GRANT_ROLE, ISSUE_API_KEY, CHANGE_POLICY = "grant_role", "issue_api_key", "change_policy"
 KINDS = (GRANT_ROLE, ISSUE_API_KEY, CHANGE_POLICY)
-PRIVILEGED_ROLES = frozenset({Role.ADMIN.value, Role.APPROVER.value})
+PRIVILEGED_ROLES = frozenset({Role.ADMIN.value, Role.APPROVER.value, Role.RUNNER.value})
+BOOTSTRAP_CLOSING_ROLES = frozenset({Role.ADMIN.value, Role.APPROVER.value})
 PENDING, CONFIRMED, WITHDRAWN = "pending", "confirmed", "withdrawn"
 
 
 def is_privileged_role(role: str) -> bool:
-    """True for the roles whose grant needs a second admin (``admin``, ``approver``)."""
+    """True for the roles whose grant needs a second admin (``admin``, ``approver``, ``runner``)."""
     return role in PRIVILEGED_ROLES
+
+
+def closes_bootstrap(role: str) -> bool:
+    """True for the roles whose first grant ends the bootstrap (``admin``, ``approver``)."""
+    return role in BOOTSTRAP_CLOSING_ROLES
 
 
 class PrivilegedChange(LedgerAggregate):

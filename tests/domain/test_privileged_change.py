@@ -14,6 +14,7 @@ from domain.privileged_change import (
     WITHDRAWN,
     Bootstrap,
     PrivilegedChange,
+    closes_bootstrap,
     is_privileged_role,
 )
 
@@ -67,11 +68,10 @@ def test_an_unknown_kind_of_change_is_refused() -> None:
         PrivilegedChange(kind="become_god", details={}, reason="", actor=FIRST)
 
 
-def test_admin_and_approver_are_the_privileged_roles() -> None:
-    assert [r for r in ("admin", "approver", "operator", "data_scientist") if is_privileged_role(r)] == [
-        "admin",
-        "approver",
-    ]
+def test_admin_approver_and_runner_are_the_privileged_roles_and_only_admin_and_approver_end_the_bootstrap() -> None:
+    roles = ("admin", "approver", "runner", "operator", "data_scientist", "predictor")
+    assert [r for r in roles if is_privileged_role(r)] == ["admin", "approver", "runner"]
+    assert [r for r in roles if closes_bootstrap(r)] == ["admin", "approver"]
 
 
 def test_only_the_bootstrap_admin_acts_alone_and_only_while_the_bootstrap_is_open() -> None:

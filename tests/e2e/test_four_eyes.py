@@ -5,7 +5,8 @@ principals, issue API keys, register signing keys, grant roles, change the
 policy, approve and deploy. Each privileged step only proposes a change that a
 different admin must confirm, so none of them, alone, deploys the version. The
 bootstrap (a fresh ledger's only admin acting alone) closes at the first grant
-of admin or approver.
+of admin or approver. Granting runner (whose key vouches for how a model was
+trained) needs a second admin too, except in the bootstrap, which it leaves open.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def test_a_single_admin_alone_cannot_deploy_a_version_by_any_path(world: World, 
     proposals.append(_pending(lambda: admin.grant_role(mallory, "approver")))
     proposals.append(_pending(lambda: admin.grant_role(me, "approver")))
     proposals.append(_pending(lambda: admin.grant_role(mallory, "admin")))
+    # runner for oneself (to sign execution statements and make a run look trained): a proposal too
+    proposals.append(_pending(lambda: admin.grant_role(me, "runner")))
+    refused_runner = _problem(lambda: admin.create_principal("fake-runner", ["runner"], kind="service"))
+    assert refused_runner.status == 409 and refused_runner.problem["type"].endswith("/confirmation-required")
     # issue keys for someone else (the puppet, or an existing approver): proposals, and no key
     proposals.append(_pending(lambda: admin.issue_api_key(mallory, "mallory's key")))
     proposals.append(_pending(lambda: admin.issue_api_key(bob.id, "a spare key of bob's")))
@@ -99,7 +104,7 @@ def test_a_single_admin_alone_cannot_deploy_a_version_by_any_path(world: World, 
     deploy = _problem(lambda: admin.deploy(MODEL, "champion", number, reason="alone"))
     assert deploy.status == 409 and deploy.problem["type"].endswith("/approval-required")
 
-    assert "approver" not in admin.me()["roles"]
+    assert "approver" not in admin.me()["roles"] and "runner" not in admin.me()["roles"]
     puppet = admin.request("GET", f"/v1/principals/{mallory}")
     assert puppet["roles"] == [] and puppet["signing_keys"] == []
     assert bob.key_id is not None and admin.request("GET", f"/v1/principals/{bob.id}")["signing_keys"] == [bob.key_id]
@@ -183,6 +188,8 @@ def test_the_bootstrap_admin_acts_alone_only_until_the_first_approver_or_second_
     admin = LedgerClient(api_key=ADMIN_KEY, http=http)
     first = admin.create_principal("first-approver", []).id
     admin.issue_api_key(first, "given in person")  # alone: the bootstrap is open
+    runner = admin.create_principal("runner-1", ["runner"], kind="service").id  # alone, and it stays open
+    assert admin.request("GET", f"/v1/principals/{runner}")["roles"] == ["runner"]
 
     admin.grant_role(first, "approver")  # alone, and this closes the bootstrap
 

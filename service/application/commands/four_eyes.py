@@ -23,6 +23,7 @@ from domain.privileged_change import (
     ISSUE_API_KEY,
     Bootstrap,
     PrivilegedChange,
+    closes_bootstrap,
     is_privileged_role,
 )
 from service.application.ledger_core import LedgerCore, Written
@@ -76,9 +77,10 @@ class FourEyesCommands(LedgerCore):
                 field="roles",
             )
         principal = Principal(name=name, kind=kind, roles=roles, actor=actor)
-        if bootstrap is None:
+        closing = [r for r in privileged if closes_bootstrap(r)]
+        if bootstrap is None or not closing:
             return self._written(principal)
-        bootstrap.close(f"{', '.join(privileged)} granted to {name}", actor=actor)
+        bootstrap.close(f"{', '.join(closing)} granted to {name}", actor=actor)
         return self._written_all(principal, bootstrap)
 
     def request_role(self, principal_id: str, role: str, reason: str, actor: str) -> Outcome:
@@ -91,8 +93,11 @@ class FourEyesCommands(LedgerCore):
         principal.grant_role(role, actor=actor)  # refuses a role already held before anything is proposed
         bootstrap = self._alone(actor)
         if bootstrap is not None:
-            bootstrap.close(f"{role} granted to {principal.name}", actor=actor)
-            written = self._written_all(principal, bootstrap)
+            if not closes_bootstrap(role):
+                written = self._written(principal)
+            else:
+                bootstrap.close(f"{role} granted to {principal.name}", actor=actor)
+                written = self._written_all(principal, bootstrap)
             return Outcome(written.id, written.position, pending=False)
         return self._propose(GRANT_ROLE, {"principal_id": principal_id, "role": role}, reason, actor)
 
