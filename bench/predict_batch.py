@@ -27,13 +27,21 @@ generators, so a reader can see where the time goes on this machine.
 The ledger is the PostgreSQL at ``--database-url`` in a fresh schema
 ``bench_<random>``, dropped at the end (also on failure or Ctrl-C). The
 projector and the runner are off while the load runs (``--with-projector``
-keeps the projector in the server process: read models then follow the load).
+keeps the projector in the server process: read models then follow the load;
+``--projector-process`` runs it beside the server as ``python -m service project
+--follow``, the way a production deployment with several API processes does).
+With either, ``/readyz`` is sampled four times a second during the rounds: the
+report gives the p50, p99 and largest lag of the read models (the age of the
+oldest event some read model, the Merkle log included, has not applied yet,
+target p99 < 2 s, and the events behind) and how long they took to catch up
+once the load stopped.
 
 Run from the repository root::
 
     .venv/bin/python bench/predict_batch.py
     .venv/bin/python bench/predict_batch.py --clients 4 --requests 80 --repeats 5
     .venv/bin/python bench/predict_batch.py --with-projector
+    .venv/bin/python bench/predict_batch.py --clients 16 --projector-process
 
 Progress goes to stderr, the results table to stdout.
 """
@@ -41,22 +49,29 @@ Progress goes to stderr, the results table to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
 
 from bench.append import install_sigterm_handler, load_average, percentile
 from bench.serving_setup import (
     ESTIMATORS,
     FEATURES,
     MAX_DEPTH,
+    REPO,
     Connection,
     CpuUse,
     Deployed,
@@ -67,9 +82,74 @@ from bench.serving_setup import (
     load_target,
     measure,
     print_footer,
+    server_env,
 )
 
 TARGET_ROWS_PER_SECOND = 10_000
+TARGET_LAG_P99_SECONDS = 2.0
+
+
+class LagSampler:
+    """Samples ``/readyz`` (the read models' lag) on a thread of its own until stopped."""
+
+    def __init__(self, base_url: str, every: float = 0.25) -> None:
+        self.url = f"{base_url}/readyz"
+        self.every = every
+        self.seconds: list[float] = []
+        self.events: list[int] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-lag-sampler", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.every):
+                try:
+                    body = client.get(self.url).json()
+                    self.seconds.append(float(body["oldest_unprojected_seconds"]))
+                    self.events.append(max(body["projection_lag"].values()))
+                except (httpx.HTTPError, KeyError, ValueError):
+                    self.failures += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def caught_up_after(base_url: str, timeout: float = 300.0) -> float | None:
+    """Seconds until every read model reached the log's end (None if not within ``timeout``)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            if not any(httpx.get(f"{base_url}/readyz", timeout=10).json()["projection_lag"].values()):
+                return time.perf_counter() - started
+        time.sleep(0.1)
+    return None
+
+
+@contextlib.contextmanager
+def projector_process(target: Any, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m service project --follow`` against the load server's ledger, stopped at the end."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "project", "--follow"],
+            env=server_env(target.settings),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -139,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", type=int, default=None, help="concurrent load generators (default two per API process)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests first (default 2)")
+    parser.add_argument(
+        "--projector-process",
+        action="store_true",
+        help="run the projector beside the server (python -m service project --follow) and sample the lag",
+    )
     args = parser.parse_args(argv)
+    if args.with_projector and args.projector_process:
+        parser.error("--with-projector and --projector-process exclude each other")
     if args.clients is None:
         args.clients = 2 * args.workers
 
@@ -154,17 +241,37 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_rows=max(10_000, args.rows_per_request),
     ) as target:
         url, deployed, rows = target.server.base_url, target.deployed, args.rows_per_request
-        measured = measure(
-            target,
-            warm=lambda: send_batches(
-                url, deployed, encoded, requests=args.warmup, rows=rows, clients=1, prefix="warm"
-            ),
-            timed=lambda number: send_batches(
-                url, deployed, encoded, requests=args.requests, rows=rows, clients=args.clients, prefix=f"r{number}"
-            ),
-            repeats=args.repeats,
-            progress=lambda found: f"{found.rows:,} rows in {found.seconds:.2f} s = {found.rate:,.0f} rows/s",
+        sampler = LagSampler(url) if args.with_projector or args.projector_process else None
+        beside = (
+            projector_process(target, target.server.log_path.with_name("projector.log"))
+            if args.projector_process
+            else contextlib.nullcontext()
         )
+        with beside:
+            if sampler is not None:
+                sampler.start()
+            try:
+                measured = measure(
+                    target,
+                    warm=lambda: send_batches(
+                        url, deployed, encoded, requests=args.warmup, rows=rows, clients=1, prefix="warm"
+                    ),
+                    timed=lambda number: send_batches(
+                        url,
+                        deployed,
+                        encoded,
+                        requests=args.requests,
+                        rows=rows,
+                        clients=args.clients,
+                        prefix=f"r{number}",
+                    ),
+                    repeats=args.repeats,
+                    progress=lambda found: f"{found.rows:,} rows in {found.seconds:.2f} s = {found.rate:,.0f} rows/s",
+                )
+            finally:
+                if sampler is not None:
+                    sampler.stop()
+            drained = caught_up_after(url) if sampler is not None else None
     load_after = load_average()
 
     rounds = measured.rounds
@@ -202,6 +309,19 @@ def main(argv: list[str] | None = None) -> int:
         f"rows/s: best {best:,.0f}, median {typical:,.0f} (target >= {TARGET_ROWS_PER_SECOND:,}) "
         f"=> {'PASS' if typical >= TARGET_ROWS_PER_SECOND else 'MISSED'} (median round)"
     )
+    if sampler is not None:
+        where = "a projector process beside the server" if args.projector_process else "the projector in the server"
+        if sampler.seconds:
+            lag_p50, lag_p99 = (percentile(sampler.seconds, share) for share in (0.50, 0.99))
+            verdict = "PASS" if lag_p99 < TARGET_LAG_P99_SECONDS else "MISSED"
+            print(
+                f"read-model lag under the load ({where}; {len(sampler.seconds)} samples of /readyz, "
+                f"{sampler.failures} failed): oldest unapplied event p50 {lag_p50:.2f} s, p99 {lag_p99:.2f} s, "
+                f"max {max(sampler.seconds):.2f} s (target p99 < {TARGET_LAG_P99_SECONDS:.0f} s => {verdict}); "
+                f"events behind p99 {percentile(sampler.events, 0.99):,.0f}, max {max(sampler.events):,}"
+            )
+        caught = "not within 300 s" if drained is None else f"{drained:.1f} s"
+        print(f"read models caught up after the load stopped: {caught}")
     answered = sum(r.rows for r in rounds) + measured.warm.rows
     return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
 

@@ -134,7 +134,7 @@ def timed_round(services: Services, end: int) -> tuple[float, dict[str, float], 
     finally:
         projector.stop()
         projector.join(30)
-    cpu, database_cpu = time.process_time() - cpu, cpu_seconds(pids) - database_cpu
+    cpu, database_cpu = time.process_time() - cpu, max(0.0, cpu_seconds(pids) - database_cpu)
     return max(reached.values()), reached, cpu, database_cpu
 
 
@@ -158,13 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="about how many events the log holds")
     parser.add_argument("--predictions-share", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=500, help="events per projection batch (default 500)")
     parser.add_argument("--profile", metavar="FILE", help="also write a cProfile of one round to FILE")
     parser.add_argument("--database-url", default=os.environ.get("MLLEDGER_TEST_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--sqlite", action="store_true")
     args = parser.parse_args(argv)
     install_sigterm_handler()
     with fresh_settings(args.database_url, args.sqlite) as settings:
-        settings = settings.model_copy(update={"checkpoint_every_events": 10_000, "checkpoint_every_seconds": 60.0})
+        settings = settings.model_copy(
+            update={
+                "checkpoint_every_events": 10_000,
+                "checkpoint_every_seconds": 60.0,
+                "projection_batch_size": args.batch_size,
+            }
+        )
         with opened(settings) as services:
             print(machine_line(describe_database(settings)))
             print("writing the ledger...", file=sys.stderr, flush=True)

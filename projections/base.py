@@ -223,10 +223,9 @@ class ProjectionRunner:
         With ``max_batches``, each projection runs at most that many batches, so
         the call returns even while writers append faster than it projects.
         """
-        total = 0
-        for projection in self._selected(name):
-            total += self._catch_up([projection], progress, max_batches)
-        return total
+        if name is None:  # all of them side by side, each event read and opened once
+            return self._catch_up(list(self.projections.values()), progress, max_batches)
+        return self._catch_up(self._selected(name), progress, max_batches)
 
     def catch_up_together(
         self,

@@ -132,10 +132,28 @@ class Manifests(Projection):
 
     def __init__(self) -> None:
         self._open: dict[str, _Open] = {}
+        # (table, key) -> row of the man_* tables, read once: their rows never change once written
+        self._facts: dict[tuple[str, Any], Any] = {}
 
     def begin_batch(self, conn: Connection) -> None:
         """Start with no documents loaded."""
         self._open = {}
+        if len(self._facts) > 100_000:
+            self._facts.clear()
+
+    def reset(self, conn: Connection) -> None:
+        """Delete every row and forget the facts read."""
+        super().reset(conn)
+        self._facts.clear()
+
+    def _fact(self, conn: Connection, table: sa.Table, key: Any, where: Any) -> Any:
+        """The row of ``table`` at ``key`` (a man_* table), from memory once read; None if there is none."""
+        row = self._facts.get((table.name, key))
+        if row is None:
+            row = conn.execute(sa.select(table).where(where)).first()
+            if row is not None:
+                self._facts[(table.name, key)] = row
+        return row
 
     def handle(self, conn: Connection, event: ProjectedEvent) -> None:
         """Apply the event's handler; list every run event in its run's manifest."""
@@ -204,7 +222,9 @@ class Manifests(Projection):
 
     @_on(Pipeline.SpecVersioned.TOPIC)
     def _pipeline_spec(self, conn: Connection, e: ProjectedEvent) -> None:
-        pipeline = conn.execute(sa.select(man_pipelines).where(man_pipelines.c.id == e.aggregate_id)).one()
+        pipeline = self._fact(conn, man_pipelines, e.aggregate_id, man_pipelines.c.id == e.aggregate_id)
+        if pipeline is None:
+            raise LookupError(f"man_pipelines has no row for pipeline {e.aggregate_id}")
         p = e.payload
         conn.execute(
             man_pipeline_specs.insert(),
@@ -253,9 +273,8 @@ class Manifests(Projection):
         if p["pipeline_id"] is None:
             return None
         t = man_pipeline_specs
-        row = conn.execute(
-            sa.select(t).where(t.c.pipeline_id == p["pipeline_id"], t.c.number == p["pipeline_version"])
-        ).first()
+        key = (p["pipeline_id"], p["pipeline_version"])
+        row = self._fact(conn, t, key, sa.and_(t.c.pipeline_id == key[0], t.c.number == key[1]))
         # The command checked the spec exists; a run recorded some other way must not stall the projection.
         return {
             "id": p["pipeline_id"],
@@ -268,7 +287,11 @@ class Manifests(Projection):
 
     def _dataset_inputs(self, conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
         t = man_dataset_versions
-        found = {row.id: row for row in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
+        found = {i: self._facts[(t.name, i)] for i in ids if (t.name, i) in self._facts}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            for row in conn.execute(sa.select(t).where(t.c.id.in_(missing))):
+                found[row.id] = self._facts[(t.name, row.id)] = row
         fields = ("name", "number", "digest", "size", "format")
         return [{"id": i, **{f: getattr(found[i], f) if i in found else None for f in fields}} for i in ids]
 
@@ -276,7 +299,7 @@ class Manifests(Projection):
         if code_id is None:
             return None
         t = man_code_versions
-        row = conn.execute(sa.select(t).where(t.c.id == code_id)).first()
+        row = self._fact(conn, t, code_id, t.c.id == code_id)
         fields = ("repository", "commit", "archive_digest", "entrypoint")
         return {"id": code_id, **{f: getattr(row, f) if row else None for f in fields}}
 

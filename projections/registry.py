@@ -309,11 +309,14 @@ class Registry(Projection):
         self._names: dict[str, Any] = {}
         # principal id -> roles, for principals whose roles changed in this batch (written at its end)
         self._roles: dict[str, set[str]] = {}
+        # rows of tables the registry only ever appends to (never reads or updates), written in end_batch
+        self._appends: dict[sa.Table, list[dict[str, Any]]] = {}
 
     def begin_batch(self, conn: Connection) -> None:
         """Start the batch with empty buffers."""
         self._metric_rows, self._metric_counts = [], Counter()
         self._roles = {}
+        self._appends = {}
         if len(self._names) > 100_000:
             self._names.clear()
 
@@ -324,7 +327,10 @@ class Registry(Projection):
             handler(self, conn, event)
 
     def end_batch(self, conn: Connection) -> None:
-        """Write the batch's roles and metric points and bump the runs' point counts."""
+        """Write the batch's appended rows, roles and metric points and bump the runs' point counts."""
+        for table, rows in self._appends.items():
+            insert_rows(conn, table, rows)
+        self._appends = {}
         if self._roles:
             conn.execute(
                 reg_principals.update()
@@ -342,6 +348,10 @@ class Registry(Projection):
                 [{"run": run, "points": n} for run, n in sorted(self._metric_counts.items())],
             )
         self._metric_rows, self._metric_counts = [], Counter()
+
+    def _append(self, table: sa.Table, row: dict[str, Any]) -> None:
+        """Buffer a row of a table the registry only appends to (written in :meth:`end_batch`)."""
+        self._appends.setdefault(table, []).append(row)
 
     def reset(self, conn: Connection) -> None:
         """Delete every row and forget cached names."""
@@ -565,8 +575,8 @@ class Registry(Projection):
     @_on(Run.ReproductionVerified.TOPIC)
     def _run_verified(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(
-            reg_reproductions.insert(),
+        self._append(
+            reg_reproductions,
             dict(
                 notification_id=e.notification_id,
                 run_id=e.aggregate_id,
@@ -582,8 +592,8 @@ class Registry(Projection):
     @_on(Run.ReproductionDiverged.TOPIC)
     def _run_diverged(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(
-            reg_reproductions.insert(),
+        self._append(
+            reg_reproductions,
             dict(
                 notification_id=e.notification_id,
                 run_id=e.aggregate_id,
@@ -622,8 +632,8 @@ class Registry(Projection):
     @_on(Run.ArtifactRecorded.TOPIC)
     def _run_artifact(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
-        conn.execute(
-            reg_run_artifacts.insert(),
+        self._append(
+            reg_run_artifacts,
             dict(run_id=e.aggregate_id, name=p["name"], digest=p["digest"], size=p["size"], media_type=p["media_type"]),
         )
 
@@ -753,8 +763,8 @@ class Registry(Projection):
     def _version_decided(self, conn: Connection, e: ProjectedEvent) -> None:
         p = e.payload
         approve = e.topic == ModelVersion.ApprovalGranted.TOPIC
-        conn.execute(
-            reg_approvals.insert(),
+        self._append(
+            reg_approvals,
             dict(
                 notification_id=e.notification_id,
                 model_version_id=e.aggregate_id,
@@ -779,8 +789,8 @@ class Registry(Projection):
     # -- deployments ------------------------------------------------------------
 
     def _history(self, conn: Connection, e: ProjectedEvent, model_name: str, action: str, **values: Any) -> None:
-        conn.execute(
-            reg_deployment_history.insert(),
+        self._append(
+            reg_deployment_history,
             dict(
                 notification_id=e.notification_id,
                 model_name=model_name,
