@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     python, install_seconds = mlflow_venv(args.cache_dir)
     with workspace(args.keep) as work:

@@ -132,10 +132,13 @@ def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return re.compile("".join(parts) + r"\Z", flags | re.DOTALL)
 
 
-def _holds(clause: Clause, record: Searchable) -> bool:
+NEGATIONS = ("!=", "not like", "not ilike", "not in")
+
+
+def _holds(clause: Clause, record: Searchable, absent_negates: bool) -> bool:
     actual = record.value(clause.entity, clause.key)
     if actual is None:
-        return False
+        return absent_negates and clause.entity == "tags" and clause.op in NEGATIONS
     op, wanted = clause.op, clause.value
     if op in ("in", "not in"):
         return (str(actual) in wanted) == (op == "in")
@@ -156,9 +159,11 @@ def _holds(clause: Clause, record: Searchable) -> bool:
     return (str(actual) == str(wanted)) == (op == "=")
 
 
-def matches(clauses: list[Clause], record: Searchable) -> bool:
-    """True when every clause holds for the record (a missing metric, param or tag never matches)."""
-    return all(_holds(clause, record) for clause in clauses)
+def matches(clauses: list[Clause], record: Searchable, *, absent_negates: bool = False) -> bool:
+    """True when every clause holds for the record. A missing metric, param or tag never matches, except that
+    with ``absent_negates`` (the model registry's searches, as MLflow's own) a missing tag satisfies ``!=``,
+    ``NOT LIKE``, ``NOT ILIKE`` and ``NOT IN`` (the client adds ``tags.`mlflow.prompt.is_prompt` != 'true'``)."""
+    return all(_holds(clause, record, absent_negates) for clause in clauses)
 
 
 _ORDER = re.compile(rf"^\s*(?P<ident>{_IDENT})\s*(?P<dir>(?i:asc|desc))?\s*$")
@@ -189,16 +194,22 @@ def _sort_value(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, (int, float)) else (1, str(value))
 
 
+def page_offset(token: str | None) -> int:
+    """The offset a page token carries (0 without one)."""
+    if not token:
+        return 0
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise InvalidPayload("invalid page_token", field="page_token") from None
+    if offset < 0:
+        raise InvalidPayload("invalid page_token", field="page_token")
+    return offset
+
+
 def page(items: list[Any], token: str | None, max_results: int) -> tuple[list[Any], str | None]:
     """One page of ``items`` from the offset ``token`` carries, and the next page's token (None at the end)."""
-    offset = 0
-    if token:
-        try:
-            offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-        except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
-            raise InvalidPayload("invalid page_token", field="page_token") from None
-        if offset < 0:
-            raise InvalidPayload("invalid page_token", field="page_token")
+    offset = page_offset(token)
     chunk = items[offset : offset + max_results]
     end = offset + max_results
     following = base64.urlsafe_b64encode(json.dumps({"offset": end}).encode()).decode() if end < len(items) else None

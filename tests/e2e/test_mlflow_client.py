@@ -127,6 +127,15 @@ def test_search_runs_takes_an_mlflow_filter_string_and_order(ledger: Ledger, as_
     assert [r.data.metrics["auc"] for r in found] == [pytest.approx(0.91)]
     assert [r.data.metrics["auc"] for r in everything] == pytest.approx([0.70, 0.88])
     assert everything.token is not None
+    paged, token = [], None
+    while True:
+        page = as_alice.search_runs([experiment_id], max_results=1, page_token=token)
+        paged += [r.info.run_id for r in page]
+        token = page.token
+        if not token:
+            break
+    by_start = as_alice.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
+    assert paged == [r.info.run_id for r in by_start] and len(paged) == 3
 
 
 def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_alice: MlflowClient) -> None:
@@ -309,6 +318,52 @@ def test_the_champion_alias_needs_the_signed_approvals(
     assert [(e.number, e.reason) for e in history] == [(1, "alias champion")]
     downloaded = Path(mlflow.artifacts.download_artifacts("models:/iris@champion"))
     assert (downloaded / "MLmodel").is_file()
+
+
+def test_experiments_runs_and_registry_labels_are_events_never_erasures(
+    ledger: Ledger, as_alice: MlflowClient, tmp_path: Path
+) -> None:
+    from mlflow.entities import ViewType
+
+    experiment_id = as_alice.create_experiment("to-delete", tags={"team": "risk"})
+    with mlflow.start_run(experiment_id=experiment_id) as active:
+        mlflow.log_metric("auc", 0.5)
+        (tmp_path / "w.bin").write_bytes(b"weights")
+        mlflow.log_artifact(str(tmp_path / "w.bin"))
+    as_alice.delete_run(active.info.run_id)
+    assert as_alice.search_runs([experiment_id]) == []
+    assert [r.info.run_id for r in as_alice.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)] == [
+        active.info.run_id
+    ]
+    as_alice.delete_experiment(experiment_id)
+
+    assert as_alice.get_experiment(experiment_id).lifecycle_stage == "deleted"
+    assert "to-delete" not in [e.name for e in as_alice.search_experiments()]
+    assert "to-delete" in [e.name for e in as_alice.search_experiments(view_type=ViewType.DELETED_ONLY)]
+    deleted = as_alice.get_experiment_by_name("to-delete")
+    assert deleted is not None and deleted.tags == {"team": "risk"}
+    assert _run(ledger, active.info.run_id).deleted and "w.bin" in _run(ledger, active.info.run_id).artifacts
+
+    with mlflow.start_run() as source:
+        mlflow.log_artifact(str(tmp_path / "w.bin"))
+    as_alice.create_registered_model("labels", description="first")
+    version = as_alice.create_model_version("labels", f"runs:/{source.info.run_id}/w.bin", source.info.run_id)
+    as_alice.update_registered_model("labels", description="second")
+    as_alice.update_model_version("labels", version.version, description="v1 notes")
+    as_alice.set_registered_model_tag("labels", "owner", "risk")
+    as_alice.set_model_version_tag("labels", version.version, "validated", "yes")
+    as_alice.set_registered_model_alias("labels", "candidate", version.version)
+    staged = as_alice.transition_model_version_stage("labels", version.version, "Staging")
+    with pytest.raises(MlflowException) as production:
+        as_alice.transition_model_version_stage("labels", version.version, "Production")
+
+    model = as_alice.get_registered_model("labels")
+    assert (model.description, model.tags, model.aliases) == ("second", {"owner": "risk"}, {"candidate": "1"})
+    shown = as_alice.get_model_version("labels", version.version)
+    assert (shown.description, shown.tags, staged.current_stage) == ("v1 notes", {"validated": "yes"}, "Staging")
+    assert production.value.error_code == "PERMISSION_DENIED"  # deploying is the operator's, and needs approvals
+    assert [m.name for m in as_alice.search_registered_models("name = 'labels'")] == ["labels"]
+    assert [v.version for v in as_alice.search_model_versions(f"run_id = '{source.info.run_id}'")] == ["1"]
 
 
 def test_mlledger_verify_checks_every_signed_event_the_client_caused(ledger: Ledger, as_alice: MlflowClient) -> None:

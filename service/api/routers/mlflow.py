@@ -32,7 +32,7 @@ from domain.permissions import Action
 from domain.run import Run
 from service.api import mlflow_shapes as shapes
 from service.api.deps import LedgerDep, LineageReader, LineageWriter, ServicesDep, current_caller, refuse_oversized
-from service.api.mlflow_search import Searchable, matches, page, parse_filter, sort_records
+from service.api.mlflow_search import Searchable, matches, page, page_offset, parse_filter, sort_records
 from service.application.auth import Caller
 from service.application.ledger import Ledger
 
@@ -348,6 +348,10 @@ def search_runs(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dic
     clauses = parse_filter(fields.get("filter"), ("start_time", "end_time"))
     order_by = fields.get("order_by") or []
     max_results = _max_results(fields, 1000)
+    offset = page_offset(fields.get("page_token"))
+    # Without a filter or an order, a page needs only each experiment's newest runs (runs are filed in the order
+    # they start): the search reads offset + max_results + 1 of them, not every run of the experiment.
+    bound = offset + max_results + 1 if not clauses and not order_by else None
     records = []
     for experiment_id in experiment_ids:
         experiment: Experiment = (
@@ -355,12 +359,7 @@ def search_runs(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dic
             if str(experiment_id) != "0"
             else (ledger.experiment("0", actor=caller.actor))
         )
-        public_id = ledger.experiment_public_id(experiment)
-        for run_id in experiment.run_ids:
-            run: Run = ledger.get(run_id, Run)
-            if (run.deleted and view == "ACTIVE_ONLY") or (not run.deleted and view == "DELETED_ONLY"):
-                continue
-            records.append(shapes.run_record(run, public_id))
+        records.extend(_experiment_runs(ledger, experiment, view, bound))
     chosen = [r for r in records if matches(clauses, r)]
     default = [("attributes", "start_time", True), ("attributes", "run_id", False)]
     ordered = sort_records(chosen, list(order_by), default)
@@ -369,6 +368,23 @@ def search_runs(caller: LineageReader, fields: Fields, ledger: LedgerDep) -> dic
     if token:
         answer["next_page_token"] = token
     return answer
+
+
+def _experiment_runs(ledger: Ledger, experiment: Experiment, view: str, bound: int | None) -> list[Searchable]:
+    """The experiment's runs of the view, newest first: all of them, or with ``bound`` the newest ``bound``
+    (and any started in the same millisecond as the last one taken, so ties sort as in a full search)."""
+    public_id = ledger.experiment_public_id(experiment)
+    records: list[Searchable] = []
+    for run_id in reversed(experiment.run_ids):
+        run: Run = ledger.get(run_id, Run)
+        if (run.deleted and view == "ACTIVE_ONLY") or (not run.deleted and view == "DELETED_ONLY"):
+            continue
+        record = shapes.run_record(run, public_id)
+        full = bound is not None and len(records) >= bound
+        if full and record.attributes["start_time"] != records[-1].attributes["start_time"]:
+            break
+        records.append(record)
+    return records
 
 
 @router.post("/mlflow/runs/delete", openapi_extra=OWN_ERRORS)
@@ -743,7 +759,8 @@ def search_registered_models(caller: LineageReader, fields: Fields, ledger: Ledg
         labels = ledger.labels(model.name)
         tags = labels.tags.get(None, {}) if labels else {}
         records.append(Searchable(tags=dict(tags), attributes={"name": model.name}, subject=model.name))
-    chosen = sort_records([r for r in records if matches(clauses, r)], list(fields.get("order_by") or []), [])
+    chosen = [r for r in records if matches(clauses, r, absent_negates=True)]
+    chosen = sort_records(chosen, list(fields.get("order_by") or []), [])
     chosen = sorted(chosen, key=lambda r: str(r.subject)) if not fields.get("order_by") else chosen
     items, token = page(chosen, fields.get("page_token"), _max_results(fields, 100))
     answer: dict[str, Any] = {"registered_models": [_model_json(ledger, r.subject) for r in items]}
@@ -887,7 +904,7 @@ def search_model_versions(caller: LineageReader, fields: Fields, ledger: LedgerD
             attributes["version_number"] = int(shown["version"])
             records.append(Searchable(tags=tags, attributes=attributes, subject=shown))
     chosen = sort_records(
-        [r for r in records if matches(clauses, r)],
+        [r for r in records if matches(clauses, r, absent_negates=True)],
         list(fields.get("order_by") or []),
         [("attributes", "name", False), ("attributes", "version_number", True)],
     )
