@@ -318,12 +318,15 @@ def measure(args: argparse.Namespace, settings: Settings, load_start: str) -> in
     sample = draw_sample(settings, rng)
     with tempfile.TemporaryDirectory(prefix="mlledger-at-scale-") as tmp:
         server = Server(settings, Path(tmp) / "serve.log", projector=False, runner=False)
-        with server:
+        try:
+            server.start(timeout=300)
             rss_before = tree_rss_kib(server.pid)
             with RssWatch(server.pid) as watch:
                 timings = measure_queries(server.base_url, sample, args.queries, args.seed)
             rss_after = tree_rss_kib(server.pid)
             events = int(httpx.get(f"{server.base_url}/readyz", timeout=10).json()["position"])
+        finally:
+            server.stop()  # also when it never answered: no server is left behind
         load_queries = load_average()
         say("verifying the whole ledger (mlledger verify)")
         verified = run_measured(["verify"], env)
