@@ -351,17 +351,36 @@ def verify(
         typer.Option(help="trusted ledger public key (PEM); default: the keys directory"),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes; default: every core")] = None,
+    since_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--since-checkpoint",
+            help="verify only what was recorded after the checkpoint the last successful run verified",
+        ),
+    ] = False,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="where the last verified checkpoint is kept; default: <data dir>/verified.json"),
+    ] = None,
 ) -> None:
     """Check every hash, signature, chain, Merkle leaf, node and checkpoint."""
     from service.bootstrap import require_ledger
+    from service.ops.verified_state import load_state, save_state, state_path
     from service.ops.verify import verify_ledger
+    from service.ops.verify_since import verify_since_checkpoint
 
     settings = _settings()
     require_ledger(settings)
     anchors = [raw_public_key(load_public_key_pem(p.read_bytes())) for p in public_key or []]
     if not anchors:
         anchors = _local_public_keys(settings)
-    report = verify_ledger(settings, anchors, workers=workers)
+    where = state_path(settings.data_dir, state)
+    if since_checkpoint:
+        report = verify_since_checkpoint(settings, load_state(where), anchors, workers=workers)
+    else:
+        report = verify_ledger(settings, anchors, workers=workers)
+    if report.ok and report.state is not None:
+        save_state(where, report.state)
     rate = report.events / report.seconds if report.seconds else 0.0
     first = report.first()
     if first is not None:
@@ -375,9 +394,11 @@ def verify(
         if others > 0:
             typer.echo(f"({others} more finding(s) after the first)")
         raise typer.Exit(1)
+    if report.since:
+        typer.echo(f"checkpoint at tree size {report.since} verified before ({where}): consistent")
     typer.echo(
-        f"OK: {report.events} events in {report.aggregates} aggregates: hashes, signatures, "
-        f"chains and versions verified with {len(report.keys)} ledger key(s)"
+        f"OK: {report.events} events{' after it' if report.since else ''} in {report.aggregates} aggregates: "
+        f"hashes, signatures, chains and versions verified with {len(report.keys)} ledger key(s)"
     )
     typer.echo(
         f"transparency log: {report.leaves} leaves, {report.checkpoints} checkpoint(s) verified"

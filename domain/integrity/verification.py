@@ -43,6 +43,9 @@ class Finding:
         )
 
 
+_decode_json = json.JSONDecoder().decode
+
+
 class EventLink(NamedTuple):
     """What the chain and Merkle checks need of each verified event (a tuple: cheap to send between processes)."""
 
@@ -98,7 +101,7 @@ def check_event(
         if refused is not None:
             return finding(refused)
     try:
-        envelope: Any = json.loads(sealed.envelope)
+        envelope: Any = _decode_json(sealed.envelope.decode("utf-8"))  # canonical JSON is UTF-8
     except ValueError:
         return finding("the envelope is not JSON")
     if not isinstance(envelope, dict) or envelope.get("v") != ENVELOPE_VERSION:
@@ -119,15 +122,20 @@ def check_event(
     return EventLink(notification_id, aggregate_id, version, sealed.hash, prev_hash), None
 
 
-def check_chains(links: Iterable[EventLink]) -> list[Finding]:
-    """Versions run 1..n with no gap per aggregate, each linked to the one before."""
+def check_chains(links: Iterable[EventLink], heads: Mapping[str, tuple[int, str]] | None = None) -> list[Finding]:
+    """Versions run 1..n with no gap per aggregate, each linked to the one before.
+
+    With ``heads`` (aggregate id -> version and hash of its last event before
+    ``links``, already verified), an aggregate's chain continues from its head.
+    """
     by_aggregate: dict[str, list[EventLink]] = {}
     for link in links:
         by_aggregate.setdefault(link.aggregate_id, []).append(link)
     findings: list[Finding] = []
     for aggregate_id, chain in by_aggregate.items():
         chain.sort(key=lambda link: link.version)
-        expected_version, expected_prev = 1, ZERO_HASH
+        head = None if heads is None else heads.get(aggregate_id)
+        expected_version, expected_prev = (1, ZERO_HASH) if head is None else (head[0] + 1, head[1])
         for link in chain:
             if link.version != expected_version:
                 missing = (
@@ -263,16 +271,19 @@ class Leaf:
     leaf_hash: bytes
 
 
-def check_leaves(links: list[EventLink], leaves: list[Leaf]) -> list[Finding]:
-    """The log's leaves are the events' hashes, in notification order, none missing."""
+def check_leaves(links: list[EventLink], leaves: list[Leaf], first: int = 0) -> list[Finding]:
+    """The log's leaves are the events' hashes, in notification order, none missing.
+
+    ``leaves`` start at leaf index ``first``, ``links`` with the event it records.
+    """
     for position, leaf in enumerate(leaves):
-        if leaf.leaf_index != position:
+        if leaf.leaf_index != first + position:
             return [
                 Finding(
                     leaf.notification_id,
                     leaf.aggregate_id,
                     leaf.version,
-                    f"transparency log leaf {position} is missing",
+                    f"transparency log leaf {first + position} is missing",
                 )
             ]
         if position >= len(links):
@@ -281,7 +292,8 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf]) -> list[Finding]:
                     leaf.notification_id,
                     leaf.aggregate_id,
                     leaf.version,
-                    f"transparency log leaf {position} records this event, but it is missing from the event store",
+                    f"transparency log leaf {first + position} records this event, "
+                    "but it is missing from the event store",
                 )
             ]
         link = links[position]
@@ -292,7 +304,8 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf]) -> list[Finding]:
                         leaf.notification_id,
                         leaf.aggregate_id,
                         leaf.version,
-                        f"transparency log leaf {position} records this event, but it is missing from the event store",
+                        f"transparency log leaf {first + position} records this event, "
+                        "but it is missing from the event store",
                     )
                 ]
             return [
@@ -300,7 +313,7 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf]) -> list[Finding]:
                     link.notification_id,
                     link.aggregate_id,
                     link.version,
-                    f"this event is not in the transparency log (leaf {position} "
+                    f"this event is not in the transparency log (leaf {first + position} "
                     f"records notification {leaf.notification_id}): it was inserted",
                 )
             ]
@@ -310,7 +323,7 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf]) -> list[Finding]:
                     link.notification_id,
                     link.aggregate_id,
                     link.version,
-                    f"the event's hash differs from transparency log leaf {position}",
+                    f"the event's hash differs from transparency log leaf {first + position}",
                 )
             ]
     return []

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 from domain import catalog
 from domain.integrity import merkle
 from domain.integrity.checkpoint import CheckpointError, verify_checkpoint
+from domain.integrity.compact_range import CompactRange
 from domain.integrity.key_lifetimes import COMPROMISED_MARK, KeyWindow
 from domain.integrity.keys import verify_raw
 from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
@@ -54,6 +55,8 @@ from domain.integrity.verification import (
     follow_keyring,
 )
 from projections import transparency_log as tlog
+from projections.transparency_log import StoredCheckpoint
+from service.ops.verified_state import VerifiedState
 from service.settings import Settings
 from service.store.persistence import create_engine, events_select, events_table, notification_id_column, read_events
 
@@ -79,6 +82,10 @@ class Report:
     windows: dict[str, KeyWindow] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    since: int = 0
+    """The tree size verification started from (0: the whole ledger)."""
+    state: VerifiedState | None = None
+    """The latest checkpoint verified, to start the next incremental run from."""
 
     @property
     def ok(self) -> bool:
@@ -100,18 +107,26 @@ def _aggregate_id(value: Any) -> str:
 
 def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int, str, bytes]]:
     """Events in [start, stop) by notification id, read with the driver's own cursor (binary on
-    PostgreSQL): row wrapping costs more than hashing here."""
+    PostgreSQL, ids as text): row wrapping costs more than hashing here."""
     column = notification_id_column(engine)
     sqlite = engine.dialect.name == "sqlite"
-    mark = "?" if sqlite else "%s"
-    sql = f"{events_select(engine)} WHERE {column} >= {mark} AND {column} < {mark} ORDER BY {column}"
+    if sqlite:
+        sql = f"{events_select(engine)} WHERE {column} >= ? AND {column} < ? ORDER BY {column}"
+    else:  # PostgreSQL writes a uuid as text the way str(uuid.UUID) does
+        sql = (
+            f"SELECT {column}, originator_id::text, originator_version, topic, state FROM {events_table(engine)} "  # noqa: S608
+            f"WHERE {column} >= %s AND {column} < %s ORDER BY {column}"
+        )
     with engine.connect() as conn:
         raw: Any = conn.connection.driver_connection
         cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
         try:
             cursor.execute(sql, (start, stop))
-            for nid, oid, version, topic, state in cursor:
-                yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+            if sqlite:
+                for nid, oid, version, topic, state in cursor:
+                    yield int(nid), _aggregate_id(oid), int(version), topic, bytes(state)
+            else:
+                yield from cursor
         finally:
             cursor.close()
 
@@ -121,8 +136,12 @@ _worker_engine: Engine | None = None
 
 def _verify_range(
     settings_json: str, start: int, stop: int, keys: dict[str, bytes], windows: dict[str, KeyWindow]
-) -> tuple[list[EventLink], list[Finding]]:
-    """Worker: check every event with start <= notification id < stop."""
+) -> tuple[list[tuple[int, str, int, str, str]], list[Finding]]:
+    """Worker: check every event with start <= notification id < stop.
+
+    The links go back as plain tuples (fields of :class:`EventLink`): pickling
+    named tuples costs several times more.
+    """
     global _worker_engine
     if _worker_engine is None:
         _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
@@ -131,7 +150,7 @@ def _verify_range(
         public = keys.get(key_id)
         return None if public is None else verify_raw(public, signature, message)
 
-    links: list[EventLink] = []
+    links: list[tuple[int, str, int, str, str]] = []
     findings: list[Finding] = []
     for nid, aggregate_id, version, topic, record in _rows(_worker_engine, start, stop):
         link, finding = check_event(nid, aggregate_id, version, topic, record, verify, windows)
@@ -141,11 +160,11 @@ def _verify_range(
             try:
                 sealed = SealedEvent.from_record(record)
                 prev = json.loads(sealed.envelope).get("prev_hash", "")
-                links.append(EventLink(nid, aggregate_id, version, sealed.hash, str(prev)))
+                links.append((nid, aggregate_id, version, sealed.hash, str(prev)))
             except Exception:
-                links.append(EventLink(nid, aggregate_id, version, "", ""))
+                links.append((nid, aggregate_id, version, "", ""))
         elif link is not None:
-            links.append(link)
+            links.append(tuple(link))  # type: ignore[arg-type]
     return links, findings
 
 
@@ -181,11 +200,13 @@ def key_windows(engine: Engine) -> dict[str, KeyWindow]:
     return found.windows
 
 
-def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:
+def _ranges(engine: Engine, workers: int, after: int = 0) -> list[tuple[int, int]]:
+    """Ranges of notification ids (after ``after``) for the workers to verify."""
     column = notification_id_column(engine)
     with engine.connect() as conn:
         low, high = conn.execute(
-            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {events_table(engine)}")  # noqa: S608
+            sa.text(f"SELECT MIN({column}), MAX({column}) FROM {events_table(engine)} WHERE {column} > :after"),  # noqa: S608
+            {"after": after},
         ).one()
     if low is None:
         return []
@@ -195,30 +216,53 @@ def _ranges(engine: Engine, workers: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, high + 1)) for start in range(int(low), int(high) + 1, chunk)]
 
 
-def _load_leaves(engine: Engine) -> list[Leaf]:
-    t = tlog.tlog_leaves
+def _raw_rows(engine: Engine, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` through the driver's own cursor (binary on PostgreSQL); ``%s`` marks parameters."""
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.leaf_index, t.c.notification_id, t.c.aggregate_id, t.c.version, t.c.leaf_hash).order_by(
-                t.c.leaf_index
-            )
-        )
-        return [Leaf(int(a), int(b), c, int(d), bytes(e)) for a, b, c, d, e in rows]
+        raw: Any = conn.connection.driver_connection
+        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
+        try:
+            cursor.execute(sql.replace("%s", "?") if sqlite else sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
-def _load_nodes(engine: Engine) -> dict[tuple[int, int], bytes]:
-    t = tlog.tlog_nodes
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.level, t.c.node_index, t.c.hash))
-        return {(int(a), int(b)): bytes(c) for a, b, c in rows}
+def _load_leaves(engine: Engine, first: int = 0) -> list[Leaf]:
+    """The log's leaves from leaf index ``first`` on, in order."""
+    rows = _raw_rows(
+        engine,
+        "SELECT leaf_index, notification_id, aggregate_id, version, leaf_hash FROM tlog_leaves "
+        "WHERE leaf_index >= %s ORDER BY leaf_index",
+        (first,),
+    )
+    return [Leaf(int(a), int(b), c, int(d), bytes(e)) for a, b, c, d, e in rows]
 
 
-def _check_checkpoints(
-    engine: Engine, origin: str, keys: dict[str, bytes], nodes: dict[tuple[int, int], bytes], leaves: list[Leaf]
-) -> tuple[list[Finding], int, str | None]:
+def _load_nodes(engine: Engine, first_leaf: int = 0) -> dict[tuple[int, int], bytes]:
+    """The stored Merkle nodes that cover a leaf at index ``first_leaf`` or later."""
+    rows = _raw_rows(
+        engine,
+        "SELECT level, node_index, hash FROM tlog_nodes WHERE ((node_index + 1) << level) > %s",
+        (first_leaf,),
+    )
+    return {(int(a), int(b)): bytes(c) for a, b, c in rows}
+
+
+def check_checkpoints(
+    engine: Engine,
+    origin: str,
+    keys: dict[str, bytes],
+    root_at: Callable[[int], bytes],
+    leaf_count: int,
+    from_size: int = 0,
+) -> tuple[list[Finding], int, StoredCheckpoint | None]:
+    """Every stored checkpoint of at least ``from_size`` leaves is signed by a ledger key and its root is
+    ``root_at(its size)``; return the findings, how many were checked and the latest that passed."""
     findings: list[Finding] = []
     with engine.connect() as conn:
-        checkpoints = tlog.all_checkpoints(conn)
+        checkpoints = [cp for cp in tlog.all_checkpoints(conn) if cp.tree_size >= from_size]
     latest = None
     for cp in checkpoints:
         where = f"checkpoint at tree size {cp.tree_size}"
@@ -234,23 +278,37 @@ def _check_checkpoints(
         if parsed.tree_size != cp.tree_size or parsed.root_hash != cp.root_hash:
             findings.append(Finding(UNPLACED, "-", 0, f"{where}: the stored size or root differs from the signed note"))
             continue
-        if cp.tree_size > len(leaves):
+        if cp.tree_size > leaf_count:
             findings.append(
                 Finding(
                     UNPLACED,
                     "-",
                     0,
-                    f"{where} covers {cp.tree_size} leaves but the log has {len(leaves)}: "
-                    f"logged events after leaf {len(leaves)} were removed",
+                    f"{where} covers {cp.tree_size} leaves but the log has {leaf_count}: "
+                    f"logged events after leaf {leaf_count} were removed",
                 )
             )
             continue
-        root = merkle.root_from_nodes(cp.tree_size, lambda lv, ix: nodes[(lv, ix)])
-        if root != cp.root_hash:
+        if root_at(cp.tree_size) != cp.root_hash:
             findings.append(Finding(UNPLACED, "-", 0, f"{where}: its root is not the root of the log at that size"))
             continue
-        latest = cp.note
+        latest = cp
     return findings, len(checkpoints), latest
+
+
+def state_at(
+    origin: str, checkpoint: StoredCheckpoint, last_notification_id: int, frontier: CompactRange
+) -> VerifiedState:
+    """The state to keep after ``checkpoint`` (whose tree ``frontier`` covers) was verified."""
+    return VerifiedState(
+        origin=origin,
+        tree_size=checkpoint.tree_size,
+        root=checkpoint.root_hash,
+        key_id=checkpoint.key_id,
+        note=checkpoint.note,
+        last_notification_id=last_notification_id,
+        frontier=frontier,
+    )
 
 
 def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, workers: int | None = None) -> Report:
@@ -275,7 +333,7 @@ def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, worker
             expected_nodes = complete_nodes([leaf.leaf_hash for leaf in leaves])
             for future in futures:
                 chunk_links, chunk_findings = future.result()
-                links += chunk_links
+                links += map(EventLink._make, chunk_links)
                 report.findings += chunk_findings
         report.events = len(links)
         report.aggregates = len({link.aggregate_id for link in links})
@@ -284,10 +342,23 @@ def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, worker
         report.unlogged = max(0, len(links) - len(leaves))
         report.findings += check_leaves(links, leaves)
         report.findings += check_nodes(expected_nodes, stored_nodes, leaves)
-        cp_findings, report.checkpoints, report.latest_checkpoint = _check_checkpoints(
-            engine, settings.log_origin, keys, expected_nodes, leaves
+        cp_findings, report.checkpoints, latest = check_checkpoints(
+            engine,
+            settings.log_origin,
+            keys,
+            lambda size: merkle.root_from_nodes(size, lambda lv, ix: expected_nodes[(lv, ix)]),
+            len(leaves),
         )
         report.findings += cp_findings
+        if latest is not None:
+            report.latest_checkpoint = latest.note
+            frontier = [(lv, ix, expected_nodes[(lv, ix)]) for lv, ix in merkle.nodes_needed_for_root(latest.tree_size)]
+            report.state = state_at(
+                settings.log_origin,
+                latest,
+                leaves[latest.tree_size - 1].notification_id,
+                CompactRange(latest.tree_size, frontier),
+            )
     finally:
         engine.dispose()
     report.seconds = time.perf_counter() - started
