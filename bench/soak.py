@@ -308,6 +308,7 @@ class Record:
     counts: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     first_errors: dict[str, str] = field(default_factory=dict)
+    causes: Counter[tuple[str, str]] = field(default_factory=Counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     faults: list[tuple[float, str, str]] = field(default_factory=list)
     lag: list[tuple[float, int, dict[str, int]]] = field(default_factory=list)
@@ -323,6 +324,7 @@ class Record:
 
     def error(self, kind: str, exc: BaseException) -> None:
         self.errors[kind] += 1
+        self.causes[(kind, f"HTTP {exc.status}" if isinstance(exc, LedgerClientError) else type(exc).__name__)] += 1
         detail = str(exc) if isinstance(exc, LedgerClientError) else f"{type(exc).__name__}: {exc}"
         self.first_errors.setdefault(kind, f"t={self.now():.0f}s {detail[:200]}")
 
@@ -966,6 +968,7 @@ def report(soak: Soak, checks: Checks, load_start: str, database: str) -> tuple[
     for kind, count in sorted(record.errors.items()):
         if kind not in record.counts:
             add(f"  {kind:24} {0:>9,}   errors {count:,}")
+    add("  errors by cause: " + ", ".join(f"{k} {c}: {n}" for (k, c), n in sorted(record.causes.items())))
     add("  first error of each kind (during faults, expected):")
     for kind, text in sorted(record.first_errors.items()):
         add(f"    {kind}: {text}")
