@@ -35,6 +35,7 @@ from mlledger.errors import ChangePending, InclusionCheckFailed, LedgerClientErr
 from mlledger.proofs import check_inclusion
 from mlledger.results import (
     DatasetVersionInfo,
+    DeploymentInfo,
     InclusionVerified,
     Me,
     MetricPoint,
@@ -471,10 +472,9 @@ class LedgerClient:
             json={"action": action, "version": version, "share": share, "reason": reason},
         )[0]
 
-    def deployment(self, name: str) -> dict[str, Any]:
+    def deployment(self, name: str) -> DeploymentInfo:
         """What serves a model now."""
-        result: dict[str, Any] = self.request("GET", f"/v1/models/{name}/deployment")
-        return result
+        return DeploymentInfo.from_json(self.request("GET", f"/v1/models/{name}/deployment"))
 
     # -- audit ----------------------------------------------------------------
     def lineage(self, name: str, version: int, min_position: int | None = None) -> dict[str, Any]:

@@ -119,6 +119,19 @@ class ModelInfo(Record):
 
 
 @dataclass(frozen=True)
+class DeploymentInfo(Record):
+    """What serves a model now."""
+
+    model_name: str = ""
+    champion: int | None = None
+    challenger: int | None = None
+    canary: int | None = None
+    canary_share: float | None = None
+    stopped: bool = False
+    retired: bool = False
+
+
+@dataclass(frozen=True)
 class MetricPoint(Record):
     """One recorded value of a metric."""
 
