@@ -48,14 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import (
     DEFAULT_DATABASE_URL,
-    cpu_seconds,
     describe_database,
     fresh_settings,
     install_sigterm_handler,
     load_average,
     machine_line,
     opened,
-    postgres_pids,
     verdict,
 )
 from bench.audit_query import build as build_governance
@@ -115,14 +113,13 @@ def positions(services: Services) -> dict[str, int]:
     return {name: services.runner.position(name) for name in services.runner.projections}
 
 
-def timed_round(services: Services, end: int) -> tuple[float, dict[str, float], float, float]:
+def timed_round(services: Services, end: int) -> tuple[float, dict[str, float], float]:
     """Project the whole log with the projector's threads: seconds in all and per read model, and
-    CPU seconds of this process and of the PostgreSQL server (every backend on the machine)."""
+    CPU seconds of this process (the projector's threads)."""
     empty_read_models(services)
     reached: dict[str, float] = {}
     projector = ProjectorThread(services)
-    pids = postgres_pids()
-    cpu, database_cpu = time.process_time(), cpu_seconds(pids)
+    cpu = time.process_time()
     started = time.perf_counter()
     projector.start()
     try:
@@ -134,8 +131,7 @@ def timed_round(services: Services, end: int) -> tuple[float, dict[str, float], 
     finally:
         projector.stop()
         projector.join(30)
-    cpu, database_cpu = time.process_time() - cpu, max(0.0, cpu_seconds(pids) - database_cpu)
-    return max(reached.values()), reached, cpu, database_cpu
+    return max(reached.values()), reached, time.process_time() - cpu
 
 
 def profiled_round(services: Services, path: str) -> float:
@@ -182,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             rates = []
             for round_number in range(1, args.rounds + 1):
                 load = load_average()
-                seconds, per_model, cpu, database_cpu = timed_round(services, end)
+                seconds, per_model, cpu = timed_round(services, end)
                 rate = end / seconds
                 rates.append(rate)
                 models = ", ".join(f"{name} {s:.1f} s" for name, s in per_model.items())
                 print(
-                    f"round {round_number}: {seconds:.1f} s, {rate:,.0f} events/s (load before {load}); CPU per "
-                    f"event: projector {cpu / end * 1e6:.0f} us, PostgreSQL {database_cpu / end * 1e6:.0f} us; {models}"
+                    f"round {round_number}: {seconds:.1f} s, {rate:,.0f} events/s (load before {load}); "
+                    f"projector CPU {cpu / end * 1e6:.0f} us per event; {models}"
                 )
             if args.profile:
                 seconds = profiled_round(services, args.profile)
