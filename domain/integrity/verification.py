@@ -329,6 +329,16 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf], first: int = 0) -> 
     return []
 
 
+def complete_levels(leaf_hashes: list[bytes]) -> list[list[bytes]]:
+    """Every complete subtree node of the tree over ``leaf_hashes``, level by level (level 0: the leaves)."""
+    levels: list[list[bytes]] = []
+    row = leaf_hashes
+    while row:
+        levels.append(row)
+        row = [merkle.node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+    return levels
+
+
 def complete_nodes(leaf_hashes: list[bytes]) -> dict[tuple[int, int], bytes]:
     """Every complete subtree node (level, index) of the tree over ``leaf_hashes``."""
     nodes: dict[tuple[int, int], bytes] = {}
