@@ -13,7 +13,10 @@ checkpoint. Then it times
   wall-clock including process start-up,
 
 and prints events/s for both against the target (>= 25,000 events/s), with the
-build time reported separately.
+build time reported separately. Then it appends ``--since-events`` more events
+(default 20,000), publishes a checkpoint and times
+``verify_since_checkpoint`` from the state the full run produced (only the new
+events, the state's consistency with the ledger and the log after it).
 
 By default the ledger is the PostgreSQL at ``--database-url``
 (postgresql://postgres@127.0.0.1:5432/test) in a new schema ``bench_<random>``
@@ -47,6 +50,7 @@ from bench.append import (
     fresh_settings,
     install_sigterm_handler,
     ledger_env,
+    load_average,
     machine_line,
     opened,
     verdict,
@@ -54,6 +58,7 @@ from bench.append import (
 from domain.integrity.keys import raw_public_key
 from service.ops.projector import publish_checkpoint_if_due
 from service.ops.verify import verify_ledger
+from service.ops.verify_since import verify_since_checkpoint
 from service.ops.workload import append_events
 from service.settings import Settings
 
@@ -109,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
     parser.add_argument("--events", type=int, default=200_000, help="events in the ledger (default 200,000)")
     parser.add_argument("--workers", type=int, default=None, help="verify worker processes (default: every core)")
+    parser.add_argument(
+        "--since-events",
+        type=int,
+        default=20_000,
+        help="events appended after the full run, then verified with --since-checkpoint (default 20,000; 0: skip)",
+    )
     args = parser.parse_args(argv)
     install_sigterm_handler()
 
@@ -137,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         if cli.returncode != 0:
             sys.stderr.write(cli.stdout + cli.stderr)
             raise SystemExit(f"the CLI exited {cli.returncode}")
+        since, since_seconds = None, 0.0
+        if args.since_events and report.state is not None:
+            print(f"{args.since_events:,} more events, then verify --since-checkpoint...", file=sys.stderr, flush=True)
+            grown, _ = build(settings, args.since_events)
+            started = time.perf_counter()
+            since = verify_since_checkpoint(settings, report.state, [grown], workers=args.workers)
+            since_seconds = time.perf_counter() - started
+            if not since.ok:
+                raise SystemExit(f"incremental verification FAILED: {since.findings[0].describe()}")
+        load = load_average()
 
     backend = "SQLite" if args.sqlite else "PostgreSQL"
     workers = args.workers or os.cpu_count()
@@ -163,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:<54} | {report.events:>8,} | {seconds:>8.2f} | {rate:>9,.0f} | "
             f"{'>= ' + format(TARGET, ','):>10} | {verdict(rate, TARGET)}"
         )
+    if since is not None:
+        rate = since.events / since_seconds if since_seconds else 0.0
+        label = f"verify --since-checkpoint (tree size {since.since:,} verified)"
+        print(f"{label:<54} | {since.events:>8,} | {since_seconds:>8.2f} | {rate:>9,.0f} | {'-':>10} | ok")
     print(machine_line(database))
+    print(f"load average at the end of the verification runs: {load}")
     print("CLI output:")
     for line in cli.stdout.splitlines():
         print(f"  {line}")
