@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 
+from domain.integrity.ledger_key import KEYRING_ID
 from service.common.batching import BatchThread, WriterStopped
 
 if TYPE_CHECKING:
@@ -71,16 +72,22 @@ def rounds(group: Sequence[_Request]) -> list[list[_Request]]:
 
     A request goes to the round after the last one holding a request that
     touches one of its aggregates, so requests on one aggregate keep their
-    order and are committed one after the other.
+    order and are committed one after the other. A change of the ledger's
+    keyring (a key rotation or revocation) gets a round after every earlier
+    request and before every later one: events after a rotation must be signed
+    with the new key (the keyring check of the insert makes the writer take it).
     """
     touched: list[set[uuid.UUID]] = []
     members: list[list[_Request]] = []
+    barrier = -1  # the round of the last keyring change: everything after it is signed with the key it installs
     for request in group:
         ids = request.aggregate_ids
-        after = -1
-        for index, seen in enumerate(touched):
-            if not seen.isdisjoint(ids):
+        after = len(touched) - 1 if KEYRING_ID in ids else barrier
+        for index in range(after + 1, len(touched)):
+            if not touched[index].isdisjoint(ids):
                 after = index
+        if KEYRING_ID in ids:
+            barrier = after + 1
         if after + 1 == len(touched):
             touched.append(set())
             members.append([])

@@ -22,6 +22,7 @@ import pytest
 from support.ledger import PG_URL, require_postgres
 
 from domain.errors import PrincipalAlreadyExists, VersionConflict
+from domain.integrity.ledger_key import KEYRING_ID
 from domain.principal import Principal
 from service.application.group_commit import GroupCommitter, _Request, rounds
 from service.bootstrap import Services
@@ -202,3 +203,16 @@ def test_rounds_keep_requests_on_one_aggregate_apart_and_in_order() -> None:
     first, second, third, fourth = request(a), request(b), request(a, c), request(c)
 
     assert rounds([first, second, third, fourth]) == [[first, second], [third], [fourth]]
+
+
+def test_a_keyring_change_has_a_round_of_its_own_between_the_requests_before_and_after_it() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+
+    def request(*ids: uuid.UUID) -> _Request:
+        made = _Request(items=[])
+        made.__dict__["aggregate_ids"] = frozenset(ids)
+        return made
+
+    before, rotation, after, other = request(a), request(KEYRING_ID), request(b), request(a)
+
+    assert rounds([before, rotation, after, other]) == [[before], [rotation], [after, other]]
