@@ -294,6 +294,15 @@ def test_the_champion_alias_needs_the_signed_approvals(
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
     version = mlflow.register_model(f"runs:/{active.info.run_id}/model", "iris")
     assert version.version == "1"
+    before = _position(ledger)
+    for path in ("model/MLmodel", "model/extra.txt"):
+        overwrite = httpx.put(
+            f"{ledger.url}/api/2.0/mlflow-artifacts/artifacts/0/{active.info.run_id}/artifacts/{path}",
+            headers={"Authorization": f"Bearer {ledger.keys['alice']}"},
+            content=b"not the model",
+        )
+        assert overwrite.status_code in (409, 422), overwrite.text
+    assert _position(ledger) == before
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ledger.keys["olivia"])
     operator = MlflowClient(ledger.url)
