@@ -19,11 +19,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from support.ledger import PG_URL, require_postgres
+from fastapi.testclient import TestClient
+from support.ledger import ADMIN_KEY, PG_URL, require_postgres
 
 from domain.errors import PrincipalAlreadyExists, VersionConflict
 from domain.integrity.ledger_key import KEYRING_ID
 from domain.principal import Principal
+from service.app import create_app
 from service.application.group_commit import GroupCommitter, _Request, rounds
 from service.bootstrap import Services
 
@@ -216,3 +218,18 @@ def test_a_keyring_change_has_a_round_of_its_own_between_the_requests_before_and
     before, rotation, after, other = request(a), request(KEYRING_ID), request(b), request(a)
 
     assert rounds([before, rotation, after, other]) == [[before], [rotation], [after, other]]
+
+
+def test_the_api_process_records_every_command_through_its_group_committer(services: Services) -> None:
+    app = create_app(services.settings, run_projector=False, services=services)
+    with TestClient(app) as client:
+        committer = app.state.serving.committer
+        before = committer.transactions
+        answer = client.post(
+            "/v1/code-versions",
+            json={"repository": "https://git.example/repo", "commit": "abc1234"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        assert answer.status_code == 201, answer.text
+        assert committer.transactions == before + 1
+    assert int(answer.headers["X-Ledger-Position"]) == services.ledger.position()
