@@ -229,7 +229,10 @@ def _parse_moment(text: str, where: str) -> datetime:
         raise InvalidPayload(f"{where} must be an RFC 3339 time, e.g. 2026-11-22T10:00:00Z", field=where) from None
     if at.tzinfo is None:
         raise InvalidPayload(f"{where} must name its time zone (e.g. a trailing Z for UTC)", field=where)
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at +14:00
+        raise InvalidPayload(f"{where} is outside the range of UTC times", field=where) from None
 
 
 def _check_output(output: Any, i: int) -> None:
@@ -251,21 +254,18 @@ def _check_latency(latency_ms: Any, i: int) -> None:
 
 def _reason_codes(record: LoggedRecord, row: dict[str, Any], names: frozenset[str], i: int) -> list[dict[str, Any]]:
     """The record's reason codes as the events hold them: feature (one of ``names``), its input value, contribution."""
-    if not record.reason_codes:
-        return []
     codes: list[dict[str, Any]] = []
     for j, code in enumerate(record.reason_codes or ()):
-        where = f"records.{i}.reason_codes.{j}"
-        feature, contribution = code.get("feature"), code.get("contribution")
+        feature, contribution = code.get("feature"), code.get("contribution", None)
         if feature not in names:
-            raise InvalidPayload(
-                f"{where}.feature must name one of the version's input features", field=f"{where}.feature"
-            )
+            where = f"records.{i}.reason_codes.{j}.feature"
+            raise InvalidPayload(f"{where} must name one of the version's input features", field=where)
         if (
             isinstance(contribution, bool)
             or not isinstance(contribution, (int, float))
             or not math.isfinite(contribution)
         ):
-            raise InvalidPayload(f"{where}.contribution must be a finite number", field=f"{where}.contribution")
+            where = f"records.{i}.reason_codes.{j}.contribution"
+            raise InvalidPayload(f"{where} must be a finite number", field=where)
         codes.append({"feature": feature, "value": row[feature], "contribution": float(contribution)})
     return codes

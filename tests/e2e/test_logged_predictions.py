@@ -173,6 +173,8 @@ def test_a_stopped_deployment_logged_nothing_while_it_was_stopped(deployed: Depl
         (lambda r: r[0].update(output={}), 422, "records.0.output"),
         (lambda r: r[0].update(reason_codes=[{"feature": "zip", "contribution": 1}]), 422, "records.0.reason_codes.0"),
         (lambda r: r[1].update(request_id=r[0]["request_id"]), 422, "records.1.request_id"),
+        (lambda r: r[0].update(colour="red"), 422, "records.0.colour"),  # read by pydantic, which names it
+        (lambda r: r[1].update(latency_ms=-1), 422, "records.1.latency_ms"),
     ],
 )
 def test_bad_records_are_a_problem_naming_the_field_and_nothing_is_recorded(
