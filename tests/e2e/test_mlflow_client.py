@@ -152,6 +152,13 @@ def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_a
             as_alice.search_runs(["0"], filter_string="metrics.auc >>> 1")
         with pytest.raises(MlflowException) as unknown_model:
             as_alice.get_logged_model("m-" + uuid.uuid4().hex)
+        with pytest.raises(MlflowException) as runless_model:
+            as_alice.create_logged_model(active.info.experiment_id, name="loose")
+        with pytest.raises(MlflowException) as bad_key:
+            stranger = MlflowClient(ledger.url)
+            with pytest.MonkeyPatch.context() as patched:
+                patched.setenv("MLFLOW_TRACKING_TOKEN", "mll_not-a-key")
+                stranger.log_metric(run_id, "auc", 0.5)
         oversized = httpx.post(
             f"{ledger.url}/api/2.0/mlflow/runs/log-batch",
             headers=headers,
@@ -177,6 +184,8 @@ def test_bad_input_gets_an_mlflow_error_and_records_nothing(ledger: Ledger, as_a
         assert unknown.value.error_code == "RESOURCE_DOES_NOT_EXIST"
         assert malformed.value.error_code == "INVALID_PARAMETER_VALUE"
         assert unknown_model.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        assert runless_model.value.error_code == "INVALID_PARAMETER_VALUE" and "run" in runless_model.value.message
+        assert bad_key.value.error_code == "UNAUTHENTICATED"
         assert oversized.status_code == 422 and oversized.json()["error_code"] == "INVALID_PARAMETER_VALUE"
         assert half_bad.status_code == 422 and half_bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
         assert no_digest.status_code == 422 and "digest" in no_digest.json()["message"]
