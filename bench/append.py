@@ -447,7 +447,8 @@ def run_witnessed_mode(
                     f"{mode}: asked for {count} events, wrote {written}, the ledger grew by {size - before}"
                 )
             say(f"{mode}: waiting (at most {wait:.0f} s) for a checkpoint of all {size:,} events to be witnessed")
-            final, final_cosigners, seconds_to_witness = 0, [], float("nan")
+            final_cosigners: list[str] = []
+            final, seconds_to_witness = 0, float("nan")
             while time.perf_counter() - ended < wait:
                 _, _, final, final_cosigners = _tlog_state(services)
                 if final >= size:
