@@ -63,6 +63,12 @@ class Experiment(LedgerAggregate):
         TOPIC = "mlledger.experiment.RunFiled.v1"
         run_id: str
 
+    class ModelFiled(LedgerAggregate.Event):
+        """A logged model (``domain.logged_model``) was filed under the experiment."""
+
+        TOPIC = "mlledger.experiment.ModelFiled.v1"
+        model_id: str
+
     class Deleted(LedgerAggregate.Event):
         """The experiment was marked deleted (it and its runs stay on the ledger)."""
 
@@ -93,6 +99,7 @@ class Experiment(LedgerAggregate):
         self.name = name
         self.tags = dict(tags)
         self.run_ids: list[str] = []
+        self.model_ids: list[str] = []
         self.deleted = False
 
     def check_active(self) -> None:
@@ -118,6 +125,15 @@ class Experiment(LedgerAggregate):
     @event(RunFiled)
     def _file_run(self, run_id: str, actor: str) -> None:
         self.run_ids.append(run_id)
+
+    def file_model(self, model_id: str, actor: str) -> None:
+        """File a new logged model under this (active) experiment."""
+        self.check_active()
+        self._file_model(model_id=model_id, actor=actor)
+
+    @event(ModelFiled)
+    def _file_model(self, model_id: str, actor: str) -> None:
+        self.model_ids.append(model_id)
 
     def delete(self, actor: str) -> None:
         """Mark the experiment deleted."""

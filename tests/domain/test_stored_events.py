@@ -54,6 +54,7 @@ STORED_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlledger.deployment.Stopped.v1": ("Deployment", ("actor", "reason")),
     "mlledger.experiment.Created.v1": ("Experiment", ("actor", "name", "tags")),
     "mlledger.experiment.Deleted.v1": ("Experiment", ("actor",)),
+    "mlledger.experiment.ModelFiled.v1": ("Experiment", ("actor", "model_id")),
     "mlledger.experiment.Restored.v1": ("Experiment", ("actor",)),
     "mlledger.experiment.RunFiled.v1": ("Experiment", ("actor", "run_id")),
     "mlledger.experiment.TagSet.v1": ("Experiment", ("actor", "key", "value")),

@@ -244,25 +244,32 @@ class TrackingCommands(GovernanceCommands):
     ) -> Written:
         """Log a model from an open run of the experiment (its files become the run's artifacts)."""
         LoggedModel.check_creation(name, model_type, params, tags)
-        experiment = self.experiment(experiment_id, actor=actor)
-        experiment.check_active()
         try:
             run: Run = self.get(source_run_id, Run)
         except NotFound:
             raise NotFound(f"no run {source_run_id}", field="source_run_id") from None
         run.check_open()
-        if run.experiment_id != str(experiment.id):
-            raise InvalidPayload(f"run {source_run_id} is not filed under this experiment", field="source_run_id")
-        model = LoggedModel(
-            experiment_id=str(experiment.id),
-            name=name,
-            source_run_id=str(run.id),
-            model_type=model_type,
-            params=params,
-            tags=tags,
-            actor=actor,
-        )
-        return self._written(model)
+        for attempt in range(FILING_ATTEMPTS):
+            experiment = self.experiment(experiment_id, actor=actor)
+            experiment.check_active()
+            if run.experiment_id != str(experiment.id):
+                raise InvalidPayload(f"run {source_run_id} is not filed under this experiment", field="source_run_id")
+            model = LoggedModel(
+                experiment_id=str(experiment.id),
+                name=name,
+                source_run_id=str(run.id),
+                model_type=model_type,
+                params=params,
+                tags=tags,
+                actor=actor,
+            )
+            experiment.file_model(str(model.id), actor=actor)
+            try:
+                return self._written_all(model, experiment)
+            except VersionConflict:
+                if attempt == FILING_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def change_logged_model(
         self,
@@ -287,13 +294,17 @@ class TrackingCommands(GovernanceCommands):
         return self._written(model) if model.pending_events else Written(str(model.id), self.position())
 
     def logged_models(self, experiment_ids: list[str]) -> list[tuple[LoggedModel, str]]:
-        """The logged models of the experiments (with each one's MLflow experiment id), oldest first."""
-        wanted = {str(self.experiment_uuid(e)): e for e in experiment_ids}
+        """The logged models filed under the experiments (with each one's MLflow experiment id), oldest first
+        within each experiment; only those experiments' models are read."""
         found: list[tuple[LoggedModel, str]] = []
-        for oid in self.aggregate_ids_created(LoggedModel.Created.TOPIC):
-            model: LoggedModel = self.get(oid, LoggedModel)
-            if model.experiment_id in wanted:
-                found.append((model, wanted[model.experiment_id]))
+        for experiment_id in dict.fromkeys(experiment_ids):
+            try:
+                experiment = self.experiment(experiment_id)
+            except NotFound:
+                if experiment_id == DEFAULT_EXPERIMENT_ID:
+                    continue  # the default experiment before its first use: nothing filed under it
+                raise
+            found.extend((self.get(oid, LoggedModel), experiment_id) for oid in experiment.model_ids)
         return found
 
     @staticmethod
