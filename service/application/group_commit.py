@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
@@ -38,8 +38,18 @@ from eventsourcing.persistence import Recording
 from domain.integrity.ledger_key import KEYRING_ID
 from service.common.batching import BatchThread, WriterStopped
 
-if TYPE_CHECKING:
-    from service.application.ledger_core import LedgerCore
+
+class Recorder(Protocol):
+    """What the committer needs of the ledger (:class:`~service.application.ledger_core.LedgerCore`)."""
+
+    def save_now(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
+        """Record in one transaction of its own."""
+        ...
+
+    def share_commits(self, committer: GroupCommitter | None, only: GroupCommitter | None = None) -> None:
+        """Record later saves through ``committer``."""
+        ...
+
 
 __all__ = ["GroupCommitter", "WriterStopped"]
 
@@ -99,7 +109,7 @@ def rounds(group: Sequence[_Request]) -> list[list[_Request]]:
 class GroupCommitter(BatchThread[_Request]):
     """One writer thread recording the aggregates of many requests per transaction."""
 
-    def __init__(self, ledger: LedgerCore, max_events: int = 20_000) -> None:
+    def __init__(self, ledger: Recorder, max_events: int = 20_000) -> None:
         super().__init__("mlledger-group-commit", max_events)
         self._ledger = ledger
         self.transactions = 0
