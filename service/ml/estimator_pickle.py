@@ -29,7 +29,7 @@ import io
 import pickle
 from typing import Any
 
-from service.ml.model_loading import UnsupportedModel
+from service.ml.unsupported import UnsupportedModel
 
 _ROOTS = frozenset({"sklearn", "numpy"})
 _EXCLUDED_MODULES = (

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.errors import InvalidPayload, LedgerError
+from domain.errors import InvalidPayload
+from service.ml.unsupported import UnsupportedModel
 
 __all__ = ["LoadedModel", "SklearnModel", "TorchModel", "UnsupportedModel", "load_model"]
 
@@ -42,12 +43,6 @@ TORCH_FORMAT = "mlledger.mlp.v1"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 PICKLE_PROTO = 0x80  # pickle protocol 2 and later start with PROTO
 _PLAIN_NUMBERS = frozenset({int, float, type(None)})  # None becomes NaN in a float array
-
-
-class UnsupportedModel(LedgerError):
-    """A model artifact cannot be served: unknown format, unreadable, or inconsistent with its run's details."""
-
-    title = "Unsupported model"
 
 
 def _plain(value: Any) -> Any:
@@ -314,7 +309,8 @@ def load_model(path: Path, details: Mapping[str, Any]) -> LoadedModel:
     return _load_torch(path, details) if found == "torch" else _load_sklearn(path, details)
 
 
-def _features(details: Mapping[str, Any], fallback: Any = None) -> list[str]:
+def described_features(details: Mapping[str, Any], fallback: Any = None) -> list[str]:
+    """The features ``details`` lists (a non-empty list of names), equal to ``fallback`` when one is given."""
     features = details.get("features", fallback)
     if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
         raise UnsupportedModel("the run's details must list its features (a non-empty list of names)")
@@ -330,7 +326,8 @@ def _task(details: Mapping[str, Any], found: str) -> str:
     return found
 
 
-def _classes(details: Mapping[str, Any], found: list[Any]) -> tuple[list[Any], Any]:
+def described_classes(details: Mapping[str, Any], found: list[Any]) -> tuple[list[Any], Any]:
+    """The classes (``found`` in the model, as ``details`` lists them) and the positive class of a binary one."""
     recorded = details.get("classes", found)
     if list(recorded) != found:
         raise UnsupportedModel(f"the run's details list classes {recorded}, but the model has {found}")
@@ -355,7 +352,7 @@ def sklearn_model(model: Any, details: Mapping[str, Any], name: str) -> SklearnM
 
     if not isinstance(model, BaseEstimator) or not hasattr(model, "predict"):
         raise UnsupportedModel(f"{name} holds a {type(model).__name__}, not a scikit-learn predictor")
-    features = _features(details)
+    features = described_features(details)
     width = getattr(model, "n_features_in_", len(features))
     if width != len(features):
         raise UnsupportedModel(f"the model takes {width} features, the run's details name {len(features)}")
@@ -363,7 +360,7 @@ def sklearn_model(model: Any, details: Mapping[str, Any], name: str) -> SklearnM
     if set(categorical) - set(features):
         raise UnsupportedModel("the run's categorical features must be among its features")
     if is_classifier(model):
-        classes, positive = _classes(details, [_plain(c) for c in model.classes_])
+        classes, positive = described_classes(details, [_plain(c) for c in model.classes_])
         task = _task(details, CLASSIFICATION)
     elif is_regressor(model):
         classes, positive, task = None, None, _task(details, REGRESSION)
@@ -391,12 +388,12 @@ def torch_model(saved: Mapping[str, Any], details: Mapping[str, Any], name: str)
     missing = sorted({"task", "features", "layer_sizes", "state_dict", "feature_mean", "feature_std"} - set(saved))
     if missing:
         raise UnsupportedModel(f"{name} lacks {', '.join(missing)}")
-    features = _features(details, saved["features"])
+    features = described_features(details, saved["features"])
     task = _task(details, str(saved["task"]))
     classes: list[Any] | None = None
     positive = None
     if task == CLASSIFICATION:
-        classes, positive = _classes(details, list(saved.get("classes") or []))
+        classes, positive = described_classes(details, list(saved.get("classes") or []))
     sizes = saved["layer_sizes"]
     if not isinstance(sizes, (list, tuple)) or not sizes or not all(type(s) is int for s in sizes):
         raise UnsupportedModel(f"layer sizes {sizes!r} do not describe a network")

@@ -38,8 +38,8 @@ from service.ml.model_loading import (
     SklearnModel,
     TorchModel,
     UnsupportedModel,
-    _classes,
-    _features,
+    described_classes,
+    described_features,
     sklearn_model,
     torch_model,
 )
@@ -164,9 +164,10 @@ def load_onnx(path: Path, details: Mapping[str, Any]) -> OnnxModel:
         raise UnsupportedModel(
             f"{path.name} uses operator domains the service does not run: {sorted(domains - ONNX_DOMAINS)}"
         )
+    # onnx's own walk over every tensor, subgraphs and attributes included (it has no public one)
     if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(proto)):
         raise UnsupportedModel(f"{path.name} refers to external data files; embed the weights in the model")
-    features = _features(details)
+    features = described_features(details)
     if details.get("categorical_features"):
         raise UnsupportedModel("an ONNX model is served with numeric features only")
     initializers = {t.name for t in proto.graph.initializer}
@@ -193,7 +194,7 @@ def load_onnx(path: Path, details: Mapping[str, Any]) -> OnnxModel:
         recorded = details.get("classes")
         if not isinstance(recorded, list):
             raise UnsupportedModel(f"the run's {DESCRIPTION_FILE} must list the classifier's classes")
-        classes, positive = _classes(details, list(recorded))
+        classes, positive = described_classes(details, list(recorded))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # requests are batched and processes run per core
     options.inter_op_num_threads = 1
@@ -227,7 +228,7 @@ def load_torch_state_dict(path: Path, details: Mapping[str, Any]) -> TorchModel:
         raise UnsupportedModel(f"{path.name} is not a torch file of plain weights: {exc}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UnsupportedModel(f"{path.name} is not a state dict (names of tensors)")
-    features = _features(details)
+    features = described_features(details)
     saved = {
         "task": details.get("task"),
         "features": features,

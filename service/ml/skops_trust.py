@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.ml.model_loading import UnsupportedModel
+from service.ml.unsupported import UnsupportedModel
 
 TREE_TYPE = "sklearn.tree._tree.Tree"
 TRUSTED_AFTER_CHECKS = frozenset({TREE_TYPE})
