@@ -380,7 +380,10 @@ def verify(
     else:
         report = verify_ledger(settings, anchors, workers=workers)
     if report.ok and report.state is not None:
-        save_state(where, report.state)
+        try:
+            save_state(where, report.state)
+        except OSError as exc:  # the verdict stands; only the next incremental run lacks its start
+            typer.echo(f"warning: the verified checkpoint was not kept at {where}: {exc.strerror}", err=True)
     rate = report.events / report.seconds if report.seconds else 0.0
     first = report.first()
     if first is not None:
