@@ -274,3 +274,22 @@ def test_drift_is_detected_on_a_shifted_window_of_logged_predictions(deployed: D
     view = deployed.world.people["audrey"].client.monitoring(MODEL)
     assert any(v["version"] == deployed.versions[0] and v["predictions"] >= 300 for v in view["versions"])
     assert set(FEATURES) >= set(checked["comparison"]["drifted_features"])
+
+
+def test_the_console_shows_a_logged_decision_as_made_elsewhere(deployed: Deployed) -> None:
+    import re
+
+    audrey = deployed.world.people["audrey"].client
+    logged = _log(_pia(deployed), deployed.versions[0], _records(credit_rows(1, seed=211), "console-logged")).json()
+    deployed.services.runner.catch_up()
+    browser = TestClient(deployed.world.http.app, follow_redirects=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/console/login").text)
+    assert token is not None
+    key = audrey.headers["Authorization"].removeprefix("Bearer ")
+    signed_in = browser.post("/console/login", data={"api_key": key, "csrf_token": token.group(1)})
+    assert signed_in.status_code == 303
+
+    page = browser.get("/console/decisions", params={"prediction_id": logged["predictions"][0]["prediction_id"]})
+
+    assert page.status_code == 200
+    assert "by another serving stack" in page.text
