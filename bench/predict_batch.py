@@ -119,7 +119,7 @@ class LagSampler:
         self._thread.join()
 
 
-def caught_up_after(base_url: str, timeout: float = 300.0) -> float | None:
+def caught_up_after(base_url: str, timeout: float = 180.0) -> float | None:
     """Seconds until every read model reached the log's end (None if not within ``timeout``)."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
@@ -144,6 +144,9 @@ def projector_process(target: Any, log_path: Path) -> Iterator[subprocess.Popen[
     try:
         yield process
     finally:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            print(f"the projector process exited early ({process.returncode}):\n{tail}", file=sys.stderr)
         process.terminate()
         try:
             process.wait(timeout=30)
@@ -320,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"max {max(sampler.seconds):.2f} s (target p99 < {TARGET_LAG_P99_SECONDS:.0f} s => {verdict}); "
                 f"events behind p99 {percentile(sampler.events, 0.99):,.0f}, max {max(sampler.events):,}"
             )
-        caught = "not within 300 s" if drained is None else f"{drained:.1f} s"
+        caught = "not within 180 s" if drained is None else f"{drained:.1f} s"
         print(f"read models caught up after the load stopped: {caught}")
     answered = sum(r.rows for r in rounds) + measured.warm.rows
     return 0 if print_footer(measured, target.database, load_before, load_after, answered) else 1
