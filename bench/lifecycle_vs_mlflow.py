@@ -16,7 +16,7 @@ The lifecycle, one ``MlflowClient`` function run unchanged against both servers
 MLflow's side is ``mlflow server`` (full ``mlflow==3.17.2``, installed by this
 script on first use into ``~/.cache/mlledger-bench/mlflow-venv``; never a project
 dependency) with a SQLite backend store and ``--artifacts-destination`` on local
-disk, started as a subprocess on this machine with its default workers.
+disk, started as a subprocess on this machine with its default workers (4; ``--mlflow-workers`` changes it).
 
 ML Ledger's side is ``python -m service serve --no-runner`` (``--no-projector``
 unless ``--projector``), started as a subprocess on a fresh data directory after
@@ -248,6 +248,7 @@ class MlflowServer:
 
     python: Path
     workdir: Path
+    workers: int | None = None
     setup: dict[str, float] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
@@ -268,6 +269,7 @@ class MlflowServer:
             "127.0.0.1",
             "--port",
             str(port),
+            *(["--workers", str(self.workers)] if self.workers else []),
         ]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
         env.pop("PYTHONPATH", None)
@@ -332,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed lifecycles per server first (default 1)")
     parser.add_argument("--database-url", default="", help="ML Ledger on this PostgreSQL (default: embedded SQLite)")
     parser.add_argument("--projector", action="store_true", help="run the projector inside the ML Ledger server")
+    parser.add_argument(
+        "--mlflow-workers", type=int, default=None, help="mlflow server --workers (default: MLflow's own, 4)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
     parser.add_argument("--no-verify", action="store_true", help="skip 'mlledger verify' after timing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         artifact = work / "weights.bin"
         artifact.write_bytes(os.urandom(ARTIFACT_BYTES))
         ledger = LedgerServer(work, args.database_url, args.projector)
-        mlflow = MlflowServer(python, work)
+        mlflow = MlflowServer(python, work, args.mlflow_workers)
         try:
             ledger.start()
             mlflow.start()
@@ -432,7 +437,10 @@ def report(
     )
     print(f"{args.rounds} alternating rounds x {args.lifecycles} lifecycles per server, after {args.warmup} warm-up")
     print(f"ML Ledger: python -m service serve --no-runner ({projector}), {ledger.describe()}, MLflow API")
-    print(f"MLflow {MLFLOW_SPEC.split('==')[1]}: mlflow server, SQLite backend store, proxied local artifacts")
+    workers = f"--workers {args.mlflow_workers}" if args.mlflow_workers else "its default 4 workers"
+    print(
+        f"MLflow {MLFLOW_SPEC.split('==')[1]}: mlflow server ({workers}), SQLite backend store, proxied local artifacts"
+    )
     print()
     header = (
         f"{'server':<10} | {'lifecycles':>10} | {'total s':>9} | {'median s/lc':>10} | {'p95 s':>7} | "
