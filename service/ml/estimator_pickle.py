@@ -6,8 +6,10 @@ callable they name. The digest check only proves the bytes are the ones the
 run recorded, not that they are harmless. So the service unpickles them with
 :class:`EstimatorUnpickler`, which builds only:
 
-- classes of scikit-learn and NumPy (``numpy.memmap`` and the modules that
-  touch files or compile code excluded), and a few builtins (``slice``, ``set``,
+- classes defined by scikit-learn and NumPy (``numpy.memmap`` and the modules
+  that touch files or compile code excluded; a class of another library that a
+  scikit-learn module merely imports, such as ``functools.partial``,
+  ``pathlib.Path`` or ``threading.Thread``, is refused), and a few builtins (``slice``, ``set``,
   ``frozenset``, ``complex``, ``bytearray``, ``object``);
 - the reconstruction functions pickles of those need (NumPy's array, scalar and
   random-generator constructors, Cython's ``__pyx_unpickle_*``, scikit-learn's
@@ -73,6 +75,9 @@ class EstimatorUnpickler(pickle.Unpickler):
         excluded = any(module == m or module.startswith(m + ".") for m in _EXCLUDED_MODULES)
         if root in _ROOTS and not excluded and "." not in name:
             found = super().find_class(module, name)
+            defined_in = str(getattr(found, "__module__", "") or "").split(".")[0]
+            if defined_in not in _ROOTS:  # re-exported from elsewhere: functools.partial, pathlib.Path, Thread...
+                raise pickle.UnpicklingError(f"{module}.{name} is not a scikit-learn or NumPy type the service builds")
             if isinstance(found, type) and not (root == "numpy" and name == "memmap"):
                 return found
             if name.startswith("__pyx_unpickle_") or (root == "sklearn" and name == "newObj"):

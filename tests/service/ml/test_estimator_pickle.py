@@ -82,6 +82,21 @@ def test_a_pickle_naming_anything_else_is_refused_without_running_it(payload: An
     assert named in refused.value.detail
 
 
+@pytest.mark.parametrize(
+    "reexported",
+    ["sklearn.utils.discovery\nPath", "sklearn.callback._transport\nThread", "sklearn.metrics._scorer\npartial"],
+    ids=["pathlib.Path", "threading.Thread", "functools.partial"],
+)
+def test_a_class_of_another_library_reached_through_a_scikit_learn_module_is_refused(reexported: str) -> None:
+    # protocol 0: GLOBAL module\nname, then an empty tuple, REDUCE, STOP
+    payload = b"c" + reexported.encode() + b"\n(tR."
+
+    with pytest.raises(UnsupportedModel) as refused:
+        load_estimator_pickle(payload, "model.pkl")
+
+    assert "is not a scikit-learn or NumPy type" in refused.value.detail
+
+
 def test_a_pickled_forest_with_a_tree_child_beyond_its_nodes_is_refused() -> None:
     from sklearn.tree._tree import Tree
 
