@@ -34,14 +34,29 @@ from domain.principal import possession_message
 from mlledger.errors import ChangePending, InclusionCheckFailed, LedgerClientError
 from mlledger.proofs import check_inclusion
 from mlledger.results import (
+    AuditPage,
+    ChampionAt,
+    ChangeInfo,
+    ChangeOutcome,
     DatasetVersionInfo,
+    Decision,
     DeploymentInfo,
+    DriftCheckResult,
+    ExportCreated,
+    ExportInfo,
     InclusionVerified,
+    Lineage,
+    Manifest,
     Me,
     MetricPoint,
     ModelInfo,
     ModelVersionInfo,
+    Monitoring,
     Page,
+    Prediction,
+    PredictionBatch,
+    Provenance,
+    Report,
     RunComparison,
     RunInfo,
     Written,
@@ -170,15 +185,13 @@ class LedgerClient:
         body = self._privileged("PUT", f"/v1/models/{name}/policy", json=policy)
         return Written(body["id"], body["position"])
 
-    def privileged_change(self, change_id: str) -> dict[str, Any]:
+    def privileged_change(self, change_id: str) -> ChangeInfo:
         """A proposal: its kind, details, proposer and status (admin)."""
-        result: dict[str, Any] = self.request("GET", f"/v1/privileged-changes/{change_id}")
-        return result
+        return ChangeInfo.from_json(self.request("GET", f"/v1/privileged-changes/{change_id}"))
 
-    def confirm_change(self, change_id: str) -> dict[str, Any]:
+    def confirm_change(self, change_id: str) -> ChangeOutcome:
         """Confirm another admin's proposal (admin); it takes effect. ``api_key`` holds a key it issued."""
-        result: dict[str, Any] = self.request("POST", f"/v1/privileged-changes/{change_id}/confirm")
-        return result
+        return ChangeOutcome.from_json(self.request("POST", f"/v1/privileged-changes/{change_id}/confirm"))
 
     def withdraw_change(self, change_id: str, reason: str) -> Written:
         """Withdraw a pending proposal (admin)."""
@@ -365,17 +378,15 @@ class LedgerClient:
         """Request a re-execution of a run; the verdict is recorded on the original run."""
         return self._write("POST", f"/v1/runs/{run_id}/reproduce", json={"params": params or {}})[0]
 
-    def manifest(self, run_id: str, min_position: int | None = None) -> dict[str, Any]:
+    def manifest(self, run_id: str, min_position: int | None = None) -> Manifest:
         """The reproducibility manifest of a run."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/runs/{run_id}/manifest", params=self._read_params(min_position)
+        return Manifest.from_json(
+            self.request("GET", f"/v1/runs/{run_id}/manifest", params=self._read_params(min_position))
         )
-        return result
 
-    def provenance(self, run_id: str) -> dict[str, Any]:
+    def provenance(self, run_id: str) -> Provenance:
         """The run's in-toto/SLSA provenance in a DSSE envelope signed by the ledger key."""
-        result: dict[str, Any] = self.request("GET", f"/v1/runs/{run_id}/provenance")
-        return result
+        return Provenance.from_json(self.request("GET", f"/v1/runs/{run_id}/provenance"))
 
     def finish_run(self, run_id: str, status: str = "succeeded", error: str | None = None) -> Written:
         """End a run."""
@@ -477,26 +488,24 @@ class LedgerClient:
         return DeploymentInfo.from_json(self.request("GET", f"/v1/models/{name}/deployment"))
 
     # -- audit ----------------------------------------------------------------
-    def lineage(self, name: str, version: int, min_position: int | None = None) -> dict[str, Any]:
+    def lineage(self, name: str, version: int, min_position: int | None = None) -> Lineage:
         """The whole chain behind a model version."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/models/{name}/versions/{version}/lineage", params=self._read_params(min_position)
+        return Lineage.from_json(
+            self.request("GET", f"/v1/models/{name}/versions/{version}/lineage", params=self._read_params(min_position))
         )
-        return result
 
-    def champion_at(self, name: str, at: str, min_position: int | None = None) -> dict[str, Any]:
+    def champion_at(self, name: str, at: str, min_position: int | None = None) -> ChampionAt:
         """Which version served as champion at moment ``at`` (RFC 3339)."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/models/{name}/champion", params=self._read_params(min_position, at=at)
+        return ChampionAt.from_json(
+            self.request("GET", f"/v1/models/{name}/champion", params=self._read_params(min_position, at=at))
         )
-        return result
 
-    def audit_events(self, min_position: int | None = None, **filters: Any) -> dict[str, Any]:
-        """One page of the audit trail (filters: aggregate_id, type, actor, model, since, until, after, limit)."""
-        result: dict[str, Any] = self.request(
-            "GET", "/v1/audit/events", params=self._read_params(min_position, **filters)
+    def audit_events(self, min_position: int | None = None, **filters: Any) -> AuditPage:
+        """One page of the audit trail, oldest first (filters: aggregate_id, type, actor, model, since, until,
+        limit; ``cursor``: the previous page's ``next_after``)."""
+        return AuditPage.from_json(
+            self.request("GET", "/v1/audit/events", params=self._read_params(min_position, **filters))
         )
-        return result
 
     # -- the transparency log ---------------------------------------------------
     def _trusted_key(self, key_id: str) -> Ed25519PublicKey:
@@ -536,7 +545,7 @@ class LedgerClient:
     # -- predictions ------------------------------------------------------------
     def predict(
         self, name: str, features: dict[str, Any], *, request_id: str | None = None, subject_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         """One prediction from the deployed model (returned after its event is durable); with a
         ``request_id`` it is retried safely (the service records one prediction per request id)."""
         body: dict[str, Any] = {"input": features}
@@ -544,22 +553,21 @@ class LedgerClient:
             body["request_id"] = request_id
         if subject_id is not None:
             body["subject_id"] = subject_id
-        result: dict[str, Any] = self.request(
-            "POST", f"/v1/models/{name}/predict", json=body, idempotent=request_id is not None
+        return Prediction.from_json(
+            self.request("POST", f"/v1/models/{name}/predict", json=body, idempotent=request_id is not None)
         )
-        return result
 
-    def predict_batch(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def predict_batch(self, name: str, records: list[dict[str, Any]]) -> PredictionBatch:
         """Many predictions in one request; each record is {"input": {...}, "request_id"?, "subject_id"?}."""
-        result: dict[str, Any] = self.request("POST", f"/v1/models/{name}/predict:batch", json={"records": records})
-        return result
-
-    def decision(self, reference: str, min_position: int | None = None, model: str | None = None) -> dict[str, Any]:
-        """A decision reconstructed, by prediction id or request id."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/predictions/{reference}", params=self._read_params(min_position, model=model)
+        return PredictionBatch.from_json(
+            self.request("POST", f"/v1/models/{name}/predict:batch", json={"records": records})
         )
-        return result
+
+    def decision(self, reference: str, min_position: int | None = None, model: str | None = None) -> Decision:
+        """A decision reconstructed, by prediction id or request id."""
+        return Decision.from_json(
+            self.request("GET", f"/v1/predictions/{reference}", params=self._read_params(min_position, model=model))
+        )
 
     def record_outcome(self, prediction_id: str, outcome: Any) -> Written:
         """The true outcome of a prediction."""
@@ -575,40 +583,37 @@ class LedgerClient:
         """Destroy a data subject's key: their inputs become unreadable."""
         return self._write("POST", f"/v1/subjects/{subject_id}/erase", json={"reason": reason})[0]
 
-    def monitoring(self, name: str, min_position: int | None = None, window: int | None = None) -> dict[str, Any]:
+    def monitoring(self, name: str, min_position: int | None = None, window: int | None = None) -> Monitoring:
         """Drift alerts, live accuracy (per ``window`` outcomes) and serving figures of a model."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/models/{name}/monitoring", params=self._read_params(min_position, window=window)
+        return Monitoring.from_json(
+            self.request("GET", f"/v1/models/{name}/monitoring", params=self._read_params(min_position, window=window))
         )
-        return result
 
-    def check_drift(self, name: str, window: int | None = None, min_position: int | None = None) -> dict[str, Any]:
+    def check_drift(self, name: str, window: int | None = None, min_position: int | None = None) -> DriftCheckResult:
         """Compare the latest window of inputs (up to ``min_position`` at least) with the training data now."""
-        result: dict[str, Any] = self.request(
-            "POST",
-            f"/v1/models/{name}/monitoring/check",
-            json={} if window is None else {"window": window},
-            params=self._read_params(min_position),
+        return DriftCheckResult.from_json(
+            self.request(
+                "POST",
+                f"/v1/models/{name}/monitoring/check",
+                json={} if window is None else {"window": window},
+                params=self._read_params(min_position),
+            )
         )
-        return result
 
-    def report(self, name: str, version: int, kind: str, min_position: int | None = None) -> dict[str, Any]:
+    def report(self, name: str, version: int, kind: str, min_position: int | None = None) -> Report:
         """A version's ``explanations`` or ``fairness`` report."""
-        result: dict[str, Any] = self.request(
-            "GET", f"/v1/models/{name}/versions/{version}/{kind}", params=self._read_params(min_position)
+        return Report.from_json(
+            self.request("GET", f"/v1/models/{name}/versions/{version}/{kind}", params=self._read_params(min_position))
         )
-        return result
 
     # -- exports ----------------------------------------------------------------
-    def create_export(self, model: str, **fields: Any) -> dict[str, Any]:
+    def create_export(self, model: str, **fields: Any) -> ExportCreated:
         """Build a regulator's bundle of ``model`` (fields: from, to, predictions, sample_size, share_with)."""
-        result: dict[str, Any] = self.request("POST", "/v1/exports", json={"model": model, **fields})
-        return result
+        return ExportCreated.from_json(self.request("POST", "/v1/exports", json={"model": model, **fields}))
 
-    def exports(self) -> list[dict[str, Any]]:
-        """The bundles this caller may see."""
-        result: list[dict[str, Any]] = self.request("GET", "/v1/exports")
-        return result
+    def exports(self, page_size: int = 100) -> list[ExportInfo]:
+        """Every bundle this caller may see, oldest first."""
+        return list(self._walk("/v1/exports", ExportInfo.from_json, page_size))
 
     def download_export(self, export_id: str) -> bytes:
         """The bundle's bytes (the download is recorded)."""

@@ -6,7 +6,9 @@ dictionaries of earlier releases did, so existing code keeps working.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
@@ -191,6 +193,7 @@ class InclusionVerified:
 
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -205,3 +208,383 @@ class Page(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _each(build: type[R], items: list[dict[str, Any]] | None) -> list[R]:
+    return [build.from_json(item) for item in items or []]
+
+
+def _maybe(build: type[R], item: dict[str, Any] | None) -> R | None:
+    return None if item is None else build.from_json(item)
+
+
+@dataclass(frozen=True)
+class ChangeInfo(Record):
+    """A proposed privileged change and where it stands."""
+
+    id: str = ""
+    kind: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    proposer: str = ""
+    status: str = ""
+    confirmer: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeOutcome(Record):
+    """A confirmed change: the changed record's id, the ledger position, and a key it issued (shown once)."""
+
+    id: str = ""
+    position: int = 0
+    pending: bool = False
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest(Record):
+    """A run's reproducibility manifest: the document, its digest and the ledger position it reflects.
+
+    ``cost`` is what the document's resources cost at the service's rates now
+    (amount, currency, rates), or None for a run that recorded none.
+    """
+
+    run_id: str = ""
+    digest: str = ""
+    position: int = 0
+    document: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Provenance(Record):
+    """A run's in-toto/SLSA provenance: a DSSE envelope signed by the ledger key."""
+
+    payload_type: str = ""
+    payload: str = ""
+    signatures: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build from the envelope (``payloadType`` becomes ``payload_type``)."""
+        return cls(raw=data, payload_type=data["payloadType"], payload=data["payload"], signatures=data["signatures"])
+
+    @property
+    def statement(self) -> dict[str, Any]:
+        """The in-toto Statement the envelope carries (decoded, not verified)."""
+        decoded: dict[str, Any] = json.loads(base64.b64decode(self.payload))
+        return decoded
+
+
+@dataclass(frozen=True)
+class ApprovalInfo(Record):
+    """A signed approval or rejection, verifiable with the approver's key."""
+
+    notification_id: int = 0
+    model_version_id: str = ""
+    approver: str = ""
+    key_id: str = ""
+    decision: str = ""
+    statement: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""
+    recorded_at: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentChange(Record):
+    """One change of a deployment."""
+
+    notification_id: int = 0
+    model_name: str = ""
+    action: str = ""
+    model_version_id: str | None = None
+    number: int | None = None
+    share: float | None = None
+    reason: str | None = None
+    actor: str = ""
+    recorded_at: str = ""
+
+
+@dataclass(frozen=True)
+class Lineage(Record):
+    """Everything a model version comes from and everything decided about it.
+
+    ``run`` (the source run with its final metrics and artifacts),
+    ``code_version`` and ``pipeline`` stay JSON objects.
+    """
+
+    model: ModelInfo | None = None
+    version: ModelVersionInfo | None = None
+    run: dict[str, Any] | None = None
+    datasets: list[DatasetVersionInfo] = field(default_factory=list)
+    code_version: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    approvals: list[ApprovalInfo] = field(default_factory=list)
+    deployment_history: list[DeploymentChange] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build, with the model, version, datasets, approvals and deployment changes typed."""
+        version = data["version"]
+        return cls(
+            raw=data,
+            model=_maybe(ModelInfo, data.get("model")),
+            version=ModelVersionInfo.from_json({"version": version["number"], **version}),
+            run=data.get("run"),
+            datasets=_each(DatasetVersionInfo, data.get("datasets")),
+            code_version=data.get("code_version"),
+            pipeline=data.get("pipeline"),
+            approvals=_each(ApprovalInfo, data.get("approvals")),
+            deployment_history=_each(DeploymentChange, data.get("deployment_history")),
+        )
+
+
+@dataclass(frozen=True)
+class ChampionAt(Record):
+    """Which version served a model as champion at a moment (``number`` None: none did)."""
+
+    model_name: str = ""
+    at: str = ""
+    model_version_id: str | None = None
+    number: int | None = None
+    stopped: bool = False
+    retired: bool = False
+    decided_by: int | None = None
+    decided_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent(Record):
+    """One event as the audit trail keeps it."""
+
+    notification_id: int = 0
+    aggregate_id: str = ""
+    aggregate_type: str = ""
+    version: int = 0
+    event_type: str = ""
+    topic: str = ""
+    actor: str = ""
+    recorded_at: str = ""
+    model_name: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class AuditPage(Record):
+    """A page of the audit trail; pass ``next_after`` as ``cursor`` for the next (None on the last)."""
+
+    events: list[AuditEvent] = field(default_factory=list)
+    next_after: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build, with each event typed."""
+        return cls(raw=data, events=_each(AuditEvent, data["events"]), next_after=data.get("next_after"))
+
+    def __iter__(self) -> Iterator[AuditEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@dataclass(frozen=True)
+class Prediction(Record):
+    """A served prediction; ``position`` is its event's ledger position (0 inside a batch)."""
+
+    prediction_id: str = ""
+    request_id: str = ""
+    model_name: str = ""
+    version: int = 0
+    output: dict[str, Any] = field(default_factory=dict)
+    reason_codes: list[dict[str, Any]] = field(default_factory=list)
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class PredictionBatch(Record):
+    """Predictions served together, in the order of the records, and the ledger position of the last event."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    position: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build, with each prediction typed."""
+        return cls(raw=data, predictions=_each(Prediction, data["predictions"]), position=data["position"])
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.predictions)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+
+@dataclass(frozen=True)
+class Decision(Record):
+    """One prediction reconstructed with everything behind it.
+
+    ``origin`` is ``served`` (by this ledger) or ``logged`` (made elsewhere at
+    ``predicted_at``); ``input`` is None once the subject was erased;
+    ``final_decision`` is the output or the latest override; ``event`` proves
+    the prediction event (its hash and signature).
+    """
+
+    prediction_id: str = ""
+    request_id: str = ""
+    model_name: str = ""
+    version: int = 0
+    model_version_id: str = ""
+    role: str = ""
+    shadow_of: str | None = None
+    caller: str = ""
+    recorded_at: str = ""
+    origin: str = ""
+    predicted_at: str | None = None
+    latency_ms: float | None = None
+    subject_id: str | None = None
+    input: dict[str, Any] | None = None
+    input_erased: bool = False
+    input_digest: str = ""
+    output: dict[str, Any] = field(default_factory=dict)
+    reason_codes: list[dict[str, Any]] = field(default_factory=list)
+    explanation: dict[str, Any] | None = None
+    outcome: Any = None
+    has_outcome: bool = False
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    final_decision: dict[str, Any] = field(default_factory=dict)
+    champion_at_time: ChampionAt | None = None
+    lineage: Lineage | None = None
+    shadow: dict[str, Any] | None = None
+    event: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build, with the champion at the time and the lineage typed."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"raw", "champion_at_time", "lineage"}
+        return cls(
+            raw=data,
+            champion_at_time=_maybe(ChampionAt, data.get("champion_at_time")),
+            lineage=_maybe(Lineage, data.get("lineage")),
+            **{k: v for k, v in data.items() if k in names},
+        )
+
+
+@dataclass(frozen=True)
+class VersionServing(Record):
+    """Serving figures of one version (latencies of the predictions whose maker gave one)."""
+
+    version: int = 0
+    role: str = ""
+    predictions: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    outcomes: int = 0
+    overrides: int = 0
+
+
+@dataclass(frozen=True)
+class AccuracyWindow(Record):
+    """Live accuracy (or mean absolute error) over a window of predictions with outcomes."""
+
+    version: int = 0
+    from_position: int = 0
+    to_position: int = 0
+    outcomes: int = 0
+    accuracy: float | None = None
+    mean_absolute_error: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftAlert(Record):
+    """A recorded drift alert."""
+
+    position: int = 0
+    version: int = 0
+    recorded_at: str = ""
+    drifted_features: list[str] = field(default_factory=list)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)
+    retraining_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Monitoring(Record):
+    """A model's serving figures per version, live accuracy per window of outcomes, and drift alerts."""
+
+    model_name: str = ""
+    window: int = 0
+    versions: list[VersionServing] = field(default_factory=list)
+    live_accuracy: list[AccuracyWindow] = field(default_factory=list)
+    drift_alerts: list[DriftAlert] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Build, with versions, accuracy windows and alerts typed."""
+        return cls(
+            raw=data,
+            model_name=data["model_name"],
+            window=data["window"],
+            versions=_each(VersionServing, data["versions"]),
+            live_accuracy=_each(AccuracyWindow, data["live_accuracy"]),
+            drift_alerts=_each(DriftAlert, data["drift_alerts"]),
+        )
+
+
+@dataclass(frozen=True)
+class DriftCheckResult(Record):
+    """What one drift check found; ``alert_position`` is set when it recorded an alert."""
+
+    model_name: str = ""
+    version: int | None = None
+    window: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None
+    alert_position: int | None = None
+    retraining_run_id: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Report(Record):
+    """A signed report about a model version (``explanations`` or ``fairness``), as published.
+
+    ``attachments`` maps file names to their ``sha256:`` digests in the blob store.
+    """
+
+    model_version_id: str = ""
+    model_name: str = ""
+    version: int = 0
+    kind: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, str] = field(default_factory=dict)
+    computed_from: dict[str, Any] = field(default_factory=dict)
+    recorded_at: str = ""
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class ExportCreated(Record):
+    """A recorded export: its id, the archive's digest and size, how many events it holds, its position."""
+
+    id: str = ""
+    digest: str = ""
+    size: int = 0
+    events: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class ExportInfo(Record):
+    """An export bundle the caller may see."""
+
+    id: str = ""
+    model_name: str = ""
+    scope: dict[str, Any] = field(default_factory=dict)
+    shared_with: list[str] = field(default_factory=list)
+    events: int = 0
+    bundle_digest: str | None = None
+    size: int | None = None
+    created_by: str = ""
+    created_at: str = ""
+    downloads: int = 0

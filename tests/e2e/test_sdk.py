@@ -19,10 +19,37 @@ import pytest
 from fastapi.testclient import TestClient
 from support.governance_world import World, make_world, train_and_register
 from support.ledger import make_settings
+from support.serving_world import MODEL as SERVED
+from support.serving_world import Deployed, credit_rows, deploy_world, features_of
 
 from domain.integrity.keys import Signer, public_key_pem
-from mlledger import InclusionCheckFailed, LedgerClient, LedgerClientError, RunInfo
+from mlledger import ChangePending, InclusionCheckFailed, LedgerClient, LedgerClientError, RunInfo
 from mlledger.proofs import check_inclusion
+from mlledger.results import (
+    AccuracyWindow,
+    ApprovalInfo,
+    AuditEvent,
+    AuditPage,
+    ChampionAt,
+    ChangeInfo,
+    ChangeOutcome,
+    DatasetVersionInfo,
+    Decision,
+    DeploymentChange,
+    DriftCheckResult,
+    ExportCreated,
+    ExportInfo,
+    Lineage,
+    Manifest,
+    ModelInfo,
+    ModelVersionInfo,
+    Monitoring,
+    Prediction,
+    PredictionBatch,
+    Provenance,
+    Report,
+    VersionServing,
+)
 from projections import transparency_log as tlog
 from service.app import create_app
 from service.bootstrap import Services, open_services
@@ -443,3 +470,159 @@ def test_exports_are_paged_like_every_other_list(live_world: World) -> None:
         params["cursor"] = response.headers["X-Next-Cursor"]
 
     assert seen == created
+    listed = auditor.exports(page_size=1)
+    assert [e.id for e in listed] == created and all(isinstance(e, ExportInfo) for e in listed)
+
+
+# -- typed results of reads: predictions, decisions, audit, monitoring, reports, exports, changes ------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """One runner-trained version of the credit model, approved, champion, with its reports published."""
+    settings = make_settings("sqlite", tmp_path_factory.mktemp("sdk-served") / "data", read_wait_seconds=2.0)
+    opened = open_services(settings, migrate=True)
+    try:
+        with TestClient(create_app(settings, run_workers=False, services=opened)) as client:
+            deployed = deploy_world(client, opened, seeds=[1])
+            opened.runner.catch_up()
+            client.app.state.serving.reports.run_once()  # type: ignore[attr-defined]
+            opened.runner.catch_up()
+            yield deployed
+    finally:
+        opened.close()
+
+
+def test_predictions_and_decisions_are_typed(served: Deployed) -> None:
+    pia, audrey = served.world.people["pia"].client, served.world.people["audrey"].client
+    rows = credit_rows(3, seed=11)
+
+    answer = pia.predict(SERVED, features_of(rows[0]), request_id="typed-1", subject_id="subject-1")
+    batch = pia.predict_batch(SERVED, [{"input": features_of(row)} for row in rows[1:]])
+    decision = audrey.decision("typed-1", min_position=batch.position)
+
+    assert isinstance(answer, Prediction)
+    assert (answer.request_id, answer.model_name, answer.version) == ("typed-1", SERVED, served.versions[0])
+    assert answer.position > 0 and 0 <= answer.output["probability"] <= 1 and answer.reason_codes
+    assert answer["prediction_id"] == answer.prediction_id  # the JSON reads as before
+    assert isinstance(batch, PredictionBatch) and len(batch) == 2 and batch.position > answer.position
+    assert all(isinstance(p, Prediction) and p.version == served.versions[0] for p in batch)
+    assert isinstance(decision, Decision)
+    assert (decision.prediction_id, decision.subject_id, decision.origin) == (
+        answer.prediction_id,
+        "subject-1",
+        "served",
+    )
+    assert decision.input == features_of(rows[0]) and not decision.input_erased and not decision.has_outcome
+    assert decision.output == answer.output and decision.final_decision
+    assert isinstance(decision.champion_at_time, ChampionAt) and decision.champion_at_time.number == answer.version
+    assert isinstance(decision.lineage, Lineage) and decision.lineage.version is not None
+    assert decision.lineage.version.number == answer.version and decision.event
+    assert decision["lineage"]["version"]["number"] == answer.version
+
+
+def test_lineage_champion_and_audit_trail_are_typed(served: Deployed) -> None:
+    audrey = served.world.people["audrey"].client
+    number = served.versions[0]
+
+    lineage = audrey.lineage(SERVED, number)
+    champion = audrey.champion_at(SERVED, "2999-01-01T00:00:00Z")
+    before = audrey.champion_at(SERVED, "2000-01-01T00:00:00Z")
+    page = audrey.audit_events(model=SERVED, limit=3)
+
+    assert isinstance(lineage, Lineage) and isinstance(lineage.model, ModelInfo) and lineage.model.name == SERVED
+    assert isinstance(lineage.version, ModelVersionInfo)
+    assert (lineage.version.number, lineage.version.version, lineage.version.state) == (number, number, "approved")
+    assert lineage.run is not None and lineage.run["id"] == lineage.version.run_id
+    assert [type(d) for d in lineage.datasets] == [DatasetVersionInfo] and lineage.datasets[0].name == "credit"
+    assert lineage.pipeline is not None and lineage.pipeline["name"] == "credit-gbm"
+    assert len(lineage.approvals) == 2 and all(isinstance(a, ApprovalInfo) for a in lineage.approvals)
+    assert {a.decision for a in lineage.approvals} == {"approve"} and lineage.approvals[0].signature
+    assert all(isinstance(c, DeploymentChange) for c in lineage.deployment_history)
+    assert [(c.action, c.number) for c in lineage.deployment_history] == [("created", None), ("champion", number)]
+    assert lineage["version"]["number"] == number
+    assert isinstance(champion, ChampionAt)
+    assert (champion.model_name, champion.number, champion.stopped, champion.retired) == (SERVED, number, False, False)
+    assert champion.decided_by == lineage.deployment_history[-1].notification_id
+    assert (before.number, before.model_version_id, before.decided_by) == (None, None, None)
+    assert isinstance(page, AuditPage) and len(page) == 3 and page.next_after is not None
+    assert all(isinstance(e, AuditEvent) and e.model_name == SERVED and e.hash for e in page)
+    following = audrey.audit_events(model=SERVED, limit=3, cursor=page.next_after)
+    assert following.events[0].notification_id > page.events[-1].notification_id
+    assert page["events"][0]["notification_id"] == page.events[0].notification_id
+
+
+def test_manifest_and_provenance_are_typed(served: Deployed) -> None:
+    audrey = served.world.people["audrey"].client
+    run_id = audrey.model_version(SERVED, served.versions[0]).run_id
+
+    manifest = audrey.manifest(run_id)
+    provenance = audrey.provenance(run_id)
+
+    assert isinstance(manifest, Manifest)
+    assert manifest.run_id == run_id and manifest.digest.startswith("sha256:") and manifest.position > 0
+    assert isinstance(manifest.document, dict) and manifest.document and manifest["digest"] == manifest.digest
+    assert isinstance(provenance, Provenance) and provenance.payload_type == "application/vnd.in-toto+json"
+    assert provenance.signatures and provenance.signatures[0]["keyid"] and provenance.signatures[0]["sig"]
+    assert provenance.statement["_type"].startswith("https://in-toto.io/Statement")
+    assert provenance["payloadType"] == provenance.payload_type
+
+
+def test_monitoring_drift_check_and_reports_are_typed(served: Deployed) -> None:
+    people = served.world.people
+    pia, olivia, audrey = people["pia"].client, people["olivia"].client, people["audrey"].client
+    pia.predict_batch(SERVED, [{"input": features_of(row)} for row in credit_rows(30, seed=12)])
+
+    checked = olivia.check_drift(SERVED, window=30, min_position=pia.position)
+    view = audrey.monitoring(SERVED, min_position=pia.position, window=10)
+    report = audrey.report(SERVED, served.versions[0], "explanations")
+    fairness = audrey.report(SERVED, served.versions[0], "fairness")
+
+    assert isinstance(checked, DriftCheckResult)
+    assert (checked.model_name, checked.version) == (SERVED, served.versions[0]) and checked.window
+    assert isinstance(view, Monitoring) and (view.model_name, view.window) == (SERVED, 10)
+    assert all(isinstance(v, VersionServing) for v in view.versions)
+    champion = next(v for v in view.versions if v.version == served.versions[0])
+    assert champion.role == "served" and champion.predictions >= 30
+    assert all(isinstance(w, AccuracyWindow) for w in view.live_accuracy)
+    assert view["model_name"] == SERVED
+    assert isinstance(report, Report) and (report.kind, report.version, report.model_name) == (
+        "explanations",
+        served.versions[0],
+        SERVED,
+    )
+    assert report.summary["explainer"] == "tree" and "report.html" in report.attachments and report.position > 0
+    assert isinstance(fairness, Report) and fairness.kind == "fairness" and fairness.computed_from
+
+
+def test_an_export_is_typed_when_created_and_listed(served: Deployed) -> None:
+    audrey = served.world.people["audrey"].client
+
+    created = audrey.create_export(SERVED, predictions="none")
+    listed = audrey.exports()
+
+    assert isinstance(created, ExportCreated) and created.size > 0 and created.events > 0 and created.position > 0
+    assert created.digest.startswith("sha256:") and created["id"] == created.id
+    found = next(e for e in listed if e.id == created.id)
+    assert isinstance(found, ExportInfo)
+    assert (found.model_name, found.bundle_digest, found.size) == (SERVED, created.digest, created.size)
+    assert found.events > 0 and found.scope["predictions"] == "none"
+    assert found.created_by == audrey.me().id and found.downloads == 0
+
+
+def test_a_privileged_change_and_its_confirmation_are_typed(world: World) -> None:
+    admin, other = world.admin, world.second
+    assert other is not None
+    erin = admin.create_principal("erin", [])
+
+    with pytest.raises(ChangePending) as pending:
+        admin.grant_role(erin.id, "approver", reason="joins the review board")
+    proposal = other.privileged_change(pending.value.change_id)
+    confirmed = other.confirm_change(pending.value.change_id)
+
+    assert isinstance(proposal, ChangeInfo)
+    assert (proposal.id, proposal.status, proposal.confirmer) == (pending.value.change_id, "pending", None)
+    assert proposal.reason == "joins the review board" and proposal.details and proposal.proposer
+    assert isinstance(confirmed, ChangeOutcome) and not confirmed.pending and confirmed.position > 0
+    assert confirmed.api_key is None and confirmed["id"] == confirmed.id
+    assert other.privileged_change(proposal.id).status == "confirmed"
