@@ -164,6 +164,12 @@ class ProjectionRunner:
         with self.engine.connect() as conn:
             return _read_position(conn, name, lock=False)
 
+    def close(self) -> None:
+        """Let the threads that apply batches side by side end (after the batches they are applying)."""
+        pool, self._pool = self._pool, None  # a batch after this runs its projections one after another
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def positions(self) -> dict[str, int]:
         """How far each projection has read, in one query."""
         names = list(self.projections)

@@ -182,7 +182,8 @@ class Services:
         )
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections (and the projection runner's threads)."""
+        self.runner.close()
         self.ledger.close()
         self.engine.dispose()
         self.writer_engine.dispose()
