@@ -9,12 +9,21 @@ with the standard library, seeded 80/20 stratified split, fit, validation
 scores, pickled model, predictions), then records metrics, artifacts and
 ``Finished``. Its time is from just before the request to the ``recorded_at`` of
 the run's ``Finished`` event (so the benchmark's own polling adds nothing).
+With ``--backend ray`` a second table splits each governed run further, from
+the job's own ``MLLEDGER-PHASES`` log line and the Jobs API: ``submit`` =
+Claimed -> the cluster accepted the job, ``dispatch`` = -> the job's process
+started, the job's steps (``start``: interpreter and imports, ``download``,
+``capture``, ``child``: the execution child, its interpreter and imports
+included, ``upload``), and ``notice`` = the job's outcome -> ``Finished``
+(the runner's poll, reading the log, recording).
 With ``--in-process`` the runner is a ``Runner`` thread in this process instead
 (which has imported scikit-learn for the calibration, so its forked workers
 do not import it again).
 
 The *bare* run is the same fit in one plain process (a child of this script,
-timed inside it, interpreter start and imports excluded): load the same CSV
+timed inside it, interpreter start and imports excluded; it also reports
+how long importing scikit-learn took, which a fresh Ray job pays too, and
+the CPU seconds of that import and the work): load the same CSV
 with ``numpy.loadtxt``, the same seeded stratified split, the same
 ``GradientBoostingClassifier`` with the same parameters and ``random_state``, and
 validation predictions. Both report the validation accuracy, which must agree.
@@ -75,7 +84,7 @@ from bench.append import (
     opened,
     say,
 )
-from bench.ray_head import ray_head, runner_ray_args, runner_ray_env
+from bench.ray_head import jobs_client, ray_head, runner_ray_args, runner_ray_env
 from bench.runner_api import ledger_api, runner_env, runner_principal
 from domain.run import Run
 from service.bootstrap import Services
@@ -126,7 +135,14 @@ def estimator_params(estimators: int, depth: int) -> dict[str, Any]:
 
 
 def bare_fit(csv_path: Path, seed: int, estimators: int, depth: int) -> dict[str, float]:
-    """The fit as a plain script would do it; seconds of each step and the validation accuracy."""
+    """The fit as a plain script would do it; seconds of each step and the validation accuracy.
+
+    ``imports``: seconds importing scikit-learn (NumPy is already loaded by this module's own imports),
+    which a plain script pays as well, as a Ray job's fresh interpreter does; ``cpu``: CPU seconds of
+    those imports and the work.
+    """
+    before = time.perf_counter()
+    cpu_before = time.process_time()
     import numpy as np
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.model_selection import train_test_split
@@ -146,11 +162,13 @@ def bare_fit(csv_path: Path, seed: int, estimators: int, depth: int) -> dict[str
     accuracy = float((predicted == y[validation]).mean())
     done = time.perf_counter()
     return {
+        "imports": started - before,
         "load": loaded - started,
         "fit": fitted - loaded,
         "predict": done - fitted,
         "total": done - started,
         "accuracy": accuracy,
+        "cpu": time.process_time() - cpu_before,
     }
 
 
@@ -318,9 +336,39 @@ class Governed:
     record: float  # first recorded result -> Finished
     status: str
     accuracy: float | None
+    job: dict[str, float] | None = None  # with --backend ray: submit, dispatch, the job's steps, notice
 
 
-def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, timeout: float) -> Governed:
+PHASES_MARK = "MLLEDGER-PHASES "
+JOB_STEPS = ("start", "download", "capture", "child", "upload")
+
+
+def job_phases(jobs: Any, run_id: str, claimed: float, ended: float) -> dict[str, float] | None:
+    """Where a run's Ray job spent its time: from the job's MLLEDGER-PHASES line and the Jobs API; None if unknown."""
+    try:
+        text = str(jobs.get_job_logs(run_id))
+        accepted_ms = jobs.get_job_info(run_id).start_time
+    except Exception:
+        return None
+    line = next((x for x in reversed(text.splitlines()) if x.startswith(PHASES_MARK)), None)
+    if line is None or accepted_ms is None:
+        return None
+    phases: dict[str, float] = json.loads(line[len(PHASES_MARK) :])
+    accepted, began = accepted_ms / 1000.0, phases["started_at"]
+    return {
+        "submit": accepted - claimed,
+        "dispatch": began - accepted,
+        **{step: phases.get(step, 0.0) for step in JOB_STEPS},
+        "job": phases["total"],
+        "notice": ended - (began + phases["total"]),
+        "cpu_job": phases.get("cpu_job", 0.0),
+        "cpu_child": phases.get("cpu_child", 0.0),
+    }
+
+
+def run_governed(
+    services: Services, pipeline: str, dataset_id: str, seed: int, timeout: float, jobs: Any = None
+) -> Governed:
     """Request a run and wait until it ended; time it from the request to its Finished event."""
     ledger = services.ledger
     started = time.time()
@@ -365,7 +413,32 @@ def run_governed(services: Services, pipeline: str, dataset_id: str, seed: int, 
         ended - results,
         finished.status,
         accuracy,
+        None if jobs is None else job_phases(jobs, run_id, claimed, ended),
     )
+
+
+def print_job_phases(pairs: list[tuple[str, dict[str, float], Governed]]) -> None:
+    """The Ray split of each governed run (seconds), and the medians."""
+    columns = ("submit", "dispatch", *JOB_STEPS, "job", "notice", "cpu_job", "cpu_child", "cpu_bare")
+    print(
+        "Ray job split (s): submit = Claimed -> job accepted, dispatch = -> job process started, "
+        "start = its interpreter + imports, child = the execution child (interpreter, imports, load, fit, "
+        "predict, write), notice = job's outcome -> Finished; CPU seconds: cpu_job = the job's own process "
+        "(imports, capture, transfers), cpu_child = its execution child, cpu_bare = the bare fit of the same "
+        "repeat (its scikit-learn import included)"
+    )
+    header = f"{'#':>2} | " + " | ".join(f"{c:>8}" for c in columns)
+    print(header)
+    print("-" * len(header))
+    known = [g.job | {"cpu_bare": b["cpu"]} for _, b, g in pairs if g.job is not None]
+    for index, (_, bare, governed) in enumerate(pairs, start=1):
+        if governed.job is None:
+            print(f"{index:>2} | (the job's phases could not be read)")
+            continue
+        row = governed.job | {"cpu_bare": bare["cpu"]}
+        print(f"{index:>2} | " + " | ".join(f"{row[c]:>8.2f}" for c in columns))
+    if known:
+        print(" m | " + " | ".join(f"{statistics.median(j[c] for j in known):>8.2f}" for c in columns))
 
 
 # -- main ---------------------------------------------------------------------
@@ -436,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.in_process
                 else runner_process(services, Path(tmp), args.backend, ray_address, ray_token)
             )
+            jobs = jobs_client(str(ray_address), ray_token) if ray else None
             with runner as runner_kind:
                 say(f"runner ready: {runner_kind}; warm-up run (first environment capture imports torch)")
                 cold = run_governed(services, warm, tiny_id, args.seed, timeout=300)
@@ -451,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                             bare = run_bare(csv_path, args.seed, args.estimators, args.max_depth)
                             say(f"  bare: {bare['total']:.2f} s (fit {bare['fit']:.2f} s)")
                         else:
-                            governed = run_governed(services, pipeline, dataset_id, args.seed, timeout=600)
+                            governed = run_governed(services, pipeline, dataset_id, args.seed, 600, jobs)
                             say(f"  governed: {governed.total:.2f} s ({governed.status})")
                     assert governed is not None
                     pairs.append((order, bare, governed))
@@ -506,6 +580,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{governed.record:>6.2f} | {bare['accuracy']:>8.4f} | {'yes' if accuracy_same else 'NO'}"
         )
     print("-" * len(header))
+    whole = statistics.median(g.total / (b["imports"] + b["total"]) for _, b, g in pairs)
+    print(
+        "bare scikit-learn import s: "
+        + ", ".join(f"{b['imports']:.2f}" for _, b, _ in pairs)
+        + "; bare CPU s (imports + work): "
+        + ", ".join(f"{b['cpu']:.2f}" for _, b, _ in pairs)
+        + f"; median governed / (bare imports + bare): {whole:.3f} (for information; the target is on the ratio above)"
+    )
+    if ray:
+        print_job_phases(pairs)
     print(
         f"median ratio governed/bare: {median:.3f} (target <= {target:.2f}); "
         f"all succeeded: {'yes' if all_ok else 'NO'}; same accuracy: {'yes' if same else 'NO'}  "

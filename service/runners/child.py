@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from service.runners.contract import ExecutionError, ExecutionRequest, ExecutionResult
-from service.runners.python_kind import output_tail
 from service.runners.usage import measured
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -191,6 +190,9 @@ class ChildExecution:
             raise ExecutionError(f"time limit of {self.timeout:g} s exceeded")
         path = self.output_dir / "result.json"
         if not path.exists():
+            # imported here: python_kind loads NumPy, which a Ray job that only starts the child never needs
+            from service.runners.python_kind import output_tail
+
             tail = output_tail(self.log_file).strip().splitlines()
             raise ExecutionError(
                 f"the execution process exited with status {returncode} without a result"

@@ -6,10 +6,20 @@ from nvidia-smi, so that capturing does not initialise CUDA before a fork), torc
 determinism switches, the seed and the executor's flags. Its ``digest`` is the
 SHA-256 of the canonical JSON of everything else, so two runs on the same
 environment with the same inputs record the same digest.
+
+A run of a kind that never loads torch (``sklearn``) can be captured with
+``uses_torch=False``: torch is then described from its installed files without
+importing it (its version and the CUDA version it was built with, marked
+``"imported": false``; the determinism switches of a torch that the run never
+loads are left out), and the GPU stack comes from nvidia-smi alone. Importing
+torch costs seconds in a fresh interpreter (a Ray job is one). Which form a
+capture takes depends only on the run's kind, so two captures of the same kind
+on one machine still agree.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.metadata
 import importlib.util
@@ -61,11 +71,17 @@ def _memory_bytes() -> int | None:
         return None
 
 
-@functools.cache  # fixed for the life of the process
 def _nvidia_smi() -> tuple[str | None, str | None]:
     """GPU model and driver version from nvidia-smi, or Nones when it is absent."""
+    model, driver, _count = _nvidia_smi_all()
+    return model, driver
+
+
+@functools.cache  # fixed for the life of the process
+def _nvidia_smi_all() -> tuple[str | None, str | None, int]:
+    """The first GPU's model and the driver version from nvidia-smi, and how many GPUs it lists (Nones, 0 without)."""
     if shutil.which("nvidia-smi") is None:
-        return None, None
+        return None, None, 0
     try:
         answer = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -75,12 +91,12 @@ def _nvidia_smi() -> tuple[str | None, str | None]:
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return None, None
-    lines = answer.stdout.strip().splitlines()
-    if not lines or "," not in lines[0]:
-        return None, None
+        return None, None, 0
+    lines = [line for line in answer.stdout.strip().splitlines() if "," in line]
+    if not lines:
+        return None, None, 0
     name, driver = lines[0].rsplit(",", 1)
-    return name.strip(), driver.strip()
+    return name.strip(), driver.strip(), len(lines)
 
 
 def cuda_available() -> bool:
@@ -100,6 +116,56 @@ def cuda_available() -> bool:
             os.environ.pop(NVML_CHECK, None)
         else:
             os.environ[NVML_CHECK] = previous
+
+
+TORCH_FREE_KINDS = frozenset({"sklearn"})
+"""Pipeline kinds whose execution never loads torch (the python kind runs arbitrary code, so it may)."""
+
+
+def kind_uses_torch(kind: str) -> bool:
+    """Whether a run of pipeline ``kind`` may load torch (and its capture should describe a loaded torch)."""
+    return kind not in TORCH_FREE_KINDS
+
+
+@functools.cache  # fixed for the life of the process
+def _torch_files() -> dict[str, Any] | None:
+    """torch's version and the CUDA version it was built with, read from ``torch/version.py`` without importing it.
+
+    ``torch.__version__`` and ``torch.version.cuda`` are these same assignments.
+    """
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        return None
+    found: dict[str, Any] = {"__version__": None, "cuda": None}
+    for folder in spec.submodule_search_locations or []:
+        try:
+            tree = ast.parse((Path(folder) / "version.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+            if isinstance(node, ast.AnnAssign):
+                target = node.target
+            value = getattr(node, "value", None)
+            if isinstance(target, ast.Name) and target.id in found and isinstance(value, ast.Constant):
+                found[target.id] = value.value
+        break
+    version = found["__version__"]
+    if not isinstance(version, str):
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+    cuda = found["cuda"] if isinstance(found["cuda"], str) else None
+    return {"version": version, "built_with_cuda": cuda, "imported": False}
+
+
+def _torch_unloaded() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """torch described from its files, and the GPU stack from nvidia-smi: nothing imported, CUDA untouched."""
+    about = _torch_files()
+    model, driver, count = _nvidia_smi_all()
+    gpu = None if model is None else {"model": model, "count": count, "driver": driver}
+    return (None if about is None else dict(about)), gpu
 
 
 def _torch() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -131,9 +197,15 @@ def _torch() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     return about, gpu
 
 
-def capture_environment(device: str, seed: int, extra_flags: dict[str, Any]) -> dict[str, Any]:
-    """Describe this machine and interpreter for a run on ``device`` with ``seed``, with a digest."""
-    torch_about, gpu = _torch()
+def capture_environment(
+    device: str, seed: int, extra_flags: dict[str, Any], *, uses_torch: bool = True
+) -> dict[str, Any]:
+    """Describe this machine and interpreter for a run on ``device`` with ``seed``, with a digest.
+
+    ``uses_torch=False`` (a run that never loads torch, see :func:`kind_uses_torch`) describes torch
+    without importing it.
+    """
+    torch_about, gpu = _torch() if uses_torch else _torch_unloaded()
     environment: dict[str, Any] = {
         "python": {
             "version": platform.python_version(),
@@ -181,4 +253,11 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     return "cpu", reason
 
 
-__all__ = ["capture_environment", "cuda_available", "environment_diff", "environment_digest", "resolve_device"]
+__all__ = [
+    "capture_environment",
+    "cuda_available",
+    "environment_diff",
+    "environment_digest",
+    "kind_uses_torch",
+    "resolve_device",
+]

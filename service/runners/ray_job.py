@@ -18,6 +18,19 @@ ledger's URL, the run's token and the device, and it:
    ``PUT .../outputs?name=...``, checking the digest the ledger stored;
 6. prints the :class:`Outcome` as its last line: ``MLLEDGER-OUTCOME <json>``.
 
+Before the outcome it writes where its time went to stderr (so to the job's
+log): ``MLLEDGER-PHASES <json>``, seconds of each step from the process's
+start (``start``: interpreter and imports, ``download``, ``capture``,
+``child``: the execution child's whole life, its interpreter and imports
+included, ``upload``), the seconds from the process's start to the
+outcome (``total``), when the process started (``started_at``, Unix time),
+and the CPU seconds the job's own process used (``cpu_job``, its imports and
+the environment capture included) and its execution child (``cpu_child``).
+
+The environment capture imports torch only for runs of a kind that may load it
+(:func:`environment.kind_uses_torch`): importing torch costs seconds in the
+job's fresh interpreter, which a scikit-learn run would pay for nothing.
+
 A stop (``ray job stop``: SIGTERM) kills the execution at once and reports
 the run as stopped. The process exits 0 whenever it printed an outcome, failed
 runs included, and 2 when its environment does not describe a run.
@@ -54,6 +67,8 @@ from service.runners.work import Outcome, WorkOrder
 
 OUTCOME_MARK = "MLLEDGER-OUTCOME "
 """The job prints its outcome as its last log line: this mark, then ``Outcome.to_json()`` as JSON."""
+PHASES_MARK = "MLLEDGER-PHASES "
+"""The job writes the seconds of each of its steps to stderr: this mark, then a JSON object."""
 ENV_ORDER = "MLLEDGER_WORK_ORDER"
 ENV_TOKEN = "MLLEDGER_RUN_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_LEDGER = "MLLEDGER_LEDGER_URL"
@@ -65,6 +80,47 @@ KILL_GRACE_SECONDS = 1.0
 TIME_LIMIT_GRACE_SECONDS = 5.0
 TRANSFER_TRIES = 5
 ERROR_MAX = 4096
+
+
+def process_started() -> float:
+    """When this process started (Unix time, from ``/proc``); now where that cannot be read."""
+    try:
+        fields = Path("/proc/self/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, counted after the command's closing parenthesis
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text(encoding="ascii").splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+class Phases:
+    """Seconds of each of the job's steps, each measured from the end of the one before."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.last = started
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """The step ``name`` ended now."""
+        now = time.time()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
+        self.last = now
+
+    def report(self) -> dict[str, float]:
+        """The steps, ``total``: from the process's start to now, ``started_at``: that start (Unix time), and the
+        CPU seconds this process (``cpu_job``) and its ended children (``cpu_child``) used."""
+        used = os.times()
+        return self.seconds | {
+            "total": round(time.time() - self.started, 3),
+            "started_at": round(self.started, 3),
+            "cpu_job": round(used.user + used.system, 3),
+            "cpu_child": round(used.children_user + used.children_system, 3),
+        }
 
 
 class Stopped(BaseException):
@@ -135,8 +191,9 @@ def _stop_on_signals() -> Iterator[None]:
 class Job:
     """One run executing on this node."""
 
-    def __init__(self, settings: JobSettings, client: httpx.Client, folder: Path) -> None:
+    def __init__(self, settings: JobSettings, client: httpx.Client, folder: Path, phases: Phases | None = None) -> None:
         self.order = settings.order
+        self.phases = phases or Phases(time.time())
         self.asked_device = settings.device
         self.ledger = RunLedger(client, self.order)
         self.folder = folder
@@ -169,9 +226,11 @@ class Job:
             self.resources = self.measured(request, usage.resources)
             self.collect(execution)
             result = execution.result()
+            self.phases.mark("child")
             details = request.output_dir / "execution.json"
             details.write_text(json.dumps(result.details, sort_keys=True, default=str), encoding="utf-8")
             outputs = [self.ledger.upload(path) for path in (result.model_file, result.predictions_file, details)]
+            self.phases.mark("upload")
         except Stopped as exc:
             return self.failed(f"the Ray job was stopped ({exc}) before the run finished")
         except LedgerError as exc:  # ExecutionError included
@@ -192,10 +251,13 @@ class Job:
         datasets = [self.ledger.download(item, inputs) for item in self.order.datasets]
         code = self.order.code
         archive = None if code is None else self.ledger.download(code, inputs)
-        captured = environment.capture_environment(device, self.order.seed, {})
+        self.phases.mark("download")
+        uses_torch = environment.kind_uses_torch(self.order.kind)
+        captured = environment.capture_environment(device, self.order.seed, {}, uses_torch=uses_torch)
         captured["backend"] = "ray"
         captured["digest"] = environment.environment_digest(captured)
         self.environment = captured
+        self.phases.mark("capture")
         output_dir = self.folder / "out"
         output_dir.mkdir(mode=0o700)
         return ExecutionRequest(
@@ -233,7 +295,7 @@ class Job:
         return figures | {"host": self.resources["host"], "backend": "ray"}
 
 
-def run_job(settings: JobSettings) -> Outcome:
+def run_job(settings: JobSettings, phases: Phases | None = None) -> Outcome:
     """Execute the run ``settings`` describe in a private folder (removed afterwards); its outcome."""
     folder = Path(tempfile.mkdtemp(prefix=f"mlledger-ray-{settings.order.run_id[:40]}-"))
     folder.chmod(0o700)
@@ -245,7 +307,7 @@ def run_job(settings: JobSettings) -> Outcome:
             _stop_on_signals(),
         ):
             try:
-                return Job(settings, client, folder).run()
+                return Job(settings, client, folder, phases).run()
             except Stopped as exc:
                 return Outcome(ok=False, error=f"the Ray job was stopped ({exc}) before the run started")
             except Exception as exc:  # a crash of the job itself is reported as the run's error
@@ -257,12 +319,15 @@ def run_job(settings: JobSettings) -> Outcome:
 
 def main() -> int:
     """Run the job described by this process's environment and print its outcome."""
+    phases = Phases(process_started())
+    phases.mark("start")
     try:
         settings = JobSettings.take(os.environ)
     except (KeyError, ValueError, TypeError) as exc:
         print(f"ray_job: the job's environment does not describe a run: {exc!r}", file=sys.stderr)
         return 2
-    outcome = run_job(settings)
+    outcome = run_job(settings, phases)
+    print(PHASES_MARK + json.dumps(phases.report(), separators=(",", ":")), file=sys.stderr, flush=True)
     print(OUTCOME_MARK + json.dumps(outcome.to_json(), separators=(",", ":"), default=str), flush=True)
     return 0
 

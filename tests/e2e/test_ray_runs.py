@@ -28,6 +28,7 @@ from support.runner_world import (
     wait_finished,
 )
 
+from domain.environment import environment_digest
 from domain.run import Run
 from service.bootstrap import Services
 from service.ops.projector import publish_checkpoint_if_due
@@ -219,6 +220,14 @@ def test_a_sklearn_run_and_a_torch_run_on_ray_are_reproduced_and_verified(
         verified = _events(pg_services, run_id, Run.ReproductionVerified)
         assert [event.reproduction_run_id for event in verified] == [reproduction]
     assert all(run.environment.get("backend") == "ray" for run in again)
+    nodes = [_events(pg_services, r, Run.ExecutionAttested)[0].node_environment for r in [*run_ids, *reproductions]]
+    sklearn_node, torch_node, sklearn_again, torch_again = nodes
+    if sklearn_node["torch"] is not None:  # described, never imported, by a scikit-learn run's job
+        assert sklearn_node["torch"]["imported"] is False
+        assert "num_threads" in torch_node["torch"]
+    # one node, the same kind and seed: the reproduction's job captured what the original's did
+    assert environment_digest(sklearn_again) == environment_digest(sklearn_node)
+    assert environment_digest(torch_again) == environment_digest(torch_node)
     _verify(pg_services)
 
 

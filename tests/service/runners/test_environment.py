@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
 
-from service.runners.environment import capture_environment, environment_diff, environment_digest, resolve_device
+from service.runners.environment import (
+    capture_environment,
+    environment_diff,
+    environment_digest,
+    kind_uses_torch,
+    resolve_device,
+)
 from service.runners.executors import ExecutionError
 
 TORCH_SEES_CUDA = importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available()
@@ -81,3 +90,42 @@ def test_diff_of_a_capture_with_itself_is_empty() -> None:
     diff = environment_diff(captured, copy.deepcopy(captured))
 
     assert diff == {"identical": True, "fields": {}, "packages": {"changed": {}, "only_in_a": {}, "only_in_b": {}}}
+
+
+def test_only_scikit_learn_runs_are_known_never_to_load_torch() -> None:
+    assert kind_uses_torch("sklearn") is False
+    assert kind_uses_torch("torch") is True
+    assert kind_uses_torch("python") is True  # arbitrary code may import it
+
+
+CAPTURE_WITHOUT_TORCH = """
+import json, sys
+from service.runners.environment import capture_environment
+first = capture_environment("cpu", 3, {}, uses_torch=False)
+second = capture_environment("cpu", 3, {}, uses_torch=False)
+print(json.dumps({"first": first, "second": second, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def test_a_capture_for_a_run_without_torch_does_not_import_it_and_is_stable() -> None:
+    answer = subprocess.run(
+        [sys.executable, "-c", CAPTURE_WITHOUT_TORCH], capture_output=True, text=True, check=True, timeout=120
+    )
+    found = json.loads(answer.stdout.strip().splitlines()[-1])
+
+    assert found["torch_imported"] is False
+    first, second = found["first"], found["second"]
+    assert first["digest"] == second["digest"] == environment_digest(first)
+    here = capture_environment("cpu", 3, {}, uses_torch=False)  # in another process: all but the installed
+    assert environment_diff(first, here)["fields"] == {}  # packages, which others may change meanwhile
+    if importlib.util.find_spec("torch") is None:
+        assert first["torch"] is None
+        return
+    import torch
+
+    assert first["torch"] == {"version": torch.__version__, "built_with_cuda": torch.version.cuda, "imported": False}
+    loaded = capture_environment("cpu", 3, {})
+    assert loaded["torch"]["version"] == first["torch"]["version"]
+    assert {k: v for k, v in loaded.items() if k not in ("torch", "gpu", "digest")} == {
+        k: v for k, v in first.items() if k not in ("torch", "gpu", "digest")
+    }

@@ -37,7 +37,7 @@ from service.runners.ray_backend import (
     job_resources,
     parse_outcome,
 )
-from service.runners.ray_job import JobSettings
+from service.runners.ray_job import PHASES_MARK, JobSettings, Phases, process_started
 from service.runners.transfer import Backoff
 from service.runners.work import Input, Outcome, WorkOrder
 
@@ -234,6 +234,20 @@ def test_job_resources_follow_the_spec_with_one_cpu_by_default() -> None:
     }
 
 
+def test_the_job_knows_when_its_process_started_and_times_its_steps_from_then() -> None:
+    started = process_started()
+    assert time.time() - 24 * 3600 < started <= time.time()  # this test process started today
+
+    phases = Phases(time.time() - 1.0)
+    phases.mark("start")
+    phases.mark("download")
+    report = phases.report()
+
+    assert report["start"] >= 1.0 and 0 <= report["download"] < 1.0
+    assert report["total"] >= report["start"] + report["download"]
+    assert report["started_at"] == round(phases.started, 3)
+
+
 def test_the_outcome_is_the_last_marked_line_of_the_log() -> None:
     first, last = Outcome(ok=False, error="first"), Outcome(ok=True, metrics=[{"key": "a", "value": 1.0, "step": 0}])
     text = f"noise\n{OUTCOME_MARK}{json.dumps(first.to_json())}\nmore\n{OUTCOME_MARK}{json.dumps(last.to_json())}\n"
@@ -320,6 +334,14 @@ def test_a_run_executes_as_a_ray_job_and_uploads_its_outputs(ray_cluster: RayClu
         info = backend.client().get_job_info(order.run_id)
         assert info.entrypoint == f"{backend.python} -m service.runners.ray_job"
         assert info.submission_id == order.run_id
+        if outcome.environment["torch"] is not None:  # a scikit-learn run's job never imports torch
+            assert outcome.environment["torch"]["imported"] is False
+        log_text = backend.client().get_job_logs(order.run_id)
+        line = next(x for x in log_text.splitlines() if x.startswith(PHASES_MARK))
+        phases = json.loads(line[len(PHASES_MARK) :])
+        assert {"start", "download", "capture", "child", "upload", "total", "started_at"} <= set(phases)
+        steps = sum(phases[k] for k in ("start", "download", "capture", "child", "upload"))
+        assert 0 < steps <= phases["total"] + 0.01
 
 
 @pytest.mark.slow
