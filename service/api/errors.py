@@ -41,13 +41,19 @@ from service.ml.model_loading import UnsupportedModel
 from service.ml.tabular import TableError
 from service.serving.batching import WriterStopped
 from service.serving.vault import KeyDestroyed
-from service.store.blobs import BlobTampered
+from service.store.blobs import BlobTampered, StorageFull
 
 
 class ProjectionsBehind(LedgerError):
     """Read models have not reached the position the client asked for."""
 
     title = "Projections behind"
+
+
+class DatabaseUnavailable(LedgerError):
+    """The database could not be reached, or dropped the request's connection; nothing of it is acknowledged."""
+
+    title = "Database unavailable"
 
 
 class ProofRangeError(LedgerError):
@@ -81,6 +87,8 @@ STATUS: dict[type[LedgerError], int] = {
     UnsupportedModel: 422,
     TableError: 422,
     BlobTampered: 409,
+    StorageFull: 507,
+    DatabaseUnavailable: 503,
     WriterStopped: 503,
     KeyDestroyed: 410,
     ProjectionsBehind: 503,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import LedgerError
-from service.api.errors import http_status
+from service.api.errors import DatabaseUnavailable, http_status
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://mlledger.dev/problems/"
@@ -128,6 +131,35 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _database_lost(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            lost = DatabaseUnavailable(
+                "the database connection failed or was closed while this request ran; retry it "
+                "(a write with a request id is recorded at most once)"
+            )
+            response = await _ledger_error(request, lost)
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unexpected error")
         return problem(500, "Internal error", "an unexpected error occurred; it was logged", "internal")
+
+
+def _database_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a lost or refused database connection."""
+    lost = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        persistence.OperationalError,
+        persistence.InterfaceError,
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+    )
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, lost) or (isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

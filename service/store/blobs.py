@@ -8,6 +8,8 @@ changed on disk is refused rather than served or trained on.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.dataset import check_digest
-from domain.errors import NotFound, PayloadTooLarge, TamperedEvent
+from domain.errors import LedgerError, NotFound, PayloadTooLarge, TamperedEvent
 
 CHUNK = 1024 * 1024
 
@@ -35,6 +37,26 @@ class StoredBlob:
     path: Path
 
 
+class StorageFull(LedgerError):
+    """The blob store's file system has no room (or quota) left for a file."""
+
+    title = "Storage full"
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _room_checked() -> Iterator[None]:
+    """Turn "no space left" from the file system into :class:`StorageFull`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFull("the blob store is full: no space left for this file; nothing was stored") from None
+        raise
+
+
 class _Upload:
     """One write into the store: a 0600 temporary file, hashed as it grows,
     renamed into place on success and removed on any failure."""
@@ -42,7 +64,8 @@ class _Upload:
     def __init__(self, store: BlobStore, temp: Path, max_bytes: int) -> None:
         self.store, self.temp, self.max_bytes = store, temp, max_bytes
         self.hasher, self.size = hashlib.sha256(), 0
-        self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with _room_checked():
+            self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.stored: StoredBlob
 
     def write(self, chunk: bytes) -> None:
@@ -50,21 +73,28 @@ class _Upload:
         if self.size > self.max_bytes:
             raise PayloadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes")
         self.hasher.update(chunk)
-        os.write(self.fd, chunk)
+        view = memoryview(chunk)
+        with _room_checked():
+            while view:
+                view = view[os.write(self.fd, view) :]
 
     def __enter__(self) -> _Upload:
         return self
 
     def __exit__(self, kind: object, *_: object) -> None:
         try:
+            try:
+                if kind is None:
+                    with _room_checked():
+                        os.fsync(self.fd)
+            finally:
+                os.close(self.fd)
             if kind is None:
-                os.fsync(self.fd)
+                with _room_checked():
+                    self.stored = self.store._commit(self.temp, "sha256:" + self.hasher.hexdigest(), self.size)
         finally:
-            os.close(self.fd)
-        if kind is not None:
-            self.temp.unlink(missing_ok=True)
-            return
-        self.stored = self.store._commit(self.temp, "sha256:" + self.hasher.hexdigest(), self.size)
+            if kind is not None or not hasattr(self, "stored"):
+                self.temp.unlink(missing_ok=True)
 
 
 class BlobStore:

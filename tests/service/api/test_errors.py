@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from support.ledger import PG_URL, require_postgres
 
 from domain.errors import (
     ApprovalRequired,
@@ -97,3 +99,38 @@ def test_a_problem_answers_with_status_type_and_title() -> None:
         "status": 409,
         "detail": "no",
     }
+
+
+def _answer_unexpected(error: BaseException) -> tuple[int, dict[str, object], str | None]:
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/fail")
+    def fail() -> None:
+        raise error
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/fail")
+    return response.status_code, response.json(), response.headers.get("retry-after")
+
+
+def test_a_database_connection_terminated_under_a_request_answers_503_with_retry_after() -> None:
+    require_postgres()
+    victim = psycopg.connect(PG_URL, autocommit=True)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError) as lost:
+        victim.execute("SELECT 1")
+
+    status, body, retry_after = _answer_unexpected(lost.value)
+
+    assert (status, retry_after) == (503, "1")
+    assert body["type"] == "https://mlledger.dev/problems/database-unavailable"
+    assert "retry" in str(body["detail"])
+
+
+def test_any_other_unexpected_error_is_a_500_that_says_nothing_of_its_cause() -> None:
+    status, body, retry_after = _answer_unexpected(RuntimeError("secret detail"))
+
+    assert (status, retry_after) == (500, None)
+    assert "secret" not in json.dumps(body)
