@@ -23,7 +23,9 @@ def test_buffered_points_are_recorded_in_batches_and_all_arrive(services: Servic
         position = services.ledger.position()
 
         assert position - before == 3
-        points = alice.request("GET", f"/v1/runs/{run.id}/metrics/loss", params={"min_position": position})
+        points = alice.request(
+            "GET", f"/v1/runs/{run.id}/metrics/loss", params={"min_position": position, "limit": 1000}
+        )
         values = points if isinstance(points, list) else points["points"]
         assert [p["step"] for p in values] == list(range(250))
         assert values[-1]["value"] == 1.0 / 250
