@@ -162,11 +162,11 @@ def run_demo(services: Services, say: Callable[[str], None] = print) -> dict[str
         verdict = scientist.run(runs["gbm"])["reproductions"].get(reproduction.id, "pending")
         say(f"reproduced the gbm run: {verdict}")
         lineage = people["auditor"][1].lineage(model_name, version, min_position=deployed.position)
-        say(describe_lineage(lineage))
+        say(describe_lineage(lineage.raw))
         serve_predictions(people, model_name, rows, features, say)
         services.runner.catch_up()
         export_and_verify(services, model_name, say=say)
-        return lineage
+        return lineage.raw
 
 
 def serve_predictions(
