@@ -50,15 +50,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
-import json
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +69,16 @@ from bench.serving_setup import (
     FEATURES,
     MAX_DEPTH,
     REPO,
-    Connection,
     CpuUse,
     Deployed,
+    RowsRound,
     add_serving_arguments,
     batch_body,
     encoded_rows,
     input_rows,
     load_target,
     measure,
+    post_rows,
     print_footer,
     server_env,
 )
@@ -155,62 +153,19 @@ def projector_process(target: Any, log_path: Path) -> Iterator[subprocess.Popen[
             process.wait()
 
 
-@dataclass
-class Round:
-    """One timed round of batch requests."""
-
-    seconds: float = 0.0
-    requests: int = 0
-    rows: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
-
-    @property
-    def rate(self) -> float:
-        """Rows answered 2xx per second."""
-        return self.rows / self.seconds if self.seconds else 0.0
-
-
 def send_batches(
     base_url: str, deployed: Deployed, encoded: list[str], *, requests: int, rows: int, clients: int, prefix: str
-) -> Round:
+) -> RowsRound:
     """``requests`` batch requests from ``clients`` threads; every answered prediction id is kept."""
-    path = f"/v1/models/{deployed.model}/predict:batch"
-    numbers = itertools.count()
-    lock = threading.Lock()
-    result = Round()
-
-    def client() -> None:
-        connection = Connection(base_url, deployed.predictor_key)
-        try:
-            while (index := next(numbers)) < requests:
-                body = batch_body(encoded, index * rows, rows, f"{prefix}-{index}")
-                started = time.perf_counter()
-                status, data = connection.post(path, body)
-                latency = time.perf_counter() - started
-                answered = [p["prediction_id"] for p in json.loads(data)["predictions"]] if status == 200 else []
-                with lock:
-                    result.requests += 1
-                    result.latencies.append(latency)
-                    if status == 200:
-                        result.rows += len(answered)
-                        result.ids.extend(answered)
-                    else:
-                        result.errors.append(f"{status}: {data[:300]!r}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=client, name=f"bench-client-{k}") for k in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
-    return result
+    return post_rows(
+        base_url,
+        deployed.predictor_key,
+        f"/v1/models/{deployed.model}/predict:batch",
+        lambda index: batch_body(encoded, index * rows, rows, f"{prefix}-{index}"),
+        requests=requests,
+        clients=clients,
+        ok=200,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

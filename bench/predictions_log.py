@@ -27,13 +27,9 @@ Progress goes to stderr, the results table to stdout.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,37 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.append import install_sigterm_handler, load_average, percentile
 from bench.serving_setup import (
     FEATURES,
-    Connection,
     CpuUse,
     Deployed,
+    RowsRound,
     add_serving_arguments,
     input_rows,
     load_target,
     measure,
+    post_rows,
     print_footer,
 )
 from domain.prediction import Prediction
 
 TARGET_ROWS_PER_SECOND = 10_000
-
-
-@dataclass
-class Round:
-    """One timed round of log requests."""
-
-    seconds: float = 0.0
-    requests: int = 0
-    rows: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
-
-    @property
-    def rate(self) -> float:
-        """Rows answered 2xx per second."""
-        return self.rows / self.seconds if self.seconds else 0.0
 
 
 def encoded_records(deployed: Deployed, count: int) -> list[str]:
@@ -106,42 +84,18 @@ def log_body(deployed: Deployed, encoded: list[str], start: int, count: int, pre
 
 def send_logs(
     base_url: str, deployed: Deployed, encoded: list[str], *, requests: int, rows: int, clients: int, prefix: str
-) -> Round:
+) -> RowsRound:
     """``requests`` log requests from ``clients`` threads; every answered prediction id is kept."""
-    path = f"/v1/models/{deployed.model}/predictions:log"
-    numbers = itertools.count()
-    lock = threading.Lock()
-    result = Round()
     moment = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-    def client() -> None:
-        connection = Connection(base_url, deployed.predictor_key)
-        try:
-            while (index := next(numbers)) < requests:
-                body = log_body(deployed, encoded, index * rows, rows, f"{prefix}-{index}", moment)
-                started = time.perf_counter()
-                status, data = connection.post(path, body)
-                latency = time.perf_counter() - started
-                answered = [p["prediction_id"] for p in json.loads(data)["predictions"]] if status == 201 else []
-                with lock:
-                    result.requests += 1
-                    result.latencies.append(latency)
-                    if status == 201:
-                        result.rows += len(answered)
-                        result.ids.extend(answered)
-                    else:
-                        result.errors.append(f"{status}: {data[:300]!r}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=client, name=f"bench-client-{k}") for k in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
-    return result
+    return post_rows(
+        base_url,
+        deployed.predictor_key,
+        f"/v1/models/{deployed.model}/predictions:log",
+        lambda index: log_body(deployed, encoded, index * rows, rows, f"{prefix}-{index}", moment),
+        requests=requests,
+        clients=clients,
+        ok=201,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

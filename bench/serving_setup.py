@@ -24,6 +24,7 @@ import contextlib
 import csv
 import http.client
 import io
+import itertools
 import json
 import os
 import secrets
@@ -32,9 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -571,6 +573,64 @@ class Measured(Generic[R]):
     rounds: list[R]
     recorded: LedgerPredictions
     processes: str
+
+
+@dataclass
+class RowsRound:
+    """One timed round of many-row requests: what was answered, how fast, and what failed."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    rows: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    transactions: int = 0
+    cpu: CpuUse | None = None
+
+    @property
+    def rate(self) -> float:
+        """Rows answered 2xx per second."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def post_rows(
+    base_url: str, api_key: str, path: str, body: Callable[[int], bytes], *, requests: int, clients: int, ok: int
+) -> RowsRound:
+    """``requests`` POSTs of ``body(index)`` to ``path`` from ``clients`` threads, each on a kept-alive
+    connection; an answer with status ``ok`` counts its ``predictions``' ids, any other is an error."""
+    numbers = itertools.count()
+    lock = threading.Lock()
+    result = RowsRound()
+
+    def client() -> None:
+        connection = Connection(base_url, api_key)
+        try:
+            while (index := next(numbers)) < requests:
+                payload = body(index)
+                started = time.perf_counter()
+                status, data = connection.post(path, payload)
+                latency = time.perf_counter() - started
+                answered = [p["prediction_id"] for p in json.loads(data)["predictions"]] if status == ok else []
+                with lock:
+                    result.requests += 1
+                    result.latencies.append(latency)
+                    if status == ok:
+                        result.rows += len(answered)
+                        result.ids.extend(answered)
+                    else:
+                        result.errors.append(f"{status}: {data[:300]!r}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, name=f"bench-client-{k}") for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def measure(
