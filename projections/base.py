@@ -186,7 +186,12 @@ class ProjectionRunner:
             return _apply(conn, projection, position, notifications, {})
 
     def run_batch_together(self, projections: Sequence[Projection]) -> int:
-        """Apply the next batch to each of ``projections``; return the events read, summed over them.
+        """Apply the next batch to each of ``projections``; return the events applied, summed over them."""
+        return self._next_batch(projections)[0]
+
+    def _next_batch(self, projections: Sequence[Projection]) -> tuple[int, bool]:
+        """Apply the next batch to each of ``projections``: (events applied, summed over them; whether the
+        log had events after the projection furthest behind).
 
         The notifications after the projection furthest behind are read once and
         each event's seal is opened once, however many projections handle it. Each
@@ -199,7 +204,7 @@ class ProjectionRunner:
             start = min(_read_position(conn, p.name, lock=False) for p in ordered)
         notifications = self.select_notifications(start + 1, self.batch_size)
         if not notifications:
-            return 0
+            return 0, False
         wanted = set().union(*(p.topics for p in ordered if p.topics is not None))
         every = any(p.topics is None for p in ordered)
         events = {n.id: ProjectedEvent.from_notification(n) for n in notifications if every or n.topic in wanted}
@@ -214,8 +219,8 @@ class ProjectionRunner:
                 return _apply(conn, projection, position, notifications, events)
 
         if self._pool is None or len(ordered) == 1:
-            return sum(apply(p) for p in ordered)
-        return sum(self._pool.map(apply, ordered))
+            return sum(apply(p) for p in ordered), True
+        return sum(self._pool.map(apply, ordered)), True
 
     def catch_up(
         self,
@@ -253,9 +258,11 @@ class ProjectionRunner:
         total = 0
         batches = 0
         while projections and (max_batches is None or batches < max_batches):
-            count = self.run_batch_together(projections)
+            # Another projector (a server's thread beside a rebuild) may have applied this batch
+            # already: that is not the log's end, so go on until nothing follows.
+            count, read = self._next_batch(projections)
             batches += 1
-            if count == 0:
+            if not read:
                 break
             total += count
             if progress is not None:
