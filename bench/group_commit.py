@@ -28,9 +28,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,11 +38,12 @@ from bench.append import DEFAULT_DATABASE_URL, install_sigterm_handler, load_ave
 from bench.serving_setup import (
     ADMIN_KEY,
     CORES,
-    Connection,
     CpuMeter,
     CpuUse,
     Server,
+    SinglesRound,
     ledger_position,
+    post_singles,
     serving_ledger,
 )
 from domain.code import CodeVersion
@@ -57,64 +55,14 @@ TARGET_EVENTS_PER_SECOND = 5_000
 PATH = "/v1/code-versions"
 
 
-@dataclass
-class Round:
-    """One timed round of single-event writes."""
-
-    seconds: float = 0.0
-    requests: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
-
-    @property
-    def rate(self) -> float:
-        """Events (requests answered 2xx) per second."""
-        return len(self.ids) / self.seconds if self.seconds else 0.0
-
-
-def send_writes(base_url: str, api_key: str, *, seconds: float, clients: int, prefix: int) -> Round:
+def send_writes(base_url: str, api_key: str, *, seconds: float, clients: int, prefix: int) -> SinglesRound:
     """``clients`` threads writing one code version per request for ``seconds``."""
-    lock = threading.Lock()
-    result = Round()
-    deadline = time.perf_counter() + seconds
 
-    def client(number: int) -> None:
-        connection = Connection(base_url, api_key)
-        latencies: list[float] = []
-        ids: list[str] = []
-        errors: list[str] = []
-        sent = 0
-        try:
-            while time.perf_counter() < deadline:
-                commit = f"{prefix:04x}{number:04x}{sent:08x}"
-                body = json.dumps({"repository": f"https://git.example/bench/{number}", "commit": commit}).encode()
-                sent += 1
-                started = time.perf_counter()
-                status, data = connection.post(PATH, body)
-                latencies.append(time.perf_counter() - started)
-                if status == 201:
-                    ids.append(json.loads(data)["id"])
-                else:
-                    errors.append(f"{status}: {data[:300]!r}")
-        finally:
-            connection.close()
-            with lock:
-                result.requests += sent
-                result.latencies.extend(latencies)
-                result.ids.extend(ids)
-                result.errors.extend(errors)
+    def body(number: int, sent: int) -> bytes:
+        commit = f"{prefix:04x}{number:04x}{sent:08x}"
+        return json.dumps({"repository": f"https://git.example/bench/{number}", "commit": commit}).encode()
 
-    threads = [threading.Thread(target=client, args=(k,), name=f"bench-client-{k}") for k in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
-    return result
+    return post_singles(base_url, api_key, PATH, body, seconds=seconds, clients=clients, ok=201, answer_id="id")
 
 
 def recorded(settings: Settings, after: int, upto: int) -> tuple[set[str], int, int]:
@@ -158,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"warm-up: {args.warmup:.0f} s, {args.clients} clients")
             send_writes(server.base_url, api_key, seconds=args.warmup, clients=args.clients, prefix=0)
             meter = CpuMeter(server.pid)
-            rounds: list[Round] = []
+            rounds: list[SinglesRound] = []
             answered: set[str] = set()
             start_position = ledger_position(settings)
             for number in range(1, args.repeats + 1):

@@ -37,28 +37,25 @@ Progress goes to stderr, the results table to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.append import install_sigterm_handler, load_average, percentile
+from bench.append import install_sigterm_handler, load_average
 from bench.serving_setup import (
     ESTIMATORS,
     FEATURES,
     MAX_DEPTH,
-    Connection,
     CpuUse,
     Deployed,
+    SinglesRound,
     add_serving_arguments,
     encoded_rows,
     input_rows,
     load_target,
     measure,
+    post_singles,
     print_footer,
     single_body,
 )
@@ -67,70 +64,20 @@ TARGET_REQUESTS_PER_SECOND = 1_000
 TARGET_P99_MS = 50.0
 
 
-@dataclass
-class Round:
-    """One timed round of single-record requests."""
-
-    seconds: float = 0.0
-    requests: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
-
-    @property
-    def rate(self) -> float:
-        """Requests answered 2xx per second."""
-        return len(self.ids) / self.seconds if self.seconds else 0.0
-
-    def latency_ms(self, share: float) -> float:
-        """A percentile of the request latencies, in milliseconds."""
-        return percentile(self.latencies, share) * 1000
-
-
 def send_singles(
     base_url: str, deployed: Deployed, encoded: list[str], *, seconds: float, clients: int, prefix: str
-) -> Round:
+) -> SinglesRound:
     """``clients`` threads sending one record per request for ``seconds``; every answered id is kept."""
-    path = f"/v1/models/{deployed.model}/predict"
-    lock = threading.Lock()
-    result = Round()
-    deadline = time.perf_counter() + seconds
-
-    def client(number: int) -> None:
-        connection = Connection(base_url, deployed.predictor_key)
-        latencies: list[float] = []
-        ids: list[str] = []
-        errors: list[str] = []
-        sent = 0
-        try:
-            while time.perf_counter() < deadline:
-                body = single_body(encoded[(number * 7919 + sent) % len(encoded)], f"{prefix}-{number}-{sent}")
-                sent += 1
-                started = time.perf_counter()
-                status, data = connection.post(path, body)
-                latencies.append(time.perf_counter() - started)
-                if status == 200:
-                    ids.append(json.loads(data)["prediction_id"])
-                else:
-                    errors.append(f"{status}: {data[:300]!r}")
-        finally:
-            connection.close()
-            with lock:
-                result.requests += sent
-                result.latencies.extend(latencies)
-                result.ids.extend(ids)
-                result.errors.extend(errors)
-
-    threads = [threading.Thread(target=client, args=(k,), name=f"bench-client-{k}") for k in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
-    return result
+    return post_singles(
+        base_url,
+        deployed.predictor_key,
+        f"/v1/models/{deployed.model}/predict",
+        lambda number, sent: single_body(encoded[(number * 7919 + sent) % len(encoded)], f"{prefix}-{number}-{sent}"),
+        seconds=seconds,
+        clients=clients,
+        ok=200,
+        answer_id="prediction_id",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

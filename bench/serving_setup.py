@@ -53,6 +53,7 @@ from bench.append import (
     load_average,
     machine_line,
     opened,
+    percentile,
     say,
 )
 from domain.integrity.keys import Signer
@@ -573,6 +574,80 @@ class Measured(Generic[R]):
     rounds: list[R]
     recorded: LedgerPredictions
     processes: str
+
+
+@dataclass
+class SinglesRound:
+    """One timed round of one-event requests: what was answered, how fast, and what failed."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    transactions: int = 0
+    cpu: CpuUse | None = None
+
+    @property
+    def rate(self) -> float:
+        """Requests answered 2xx per second."""
+        return len(self.ids) / self.seconds if self.seconds else 0.0
+
+    def latency_ms(self, share: float) -> float:
+        """A percentile of the request latencies, in milliseconds."""
+        return percentile(self.latencies, share) * 1000
+
+
+def post_singles(
+    base_url: str,
+    api_key: str,
+    path: str,
+    body: Callable[[int, int], bytes],
+    *,
+    seconds: float,
+    clients: int,
+    ok: int,
+    answer_id: str,
+) -> SinglesRound:
+    """``clients`` threads, each on a kept-alive connection, POSTing ``body(client, sent)`` to ``path`` for
+    ``seconds``; an answer with status ``ok`` keeps its ``answer_id`` field, any other is an error."""
+    lock = threading.Lock()
+    result = SinglesRound()
+    deadline = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        connection = Connection(base_url, api_key)
+        latencies: list[float] = []
+        ids: list[str] = []
+        errors: list[str] = []
+        sent = 0
+        try:
+            while time.perf_counter() < deadline:
+                payload = body(number, sent)
+                sent += 1
+                started = time.perf_counter()
+                status, data = connection.post(path, payload)
+                latencies.append(time.perf_counter() - started)
+                if status == ok:
+                    ids.append(json.loads(data)[answer_id])
+                else:
+                    errors.append(f"{status}: {data[:300]!r}")
+        finally:
+            connection.close()
+            with lock:
+                result.requests += sent
+                result.latencies.extend(latencies)
+                result.ids.extend(ids)
+                result.errors.extend(errors)
+
+    threads = [threading.Thread(target=client, args=(k,), name=f"bench-client-{k}") for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 @dataclass
