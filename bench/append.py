@@ -380,9 +380,17 @@ def _tlog_state(services: Services) -> tuple[int, int, int, list[str]]:
 
 
 def run_witnessed_mode(
-    base: Settings, mode: str, count: int, batch: int, warmup: int, witnesses: int, wait: float
+    base: Settings,
+    mode: str,
+    count: int,
+    batch: int,
+    warmup: int,
+    witnesses: int,
+    wait: float,
+    only: list[str] | None = None,
 ) -> tuple[Result, Witnessing]:
-    """The batched mode with a projector process publishing checkpoints and ``witnesses`` local witnesses."""
+    """The batched mode with a projector process publishing checkpoints and ``witnesses`` local witnesses
+    (the projector projects the read models in ``only``, or all of them)."""
     processes: list[subprocess.Popen[str]] = []
     try:
         signer, _ = keystore.load_or_create(base.keys_dir)
@@ -405,7 +413,7 @@ def run_witnessed_mode(
             env = ledger_env(settings)
             env.update({"MLLEDGER_WITNESSES": settings.witnesses, "MLLEDGER_WITNESS_POLICY": settings.witness_policy})
             projector = subprocess.Popen(
-                [sys.executable, "-m", "service", "project", "--follow"],
+                [sys.executable, "-m", "service", "project", "--follow", *(f"--only={name}" for name in only or ())],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -546,6 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--witness-wait", type=float, default=120.0, help="seconds to wait for the whole log to be witnessed"
     )
+    parser.add_argument(
+        "--projector-only",
+        action="append",
+        metavar="READ_MODEL",
+        help="the witnessed mode's projector projects only this read model (repeatable; e.g. transparency_log, "
+        "as a deployment with the Merkle log in a process of its own runs it); default: every read model",
+    )
     args = parser.parse_args(argv)
     install_sigterm_handler()
 
@@ -571,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     witnessing: Witnessing | None = None
     if args.witnesses > 0:
         mode = f"batches of {args.batch}, {args.witnesses} witnesses"
+        if args.projector_only:
+            mode += f" ({'+'.join(args.projector_only)} projected)"
         with fresh_settings(args.database_url, args.sqlite) as settings:
             result, witnessing = run_witnessed_mode(
                 settings,
@@ -580,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 max(5 * args.batch, args.events // 20),
                 args.witnesses,
                 args.witness_wait,
+                args.projector_only,
             )
             results.append(result)
             database = database or describe_database(settings)

@@ -265,12 +265,24 @@ def _runner_key(path: Path) -> Signer:
 def project(
     rebuild: Annotated[str | None, typer.Option(help="drop and replay this projection")] = None,
     follow: Annotated[bool, typer.Option(help="keep projecting new events until stopped")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="project only this read model (repeatable; e.g. transparency_log): run several projector "
+            "processes, each with its own read models, to use more cores",
+        ),
+    ] = None,
 ) -> None:
     """Bring read models up to date (or rebuild one from the log)."""
     from service.ops.projector import ProjectorThread, publish_checkpoint_if_due
 
     services = _open_existing(_settings())
     try:
+        unknown = sorted(set(only or ()) - set(services.runner.projections))
+        if unknown:
+            known = ", ".join(services.runner.projections)
+            raise ValueError(f"--only: no read model named {', '.join(unknown)}; known: {known}")
 
         def progress(name: str, count: int) -> None:
             typer.echo(f"{name}: +{count} events", err=True)
@@ -278,14 +290,18 @@ def project(
         if rebuild:
             total = services.runner.rebuild(rebuild, progress)
             typer.echo(f"rebuilt {rebuild} from {total} events")
+        elif only:
+            total = services.runner.catch_up_together(list(dict.fromkeys(only)), progress)
+            typer.echo(f"projected {total} events")
         else:
             total = services.runner.catch_up(progress=progress)
             typer.echo(f"projected {total} events")
-        checkpoint = publish_checkpoint_if_due(services)
-        if checkpoint is not None:
-            typer.echo(f"checkpoint published at tree size {checkpoint.tree_size}")
+        if not only or "transparency_log" in only:
+            checkpoint = publish_checkpoint_if_due(services)
+            if checkpoint is not None:
+                typer.echo(f"checkpoint published at tree size {checkpoint.tree_size}")
         if follow:
-            thread = ProjectorThread(services)
+            thread = ProjectorThread(services, only)
             thread.start()
             try:
                 thread.join()

@@ -8,6 +8,7 @@ are locked per batch, so each event is applied once).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -93,11 +94,15 @@ def log_once(services: Services) -> int:
     return count
 
 
-def read_models_once(services: Services) -> int:
-    """One pass over the other read models, a bounded stretch each."""
-    runner = services.runner
-    names = [name for name in runner.projections if name != TransparencyLog.name]
-    return runner.catch_up_together(names, max_batches=PASS_BATCHES)
+def read_model_names(services: Services, only: Collection[str] | None = None) -> list[str]:
+    """The read models other than the Merkle log (those in ``only`` when given), in the runner's order."""
+    return [n for n in services.runner.projections if n != TransparencyLog.name and (only is None or n in only)]
+
+
+def read_models_once(services: Services, names: Sequence[str] | None = None) -> int:
+    """One pass over the other read models (or ``names``), a bounded stretch each."""
+    selected = read_model_names(services) if names is None else names
+    return services.runner.catch_up_together(selected, max_batches=PASS_BATCHES)
 
 
 def run_once(services: Services) -> int:
@@ -109,6 +114,11 @@ class ProjectorThread:
     """Projects until stopped, on two threads: the Merkle log with its checkpoints and witnesses, and the
     other read models. Each runs at once while events keep coming, then every ``projection_poll_seconds``.
 
+    ``only`` limits it to some read models (``transparency_log`` for the log's
+    thread, the others for the second): several projector processes, each with
+    its own share, then project side by side on as many cores, none waiting on
+    another's interpreter lock.
+
     A pass is bounded (:data:`PASS_BATCHES`) and the log does not wait for the read
     models, so under appends faster than the slowest read model, checkpoints keep
     being published and witnessed. The first passes run at the start; a failed
@@ -116,9 +126,19 @@ class ProjectorThread:
     most ten seconds each) for the current passes.
     """
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, only: Collection[str] | None = None) -> None:
         self.services = services
         poll = services.settings.projection_poll_seconds
+        unknown = sorted(set(only or ()) - set(services.runner.projections))
+        if unknown or (only is not None and not only):
+            known = ", ".join(services.runner.projections)
+            raise ValueError(f"no read model named {', '.join(unknown) or '(none given)'}; known: {known}")
+        names = read_model_names(services, only)
+        loops: list[tuple[str, Callable[[Services], int], str]] = []
+        if only is None or TransparencyLog.name in only:
+            loops.append(("mlledger-projector", log_once, "transparency log pass"))
+        if names:
+            loops.append(("mlledger-projector-models", lambda s: read_models_once(s, names), "projector batch"))
         self._threads = [
             PeriodicThread(
                 name,
@@ -129,15 +149,12 @@ class ProjectorThread:
                 first_pass=FirstPass.AT_START,
                 stop_timeout=10.0,
             )
-            for name, work, what in (
-                ("mlledger-projector", log_once, "transparency log pass"),
-                ("mlledger-projector-models", read_models_once, "projector batch"),
-            )
+            for name, work, what in loops
         ]
 
     @property
     def name(self) -> str:
-        """The name of the log's thread."""
+        """The name of its first thread (the log's, when it projects the log)."""
         return self._threads[0].name
 
     def start(self) -> None:

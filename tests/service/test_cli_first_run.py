@@ -93,6 +93,19 @@ def test_after_migrate_the_same_commands_open_the_ledger(settings: Settings) -> 
     assert verified.stdout.startswith("OK: ")
 
 
+def test_project_only_names_the_read_models_it_knows(settings: Settings) -> None:
+    assert run_cli(settings, "migrate", timeout=120).returncode == 0
+
+    wrong = run_cli(settings, "project", "--only", "registri", timeout=120)
+    one = run_cli(settings, "project", "--only", "transparency_log", "--only", "registry", timeout=120)
+
+    assert wrong.returncode != 0
+    assert "no read model named registri; known: transparency_log, registry" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith("projected ")
+
+
 def _where(settings: Settings) -> str:
     if settings.is_postgres:
         url = urlsplit(PG_URL)

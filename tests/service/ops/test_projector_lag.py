@@ -4,6 +4,7 @@ and every read model then equals a rebuild from the log, row for row (SQLite and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterator
@@ -236,3 +237,42 @@ def test_readyz_and_metrics_report_each_read_models_lag(services: Services) -> N
         assert ready["oldest_unprojected_seconds"] == 0
         text = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
         assert 'mlledger_projection_lag_events{read_model="registry"} 0\n' in text
+
+
+def test_projectors_that_share_the_read_models_out_bring_each_one_up_to_date(services: Services) -> None:
+    """``mlledger project --follow --only ...`` in several processes: each projects only its own read
+    models, and together they bring every one to the log's end, row for row what one projector writes."""
+    burst(services, "d")
+    with running(ProjectorThread(services, only={"transparency_log"})):
+        deadline = time.monotonic() + 120
+        while projection_lag(services).events["transparency_log"]:
+            assert time.monotonic() < deadline, projection_lag(services)
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more polls: it must not touch the others
+        assert all(lag > 0 for name, lag in projection_lag(services).events.items() if name != "transparency_log")
+        with (
+            running(ProjectorThread(services, only={"registry", "audit_trail"})),
+            running(ProjectorThread(services, only={"manifests", "predictions"})),
+        ):
+            wait_until_current(services)
+    projected = snapshot(services)
+    for name in services.runner.projections:
+        services.runner.rebuild(name)
+    assert snapshot(services) == projected
+
+
+@contextlib.contextmanager
+def running(projector: ProjectorThread) -> Iterator[ProjectorThread]:
+    projector.start()
+    try:
+        yield projector
+    finally:
+        projector.stop()
+        projector.join(30)
+
+
+def test_a_projector_for_a_read_model_that_does_not_exist_is_refused(services: Services) -> None:
+    with pytest.raises(ValueError, match=r"no read model named registri; known: .*registry"):
+        ProjectorThread(services, only={"registri"})
+    with pytest.raises(ValueError, match="none given"):
+        ProjectorThread(services, only=set())
