@@ -18,6 +18,11 @@ from its start until every read model and the Merkle log reach the log's end.
 The figure is events of the log per second, all read models together (each
 event goes through every read model); per read model, the seconds it took.
 
+``--processes N`` projects with N projector processes instead (``mlledger
+project --follow --only ...``, as a deployment on more cores runs them): the
+Merkle log in the first, the other read models dealt out among the rest; the
+CPU figure is then theirs, start-up included.
+
 ``--profile FILE`` writes a cProfile of one more round, run on this thread
 (both passes in turn), for ``python -m pstats``.
 
@@ -39,6 +44,7 @@ import argparse
 import cProfile
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -48,9 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import (
     DEFAULT_DATABASE_URL,
+    REPO,
+    cpu_seconds,
     describe_database,
     fresh_settings,
     install_sigterm_handler,
+    ledger_env,
     load_average,
     machine_line,
     opened,
@@ -63,6 +72,7 @@ from projections.base import _write_position
 from service.bootstrap import Services
 from service.ops.projector import ProjectorThread, log_once, read_models_once
 from service.ops.workload import append_events
+from service.settings import Settings
 
 TARGET = 20_000.0
 
@@ -134,6 +144,59 @@ def timed_round(services: Services, end: int) -> tuple[float, dict[str, float], 
     return max(reached.values()), reached, time.process_time() - cpu
 
 
+def shares(names: list[str], processes: int) -> list[list[str]]:
+    """The read models of each of ``processes`` projector processes: the Merkle log alone in the first
+    (when there are two or more), the others dealt out round-robin among the rest."""
+    if processes <= 1:
+        return [names]
+    log, others = names[:1], names[1:]
+    rest = [others[i :: processes - 1] for i in range(processes - 1)]
+    return [log, *[share for share in rest if share]]
+
+
+def timed_process_round(
+    services: Services, settings: Settings, end: int, processes: int
+) -> tuple[float, dict[str, float], float]:
+    """Project the whole log with ``processes`` projector processes (``mlledger project --follow --only
+    ...``): seconds in all and per read model, and CPU seconds of those processes (start-up included)."""
+    empty_read_models(services)
+    env = ledger_env(settings)
+    env.update(
+        {
+            "MLLEDGER_PROJECTION_BATCH_SIZE": str(settings.projection_batch_size),
+            "MLLEDGER_CHECKPOINT_EVERY_EVENTS": str(settings.checkpoint_every_events),
+            "MLLEDGER_CHECKPOINT_EVERY_SECONDS": str(settings.checkpoint_every_seconds),
+        }
+    )
+    reached: dict[str, float] = {}
+    started = time.perf_counter()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "project", "--follow", *(f"--only={name}" for name in share)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for share in shares(list(services.runner.projections), processes)
+    ]
+    try:
+        while len(reached) < len(services.runner.projections):
+            for name, position in positions(services).items():
+                if position >= end and name not in reached:
+                    reached[name] = time.perf_counter() - started
+            if any(child.poll() is not None for child in children):
+                raise SystemExit("a projector process exited before the read models reached the log's end")
+            time.sleep(0.02)
+        cpu = cpu_seconds([child.pid for child in children])
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(30)
+    return max(reached.values()), reached, cpu
+
+
 def profiled_round(services: Services, path: str) -> float:
     """One round on this thread under cProfile; return its seconds."""
     empty_read_models(services)
@@ -156,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=500, help="events per projection batch (default 500)")
     parser.add_argument("--profile", metavar="FILE", help="also write a cProfile of one round to FILE")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="projector processes (mlledger project --follow --only ...): the Merkle log in one, the other read "
+        "models dealt out among the rest; default 1: the projector's two threads in this process",
+    )
     parser.add_argument("--database-url", default=os.environ.get("MLLEDGER_TEST_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--sqlite", action="store_true")
     args = parser.parse_args(argv)
@@ -175,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
             end = services.ledger.position()
             print(f"log: {end:,} events: " + ", ".join(f"{kind} {n:,}" for kind, n in written.items()))
             print(f"batch size {services.runner.batch_size}; read models: {', '.join(services.runner.projections)}")
+            if args.processes > 1:
+                split = shares(list(services.runner.projections), args.processes)
+                print(f"{len(split)} projector processes: " + "; ".join("+".join(share) for share in split))
             rates = []
             for round_number in range(1, args.rounds + 1):
                 load = load_average()
-                seconds, per_model, cpu = timed_round(services, end)
+                if args.processes > 1:
+                    seconds, per_model, cpu = timed_process_round(services, settings, end, args.processes)
+                else:
+                    seconds, per_model, cpu = timed_round(services, end)
                 rate = end / seconds
                 rates.append(rate)
                 models = ", ".join(f"{name} {s:.1f} s" for name, s in per_model.items())
