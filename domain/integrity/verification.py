@@ -167,6 +167,35 @@ def check_chains(links: Iterable[EventLink], heads: Mapping[str, tuple[int, str]
     return findings
 
 
+def check_link(link: EventLink, previous: str | None) -> Finding | None:
+    """One event's place in its aggregate's chain, without the rest of the chain.
+
+    ``previous`` is the stored hash of the aggregate's event at ``link.version - 1``
+    (None when no such event is stored; ignored for version 1, which follows the
+    zero hash). That event's own check holds its stored hash to its envelope and
+    signature, so a chain whose every link passes is the chain :func:`check_chains`
+    accepts, event by event: versions start at 1, none is missing, each follows
+    the hash of the one before.
+    """
+    if link.version > 1 and previous is None:
+        return Finding(
+            link.notification_id,
+            link.aggregate_id,
+            link.version,
+            f"version {link.version - 1}, which this event follows, is missing",
+        )
+    expected = ZERO_HASH if link.version == 1 else previous
+    if link.version < 1 or link.prev_hash != expected:
+        return Finding(
+            link.notification_id,
+            link.aggregate_id,
+            link.version,
+            "prev_hash does not match the hash of the previous version "
+            "(an event of this aggregate was changed, removed or reordered)",
+        )
+    return None
+
+
 KEYRING_ESTABLISHED = "mlledger.keyring.Established.v1"
 KEYRING_ROTATED = "mlledger.keyring.Rotated.v1"
 KEYRING_REVOKED = "mlledger.keyring.Revoked.v1"
@@ -271,11 +300,14 @@ class Leaf:
     leaf_hash: bytes
 
 
-def check_leaves(links: list[EventLink], leaves: list[Leaf], first: int = 0) -> list[Finding]:
+def check_leaves(links: Iterable[EventLink], leaves: Iterable[Leaf], first: int = 0) -> list[Finding]:
     """The log's leaves are the events' hashes, in notification order, none missing.
 
     ``leaves`` start at leaf index ``first``, ``links`` with the event it records.
+    Both are read in step and only as far as the first finding, so either may be
+    a stream (the caller reads on what it still needs).
     """
+    events = iter(links)
     for position, leaf in enumerate(leaves):
         if leaf.leaf_index != first + position:
             return [
@@ -286,7 +318,8 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf], first: int = 0) -> 
                     f"transparency log leaf {first + position} is missing",
                 )
             ]
-        if position >= len(links):
+        link = next(events, None)
+        if link is None:
             return [
                 Finding(
                     leaf.notification_id,
@@ -296,7 +329,6 @@ def check_leaves(links: list[EventLink], leaves: list[Leaf], first: int = 0) -> 
                     "but it is missing from the event store",
                 )
             ]
-        link = links[position]
         if link.notification_id != leaf.notification_id:
             if leaf.notification_id < link.notification_id:
                 return [

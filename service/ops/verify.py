@@ -23,9 +23,11 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from multiprocessing import get_context
 from typing import Any
 
@@ -47,16 +49,15 @@ from domain.integrity.verification import (
     Finding,
     Leaf,
     LedgerKeys,
-    check_chains,
     check_event,
     check_leaves,
-    check_nodes,
-    complete_levels,
+    check_link,
     follow_keyring,
 )
 from projections import transparency_log as tlog
 from projections.transparency_log import StoredCheckpoint
 from service.ops.verified_state import VerifiedState
+from service.ops.verify_tree import TreeCheck, stream_leaves
 from service.settings import Settings
 from service.store.persistence import create_engine, events_select, events_table, notification_id_column, read_events
 
@@ -131,7 +132,71 @@ def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int
             cursor.close()
 
 
+def _linked_rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
+    """Events in [start, stop) by notification id, each with the head of the record of its aggregate's
+    version before it (None when that event is not stored): enough to check the link without the chain."""
+    column = notification_id_column(engine)
+    table = events_table(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    # The header (hash, key id, signature) is well inside the first 512 bytes of a record.
+    head = "substr(p.state, 1, 512)" if sqlite else "substring(p.state from 1 for 512)"
+    oid = "e.originator_id" if sqlite else "e.originator_id::text"
+    mark = "?" if sqlite else "%s"
+    sql = (
+        f"SELECT e.{column}, {oid}, e.originator_version, e.topic, e.state, {head} "  # noqa: S608
+        f"FROM {table} e LEFT JOIN {table} p ON e.originator_version > 1 "
+        "AND p.originator_id = e.originator_id AND p.originator_version = e.originator_version - 1 "
+        f"WHERE e.{column} >= {mark} AND e.{column} < {mark} ORDER BY e.{column}"
+    )
+    with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection
+        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
+        try:
+            cursor.execute(sql, (start, stop))
+            if sqlite:
+                for nid, aggregate_id, version, topic, state, previous in cursor:
+                    yield (
+                        int(nid),
+                        _aggregate_id(aggregate_id),
+                        int(version),
+                        topic,
+                        bytes(state),
+                        None if previous is None else bytes(previous),
+                    )
+            else:
+                yield from cursor
+        finally:
+            cursor.close()
+
+
+def _stored_hash(head: bytes | None) -> str | None:
+    """The hash a stored record's header names ("" when unreadable; None for no record)."""
+    if head is None:
+        return None
+    try:
+        return SealedEvent.from_record(head).hash
+    except Exception:
+        return ""
+
+
 _worker_engine: Engine | None = None
+
+
+def _engine_of(settings_json: str) -> Engine:
+    global _worker_engine
+    if _worker_engine is None:
+        _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
+    return _worker_engine
+
+
+def _link_of_failed(nid: int, aggregate_id: str, version: int, record: bytes) -> tuple[int, str, int, str, str]:
+    """The link of an event that failed its check, kept in the sequence so later checks do not cascade."""
+    try:
+        sealed = SealedEvent.from_record(record)
+        prev = json.loads(sealed.envelope).get("prev_hash", "")
+        return (nid, aggregate_id, version, sealed.hash, str(prev))
+    except Exception:
+        return (nid, aggregate_id, version, "", "")
 
 
 def _verify_range(
@@ -142,9 +207,7 @@ def _verify_range(
     The links go back as plain tuples (fields of :class:`EventLink`): pickling
     named tuples costs several times more.
     """
-    global _worker_engine
-    if _worker_engine is None:
-        _worker_engine = create_engine(Settings.model_validate_json(settings_json), poolclass=sa.NullPool)
+    engine = _engine_of(settings_json)
 
     def verify(key_id: str, signature: bytes, message: bytes) -> bool | None:
         public = keys.get(key_id)
@@ -152,20 +215,52 @@ def _verify_range(
 
     links: list[tuple[int, str, int, str, str]] = []
     findings: list[Finding] = []
-    for nid, aggregate_id, version, topic, record in _rows(_worker_engine, start, stop):
+    for nid, aggregate_id, version, topic, record in _rows(engine, start, stop):
         link, finding = check_event(nid, aggregate_id, version, topic, record, verify, windows)
         if finding is not None:
             findings.append(finding)
-            # Keep the event in the sequence so later checks do not cascade.
-            try:
-                sealed = SealedEvent.from_record(record)
-                prev = json.loads(sealed.envelope).get("prev_hash", "")
-                links.append((nid, aggregate_id, version, sealed.hash, str(prev)))
-            except Exception:
-                links.append((nid, aggregate_id, version, "", ""))
+            links.append(_link_of_failed(nid, aggregate_id, version, record))
         elif link is not None:
             links.append(tuple(link))  # type: ignore[arg-type]
     return links, findings
+
+
+@dataclass
+class _Checked:
+    """What a worker sends back for one range: the links for the leaf check, in order, and what it found."""
+
+    links: list[tuple[int, str, int, str, str]]
+    findings: list[Finding]
+    first_versions: int
+    """Events that begin a chain (version 1, or following a version that is not stored)."""
+
+
+def _verify_linked_range(
+    settings_json: str, start: int, stop: int, keys: dict[str, bytes], windows: dict[str, KeyWindow]
+) -> _Checked:
+    """Worker: check every event with start <= notification id < stop, and its link to its aggregate's
+    previous version (read with it), so no process needs the chains of the whole ledger."""
+    engine = _engine_of(settings_json)
+
+    def verify(key_id: str, signature: bytes, message: bytes) -> bool | None:
+        public = keys.get(key_id)
+        return None if public is None else verify_raw(public, signature, message)
+
+    checked = _Checked([], [], 0)
+    for nid, aggregate_id, version, topic, record, previous in _linked_rows(engine, start, stop):
+        link, finding = check_event(nid, aggregate_id, version, topic, record, verify, windows)
+        if previous is None:
+            checked.first_versions += 1
+        if finding is not None:
+            checked.findings.append(finding)
+            checked.links.append(_link_of_failed(nid, aggregate_id, version, record))
+            continue
+        assert link is not None
+        broken = check_link(link, _stored_hash(previous))
+        if broken is not None:
+            checked.findings.append(broken)
+        checked.links.append(tuple(link))  # type: ignore[arg-type]
+    return checked
 
 
 def trusted_keys(engine: Engine, anchors: list[bytes]) -> tuple[LedgerKeys, list[Finding]]:
@@ -240,34 +335,6 @@ def _load_leaves(engine: Engine, first: int = 0) -> list[Leaf]:
     return [Leaf(int(a), int(b), c, int(d), bytes(e)) for a, b, c, d, e in rows]
 
 
-def _load_levels(engine: Engine) -> list[list[bytes]] | None:
-    """The stored Merkle nodes level by level, or None when some level has gaps (then compared node by node).
-
-    PostgreSQL sends each level as one array: a row per node costs more than the hashing.
-    """
-    if engine.dialect.name == "sqlite":
-        levels: list[list[bytes]] = []
-        for level, index, digest in _raw_rows(engine, "SELECT level, node_index, hash FROM tlog_nodes ORDER BY 1, 2"):
-            if level == len(levels) and index == 0:
-                levels.append([bytes(digest)])
-            elif level == len(levels) - 1 and index == len(levels[-1]):
-                levels[-1].append(bytes(digest))
-            else:
-                return None
-        return levels
-    grouped = _raw_rows(
-        engine,
-        "SELECT level, min(node_index), max(node_index), count(*), array_agg(hash ORDER BY node_index) "
-        "FROM tlog_nodes GROUP BY level ORDER BY level",
-    )
-    found: list[list[bytes]] = []
-    for level, low, high, count, hashes in grouped:
-        if level != len(found) or low != 0 or high != count - 1:
-            return None
-        found.append(list(hashes))
-    return found
-
-
 def _load_nodes(engine: Engine, first_leaf: int = 0) -> dict[tuple[int, int], bytes]:
     """The stored Merkle nodes that cover a leaf at index ``first_leaf`` or later."""
     rows = _raw_rows(
@@ -339,8 +406,31 @@ def state_at(
     )
 
 
+def _in_order(
+    submit: Callable[[int, int], Future[_Checked]], ranges: list[tuple[int, int]], ahead: int
+) -> Iterator[_Checked]:
+    """The workers' results in ledger order, with at most ``ahead`` ranges submitted and not yet consumed:
+    results wait in memory only that far ahead of the leaf check."""
+    pending: deque[Future[_Checked]] = deque()
+    upcoming = iter(ranges)
+    for start, stop in islice(upcoming, ahead):
+        pending.append(submit(start, stop))
+    while pending:
+        result = pending.popleft().result()
+        following = next(upcoming, None)
+        if following is not None:
+            pending.append(submit(*following))
+        yield result
+
+
 def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, workers: int | None = None) -> Report:
-    """Verify everything; return a report (``report.ok`` tells the verdict)."""
+    """Verify everything; return a report (``report.ok`` tells the verdict).
+
+    Events, leaves and nodes are read as streams (ranges, pages), so memory stays
+    bounded however long the ledger is: workers check each event and its link
+    to the version before it; this process checks the leaves against the events
+    in step and folds them into the tree (:mod:`service.ops.verify_tree`).
+    """
     started = time.perf_counter()
     report = Report()
     engine = create_engine(settings)
@@ -350,46 +440,68 @@ def verify_ledger(settings: Settings, anchors: list[bytes] | None = None, worker
         report.findings += key_findings
         report.keys = sorted(keys)
         report.windows = found.windows
-        links: list[EventLink] = []
         workers = workers or os.cpu_count() or 1
         ranges = _ranges(engine, workers)
         settings_json = settings.model_dump_json()
+        with engine.connect() as conn:
+            sizes = {cp.tree_size for cp in tlog.all_checkpoints(conn)}
+
+        def rows(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return _raw_rows(engine, sql, params)
+
+        tree = TreeCheck(rows, sizes)
+
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(_verify_range, settings_json, a, b, keys, found.windows) for a, b in ranges]
-            leaves = _load_leaves(engine)
-            stored_levels = _load_levels(engine)
-            levels = complete_levels([leaf.leaf_hash for leaf in leaves])
-            for future in futures:
-                chunk_links, chunk_findings = future.result()
-                links += map(EventLink._make, chunk_links)
-                report.findings += chunk_findings
-        report.events = len(links)
-        report.aggregates = len({link.aggregate_id for link in links})
-        report.findings += check_chains(links)
-        report.leaves = len(leaves)
-        report.unlogged = max(0, len(links) - len(leaves))
-        report.findings += check_leaves(links, leaves)
-        if stored_levels != levels:
-            expected_nodes = {(lv, ix): digest for lv, row in enumerate(levels) for ix, digest in enumerate(row)}
-            report.findings += check_nodes(expected_nodes, _load_nodes(engine), leaves)
+
+            def submit(start: int, stop: int) -> Future[_Checked]:
+                return pool.submit(_verify_linked_range, settings_json, start, stop, keys, found.windows)
+
+            def links() -> Iterator[EventLink]:
+                for checked in _in_order(submit, ranges, 2 * workers):
+                    report.findings += checked.findings
+                    report.events += len(checked.links)
+                    report.aggregates += checked.first_versions
+                    yield from map(EventLink._make, checked.links)
+
+            def leaves() -> Iterator[Leaf]:
+                for leaf in stream_leaves(rows):
+                    tree.add(leaf.leaf_hash)
+                    report.leaves += 1
+                    yield leaf
+
+            event_stream, leaf_stream = links(), leaves()
+            report.findings += check_leaves(event_stream, leaf_stream)
+            for _ in event_stream:  # the rest is read for its counts and the workers' findings
+                pass
+            for _ in leaf_stream:  # and for the tree
+                pass
+        report.unlogged = max(0, report.events - report.leaves)
+        (top,) = _raw_rows(engine, "SELECT max(level) FROM tlog_nodes")[0]
+        report.findings += tree.finish(None if top is None else int(top))
         cp_findings, report.checkpoints, latest = check_checkpoints(
-            engine,
-            settings.log_origin,
-            keys,
-            lambda size: merkle.root_from_nodes(size, lambda lv, ix: levels[lv][ix]),
-            len(leaves),
+            engine, settings.log_origin, keys, lambda size: tree.roots.get(size, b""), report.leaves
         )
         report.findings += cp_findings
         if latest is not None:
             report.latest_checkpoint = latest.note
-            frontier = [(lv, ix, levels[lv][ix]) for lv, ix in merkle.nodes_needed_for_root(latest.tree_size)]
-            report.state = state_at(
-                settings.log_origin,
-                latest,
-                leaves[latest.tree_size - 1].notification_id,
-                CompactRange(latest.tree_size, frontier),
-            )
+            report.state = _state_of(engine, settings.log_origin, latest)
     finally:
         engine.dispose()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _state_of(engine: Engine, origin: str, latest: StoredCheckpoint) -> VerifiedState | None:
+    """The state after ``latest``, read from the stored nodes (which verification found equal to the
+    recomputed ones when the report is clean; the state is kept only then)."""
+    needed = merkle.nodes_needed_for_root(latest.tree_size)
+    with engine.connect() as conn:
+        nodes = tlog.fetch_nodes(conn, needed)
+    last = _raw_rows(engine, "SELECT notification_id FROM tlog_leaves WHERE leaf_index = %s", (latest.tree_size - 1,))
+    if not last or any(node not in nodes for node in needed):
+        return None
+    try:
+        frontier = CompactRange(latest.tree_size, [(lv, ix, nodes[(lv, ix)]) for lv, ix in needed])
+    except ValueError:
+        return None
+    return state_at(origin, latest, int(last[0][0]), frontier)
