@@ -100,10 +100,26 @@ def _execute(request: ExecutionRequest) -> tuple[int, dict[str, Any]]:
     return 0, payload
 
 
+WARM = "--warm"
+"""``python -m service.runners.child --warm REQUEST_JSON [BACKEND]``: read the run's kind and spec as a JSON
+line from stdin and import what that kind needs; then, once a second line says ``go`` (the request file
+is written), execute the request; stdin closed instead: exit 0 (the caller gave up)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m service.runners.child REQUEST_JSON [BACKEND]``: execute the request in that file
-    (its resources are reported as used on ``BACKEND``, default ``local``)."""
+    (its resources are reported as used on ``BACKEND``, default ``local``); with ``--warm`` in place of
+    the file, see :data:`WARM`."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == [WARM]:
+        from service.runners.executors import preload
+
+        args = args[1:]
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            described = json.loads(sys.stdin.readline())
+            preload(str(described["kind"]), dict(described["spec"]))
+        if sys.stdin.readline().strip() != "go":
+            return 0  # the caller gave up before the request was ready (its inputs did not arrive)
     if len(args) not in (1, 2):
         print("usage: python -m service.runners.child REQUEST_JSON [BACKEND]", file=sys.stderr)
         return 2
@@ -208,6 +224,55 @@ class ChildExecution:
             self.output_dir / result.predictions_file,
             result.details,
         )
+
+
+class WarmChild:
+    """An execution child started before its request is ready (``--warm``): it imports what the run's kind
+    needs while the caller downloads the inputs, then executes the request it is sent."""
+
+    def __init__(self, process: subprocess.Popen[bytes], output_dir: Path) -> None:
+        self.process = process
+        self.output_dir = output_dir
+
+    @classmethod
+    def start(cls, kind: str, spec: dict[str, Any], output_dir: Path, backend: str, **popen: Any) -> WarmChild:
+        """Start ``python -m service.runners.child --warm`` (``output_dir/request.json`` to come) in its own
+        process group, its output to ``output_dir/child.log``; ``popen``: further ``Popen`` arguments."""
+        with (output_dir / "child.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service.runners.child", WARM, str(output_dir / "request.json"), backend],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **popen,
+            )
+        child = cls(process, output_dir)
+        child._send(json.dumps({"kind": kind, "spec": spec}) + "\n")
+        return child
+
+    def _send(self, line: str, *, last: bool = False) -> None:
+        if self.process.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError):  # it died starting: its result says so
+            self.process.stdin.write(line.encode("utf-8"))
+            self.process.stdin.flush()
+            if last:
+                self.process.stdin.close()
+
+    def execute(self, request: ExecutionRequest, timeout: float | None) -> ChildExecution:
+        """Write ``request`` to the ``request.json`` the child was told of and let it execute the request; the
+        execution, its time limit counted from now."""
+        (self.output_dir / "request.json").write_text(json.dumps(request.to_json()), encoding="utf-8")
+        self._send("go\n", last=True)
+        return ChildExecution(self.process, request.output_dir, timeout)
+
+    def kill(self, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+        """Stop it (and whatever it started), executing or not."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                self.process.stdin.close()
+        ChildExecution(self.process, self.output_dir, None).kill(grace)
 
 
 def run_in_child(request: ExecutionRequest, timeout: float | None = None) -> ChildExecution:

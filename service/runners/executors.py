@@ -8,7 +8,9 @@ Bad specs and bad data raise :class:`ExecutionError` with a one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 from domain.errors import InvalidPayload
@@ -58,6 +60,24 @@ def execute(request: ExecutionRequest, progress: Progress = _ignore) -> Executio
     result.details.update(kind=request.kind, seed=request.seed, datasets=[p.name for p in request.datasets])
     result.details.setdefault("device", request.device)
     return result
+
+
+def preload(kind: str, spec: Mapping[str, Any]) -> None:
+    """Import what executing a run of ``kind`` needs (for scikit-learn, the spec's estimator), so an execution
+    child started before its inputs arrive spends its start-up while they download. Anything that fails
+    here is left for the execution itself to report."""
+    with contextlib.suppress(Exception):
+        if kind == "sklearn":
+            from service.runners.sklearn_kind import resolve_estimator
+
+            resolve_estimator(spec.get("estimator"))
+        elif kind == "torch":
+            if importlib.util.find_spec("torch") is not None:
+                import torch  # noqa: F401
+
+                import service.runners.torch_kind
+        elif kind == "python":
+            import service.runners.python_kind  # noqa: F401
 
 
 def _execute_kind(request: ExecutionRequest, progress: Progress) -> ExecutionResult:

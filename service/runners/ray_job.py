@@ -13,6 +13,9 @@ ledger's URL, the run's token and the device, and it:
 4. executes the run with the existing executors in a child process
    (``service.runners.child``, in its own process group, killed with this
    process), so the python kind's sandboxing applies, and measures what it used;
+   the child is started first, with the run's kind and spec only, so its
+   interpreter and its imports (scikit-learn or torch, seconds in a fresh
+   process) overlap steps 2 and 3; it is sent the request once they are done;
 5. posts the run's progress as it happens, uploads the model file, the
    predictions file and ``execution.json`` (the result's details) by
    ``PUT .../outputs?name=...``, checking the digest the ledger stored;
@@ -21,8 +24,8 @@ ledger's URL, the run's token and the device, and it:
 Before the outcome it writes where its time went to stderr (so to the job's
 log): ``MLLEDGER-PHASES <json>``, seconds of each step from the process's
 start (``start``: interpreter and imports, ``download``, ``capture``,
-``child``: the execution child's whole life, its interpreter and imports
-included, ``upload``), the seconds from the process's start to the
+``child``: from the capture to the execution child's end, the part of its
+start-up that the downloads did not hide included, ``upload``), the seconds from the process's start to the
 outcome (``total``), when the process started (``started_at``, Unix time),
 and the CPU seconds the job's own process used (``cpu_job``, its imports and
 the environment capture included) and its execution child (``cpu_child``).
@@ -44,7 +47,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +61,7 @@ import httpx
 
 from domain.errors import LedgerError
 from service.runners import environment
-from service.runners.child import PROJECT_ROOT, ChildExecution
+from service.runners.child import PROJECT_ROOT, ChildExecution, WarmChild
 from service.runners.contract import ExecutionRequest
 from service.runners.transfer import RunLedger
 from service.runners.usage import measured
@@ -154,23 +156,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def start_child(request: ExecutionRequest, timeout: float | None) -> ChildExecution:
-    """Start ``python -m service.runners.child`` for ``request`` in its own process group, dying with this one."""
-    request_file = request.output_dir / "request.json"
-    request_file.write_text(json.dumps(request.to_json()), encoding="utf-8")
+def start_child(order: WorkOrder, output_dir: Path) -> WarmChild:
+    """Start the execution child for ``order`` (``--warm``) in its own process group, dying with this one: it
+    imports what the run's kind needs while this process downloads the inputs."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_", "MLLEDGER_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    with (request.output_dir / "child.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.runners.child", str(request_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    return ChildExecution(process, request.output_dir, timeout)
+    return WarmChild.start(order.kind, dict(order.spec), output_dir, "ray", env=env, preexec_fn=_die_with_parent)
 
 
 @contextlib.contextmanager
@@ -216,13 +207,16 @@ class Job:
         """Fetch, execute, upload; the outcome (never raises for a failed run)."""
         try:
             device, _note = environment.resolve_device(self.asked_device)
-            request = self.prepare(device)
+            output_dir = self.folder / "out"
+            output_dir.mkdir(mode=0o700)
             with measured(device, "ray") as usage:
-                execution = start_child(request, self.time_limit())
+                child = start_child(self.order, output_dir)  # its start-up overlaps the downloads
                 try:
+                    request = self.prepare(device, output_dir)
+                    execution = child.execute(request, self.time_limit())
                     self.follow(execution)
                 finally:
-                    execution.kill(KILL_GRACE_SECONDS)
+                    child.kill(KILL_GRACE_SECONDS)
             self.resources = self.measured(request, usage.resources)
             self.collect(execution)
             result = execution.result()
@@ -244,7 +238,7 @@ class Job:
         limit = self.order.time_limit if self.order.kind == "python" else None
         return None if limit is None else limit + TIME_LIMIT_GRACE_SECONDS
 
-    def prepare(self, device: str) -> ExecutionRequest:
+    def prepare(self, device: str, output_dir: Path) -> ExecutionRequest:
         """Download the inputs, capture this node's environment and lay out the execution request."""
         inputs = self.folder / "inputs"
         inputs.mkdir(mode=0o700)
@@ -258,8 +252,6 @@ class Job:
         captured["digest"] = environment.environment_digest(captured)
         self.environment = captured
         self.phases.mark("capture")
-        output_dir = self.folder / "out"
-        output_dir.mkdir(mode=0o700)
         return ExecutionRequest(
             kind=self.order.kind,
             spec=self.order.spec,

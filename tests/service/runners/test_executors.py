@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from service.runners.child import run_in_child, run_request
+from service.runners.child import WarmChild, run_in_child, run_request
 from service.runners.executors import ExecutionError, ExecutionRequest, ExecutionResult, execute
 
 CANCER_FEATURES = [f"f{i}" for i in range(30)]
@@ -420,6 +420,55 @@ def test_a_child_process_writes_every_metric_to_progress_and_a_result(tmp_path: 
     assert result.model_file == execution.output_dir / "model.pkl"
     assert json.loads((execution.output_dir / "result.json").read_text())["model_file"] == "model.pkl"
     assert [p for batch in execution.read_progress() for p in batch] == result.metrics
+
+
+def test_a_warm_child_imports_while_its_request_is_prepared_then_executes_it(
+    tmp_path: Path, diabetes_csv: Path
+) -> None:
+    spec = {
+        "features": DIABETES_FEATURES,
+        "target": "progression",
+        "task": "regression",
+        "estimator": "sklearn.linear_model.Ridge",
+    }
+    output = tmp_path / "out"
+    output.mkdir()
+    request = ExecutionRequest("sklearn", spec, {}, 7, "cpu", [diabetes_csv], None, output)
+    child = WarmChild.start("sklearn", spec, output, "local")
+    deadline = time.monotonic() + 60
+    while "sklearn/linear_model/_" not in _modules_of(child.process.pid):  # it imported the estimator already
+        assert time.monotonic() < deadline and child.process.poll() is None, (output / "child.log").read_text()
+        time.sleep(0.1)
+    assert not (output / "request.json").exists()
+
+    execution = child.execute(request, timeout=60)
+    result = execution.result()
+
+    assert execution.process.returncode == 0
+    assert result.model_file == output / "model.pkl"
+    assert json.loads((output / "result.json").read_text())["resources"]["cpu_seconds"] > 0
+    assert [p for batch in execution.read_progress() for p in batch] == result.metrics
+
+
+def test_a_warm_child_whose_request_never_comes_exits_cleanly_or_is_killed(tmp_path: Path) -> None:
+    given_up = WarmChild.start("sklearn", _sklearn_spec(), tmp_path, "local")
+    given_up._send("", last=True)  # the caller's downloads failed: it closes the pipe
+
+    assert given_up.process.wait(60) == 0
+    assert not (tmp_path / "result.json").exists()
+
+    (tmp_path / "b").mkdir()
+    killed = WarmChild.start("python", _python_spec("train:main"), tmp_path / "b", "local")
+    killed.kill(grace=1)
+    assert killed.process.poll() is not None
+
+
+def _modules_of(pid: int) -> str:
+    """The shared objects and files process ``pid`` has mapped (its imported extension modules among them)."""
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def test_a_child_process_records_an_execution_error_as_a_failed_result(tmp_path: Path, cancer_csv: Path) -> None:
