@@ -49,6 +49,7 @@ from service.exports.verify_bundle import (
     EVENTS,
     FORMAT,
     INCLUSION,
+    INCLUSION_LINES,
     INDEX,
     KEYRING_LINES,
     README,
@@ -268,8 +269,11 @@ def export_bundle(
         notes = {size: tlog.checkpoint_at(conn, size) for size in sorted(chosen)}
         policy = witnessing.witness_policy(services.settings)
         cosigned = {size: witnessing.cosigned(conn, cp, policy).note for size, cp in notes.items() if cp is not None}
-        inclusion = proofs.inclusion_document(
-            conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
+        inclusion = proofs.inclusion_header(conn, latest.tree_size)
+        inclusion_lines = list(
+            proofs.inclusion_lines(
+                conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
+            )
         )
         consistency = proofs.consistency_document(conn, sorted(chosen), latest.tree_size)
     keyring = list(_lines([item for item in sealed if item.row.aggregate_id == str(LedgerKeyring.create_id())], leaves))
@@ -297,7 +301,8 @@ def export_bundle(
         *sorted(keys.items()),
         *[(checkpoint_name(size), note.encode("utf-8")) for size, note in cosigned.items()],
         *([(WITNESS_POLICY, policy.text.encode("utf-8"))] if policy is not None else []),
-        (INCLUSION, json.dumps(inclusion).encode("utf-8")),
+        (INCLUSION, json.dumps(inclusion, indent=1).encode("utf-8")),
+        (INCLUSION_LINES, inclusion_lines),
         (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
         *sorted(files.items()),
     ]

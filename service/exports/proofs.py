@@ -7,55 +7,69 @@ instead ships, once, the complete-subtree hashes ``(level, index, hash)`` that
 cover the leaves which are *not* events of the bundle; the bundle's own events
 supply every other leaf. Every event's standard audit path is made of these
 (``verify_bundle.py --audit-path`` prints one), and recomputing the root once
-checks all of them together.
+checks all of them together. The entries go out as lines in leaf order (the
+events and the nodes between them), so neither side holds them all at once.
 """
 
 from __future__ import annotations
 
-import bisect
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from domain.integrity import merkle
 from projections import transparency_log as tlog
-from service.exports.verify_bundle import CONSISTENCY_FORMAT, INCLUSION_FORMAT, checkpoint_name
+from service.exports.verify_bundle import CONSISTENCY_FORMAT, INCLUSION_FORMAT, INCLUSION_LINES, checkpoint_name
+
+BATCH = 5_000
+"""Proof entries whose node hashes are read in one go."""
 
 
-def covering_nodes(leaves: list[int], size: int) -> list[tuple[int, int]]:
-    """The complete nodes that, with the leaves in ``leaves`` (sorted), determine the root of ``size`` leaves.
-
-    Walks the RFC 9162 tree from the root: a subtree without any of ``leaves``
-    is given by its complete nodes; a subtree holding some is split in two.
-    """
+def gap_nodes(lo: int, hi: int) -> list[tuple[int, int]]:
+    """The largest complete subtrees (level, index) that together are exactly leaves [lo, hi), left to right."""
     nodes: list[tuple[int, int]] = []
-    pending = [(0, size)] if size else []
-    while pending:
-        lo, hi = pending.pop()
-        first = bisect.bisect_left(leaves, lo)
-        if first == len(leaves) or leaves[first] >= hi:
-            nodes.extend(merkle.subtree_nodes(lo, hi))
-        elif hi - lo > 1:
-            mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
-            pending.append((mid, hi))
-            pending.append((lo, mid))
-    return sorted(nodes)
+    while lo < hi:
+        level = min((lo & -lo).bit_length() - 1 if lo else 63, (hi - lo).bit_length() - 1)
+        nodes.append((level, lo >> level))
+        lo += 1 << level
+    return nodes
 
 
-def inclusion_document(conn: Connection, leaves_and_positions: list[tuple[int, int]], size: int) -> dict[str, Any]:
-    """``proofs/inclusion.json``: the multi-leaf proof of the events at these (leaf, position) pairs."""
-    leaves = sorted(leaf for leaf, _ in leaves_and_positions)
-    needed = covering_nodes(leaves, size)
-    found = tlog.fetch_nodes(conn, needed)
+def inclusion_header(conn: Connection, size: int) -> dict[str, Any]:
+    """``proofs/inclusion.json``: what the entries of ``proofs/inclusion.jsonl`` prove, and against which root."""
     return {
         "format": INCLUSION_FORMAT,
         "hashing": "RFC 9162 with SHA-256: leaf = sha256(0x00 || event hash), node = sha256(0x01 || left || right)",
         "tree_size": size,
         "root_hash": tlog.root_at(conn, size).hex(),
         "checkpoint": checkpoint_name(size),
-        "leaves": [[leaf, position] for leaf, position in leaves_and_positions],
-        "nodes": [[level, index, found[(level, index)].hex()] for level, index in needed],
+        "entries": INCLUSION_LINES,
+        "layout": "one JSON array a line, in leaf order: [leaf index, ledger position] for each event of the "
+        "bundle, [level, index, hash] for each complete subtree that covers leaves the bundle has no event for",
     }
+
+
+def inclusion_lines(conn: Connection, leaves_and_positions: Iterable[tuple[int, int]], size: int) -> Iterator[bytes]:
+    """``proofs/inclusion.jsonl``, line by line (newline included), for the events at these (leaf, position)
+    pairs in leaf order: between consecutive events, the subtrees covering the leaves between them. Node
+    hashes are read a batch at a time, so nothing here grows with the number of events."""
+    pending: list[tuple[int, int, int]] = []
+
+    def flush() -> Iterator[bytes]:
+        found = tlog.fetch_nodes(conn, [(a, b) for kind, a, b in pending if kind >= 0])
+        for kind, a, b in pending:
+            yield (f'[{a},{b},"{found[(a, b)].hex()}"]\n' if kind >= 0 else f"[{a},{b}]\n").encode("ascii")
+        pending.clear()
+
+    after = 0
+    for leaf, position in leaves_and_positions:
+        pending += [(0, level, index) for level, index in gap_nodes(after, leaf)]
+        pending.append((-1, leaf, position))
+        after = leaf + 1
+        if len(pending) >= BATCH:
+            yield from flush()
+    pending += [(0, level, index) for level, index in gap_nodes(after, size)]
+    yield from flush()
 
 
 def consistency_document(conn: Connection, sizes: list[int], latest: int) -> dict[str, Any]:

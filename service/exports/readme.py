@@ -45,11 +45,15 @@ events.jsonl      One line per event, in ledger order: position, transparency-lo
 checkpoints/      Signed checkpoints of the ledger's transparency log (C2SP
                   tlog-checkpoint signed notes): for each event the first one that
                   covered it, and the latest.
-proofs/           inclusion.json: one RFC 9162 inclusion proof for all events
-                  together (the subtree hashes that cover every leaf that is not an
-                  event of this bundle; `verify_bundle.py --audit-path POSITION`
-                  prints any event's standard audit path). consistency.json: RFC
-                  9162 consistency proofs from every bundled checkpoint to the latest.
+proofs/           inclusion.json and inclusion.jsonl: one RFC 9162 inclusion proof
+                  for all events together. inclusion.json names the tree size and
+                  root; inclusion.jsonl has one JSON array a line, in leaf order:
+                  [leaf index, position] for each event of this bundle and
+                  [level, index, hash] for each subtree hash that covers leaves that
+                  are not events of this bundle (`verify_bundle.py --audit-path
+                  POSITION` prints any event's standard audit path).
+                  consistency.json: RFC 9162 consistency proofs from every bundled
+                  checkpoint to the latest.
 keys/             ledger/<key id>.pem: every ledger signing key; keyring.jsonl: the
                   keyring's events (genesis and rotations, each signed by the key
                   before it). approvers/<principal>/<key id>.pem: the keys approvers

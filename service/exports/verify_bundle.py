@@ -35,13 +35,20 @@ check (``--extract`` writes it under DIR only afterwards). In order, it checks:
 It prints a summary and exits 0, or prints ``FAILED: <where>: <what>`` naming
 the first problem and exits 1.
 
-Proof layout: ``proofs/inclusion.json`` is one RFC 9162 multi-leaf inclusion
-proof for all events at once: the tree size, the root, the leaf index of each
-event, and the complete-subtree hashes ``(level, index, hash)`` that cover every
-leaf that is not an event of the bundle. Every event's standard RFC 9162 audit
-path is built from these (``--audit-path`` prints one); checking the root once
-checks all of them. ``proofs/consistency.json`` holds RFC 9162 consistency
-proofs from every bundled checkpoint to the latest.
+Proof layout: one RFC 9162 multi-leaf inclusion proof for all events at once.
+``proofs/inclusion.json`` names the tree size and the root; ``proofs/inclusion.jsonl``
+holds, one JSON array a line in leaf order, ``[leaf index, position]`` of each
+event and the complete-subtree hashes ``[level, index, hash]`` that cover every
+leaf that is not an event of the bundle (a ``mlledger.bundle.v1`` bundle has
+both lists in the one JSON document instead; it is still read). Every event's
+standard RFC 9162 audit path is built from these (``--audit-path`` prints one);
+checking the root once checks all of them. ``proofs/consistency.json`` holds RFC
+9162 consistency proofs from every bundled checkpoint to the latest.
+
+Memory: events.jsonl and the proof lines are read as streams, a block of lines
+at a time, and folded as they pass; what stays is a compact head per aggregate
+(its last hash and version), the few events whose payload is read, and one
+subtree hash per tree level.
 
 Standalone on purpose: this file is copied into every bundle and must run
 where ML Ledger is not installed, with nothing but Python and ``cryptography``
@@ -62,6 +69,7 @@ import base64
 import binascii
 import bisect
 import hashlib
+import heapq
 import json
 import math
 import os
@@ -71,8 +79,9 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -88,8 +97,11 @@ try:  # Optional and never required: libsodium checks Ed25519 about twice as fas
 except ImportError:  # pragma: no cover - the bare virtualenv case
     _sodium_open = None  # type: ignore[assignment]
 
-FORMAT = "mlledger.bundle.v1"
-INCLUSION_FORMAT = "mlledger.inclusion-multiproof.v1"
+FORMAT = "mlledger.bundle.v2"
+FORMATS = (FORMAT, "mlledger.bundle.v1")
+"""Bundle formats this verifier reads: v2 ships the inclusion proof's entries as JSON lines."""
+INCLUSION_FORMAT = "mlledger.inclusion-multiproof.v2"
+INCLUSION_FORMAT_V1 = "mlledger.inclusion-multiproof.v1"
 CONSISTENCY_FORMAT = "mlledger.consistency-proofs.v1"
 
 README = "README.txt"
@@ -97,6 +109,7 @@ VERIFIER = "verify_bundle.py"
 INDEX = "bundle.json"
 EVENTS = "events.jsonl"
 INCLUSION = "proofs/inclusion.json"
+INCLUSION_LINES = "proofs/inclusion.jsonl"
 CONSISTENCY = "proofs/consistency.json"
 KEYRING_LINES = "keys/keyring.jsonl"
 WITNESS_POLICY = "witness-policy.txt"
@@ -129,7 +142,7 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _SAFE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}"
 LAYOUT = re.compile(
     rf"(?:{re.escape(README)}|{re.escape(VERIFIER)}|{re.escape(INDEX)}|{re.escape(EVENTS)}"
-    rf"|{re.escape(INCLUSION)}|{re.escape(CONSISTENCY)}|{re.escape(KEYRING_LINES)}|{re.escape(WITNESS_POLICY)}"
+    rf"|{re.escape(INCLUSION)}|{re.escape(INCLUSION_LINES)}|{re.escape(CONSISTENCY)}|{re.escape(KEYRING_LINES)}|{re.escape(WITNESS_POLICY)}"
     rf"|checkpoints/(?:0|[1-9][0-9]{{0,19}})\.txt|keys/ledger/[0-9a-f]{{16}}\.pem"
     rf"|keys/approvers/{_UUID}/[0-9a-f]{{16}}\.pem|manifests/{_UUID}(?:\.provenance)?\.json"
     rf"|reports/{_SAFE}|reports/plots/{_SAFE}|reports/attachments/{_UUID}/{_SAFE})"
@@ -765,6 +778,32 @@ class Archive:
         except ValueError as exc:
             raise BundleProblem(name, f"is not valid JSON: {exc}") from None
 
+    def lines(self, name: str, block: int = 1024 * 1024) -> Iterator[bytes]:
+        """A member's lines (without their newline), decompressed a block at a time; BundleProblem when the
+        last line is cut off or the member is damaged. Never more than its declared size is read."""
+        info = self.members.get(name)
+        if info is None:
+            raise BundleProblem(name, "is missing from the bundle")
+        rest, seen = b"", 0
+        try:
+            with self.zip.open(info) as handle:
+                while True:
+                    data = handle.read(min(block, info.file_size + 1 - seen))
+                    if not data:
+                        break
+                    seen += len(data)
+                    if seen > info.file_size:
+                        raise BundleProblem(name, "does not have the size the archive declares")
+                    parts = (rest + data).split(b"\n")
+                    rest = parts.pop()
+                    yield from parts
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise BundleProblem(name, f"is damaged in the archive: {exc}") from None
+        if seen != info.file_size:
+            raise BundleProblem(name, "does not have the size the archive declares")
+        if rest or not seen:
+            raise BundleProblem(name, "is empty or its last line is cut off (truncated)")
+
     def close(self) -> None:
         """Release the file."""
         self.zip.close()
@@ -796,10 +835,6 @@ def window_refusal(key_id: str, position: int, window: Window) -> str | None:
 
 
 # -- checking event lines (in worker processes) --------------------------------------
-
-_LINES: list[bytes] = []
-_KEYS: dict[str, bytes] = {}
-_WINDOWS: dict[str, Window] = {}
 
 
 def _where(number: int, m: re.Match[bytes]) -> str:
@@ -867,61 +902,234 @@ def check_line(
     )
 
 
-def _check_range(
-    start: int,
-    stop: int,
-    fast: bool,
-    lines: list[bytes] | None = None,
-    keys: dict[str, bytes] | None = None,
-    windows: dict[str, Window] | None = None,
+def _check_block(
+    first: int, lines: list[bytes], fast: bool, keys: dict[str, bytes], windows: dict[str, Window]
 ) -> tuple[list[tuple[Any, ...]], BundleProblem | None]:
-    """Worker: check lines [start, stop) (1-based numbers start+1...); stop at the first problem."""
-    source = _LINES if lines is None else lines
-    publics = {k.encode(): signature_check(v, fast) for k, v in (_KEYS if keys is None else keys).items()}
-    spans = {k.encode(): v for k, v in (_WINDOWS if lines is None else windows or {}).items()}
-    offset = 0 if lines is None else start
+    """Worker: check ``lines``, numbered from ``first``; stop at the first problem."""
+    publics = {k.encode(): signature_check(v, fast) for k, v in keys.items()}
+    spans = {k.encode(): v for k, v in windows.items()}
     facts = []
-    for index in range(start, stop):
+    for number, line in enumerate(lines, start=first):
         try:
-            facts.append(check_line(index + 1, source[index - offset], publics, spans))
+            facts.append(check_line(number, line, publics, spans))
         except BundleProblem as problem:
             return facts, problem
     return facts, None
 
 
-def _check_all_lines(
-    lines: list[bytes], keys: dict[str, bytes], windows: dict[str, Window], workers: int, fast: bool
-) -> list[tuple[Any, ...]]:
-    global _LINES, _KEYS, _WINDOWS
-    if workers <= 1 or len(lines) < 2_000:
-        facts, problem = _check_range(0, len(lines), fast, lines, keys, windows)
-        if problem is not None:
-            raise problem
-        return facts
-    chunk = max(500, -(-len(lines) // (workers * 4)))
-    bounds = [(a, min(a + chunk, len(lines))) for a in range(0, len(lines), chunk)]
+BLOCK_LINES = 2_000
+"""Lines sent to a worker at once: the lines read ahead of the checks stay a few blocks per worker."""
+
+
+def _blocks(lines: Iterator[bytes], size: int = BLOCK_LINES) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, lines) of consecutive blocks."""
+    block: list[bytes] = []
+    first = 1
+    for line in lines:
+        block.append(line)
+        if len(block) == size:
+            yield first, block
+            first, block = first + size, []
+    if block:
+        yield first, block
+
+
+def _checked_blocks(
+    lines: Iterator[bytes], keys: dict[str, bytes], windows: dict[str, Window], workers: int, fast: bool
+) -> Iterator[tuple[list[bytes], list[tuple[Any, ...]]]]:
+    """Each block of lines with the facts its checks established, in order; the first problem raises.
+
+    Worker processes check the blocks; at most a few blocks per worker are read
+    ahead, so the bundle is never held in memory whole.
+    """
+    if workers <= 1:
+        for first, block in _blocks(lines):
+            facts, problem = _check_block(first, block, fast, keys, windows)
+            if problem is not None:
+                raise problem
+            yield block, facts
+        return
     fork = "fork" in get_all_start_methods()
-    _LINES, _KEYS, _WINDOWS = lines, keys, windows
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork") if fork else None)
-        try:
-            futures = [
-                pool.submit(_check_range, a, b, fast)
-                if fork
-                else pool.submit(_check_range, a, b, fast, lines[a:b], keys, windows)
-                for a, b in bounds
-            ]
-            checked: list[tuple[Any, ...]] = []
-            for future in futures:
-                part, problem = future.result()
-                if problem is not None:
-                    raise problem
-                checked += part
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pending: deque[tuple[list[bytes], Future[tuple[list[tuple[Any, ...]], BundleProblem | None]]]] = deque()
+        for first, block in _blocks(lines):
+            pending.append((block, pool.submit(_check_block, first, block, fast, keys, windows)))
+            while len(pending) > 2 * workers:
+                yield _result(*pending.popleft())
+        while pending:
+            yield _result(*pending.popleft())
     finally:
-        _LINES, _KEYS, _WINDOWS = [], {}, {}
-    return checked
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(
+    block: list[bytes], future: Future[tuple[list[tuple[Any, ...]], BundleProblem | None]]
+) -> tuple[list[bytes], list[tuple[Any, ...]]]:
+    facts, problem = future.result()
+    if problem is not None:
+        raise problem
+    return block, facts
+
+
+# -- the Merkle tree, folded left to right -------------------------------------------
+
+
+class MerkleFold:
+    """The RFC 9162 hash of leaves [lo, hi), from complete subtrees given left to right.
+
+    Each subtree (level, index, hash) must start where the ones before it end;
+    equal siblings merge as they arrive, so what is kept is one subtree per
+    level (the compact range), however many leaves pass.
+    """
+
+    def __init__(self, lo: int = 0) -> None:
+        self.stack: list[tuple[int, int, bytes]] = []
+        self.next = lo
+
+    def push(self, level: int, index: int, digest: bytes) -> None:
+        """Add the next complete subtree; _Gap when it does not start where the last one ended."""
+        start = index << level
+        if start != self.next:
+            raise _Gap(self.next) if start > self.next else _Overlap(level, index)
+        self.next = (index + 1) << level
+        stack = self.stack
+        while index & 1 and stack and stack[-1][0] == level and stack[-1][1] == index - 1:
+            digest = node_hash(stack.pop()[2], digest)
+            level, index = level + 1, index >> 1
+        stack.append((level, index, digest))
+
+    def root(self, hi: int) -> bytes:
+        """The hash of the leaves up to ``hi`` (all of them given); _Gap naming the first leaf missing."""
+        if self.next != hi:
+            raise _Gap(self.next)
+        if not self.stack:
+            return hashlib.sha256(b"").digest()
+        digest = self.stack[-1][2]
+        for _, _, left in reversed(self.stack[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
+class _Overlap(Exception):
+    def __init__(self, level: int, index: int) -> None:
+        super().__init__(level, index)
+        self.level, self.index = level, index
+
+
+Entry = tuple[int, int, int, bytes]
+"""A proof entry in leaf order: (first leaf it covers, level, index, hash) of a proof node, or
+(leaf, -1, position, b"") of an event the proof lists."""
+
+
+class InclusionCheck:
+    """Step 7 as the events stream past: the proof's entries (listed events and proof nodes, in leaf order)
+    are read in step with events.jsonl, and the events' leaves with the proof nodes fold into the root."""
+
+    def __init__(self, entries: Iterator[Entry], size: int, root: bytes) -> None:
+        self.entries = entries
+        self.size, self.root = size, root
+        self.fold = MerkleFold()
+        self.nodes = 0
+        self.listed: tuple[int, int] | None = None
+        self.upcoming: Entry | None = None
+
+    def _next(self) -> Entry | None:
+        entry, self.upcoming = (self.upcoming, None) if self.upcoming is not None else (next(self.entries, None), None)
+        return entry
+
+    def _node(self, first: int, level: int, index: int, digest: bytes, event_leaf: int | None) -> None:
+        end = (index + 1) << level
+        if event_leaf is not None and first <= event_leaf < end:
+            raise BundleProblem(
+                INCLUSION, f"proof node ({level}, {index}) stands in for the event at leaf {event_leaf}"
+            )
+        self.nodes += 1
+        self._push(level, index, digest)
+
+    def _push(self, level: int, index: int, digest: bytes) -> None:
+        try:
+            self.fold.push(level, index, digest)
+        except _Gap as gap:
+            raise BundleProblem(
+                INCLUSION,
+                f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
+            ) from None
+        except _Overlap as overlap:
+            raise BundleProblem(
+                INCLUSION, f"proof node ({overlap.level}, {overlap.index}) covers leaves that are already covered"
+            ) from None
+
+    def event(self, number: int, leaf: int, position: int, leaf_hash: bytes) -> None:
+        """The next event of events.jsonl (line ``number``)."""
+        if leaf >= self.size:
+            raise BundleProblem(INCLUSION, f"the latest checkpoint (size {self.size}) does not cover leaf {leaf}")
+        while True:
+            entry = self._next()
+            if entry is None:
+                raise BundleProblem(
+                    f"{EVENTS} line {number} (position {position})",
+                    "has no inclusion proof in proofs/inclusion.json (the proofs are truncated or the event was added)",
+                )
+            first, level, index, digest = entry
+            if level >= 0 and first <= leaf:
+                self._node(first, level, index, digest, leaf)
+                continue
+            break
+        if level < 0 and first < leaf:
+            raise BundleProblem(
+                INCLUSION,
+                f"proves the event at leaf {first} (position {index}), which events.jsonl "
+                "lacks: an event was removed from the bundle",
+            )
+        if level >= 0 or (first, index) != (leaf, position):
+            raise BundleProblem(
+                f"{EVENTS} line {number} (position {position})",
+                f"its leaf {leaf} is not among the leaves the inclusion proof covers: the event was added or moved",
+            )
+        self._push(0, leaf, leaf_hash)
+
+    def finish(self) -> None:
+        """After the last event: the remaining proof nodes, then the root against the latest checkpoint."""
+        while (entry := self._next()) is not None:
+            first, level, index, digest = entry
+            if level < 0:
+                raise BundleProblem(
+                    INCLUSION,
+                    f"proves the event at leaf {first} (position {index}), which events.jsonl "
+                    "lacks: an event was removed from the bundle",
+                )
+            self._node(first, level, index, digest, None)
+        try:
+            root = self.fold.root(self.size)
+        except _Gap as gap:
+            raise BundleProblem(
+                INCLUSION,
+                f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
+            ) from None
+        if root != self.root:
+            raise BundleProblem(
+                INCLUSION,
+                f"the events and proof nodes hash to root {root.hex()}, but the latest checkpoint "
+                f"signs {self.root.hex()}: an event's hash or position differs from the ledger's log",
+            )
+
+
+def _proof_node(entry: Any, size: int) -> Entry:
+    """A proof node entry ``[level, index, hex]`` checked against the tree of ``size`` leaves."""
+    try:
+        level, node, digest = int(entry[0]), int(entry[1]), bytes.fromhex(entry[2])
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise BundleProblem(INCLUSION, f"proof node {str(entry)[:80]} is malformed") from None
+    if not 0 <= level < 64 or node < 0 or (node + 1) << level > size or len(digest) != 32:
+        raise BundleProblem(INCLUSION, f"proof node {str(entry)[:80]} is not a node of the tree of size {size}")
+    return node << level, level, node, digest
+
+
+def _listed_leaf(entry: Any, at: int) -> Entry:
+    if not isinstance(entry, list) or len(entry) != 2 or not all(type(v) is int for v in entry):
+        raise BundleProblem(INCLUSION, f"leaf entry {at} is malformed")
+    return entry[0], -1, entry[1], b""
 
 
 # -- the checks, in order ----------------------------------------------------------
@@ -929,14 +1137,26 @@ def _check_all_lines(
 KEYRING_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:ledger-keyring"))
 """The ledger keyring's fixed aggregate id."""
 
+_KEYRING_MARK = b'"aggregate_type":"LedgerKeyring"'
+
 
 @dataclass
 class _Facts:
-    """What the line checks established, kept for the later checks."""
+    """What the pass over events.jsonl established, kept for the later checks (nothing per event)."""
 
-    events: list[tuple[Any, ...]]
-    opened: dict[int, dict[str, Any]]
-    """Envelope of each event the verifier reads, by line number."""
+    opened: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)
+    """(position, aggregate id, envelope) of each event the verifier reads, by line number."""
+    committed: Any = field(default_factory=hashlib.sha256)
+    """SHA-256 over (position, hash) of every event but the export's own, as the export record commits."""
+    count: int = 0
+    foreign_export: int | None = None
+    """The line of the first event of another export, if any."""
+    run_events: dict[str, set[tuple[int, int, str]]] = field(default_factory=dict)
+    """(position, version, hash) of the events of each run whose manifest the bundle holds."""
+    keyring_lines: list[bytes] = field(default_factory=list)
+    tainted: list[tuple[Any, ...]] = field(default_factory=list)
+    audit_leaf: int | None = None
+    """The leaf of the event at the position an audit path was asked for."""
 
 
 class Verification:
@@ -949,38 +1169,38 @@ class Verification:
         workers: int,
         fast: bool = True,
         witness_policy: str | None = None,
+        audit_position: int | None = None,
     ) -> None:
         self.archive = archive
         self.anchors = list(anchors)
         self.workers = max(1, workers)
         self.fast = fast
         self.summary = Summary(workers=self.workers, ed25519=ed25519_library(fast))
-        self.nodes: MerkleNodes | None = None
         self.witness_policy = witness_policy
         self.notes: dict[int, tuple[str, list[tuple[str, bytes, bytes]]]] = {}
-        self.leaf_of: dict[int, int] = {}
+        self.audit_position = audit_position
+        self.audit_leaf: int | None = None
+        self._proof_entries: Callable[[], Iterator[Entry]] = lambda: iter(())
 
     def run(self) -> Summary:
         """Every check; the first problem raises :class:`BundleProblem`."""
         started = time.perf_counter()
         index = self._index()
-        lines = self._lines()
-        keys = self._keys(lines)
-        facts = self._events(lines, keys)
-        self._order_and_chains(facts)
-        self._approvals(facts)
+        keys = self._keys()
         roots = self._checkpoints(index, keys)
         self._witnessed()
-        self._inclusion(facts, roots)
+        facts = self._events(index, keys, roots)
+        self._approvals(facts)
         self._consistency(roots)
         self._export_record(index, facts, keys)
+        self.audit_leaf = facts.audit_leaf
         self.summary.seconds = time.perf_counter() - started
         return self.summary
 
     # 0. the index ---------------------------------------------------------------
     def _index(self) -> dict[str, Any]:
         index = self.archive.json(INDEX)
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
+        if not isinstance(index, dict) or index.get("format") not in FORMATS:
             raise BundleProblem(INDEX, f"is not an index of a {FORMAT} bundle")
         for key in ("export_id", "model", "origin"):
             if not isinstance(index.get(key), str) or not index[key]:
@@ -988,24 +1208,16 @@ class Verification:
         self.summary.origin = index["origin"]
         return index
 
-    def _lines(self) -> list[bytes]:
-        data = self.archive.read(EVENTS)
-        if not data.endswith(b"\n"):
-            raise BundleProblem(EVENTS, "is empty or its last line is cut off (truncated)")
-        return data[:-1].split(b"\n")
-
     # 2. keys ---------------------------------------------------------------------
-    def _keys(self, lines: list[bytes]) -> dict[str, bytes]:
+    def _keys(self) -> dict[str, bytes]:
+        """The key chain, from keys/keyring.jsonl; the pass over events.jsonl then holds it to be exactly
+        the keyring's events there (so no event is checked with a key the ledger did not record)."""
         keys: dict[str, bytes] = {}
         pems: dict[str, str] = {}
         windows: dict[str, Window] = {}
         current: str | None = None
-        keyring_lines: list[bytes] = []
-        for number, line in enumerate(lines, start=1):
-            if b'"aggregate_type":"LedgerKeyring"' not in line[:300]:
-                continue
-            keyring_lines.append(line)
-            where = f"{EVENTS} line {number} (ledger keyring)"
+        for number, line in enumerate(self.archive.lines(KEYRING_LINES), start=1):
+            where = f"{KEYRING_LINES} line {number} (ledger keyring)"
             m = _LINE.match(line)
             if m is None or not line.endswith(b"}"):
                 raise BundleProblem(where, "is not an event line of this bundle format")
@@ -1070,8 +1282,6 @@ class Verification:
             current = new_id
         if not keys:
             raise BundleProblem(EVENTS, "holds no ledger keyring (no genesis key event)")
-        if self.archive.read(KEYRING_LINES) != b"\n".join(keyring_lines) + b"\n":
-            raise BundleProblem(KEYRING_LINES, "differs from the keyring's events in events.jsonl")
         files = {name.removeprefix("keys/ledger/").removesuffix(".pem") for name in self.archive.names("keys/ledger/")}
         for kid in sorted(files | set(keys)):
             name = f"keys/ledger/{kid}.pem"
@@ -1088,78 +1298,116 @@ class Verification:
         self.summary.key_windows = windows
         return keys
 
-    # 3. every event ----------------------------------------------------------------
-    def _events(self, lines: list[bytes], keys: dict[str, bytes]) -> _Facts:
+    # 3, 4 and 7. every event, order, chains and inclusion, in one pass -------------------------
+    def _events(self, index: dict[str, Any], keys: dict[str, bytes], roots: dict[int, bytes]) -> _Facts:
         windows = self.summary.key_windows
-        events = _check_all_lines(lines, keys, windows, self.workers, self.fast)
         revoked = {k.encode(): w for k, w in windows.items() if w[2] is not None}
-        if revoked:
-            tainted = [f for f in events if f[11] in revoked and f[1] > revoked[f[11]][2]]
-            if tainted:
-                named = "; ".join(
-                    f"line {f[0]} (position {f[1]}, {f[4]} {f[3]} version {f[5]}): "
-                    f"{window_refusal(f[11].decode(), f[1], revoked[f[11]])}"
-                    for f in tainted
-                )
-                raise BundleProblem(
-                    f"{EVENTS}", f"{len(tainted)} event(s) signed by a revoked ledger key after its compromise: {named}"
-                )
-        opened: dict[int, dict[str, Any]] = {}
-        for fact in events:
-            if fact[10] is not None:
-                try:
-                    opened[fact[0]] = json.loads(fact[10])
-                except ValueError:
-                    raise BundleProblem(f"{EVENTS} line {fact[0]}", "the envelope is not JSON") from None
-        self.summary.events = len(events)
-        return _Facts(events, opened)
-
-    # 4. order and chains --------------------------------------------------------------
-    def _order_and_chains(self, facts: _Facts) -> None:
-        heads: dict[str, tuple[int, str, str]] = {}
-        last_position = last_leaf = -1
+        facts = _Facts()
+        manifests = {
+            name.removeprefix("manifests/").removesuffix(".json")
+            for name in self.archive.names("manifests/")
+            if not name.endswith(".provenance.json")
+        }
+        export_id = index["export_id"]
+        inclusion = self._inclusion(roots)
+        heads: dict[bytes, bytes] = {}
+        types: dict[str, int] = {}
         by_type: dict[str, int] = {}
-        for number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, _, _, _ in facts.events:
-            where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
-            if position <= last_position or leaf <= last_leaf:
-                raise BundleProblem(
-                    where,
-                    f"comes after position {last_position}: the events are not in ledger order "
-                    "(lines were swapped or moved)",
+        last_position = last_leaf = -1
+        held: tuple[int, int, int, bytes] | None = None
+        lines = self.archive.lines(EVENTS)
+        for block, checked in _checked_blocks(lines, keys, windows, self.workers, self.fast):
+            for line, fact in zip(block, checked, strict=True):
+                number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, leaf_hash, opened, key = (
+                    fact
                 )
-            last_position, last_leaf = position, leaf
-            head = heads.get(aggregate_id)
-            expected_version, expected_prev = (1, ZERO_HASH) if head is None else (head[0] + 1, head[1])
-            if head is not None and head[2] != agg_type:
-                raise BundleProblem(where, f"the aggregate was a {head[2]} in earlier lines")
-            if version != expected_version:
-                missing = (
-                    f"version {expected_version} is missing (an event was removed)"
-                    if version > expected_version
-                    else f"version {version} occurs twice"
-                )
-                raise BundleProblem(where, f"follows version {expected_version - 1}: {missing}")
-            if prev != expected_prev:
-                raise BundleProblem(
-                    where,
-                    "prev_hash is not the hash of the aggregate's previous event (an event of this "
-                    "aggregate was changed, removed or reordered)",
-                )
-            if head is None:
-                by_type[agg_type] = by_type.get(agg_type, 0) + 1
-            heads[aggregate_id] = (version, hash_hex, agg_type)
+                if revoked and key in revoked and position > revoked[key][2]:
+                    facts.tainted.append(fact)
+                if opened is not None:
+                    try:
+                        facts.opened[number] = (position, aggregate_id, json.loads(opened))
+                    except ValueError:
+                        raise BundleProblem(f"{EVENTS} line {number}", "the envelope is not JSON") from None
+                if _KEYRING_MARK in line[:300]:
+                    facts.keyring_lines.append(line)
+                # 4. ledger order, and each aggregate's chain (kept as 16-byte id -> last hash, version, type)
+                where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
+                if position <= last_position or leaf <= last_leaf:
+                    raise BundleProblem(
+                        where,
+                        f"comes after position {last_position}: the events are not in ledger order "
+                        "(lines were swapped or moved)",
+                    )
+                last_position, last_leaf = position, leaf
+                type_code = types.setdefault(agg_type, len(types))
+                ident = uuid.UUID(aggregate_id).bytes
+                head = heads.get(ident)
+                if head is None:
+                    expected_version, expected_prev = 1, ZERO_HASH
+                else:
+                    expected_version, expected_prev = int.from_bytes(head[32:40], "big") + 1, head[:32].hex()
+                    if int.from_bytes(head[40:], "big") != type_code:
+                        earlier = next(name for name, code in types.items() if code == int.from_bytes(head[40:], "big"))
+                        raise BundleProblem(where, f"the aggregate was a {earlier} in earlier lines")
+                if version != expected_version:
+                    missing = (
+                        f"version {expected_version} is missing (an event was removed)"
+                        if version > expected_version
+                        else f"version {version} occurs twice"
+                    )
+                    raise BundleProblem(where, f"follows version {expected_version - 1}: {missing}")
+                if prev != expected_prev:
+                    raise BundleProblem(
+                        where,
+                        "prev_hash is not the hash of the aggregate's previous event (an event of this "
+                        "aggregate was changed, removed or reordered)",
+                    )
+                if head is None:
+                    by_type[agg_type] = by_type.get(agg_type, 0) + 1
+                heads[ident] = bytes.fromhex(hash_hex) + version.to_bytes(8, "big") + type_code.to_bytes(2, "big")
+                # 7. the previous event's place in the inclusion proof: one event behind, so that lines
+                # out of order are named as such before the proof is found not to list them
+                if held is not None:
+                    inclusion.event(*held)
+                held = (number, leaf, position, leaf_hash)
+                # 8. what the export record commits to
+                if aggregate_id != export_id:
+                    if agg_type == "Export" and facts.foreign_export is None:
+                        facts.foreign_export = number
+                    facts.committed.update(position.to_bytes(8, "big") + bytes.fromhex(hash_hex))
+                    facts.count += 1
+                if aggregate_id in manifests:
+                    facts.run_events.setdefault(aggregate_id, set()).add((position, version, hash_hex))
+                if position == self.audit_position:
+                    facts.audit_leaf = leaf
+                self.summary.events += 1
+        if held is not None:
+            inclusion.event(*held)
+        if facts.tainted:
+            named = "; ".join(
+                f"line {f[0]} (position {f[1]}, {f[4]} {f[3]} version {f[5]}): "
+                f"{window_refusal(f[11].decode(), f[1], revoked[f[11]])}"
+                for f in facts.tainted
+            )
+            raise BundleProblem(
+                f"{EVENTS}",
+                f"{len(facts.tainted)} event(s) signed by a revoked ledger key after its compromise: {named}",
+            )
+        if b"\n".join(facts.keyring_lines) + b"\n" != self.archive.read(KEYRING_LINES):
+            raise BundleProblem(KEYRING_LINES, "differs from the keyring's events in events.jsonl")
+        inclusion.finish()
         self.summary.aggregates = len(heads)
         self.summary.by_type = by_type
+        self.summary.tree_size, self.summary.root_hash = inclusion.size, inclusion.root.hex()
+        self.summary.proof_nodes = inclusion.nodes
+        return facts
 
     # 5. approval statements ---------------------------------------------------------------
     def _approvals(self, facts: _Facts) -> None:
         registered: dict[tuple[str, str], tuple[int, str]] = {}
         used: set[tuple[str, str]] = set()
         count = 0
-        for number, position, _, aggregate_id, *_ in facts.events:
-            envelope = facts.opened.get(number)
-            if envelope is None:
-                continue
+        for number, (position, aggregate_id, envelope) in facts.opened.items():
             payload = envelope.get("payload") or {}
             if envelope.get("type") == SIGNING_KEY_REGISTERED:
                 registered[(aggregate_id, str(payload.get("key_id")))] = (position, str(payload.get("public_key_pem")))
@@ -1272,85 +1520,67 @@ class Verification:
                 )
 
     # 7. inclusion and consistency -------------------------------------------------------------
-    def _inclusion(self, facts: _Facts, roots: dict[int, bytes]) -> None:
-        proof = self.archive.json(INCLUSION)
+    def _inclusion(self, roots: dict[int, bytes]) -> InclusionCheck:
+        """The inclusion proof against the latest checkpoint, ready to be read in step with the events."""
         size = max(roots)
-        if not isinstance(proof, dict) or proof.get("format") != INCLUSION_FORMAT:
+        self._proof_entries = self._entry_source(size, roots[size])
+        return InclusionCheck(self._proof_entries(), size, roots[size])
+
+    def _entry_source(self, size: int, root: bytes) -> Callable[[], Iterator[Entry]]:
+        """What reads the proof's entries in leaf order: from proofs/inclusion.jsonl (v2), or from the one JSON
+        document of a v1 bundle (read whole, as that format requires)."""
+        proof = self.archive.json(INCLUSION)
+        if not isinstance(proof, dict) or proof.get("format") not in (INCLUSION_FORMAT, INCLUSION_FORMAT_V1):
             raise BundleProblem(INCLUSION, f"is not a {INCLUSION_FORMAT} proof")
-        if proof.get("tree_size") != size or proof.get("root_hash") != roots[size].hex():
+        if proof.get("tree_size") != size or proof.get("root_hash") != root.hex():
             raise BundleProblem(INCLUSION, f"does not prove against the latest checkpoint (tree size {size})")
-        listed = proof.get("leaves")
+        if proof["format"] == INCLUSION_FORMAT:
+            return lambda: self._entry_lines(size)
+        listed, nodes = proof.get("leaves"), proof.get("nodes")
         if not isinstance(listed, list):
             raise BundleProblem(INCLUSION, "has no list of leaves")
-        ours = [[fact[2], fact[1]] for fact in facts.events]
-        if listed != ours:
-            self._unproven(facts, listed, ours)
-        known: dict[tuple[int, int], bytes] = {(0, fact[2]): fact[9] for fact in facts.events}
-        leaves = sorted(fact[2] for fact in facts.events)
-        if leaves and leaves[-1] >= size:
-            raise BundleProblem(INCLUSION, f"the latest checkpoint (size {size}) does not cover leaf {leaves[-1]}")
-        nodes = proof.get("nodes")
         if not isinstance(nodes, list):
             raise BundleProblem(INCLUSION, "has no list of proof nodes")
-        for entry in nodes:
-            try:
-                level, node, digest = int(entry[0]), int(entry[1]), bytes.fromhex(entry[2])
-            except (TypeError, ValueError, IndexError):
-                raise BundleProblem(INCLUSION, f"proof node {entry!r} is malformed") from None
-            first, end = node << level, (node + 1) << level
-            if not 0 <= level < 64 or node < 0 or end > size or len(digest) != 32:
-                raise BundleProblem(INCLUSION, f"proof node {entry!r} is not a node of the tree of size {size}")
-            at = bisect.bisect_left(leaves, first)
-            if at < len(leaves) and leaves[at] < end:
-                raise BundleProblem(
-                    INCLUSION,
-                    f"proof node ({level}, {node}) stands in for the event at leaf {leaves[at]}",
-                )
-            known[(level, node)] = digest
-        self.nodes = MerkleNodes(known)
-        try:
-            root = self.nodes.subtree(0, size)
-        except _Gap as gap:
-            raise BundleProblem(
-                INCLUSION,
-                f"no event and no proof node covers leaf {gap.leaf}: the proofs are incomplete (truncated?)",
-            ) from None
-        except RecursionError:
-            raise BundleProblem(INCLUSION, "the proof is malformed") from None
-        if root != roots[size]:
-            raise BundleProblem(
-                INCLUSION,
-                f"the events and proof nodes hash to root {root.hex()}, but the latest checkpoint "
-                f"signs {roots[size].hex()}: an event's hash or position differs from the ledger's log",
-            )
-        self.leaf_of = {fact[1]: fact[2] for fact in facts.events}
-        self.summary.tree_size, self.summary.root_hash = size, roots[size].hex()
-        self.summary.proof_nodes = len(nodes)
+        entries = [_listed_leaf(entry, at) for at, entry in enumerate(listed)]
+        entries += [_proof_node(entry, size) for entry in nodes]
+        entries.sort(key=lambda e: (e[0], e[1] < 0))  # a node starting at an event's leaf comes first: refused
+        return lambda: iter(entries)
 
-    @staticmethod
-    def _unproven(facts: _Facts, listed: list[Any], ours: list[list[int]]) -> None:
-        """Name the first event that the proof's list and events.jsonl disagree on."""
-        for at, theirs in enumerate(listed):
-            if not isinstance(theirs, list) or len(theirs) != 2:
-                raise BundleProblem(INCLUSION, f"leaf entry {at} is malformed")
-            if at >= len(ours) or theirs[0] < ours[at][0]:
-                raise BundleProblem(
-                    INCLUSION,
-                    f"proves the event at leaf {theirs[0]} (position {theirs[1]}), which events.jsonl "
-                    "lacks: an event was removed from the bundle",
-                )
-            if theirs != ours[at]:
-                line = facts.events[at][0]
-                raise BundleProblem(
-                    f"{EVENTS} line {line} (position {ours[at][1]})",
-                    f"its leaf {ours[at][0]} is not among the "
-                    "leaves the inclusion proof covers: the event was added or moved",
-                )
-        line = facts.events[len(listed)][0]
-        raise BundleProblem(
-            f"{EVENTS} line {line} (position {ours[len(listed)][1]})",
-            "has no inclusion proof in proofs/inclusion.json (the proofs are truncated or the event was added)",
-        )
+    def audit_path(self, leaf: int) -> tuple[bytes, list[bytes]]:
+        """After :meth:`run`: the leaf hash of ``leaf`` and its RFC 9162 audit path, each of its subtree
+        hashes folded from the (verified) events and proof nodes in one more pass over both."""
+        size = self.summary.tree_size
+        ranges = inclusion_ranges(leaf, size)
+        folds = [MerkleFold(lo) for lo, _ in ranges]
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+        starts = [ranges[i][0] for i in order]
+
+        def events() -> Iterator[Entry]:
+            for line in self.archive.lines(EVENTS):
+                m = _LINE.match(line)
+                if m is not None:
+                    at = int(m.group(2))
+                    yield at, 0, at, leaf_hash(bytes.fromhex(m.group(7).decode()))
+
+        nodes = (entry for entry in self._proof_entries() if entry[1] >= 0)
+        value = b""
+        for first, level, index, digest in heapq.merge(events(), nodes):
+            if level == 0 and index == leaf:
+                value = digest
+                continue
+            folds[order[bisect.bisect_right(starts, first) - 1]].push(level, index, digest)
+        return value, [fold.root(hi) for fold, (_, hi) in zip(folds, ranges, strict=True)]
+
+    def _entry_lines(self, size: int) -> Iterator[Entry]:
+        for number, line in enumerate(self.archive.lines(INCLUSION_LINES), start=1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise BundleProblem(INCLUSION_LINES, f"line {number} is not a proof entry") from None
+            if isinstance(entry, list) and len(entry) == 3:
+                yield _proof_node(entry, size)
+            else:
+                yield _listed_leaf(entry, number - 1)
 
     def _consistency(self, roots: dict[int, bytes]) -> None:
         data = self.archive.json(CONSISTENCY)
@@ -1379,7 +1609,7 @@ class Verification:
 
     # 8. the export record and the files it names ------------------------------------------------
     def _export_record(self, index: dict[str, Any], facts: _Facts, keys: dict[str, bytes]) -> None:
-        records = [(n, e) for n, e in facts.opened.items() if e.get("type") == EXPORT_CREATED]
+        records = [(n, e) for n, (_, _, e) in facts.opened.items() if e.get("type") == EXPORT_CREATED]
         if len(records) != 1:
             raise BundleProblem(EVENTS, f"holds {len(records)} export records; a bundle has exactly one")
         line, record = records[0]
@@ -1388,14 +1618,9 @@ class Verification:
         if index["export_id"] != export_id or index["model"] != payload.get("model_name"):
             raise BundleProblem(INDEX, f"names another export or model than {where}")
         committed = payload.get("events") or {}
-        hasher, count = hashlib.sha256(), 0
-        for fact in facts.events:
-            if fact[3] == export_id:
-                continue
-            if fact[4] == "Export":
-                raise BundleProblem(f"{EVENTS} line {fact[0]}", "an event of another export")
-            hasher.update(fact[1].to_bytes(8, "big") + bytes.fromhex(fact[7]))
-            count += 1
+        if facts.foreign_export is not None:
+            raise BundleProblem(f"{EVENTS} line {facts.foreign_export}", "an event of another export")
+        hasher, count = facts.committed, facts.count
         if count != committed.get("count"):
             raise BundleProblem(
                 EVENTS,
@@ -1437,7 +1662,7 @@ class Verification:
     @staticmethod
     def _attachments(facts: _Facts) -> dict[str, set[tuple[str, str]]]:
         found: dict[str, set[tuple[str, str]]] = {}
-        for envelope in facts.opened.values():
+        for _, _, envelope in facts.opened.values():
             if envelope.get("type") == REPORT_PUBLISHED:
                 for name, digest in (envelope["payload"].get("attachments") or {}).items():
                     found.setdefault(envelope["aggregate_id"], set()).add((str(name), str(digest)))
@@ -1452,7 +1677,7 @@ class Verification:
             raise BundleProblem(name, "is not a run manifest") from None
         if document.get("run_id") != run_id:
             raise BundleProblem(name, f"is the manifest of run {document.get('run_id')}")
-        ours = {(f[1], f[5], f[7]) for f in facts.events if f[3] == run_id}
+        ours = facts.run_events.get(run_id, set())
         for entry in listed:
             if entry not in ours:
                 raise BundleProblem(
@@ -1521,14 +1746,13 @@ def audit_path(path: str | os.PathLike[str], position: int, *, workers: int | No
     """Verify the bundle, then give the standard RFC 9162 inclusion proof of the event at ``position``."""
     archive = Archive(Path(path), Limits())
     try:
-        verification = Verification(archive, (), workers or os.cpu_count() or 1)
+        verification = Verification(archive, (), workers or os.cpu_count() or 1, audit_position=position)
         summary = verification.run()
-        leaf = verification.leaf_of.get(position)
-        if leaf is None or verification.nodes is None:
+        leaf = verification.audit_leaf
+        if leaf is None:
             raise BundleProblem(EVENTS, f"holds no event at position {position}")
-        proof = verification.nodes.audit_path(leaf, summary.tree_size)
+        leaf_value, proof = verification.audit_path(leaf)
         root = bytes.fromhex(summary.root_hash)
-        leaf_value = verification.nodes.known[(0, leaf)]
         return {
             "position": position,
             "leaf_index": leaf,

@@ -228,7 +228,48 @@ TAMPERINGS: dict[str, tuple[Callable[[str, bytes], bytes | None], str]] = {
         lambda name, data: data[: len(data) // 2] if name == checker.INCLUSION else data,
         "proofs/inclusion.json: is not valid JSON",
     ),
+    "the proof lines cut off": (
+        lambda name, data: data[: len(data) // 2] if name == checker.INCLUSION_LINES else data,
+        "proofs/inclusion.jsonl: is empty or its last line is cut off (truncated)",
+    ),
+    "a proof node replaced": (
+        lambda name, data: _replace_a_proof_node(data) if name == checker.INCLUSION_LINES else data,
+        "the events and proof nodes hash to root",
+    ),
 }
+
+
+def _replace_a_proof_node(data: bytes) -> bytes:
+    lines = data.splitlines()
+    at = next(i for i, line in enumerate(lines) if len(json.loads(line)) == 3)
+    level, index, _ = json.loads(lines[at])
+    lines[at] = json.dumps([level, index, hashlib.sha256(b"another subtree").hexdigest()]).encode()
+    return b"\n".join(lines) + b"\n"
+
+
+def _as_v1(source: Path, target: Path) -> Path:
+    """The bundle in the v1 layout: the inclusion proof as one JSON document (leaves, then nodes)."""
+    with zipfile.ZipFile(source) as old:
+        entries = [json.loads(line) for line in old.read(checker.INCLUSION_LINES).splitlines()]
+
+    def change(name: str, data: bytes) -> bytes | None:
+        if name == checker.INCLUSION_LINES:
+            return None
+        if name == checker.INDEX:
+            return json.dumps({**json.loads(data), "format": "mlledger.bundle.v1"}).encode()
+        if name == checker.INCLUSION:
+            header = json.loads(data)
+            return json.dumps(
+                {
+                    "format": checker.INCLUSION_FORMAT_V1,
+                    **{key: header[key] for key in ("hashing", "tree_size", "root_hash", "checkpoint")},
+                    "leaves": [e for e in entries if len(e) == 2],
+                    "nodes": sorted(e for e in entries if len(e) == 3),
+                }
+            ).encode()
+        return data
+
+    return _rewrite(source, target, change)
 
 
 def test_the_exported_bundle_verifies(exported: Exported, capsys: pytest.CaptureFixture[str]) -> None:
@@ -262,18 +303,29 @@ def test_an_event_dropped_with_its_proof_entry_is_still_caught(exported: Exporte
     def change(name: str, data: bytes) -> bytes:
         if name == checker.EVENTS:
             return _event_lines(_drop)(name, data)
-        if name == checker.INCLUSION:
-            proof = json.loads(data)
+        if name == checker.INCLUSION_LINES:
             lines = zipfile.ZipFile(exported.bundle).read(checker.EVENTS).split(b"\n")
             leaf = int(lines[_first_prediction(lines)].split(b'"leaf_index":')[1].split(b",")[0])
-            proof["leaves"] = [entry for entry in proof["leaves"] if entry[0] != leaf]
-            return json.dumps(proof).encode()
+            entries = [json.loads(line) for line in data.splitlines()]
+            return b"".join(json.dumps(e).encode() + b"\n" for e in entries if len(e) == 3 or e[0] != leaf)
         return data
 
     copy = _rewrite(exported.bundle, tmp_path / "tampered.zip", change)
 
     with pytest.raises(checker.BundleProblem, match="no event and no proof node covers leaf"):
         checker.verify_bundle(copy, workers=1)
+
+
+def test_a_bundle_in_the_v1_layout_still_verifies_and_its_proof_still_binds(exported: Exported, tmp_path: Path) -> None:
+    v1 = _as_v1(exported.bundle, tmp_path / "v1.zip")
+    dropped = _as_v1(_rewrite(exported.bundle, tmp_path / "dropped.zip", _event_lines(_drop)), tmp_path / "d.zip")
+
+    summary = checker.verify_bundle(v1, workers=2)
+
+    assert summary.export_id == exported.export_id
+    assert summary.events == checker.verify_bundle(exported.bundle, workers=1).events
+    with pytest.raises(checker.BundleProblem, match=r"which events\.jsonl lacks: an event was removed"):
+        checker.verify_bundle(dropped, workers=1)
 
 
 def test_a_trust_anchor_outside_the_key_chain_is_refused(exported: Exported, tmp_path: Path) -> None:
