@@ -13,8 +13,9 @@ With ``--backend ray`` a second table splits each governed run further, from
 the job's own ``MLLEDGER-PHASES`` log line and the Jobs API: ``submit`` =
 Claimed -> the cluster accepted the job, ``dispatch`` = -> the job's process
 started, the job's steps (``start``: interpreter and imports, ``download``,
-``capture``, ``child``: the execution child, its interpreter and imports
-included, ``upload``), and ``notice`` = the job's outcome -> ``Finished``
+``capture``, ``child``: from the capture to the execution child's end (the
+child starts with the job, so its interpreter and imports overlap the
+download and the capture), ``upload``), and ``notice`` = the job's outcome -> ``Finished``
 (the runner's poll, reading the log, recording).
 With ``--in-process`` the runner is a ``Runner`` thread in this process instead
 (which has imported scikit-learn for the calibration, so its forked workers

@@ -55,17 +55,19 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import LedgerError
-from service.runners import environment
 from service.runners.child import PROJECT_ROOT, ChildExecution, WarmChild
 from service.runners.contract import ExecutionRequest
-from service.runners.transfer import RunLedger
 from service.runners.usage import measured
 from service.runners.work import Outcome, WorkOrder
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx, the transfers and the environment capture are imported after the execution child has started
+# (see main), so that this process's imports overlap the child's.
 
 OUTCOME_MARK = "MLLEDGER-OUTCOME "
 """The job prints its outcome as its last log line: this mark, then ``Outcome.to_json()`` as JSON."""
@@ -182,8 +184,18 @@ def _stop_on_signals() -> Iterator[None]:
 class Job:
     """One run executing on this node."""
 
-    def __init__(self, settings: JobSettings, client: httpx.Client, folder: Path, phases: Phases | None = None) -> None:
+    def __init__(
+        self,
+        settings: JobSettings,
+        client: httpx.Client,
+        folder: Path,
+        phases: Phases | None = None,
+        child: WarmChild | None = None,
+    ) -> None:
+        from service.runners.transfer import RunLedger
+
         self.order = settings.order
+        self.child = child
         self.phases = phases or Phases(time.time())
         self.asked_device = settings.device
         self.ledger = RunLedger(client, self.order)
@@ -205,12 +217,14 @@ class Job:
 
     def run(self) -> Outcome:
         """Fetch, execute, upload; the outcome (never raises for a failed run)."""
+        from service.runners import environment
+
         try:
             device, _note = environment.resolve_device(self.asked_device)
             output_dir = self.folder / "out"
-            output_dir.mkdir(mode=0o700)
+            output_dir.mkdir(mode=0o700, exist_ok=True)
             with measured(device, "ray") as usage:
-                child = start_child(self.order, output_dir)  # its start-up overlaps the downloads
+                child = self.child or start_child(self.order, output_dir)  # its start-up overlaps the downloads
                 try:
                     request = self.prepare(device, output_dir)
                     execution = child.execute(request, self.time_limit())
@@ -240,6 +254,8 @@ class Job:
 
     def prepare(self, device: str, output_dir: Path) -> ExecutionRequest:
         """Download the inputs, capture this node's environment and lay out the execution request."""
+        from service.runners import environment
+
         inputs = self.folder / "inputs"
         inputs.mkdir(mode=0o700)
         datasets = [self.ledger.download(item, inputs) for item in self.order.datasets]
@@ -287,10 +303,24 @@ class Job:
         return figures | {"host": self.resources["host"], "backend": "ray"}
 
 
-def run_job(settings: JobSettings, phases: Phases | None = None) -> Outcome:
-    """Execute the run ``settings`` describe in a private folder (removed afterwards); its outcome."""
-    folder = Path(tempfile.mkdtemp(prefix=f"mlledger-ray-{settings.order.run_id[:40]}-"))
+def private_folder(order: WorkOrder) -> Path:
+    """A new folder (0700) for ``order``'s files, named after its run."""
+    folder = Path(tempfile.mkdtemp(prefix=f"mlledger-ray-{order.run_id[:40]}-"))
     folder.chmod(0o700)
+    return folder
+
+
+def run_job(
+    settings: JobSettings,
+    phases: Phases | None = None,
+    folder: Path | None = None,
+    child: WarmChild | None = None,
+) -> Outcome:
+    """Execute the run ``settings`` describe in a private folder (``folder``, or a new one; removed
+    afterwards), with ``child`` when one was started for it; its outcome."""
+    import httpx
+
+    folder = folder or private_folder(settings.order)
     timeout = httpx.Timeout(60.0, connect=10.0)
     headers = {RUN_TOKEN_HEADER: settings.order.run_token}
     try:
@@ -299,26 +329,37 @@ def run_job(settings: JobSettings, phases: Phases | None = None) -> Outcome:
             _stop_on_signals(),
         ):
             try:
-                return Job(settings, client, folder, phases).run()
+                return Job(settings, client, folder, phases, child).run()
             except Stopped as exc:
                 return Outcome(ok=False, error=f"the Ray job was stopped ({exc}) before the run started")
             except Exception as exc:  # a crash of the job itself is reported as the run's error
                 traceback.print_exc()
                 return Outcome(ok=False, error=f"the Ray job crashed: {type(exc).__name__}: {exc}"[:ERROR_MAX])
     finally:
+        if child is not None:
+            child.kill(KILL_GRACE_SECONDS)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> int:
     """Run the job described by this process's environment and print its outcome."""
     phases = Phases(process_started())
-    phases.mark("start")
     try:
         settings = JobSettings.take(os.environ)
     except (KeyError, ValueError, TypeError) as exc:
         print(f"ray_job: the job's environment does not describe a run: {exc!r}", file=sys.stderr)
         return 2
-    outcome = run_job(settings, phases)
+    folder = private_folder(settings.order)
+    output_dir = folder / "out"
+    output_dir.mkdir(mode=0o700)
+    child = start_child(settings.order, output_dir)  # first: its imports overlap this process's from here on
+    import httpx  # noqa: F401 - the rest of this process's imports, counted in its start
+
+    import service.runners.environment
+    import service.runners.transfer  # noqa: F401
+
+    phases.mark("start")
+    outcome = run_job(settings, phases, folder, child)
     print(PHASES_MARK + json.dumps(phases.report(), separators=(",", ":")), file=sys.stderr, flush=True)
     print(OUTCOME_MARK + json.dumps(outcome.to_json(), separators=(",", ":"), default=str), flush=True)
     return 0
