@@ -8,6 +8,11 @@ the exact events; the transparency log then takes in ``Export.Created`` and a
 checkpoint is published if none covers it yet, so the export record itself is
 proven like every other event. ``Export.Packed`` finally records the archive's
 digest and size.
+
+The scope's events are never all in memory: they are read as streams
+(:mod:`service.exports.scope_events`), once (mostly as record heads) for the
+export record's commitment, the model card and the keys, then straight into the
+zip with the inclusion proof's lines beside them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 import zipfile
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,7 @@ from typing import Any
 from domain.aggregate import aggregate_type_of
 from domain.errors import InvalidPayload, NotFound
 from domain.export import Export, events_commitment
-from domain.integrity.ledger_key import LedgerKeyring
+from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
 from domain.integrity.provenance import stable_json
 from domain.integrity.sealing import SealedEvent
 from domain.integrity.witness import CheckpointNotWitnessed
@@ -41,9 +45,10 @@ from service.application.provenance import document_provenance
 from service.bootstrap import Services
 from service.exports import proofs
 from service.exports.document import render_html, render_pdf
-from service.exports.model_card import ModelCard, prediction_statistics
+from service.exports.model_card import UNREAD_TOPICS, CardEvents, ModelCard, prediction_statistics
 from service.exports.readme import readme_text
 from service.exports.scope import ExportRequest, leaf_indexes, select_scope
+from service.exports.scope_events import ScopeEvents, ScopeRow
 from service.exports.verify_bundle import (
     CONSISTENCY,
     EVENTS,
@@ -84,27 +89,6 @@ class ExportResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class _Sealed:
-    row: EventRow
-    sealed: SealedEvent
-
-
-_HEADER = re.compile(rb'\{"hash":"([0-9a-f]{64})","key_id":"([0-9a-f]{16})","signature":"([A-Za-z0-9+/=]+)"\}\n')
-
-
-def _open_seal(row: EventRow) -> _Sealed:
-    """The seal of a stored record; the header the ledger writes is parsed directly (a hundred thousand
-    ``json.loads`` calls cost more than the rest of the export), anything else the general way."""
-    found = _HEADER.match(row.record)
-    if found is None:
-        return _Sealed(row, SealedEvent.from_record(row.record))
-    hash_hex, key_id, signature = (group.decode("ascii") for group in found.groups())
-    return _Sealed(
-        row, SealedEvent(envelope=row.record[found.end() :], hash=hash_hex, signature=signature, key_id=key_id)
-    )
-
-
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -128,15 +112,44 @@ def _documents(
     return files
 
 
-def _attachments(services: Services, sealed: list[_Sealed]) -> tuple[dict[str, bytes], dict[str, str]]:
+@dataclass
+class _Gathered:
+    """What the first pass over the scope's events takes from them (never the events themselves)."""
+
+    card: CardEvents = field(default_factory=CardEvents)
+    published: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Report id -> the attachments its latest publication names."""
+    keys: dict[str, bytes] = field(default_factory=dict)
+    count: int = 0
+    last_position: int = 0
+    digest: str = ""
+
+
+def _gather(events: ScopeEvents) -> _Gathered:
+    """One pass over the scope (the bulk of it as record heads): the export record's commitment and count,
+    the model card's events, the reports' attachments and the keys."""
+    gathered = _Gathered()
+
+    def pairs() -> Iterator[tuple[int, str]]:
+        for row in events.rows(heads_only=UNREAD_TOPICS):
+            seal = row.seal()
+            gathered.count += 1
+            gathered.last_position = row.position
+            gathered.card.add(row.position, row.aggregate_id, row.topic, row.record)
+            if row.topic == Report.Published.TOPIC:
+                gathered.published[row.aggregate_id] = seal.envelope_fields()["payload"]["attachments"]
+            _add_key(gathered.keys, row, seal)
+            yield row.position, seal.hash
+
+    gathered.digest = events_commitment(pairs())
+    return gathered
+
+
+def _attachments(services: Services, published: dict[str, dict[str, str]]) -> tuple[dict[str, bytes], dict[str, str]]:
     """The files the latest publication of each report names, read (digest-checked) from the blob store."""
-    latest: dict[str, dict[str, str]] = {}
-    for item in sealed:
-        if item.row.topic == Report.Published.TOPIC:
-            latest[item.row.aggregate_id] = item.sealed.envelope_fields()["payload"]["attachments"]
     files: dict[str, bytes] = {}
     paths: dict[str, str] = {}
-    for report_id, attached in latest.items():
+    for report_id, attached in published.items():
         for name, digest in sorted(attached.items()):
             if services.blobs.exists(digest):
                 path = attachment_name(report_id, name, digest)
@@ -178,37 +191,57 @@ def _witnessed(services: Services, leaf_index: int, latest: tlog.StoredCheckpoin
     )
 
 
-def _keys(sealed: list[_Sealed]) -> dict[str, bytes]:
-    """``keys/``: the ledger keys (PEM) and the approvers' registered keys (PEM)."""
-    files: dict[str, bytes] = {}
-    for item in sealed:
-        if item.row.topic in (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC):
-            payload = item.sealed.envelope_fields()["payload"]
-            files[f"keys/ledger/{payload['key_id']}.pem"] = payload["public_key_pem"].encode("ascii")
-        elif item.row.topic == Principal.SigningKeyRegistered.TOPIC:
-            payload = item.sealed.envelope_fields()["payload"]
-            path = f"keys/approvers/{item.row.aggregate_id}/{payload['key_id']}.pem"
-            files[path] = payload["public_key_pem"].encode("ascii")
-    return files
+def _add_key(files: dict[str, bytes], row: ScopeRow, seal: SealedEvent) -> None:
+    """``keys/``: a ledger key (PEM) or an approver's registered key (PEM), if ``row`` records one."""
+    if row.topic in (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC):
+        payload = seal.envelope_fields()["payload"]
+        files[f"keys/ledger/{payload['key_id']}.pem"] = payload["public_key_pem"].encode("ascii")
+    elif row.topic == Principal.SigningKeyRegistered.TOPIC:
+        payload = seal.envelope_fields()["payload"]
+        files[f"keys/approvers/{row.aggregate_id}/{payload['key_id']}.pem"] = payload["public_key_pem"].encode("ascii")
 
 
-def _lines(sealed: list[_Sealed], leaves: dict[int, int]) -> Iterator[bytes]:
-    for item in sealed:
-        yield event_line(
-            position=item.row.position,
-            leaf_index=leaves[item.row.position],
-            aggregate_type=aggregate_type_of(item.row.topic),
-            aggregate_id=item.row.aggregate_id,
-            version=item.row.version,
-            topic=item.row.topic,
-            hash=item.sealed.hash,
-            key_id=item.sealed.key_id,
-            signature=item.sealed.signature,
-            envelope=item.sealed.envelope,
+def _line(row: ScopeRow | EventRow, leaf_index: int) -> bytes:
+    seal = row.seal() if isinstance(row, ScopeRow) else SealedEvent.from_record(row.record)
+    return event_line(
+        position=row.position,
+        leaf_index=leaf_index,
+        aggregate_type=aggregate_type_of(row.topic),
+        aggregate_id=row.aggregate_id,
+        version=row.version,
+        topic=row.topic,
+        hash=seal.hash,
+        key_id=seal.key_id,
+        signature=seal.signature,
+        envelope=seal.envelope,
+    )
+
+
+def _counted(rows: Iterator[ScopeRow], expected: int) -> Iterator[ScopeRow]:
+    """``rows``, each with its leaf; RuntimeError unless there are exactly ``expected`` (the scope's events
+    the export record commits to, and its own)."""
+    count = 0
+    for row in rows:
+        if row.leaf_index is None:
+            raise RuntimeError(f"ledger position {row.position} is not in the transparency log yet")
+        count += 1
+        yield row
+    if count != expected:
+        raise RuntimeError(
+            f"the export holds {expected} events but the ledger now gives {count}: events of its records were "
+            "committed while it ran; export again"
         )
 
 
-def _write_zip(target: Path, members: list[tuple[str, bytes | list[bytes]]], moment: datetime) -> None:
+def _event_lines(events: ScopeEvents, expected: int) -> Iterator[bytes]:
+    """``events.jsonl``, line by line, straight from the database."""
+    for row in _counted(events.rows(), expected):
+        assert row.leaf_index is not None
+        yield _line(row, row.leaf_index) + b"\n"
+
+
+def _write_zip(target: Path, members: list[tuple[str, bytes | Iterable[bytes]]], moment: datetime) -> None:
+    """Write the members in order; a member given as chunks (a stream) is written as they come."""
     stamp = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
     with zipfile.ZipFile(target, "w", allowZip64=True) as archive:
         for name, content in members:
@@ -216,7 +249,7 @@ def _write_zip(target: Path, members: list[tuple[str, bytes | list[bytes]]], mom
             info.compress_type = zipfile.ZIP_STORED if name.endswith((".png", ".pdf")) else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             with archive.open(info, "w", force_zip64=True) as handle:
-                for chunk in content if isinstance(content, list) else [content]:
+                for chunk in [content] if isinstance(content, bytes) else content:
                     handle.write(chunk)
 
 
@@ -241,43 +274,43 @@ def export_bundle(
         found = {str(run.id): manifest(conn, str(run.id)) for run in scope.runs}
         manifests = {run_id: m.document for run_id, m in found.items() if m is not None}
         statistics = prediction_statistics(conn, request.model_name, request.since, request.until)
-    rows = read_events(services.engine, [*scope.aggregate_ids, *scope.prediction_ids])
-    sealed = [_open_seal(row) for row in rows]
-    attachments, attachment_paths = _attachments(services, sealed)
-    card = ModelCard(scope.model, scope.versions, rows, manifests, statistics, scope_record, attachment_paths)
+    events = ScopeEvents(services.engine, [*scope.aggregate_ids, *scope.prediction_ids])
+    gathered = _gather(events)
+    attachments, attachment_paths = _attachments(services, gathered.published)
+    card = ModelCard(scope.model, scope.versions, gathered.card, manifests, statistics, scope_record, attachment_paths)
     files = _documents(services, card, manifests, attachments)
-    keys = _keys(sealed)
+    keys = gathered.keys
     files[README] = readme_text(
-        request, scope_record, len(rows), sorted(k for k in keys if "/ledger/" in k), services.settings.log_origin
+        request, scope_record, gathered.count, sorted(k for k in keys if "/ledger/" in k), services.settings.log_origin
     ).encode("utf-8")
     export = Export.create(
         model_name=request.model_name,
         scope=scope_record,
         shared_with=list(request.shared_with),
-        event_count=len(rows),
-        events_digest=events_commitment((i.row.position, i.sealed.hash) for i in sealed),
+        event_count=gathered.count,
+        events_digest=gathered.digest,
         files={name: _sha256(data) for name, data in files.items()},
         actor=actor,
     )
     recorded = services.ledger.save(export)[-1].notification.id
     latest = _ensure_checkpoint(services, recorded)
-    sealed += [_open_seal(row) for row in read_events(services.engine, [export.id])]
+    own = read_events(services.engine, [export.id])
+    keyring = [r for r in read_events(services.engine, [KEYRING_ID]) if r.position <= gathered.last_position]
+    events.until, events.also = gathered.last_position, str(export.id)
+    total = gathered.count + len(own)
     with services.engine.connect() as conn:
-        leaves = leaf_indexes(conn, [item.row.position for item in sealed])
         sizes = [cp.tree_size for cp in tlog.all_checkpoints(conn) if cp.tree_size <= latest.tree_size]
-        chosen = {sizes[bisect_right(sizes, leaf)] for leaf in leaves.values()} | {latest.tree_size}
+        chosen = {latest.tree_size}
+        for row in _counted(events.positions(), total):
+            assert row.leaf_index is not None
+            chosen.add(sizes[bisect_right(sizes, row.leaf_index)])
         notes = {size: tlog.checkpoint_at(conn, size) for size in sorted(chosen)}
         policy = witnessing.witness_policy(services.settings)
         cosigned = {size: witnessing.cosigned(conn, cp, policy).note for size, cp in notes.items() if cp is not None}
         inclusion = proofs.inclusion_header(conn, latest.tree_size)
-        inclusion_lines = list(
-            proofs.inclusion_lines(
-                conn, [(leaves[item.row.position], item.row.position) for item in sealed], latest.tree_size
-            )
-        )
         consistency = proofs.consistency_document(conn, sorted(chosen), latest.tree_size)
-    keyring = list(_lines([item for item in sealed if item.row.aggregate_id == str(LedgerKeyring.create_id())], leaves))
-    created_at = sealed[-1].sealed.envelope_fields()["recorded_at"]
+        keyring_leaves = leaf_indexes(conn, [row.position for row in keyring])
+    created_at = SealedEvent.from_record(own[-1].record).envelope_fields()["recorded_at"]
     bundle_index = {
         "format": FORMAT,
         "export_id": str(export.id),
@@ -287,29 +320,35 @@ def export_bundle(
         "created_at": created_at,
         "created_by": actor,
         "origin": services.settings.log_origin,
-        "events": len(sealed),
+        "events": total,
         "tree_size": latest.tree_size,
         "checkpoints": sorted(chosen),
         "ledger_keys": sorted(k.split("/")[-1][:-4] for k in keys if "/ledger/" in k),
     }
-    members: list[tuple[str, bytes | list[bytes]]] = [
-        (README, files.pop(README)),
-        (VERIFIER, files.pop(VERIFIER)),
-        (INDEX, json.dumps(bundle_index, indent=2).encode("utf-8")),
-        (EVENTS, [line + b"\n" for line in _lines(sealed, leaves)]),
-        (KEYRING_LINES, b"".join(line + b"\n" for line in keyring)),
-        *sorted(keys.items()),
-        *[(checkpoint_name(size), note.encode("utf-8")) for size, note in cosigned.items()],
-        *([(WITNESS_POLICY, policy.text.encode("utf-8"))] if policy is not None else []),
-        (INCLUSION, json.dumps(inclusion, indent=1).encode("utf-8")),
-        (INCLUSION_LINES, inclusion_lines),
-        (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
-        *sorted(files.items()),
-    ]
     staging = services.blobs.tmp / f"export-{export.id}.zip"
     staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        _write_zip(staging, members, datetime.now(UTC))
+        with services.engine.connect() as conn:
+            proven = (
+                (row.leaf_index, row.position)
+                for row in _counted(events.positions(), total)
+                if row.leaf_index is not None
+            )
+            members: list[tuple[str, bytes | Iterable[bytes]]] = [
+                (README, files.pop(README)),
+                (VERIFIER, files.pop(VERIFIER)),
+                (INDEX, json.dumps(bundle_index, indent=2).encode("utf-8")),
+                (EVENTS, _event_lines(events, total)),
+                (KEYRING_LINES, b"".join(_line(row, keyring_leaves[row.position]) + b"\n" for row in keyring)),
+                *sorted(keys.items()),
+                *[(checkpoint_name(size), note.encode("utf-8")) for size, note in cosigned.items()],
+                *([(WITNESS_POLICY, policy.text.encode("utf-8"))] if policy is not None else []),
+                (INCLUSION, json.dumps(inclusion, indent=1).encode("utf-8")),
+                (INCLUSION_LINES, proofs.inclusion_lines(conn, proven, latest.tree_size)),
+                (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
+                *sorted(files.items()),
+            ]
+            _write_zip(staging, members, datetime.now(UTC))
         size = staging.stat().st_size
         if size > MAX_BUNDLE_BYTES:
             raise ValueError(f"the bundle is {size} bytes, over the limit of {MAX_BUNDLE_BYTES}")
@@ -328,7 +367,7 @@ def export_bundle(
         bundle_digest=stored.digest,
         size=stored.size,
         path=destination or stored.path,
-        events=len(sealed),
+        events=total,
         position=packed,
         seconds=time.perf_counter() - started,
     )

@@ -24,9 +24,17 @@ from projections.predictions import predictions
 from service.exports.document import Document
 from service.exports.model_card_appendices import CardAppendices
 from service.exports.model_card_sections import NOT_RECORDED, Recorded
-from service.store.persistence import EventRow
 
-__all__ = ["APPENDICES", "CARD_SECTIONS", "NOT_RECORDED", "ModelCard", "Recorded", "prediction_statistics"]
+__all__ = [
+    "APPENDICES",
+    "CARD_SECTIONS",
+    "NOT_RECORDED",
+    "UNREAD_TOPICS",
+    "CardEvents",
+    "ModelCard",
+    "Recorded",
+    "prediction_statistics",
+]
 
 CARD_SECTIONS = (
     "Model details",
@@ -50,7 +58,10 @@ APPENDICES = (
     "Human overrides",
     "Erasure tombstones",
 )
-_UNPARSED = frozenset({Prediction.Made.TOPIC, Prediction.Logged.TOPIC, Subject.KeyIssued.TOPIC})
+UNREAD_TOPICS = frozenset(
+    {Prediction.Made.TOPIC, Prediction.Logged.TOPIC, Prediction.OutcomeRecorded.TOPIC, Subject.KeyIssued.TOPIC}
+)
+"""Events the card counts but never reads (the bulk of a bundle: it needs only their hashes)."""
 _PREDICTION_TOPICS = frozenset({Prediction.Made.TOPIC, Prediction.Logged.TOPIC})
 
 
@@ -93,23 +104,31 @@ def prediction_statistics(conn: Connection, model_name: str, since: str | None, 
     }
 
 
-def _open(rows: list[EventRow]) -> list[Recorded]:
-    opened = []
-    for row in rows:
-        if row.topic in _UNPARSED:
-            continue
-        envelope = SealedEvent.from_record(row.record).envelope_fields()
-        opened.append(
+class CardEvents:
+    """What the card takes from the bundle's events, gathered as they stream past: every event it reads,
+    opened, and how many prediction events there are (never the predictions themselves)."""
+
+    def __init__(self) -> None:
+        self.recorded: list[Recorded] = []
+        self.prediction_events = 0
+
+    def add(self, position: int, aggregate_id: str, topic: str, record: bytes) -> None:
+        """One event of the bundle (``record`` may be only its head for a topic in :data:`UNREAD_TOPICS`)."""
+        if topic in _PREDICTION_TOPICS:
+            self.prediction_events += 1
+        if topic in UNREAD_TOPICS:
+            return
+        envelope = SealedEvent.from_record(record).envelope_fields()
+        self.recorded.append(
             Recorded(
-                row.position,
-                row.aggregate_id,
-                row.topic,
+                position,
+                aggregate_id,
+                topic,
                 str(envelope["actor"]),
                 str(envelope["recorded_at"]),
                 dict(envelope["payload"]),
             )
         )
-    return opened
 
 
 class ModelCard(CardAppendices):
@@ -119,14 +138,15 @@ class ModelCard(CardAppendices):
         self,
         model: Model,
         versions: list[ModelVersion],
-        rows: list[EventRow],
+        events: CardEvents,
         manifests: dict[str, dict[str, Any]],
         statistics: dict[str, Any],
         scope: dict[str, Any],
         attachment_paths: dict[str, str],
     ) -> None:
-        prediction_events = sum(1 for row in rows if row.topic in _PREDICTION_TOPICS)
-        super().__init__(model, versions, _open(rows), manifests, statistics, attachment_paths, prediction_events)
+        super().__init__(
+            model, versions, events.recorded, manifests, statistics, attachment_paths, events.prediction_events
+        )
         self.scope = scope
 
     def document(self) -> Document:

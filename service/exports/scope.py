@@ -100,25 +100,34 @@ def _ids(kind: str, names: Iterable[str]) -> list[uuid.UUID]:
 
 
 def _prediction_rows(conn: Connection, request: ExportRequest) -> tuple[list[str], list[str], int]:
-    """Chosen prediction ids, their subjects, and how many predictions the window holds."""
+    """Chosen prediction ids, their subjects, and how many predictions the window holds.
+
+    The window's rows are streamed and only the chosen ids kept: a busy model has
+    hundreds of thousands of predictions.
+    """
     t = predictions
-    query = sa.select(t.c.prediction_id, t.c.subject_id, t.c.overrides).where(t.c.model_name == request.model_name)
+    window = [t.c.model_name == request.model_name]
     if request.since is not None:
-        query = query.where(t.c.recorded_at >= request.since)
+        window.append(t.c.recorded_at >= request.since)
     if request.until is not None:
-        query = query.where(t.c.recorded_at <= request.until)
-    rows = conn.execute(query.order_by(t.c.position)).all()
+        window.append(t.c.recorded_at <= request.until)
+    in_window = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(*window)).scalar_one())
     if request.predictions == PREDICTIONS_NONE:
-        chosen = []
-    elif request.predictions == PREDICTIONS_SAMPLE and len(rows) > request.sample_size:
+        return [], [], in_window
+    picked: set[int] | None = None
+    if request.predictions == PREDICTIONS_SAMPLE and in_window > request.sample_size:
         # Evenly spaced over the window, plus every overridden decision (those are what a reviewer asks about).
-        step = len(rows) / request.sample_size
+        step = in_window / request.sample_size
         picked = {int(i * step) for i in range(request.sample_size)}
-        chosen = [row for i, row in enumerate(rows) if i in picked or row.overrides]
-    else:
-        chosen = list(rows)
-    subjects = sorted({row.subject_id for row in chosen if row.subject_id is not None})
-    return [row.prediction_id for row in chosen], subjects, len(rows)
+    query = sa.select(t.c.prediction_id, t.c.subject_id, t.c.overrides).where(*window).order_by(t.c.position)
+    chosen: list[str] = []
+    subjects: set[str] = set()
+    for i, row in enumerate(conn.execute(query.execution_options(yield_per=CHUNK * 5))):
+        if picked is None or i in picked or row.overrides:
+            chosen.append(row.prediction_id)
+            if row.subject_id is not None:
+                subjects.add(row.subject_id)
+    return chosen, sorted(subjects), in_window
 
 
 def select_scope(ledger: Ledger, conn: Connection, request: ExportRequest) -> Scope:
