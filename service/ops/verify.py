@@ -63,8 +63,9 @@ from service.store.persistence import create_engine, events_select, events_table
 
 log = logging.getLogger(__name__)
 
-CHUNK = 20_000
+CHUNK = 10_000
 MIN_CHUNK = 2_000
+PAGE = 2_000
 assert catalog.AGGREGATES  # every event type is registered before verification
 KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC, LedgerKeyring.Revoked.TOPIC)
 
@@ -150,7 +151,10 @@ def _linked_rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[Any, .
     )
     with engine.connect() as conn:
         raw: Any = conn.connection.driver_connection
-        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
+        # On PostgreSQL a server-side cursor: the range's records arrive a page at a time.
+        cursor = raw.cursor() if sqlite else raw.cursor(name=f"verify_{start}", binary=True)
+        if not sqlite:
+            cursor.itersize = PAGE
         try:
             cursor.execute(sql, (start, stop))
             if sqlite:
@@ -167,6 +171,8 @@ def _linked_rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[Any, .
                 yield from cursor
         finally:
             cursor.close()
+            if not sqlite:
+                raw.rollback()  # ends the cursor's transaction
 
 
 def _stored_hash(head: bytes | None) -> str | None:
