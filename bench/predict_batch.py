@@ -34,7 +34,11 @@ With either, ``/readyz`` is sampled four times a second during the rounds: the
 report gives the p50, p99 and largest lag of the read models (the age of the
 oldest event some read model, the Merkle log included, has not applied yet,
 target p99 < 2 s, and the events behind) and how long they took to catch up
-once the load stopped.
+once the load stopped. ``--write-brake SECONDS`` sets the server's
+``MLLEDGER_WRITE_BRAKE_LAG_SECONDS``: prediction writes then wait while a read
+model is that far behind, trading rows per second for a bounded lag;
+``--group-events N`` bounds what one group commit writes (so what the read
+models can find in front of them at once).
 
 Run from the repository root::
 
@@ -42,6 +46,7 @@ Run from the repository root::
     .venv/bin/python bench/predict_batch.py --clients 4 --requests 80 --repeats 5
     .venv/bin/python bench/predict_batch.py --with-projector
     .venv/bin/python bench/predict_batch.py --clients 16 --projector-process
+    .venv/bin/python bench/predict_batch.py --clients 16 --projector-process --write-brake 0.5 --group-events 4000
 
 Progress goes to stderr, the results table to stdout.
 """
@@ -182,6 +187,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the projector beside the server (python -m service project --follow) and sample the lag",
     )
+    parser.add_argument(
+        "--write-brake",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="MLLEDGER_WRITE_BRAKE_LAG_SECONDS of the server: prediction writes wait while a read model is this "
+        "many seconds behind (default 0: never)",
+    )
+    parser.add_argument(
+        "--group-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MLLEDGER_GROUP_COMMIT_MAX_EVENTS of the server: most events one group commit writes (default 20,000)",
+    )
     args = parser.parse_args(argv)
     if args.with_projector and args.projector_process:
         parser.error("--with-projector and --projector-process exclude each other")
@@ -197,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         projector=args.with_projector,
         workers=args.workers,
         max_batch_rows=max(10_000, args.rows_per_request),
+        write_brake_lag_seconds=args.write_brake,
+        **({"group_commit_max_events": args.group_events} if args.group_events else {}),
     ) as target:
         url, deployed, rows = target.server.base_url, target.deployed, args.rows_per_request
         sampler = LagSampler(url) if args.with_projector or args.projector_process else None
@@ -246,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         "TreeSHAP reason codes (top 4) per row"
     )
     print(f"server: `{target.server.command}` ({measured.processes}); PostgreSQL commit before every answer")
+    if args.write_brake:
+        print(f"write brake: prediction writes wait while a read model is more than {args.write_brake:g} s behind")
     header = (
         f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
         f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "

@@ -30,6 +30,7 @@ from service.api.routers import (
     runner,
     usage,
 )
+from service.api.write_brake import WriteBrake
 from service.bootstrap import Services, open_services
 from service.console import router as console_router
 from service.ops.projector import ProjectorThread
@@ -63,6 +64,9 @@ def create_app(
             print(f"created the first admin; its API key (shown once): {opened.admin_api_key}", flush=True)
         app.state.services = opened
         app.state.serving = open_serving(opened)
+        app.state.write_brake = WriteBrake(
+            opened, opened.settings.write_brake_lag_seconds, opened.settings.write_brake_max_wait_seconds
+        )
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:
             projector.start()
@@ -116,6 +120,7 @@ def create_app(
     app.add_middleware(JsonBodyLimit, limit=bounds.max_json_bytes)
     app.include_router(health.router)
     app.include_router(predictions.router)  # first: the busiest routes are matched first
+    app.include_router(runner.router)  # then the runners', several requests for every run
     app.include_router(ledger.router)
     app.include_router(receipts.router)
     app.include_router(principals.router)
@@ -129,7 +134,6 @@ def create_app(
     app.include_router(monitoring.router)
     app.include_router(exports.router)
     app.include_router(usage.router)
-    app.include_router(runner.router)
     app.include_router(mlflow.router)
     app.include_router(console_router)
     return app

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     reason_codes: int = Field(4, ge=0, le=50, description="reason codes recorded per prediction")
     max_batch_rows: int = Field(10_000, gt=0, description="most rows one predict:batch request may carry")
     group_commit_max_events: int = Field(20_000, gt=0, description="most events one group commit writes")
+    write_brake_lag_seconds: float = Field(
+        0.0, ge=0, description="prediction writes wait while a read model is this many seconds behind (0: never)"
+    )
+    write_brake_max_wait_seconds: float = Field(
+        30.0, gt=0, description="longest a held-back prediction write waits before a 503"
+    )
     group_commit_commands: bool = Field(
         True, description="every command of an API process shares group commits (not only predictions)"
     )

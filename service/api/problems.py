@@ -94,7 +94,10 @@ def install(app: FastAPI) -> None:
         status = http_status(exc)
         if status >= 500:
             log.error("ledger error: %s", exc.detail)
-        return problem(status, exc.title, exc.detail, exc.type_slug, field=exc.field)
+        response = problem(status, exc.title, exc.detail, exc.type_slug, field=exc.field)
+        if status == 503:  # temporarily unavailable: say when to come back
+            response.headers.setdefault("Retry-After", "1")
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

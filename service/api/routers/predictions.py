@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
 from domain.prediction import REQUEST_ID_MAX, SUBJECT_ID_MAX
 from service.api.deps import (
@@ -30,6 +31,7 @@ from service.api.deps import (
     written,
 )
 from service.api.schemas import WriteResult
+from service.api.write_brake import WriteBrake
 from service.serving.decisions import Decision, reconstruct
 from service.serving.predict import PredictRecord, Served
 from service.serving.prediction_log import LogAsk, LoggedRecord
@@ -51,6 +53,17 @@ async def get_serving(request: Request) -> Serving:
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
+
+
+def write_brake(request: Request) -> None:
+    """Hold a prediction write back while the read models are too far behind (``WriteBrake``); declared
+    after the caller, so only an authorized request waits."""
+    brake: WriteBrake | None = getattr(request.app.state, "write_brake", None)
+    if brake is not None:
+        brake.wait()
+
+
+Braked = Annotated[None, Depends(write_brake)]
 
 
 class PredictBody(BaseModel):
@@ -205,6 +218,9 @@ async def predict(request: Request) -> Response:
         message = f"String should have at most {MAX_NAME} characters"
         raise RequestValidationError([{"type": "string_too_long", "loc": ("path", "name"), "msg": message}])
     key = await predicting_key(request, request.app.state.services.ledger)  # refused before the body is read
+    brake: WriteBrake | None = getattr(request.app.state, "write_brake", None)
+    if brake is not None and brake.on:
+        await run_in_threadpool(brake.wait)
     body = parsed_body(PredictBody, await request.body(), request.headers.get("content-type"))
     serving: Serving = request.app.state.serving
     result = await serving.queue.predict(name, _record(body), key)
@@ -276,6 +292,7 @@ def _absent_or_text(value: Any, longest: int) -> bool:
 def predict_batch(
     name: NamePath,
     caller: Predictor,
+    _brake: Braked,
     records: Annotated[list[PredictRecord], Depends(batch_body)],
     serving: ServingDep,
 ) -> Response:
@@ -443,6 +460,7 @@ def _finite_number(value: Any) -> bool:
 def log_predictions(
     name: NamePath,
     caller: PredictionLogger,
+    _brake: Braked,
     body: Annotated[_LogRequest, Depends(log_body)],
     serving: ServingDep,
 ) -> Response:

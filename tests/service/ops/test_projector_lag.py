@@ -19,6 +19,8 @@ from support.ledger import ADMIN_KEY, drop_schema, make_settings
 from domain.prediction import Prediction
 from domain.subject import Subject
 from projections.base import ProjectionRunner, _read_position
+from service.api.errors import ProjectionsBehind
+from service.api.write_brake import WriteBrake
 from service.app import create_app
 from service.bootstrap import Services, all_projections, open_services
 from service.ops.projector import ProjectorThread, projection_lag, run_once
@@ -276,3 +278,61 @@ def test_a_projector_for_a_read_model_that_does_not_exist_is_refused(services: S
         ProjectorThread(services, only={"registri"})
     with pytest.raises(ValueError, match="none given"):
         ProjectorThread(services, only=set())
+
+
+def test_the_write_brake_holds_prediction_writes_back_while_read_models_lag_and_refuses_after_its_longest_wait(
+    services: Services,
+) -> None:
+    append_events(services.ledger, 600, batch=200)  # the projector is stopped: the read models fall behind
+    time.sleep(0.6)
+    off = WriteBrake(services, lag_seconds=0, max_wait_seconds=1)
+    brake = WriteBrake(services, lag_seconds=0.5, max_wait_seconds=1)
+
+    off.wait()  # never holds anything back
+    started = time.monotonic()
+    with pytest.raises(ProjectionsBehind, match=r"read models are \d+\.\d s behind .*nothing was written"):
+        brake.wait()
+    assert 1.0 <= time.monotonic() - started < 5.0
+    assert brake.waited == 1 and off.waited == 0
+
+    patient = WriteBrake(services, lag_seconds=0.5, max_wait_seconds=120)
+    assert patient.behind() > 0.5
+    with running(ProjectorThread(services)):
+        patient.wait()  # returns once the projector brought the read models within the bound
+        assert patient.behind() <= 0.5
+
+
+def test_a_braked_prediction_write_answers_503_with_retry_after_and_only_after_authorization(
+    backend: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        backend, tmp_path / "braked", write_brake_lag_seconds=0.2, write_brake_max_wait_seconds=0.5
+    )
+    services = open_services(settings, migrate=True)
+    try:
+        append_events(services.ledger, 300, batch=100)
+        time.sleep(0.3)
+        with TestClient(create_app(settings, run_projector=False, services=services)) as client:
+            refused = client.post("/v1/models/credit/predict:batch", json={"records": [{"input": {"x0": 1}}]})
+            braked = client.post(  # held at the door: its (invalid) body is never read
+                "/v1/models/credit/predict:batch",
+                json={"records": [{"x0": 1}]},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            services.runner.catch_up()
+            through = client.post(
+                "/v1/models/credit/predict:batch",
+                json={"records": [{"input": {"x0": 1}}]},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+    finally:
+        services.close()
+        if backend == "postgres":
+            drop_schema(settings.database_schema)
+
+    assert refused.status_code == 401
+    assert braked.status_code == 503, braked.text
+    assert braked.headers["Retry-After"] == "1"
+    assert braked.headers["content-type"].startswith("application/problem+json")
+    assert "read models are" in braked.json()["detail"]
+    assert through.status_code == 404  # within the bound: on to the request itself (no such model here)

@@ -1,0 +1,76 @@
+"""Backpressure on the fastest writers: prediction writes wait while the read models are too far behind.
+
+A ``predict:batch`` load on a few cores can append events faster than the
+projector applies them; left alone, the Merkle log and the read models then fall
+behind without bound (no leaf, no checkpoint, no audit row for longer and
+longer). With ``MLLEDGER_WRITE_BRAKE_LAG_SECONDS`` set, a prediction write
+(``predict``, ``predict:batch``, ``predictions:log``) first waits, before its
+body is read, while the oldest event some read model has not applied yet is
+older than that. The writers then go as fast as the read models follow, and
+the lag stays near the bound plus the time the read models take for the
+writes already past it (the requests in flight). The wait is at the door, not
+at the commit: an event's time is taken when the request makes it, so an
+event held back after that would look older than the lag it adds. A write that waited
+``MLLEDGER_WRITE_BRAKE_MAX_WAIT_SECONDS`` in vain (no projector running, say)
+is refused with 503 and ``Retry-After``; nothing of it was written. The lag is
+read at most every tenth of a second per API process, shared by its requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from service.api.errors import ProjectionsBehind
+from service.bootstrap import Services
+from service.ops.projector import projection_lag
+
+REFRESH_SECONDS = 0.1
+
+
+class WriteBrake:
+    """Holds writes back while the read models are more than ``lag_seconds`` behind (0: never)."""
+
+    def __init__(
+        self, services: Services, lag_seconds: float, max_wait_seconds: float, refresh: float = REFRESH_SECONDS
+    ) -> None:
+        self.services = services
+        self.lag_seconds = lag_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._checked = float("-inf")
+        self._behind = 0.0
+        self.waited = 0
+        """Writes that had to wait (for /metrics and tests)."""
+
+    @property
+    def on(self) -> bool:
+        """Whether writes are ever held back."""
+        return self.lag_seconds > 0
+
+    def behind(self) -> float:
+        """Seconds the read models are behind (the oldest unapplied event's age), at most ``refresh`` old."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self.refresh:
+                self._behind = projection_lag(self.services).oldest_seconds
+                self._checked = time.monotonic()
+            return self._behind
+
+    def wait(self) -> None:
+        """Return once the read models are within the bound; raise :class:`ProjectionsBehind` after the
+        longest wait."""
+        if not self.on or self.behind() <= self.lag_seconds:
+            return
+        with self._lock:
+            self.waited += 1
+        deadline = time.monotonic() + self.max_wait_seconds
+        while (behind := self.behind()) > self.lag_seconds:
+            if time.monotonic() >= deadline:
+                raise ProjectionsBehind(
+                    f"the read models are {behind:.1f} s behind (the bound is {self.lag_seconds:g} s) and did not "
+                    f"catch up within {self.max_wait_seconds:g} s; nothing was written: retry later (is the "
+                    "projector running?)"
+                )
+            time.sleep(self.refresh)
