@@ -181,6 +181,16 @@ class LedgerCore(Application[uuid.UUID]):
             return bool(has_newer(known))
         return any(self.recorder.select_events(oid, gt=version, limit=1) for oid, version in known.items())
 
+    def newer(self, known: Mapping[uuid.UUID, int]) -> set[uuid.UUID]:
+        """Which aggregates in ``known`` have an event after the version given for each.
+
+        One query on PostgreSQL, one indexed look-up per aggregate otherwise.
+        """
+        newer = getattr(self.recorder, "newer", None)
+        if newer is not None:
+            return set(newer(known))
+        return {oid for oid, version in known.items() if self.recorder.select_events(oid, gt=version, limit=1)}
+
     def position(self) -> int:
         """The notification id of the newest event (0 for an empty ledger)."""
         return self.recorder.max_notification_id() or 0

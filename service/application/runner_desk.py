@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from domain.errors import (
     LedgerError,
     NotFound,
     RunAlreadyClaimed,
+    RunNotForRunners,
     RunNotHeldByRunner,
     VersionConflict,
 )
@@ -59,6 +61,8 @@ from service.store.blobs import BlobStore, BlobTampered
 log = logging.getLogger(__name__)
 TOKEN_SECRET_FILE = "run-token.key"  # noqa: S105 - a file name, not a secret
 REQUESTED_TOPIC = Run.Requested.TOPIC
+REQUESTED_VERSION = 1
+"""A run's version while it awaits a runner: its ``Requested`` event alone."""
 REATTACH_GRACE_FACTOR = 10
 """A Ray run whose runner went silent waits this many heartbeat timeouts for another runner to re-attach
 before the sweep marks it abandoned."""
@@ -244,26 +248,77 @@ class RunnerDesk:
 
         :class:`RunAlreadyClaimed` when another runner holds it.
         """
+        run: Run = self.ledger.get(run_id, Run)
+        self._take(run, runner_id, host, environment, device, device_note)
+        return self._order_of_taken(claimant, run, runner_id)
+
+    def _take(
+        self, run: Run, runner_id: str, host: str, environment: dict[str, Any], device: str, device_note: str | None
+    ) -> None:
+        """Claim the run as just loaded and record the environment (a stale ``run`` loses the append
+        like any other claim); :class:`RunAlreadyClaimed` when another runner holds it."""
+        run_id = str(run.id)
+        if run.device == "cuda" and device != "cuda":
+            raise RunAlreadyClaimed("the run asks for cuda; this runner has none")
+        run.check_claimable()  # before the heartbeat row: a run already taken costs no write
         digest = environment_digest(environment)
         environment = {**environment, "digest": digest}
         heartbeats.beat(self.engine, [run_id], runner_id)  # first, so a claim never goes unwatched
         try:
-            run: Run = self.ledger.get(run_id, Run)
-            if run.device == "cuda" and device != "cuda":
-                raise RunAlreadyClaimed("the run asks for cuda; this runner has none")
             self.ledger.claim_and_capture(run_id, runner_id, host, environment, digest, device, device_note, run=run)
-        except (RunAlreadyClaimed, VersionConflict):
+        except LedgerError:  # RunAlreadyClaimed and VersionConflict (another runner won) among them
             heartbeats.forget(self.engine, run_id, runner_id)
             raise
-        except LedgerError:
-            heartbeats.forget(self.engine, run_id, runner_id)
-            raise
+
+    def _order_of_taken(self, claimant: Claimant, run: Run, runner_id: str) -> dict[str, Any]:
+        """The work order of a run this runner just claimed; a run whose inputs are gone is marked failed."""
         try:
             return self.work_order(run)  # the claim updated ``run`` in place
         except LedgerError as exc:  # an input is missing or changed on disk: the run cannot execute anywhere
-            self.ledger.finish_run(run_id, RunStatus.FAILED, exc.detail, actor=claimant.actor)
-            heartbeats.forget(self.engine, run_id, runner_id)
+            self.ledger.finish_run(str(run.id), RunStatus.FAILED, exc.detail, actor=claimant.actor)
+            heartbeats.forget(self.engine, str(run.id), runner_id)
             raise
+
+    def claim_first(
+        self,
+        claimant: Claimant,
+        run_ids: list[str],
+        runner_id: str,
+        host: str,
+        environment: dict[str, Any],
+        device: str,
+        device_note: str | None,
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """Claim the first of ``run_ids`` still awaiting a runner, as :meth:`claim` claims one (the
+        environment's ``seed`` is set to that run's); its work order (None when none could be claimed)
+        and the candidates passed over (claimed or ended already, or lost to another runner just now).
+
+        Runners that share a list of requested runs would otherwise ask for run after run that another
+        runner already holds: one query tells which candidates moved past ``requested``.
+        """
+        wanted: dict[uuid.UUID, str] = {}
+        passed: list[str] = []
+        for run_id in run_ids:
+            try:
+                wanted.setdefault(uuid.UUID(run_id), run_id)
+            except ValueError:
+                passed.append(run_id)
+        taken = self.ledger.newer(dict.fromkeys(wanted, REQUESTED_VERSION))
+        for oid, run_id in wanted.items():
+            try:
+                if oid in taken:
+                    raise RunAlreadyClaimed(f"run {run_id} is no longer requested")
+                run: Run = self.ledger.get(oid, Run)
+                self._take(run, runner_id, host, {**environment, "seed": run.seed}, device, device_note)
+            except (RunAlreadyClaimed, VersionConflict, NotFound, RunNotForRunners):
+                passed.append(run_id)
+                continue
+            try:
+                return self._order_of_taken(claimant, run, runner_id), passed
+            except LedgerError as exc:  # marked failed: its inputs are gone
+                log.info("run %s failed at its claim: %s", run_id, exc.detail)
+                passed.append(run_id)
+        return None, passed
 
     def attach(self, claimant: Claimant, runner_id: str, backend: str) -> list[dict[str, Any]]:
         """Take over the active runs of ``backend`` whose runner went silent; return their work orders."""

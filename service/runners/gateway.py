@@ -57,6 +57,11 @@ class Gateway(Protocol):
         """Claim a run; None when another runner holds it."""
         ...
 
+    def claim_first(self, run_ids: list[str], claim: dict[str, Any]) -> tuple[WorkOrder | None, list[str]]:
+        """Claim the first of ``run_ids`` still awaiting a runner (the environment's seed becomes that
+        run's); its work order (None when none could be claimed) and the candidates passed over."""
+        ...
+
     def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
         """Take over runs of ``backend`` whose runner went silent."""
         ...
@@ -67,6 +72,10 @@ class Gateway(Protocol):
 
     def upload(self, order: WorkOrder, path: Path) -> Output:
         """Store an output file of the run; return it by digest."""
+        ...
+
+    def upload_all(self, order: WorkOrder, paths: list[Path]) -> list[Output]:
+        """Store several output files of the run (in one request where that is possible); return them by digest."""
         ...
 
     def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
@@ -130,6 +139,20 @@ class InProcessGateway:
             return None
         return WorkOrder.from_json(order)
 
+    def claim_first(self, run_ids: list[str], claim: dict[str, Any]) -> tuple[WorkOrder | None, list[str]]:
+        """Claim the first of ``run_ids`` still awaiting a runner; its work order and the candidates passed over."""
+        environment = {**claim["environment"], "backend": claim["backend"]}
+        order, passed = self.desk.claim_first(
+            self.claimant,
+            run_ids,
+            claim["runner_id"],
+            claim["host"],
+            environment,
+            claim["device"],
+            claim["device_note"],
+        )
+        return (None if order is None else WorkOrder.from_json(order)), passed
+
     def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
         """Take over runs of ``backend`` whose runner went silent."""
         return [WorkOrder.from_json(order) for order in self.desk.attach(self.claimant, runner_id, backend)]
@@ -144,6 +167,10 @@ class InProcessGateway:
         with path.open("rb") as handle:
             blob = self.services.blobs.put_chunks(iter(lambda: handle.read(CHUNK), b""), max_bytes=2**40)
         return Output(path.name, blob.digest, blob.size, media_type_of(path))
+
+    def upload_all(self, order: WorkOrder, paths: list[Path]) -> list[Output]:
+        """Put several output files in the blob store."""
+        return [self.upload(order, path) for path in paths]
 
     def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
         """Record progress metric points."""
@@ -267,6 +294,12 @@ class HttpGateway:
                 return None
             raise
 
+    def claim_first(self, run_ids: list[str], claim: dict[str, Any]) -> tuple[WorkOrder | None, list[str]]:
+        """Claim the first of ``run_ids`` still awaiting a runner; its work order and the candidates passed over."""
+        answer = self._call("POST", "/v1/runner/claims:first", json={"run_ids": run_ids, **claim})
+        order = None if answer["order"] is None else WorkOrder.from_json(answer["order"])
+        return order, [str(run_id) for run_id in answer["passed_over"]]
+
     def attach(self, runner_id: str, backend: str) -> list[WorkOrder]:
         """Take over runs of ``backend`` whose runner went silent."""
         answer = self._call("POST", "/v1/runner/attachments", json={"runner_id": runner_id, "backend": backend})
@@ -291,6 +324,10 @@ class HttpGateway:
     def upload(self, order: WorkOrder, path: Path) -> Output:
         """Upload an output file of the run."""
         return RunLedger(self.client, order).upload(path)
+
+    def upload_all(self, order: WorkOrder, paths: list[Path]) -> list[Output]:
+        """Upload several output files of the run in one request."""
+        return RunLedger(self.client, order).upload_all(paths)
 
     def progress(self, order: WorkOrder, points: list[dict[str, Any]]) -> None:
         """Record progress metric points."""

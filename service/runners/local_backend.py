@@ -3,7 +3,7 @@
 Inputs come through the gateway by digest (on the service's machine, the stored
 file itself; elsewhere, a download kept in the runner's cache by digest), each
 run gets a private folder, and when the worker is done its output files are
-uploaded through the gateway before the outcome is reported.
+uploaded through the gateway (in one request) before the outcome is reported.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class LocalExecution:
         details = self.workdir / "execution.json"
         details.write_text(json.dumps(result.get("details", {}), sort_keys=True), encoding="utf-8")
         files.append(details)
-        outputs = [self.backend.gateway.upload(self.order, path) for path in files]
+        outputs = self.backend.gateway.upload_all(self.order, files)
         return Outcome(ok=True, metrics=points, outputs=outputs, resources=resources)
 
     def cancel(self) -> None:

@@ -15,6 +15,7 @@ with its own key; the service checks it before recording anything.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -42,6 +43,8 @@ from service.runners.work import Backend, Execution, Outcome, WorkOrder
 log = logging.getLogger(__name__)
 ATTACH_EVERY_BEATS = 2
 MAX_BACKOFF_SECONDS = 30.0
+CLAIM_CANDIDATES = 16
+"""How many requested runs one claim names (the ledger claims the first still requested)."""
 
 
 @dataclass
@@ -100,7 +103,8 @@ class Runner:
         self.say = say
         self.active: dict[str, Active] = {}
         self.stats = RunnerStats()
-        self._candidates: list[dict[str, Any]] = []
+        self._candidates: dict[str, dict[str, Any]] = {}  # run id -> requested run, in this runner's order
+        self._environments: dict[str, dict[str, Any]] = {}  # device -> this process's environment (no seed)
         self._ended: set[str] = set()
         self._last_sweep = 0.0
         self._beats = 0
@@ -181,10 +185,10 @@ class Runner:
         if len(self.active) < self.concurrency and not self.backend.ready():
             raise LedgerUnavailable(f"the {self.backend.name} backend cannot be reached; leaving runs requested")
         while len(self.active) < self.concurrency:
-            candidate = self._next_candidate()
-            if candidate is None:
+            candidates = self._next_candidates()
+            if not candidates:
                 break
-            if self._try_start(candidate):
+            if self._claim_first(candidates):
                 busy = True
         return busy
 
@@ -202,14 +206,19 @@ class Runner:
             time.sleep(self.heartbeat_interval)
 
     # -- claiming -------------------------------------------------------------
-    def _next_candidate(self) -> dict[str, Any] | None:
+    def _next_candidates(self) -> list[dict[str, Any]]:
+        """The next requested runs to try, all for one device, in this runner's order (empty: none left)."""
         if not self._candidates:
-            found = self.gateway.requested()
+            found = [candidate for candidate in self.gateway.requested() if self._wants(candidate)]
             # Runners that see the same requests try them in different orders, so they
             # rarely race for one run and lose the claim.
             random.shuffle(found)
-            self._candidates = found
-        return self._candidates.pop(0) if self._candidates else None
+            self._candidates = {str(candidate["run_id"]): candidate for candidate in found}
+        if not self._candidates:
+            return []
+        device = self._device_of(next(iter(self._candidates.values())))
+        same_device = (c for c in self._candidates.values() if self._device_of(c) == device)
+        return list(itertools.islice(same_device, CLAIM_CANDIDATES))
 
     def _wants(self, candidate: dict[str, Any]) -> bool:
         return not (candidate.get("device") == "cuda" and self.device != "cuda")
@@ -217,44 +226,67 @@ class Runner:
     def _device_for(self, requested: str) -> str:
         return self.device if requested in ("auto", self.device) else requested
 
-    def _try_start(self, candidate: dict[str, Any]) -> bool:
-        if not self._wants(candidate):
-            return False
-        run_id = str(candidate["run_id"])
-        device = self._device_for(str(candidate.get("device", "auto")))
-        env = environment.capture_environment(device, int(candidate.get("seed", 0)), {})
+    def _device_of(self, candidate: dict[str, Any]) -> str:
+        return self._device_for(str(candidate.get("device", "auto")))
+
+    def _claim_first(self, candidates: list[dict[str, Any]]) -> bool:
+        """Claim the first of ``candidates`` still requested and start it; False when none could be claimed.
+
+        The ledger passes over candidates another runner took already, in one request, and names them:
+        they leave this runner's list, so it never asks for them again.
+        """
+        device = self._device_of(candidates[0])
         claim = {
             "runner_id": self.runner_id,
             "host": self.host,
             "device": device,
             "device_note": self.device_note,
             "backend": self.backend.name,
-            "environment": {k: v for k, v in env.items() if k != "digest"},
+            "environment": {**self._environment(device), "seed": int(candidates[0].get("seed", 0))},
         }
+        tried = [str(candidate["run_id"]) for candidate in candidates]
         try:
-            order = self.gateway.claim(run_id, claim)
+            order, passed = self.gateway.claim_first(tried, claim)
         except LedgerUnavailable:
             raise
         except LedgerError as exc:
-            log.info("could not claim run %s: %s", run_id, exc.detail)
-            return False
+            log.info("could not claim any of %d runs: %s", len(tried), exc.detail)
+            passed, order = tried, None
+        for run_id in tried if order is None else [*passed, order.run_id]:
+            self._candidates.pop(run_id, None)
+        self.stats.lost_claims += len(passed)
         if order is None:
-            self.stats.lost_claims += 1
             return False
         self.stats.claimed += 1
+        self._start(order, device)
+        return True
+
+    def _environment(self, device: str) -> dict[str, Any]:
+        """What this runner executes on for ``device``, less the seed (each claim adds its run's).
+
+        Captured once per device: nothing it describes changes while the runner serves (the
+        packages, the machine, the runner's own torch switches; runs execute in worker processes).
+        """
+        found = self._environments.get(device)
+        if found is None:
+            captured = environment.capture_environment(device, 0, {})
+            found = self._environments[device] = {k: v for k, v in captured.items() if k not in ("digest", "seed")}
+        return found
+
+    def _start(self, order: WorkOrder, device: str) -> None:
+        """Start a claimed run on the backend (a run that cannot start is recorded as failed)."""
         env_digest = order.environment_digest
         try:
             execution = self.backend.start(order, device)
         except (ExecutionError, LedgerError) as exc:
             if isinstance(exc, LedgerUnavailable) and self.backend.jobs_outlive_runner:
-                self.say(f"run {run_id}: {exc.detail}; another runner will re-attach or it will be abandoned")
-                return True
+                self.say(f"run {order.run_id}: {exc.detail}; another runner will re-attach or it will be abandoned")
+                return
             self._finish(order, Outcome(ok=False, error=str(exc.detail)), env_digest)
-            return True
+            return
         with self._lock:
-            self.active[run_id] = Active(order, execution, env_digest)
+            self.active[order.run_id] = Active(order, execution, env_digest)
         self.stats.started_at.append(time.time())
-        return True
 
     def _reattach(self) -> bool:
         """Take over runs whose runner died while their job went on (backends that keep jobs running)."""

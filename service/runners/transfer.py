@@ -157,6 +157,36 @@ class RunLedger:
             raise LedgerError(f"output {path.name} was stored with digest {stored.get('digest')}, not {digest}")
         return Output(path.name, digest, int(stored["size"]), media_type_of(path))
 
+    def upload_all(self, paths: list[Path]) -> list[Output]:
+        """Upload several output files in one request; return them by digest, each checked against the
+        digest the ledger stored."""
+        if len(paths) == 1:
+            return [self.upload(paths[0])]
+        digests = [file_digest(path) for path in paths]
+        sizes = [path.stat().st_size for path in paths]
+
+        def body() -> Iterator[bytes]:
+            for path in paths:
+                with path.open("rb") as handle:
+                    yield from _chunks(handle)
+
+        def attempt() -> httpx.Response:
+            return self.client.put(
+                f"{self.base}/outputs:batch",
+                params={"name": [path.name for path in paths], "size": sizes},
+                content=body(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+
+        names = ", ".join(path.name for path in paths)
+        stored = self._retrying(f"upload outputs {names}", attempt).json()["outputs"]
+        outputs = []
+        for path, digest, answer in zip(paths, digests, stored, strict=True):
+            if answer.get("digest") != digest:
+                raise LedgerError(f"output {path.name} was stored with digest {answer.get('digest')}, not {digest}")
+            outputs.append(Output(path.name, digest, int(answer["size"]), media_type_of(path)))
+        return outputs
+
     def progress(self, points: list[dict[str, Any]]) -> bool:
         """Post metric points as the run's progress (one try); whether the ledger took them."""
         try:

@@ -17,8 +17,13 @@ role, or (where marked) the run token in ``X-Run-Token``:
 - ``GET requested?after=CURSOR`` -> ``{"runs": [{"run_id", "device", "seed"}], "cursor"}``
 - ``POST claims`` ``{"run_id", "runner_id", "host", "device", "device_note", "backend",
   "environment"}`` -> a work order (``WorkOrder.to_json()``), or 409 when another runner holds the run
+- ``POST claims:first`` ``{"run_ids", ...}`` (the rest as for ``claims``) -> ``{"order", "passed_over"}``: the
+  first of ``run_ids`` still requested is claimed (the environment's ``seed`` set to that run's; ``order``
+  null when none was), and the candidates found taken are named, so the runner drops them
 - ``GET runs/{id}/inputs/{digest}`` (run token) -> the bytes of one of the run's inputs
 - ``PUT runs/{id}/outputs?name=NAME`` (run token) raw body -> 201 ``{"digest", "size"}``
+- ``PUT runs/{id}/outputs:batch?name=A&size=N1&name=B&size=N2...`` (run token) the files one after another -> 201
+  ``{"outputs": [{"digest", "size"}, ...]}``; none is stored unless the body holds exactly those bytes
 - ``POST runs/{id}/metrics`` (run token) ``{"points"}``: progress
 - ``POST heartbeats`` ``{"runner_id", "run_ids"}`` -> ``{"ended": [...]}`` (runs to stop: cancelled)
 - ``POST attachments`` ``{"runner_id", "backend"}`` -> ``{"orders": [...]}``: runs whose runner went

@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
+
 from domain.dataset import check_digest
-from domain.errors import LedgerError, NotFound, PayloadTooLarge, TamperedEvent
+from domain.errors import InvalidPayload, LedgerError, NotFound, PayloadTooLarge, TamperedEvent
 
 CHUNK = 1024 * 1024
 
@@ -68,7 +70,7 @@ class _Upload:
             self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.stored: StoredBlob
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise PayloadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes")
@@ -82,19 +84,75 @@ class _Upload:
         return self
 
     def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abandon()
+
+    def finish(self) -> StoredBlob:
+        """Make the file durable and move it into place; on any failure nothing stays behind."""
         try:
             try:
-                if kind is None:
-                    with _room_checked():
-                        os.fsync(self.fd)
+                with _room_checked():
+                    os.fsync(self.fd)
             finally:
                 os.close(self.fd)
-            if kind is None:
-                with _room_checked():
-                    self.stored = self.store._commit(self.temp, "sha256:" + self.hasher.hexdigest(), self.size)
+            with _room_checked():
+                self.stored = self.store._commit(self.temp, "sha256:" + self.hasher.hexdigest(), self.size)
+        except BaseException:
+            self.temp.unlink(missing_ok=True)
+            raise
+        return self.stored
+
+    def abandon(self) -> None:
+        """Close and remove the temporary file."""
+        try:
+            os.close(self.fd)
         finally:
-            if kind is not None or not hasattr(self, "stored"):
-                self.temp.unlink(missing_ok=True)
+            self.temp.unlink(missing_ok=True)
+
+
+class _Parts:
+    """Consecutive files in one stream, the i-th exactly ``sizes[i]`` bytes: written as the bytes
+    arrive, stored (made durable and renamed into place) only once every one is complete."""
+
+    def __init__(self, store: BlobStore, sizes: list[int]) -> None:
+        self.store, self.sizes = store, sizes
+        self.uploads: list[_Upload] = []
+
+    def _receiving(self) -> _Upload | None:
+        """The part the next byte belongs to (begun as needed, empty parts too); None after the last."""
+        while not self.uploads or self.uploads[-1].size == self.sizes[len(self.uploads) - 1]:
+            if len(self.uploads) == len(self.sizes):
+                return None
+            self.uploads.append(self.store._begin(self.sizes[len(self.uploads)]))
+        return self.uploads[-1]
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            upload = self._receiving()
+            if upload is None:
+                raise InvalidPayload(f"the body is longer than the {len(self.sizes)} sizes given", field="size")
+            room = self.sizes[len(self.uploads) - 1] - upload.size
+            upload.write(view[:room])
+            view = view[room:]
+
+    def check_complete(self) -> None:
+        if self._receiving() is not None:
+            raise InvalidPayload(f"the body is shorter than the {len(self.sizes)} sizes given", field="size")
+
+    def store_all(self) -> list[StoredBlob]:
+        """Make every part durable and move it into place (blocking: file system calls only)."""
+        stored = []
+        while self.uploads:
+            stored.append(self.uploads.pop(0).finish())
+        return stored
+
+    def discard(self) -> None:
+        """Remove the temporary files of the parts not stored."""
+        while self.uploads:
+            self.uploads.pop().abandon()
 
 
 class BlobStore:
@@ -136,6 +194,22 @@ class BlobStore:
             async for chunk in chunks:
                 upload.write(chunk)
         return upload.stored
+
+    async def put_async_parts(self, chunks: AsyncIterator[bytes], sizes: list[int]) -> list[StoredBlob]:
+        """Store consecutive files sent as one stream, the i-th exactly ``sizes[i]`` bytes long.
+
+        :class:`InvalidPayload` when the stream is shorter or longer than the sizes say, and then
+        none of them is stored. The files are written as the bytes arrive and made durable
+        together at the end, away from the event loop.
+        """
+        parts = _Parts(self, sizes)
+        try:
+            async for chunk in chunks:
+                parts.write(chunk)
+            parts.check_complete()
+            return await anyio.to_thread.run_sync(parts.store_all)
+        finally:
+            parts.discard()
 
     def put_bytes(self, data: bytes) -> StoredBlob:
         """Store a small byte string."""

@@ -114,6 +114,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = known.id "
             "AND originator_version > known.version) LIMIT 1"
         )
+        self._newer_ids = self._statement(
+            "SELECT known.id FROM unnest(%s::{id_type}[], %s::bigint[]) AS known(id, version) "
+            "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = known.id "
+            "AND originator_version > known.version)"
+        )
         self._keyring_version = self._statement(
             "SELECT max(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
         )
@@ -138,6 +143,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._newer_select, (list(known), list(known.values())), prepare=True)
             return curs.fetchone() is not None
+
+    def newer(self, known: Mapping[uuid.UUID, int]) -> set[uuid.UUID]:
+        """Which aggregates in ``known`` have an event after the version given for each: one query."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._newer_ids, (list(known), list(known.values())), prepare=True)
+            return {_uuid(row["id"]) for row in curs.fetchall()}
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT pg_advisory_xact_lock(%s)"), (CREATE_TABLE_LOCK,), prepare=False)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from domain.errors import InvalidPayload, PayloadTooLarge
 from domain.permissions import Action
 from domain.run import Run
 from service.api.deps import (
@@ -97,6 +98,37 @@ def claim(body: ClaimRequest, caller: RunnerCaller, services: ServicesDep) -> ob
     )
 
 
+class ClaimFirstRequest(BaseModel):
+    """A runner claiming the first of several requested runs that still awaits a runner; what it says
+    about itself is what a single claim says (the environment's ``seed`` is set to the claimed run's)."""
+
+    run_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=100)
+    runner_id: RunnerId
+    host: str = Field(min_length=1, max_length=255)
+    device: str = Field(pattern="^(cpu|cuda)$")
+    device_note: str | None = Field(None, max_length=1000)
+    backend: str = Field(pattern="^(local|ray)$")
+    environment: dict[str, Any]
+
+
+class ClaimedFirst(BaseModel):
+    """The work order of the run claimed (None when every candidate was taken) and the candidates
+    passed over (claimed or ended already): a runner drops those from its list."""
+
+    order: dict[str, Any] | None
+    passed_over: list[str]
+
+
+@router.post("/claims:first", response_model=ClaimedFirst)
+def claim_first(body: ClaimFirstRequest, caller: RunnerCaller, services: ServicesDep) -> object:
+    """Claim the first of ``run_ids`` that still awaits a runner, trying them in the order given."""
+    environment = {**body.environment, "backend": body.backend, "runner_principal": caller.id}
+    order, passed = services.desk.claim_first(
+        _claimant(caller), body.run_ids, body.runner_id, body.host, environment, body.device, body.device_note
+    )
+    return {"order": order, "passed_over": passed}
+
+
 class AttachRequest(BaseModel):
     """A runner offering to take over runs whose runner went silent."""
 
@@ -161,6 +193,44 @@ async def upload_output(request: Request, access: RunAccess, services: ServicesD
     refuse_oversized(request, limit, "body")
     blob = await services.blobs.put_async_chunks(request.stream(), max_bytes=limit)
     return {"digest": blob.digest, "size": blob.size}
+
+
+class UploadedOutputs(BaseModel):
+    """Where each uploaded output lies in the content-addressed store, in the order sent."""
+
+    outputs: list[UploadResult]
+
+
+MAX_OUTPUTS_PER_REQUEST = 16
+
+
+@router.put(
+    "/runs/{run_id}/outputs:batch",
+    response_model=UploadedOutputs,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def upload_outputs(
+    request: Request,
+    access: RunAccess,
+    services: ServicesDep,
+    size: Annotated[list[int], Query(min_length=1, max_length=MAX_OUTPUTS_PER_REQUEST)],
+) -> object:
+    """Store several output files of an active run sent one after another in one body, the i-th
+    ``size[i]`` bytes long (each bounded as a single upload is); none is stored unless the body holds
+    exactly those bytes."""
+    limit = services.settings.max_upload_bytes
+    if any(part < 0 for part in size):
+        raise InvalidPayload("a size cannot be negative", field="size")
+    if any(part > limit for part in size):
+        raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes", field="body")
+    stored = await services.blobs.put_async_parts(request.stream(), size)
+    return {"outputs": [{"digest": blob.digest, "size": blob.size} for blob in stored]}
 
 
 class Progress(BaseModel):

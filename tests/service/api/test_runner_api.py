@@ -248,3 +248,68 @@ def test_a_claimed_run_cannot_be_claimed_twice(
     order = _claimed(services, gateway)
 
     assert gateway.claim(order.run_id, {**CLAIM, "runner_id": "box-2-def"}) is None
+
+
+def test_a_claim_of_several_runs_passes_over_those_already_taken_and_names_them(
+    services: Services, http: TestClient, principal: RunnerPrincipal
+) -> None:
+    gateway = _gateway(http, principal)
+    pipeline, data = sklearn_pipeline(services, "logreg"), dataset(services, "logreg")
+    taken, free, later = (request(services, pipeline, data, seed=seed) for seed in (1, 2, 3))
+    assert gateway.claim(taken, {**CLAIM, "runner_id": "box-2-def"}) is not None
+
+    order, passed = gateway.claim_first([taken, free, later], CLAIM)
+
+    assert order is not None and order.run_id == free
+    assert passed == [taken]
+    run: Run = services.ledger.get(free, Run)
+    assert (run.status, run.runner_id, run.environment["seed"]) == ("running", CLAIM["runner_id"], 2)
+    assert services.ledger.get(later, Run).status == "requested"
+
+
+def test_a_claim_of_several_runs_claims_nothing_when_every_one_is_taken(
+    services: Services, http: TestClient, principal: RunnerPrincipal
+) -> None:
+    gateway = _gateway(http, principal)
+    first, second = _claimed(services, gateway), _claimed(services, gateway, "other")
+
+    order, passed = gateway.claim_first([first.run_id, second.run_id], {**CLAIM, "runner_id": "box-2-def"})
+
+    assert order is None
+    assert passed == [first.run_id, second.run_id]
+    assert services.ledger.get(first.run_id, Run).runner_id == CLAIM["runner_id"]
+
+
+def test_outputs_uploaded_in_one_request_can_be_vouched_for(
+    services: Services, http: TestClient, principal: RunnerPrincipal, tmp_path: Path
+) -> None:
+    gateway = _gateway(http, principal)
+    order = _claimed(services, gateway)
+    files = [tmp_path / "model.pkl", tmp_path / "predictions.json", tmp_path / "execution.json"]
+    for index, path in enumerate(files):
+        path.write_bytes(f"output {index}".encode() * (index + 1))
+
+    outputs = gateway.upload_all(order, files)
+    statement = _statement(gateway, order, outputs, metrics=[])
+    gateway.record(order, statement, gateway.signer.sign(statement_message(statement)), [], None)
+
+    run: Run = services.ledger.get(order.run_id, Run)
+    assert [item.digest for item in outputs] == ["sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert run.status == "succeeded"
+    assert run.artifacts == {path.name: item.digest for path, item in zip(files, outputs, strict=True)}
+
+
+def test_a_batch_of_outputs_whose_sizes_do_not_match_the_body_is_refused(
+    services: Services, http: TestClient, principal: RunnerPrincipal
+) -> None:
+    order = _claimed(services, _gateway(http, principal))
+
+    answer = http.put(
+        f"/v1/runner/runs/{order.run_id}/outputs:batch",
+        params={"size": [3, 10]},
+        content=b"abcdef",
+        headers={"X-Run-Token": order.run_token, "Content-Type": "application/octet-stream"},
+    )
+
+    assert answer.status_code == 422
+    assert "shorter" in answer.json()["detail"]

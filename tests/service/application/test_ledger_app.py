@@ -308,3 +308,16 @@ def test_has_newer_tells_whether_remembered_versions_are_out_of_date(services: S
     assert not ledger.has_newer({bob: remembered[bob]})
     assert ledger.has_newer({bob: remembered[bob] - 1})
     assert not ledger.has_newer({alice: ledger.get(alice, Principal).version, bob: remembered[bob]})
+
+
+def test_newer_names_the_aggregates_with_events_after_the_versions_given(services: Services) -> None:
+    ledger = services.ledger
+    alice = uuid.UUID(_register_alice(services))
+    bob = uuid.UUID(ledger.register_principal("bob", "user", ["auditor"], actor=ACTOR).id)
+    remembered = {alice: ledger.get(alice, Principal).version, bob: ledger.get(bob, Principal).version}
+
+    ledger.grant_role(str(alice), "approver", actor=ACTOR)
+
+    assert ledger.newer(remembered) == {alice}
+    assert ledger.newer({**remembered, uuid.uuid4(): 0}) == {alice}  # an aggregate the ledger does not hold
+    assert ledger.newer({}) == set()
