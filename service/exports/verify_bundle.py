@@ -75,6 +75,7 @@ import math
 import os
 import re
 import stat
+import struct
 import sys
 import time
 import uuid
@@ -854,7 +855,8 @@ def check_line(
 
     The facts are (line, position, leaf index, aggregate id, aggregate type,
     version, topic, hash, prev_hash, leaf hash, envelope bytes of the topics
-    the verifier reads or None, key id). This runs once per event, so the
+    the verifier reads or None, key id, then the aggregate id, hash and
+    prev_hash as raw bytes). This runs once per event, so the
     message of a problem is only put together when there is one. An event
     signed outside its key's window is refused here; one signed after a recorded
     compromise passes, for :meth:`Verification._events` to name them all.
@@ -899,6 +901,9 @@ def check_line(
         hashlib.sha256(b"\x00" + digest).digest(),
         envelope if topic in _OPENED else None,
         key_id,
+        binascii.unhexlify(agg_id.replace(b"-", b"")),
+        digest,
+        binascii.unhexlify(tail.group(1)),
     )
 
 
@@ -1138,6 +1143,17 @@ KEYRING_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlledger:ledger-keyring"))
 """The ledger keyring's fixed aggregate id."""
 
 _KEYRING_MARK = b'"aggregate_type":"LedgerKeyring"'
+_LEAF_ENTRY = re.compile(rb"\[(0|[1-9][0-9]{0,18}),([1-9][0-9]{0,18})\]")
+_NODE_ENTRY = re.compile(rb'\[(0|[1-9][0-9]?),(0|[1-9][0-9]{0,18}),"([0-9a-f]{64})"\]')
+ZERO_DIGEST = bytes(32)
+_HEAD = struct.Struct(">32sQH")
+"""An aggregate's chain head: its last event's hash, version and type (as a small number)."""
+_COMMITTED = struct.Struct(">Q32s")
+"""One event in the export record's commitment: position (8 bytes, big-endian), hash."""
+
+
+def _fact_where(fact: tuple[Any, ...]) -> str:
+    return f"{EVENTS} line {fact[0]} (position {fact[1]}, {fact[4]} {fact[3]} version {fact[5]})"
 
 
 @dataclass
@@ -1315,12 +1331,14 @@ class Verification:
         by_type: dict[str, int] = {}
         last_position = last_leaf = -1
         held: tuple[int, int, int, bytes] | None = None
+        events = 0
         lines = self.archive.lines(EVENTS)
         for block, checked in _checked_blocks(lines, keys, windows, self.workers, self.fast):
             for line, fact in zip(block, checked, strict=True):
-                number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, prev, leaf_hash, opened, key = (
-                    fact
-                )
+                number, position, leaf, aggregate_id, agg_type, version, _, hash_hex, _, leaf_hash, opened, key = fact[
+                    :12
+                ]
+                ident, digest, prev = fact[12:]
                 if revoked and key in revoked and position > revoked[key][2]:
                     facts.tainted.append(fact)
                 if opened is not None:
@@ -1330,41 +1348,41 @@ class Verification:
                         raise BundleProblem(f"{EVENTS} line {number}", "the envelope is not JSON") from None
                 if _KEYRING_MARK in line[:300]:
                     facts.keyring_lines.append(line)
-                # 4. ledger order, and each aggregate's chain (kept as 16-byte id -> last hash, version, type)
-                where = f"{EVENTS} line {number} (position {position}, {agg_type} {aggregate_id} version {version})"
+                # 4. ledger order, and each aggregate's chain (kept as 16-byte id -> packed last hash, version, type)
                 if position <= last_position or leaf <= last_leaf:
                     raise BundleProblem(
-                        where,
+                        _fact_where(fact),
                         f"comes after position {last_position}: the events are not in ledger order "
                         "(lines were swapped or moved)",
                     )
                 last_position, last_leaf = position, leaf
-                type_code = types.setdefault(agg_type, len(types))
-                ident = uuid.UUID(aggregate_id).bytes
+                type_code = types.get(agg_type)
+                if type_code is None:
+                    type_code = types[agg_type] = len(types)
                 head = heads.get(ident)
                 if head is None:
-                    expected_version, expected_prev = 1, ZERO_HASH
+                    expected_version, expected_prev = 1, ZERO_DIGEST
+                    by_type[agg_type] = by_type.get(agg_type, 0) + 1
                 else:
-                    expected_version, expected_prev = int.from_bytes(head[32:40], "big") + 1, head[:32].hex()
-                    if int.from_bytes(head[40:], "big") != type_code:
-                        earlier = next(name for name, code in types.items() if code == int.from_bytes(head[40:], "big"))
-                        raise BundleProblem(where, f"the aggregate was a {earlier} in earlier lines")
+                    expected_prev, last_version, head_type = _HEAD.unpack(head)
+                    expected_version = last_version + 1
+                    if head_type != type_code:
+                        earlier = next(name for name, code in types.items() if code == head_type)
+                        raise BundleProblem(_fact_where(fact), f"the aggregate was a {earlier} in earlier lines")
                 if version != expected_version:
                     missing = (
                         f"version {expected_version} is missing (an event was removed)"
                         if version > expected_version
                         else f"version {version} occurs twice"
                     )
-                    raise BundleProblem(where, f"follows version {expected_version - 1}: {missing}")
+                    raise BundleProblem(_fact_where(fact), f"follows version {expected_version - 1}: {missing}")
                 if prev != expected_prev:
                     raise BundleProblem(
-                        where,
+                        _fact_where(fact),
                         "prev_hash is not the hash of the aggregate's previous event (an event of this "
                         "aggregate was changed, removed or reordered)",
                     )
-                if head is None:
-                    by_type[agg_type] = by_type.get(agg_type, 0) + 1
-                heads[ident] = bytes.fromhex(hash_hex) + version.to_bytes(8, "big") + type_code.to_bytes(2, "big")
+                heads[ident] = _HEAD.pack(digest, version, type_code)
                 # 7. the previous event's place in the inclusion proof: one event behind, so that lines
                 # out of order are named as such before the proof is found not to list them
                 if held is not None:
@@ -1374,13 +1392,13 @@ class Verification:
                 if aggregate_id != export_id:
                     if agg_type == "Export" and facts.foreign_export is None:
                         facts.foreign_export = number
-                    facts.committed.update(position.to_bytes(8, "big") + bytes.fromhex(hash_hex))
+                    facts.committed.update(_COMMITTED.pack(position, digest))
                     facts.count += 1
                 if aggregate_id in manifests:
                     facts.run_events.setdefault(aggregate_id, set()).add((position, version, hash_hex))
                 if position == self.audit_position:
                     facts.audit_leaf = leaf
-                self.summary.events += 1
+                events += 1
         if held is not None:
             inclusion.event(*held)
         if facts.tainted:
@@ -1396,6 +1414,7 @@ class Verification:
         if b"\n".join(facts.keyring_lines) + b"\n" != self.archive.read(KEYRING_LINES):
             raise BundleProblem(KEYRING_LINES, "differs from the keyring's events in events.jsonl")
         inclusion.finish()
+        self.summary.events = events
         self.summary.aggregates = len(heads)
         self.summary.by_type = by_type
         self.summary.tree_size, self.summary.root_hash = inclusion.size, inclusion.root.hex()
@@ -1572,7 +1591,17 @@ class Verification:
         return value, [fold.root(hi) for fold, (_, hi) in zip(folds, ranges, strict=True)]
 
     def _entry_lines(self, size: int) -> Iterator[Entry]:
+        leaf_entry, node_entry = _LEAF_ENTRY.fullmatch, _NODE_ENTRY.fullmatch
         for number, line in enumerate(self.archive.lines(INCLUSION_LINES), start=1):
+            # The two forms the exporter writes are matched directly; anything else is parsed as JSON.
+            if m := leaf_entry(line):
+                yield int(m.group(1)), -1, int(m.group(2)), b""
+                continue
+            if m := node_entry(line):
+                level, index = int(m.group(1)), int(m.group(2))
+                if level < 64 and (index + 1) << level <= size:
+                    yield index << level, level, index, binascii.unhexlify(m.group(3))
+                    continue
             try:
                 entry = json.loads(line)
             except ValueError:
