@@ -7,6 +7,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from alembic import command
@@ -17,7 +18,7 @@ import migrations
 from domain.errors import LedgerError
 from domain.integrity.keys import SigningKey
 from projections.audit_trail import AuditTrail
-from projections.base import Projection, ProjectionRunner
+from projections.base import Projection, ProjectionRunner, SelectNotifications
 from projections.manifests import Manifests
 from projections.predictions import Predictions
 from projections.registry import Registry
@@ -189,6 +190,14 @@ class Services:
         self.writer_engine.dispose()
 
 
+def _projector_select(recorder: Any) -> SelectNotifications:
+    """How the projector reads the log: the PostgreSQL recorder's plain-tuple query where there is one."""
+    select: SelectNotifications | None = getattr(recorder, "select_projected", None)
+    if select is not None:
+        return select
+    return lambda start, limit: recorder.select_notifications(start, limit)
+
+
 def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     """Open the ledger (creating its key and keyring on first start)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -210,7 +219,7 @@ def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     projections = all_projections()
     runner = ProjectionRunner(
         writer_engine,
-        lambda start, limit: ledger.recorder.select_notifications(start, limit),
+        _projector_select(ledger.recorder),
         projections,
         batch_size=settings.projection_batch_size,
     )

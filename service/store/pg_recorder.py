@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
@@ -30,7 +30,7 @@ from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.integrity.ledger_key import KEYRING_ID
@@ -104,6 +104,16 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
+class Notified(NamedTuple):
+    """A notification as the projector reads it: the originator id as text, the record as bytes."""
+
+    id: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     """Inserts a batch of sealed events in one binary statement."""
 
@@ -129,6 +139,19 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "RETURNING notification_id) "
             "SELECT array_agg(notification_id ORDER BY notification_id) AS ids FROM inserted"
         )
+
+        self._projected = self._statement(
+            "SELECT notification_id, originator_id::text, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_projected(self, start: int, limit: int) -> list[Notified]:
+        """The notifications from ``start`` on (at most ``limit``), as the projector reads them: plain tuples
+        instead of eventsourcing's ``Notification`` built from a dict and a UUID per row."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._projected, (start, limit), prepare=True)
+            return [Notified(int(i), o, int(v), t, bytes(b)) for i, o, v, t, b in curs.fetchall()]
 
     def _statement(self, text: str) -> Composed:
         """``text`` with this ledger's ``{schema}``, events ``{table}`` and originator ``{id_type}`` filled in."""
