@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from domain.errors import LedgerError, NotFound
@@ -18,27 +19,38 @@ log = logging.getLogger(__name__)
 
 
 def beat(engine: Engine, run_ids: list[str], runner_id: str, now: float | None = None) -> None:
-    """Record a sign of life for each run (inserting rows that do not exist yet)."""
+    """Record a sign of life for each run (inserting rows that do not exist yet), in one statement."""
+    if not run_ids:
+        return
     moment = time.time() if now is None else now
+    rows = [{"run_id": run_id, "runner_id": runner_id, "beat_at": moment} for run_id in dict.fromkeys(run_ids)]
     with engine.begin() as conn:
-        for run_id in run_ids:
-            updated = conn.execute(
-                runner_heartbeats.update()
-                .where(runner_heartbeats.c.run_id == run_id, runner_heartbeats.c.runner_id == runner_id)
-                .values(beat_at=moment)
-            ).rowcount
-            if not updated:
-                conn.execute(runner_heartbeats.insert().values(run_id=run_id, runner_id=runner_id, beat_at=moment))
+        conn.execute(_UPSERTS[engine.dialect.name], rows)
+
+
+def _upsert(dialect: str) -> sa.Executable:
+    """``INSERT ... ON CONFLICT (run_id, runner_id) DO UPDATE SET beat_at`` (PostgreSQL and SQLite both have it)."""
+    key = [runner_heartbeats.c.run_id, runner_heartbeats.c.runner_id]
+    if dialect == "postgresql":
+        on_pg = postgresql.insert(runner_heartbeats)
+        return on_pg.on_conflict_do_update(index_elements=key, set_={"beat_at": on_pg.excluded.beat_at})
+    on_sqlite = sqlite.insert(runner_heartbeats)
+    return on_sqlite.on_conflict_do_update(index_elements=key, set_={"beat_at": on_sqlite.excluded.beat_at})
+
+
+_UPSERTS = {dialect: _upsert(dialect) for dialect in ("postgresql", "sqlite")}
+"""Built once: the rows go in as parameters, so the statement is compiled once per process."""
 
 
 def forget(engine: Engine, run_id: str, runner_id: str) -> None:
     """The run is no longer executing under ``runner_id``."""
     with engine.begin() as conn:
-        conn.execute(
-            runner_heartbeats.delete().where(
-                runner_heartbeats.c.run_id == run_id, runner_heartbeats.c.runner_id == runner_id
-            )
-        )
+        conn.execute(_FORGET, {"run_id": run_id, "runner_id": runner_id})
+
+
+_FORGET = runner_heartbeats.delete().where(
+    runner_heartbeats.c.run_id == sa.bindparam("run_id"), runner_heartbeats.c.runner_id == sa.bindparam("runner_id")
+)
 
 
 def stale(engine: Engine, timeout: float, now: float | None = None) -> list[tuple[str, str, float]]:

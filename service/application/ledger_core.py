@@ -170,6 +170,19 @@ class LedgerCore(Application[uuid.UUID]):
             raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
         return aggregate
 
+    def read(self, aggregate_id: uuid.UUID | str, kind: type[Any]) -> Any:
+        """:meth:`get` for reading only: the aggregate this process keeps, brought up to date, not a copy
+        of it (a command's copy protects the kept one from a change that is then refused). Change nothing
+        in it."""
+        try:
+            oid = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(aggregate_id)
+            aggregate: Any = self.repository.get(oid, deepcopy_from_cache=False)
+        except (ValueError, AggregateNotFoundError):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"no {kind.__name__} with id {aggregate_id}")
+        return aggregate
+
     def has_newer(self, known: Mapping[uuid.UUID, int]) -> bool:
         """Whether any aggregate in ``known`` has an event after the version given for it.
 

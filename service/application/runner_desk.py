@@ -18,6 +18,7 @@ runner started receives the same token the job already holds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
 from domain.code import CodeVersion
@@ -80,6 +82,12 @@ class RunNotYours(Forbidden):
     title = "Not your run"
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(pem: str) -> Ed25519PublicKey:
+    """A registered key, parsed once (a runner signs every run it executes with the same one)."""
+    return load_public_key_pem(pem)
+
+
 @dataclass(frozen=True)
 class Claimant:
     """Who asks: a runner principal (``principal_id``) or the service's own embedded runner (None)."""
@@ -130,7 +138,7 @@ class RunnerDesk:
     def check_token(self, run_id: str, token: str | None) -> Run:
         """The run, when ``token`` is its run token and the run is active; :class:`RunTokenRefused` otherwise."""
         try:
-            run: Run = self.ledger.get(run_id, Run)
+            run: Run = self.ledger.read(run_id, Run)
         except NotFound:
             raise RunTokenRefused("the run token does not open this run") from None
         if not token or run.claimed_by is None or not hmac.compare_digest(self.token_for(run), token):
@@ -360,7 +368,7 @@ class RunnerDesk:
 
     def held_by_principal(self, run_id: str, principal_id: str) -> Run:
         """The run, when it is active and was claimed by a runner of ``principal_id``."""
-        run: Run = self.ledger.get(run_id, Run)
+        run: Run = self.ledger.read(run_id, Run)
         if run.status not in ACTIVE_STATES or run.environment.get("runner_principal") != principal_id:
             raise RunNotYours(f"the run is {run.status} and not held by a runner of yours")
         return run
@@ -372,7 +380,7 @@ class RunnerDesk:
         alive: list[str] = []
         for run_id in run_ids:
             try:
-                run: Run = self.ledger.get(run_id, Run)
+                run: Run = self.ledger.read(run_id, Run)
             except NotFound:
                 ended.append(run_id)
                 continue
@@ -408,13 +416,13 @@ class RunnerDesk:
                 raise InvalidStatementSignature(
                     "statement.principal_id names another principal; sign as yourself", field="statement.principal_id"
                 )
-            principal: Principal = self.ledger.get(claimant.principal_id, Principal)
+            principal: Principal = self.ledger.read(claimant.principal_id, Principal)
             pem = principal.signing_key(str(checked["key_id"]))
         elif signer_pem is not None:
             pem = signer_pem
         else:
             raise InvalidStatementSignature("no key to check the statement against", field="signature")
-        if not verify_signature(load_public_key_pem(pem), signature, statement_message(checked)):
+        if not verify_signature(_public_key(pem), signature, statement_message(checked)):
             raise InvalidStatementSignature(
                 f"the statement does not verify with signing key {checked['key_id']}", field="signature"
             )

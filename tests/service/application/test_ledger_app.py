@@ -321,3 +321,16 @@ def test_newer_names_the_aggregates_with_events_after_the_versions_given(service
     assert ledger.newer(remembered) == {alice}
     assert ledger.newer({**remembered, uuid.uuid4(): 0}) == {alice}  # an aggregate the ledger does not hold
     assert ledger.newer({}) == set()
+
+
+def test_read_answers_the_current_aggregate_without_copying_it(services: Services) -> None:
+    ledger = services.ledger
+    alice = _register_alice(services)
+    before: Principal = ledger.read(alice, Principal)
+
+    ledger.grant_role(alice, "approver", actor=ACTOR)
+    after: Principal = ledger.read(alice, Principal)
+
+    assert after is ledger.read(alice, Principal)
+    assert "approver" in after.roles and after.version == before.version + 1
+    assert ledger.get(alice, Principal) is not after
