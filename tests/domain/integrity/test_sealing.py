@@ -226,3 +226,37 @@ def test_an_envelope_with_a_lone_surrogate_around_an_encoded_payload_is_refused(
         seal(envelope, SIGNER)
 
     assert refused.value.field == "actor"
+
+
+_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**53) + 1, 2**53 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        _TEXT,
+    ),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(_TEXT, children, max_size=4)),
+    max_leaves=20,
+)
+
+
+@given(payload=st.dictionaries(_TEXT, _VALUES, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_a_sealed_envelope_decodes_to_what_the_standard_json_reader_reads(payload: dict[str, Any]) -> None:
+    sealed = seal(_envelope(payload), SIGNER)
+
+    assert sealed.envelope_fields() == json.loads(sealed.envelope)
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [b'{"a":18446744073709551616}', b'{"a":NaN}', b'{"a":"\\ud800"}'],
+    ids=["integer-beyond-64-bits", "nan", "lone-surrogate"],
+)
+def test_an_envelope_the_fast_reader_refuses_or_reads_otherwise_is_read_as_json_reads_it(envelope: bytes) -> None:
+    sealed = SealedEvent(envelope, hashlib.sha256(envelope).hexdigest(), "", SIGNER.key_id)
+
+    decoded = sealed.envelope_fields()
+
+    assert json.dumps(decoded) == json.dumps(json.loads(envelope))
