@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from domain.errors import LedgerError, RunAlreadyClaimed, VersionConflict
 from domain.integrity.keys import SigningKey, public_key_pem
@@ -266,6 +267,11 @@ class HttpGateway:
             raise LedgerUnavailable(f"cannot reach the ledger at {self.client.base_url}: {exc}") from None
         return self._answer(response)
 
+    def _post_values(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a body of JSON values the runner built or checked itself (a claim carries the whole
+        environment, a result the signed statement), encoded by orjson, several times faster than ``json``."""
+        return self._call("POST", path, content=orjson.dumps(body), headers={"Content-Type": "application/json"})
+
     @staticmethod
     def _answer(response: httpx.Response) -> Any:
         if response.status_code >= 500:
@@ -288,7 +294,7 @@ class HttpGateway:
     def claim(self, run_id: str, claim: dict[str, Any]) -> WorkOrder | None:
         """Claim a run; None when another runner holds it (409)."""
         try:
-            return WorkOrder.from_json(self._call("POST", "/v1/runner/claims", json={"run_id": run_id, **claim}))
+            return WorkOrder.from_json(self._post_values("/v1/runner/claims", {"run_id": run_id, **claim}))
         except LedgerRefused as exc:
             if exc.status == 409:
                 return None
@@ -296,7 +302,7 @@ class HttpGateway:
 
     def claim_first(self, run_ids: list[str], claim: dict[str, Any]) -> tuple[WorkOrder | None, list[str]]:
         """Claim the first of ``run_ids`` still awaiting a runner; its work order and the candidates passed over."""
-        answer = self._call("POST", "/v1/runner/claims:first", json={"run_ids": run_ids, **claim})
+        answer = self._post_values("/v1/runner/claims:first", {"run_ids": run_ids, **claim})
         order = None if answer["order"] is None else WorkOrder.from_json(answer["order"])
         return order, [str(run_id) for run_id in answer["passed_over"]]
 
@@ -351,15 +357,9 @@ class HttpGateway:
         node_environment: dict[str, Any] | None,
     ) -> None:
         """Hand in the signed execution statement."""
-        self._call(
-            "POST",
+        self._post_values(
             f"/v1/runner/runs/{order.run_id}/result",
-            json={
-                "statement": statement,
-                "signature": signature,
-                "metrics": metrics,
-                "node_environment": node_environment,
-            },
+            {"statement": statement, "signature": signature, "metrics": metrics, "node_environment": node_environment},
         )
 
     def close(self) -> None:
