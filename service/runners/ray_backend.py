@@ -276,8 +276,14 @@ class RayExecution:
         self.cancelled = True
         for attempt in range(STOP_TRIES):
             try:
-                self.backend.client().stop_job(self.submission_id)
-                return
+                client = self.backend.client()
+                if client.stop_job(self.submission_id):
+                    return
+                # Ray found no supervisor to tell (the job ended, or it is between states): done only if it ended.
+                status = client.get_job_status(self.submission_id)
+                if str(getattr(status, "value", status)) in TERMINAL:
+                    return
+                reason = f"the cluster did not take the stop (the job is {getattr(status, 'value', status)})"
             except ClusterUnavailable as exc:
                 reason = exc.detail
             except Exception as exc:

@@ -263,6 +263,37 @@ def test_backoff_doubles_up_to_its_longest_wait_and_resets() -> None:
     assert backoff.next() == 1
 
 
+class _StopClient:
+    """A Jobs API client whose first stops find no supervisor to tell while the job still runs."""
+
+    def __init__(self, refusals: int, status: str) -> None:
+        self.refusals, self.status, self.stops = refusals, status, 0
+
+    def stop_job(self, _submission_id: str) -> bool:
+        self.stops += 1
+        return self.stops > self.refusals
+
+    def get_job_status(self, _submission_id: str) -> str:
+        return self.status
+
+
+def _stopping(client: _StopClient, monkeypatch: pytest.MonkeyPatch) -> RayExecution:
+    monkeypatch.setattr("service.runners.ray_backend.time.sleep", lambda _seconds: None)
+    backend = RayBackend("127.0.0.1:1", ledger_url="http://127.0.0.1:1", token="t")
+    monkeypatch.setattr(backend, "client", lambda: client)
+    return RayExecution(backend, _order("sklearn", SKLEARN_SPEC, {}), "cpu")
+
+
+def test_a_stop_the_cluster_did_not_take_is_asked_again_while_the_job_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    running = _StopClient(refusals=1, status="RUNNING")
+    _stopping(running, monkeypatch).cancel()
+    assert running.stops == 2
+
+    ended = _StopClient(refusals=5, status="SUCCEEDED")  # no supervisor because the job already ended
+    _stopping(ended, monkeypatch).cancel()
+    assert ended.stops == 1
+
+
 def test_the_job_takes_its_secrets_and_every_ray_variable_out_of_its_environment() -> None:
     order = _order("sklearn", SKLEARN_SPEC, {})
     backend = RayBackend("http://127.0.0.1:1", ledger_url="http://ledger.test/", token="cluster-token")
