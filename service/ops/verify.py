@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 10_000
 MIN_CHUNK = 2_000
-PAGE = 2_000
 assert catalog.AGGREGATES  # every event type is registered before verification
 KEYRING_TOPICS = (LedgerKeyring.Established.TOPIC, LedgerKeyring.Rotated.TOPIC, LedgerKeyring.Revoked.TOPIC)
 
@@ -135,7 +134,8 @@ def _rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[int, str, int
 
 def _linked_rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
     """Events in [start, stop) by notification id, each with the head of the record of its aggregate's
-    version before it (None when that event is not stored): enough to check the link without the chain."""
+    version before it (None for version 1 and when that event is not stored): enough to check the link
+    without the chain. The version before is looked up only for versions after the first."""
     column = notification_id_column(engine)
     table = events_table(engine)
     sqlite = engine.dialect.name == "sqlite"
@@ -144,17 +144,18 @@ def _linked_rows(engine: Engine, start: int, stop: int) -> Iterator[tuple[Any, .
     oid = "e.originator_id" if sqlite else "e.originator_id::text"
     mark = "?" if sqlite else "%s"
     sql = (
-        f"SELECT e.{column}, {oid}, e.originator_version, e.topic, e.state, {head} "  # noqa: S608
-        f"FROM {table} e LEFT JOIN {table} p ON e.originator_version > 1 "
-        "AND p.originator_id = e.originator_id AND p.originator_version = e.originator_version - 1 "
-        f"WHERE e.{column} >= {mark} AND e.{column} < {mark} ORDER BY e.{column}"
+        f"SELECT e.{column}, {oid}, e.originator_version, e.topic, e.state, "  # noqa: S608
+        f"CASE WHEN e.originator_version > 1 THEN (SELECT {head} FROM {table} p "
+        "WHERE p.originator_id = e.originator_id AND p.originator_version = e.originator_version - 1) END "
+        f"FROM {table} e WHERE e.{column} >= {mark} AND e.{column} < {mark} ORDER BY e.{column}"
     )
     with engine.connect() as conn:
         raw: Any = conn.connection.driver_connection
-        # On PostgreSQL a server-side cursor: the range's records arrive a page at a time.
-        cursor = raw.cursor() if sqlite else raw.cursor(name=f"verify_{start}", binary=True)
+        cursor = raw.cursor() if sqlite else raw.cursor(binary=True)
         if not sqlite:
-            cursor.itersize = PAGE
+            # The planner over-estimates the lookups (most never run), and compiling the plan would cost
+            # more than running it.
+            raw.execute("SET LOCAL jit = off")
         try:
             cursor.execute(sql, (start, stop))
             if sqlite:

@@ -3,9 +3,9 @@
 ``mlledger verify`` reads the log's leaves in pages, in leaf order, and folds
 each into a :class:`~domain.integrity.compact_range.CompactRange`: appending a
 leaf yields exactly the complete nodes it finishes, and these are compared with
-the stored nodes, read level by level in pages as the fold reaches them. What
-stays in memory is the frontier (one node per level), one page per level and
-the root at each checkpoint's size, never the tree.
+the stored nodes of the same level and indexes, a page at a time. What stays
+in memory is the frontier (one node per level), one page per level and the root
+at each checkpoint's size, never the tree.
 
 The first node found wrong is the smallest (level, index) that is missing,
 extra or changed, as when the whole tree is compared at once.
@@ -41,36 +41,13 @@ def stream_leaves(rows: RawRows, first: int = 0, page: int = PAGE) -> Iterator[L
         after = int(found[-1][0])
 
 
-class _StoredLevel:
-    """The stored nodes of one level, in index order, a page at a time."""
-
-    def __init__(self, rows: RawRows, level: int, page: int) -> None:
-        self.rows, self.level, self.page = rows, level, page
-        self.buffer: list[tuple[int, bytes]] = []
-        self.at = 0
-        self.after = -1
-        self.done = False
-
-    def peek(self) -> tuple[int, bytes] | None:
-        if self.at == len(self.buffer) and not self.done:
-            found = self.rows(
-                "SELECT node_index, hash FROM tlog_nodes WHERE level = %s AND node_index > %s "
-                "ORDER BY node_index LIMIT %s",
-                (self.level, self.after, self.page),
-            )
-            self.buffer = [(int(index), bytes(digest)) for index, digest in found]
-            self.at = 0
-            self.done = len(found) < self.page
-            if found:
-                self.after = self.buffer[-1][0]
-        return self.buffer[self.at] if self.at < len(self.buffer) else None
-
-    def pop(self) -> None:
-        self.at += 1
-
-
 class TreeCheck:
-    """Folds leaves into the tree and compares every node it completes with the stored one."""
+    """Folds leaves into the tree and compares every node it completes with the stored one.
+
+    A level's completed nodes come in index order, so they are kept a page at a
+    time and compared with the stored page of the same indexes in one step; only
+    a page that differs is looked at node by node.
+    """
 
     def __init__(self, rows: RawRows, checkpoint_sizes: set[int], page: int = PAGE) -> None:
         self.rows, self.page = rows, page
@@ -78,45 +55,59 @@ class TreeCheck:
         self.sizes = checkpoint_sizes
         self.roots: dict[int, bytes] = {}
         """The root of the tree at each checkpoint size the fold passed."""
-        self.levels: list[_StoredLevel] = []
+        self.made: list[list[bytes]] = []
+        """Per level, the completed nodes not compared yet."""
+        self.compared: list[int] = []
+        """Per level, how many nodes were compared (the index of the first in ``made``)."""
         self.wrong: tuple[int, int, str] | None = None
 
     def add(self, leaf_hash: bytes) -> None:
-        """Append the next leaf; check the nodes it completes."""
-        for level, index, digest in self.frontier.append(leaf_hash):
-            self._compare(level, index, digest)
+        """Append the next leaf; check the nodes it completes (a page at a time)."""
+        made = self.made
+        for level, _, digest in self.frontier.append(leaf_hash):
+            if level == len(made):
+                made.append([])
+                self.compared.append(0)
+            made[level].append(digest)
+            if len(made[level]) == self.page:
+                self._compare(level)
         if self.frontier.size in self.sizes:
             self.roots[self.frontier.size] = self.frontier.root()
-
-    def _stored(self, level: int) -> _StoredLevel:
-        while len(self.levels) <= level:
-            self.levels.append(_StoredLevel(self.rows, len(self.levels), self.page))
-        return self.levels[level]
 
     def _note(self, level: int, index: int, state: str) -> None:
         if self.wrong is None or (level, index) < self.wrong[:2]:
             self.wrong = (level, index, state)
 
-    def _compare(self, level: int, index: int, digest: bytes) -> None:
-        stored = self._stored(level)
-        while True:
-            head = stored.peek()
-            if head is None or head[0] > index:
-                self._note(level, index, "missing")
-                return
-            stored.pop()
-            if head[0] == index:
-                if head[1] != digest:
-                    self._note(level, index, "changed")
-                return
-            self._note(level, head[0], "extra")
+    def _compare(self, level: int) -> None:
+        made, first = self.made[level], self.compared[level]
+        stored = self.rows(
+            "SELECT node_index, hash FROM tlog_nodes WHERE level = %s AND node_index >= %s AND node_index < %s "
+            "ORDER BY node_index",
+            (level, first, first + len(made)),
+        )
+        if len(stored) != len(made) or [bytes(digest) for _, digest in stored] != made:
+            found = {int(index): bytes(digest) for index, digest in stored}
+            for offset, digest in enumerate(made):
+                kept = found.get(first + offset)
+                if kept != digest:
+                    self._note(level, first + offset, "missing" if kept is None else "changed")
+                    break
+        self.compared[level] = first + len(made)
+        made.clear()
 
     def finish(self, top_level: int | None) -> list[Finding]:
-        """After the last leaf: nodes stored beyond the tree are extra; the first wrong node, if any."""
+        """After the last leaf: the nodes not compared yet, then nodes stored beyond the tree (extra); the
+        first wrong node, if any."""
+        for level in range(len(self.made)):
+            if self.made[level]:
+                self._compare(level)
         for level in range(0 if top_level is None else top_level + 1):
-            head = self._stored(level).peek()
-            if head is not None:
-                self._note(level, head[0], "extra")
+            after = self.compared[level] if level < len(self.compared) else 0
+            extra = self.rows(
+                "SELECT min(node_index) FROM tlog_nodes WHERE level = %s AND node_index >= %s", (level, after)
+            )
+            if extra and extra[0][0] is not None:
+                self._note(level, int(extra[0][0]), "extra")
         if self.wrong is None:
             return []
         level, index, state = self.wrong
