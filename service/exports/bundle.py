@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import shutil
+import struct
+import tempfile
 import time
 import zipfile
 from bisect import bisect_right
@@ -233,14 +235,42 @@ def _counted(rows: Iterator[ScopeRow], expected: int) -> Iterator[ScopeRow]:
         )
 
 
-def _event_lines(events: ScopeEvents, expected: int) -> Iterator[bytes]:
-    """``events.jsonl``, line by line, straight from the database."""
-    for row in _counted(events.rows(), expected):
-        assert row.leaf_index is not None
-        yield _line(row, row.leaf_index) + b"\n"
+_PAIR = struct.Struct(">QQ")
 
 
-def _write_zip(target: Path, members: list[tuple[str, bytes | Iterable[bytes]]], moment: datetime) -> None:
+class _EventsPass:
+    """``events.jsonl`` straight from the database, noting on the way what the members after it need: the
+    checkpoint that first covered each event, and each event's (leaf, position) for the inclusion proof
+    (kept in a temporary file, 16 bytes an event, rather than in memory)."""
+
+    def __init__(self, events: ScopeEvents, expected: int, sizes: list[int], latest: int) -> None:
+        self.events, self.expected, self.sizes = events, expected, sizes
+        self.chosen = {latest}
+        self.pairs = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
+
+    def __enter__(self) -> _EventsPass:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.pairs.close()
+
+    def lines(self) -> Iterator[bytes]:
+        """The lines of events.jsonl (newline included)."""
+        sizes, chosen, pairs = self.sizes, self.chosen, self.pairs
+        for row in _counted(self.events.rows(), self.expected):
+            assert row.leaf_index is not None
+            chosen.add(sizes[bisect_right(sizes, row.leaf_index)])
+            pairs.write(_PAIR.pack(row.leaf_index, row.position))
+            yield _line(row, row.leaf_index) + b"\n"
+
+    def proven(self) -> Iterator[tuple[int, int]]:
+        """(leaf index, position) of every event written, in order."""
+        self.pairs.seek(0)
+        while block := self.pairs.read(_PAIR.size * 4096):
+            yield from _PAIR.iter_unpack(block)
+
+
+def _write_zip(target: Path, members: Iterable[tuple[str, bytes | Iterable[bytes]]], moment: datetime) -> None:
     """Write the members in order; a member given as chunks (a stream) is written as they come."""
     stamp = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
     with zipfile.ZipFile(target, "w", allowZip64=True) as archive:
@@ -300,55 +330,51 @@ def export_bundle(
     total = gathered.count + len(own)
     with services.engine.connect() as conn:
         sizes = [cp.tree_size for cp in tlog.all_checkpoints(conn) if cp.tree_size <= latest.tree_size]
-        chosen = {latest.tree_size}
-        for row in _counted(events.positions(), total):
-            assert row.leaf_index is not None
-            chosen.add(sizes[bisect_right(sizes, row.leaf_index)])
-        notes = {size: tlog.checkpoint_at(conn, size) for size in sorted(chosen)}
-        policy = witnessing.witness_policy(services.settings)
-        cosigned = {size: witnessing.cosigned(conn, cp, policy).note for size, cp in notes.items() if cp is not None}
-        inclusion = proofs.inclusion_header(conn, latest.tree_size)
-        consistency = proofs.consistency_document(conn, sorted(chosen), latest.tree_size)
         keyring_leaves = leaf_indexes(conn, [row.position for row in keyring])
-    created_at = SealedEvent.from_record(own[-1].record).envelope_fields()["recorded_at"]
     bundle_index = {
         "format": FORMAT,
         "export_id": str(export.id),
         "model": request.model_name,
         "scope": scope_record,
         "shared_with": export.shared_with,
-        "created_at": created_at,
+        "created_at": SealedEvent.from_record(own[-1].record).envelope_fields()["recorded_at"],
         "created_by": actor,
         "origin": services.settings.log_origin,
         "events": total,
         "tree_size": latest.tree_size,
-        "checkpoints": sorted(chosen),
+        "checkpoints": [],
         "ledger_keys": sorted(k.split("/")[-1][:-4] for k in keys if "/ledger/" in k),
     }
+    policy = witnessing.witness_policy(services.settings)
+
+    def members(passing: _EventsPass) -> Iterator[tuple[str, bytes | Iterable[bytes]]]:
+        """The bundle's members in order, each made when the one before it is written: what follows
+        events.jsonl needs what writing it found (the checkpoints covering the events, their leaves)."""
+        yield README, files.pop(README)
+        yield VERIFIER, files.pop(VERIFIER)
+        yield EVENTS, passing.lines()
+        yield KEYRING_LINES, b"".join(_line(row, keyring_leaves[row.position]) + b"\n" for row in keyring)
+        yield from sorted(keys.items())
+        chosen = sorted(passing.chosen)
+        yield INDEX, json.dumps({**bundle_index, "checkpoints": chosen}, indent=2).encode("utf-8")
+        with services.engine.connect() as conn:
+            for size in chosen:
+                checkpoint = tlog.checkpoint_at(conn, size)
+                if checkpoint is not None:
+                    yield checkpoint_name(size), witnessing.cosigned(conn, checkpoint, policy).note.encode("utf-8")
+            if policy is not None:
+                yield WITNESS_POLICY, policy.text.encode("utf-8")
+            yield INCLUSION, json.dumps(proofs.inclusion_header(conn, latest.tree_size), indent=1).encode("utf-8")
+            yield INCLUSION_LINES, proofs.inclusion_lines(conn, passing.proven(), latest.tree_size)
+            consistency = proofs.consistency_document(conn, chosen, latest.tree_size)
+            yield CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")
+        yield from sorted(files.items())
+
     staging = services.blobs.tmp / f"export-{export.id}.zip"
     staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        with services.engine.connect() as conn:
-            proven = (
-                (row.leaf_index, row.position)
-                for row in _counted(events.positions(), total)
-                if row.leaf_index is not None
-            )
-            members: list[tuple[str, bytes | Iterable[bytes]]] = [
-                (README, files.pop(README)),
-                (VERIFIER, files.pop(VERIFIER)),
-                (INDEX, json.dumps(bundle_index, indent=2).encode("utf-8")),
-                (EVENTS, _event_lines(events, total)),
-                (KEYRING_LINES, b"".join(_line(row, keyring_leaves[row.position]) + b"\n" for row in keyring)),
-                *sorted(keys.items()),
-                *[(checkpoint_name(size), note.encode("utf-8")) for size, note in cosigned.items()],
-                *([(WITNESS_POLICY, policy.text.encode("utf-8"))] if policy is not None else []),
-                (INCLUSION, json.dumps(inclusion, indent=1).encode("utf-8")),
-                (INCLUSION_LINES, proofs.inclusion_lines(conn, proven, latest.tree_size)),
-                (CONSISTENCY, json.dumps(consistency, indent=1).encode("utf-8")),
-                *sorted(files.items()),
-            ]
-            _write_zip(staging, members, datetime.now(UTC))
+        with _EventsPass(events, total, sizes, latest.tree_size) as passing:
+            _write_zip(staging, members(passing), datetime.now(UTC))
         size = staging.stat().st_size
         if size > MAX_BUNDLE_BYTES:
             raise ValueError(f"the bundle is {size} bytes, over the limit of {MAX_BUNDLE_BYTES}")
