@@ -65,7 +65,10 @@ def create_app(
         app.state.services = opened
         app.state.serving = open_serving(opened)
         app.state.write_brake = WriteBrake(
-            opened, opened.settings.write_brake_lag_seconds, opened.settings.write_brake_max_wait_seconds
+            opened,
+            opened.settings.write_brake_lag_seconds,
+            opened.settings.write_brake_max_wait_seconds,
+            opened.settings.write_brake_max_waiting,
         )
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:

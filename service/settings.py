@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     write_brake_max_wait_seconds: float = Field(
         30.0, gt=0, description="longest a held-back prediction write waits before a 503"
     )
+    write_brake_max_waiting: int = Field(
+        16, gt=0, description="most held-back prediction writes one API key may have waiting in an API process"
+    )
     group_commit_commands: bool = Field(
         True, description="every command of an API process shares group commits (not only predictions)"
     )

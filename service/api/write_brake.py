@@ -14,6 +14,11 @@ event held back after that would look older than the lag it adds. A write that w
 ``MLLEDGER_WRITE_BRAKE_MAX_WAIT_SECONDS`` in vain (no projector running, say)
 is refused with 503 and ``Retry-After``; nothing of it was written. The lag is
 read at most every tenth of a second per API process, shared by its requests.
+
+Each waiting write holds one of the API process's worker threads. So that one
+API key cannot take them all while the brake is on, a key may have at most
+``MLLEDGER_WRITE_BRAKE_MAX_WAITING`` writes waiting in a process; a write past
+that is refused at once with the same 503, and the key's clients retry later.
 """
 
 from __future__ import annotations
@@ -26,21 +31,29 @@ from service.bootstrap import Services
 from service.ops.projector import projection_lag
 
 REFRESH_SECONDS = 0.1
+DEFAULT_MAX_WAITING = 16
 
 
 class WriteBrake:
     """Holds writes back while the read models are more than ``lag_seconds`` behind (0: never)."""
 
     def __init__(
-        self, services: Services, lag_seconds: float, max_wait_seconds: float, refresh: float = REFRESH_SECONDS
+        self,
+        services: Services,
+        lag_seconds: float,
+        max_wait_seconds: float,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        refresh: float = REFRESH_SECONDS,
     ) -> None:
         self.services = services
         self.lag_seconds = lag_seconds
         self.max_wait_seconds = max_wait_seconds
+        self.max_waiting = max_waiting
         self.refresh = refresh
         self._lock = threading.Lock()
         self._checked = float("-inf")
         self._behind = 0.0
+        self._waiting: dict[str, int] = {}
         self.waited = 0
         """Writes that had to wait (for /metrics and tests)."""
 
@@ -48,6 +61,12 @@ class WriteBrake:
     def on(self) -> bool:
         """Whether writes are ever held back."""
         return self.lag_seconds > 0
+
+    @property
+    def waiting(self) -> int:
+        """Writes waiting at the brake now, over every key."""
+        with self._lock:
+            return sum(self._waiting.values())
 
     def behind(self) -> float:
         """Seconds the read models are behind (the oldest unapplied event's age), at most ``refresh`` old."""
@@ -58,13 +77,32 @@ class WriteBrake:
                 self._checked = time.monotonic()
             return self._behind
 
-    def wait(self) -> None:
+    def wait(self, key: str) -> None:
         """Return once the read models are within the bound; raise :class:`ProjectionsBehind` after the
-        longest wait."""
+        longest wait, or at once when the API key ``key`` (its digest) already has ``max_waiting`` writes
+        waiting."""
         if not self.on or self.behind() <= self.lag_seconds:
             return
         with self._lock:
+            held = self._waiting.get(key, 0)
+            if held >= self.max_waiting:
+                raise ProjectionsBehind(
+                    f"the read models are {self._behind:.1f} s behind (the bound is {self.lag_seconds:g} s) and "
+                    f"this API key already has {held} writes waiting for them; nothing was written: retry later"
+                )
+            self._waiting[key] = held + 1
             self.waited += 1
+        try:
+            self._wait_within_bound()
+        finally:
+            with self._lock:
+                left = self._waiting[key] - 1
+                if left:
+                    self._waiting[key] = left
+                else:
+                    del self._waiting[key]
+
+    def _wait_within_bound(self) -> None:
         deadline = time.monotonic() + self.max_wait_seconds
         while (behind := self.behind()) > self.lag_seconds:
             if time.monotonic() >= deadline:

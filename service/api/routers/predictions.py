@@ -27,11 +27,13 @@ from service.api.deps import (
     PredictionLogger,
     Predictor,
     SubjectEraser,
+    bearer_token,
     predicting_key,
     written,
 )
 from service.api.schemas import WriteResult
 from service.api.write_brake import WriteBrake
+from service.application.auth import token_digest
 from service.serving.decisions import Decision, reconstruct
 from service.serving.predict import PredictRecord, Served
 from service.serving.prediction_log import LogAsk, LoggedRecord
@@ -60,7 +62,7 @@ def write_brake(request: Request) -> None:
     after the caller, so only an authorized request waits."""
     brake: WriteBrake | None = getattr(request.app.state, "write_brake", None)
     if brake is not None:
-        brake.wait()
+        brake.wait(token_digest(bearer_token(request)))
 
 
 Braked = Annotated[None, Depends(write_brake)]
@@ -220,7 +222,7 @@ async def predict(request: Request) -> Response:
     key = await predicting_key(request, request.app.state.services.ledger)  # refused before the body is read
     brake: WriteBrake | None = getattr(request.app.state, "write_brake", None)
     if brake is not None and brake.on:
-        await run_in_threadpool(brake.wait)
+        await run_in_threadpool(brake.wait, key)
     body = parsed_body(PredictBody, await request.body(), request.headers.get("content-type"))
     serving: Serving = request.app.state.serving
     result = await serving.queue.predict(name, _record(body), key)

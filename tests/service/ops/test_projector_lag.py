@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,18 +289,56 @@ def test_the_write_brake_holds_prediction_writes_back_while_read_models_lag_and_
     off = WriteBrake(services, lag_seconds=0, max_wait_seconds=1)
     brake = WriteBrake(services, lag_seconds=0.5, max_wait_seconds=1)
 
-    off.wait()  # never holds anything back
+    off.wait("key")  # never holds anything back
     started = time.monotonic()
     with pytest.raises(ProjectionsBehind, match=r"read models are \d+\.\d s behind .*nothing was written"):
-        brake.wait()
+        brake.wait("key")
     assert 1.0 <= time.monotonic() - started < 5.0
     assert brake.waited == 1 and off.waited == 0
 
     patient = WriteBrake(services, lag_seconds=0.5, max_wait_seconds=120)
     assert patient.behind() > 0.5
     with running(ProjectorThread(services)):
-        patient.wait()  # returns once the projector brought the read models within the bound
+        patient.wait("key")  # returns once the projector brought the read models within the bound
         assert patient.behind() <= 0.5
+
+
+def test_one_api_key_may_hold_only_so_many_writes_at_the_brake_while_another_key_still_waits(
+    services: Services,
+) -> None:
+    append_events(services.ledger, 300, batch=100)  # no projector: the read models stay behind
+    time.sleep(0.6)
+    brake = WriteBrake(services, lag_seconds=0.5, max_wait_seconds=1.5, max_waiting=2)
+    outcomes: dict[str, str] = {}
+
+    def write(name: str, key: str) -> None:
+        try:
+            brake.wait(key)
+            outcomes[name] = "through"
+        except ProjectionsBehind as refused:
+            outcomes[name] = str(refused)
+
+    waiting = [threading.Thread(target=write, args=(f"greedy-{i}", "greedy")) for i in range(2)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while brake.waited < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    write("greedy-2", "greedy")  # a third write of the same key: refused at once
+    refused_in = time.monotonic() - started
+    other = threading.Thread(target=write, args=("other", "other"))
+    other.start()
+    for thread in [*waiting, other]:
+        thread.join(10)
+
+    assert refused_in < 0.5
+    assert "this API key already has 2 writes waiting" in outcomes["greedy-2"]
+    assert "did not catch up within 1.5 s" in outcomes["greedy-0"]  # the two held ones waited their time
+    assert "did not catch up within 1.5 s" in outcomes["greedy-1"]
+    assert "did not catch up within 1.5 s" in outcomes["other"]  # another key was let in to wait
+    assert brake.waited == 3
+    assert brake.waiting == 0  # every slot given back
 
 
 def test_a_braked_prediction_write_answers_503_with_retry_after_and_only_after_authorization(
