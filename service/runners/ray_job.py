@@ -17,8 +17,9 @@ ledger's URL, the run's token and the device, and it:
    interpreter and its imports (scikit-learn or torch, seconds in a fresh
    process) overlap steps 2 and 3; it is sent the request once they are done;
 5. posts the run's progress as it happens, uploads the model file, the
-   predictions file and ``execution.json`` (the result's details) by
-   ``PUT .../outputs?name=...``, checking the digest the ledger stored;
+   predictions file and ``execution.json`` (the result's details) in one
+   ``PUT .../outputs:batch`` request (``RunLedger.upload_all``, as a local
+   runner does), checking each digest the ledger stored;
 6. prints the :class:`Outcome` as its last line: ``MLLEDGER-OUTCOME <json>``.
 
 Before the outcome it writes where its time went to stderr (so to the job's
@@ -237,7 +238,7 @@ class Job:
             self.phases.mark("child")
             details = request.output_dir / "execution.json"
             details.write_text(json.dumps(result.details, sort_keys=True, default=str), encoding="utf-8")
-            outputs = [self.ledger.upload(path) for path in (result.model_file, result.predictions_file, details)]
+            outputs = self.ledger.upload_all([result.model_file, result.predictions_file, details])
             self.phases.mark("upload")
         except Stopped as exc:
             return self.failed(f"the Ray job was stopped ({exc}) before the run finished")

@@ -3,7 +3,9 @@
 Jobs are submitted through the Jobs API exactly as a runner submits them and run
 ``python -m service.runners.ray_job`` on the cluster. The job side talks to a
 small stand-in for the run-scoped part of the ledger's runner API (inputs by
-digest, outputs, progress, all with the run token), served in this process.
+digest, outputs, progress, all with the run token), served in this process;
+it splits an ``outputs:batch`` body with the server's own parser (the blob
+store's ``put_async_parts``).
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import anyio
 import pytest
 from support.ray_cluster import RayCluster, free_ports
 from support.runner_world import FEATURES, small_csv
 
+from domain.errors import InvalidPayload
 from service.runners.gateway import LedgerUnavailable
 from service.runners.ray_backend import (
     OUTCOME_MARK,
@@ -40,6 +46,7 @@ from service.runners.ray_backend import (
 from service.runners.ray_job import PHASES_MARK, JobSettings, Phases, process_started
 from service.runners.transfer import Backoff
 from service.runners.work import Input, Outcome, WorkOrder
+from service.store.blobs import BlobStore
 
 
 def _digest(data: bytes) -> str:
@@ -55,6 +62,8 @@ class StandInLedger:
         self.blobs = blobs
         self.served: dict[str, bytes] = {}  # digest -> other bytes to serve (a tampered store)
         self.outputs: dict[str, bytes] = {}
+        self.puts: list[str] = []  # the upload endpoint of each PUT, in order
+        self.store = BlobStore(Path(tempfile.mkdtemp(prefix="stand-in-ledger-")))
         self.points: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.gate = threading.Event()  # downloads wait for it
@@ -116,10 +125,21 @@ class StandInLedger:
                 rest = self._allowed()
                 if rest is None:
                     return
-                name = parse_qs(urlparse(self.path).query)["name"][0]
+                query = parse_qs(urlparse(self.path).query)
                 data = self._body()
-                ledger.outputs[name] = data
-                self._answer(201, {"digest": _digest(data), "size": len(data)})
+                ledger.puts.append(rest)
+                if rest == "outputs":
+                    ledger.outputs[query["name"][0]] = data
+                    self._answer(201, {"digest": _digest(data), "size": len(data)})
+                elif rest == "outputs:batch":
+                    try:
+                        stored = ledger.store_parts(data, query["name"], [int(size) for size in query["size"]])
+                    except InvalidPayload as exc:
+                        self._answer(422, {"title": exc.title, "detail": exc.detail})
+                        return
+                    self._answer(201, {"outputs": stored})
+                else:
+                    self._answer(404, {"detail": f"no endpoint PUT {rest}"})
 
             def do_POST(self) -> None:
                 rest = self._allowed()
@@ -134,10 +154,25 @@ class StandInLedger:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def store_parts(self, body: bytes, names: list[str], sizes: list[int]) -> list[dict[str, Any]]:
+        """Split an ``outputs:batch`` body into its files as the server does; keep each under its name."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield body
+
+        async def put() -> list[dict[str, Any]]:
+            stored = await self.store.put_async_parts(stream(), sizes)
+            for name, blob in zip(names, stored, strict=True):
+                self.outputs[name] = blob.path.read_bytes()
+            return [{"digest": blob.digest, "size": blob.size} for blob in stored]
+
+        return anyio.run(put)
+
     def close(self) -> None:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+        shutil.rmtree(self.store.root, ignore_errors=True)
 
 
 def _archive(source: str) -> bytes:
@@ -362,6 +397,7 @@ def test_a_run_executes_as_a_ray_job_and_uploads_its_outputs(ray_cluster: RayClu
         assert outcome.resources["backend"] == "ray"
         assert outcome.resources["wall_seconds"] > 0 and outcome.resources["cpu_seconds"] > 0
         assert ledger.refused == []
+        assert ledger.puts == ["outputs:batch"], "the three outputs go up in one request"
         info = backend.client().get_job_info(order.run_id)
         assert info.entrypoint == f"{backend.python} -m service.runners.ray_job"
         assert info.submission_id == order.run_id
