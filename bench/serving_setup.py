@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -553,14 +553,22 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class TimedRound(Protocol):
-    """What the round loop needs of a bench's round: its errors, CPU and group commits."""
+@dataclass
+class TimedRound:
+    """One timed round of requests, what both kinds of round hold: how long it took, the requests sent,
+    their latencies, the ids answered and the errors; :func:`measure` adds the CPU and group commits."""
 
-    requests: int
-    ids: list[str]
-    errors: list[str]
-    cpu: CpuUse | None
-    transactions: int
+    seconds: float = 0.0
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    transactions: int = 0
+    cpu: CpuUse | None = None
+
+    def latency_ms(self, share: float) -> float:
+        """A percentile of the request latencies, in milliseconds."""
+        return percentile(self.latencies, share) * 1000
 
 
 R = TypeVar("R", bound=TimedRound)
@@ -577,25 +585,13 @@ class Measured(Generic[R]):
 
 
 @dataclass
-class SinglesRound:
+class SinglesRound(TimedRound):
     """One timed round of one-event requests: what was answered, how fast, and what failed."""
-
-    seconds: float = 0.0
-    requests: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
 
     @property
     def rate(self) -> float:
         """Requests answered 2xx per second."""
         return len(self.ids) / self.seconds if self.seconds else 0.0
-
-    def latency_ms(self, share: float) -> float:
-        """A percentile of the request latencies, in milliseconds."""
-        return percentile(self.latencies, share) * 1000
 
 
 def post_singles(
@@ -651,17 +647,10 @@ def post_singles(
 
 
 @dataclass
-class RowsRound:
+class RowsRound(TimedRound):
     """One timed round of many-row requests: what was answered, how fast, and what failed."""
 
-    seconds: float = 0.0
-    requests: int = 0
     rows: int = 0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    transactions: int = 0
-    cpu: CpuUse | None = None
 
     @property
     def rate(self) -> float:
