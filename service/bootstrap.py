@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
+from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
+from eventsourcing.utils import Environment
 from sqlalchemy.engine import Engine
 
 import migrations
@@ -29,7 +32,7 @@ from service.application.runner_desk import RunnerDesk
 from service.settings import Settings
 from service.store import keystore
 from service.store.blobs import BlobStore
-from service.store.persistence import create_engine, create_inspecting_engine, sqlite_path
+from service.store.persistence import create_engine, create_inspecting_engine, eventsourcing_env, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,16 @@ def _projector_select(recorder: Any) -> SelectNotifications:
     return lambda start, limit: recorder.select_notifications(start, limit)
 
 
+def _projection_runner(settings: Settings, writer_engine: Engine, recorder: Any) -> ProjectionRunner:
+    """The runner that feeds every read model from ``recorder``'s log, writing with ``writer_engine``."""
+    return ProjectionRunner(
+        writer_engine,
+        _projector_select(recorder),
+        all_projections(),
+        batch_size=settings.projection_batch_size,
+    )
+
+
 def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     """Open the ledger (creating its key and keyring on first start)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -216,13 +229,7 @@ def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     admin_api_key = bootstrap_admin(ledger, settings.admin_api_key)
     engine = create_engine(settings)
     writer_engine = create_engine(settings, immediate=True)
-    projections = all_projections()
-    runner = ProjectionRunner(
-        writer_engine,
-        _projector_select(ledger.recorder),
-        projections,
-        batch_size=settings.projection_batch_size,
-    )
+    runner = _projection_runner(settings, writer_engine, ledger.recorder)
     return Services(
         settings=settings,
         signer=signer,
@@ -233,5 +240,45 @@ def open_services(settings: Settings, *, migrate: bool = False) -> Services:
         blobs=BlobStore(settings.blobs_dir),
         key_created=created,
         admin_api_key=admin_api_key,
-        projections=projections,
+        projections=list(runner.projections.values()),
     )
+
+
+@dataclass
+class ReadModelProjector:
+    """What a process that only keeps read models current needs: the event log it reads, the projection
+    runner and the engine the runner writes with.
+
+    It holds no key and no blob store: applying events to read models signs
+    nothing, so such a process never reads (nor creates) the ledger key or the
+    subject KEK (DESIGN.md section 10). The Merkle log's checkpoints are signed:
+    the process that publishes them opens :func:`open_services`.
+    """
+
+    settings: Settings
+    writer_engine: Engine
+    runner: ProjectionRunner
+    event_log: InfrastructureFactory[TrackingRecorder]
+    """The event store's infrastructure, opened for reading the notification log (no mapper, no signer)."""
+
+    def close(self) -> None:
+        """Release database connections (and the projection runner's threads)."""
+        self.runner.close()
+        self.event_log.close()
+        self.writer_engine.dispose()
+
+
+def open_projector(settings: Settings) -> ReadModelProjector:
+    """Open the event log and the read models for projecting, with no key: the key file, the token, the
+    subject KEK and the keys directory are neither read nor created, and the data directory is left as it is.
+
+    The event store is reached as the ledger application reaches it (its name, so
+    its table, and the same persistence settings), without the sealing mapper that
+    needs the signer.
+    """
+    event_log: InfrastructureFactory[TrackingRecorder] = InfrastructureFactory.construct(
+        Environment(Ledger.name, {**os.environ, **eventsourcing_env(settings)})
+    )
+    writer_engine = create_engine(settings, immediate=True)
+    runner = _projection_runner(settings, writer_engine, event_log.application_recorder())
+    return ReadModelProjector(settings, writer_engine, runner, event_log)

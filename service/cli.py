@@ -35,7 +35,7 @@ from service.store import keystore
 
 if TYPE_CHECKING:
     from mlledger import LedgerClient
-    from service.bootstrap import Services
+    from service.bootstrap import ReadModelProjector, Services
 
 app = typer.Typer(
     name="mlledger",
@@ -90,6 +90,14 @@ def _open_existing(settings: Settings) -> Services:
 
     require_ledger(settings)
     return open_services(settings)
+
+
+def _open_projector(settings: Settings) -> ReadModelProjector:
+    """Open an existing ledger's event log and read models with no key (see :func:`_open_existing`)."""
+    from service.bootstrap import open_projector, require_ledger
+
+    require_ledger(settings)
+    return open_projector(settings)
 
 
 @app.command()
@@ -274,10 +282,16 @@ def project(
         ),
     ] = None,
 ) -> None:
-    """Bring read models up to date (or rebuild one from the log)."""
-    from service.ops.projector import ProjectorThread, publish_checkpoint_if_due
+    """Bring read models up to date (or rebuild one from the log).
 
-    services = _open_existing(_settings())
+    Read models without the transparency log publish no checkpoint, so they are
+    projected with no key: the ledger key and the subject KEK are not opened.
+    """
+    from service.ops.projector import ProjectorThread, publish_checkpoint_if_due, signs_checkpoints
+
+    settings = _settings()
+    signing = _open_existing(settings) if signs_checkpoints(only) else None
+    services: Services | ReadModelProjector = signing or _open_projector(settings)
     try:
         unknown = sorted(set(only or ()) - set(services.runner.projections))
         if unknown:
@@ -296,8 +310,8 @@ def project(
         else:
             total = services.runner.catch_up(progress=progress)
             typer.echo(f"projected {total} events")
-        if not only or "transparency_log" in only:
-            checkpoint = publish_checkpoint_if_due(services)
+        if signing is not None:
+            checkpoint = publish_checkpoint_if_due(signing)
             if checkpoint is not None:
                 typer.echo(f"checkpoint published at tree size {checkpoint.tree_size}")
         if follow:

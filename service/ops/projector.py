@@ -11,17 +11,35 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 
 from domain.integrity.sealing import SealedEvent, parse_timestamp
 from projections import transparency_log as tlog
+from projections.base import ProjectionRunner
 from projections.transparency_log import TransparencyLog
 from service.bootstrap import Services
 from service.common.periodic import FirstPass, Next, PeriodicThread
 from service.ops.witnessing import submit_to_witnesses
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ProjectsReadModels(Protocol):
+    """What projecting the read models other than the Merkle log needs: :class:`Services`, or the
+    :class:`~service.bootstrap.ReadModelProjector` of a process that holds no key."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def runner(self) -> ProjectionRunner: ...
+
+
+def signs_checkpoints(only: Collection[str] | None) -> bool:
+    """Whether projecting ``only`` (None: every read model) publishes checkpoints, which the ledger key signs."""
+    return only is None or TransparencyLog.name in only
 
 
 def publish_checkpoint_if_due(services: Services, *, force: bool = False) -> tlog.StoredCheckpoint | None:
@@ -94,12 +112,12 @@ def log_once(services: Services) -> int:
     return count
 
 
-def read_model_names(services: Services, only: Collection[str] | None = None) -> list[str]:
+def read_model_names(services: ProjectsReadModels, only: Collection[str] | None = None) -> list[str]:
     """The read models other than the Merkle log (those in ``only`` when given), in the runner's order."""
     return [n for n in services.runner.projections if n != TransparencyLog.name and (only is None or n in only)]
 
 
-def read_models_once(services: Services, names: Sequence[str] | None = None) -> int:
+def read_models_once(services: ProjectsReadModels, names: Sequence[str] | None = None) -> int:
     """One pass over the other read models (or ``names``), a bounded stretch each."""
     selected = read_model_names(services) if names is None else names
     return services.runner.catch_up_together(selected, max_batches=PASS_BATCHES)
@@ -117,7 +135,9 @@ class ProjectorThread:
     ``only`` limits it to some read models (``transparency_log`` for the log's
     thread, the others for the second): several projector processes, each with
     its own share, then project side by side on as many cores, none waiting on
-    another's interpreter lock.
+    another's interpreter lock. The log's thread signs checkpoints, so it needs
+    :class:`Services`; the second runs as well on a keyless
+    :class:`~service.bootstrap.ReadModelProjector`.
 
     A pass is bounded (:data:`PASS_BATCHES`) and the log does not wait for the read
     models, so under appends faster than the slowest read model, checkpoints keep
@@ -126,7 +146,7 @@ class ProjectorThread:
     most ten seconds each) for the current passes.
     """
 
-    def __init__(self, services: Services, only: Collection[str] | None = None) -> None:
+    def __init__(self, services: ProjectsReadModels, only: Collection[str] | None = None) -> None:
         self.services = services
         poll = services.settings.projection_poll_seconds
         unknown = sorted(set(only or ()) - set(services.runner.projections))
@@ -134,16 +154,19 @@ class ProjectorThread:
             known = ", ".join(services.runner.projections)
             raise ValueError(f"no read model named {', '.join(unknown) or '(none given)'}; known: {known}")
         names = read_model_names(services, only)
-        loops: list[tuple[str, Callable[[Services], int], str]] = []
-        if only is None or TransparencyLog.name in only:
-            loops.append(("mlledger-projector", log_once, "transparency log pass"))
+        loops: list[tuple[str, Callable[[], int], str]] = []
+        if signs_checkpoints(only):
+            if not isinstance(services, Services):
+                raise TypeError("the transparency log's checkpoints are signed: project it with open_services")
+            signing = services
+            loops.append(("mlledger-projector", lambda: log_once(signing), "transparency log pass"))
         if names:
-            loops.append(("mlledger-projector-models", lambda s: read_models_once(s, names), "projector batch"))
+            loops.append(("mlledger-projector-models", lambda: read_models_once(services, names), "projector batch"))
         self._threads = [
             PeriodicThread(
                 name,
                 poll,
-                lambda work=work: Next.SLEEP if work(services) == 0 else Next.AT_ONCE,  # type: ignore[misc]
+                lambda work=work: Next.SLEEP if work() == 0 else Next.AT_ONCE,  # type: ignore[misc]
                 failure=f"{what} failed; retrying",
                 logger=log,
                 first_pass=FirstPass.AT_START,
