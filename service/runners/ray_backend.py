@@ -35,6 +35,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,9 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 STOP_TRIES = 3
-"""How often cancelling a run asks the cluster to stop its job before giving up."""
+"""How often cancelling a run asks the cluster to stop its job before a thread goes on asking."""
+STOP_RETRY_SECONDS = 1.0
+STOP_RETRY_LONGEST_SECONDS = 10.0
 
 
 class ClusterUnavailable(LedgerUnavailable):
@@ -160,6 +163,8 @@ class RayExecution:
         self._in_doubt = False
         self._unreachable_reason = ""
         self._unreachable_since: float | None = None
+        self.stopper: threading.Thread | None = None
+        """The thread that goes on asking the cluster to stop a cancelled run's job, if one had to."""
 
     def submit(self) -> bool:
         """Submit the job unless that was done; False while the cluster cannot be reached.
@@ -272,34 +277,68 @@ class RayExecution:
 
         A job still waiting for resources is stopped by Ray as soon as it starts (or fails once
         Ray's start timeout, ``RAY_JOB_START_TIMEOUT_SECONDS``, passes); its run counts as ended now.
+        The stop is asked up to ``STOP_TRIES`` times here; if the cluster took none of them (it
+        found no supervisor to tell while the job runs, or could not be reached), a thread of this
+        runner goes on asking, with a growing wait, until the job has ended or ``lost_after``
+        seconds have passed, so a cancelled run's job is not left running on the cluster.
         """
         self.cancelled = True
-        for attempt in range(STOP_TRIES):
-            try:
-                client = self.backend.client()
-                if client.stop_job(self.submission_id):
-                    return
-                # Ray found no supervisor to tell (the job ended, or it is between states): done only if it ended.
-                status = client.get_job_status(self.submission_id)
-                if str(getattr(status, "value", status)) in TERMINAL:
-                    return
-                reason = f"the cluster did not take the stop (the job is {getattr(status, 'value', status)})"
-            except ClusterUnavailable as exc:
-                reason = exc.detail
-            except Exception as exc:
-                if _missing(exc):
-                    return
-                if not _unreachable(exc):
-                    raise
-                reason = str(exc)
+        reason = ""
+        for attempt in range(1, STOP_TRIES + 1):
+            reason = self._ask_to_stop()
+            if not reason:
+                return
             log.warning(
-                "run %s: cannot stop its Ray job (try %d of %d): %s",
-                self.submission_id,
-                attempt + 1,
-                STOP_TRIES,
-                reason,
+                "run %s: cannot stop its Ray job (try %d of %d): %s", self.submission_id, attempt, STOP_TRIES, reason
             )
-            time.sleep(1.0 * (attempt + 1))
+            if attempt < STOP_TRIES:
+                time.sleep(1.0 * attempt)
+        self.stopper = threading.Thread(
+            target=self._keep_asking_to_stop, name=f"stop-{self.submission_id}", daemon=True
+        )
+        self.stopper.start()
+
+    def _ask_to_stop(self) -> str:
+        """Ask the cluster once to stop the job: '' when it took the stop or the job has ended (or is
+        gone), else why not."""
+        try:
+            client = self.backend.client()
+            if client.stop_job(self.submission_id):
+                return ""
+            # Ray found no supervisor to tell (the job ended, or it is between states): done only if it ended.
+            found = client.get_job_status(self.submission_id)
+            status = str(getattr(found, "value", found))
+            return "" if status in TERMINAL else f"the cluster did not take the stop (the job is {status})"
+        except ClusterUnavailable as exc:
+            return exc.detail
+        except Exception as exc:
+            if _missing(exc):
+                return ""
+            if _unreachable(exc):
+                return str(exc)
+            raise
+
+    def _keep_asking_to_stop(self) -> None:
+        deadline = time.monotonic() + self.backend.lost_after
+        wait = STOP_RETRY_SECONDS
+        reason = ""
+        while time.monotonic() < deadline:
+            time.sleep(wait)
+            wait = min(wait * 2, STOP_RETRY_LONGEST_SECONDS)
+            try:
+                reason = self._ask_to_stop()
+            except Exception as exc:  # a thread of its own: say what went wrong and go on asking
+                reason = f"{type(exc).__name__}: {exc}"
+            if not reason:
+                log.info("run %s: its Ray job was stopped", self.submission_id)
+                return
+        log.error(
+            "run %s: gave up stopping its Ray job after %g s (%s); stop it with `ray job stop %s`",
+            self.submission_id,
+            self.backend.lost_after,
+            reason,
+            self.submission_id,
+        )
 
 
 def parse_outcome(log_text: str) -> Outcome | None:

@@ -36,6 +36,7 @@ from domain.errors import InvalidPayload
 from service.runners.gateway import LedgerUnavailable
 from service.runners.ray_backend import (
     OUTCOME_MARK,
+    STOP_TRIES,
     ClusterUnavailable,
     RayBackend,
     RayExecution,
@@ -327,6 +328,18 @@ def test_a_stop_the_cluster_did_not_take_is_asked_again_while_the_job_runs(monke
     ended = _StopClient(refusals=5, status="SUCCEEDED")  # no supervisor because the job already ended
     _stopping(ended, monkeypatch).cancel()
     assert ended.stops == 1
+
+
+def test_a_stop_refused_more_than_its_tries_goes_on_being_asked_until_the_job_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stubborn = _StopClient(refusals=STOP_TRIES + 2, status="RUNNING")
+    execution = _stopping(stubborn, monkeypatch)
+    execution.cancel()  # returns after its own tries: the runner's loop is not held up
+    assert execution.stopper is not None
+    execution.stopper.join(10)
+    assert not execution.stopper.is_alive()
+    assert stubborn.stops == STOP_TRIES + 3  # asked until the cluster took the stop, then no more
 
 
 def test_the_job_takes_its_secrets_and_every_ray_variable_out_of_its_environment() -> None:
