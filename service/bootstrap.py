@@ -223,7 +223,13 @@ def open_services(settings: Settings, *, migrate: bool = False) -> Services:
     try:
         ledger.ensure_keyring()
     except KeyNotInKeyring:
-        signer = _finish_interrupted_rotation(settings, ledger)
+        try:
+            signer = _finish_interrupted_rotation(settings, ledger)
+        except KeyNotInKeyring:
+            ledger.close()
+            if created:  # a key made just now for a ledger that has its own: leave no stray key behind
+                keystore.remove_created(settings.keys_dir, signer)
+            raise
         ledger = Ledger(settings, signer)
         ledger.ensure_keyring()
     admin_api_key = bootstrap_admin(ledger, settings.admin_api_key)

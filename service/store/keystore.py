@@ -15,6 +15,7 @@ their own configured URI when the stored one carries no ``pin-source``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import stat
 from collections.abc import Iterator
@@ -73,6 +74,17 @@ def load_or_create(keys_dir: Path, key_path: Path | None = None) -> tuple[Signer
         return Signer(load_private_key_pem(path.read_bytes())), False
     except OSError as exc:
         raise KeyFileError(f"cannot read ledger key file {path}: {exc.strerror}") from None
+
+
+def remove_created(keys_dir: Path, signer: SigningKey) -> None:
+    """Remove the key file :func:`load_or_create` just created for ``signer`` (it turned out not to be this
+    ledger's key), its public half, and the folders that held only them."""
+    ledger_key_path(keys_dir, None).unlink(missing_ok=True)
+    public_dir = keys_dir / "public"
+    (public_dir / f"{signer.key_id}.pem").unlink(missing_ok=True)
+    for folder in (public_dir, keys_dir):
+        with contextlib.suppress(OSError):  # not empty: it holds other keys
+            folder.rmdir()
 
 
 def write_public(keys_dir: Path, signer: SigningKey) -> Path:

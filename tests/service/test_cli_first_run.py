@@ -106,6 +106,20 @@ def test_project_only_names_the_read_models_it_knows(settings: Settings) -> None
     assert one.stdout.startswith("projected ")
 
 
+def test_a_command_on_a_ledger_whose_key_is_missing_refuses_and_leaves_no_new_key_behind(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert run_cli(settings, "migrate", timeout=120).returncode == 0
+    settings.keys_dir.rename(tmp_path / "keys-elsewhere")  # the volume with the key was not mounted
+
+    result = run_cli(settings, "checkpoint", timeout=120)
+
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "is not a key of this ledger" in result.stderr
+    assert not settings.keys_dir.exists()  # the key made on the way was this ledger's by no means: gone
+
+
 def _where(settings: Settings) -> str:
     if settings.is_postgres:
         url = urlsplit(PG_URL)
