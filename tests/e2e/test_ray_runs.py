@@ -114,6 +114,22 @@ def _job_status(cluster: RayCluster, run_id: str) -> str | None:
     return execution.status
 
 
+def _slow_run(services: Services, seconds: int) -> str:
+    """A requested run of a ``python`` pipeline that sleeps ``seconds``."""
+    data = dataset(services)
+    code = code_archive(services, SLOW.format(seconds=seconds))
+    return request(services, python_pipeline(services, "slow", "train:main", 300), data, code_version_id=code)
+
+
+def _wait_job_running(services: Services, cluster: RayCluster, run_id: str, timeout: float = 120) -> None:
+    """Wait until a runner claimed the run and its Ray job runs."""
+    _wait_status(services, run_id, "running")
+    deadline = time.monotonic() + timeout
+    while _job_status(cluster, run_id) != "RUNNING":
+        assert time.monotonic() < deadline, f"the Ray job of run {run_id} never started"
+        time.sleep(0.2)
+
+
 def _order_of(run_id: str) -> WorkOrder:
     return WorkOrder(run_id, "sklearn", {}, "", {}, 0, "cpu", [], "")
 
@@ -160,17 +176,11 @@ def test_a_sigkilled_ray_runner_is_replaced_by_one_that_reattaches_to_the_runnin
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    data = dataset(pg_services)
-    code = code_archive(pg_services, SLOW.format(seconds=20))
-    run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
+    run_id = _slow_run(pg_services, seconds=20)
     doomed = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch, concurrency=1)
     survivors: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_status(pg_services, run_id, "running")
-        deadline = time.monotonic() + 60
-        while _job_status(ray_cluster, run_id) != "RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _wait_job_running(pg_services, ray_cluster, run_id)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=30)
         assert _job_status(ray_cluster, run_id) == "RUNNING", "the job outlives its runner"
@@ -239,16 +249,10 @@ def test_cancelling_a_run_through_the_ledger_stops_its_ray_job(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    data = dataset(pg_services)
-    code = code_archive(pg_services, SLOW.format(seconds=240))
-    run_id = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
+    run_id = _slow_run(pg_services, seconds=240)
     runner = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch, concurrency=1)
     try:
-        _wait_status(pg_services, run_id, "running")
-        deadline = time.monotonic() + 120
-        while _job_status(ray_cluster, run_id) != "RUNNING":
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.2)
+        _wait_job_running(pg_services, ray_cluster, run_id)
         pg_services.ledger.finish_run(run_id, "cancelled", "cancelled by alice", actor="alice")
         deadline = time.monotonic() + 180
         while (status := _job_status(ray_cluster, run_id)) not in ("STOPPED", "FAILED"):
@@ -272,18 +276,13 @@ def test_a_cluster_stopped_mid_way_fails_the_run_it_lost_and_new_runs_wait_for_i
     cluster = start_cluster(num_cpus=2)
     runner: subprocess.Popen[bytes] | None = None
     try:
-        data = dataset(pg_services)
-        code = code_archive(pg_services, SLOW.format(seconds=60))
-        lost = request(pg_services, python_pipeline(pg_services, "slow", "train:main", 300), data, code_version_id=code)
+        lost = _slow_run(pg_services, seconds=60)
         runner = _ray_runner(api, cluster, tmp_path, 0, monkeypatch)
-        deadline = time.monotonic() + 120
-        while _job_status(cluster, lost) != "RUNNING":
-            assert time.monotonic() < deadline, "the run's job never started"
-            time.sleep(0.2)
+        _wait_job_running(pg_services, cluster, lost)
 
         cluster.stop(hard=True)
         time.sleep(2)  # the runner looks at the cluster before each claim (and trusts an answer for 1 s)
-        waiting = request(pg_services, sklearn_pipeline(pg_services), data)
+        waiting = request(pg_services, sklearn_pipeline(pg_services), dataset(pg_services))
         time.sleep(6)
         assert pg_services.ledger.get(waiting, Run).status == "requested", "a run was claimed with no cluster"
         assert runner.poll() is None, "the runner keeps serving"
