@@ -18,12 +18,14 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from domain.errors import NotFound
+from domain.integrity.canonical import canonical_json
 from domain.integrity.sealing import SealedEvent
 from domain.prediction import Prediction
 from projections import audit_queries as aq
 from projections import transparency_log as tlog
 from projections.predictions import predictions
 from service.application.ledger_core import LedgerCore
+from service.serving.prediction_request import PredictRecord, Served
 from service.serving.vault import SubjectVault
 from service.store.event_store import open_record
 
@@ -181,4 +183,42 @@ def reconstruct(
             "output": json.loads(shadow_row.output),
         },
         event=_event_proof(conn, sealed, row.position),
+    )
+
+
+def recorded_answer(
+    ledger: LedgerCore, vault: SubjectVault, model_name: str, record: PredictRecord, actor: str
+) -> Served | None:
+    """The answer already recorded for ``record``'s request id, if it is this request again: the same
+    caller, model, data subject and input; None otherwise (no such prediction, someone else's, another
+    input, or a subject erased since).
+
+    Read from the event log, not a read model, so a retry right after its first
+    try committed finds it. Its ``position`` is the log's head, which is at or
+    after the recorded event, so reads that wait for it see the prediction.
+    """
+    if record.request_id is None:
+        return None
+    made = ledger.recorder.select_events(Prediction.create_id(model_name, record.request_id), lte=1, limit=1)
+    if not made:
+        return None
+    _sealed, envelope = open_record(made[0])
+    payload = envelope["payload"]
+    if envelope["actor"] != actor or payload["subject_id"] != record.subject_id:
+        return None
+    clear, values = vault.recorded_input(payload)
+    if clear is None or canonical_json(clear) != canonical_json(dict(record.input)):
+        return None
+    reason_codes = [dict(code) for code in payload["reason_codes"]]
+    for code, value in zip(reason_codes, values, strict=False):
+        code["value"] = value
+    return Served(
+        prediction_id=str(made[0].originator_id),
+        request_id=record.request_id,
+        model_name=payload["model_name"],
+        version=payload["number"],
+        role=payload["role"],
+        output=payload["output"],
+        reason_codes=reason_codes,
+        position=ledger.position(),
     )

@@ -78,7 +78,7 @@ def test_a_prediction_comes_from_the_champion_with_its_top_reasons(deployed: Dep
     assert {c["feature"]: c["value"] for c in codes} == {c["feature"]: row[c["feature"]] for c in codes}
 
 
-def test_a_replayed_request_id_is_refused_and_not_recorded_twice(deployed: Deployed) -> None:
+def test_a_request_id_replayed_with_another_input_is_refused_and_not_recorded_twice(deployed: Deployed) -> None:
     pia = deployed.world.people["pia"].client
     pia.predict(MODEL, features_of(credit_rows(1, seed=5)[0]), request_id="once-only")
     before = _ledger_size(deployed)
@@ -88,6 +88,32 @@ def test_a_replayed_request_id_is_refused_and_not_recorded_twice(deployed: Deplo
 
     assert refused.value.status == 409
     assert _ledger_size(deployed) == before
+
+
+def test_a_retried_prediction_whose_first_try_was_recorded_gets_the_recorded_answer(deployed: Deployed) -> None:
+    world = deployed.world
+    pia = world.people["pia"].client
+    row = features_of(credit_rows(1, seed=7)[0])
+    first = pia.predict(MODEL, row, request_id="retried-once")
+    subject_first = pia.predict(MODEL, row, request_id="retried-subject", subject_id="subject-retry")
+    before = _ledger_size(deployed)
+
+    again = pia.transport.send("POST", f"/v1/models/{MODEL}/predict", json={"input": row, "request_id": "retried-once"})
+    subject_again = pia.predict(MODEL, row, request_id="retried-subject", subject_id="subject-retry")
+    with pytest.raises(LedgerClientError) as not_theirs:  # the same request id and input from someone else
+        world.admin.predict(MODEL, row, request_id="retried-once")
+    with pytest.raises(LedgerClientError) as other_subject:
+        pia.predict(MODEL, row, request_id="retried-subject", subject_id="subject-other")
+
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    replayed = again.json()
+    for field in ("prediction_id", "request_id", "model_name", "version", "output", "reason_codes"):
+        assert replayed[field] == first[field], field
+    assert replayed["position"] >= first["position"]
+    assert subject_again["prediction_id"] == subject_first["prediction_id"]
+    assert subject_again["reason_codes"] == subject_first["reason_codes"]  # values decrypted as first answered
+    assert not_theirs.value.status == 409 and other_subject.value.status == 409
+    assert _ledger_size(deployed) == before  # nothing recorded twice
 
 
 @pytest.mark.parametrize(

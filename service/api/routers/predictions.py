@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from domain.errors import VersionConflict
 from domain.prediction import REQUEST_ID_MAX, SUBJECT_ID_MAX
 from service.api.deps import (
     POSITION_HEADER,
@@ -33,8 +34,9 @@ from service.api.deps import (
 )
 from service.api.schemas import WriteResult
 from service.api.write_brake import WriteBrake
-from service.application.auth import token_digest
-from service.serving.decisions import Decision, reconstruct
+from service.application.auth import authenticate_digest, token_digest
+from service.application.ledger import Ledger
+from service.serving.decisions import Decision, reconstruct, recorded_answer
 from service.serving.predict import PredictRecord, Served
 from service.serving.prediction_log import LogAsk, LoggedRecord
 from service.serving.runtime import Serving
@@ -225,8 +227,29 @@ async def predict(request: Request) -> Response:
         await run_in_threadpool(brake.wait, key)
     body = parsed_body(PredictBody, await request.body(), request.headers.get("content-type"))
     serving: Serving = request.app.state.serving
-    result = await serving.queue.predict(name, _record(body), key)
+    record = _record(body)
+    try:
+        result = await serving.queue.predict(name, record, key)
+    except VersionConflict:
+        if record.request_id is None:
+            raise
+        replayed = await run_in_threadpool(_replayed, request.app.state.services.ledger, serving, name, record, key)
+        if replayed is None:
+            raise
+        response = _answer({**_public(replayed), "position": replayed.position}, replayed.position)
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
     return _answer({**_public(result), "position": result.position}, result.position)
+
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""Set on the answer to a retried prediction whose first try was already recorded."""
+
+
+def _replayed(ledger: Ledger, serving: Serving, name: str, record: PredictRecord, key: str) -> Served | None:
+    """The recorded answer when this request (same key's principal, input and subject) was recorded before."""
+    actor = authenticate_digest(ledger, key).actor
+    return recorded_answer(ledger, serving.vault, name, record, actor)
 
 
 router.add_api_route(
