@@ -547,7 +547,8 @@ class LedgerClient:
         self, name: str, features: dict[str, Any], *, request_id: str | None = None, subject_id: str | None = None
     ) -> Prediction:
         """One prediction from the deployed model (returned after its event is durable); with a
-        ``request_id`` it is retried safely (the service records one prediction per request id)."""
+        ``request_id`` it is retried safely: the service records one prediction per request id, and a
+        retry whose first try was recorded gets that recorded answer."""
         body: dict[str, Any] = {"input": features}
         if request_id is not None:
             body["request_id"] = request_id
