@@ -10,7 +10,9 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -114,6 +116,36 @@ def test_a_retried_prediction_whose_first_try_was_recorded_gets_the_recorded_ans
     assert subject_again["reason_codes"] == subject_first["reason_codes"]  # values decrypted as first answered
     assert not_theirs.value.status == 409 and other_subject.value.status == 409
     assert _ledger_size(deployed) == before  # nothing recorded twice
+
+
+class _AnswerLostOnce:
+    """An HTTP client whose first ``predict`` reaches the service but whose answer is lost on the way back."""
+
+    def __init__(self, http: Any) -> None:
+        self.http, self.lost = http, 0
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if path.endswith("/predict") and not self.lost:
+            self.lost += 1
+            raise httpx.ReadError("the connection dropped before the answer arrived")
+        return response
+
+
+def test_the_sdk_retrying_a_prediction_whose_answer_was_lost_gets_the_one_recorded(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    row = features_of(credit_rows(1, seed=8)[0])
+    plain = pia.transport.http
+    lossy = pia.transport.http = _AnswerLostOnce(plain)
+    try:
+        answer = pia.predict(MODEL, row, request_id="answer-lost")
+    finally:
+        pia.transport.http = plain
+
+    assert lossy.lost == 1  # the first answer was lost: this one came from the retry
+    made = deployed.services.ledger.recorder.select_events(uuid.UUID(answer["prediction_id"]))
+    assert len(made) == 1  # recorded by the first try, not again by the retry (the id is the request id's)
+    assert answer["request_id"] == "answer-lost" and answer["output"]["label"] in (0, 1)
 
 
 @pytest.mark.parametrize(
