@@ -287,6 +287,7 @@ class RayExecution:
         for attempt in range(1, STOP_TRIES + 1):
             reason = self._ask_to_stop()
             if not reason:
+                log.info("run %s: asked the Ray cluster to stop its job", self.submission_id)
                 return
             log.warning(
                 "run %s: cannot stop its Ray job (try %d of %d): %s", self.submission_id, attempt, STOP_TRIES, reason

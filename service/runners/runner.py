@@ -316,6 +316,7 @@ class Runner:
                 ended = run_id in self._ended
                 self._ended.discard(run_id)
             if ended:  # cancelled through the API, or taken over
+                self.say(f"run {run_id} ended elsewhere (cancelled, or taken over): stopping it here")
                 execution.cancel()
                 self._release(run_id)
                 busy = True
