@@ -138,11 +138,9 @@ def reconstruct(
     sealed, envelope = open_record(made[0])
     payload = envelope["payload"]
     aggregate: Prediction = ledger.get(prediction_id, Prediction)
-    reason_codes = [dict(code) for code in payload["reason_codes"]]
     clear, values = vault.recorded_input(payload)
     erased = clear is None
-    for code, value in zip(reason_codes, values, strict=False):
-        code["value"] = value
+    reason_codes = _reason_codes(payload, values)
     shadow_row = conn.execute(
         sa.select(predictions.c.prediction_id, predictions.c.number, predictions.c.output).where(
             predictions.c.shadow_of == prediction_id
@@ -209,9 +207,6 @@ def recorded_answer(
     clear, values = vault.recorded_input(payload)
     if clear is None or canonical_json(clear) != canonical_json(dict(record.input)):
         return None
-    reason_codes = [dict(code) for code in payload["reason_codes"]]
-    for code, value in zip(reason_codes, values, strict=False):
-        code["value"] = value
     return Served(
         prediction_id=str(made[0].originator_id),
         request_id=record.request_id,
@@ -219,6 +214,14 @@ def recorded_answer(
         version=payload["number"],
         role=payload["role"],
         output=payload["output"],
-        reason_codes=reason_codes,
+        reason_codes=_reason_codes(payload, values),
         position=ledger.position(),
     )
+
+
+def _reason_codes(payload: dict[str, Any], values: list[Any]) -> list[dict[str, Any]]:
+    """A ``Made`` payload's reason codes with the values a data subject's ciphertext held put back."""
+    codes = [dict(code) for code in payload["reason_codes"]]
+    for code, value in zip(codes, values, strict=False):
+        code["value"] = value
+    return codes
