@@ -42,6 +42,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import DEFAULT_DATABASE_URL, Progress, drop_schema, install_sigterm_handler, load_average, say
 from bench.audit_query import analyze, build
-from bench.serving_setup import ADMIN_KEY
+from bench.serving_setup import ADMIN_KEY, REPO, server_env
 from domain.approval import approval_statement, sign_statement
 from domain.integrity.keys import Signer, public_key_pem
 from domain.integrity.sealing import format_timestamp
@@ -241,9 +242,27 @@ def predictions_for(events: int, subject_every: int) -> int:
     return int(events / per)
 
 
-def project(services: Services) -> None:
-    """The projector's work: the transparency log with a checkpoint every 1,000 leaves, then every read model."""
+def project(services: Services, settings: Settings, processes: int = 2) -> None:
+    """The projector's work: the transparency log with a checkpoint every 1,000 leaves, then every read model.
+
+    With ``processes`` above 1 the other read models are projected at the same time by
+    keyless ``mlledger project --only ...`` processes (the audit trail in one, the rest
+    shared among the others), as a deployment runs several projectors to use more cores.
+    """
     total = services.ledger.position()
+    others = [name for name in services.runner.projections if name != "transparency_log"]
+    helpers: list[subprocess.Popen[bytes]] = []
+    if processes > 1:
+        groups: list[list[str]] = [[] for _ in range(processes - 1)]
+        ordered = sorted(others, key=lambda name: name != "audit_trail")  # the slowest gets a process alone
+        for index, name in enumerate(ordered):
+            groups[min(index, len(groups) - 1)].append(name)
+        env = server_env(settings)
+        for group in filter(None, groups):
+            say(f"projecting {', '.join(group)} in a keyless process of its own")
+            only = [arg for name in group for arg in ("--only", name)]
+            helpers.append(subprocess.Popen([sys.executable, "-m", "service", "project", *only], env=env, cwd=REPO))
+        others = []
     log = services.runner.projections["transparency_log"]
     progress = Progress("projecting transparency_log", total, 10.0)
     while services.runner.run_batch(log):
@@ -251,9 +270,7 @@ def project(services: Services) -> None:
         progress(services.runner.position("transparency_log"))
     publish_checkpoint_if_due(services)
     progress.done()
-    for name in services.runner.projections:
-        if name == "transparency_log":
-            continue
+    for name in others:
         progress = Progress(f"projecting {name}", total, 10.0)
         started = services.runner.position(name)
         done = started
@@ -265,6 +282,9 @@ def project(services: Services) -> None:
 
         services.runner.catch_up(name, step)
         progress.done()
+    failed = [helper.args for helper in helpers if helper.wait() != 0]
+    if failed:
+        raise RuntimeError(f"a projector process failed: {failed}")
     analyze(services)
 
 
@@ -292,6 +312,7 @@ def generate(
     headline_share: float = 0.5,
     subject_every: int = 20,
     seed: int = 7,
+    projectors: int = 2,
 ) -> Generated:
     """Write about ``events`` events into the (empty) ledger of ``settings`` and project them."""
     services = open_services(settings, migrate=True)
@@ -317,7 +338,7 @@ def generate(
     services = open_services(settings)
     try:
         started = time.perf_counter()
-        project(services)
+        project(services, settings, projectors)
         projection_seconds = time.perf_counter() - started
         total = services.ledger.position()
     finally:
@@ -344,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving-models", type=int, default=4, help="models serving predictions (default 4)")
     parser.add_argument("--headline-share", type=float, default=0.5, help="share of predictions for 'credit'")
     parser.add_argument("--subject-every", type=int, default=20, help="one prediction in N has a data subject")
+    parser.add_argument(
+        "--projectors", type=int, default=2, help="projector processes once written (default 2: the log, the rest)"
+    )
     parser.add_argument("--drop", metavar="SCHEMA", help="drop a generated ledger (schema and key) and exit")
     args = parser.parse_args(argv)
     install_sigterm_handler()
@@ -360,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         settings,
         args.events,
         writers=args.writers,
+        projectors=args.projectors,
         batch=args.batch,
         governance_share=args.governance_share,
         serving_models=args.serving_models,
