@@ -2,9 +2,11 @@
 
 Runs execute as Ray jobs that reach the ledger only with their run token; the
 runners record them. Every run is executed exactly once, a runner SIGKILLed
-mid-run is replaced by one that re-attaches to the still-running job, a
-reproduction on Ray is verified, and a cluster that goes away mid-way fails
-the run it lost with the reason and leaves new runs requested until it is back.
+mid-run is replaced by one that re-attaches to the still-running job, a run
+cancelled through the ledger has its job ended (stopped by the runner, or ended
+by itself when its run token no longer opens its inputs), a reproduction on Ray
+is verified, and a cluster that goes away mid-way fails the run it lost with
+the reason and leaves new runs requested until it is back.
 """
 
 from __future__ import annotations
@@ -238,6 +240,42 @@ def test_a_sklearn_run_and_a_torch_run_on_ray_are_reproduced_and_verified(
     # one node, the same kind and seed: the reproduction's job captured what the original's did
     assert environment_digest(sklearn_again) == environment_digest(sklearn_node)
     assert environment_digest(torch_again) == environment_digest(torch_node)
+    _verify(pg_services)
+
+
+def test_cancelling_a_run_through_the_ledger_ends_its_ray_job(
+    pg_services: Services,
+    api: tuple[str, RunnerPrincipal],
+    ray_cluster: RayCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = _slow_run(pg_services, seconds=240)
+    runner = _ray_runner(api, ray_cluster, tmp_path, 0, monkeypatch, concurrency=1)
+    try:
+        _wait_job_running(pg_services, ray_cluster, run_id)
+        pg_services.ledger.finish_run(run_id, "cancelled", "cancelled by alice", actor="alice")
+        deadline = time.monotonic() + 180
+        # STOPPED: the runner had Ray stop it. A job cancelled before it fetched its inputs finds its
+        # token refused and ends by itself, printing a failed outcome (exit 0, so Ray says SUCCEEDED).
+        while (status := _job_status(ray_cluster, run_id)) not in ("STOPPED", "FAILED", "SUCCEEDED"):
+            log = (tmp_path / "runner-0.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"the Ray job is {status} after its run was cancelled; runner: {log}"
+            time.sleep(0.5)
+        backend = RayBackend(ray_cluster.address, ledger_url="http://127.0.0.1:9", token=ray_cluster.token)
+        info = backend.client().get_job_info(run_id)
+        execution = backend.reattach(_order_of(run_id), "cpu")
+        assert execution is not None
+        outcome = execution.outcome()
+    finally:
+        _stop([runner])
+
+    assert info.end_time is not None and info.start_time is not None
+    assert (info.end_time - info.start_time) / 1000 < 200, "the job ran its 240 s pipeline after the cancel"
+    assert not outcome.ok
+    assert status == "STOPPED" or "the run is cancelled" in str(outcome.error), (status, outcome.error)
+    assert pg_services.ledger.get(run_id, Run).status == "cancelled"
+    assert _events(pg_services, run_id, Run.ExecutionAttested) == []
     _verify(pg_services)
 
 
