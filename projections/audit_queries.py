@@ -81,7 +81,7 @@ def audit_events(
     start = None if since is None else normalize_time(since, "since")
     end = None if until is None else normalize_time(until, "until")
     t = audit_trail.audit_events
-    query = sa.select(*(c for c in t.c if c.name not in ("high_watermark", "low_watermark")))
+    query = sa.select(*t.c)
     if aggregate_id is not None:
         query = query.where(t.c.aggregate_id == aggregate_id)
     if event_type is not None:
@@ -114,33 +114,31 @@ def audit_events(
 def _id_span(conn: Connection, start: str | None, end: str | None) -> tuple[int, int] | None:
     """Notification ids that hold every event recorded in [start, end), or None if none can be.
 
-    An event at or after ``start`` has a high watermark at or after it, and the
-    high watermark grows with the id: the first id whose watermark reaches
-    ``start`` bounds the window from below. Symmetrically, the last id whose low
-    watermark is before ``end`` bounds it from above.
+    An event at or after ``start`` lies in a block whose high watermark reaches
+    ``start``, and the high watermark grows with the block: the first block whose
+    watermark reaches ``start`` bounds the window from below. Symmetrically, the
+    last block whose low watermark is before ``end`` bounds it from above.
     """
-    t = audit_trail.audit_events
+    t = audit_trail.audit_time_blocks
+    size = audit_trail.TIME_BLOCK
     first, last = 0, 2**63 - 1
     if start is not None:
         found = conn.execute(
-            sa.select(t.c.notification_id)
-            .where(t.c.high_watermark >= start)
-            .order_by(t.c.high_watermark, t.c.notification_id)
-            .limit(1)
+            sa.select(t.c.block).where(t.c.high_watermark >= start).order_by(t.c.high_watermark, t.c.block).limit(1)
         ).scalar()
         if found is None:
             return None
-        first = found
+        first = found * size
     if end is not None:
         found = conn.execute(
-            sa.select(t.c.notification_id)
+            sa.select(t.c.block)
             .where(t.c.low_watermark < end)
-            .order_by(t.c.low_watermark.desc(), t.c.notification_id.desc())
+            .order_by(t.c.low_watermark.desc(), t.c.block.desc())
             .limit(1)
         ).scalar()
         if found is None:
             return None
-        last = found
+        last = (found + 1) * size - 1
     return (first, last) if first <= last else None
 
 

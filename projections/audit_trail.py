@@ -2,16 +2,21 @@
 auditor asks (who did what, to which aggregate, of which type, about which
 model, when), each answered in notification order with a cursor.
 
-Time filters are answered through two watermarks per row, because an event's
-``recorded_at`` (taken when the command ran) need not grow with its notification
-id (given when it was stored): ``high_watermark`` is the latest time of this event
-and every earlier one, ``low_watermark`` the earliest time of this event and every
-later one projected so far. Both grow with the notification id, so one index probe
-each turns a time window into a notification-id range that holds every event of
-the window, and the window's page is read in notification order from there,
-however long the trail. (An index on ``recorded_at`` cannot give notification
-order, and scanning in notification order while filtering on time reads every
-earlier event first.)
+Time filters are answered through watermarks kept per block of ``TIME_BLOCK``
+notification ids (``audit_time_blocks``), because an event's ``recorded_at``
+(taken when the command ran) need not grow with its notification id (given when
+it was stored): a block's ``high_watermark`` is the latest time of any event up
+to the block's end, its ``low_watermark`` the earliest time of any event from
+the block's start on, among those projected so far. Both grow with the block,
+so one index probe each turns a time window into a notification-id range that
+holds every event of the window (at most a block wider at each end), and the
+window's page is read in notification order from there, however long the trail.
+(An index on ``recorded_at`` cannot give notification order, and scanning in
+notification order while filtering on time reads every earlier event first.)
+Kept per event, the low watermark of every recent row would be rewritten
+whenever concurrent writers interleave their times (most batches); per block,
+that is a row or two. The blocks depend only on the events, not on how they
+were batched, so a rebuild writes the same ones.
 
 A row keeps a ``summary`` of the payload: the payload itself, except that any
 field whose canonical JSON exceeds 2 KB is replaced by ``sha256:<hex>`` of that
@@ -53,14 +58,23 @@ audit_events = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=True),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
-    sa.Column("high_watermark", sa.String(32), nullable=False),
-    sa.Column("low_watermark", sa.String(32), nullable=False),
-    sa.Index("ix_audit_events_high_watermark", "high_watermark", "notification_id"),
-    sa.Index("ix_audit_events_low_watermark", "low_watermark", "notification_id"),
     sa.Index("ix_audit_events_actor", "actor", "notification_id"),
     sa.Index("ix_audit_events_aggregate", "aggregate_id", "notification_id"),
     sa.Index("ix_audit_events_event_type", "event_type", "notification_id"),
     sa.Index("ix_audit_events_model_name", "model_name", "notification_id"),
+)
+
+TIME_BLOCK = 1024
+"""Notification ids per row of ``audit_time_blocks`` (migration 0013 filled the table with this size)."""
+
+audit_time_blocks = sa.Table(
+    "audit_time_blocks",
+    metadata,
+    sa.Column("block", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("high_watermark", sa.String(32), nullable=False),
+    sa.Column("low_watermark", sa.String(32), nullable=False),
+    sa.Index("ix_audit_time_blocks_high_watermark", "high_watermark", "block"),
+    sa.Index("ix_audit_time_blocks_low_watermark", "low_watermark", "block"),
 )
 
 audit_aggregate_models = sa.Table(
@@ -124,32 +138,33 @@ def payload_json(event: ProjectedEvent) -> str:
 
 
 class AuditTrail(Projection):
-    """Keeps ``audit_events``: every event with its actor, time, type and model."""
+    """Keeps ``audit_events``: every event with its actor, time, type and model (and the time blocks)."""
 
     name = "audit_trail"
-    tables = (audit_events, audit_aggregate_models)
+    tables = (audit_events, audit_time_blocks, audit_aggregate_models)
 
     def __init__(self) -> None:
         self._rows: list[dict[str, Any]] = []
         self._model_rows: list[dict[str, Any]] = []
         # aggregate id -> model name never changes, so this cache cannot go stale.
         self._models: dict[str, str] = {}
-        self._high = self._high_before = ""
+        self._last_block: int | None = None
+        self._high_before = ""
 
     def begin_batch(self, conn: Connection) -> None:
-        """Start the batch with empty buffers and the trail's high watermark."""
+        """Start the batch with empty buffers, the trail's last time block and its high watermark."""
         self._rows, self._model_rows = [], []
         if len(self._models) > 100_000:
             self._models.clear()
-        latest = sa.select(audit_events.c.high_watermark).order_by(audit_events.c.notification_id.desc()).limit(1)
-        self._high = self._high_before = conn.execute(latest).scalar() or ""
+        t = audit_time_blocks
+        latest = conn.execute(sa.select(t.c.block, t.c.high_watermark).order_by(t.c.block.desc()).limit(1)).first()
+        self._last_block, self._high_before = (latest.block, latest.high_watermark) if latest else (None, "")
 
     def handle(self, conn: Connection, event: ProjectedEvent) -> None:
         """Buffer the event's row (written in :meth:`end_batch`)."""
         envelope = event.envelope
         # Only an event larger than the field limit as a whole can hold a field over it.
         summary = summarize(event.payload) if len(event.sealed.envelope) > SUMMARY_FIELD_LIMIT else None
-        self._high = max(self._high, event.recorded_at)
         self._rows.append(
             {
                 "notification_id": event.notification_id,
@@ -163,28 +178,46 @@ class AuditTrail(Projection):
                 "model_name": self._model_name(conn, event),
                 "summary": (payload_json(event) if summary is None or summary == event.payload else json_text(summary)),
                 "hash": event.hash,
-                "high_watermark": self._high,
-                "low_watermark": event.recorded_at,  # lowered in end_batch
             }
         )
 
     def end_batch(self, conn: Connection) -> None:
-        """Set the low watermarks, then write the batch's rows."""
+        """Write the batch's time blocks, then its rows."""
         if self._model_rows:
             insert_rows(conn, audit_aggregate_models, self._model_rows)
         if self._rows:
-            low = self._rows[-1]["recorded_at"]
-            for row in reversed(self._rows):
-                low = row["low_watermark"] = min(low, row["recorded_at"])
-            # Earlier rows whose later events now include an older time: none unless this
-            # batch holds a time older than the latest one before it. The value is inlined
-            # so that PostgreSQL plans an index range scan, never a generic sequential scan.
-            if low < self._high_before:
-                below: sa.BindParameter[str] = sa.bindparam("low", low, literal_execute=True)
-                lowered = audit_events.update().where(audit_events.c.low_watermark > below)
-                conn.execute(lowered.values(low_watermark=low))
+            self._write_time_blocks(conn)
             insert_rows(conn, audit_events, self._rows)
         self._rows, self._model_rows = [], []
+
+    def _write_time_blocks(self, conn: Connection) -> None:
+        """Raise the high watermarks of the batch's blocks and lower the low ones it reaches back to."""
+        latest: dict[int, str] = {}
+        earliest: dict[int, str] = {}
+        for row in self._rows:  # in notification order, so the blocks come in ascending order
+            block, at = row["notification_id"] // TIME_BLOCK, row["recorded_at"]
+            latest[block] = max(latest.get(block, at), at)
+            earliest[block] = min(earliest.get(block, at), at)
+        blocks = list(latest)
+        highs, lows, high, low = {}, {}, self._high_before, earliest[blocks[-1]]
+        for block in blocks:
+            high = highs[block] = max(high, latest[block])
+        for block in reversed(blocks):
+            low = lows[block] = min(low, earliest[block])
+        t = audit_time_blocks
+        # Earlier blocks whose later events now include an older time: none unless this batch
+        # holds a time older than the latest before it. The value is inlined so that PostgreSQL
+        # plans an index range scan, never a generic sequential scan.
+        if low < self._high_before:
+            below: sa.BindParameter[str] = sa.bindparam("low", low, literal_execute=True)
+            conn.execute(t.update().where(t.c.low_watermark > below).values(low_watermark=low))
+        if blocks[0] == self._last_block:  # its low watermark is already right (lowered just above if need be)
+            conn.execute(t.update().where(t.c.block == blocks[0]).values(high_watermark=highs[blocks[0]]))
+            blocks = blocks[1:]
+        if blocks:
+            conn.execute(
+                t.insert(), [{"block": b, "high_watermark": highs[b], "low_watermark": lows[b]} for b in blocks]
+            )
 
     def reset(self, conn: Connection) -> None:
         """Delete every row and forget cached model names."""

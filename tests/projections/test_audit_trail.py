@@ -278,7 +278,11 @@ def out_of_order(services: Services) -> list[str]:
     return [str(p.id) for p in created]
 
 
-def test_time_windows_are_exact_when_times_and_ids_disagree(services: Services) -> None:
+@pytest.mark.parametrize("block", [1, 2, 1024])
+def test_time_windows_are_exact_when_times_and_ids_disagree(
+    services: Services, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "TIME_BLOCK", block)
     out_of_order(services)
     logged = raw_log(services)
     times = sorted({e.recorded_at for e in logged})
@@ -297,18 +301,37 @@ def test_time_windows_are_exact_when_times_and_ids_disagree(services: Services) 
     assert wrong == []
 
 
-def test_watermarks_bound_every_later_and_earlier_time(services: Services) -> None:
-    out_of_order(services)
-    t = audit_trail.audit_events
-
+def time_blocks(services: Services) -> list[tuple[int, str, str]]:
+    t = audit_trail.audit_time_blocks
     with services.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.recorded_at, t.c.high_watermark, t.c.low_watermark).order_by(t.c.notification_id)
-        ).all()
+        rows = conn.execute(sa.select(t.c.block, t.c.high_watermark, t.c.low_watermark).order_by(t.c.block))
+        return [tuple(row) for row in rows]
 
-    times = [row.recorded_at for row in rows]
-    assert [row.high_watermark for row in rows] == [max(times[: i + 1]) for i in range(len(rows))]
-    assert [row.low_watermark for row in rows] == [min(times[i:]) for i in range(len(rows))]
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_block_watermarks_bound_every_earlier_and_later_time_and_equal_a_rebuild(
+    services: Services, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "TIME_BLOCK", block)
+    out_of_order(services)  # projected one event per batch
+    t = audit_trail.audit_events
+    with services.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.notification_id, t.c.recorded_at).order_by(t.c.notification_id)).all()
+
+    expected = [
+        (
+            b,
+            max(at for nid, at in rows if nid < (b + 1) * block),
+            min(at for nid, at in rows if nid >= b * block),
+        )
+        for b in sorted({nid // block for nid, _ in rows})
+    ]
+    incremental = time_blocks(services)
+    services.runner.rebuild("audit_trail")  # every event in one batch
+
+    assert incremental == expected
+    assert time_blocks(services) == expected
+    assert any(low < high for _, high, low in expected[:-1])  # the times disagree with the ids across blocks
 
 
 @pytest.mark.parametrize("limit", [0, 1001])
