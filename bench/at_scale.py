@@ -155,13 +155,13 @@ def draw_sample(settings: Settings, rng: random.Random) -> Sample:
                 sa.text("SELECT aggregate_id, actor, event_type FROM audit_events WHERE notification_id = ANY(:ids)"),
                 {"ids": picks},
             ).all()
-            # The trail's watermarks are indexed: its first and last times are one index probe
-            # each, where min/max(recorded_at) would read every row.
+            # The trail's time blocks know its first and last times (indexed), where
+            # min/max(recorded_at) would read every row.
             first = conn.exec_driver_sql(
-                "SELECT low_watermark FROM audit_events ORDER BY low_watermark LIMIT 1"
+                "SELECT low_watermark FROM audit_time_blocks ORDER BY low_watermark LIMIT 1"
             ).scalar_one()
             last = conn.exec_driver_sql(
-                "SELECT high_watermark FROM audit_events ORDER BY high_watermark DESC LIMIT 1"
+                "SELECT high_watermark FROM audit_time_blocks ORDER BY high_watermark DESC LIMIT 1"
             ).scalar_one()
             # Predictions at random places in the log (its aggregate ids), not OFFSET n (which reads n rows).
             predictions = list(
