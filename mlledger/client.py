@@ -559,9 +559,13 @@ class LedgerClient:
         )
 
     def predict_batch(self, name: str, records: list[dict[str, Any]]) -> PredictionBatch:
-        """Many predictions in one request; each record is {"input": {...}, "request_id"?, "subject_id"?}."""
+        """Many predictions in one request; each record is {"input": {...}, "request_id"?, "subject_id"?}.
+
+        When every record has a ``request_id`` the batch is retried safely, as :meth:`predict` is: a
+        retry whose first try was recorded gets the recorded answers."""
+        idempotent = bool(records) and all(isinstance(r, dict) and r.get("request_id") for r in records)
         return PredictionBatch.from_json(
-            self.request("POST", f"/v1/models/{name}/predict:batch", json={"records": records})
+            self.request("POST", f"/v1/models/{name}/predict:batch", json={"records": records}, idempotent=idempotent)
         )
 
     def decision(self, reference: str, min_position: int | None = None, model: str | None = None) -> Decision:

@@ -148,6 +148,63 @@ def test_the_sdk_retrying_a_prediction_whose_answer_was_lost_gets_the_one_record
     assert answer["request_id"] == "answer-lost" and answer["output"]["label"] in (0, 1)
 
 
+def test_a_retried_batch_whose_first_try_was_recorded_gets_the_recorded_answers(deployed: Deployed) -> None:
+    world = deployed.world
+    pia = world.people["pia"].client
+    rows = [features_of(r) for r in credit_rows(3, seed=9)]
+    records = [{"input": row, "request_id": f"batch-retry-{i}"} for i, row in enumerate(rows)]
+    records[1]["subject_id"] = "subject-batch-retry"
+    first = pia.predict_batch(MODEL, records)
+    size = _ledger_size(deployed)
+    url = f"/v1/models/{MODEL}/predict:batch"
+
+    again = pia.transport.send("POST", url, json={"records": records})
+    partly_new = pia.transport.send(
+        "POST", url, json={"records": [*records[:2], {"input": rows[2], "request_id": "new"}]}
+    )
+    other_input = pia.transport.send("POST", url, json={"records": [records[0], {**records[1], "input": rows[0]}]})
+    not_theirs = world.admin.transport.send("POST", url, json={"records": records})
+    without_ids = pia.transport.send("POST", url, json={"records": [records[0], {"input": rows[1]}]})
+
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    for replayed, made in zip(again.json()["predictions"], first["predictions"], strict=True):
+        for field in ("prediction_id", "request_id", "model_name", "version", "output", "reason_codes"):
+            assert replayed[field] == made[field], field
+    for refused in (partly_new, other_input, not_theirs, without_ids):
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert _ledger_size(deployed) == size  # nothing recorded twice, nothing of the refused batches
+
+
+class _BatchAnswerLostOnce(_AnswerLostOnce):
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if path.endswith("/predict:batch") and not self.lost:
+            self.lost += 1
+            raise httpx.ReadError("the connection dropped before the answer arrived")
+        return response
+
+
+def test_the_sdk_retrying_a_batch_whose_answer_was_lost_gets_the_one_recorded(deployed: Deployed) -> None:
+    pia = deployed.world.people["pia"].client
+    records = [
+        {"input": features_of(r), "request_id": f"batch-lost-{i}"} for i, r in enumerate(credit_rows(2, seed=10))
+    ]
+    plain = pia.transport.http
+    lossy = pia.transport.http = _BatchAnswerLostOnce(plain)
+    try:
+        answer = pia.predict_batch(MODEL, records)
+        with pytest.raises(httpx.ReadError):  # without request ids a lost batch is not retried
+            lossy.lost = 0
+            pia.predict_batch(MODEL, [{"input": record["input"]} for record in records])
+    finally:
+        pia.transport.http = plain
+
+    assert [p["request_id"] for p in answer["predictions"]] == ["batch-lost-0", "batch-lost-1"]
+    for made in answer["predictions"]:
+        assert len(deployed.services.ledger.recorder.select_events(uuid.UUID(made["prediction_id"]))) == 1
+
+
 @pytest.mark.parametrize(
     ("record", "field"),
     [

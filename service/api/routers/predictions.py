@@ -315,17 +315,51 @@ def _absent_or_text(value: Any, longest: int) -> bool:
     openapi_extra={"requestBody": _json_body(PredictBatchBody)},
 )
 def predict_batch(
+    request: Request,
     name: NamePath,
     caller: Predictor,
     _brake: Braked,
     records: Annotated[list[PredictRecord], Depends(batch_body)],
     serving: ServingDep,
 ) -> Response:
-    """Predict many records in one request: one transaction, one batch of signatures."""
+    """Predict many records in one request: one transaction, one batch of signatures.
+
+    A batch whose every record has a request id is retried safely: when each was
+    recorded before by this caller with the same input and subject (the first try
+    committed, its answer was lost), the recorded answers come back, marked
+    ``Idempotent-Replayed: true``; a batch only some of whose request ids are taken
+    is refused (409) and records nothing.
+    """
     # Dependencies resolve in this order: the caller is authorized before the body is read.
-    results = serving.predictor.predict(name, records, caller.actor)
+    try:
+        results = serving.predictor.predict(name, records, caller.actor)
+    except VersionConflict:
+        replayed = _replayed_batch(request.app.state.services.ledger, serving, name, records, caller.actor)
+        if replayed is None:
+            raise
+        position = max((r.position for r in replayed), default=0)
+        response = _answer({"predictions": [_public(r) for r in replayed], "position": position}, position)
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
     position = results[-1].position if results else 0
     return _answer({"predictions": [_public(r) for r in results], "position": position}, position)
+
+
+def _replayed_batch(
+    ledger: Ledger, serving: Serving, name: str, records: list[PredictRecord], actor: str
+) -> list[Served] | None:
+    """The recorded answers when every record of the batch is a request this caller made before, else None."""
+    if not records or any(record.request_id is None for record in records):
+        return None
+    if len({record.request_id for record in records}) != len(records):
+        return None
+    answers = []
+    for record in records:
+        answer = recorded_answer(ledger, serving.vault, name, record, actor)
+        if answer is None:
+            return None
+        answers.append(answer)
+    return answers
 
 
 class ReasonCodeBody(BaseModel):
