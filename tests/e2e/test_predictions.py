@@ -119,14 +119,15 @@ def test_a_retried_prediction_whose_first_try_was_recorded_gets_the_recorded_ans
 
 
 class _AnswerLostOnce:
-    """An HTTP client whose first ``predict`` reaches the service but whose answer is lost on the way back."""
+    """An HTTP client whose first request to a path ending in ``suffix`` reaches the service but whose
+    answer is lost on the way back."""
 
-    def __init__(self, http: Any) -> None:
-        self.http, self.lost = http, 0
+    def __init__(self, http: Any, suffix: str = "/predict") -> None:
+        self.http, self.suffix, self.lost = http, suffix, 0
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
-        if path.endswith("/predict") and not self.lost:
+        if path.endswith(self.suffix) and not self.lost:
             self.lost += 1
             raise httpx.ReadError("the connection dropped before the answer arrived")
         return response
@@ -176,22 +177,13 @@ def test_a_retried_batch_whose_first_try_was_recorded_gets_the_recorded_answers(
     assert _ledger_size(deployed) == size  # nothing recorded twice, nothing of the refused batches
 
 
-class _BatchAnswerLostOnce(_AnswerLostOnce):
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        if path.endswith("/predict:batch") and not self.lost:
-            self.lost += 1
-            raise httpx.ReadError("the connection dropped before the answer arrived")
-        return response
-
-
 def test_the_sdk_retrying_a_batch_whose_answer_was_lost_gets_the_one_recorded(deployed: Deployed) -> None:
     pia = deployed.world.people["pia"].client
     records = [
         {"input": features_of(r), "request_id": f"batch-lost-{i}"} for i, r in enumerate(credit_rows(2, seed=10))
     ]
     plain = pia.transport.http
-    lossy = pia.transport.http = _BatchAnswerLostOnce(plain)
+    lossy = pia.transport.http = _AnswerLostOnce(plain, "/predict:batch")
     try:
         answer = pia.predict_batch(MODEL, records)
         with pytest.raises(httpx.ReadError):  # without request ids a lost batch is not retried
