@@ -440,7 +440,8 @@ def verify(
     if report.latest_checkpoint:
         typer.echo("latest checkpoint:")
         typer.echo(report.latest_checkpoint, nl=False)
-    typer.echo(f"verified in {report.seconds:.2f} s ({rate:,.0f} events/s, {workers or os.cpu_count()} workers)")
+    pace = f"{rate:,.0f} events/s, " if report.events >= 1000 else ""  # a rate over a few events says nothing
+    typer.echo(f"verified in {report.seconds:.2f} s ({pace}{workers or os.cpu_count()} workers)")
 
 
 def _local_public_keys(settings: Settings) -> list[bytes]:
