@@ -331,18 +331,19 @@ def predict_batch(
     is refused (409) and records nothing.
     """
     # Dependencies resolve in this order: the caller is authorized before the body is read.
+    replayed: list[Served] | None = None
     try:
         results = serving.predictor.predict(name, records, caller.actor)
     except VersionConflict:
         replayed = _replayed_batch(request.app.state.services.ledger, serving, name, records, caller.actor)
         if replayed is None:
             raise
-        position = max((r.position for r in replayed), default=0)
-        response = _answer({"predictions": [_public(r) for r in replayed], "position": position}, position)
-        response.headers[REPLAYED_HEADER] = "true"
-        return response
+        results = replayed
     position = results[-1].position if results else 0
-    return _answer({"predictions": [_public(r) for r in results], "position": position}, position)
+    response = _answer({"predictions": [_public(r) for r in results], "position": position}, position)
+    if replayed is not None:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response
 
 
 def _replayed_batch(
