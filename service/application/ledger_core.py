@@ -7,11 +7,16 @@ event store seals, chains and records. Every write returns the ledger position
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
+import threading
+import time
 import uuid
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
@@ -31,7 +36,44 @@ if TYPE_CHECKING:
 
 SYSTEM_ACTOR = "system:ledger"
 AGGREGATE_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+CONFLICT_ATTEMPTS = 8
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+_STRIPES = [threading.RLock() for _ in range(256)]
+
+
+def retried_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
+    """Run ``command`` again, on fresh state, when another writer changed its aggregate first.
+
+    Only for commands whose meaning does not depend on the state the caller saw:
+    logging parameters, metrics, artifacts and tags, ending a run, filing under an
+    experiment. A tracking server takes those in the order they arrive, and MLflow
+    clients send them from several threads at once (autologging does). Each attempt
+    loads the aggregates anew and the aggregate checks its rules again, so a retry is
+    the command arriving just after the other writer's. A decision taken on a version
+    the caller looked at (an approval, a deployment) must not be retried this way.
+
+    Within one process such commands on one record (the first argument: a run,
+    experiment or model) take turns, so they do not race each other at all; writers in
+    other processes are met by retrying after a growing, jittered pause.
+    """
+
+    @functools.wraps(command)
+    def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+        record = str(args[1]) if len(args) > 1 else command.__qualname__
+        with _STRIPES[zlib.crc32(record.encode()) % len(_STRIPES)]:
+            for attempt in range(1, CONFLICT_ATTEMPTS):
+                try:
+                    return command(*args, **kwargs)
+                except VersionConflict:
+                    time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+            return command(*args, **kwargs)
+
+    return retried
 
 
 class KeyNotInKeyring(LedgerError):

@@ -230,6 +230,42 @@ def test_sklearn_autolog_records_params_metrics_the_model_and_its_dataset(
     assert f"%2Fmodels%2F{logged.model_id}%2FMLmodel" in recorded.artifacts
 
 
+def test_writes_from_many_threads_to_one_run_all_land(ledger: Ledger, as_alice: MlflowClient) -> None:
+    """Autologging and async logging write one run from several threads; a tracking server takes
+    every write in arrival order, so none may fail because another thread wrote the run first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    experiment_id = as_alice.create_experiment("threads")
+    run_id = as_alice.create_run(experiment_id).info.run_id
+    threads, writes = 8, 6
+
+    def write(thread: int) -> None:
+        for n in range(writes):
+            as_alice.log_batch(
+                run_id,
+                metrics=[Metric(f"loss_{thread}", 1.0 / (n + 1), 0, n)],
+                params=[Param(f"p_{thread}_{n}", str(n))],
+                tags=[RunTag(f"t_{thread}", str(n))],
+            )
+            as_alice.set_tag(run_id, f"last_{thread}", str(n))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(write, range(threads)))  # raises the first failed write, if any
+    as_alice.set_terminated(run_id)
+
+    run = as_alice.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {f"p_{t}_{n}": str(n) for t in range(threads) for n in range(writes)}
+    assert {run.data.tags[f"last_{t}"] for t in range(threads)} == {str(writes - 1)}
+    for thread in range(threads):
+        history = as_alice.get_metric_history(run_id, f"loss_{thread}")
+        assert sorted(m.step for m in history) == list(range(writes))
+    recorded = _run(ledger, run_id)
+    assert len(recorded.params) == threads * writes
+
+
 def test_log_model_then_register_the_logged_model_whose_files_stay_fixed(
     ledger: Ledger, as_alice: MlflowClient
 ) -> None:

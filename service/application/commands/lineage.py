@@ -9,7 +9,7 @@ from domain.dataset import Dataset, DatasetVersion
 from domain.errors import InvalidPayload, NotFound
 from domain.pipeline import Pipeline
 from domain.run import Run
-from service.application.ledger_core import LedgerCore, Written
+from service.application.ledger_core import LedgerCore, Written, retried_on_conflict
 
 
 class LineageCommands(LedgerCore):
@@ -124,18 +124,21 @@ class LineageCommands(LedgerCore):
         )
         return self._written(run)
 
+    @retried_on_conflict
     def log_params(self, run_id: str, params: dict[str, Any], actor: str) -> Written:
         """Record run parameters."""
         run: Run = self.get(run_id, Run)
         run.log_params(params, actor=actor)
         return self._written(run) if run.pending_events else Written(str(run.id), self.position())
 
+    @retried_on_conflict
     def log_metrics(self, run_id: str, metrics: list[dict[str, Any]], actor: str) -> Written:
         """Record a batch of metric points."""
         run: Run = self.get(run_id, Run)
         run.log_metrics(metrics, actor=actor)
         return self._written(run)
 
+    @retried_on_conflict
     def record_artifact(self, run_id: str, name: str, digest: str, size: int, media_type: str, actor: str) -> Written:
         """Record an artifact already in the blob store."""
         run: Run = self.get(run_id, Run)

@@ -16,17 +16,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from domain.deployment import Deployment
-from domain.errors import InvalidPayload, NotFound, RuleViolated, VersionConflict
+from domain.errors import InvalidPayload, NotFound, RuleViolated
 from domain.experiment import DEFAULT_EXPERIMENT, Experiment
 from domain.logged_model import LoggedModel, aggregate_id, public_id
 from domain.model import Model
 from domain.model_labels import CHAMPION_ALIAS, PRODUCTION_STAGE, ModelLabels
 from domain.run import Run
 from service.application.commands.governance import GovernanceCommands
-from service.application.ledger_core import Written
+from service.application.ledger_core import Written, retried_on_conflict
 
 DEFAULT_EXPERIMENT_ID = "0"
-FILING_ATTEMPTS = 5
 
 
 class AlreadyExists(RuleViolated):
@@ -91,18 +90,21 @@ class TrackingCommands(GovernanceCommands):
         """Create an experiment of a name not used before."""
         return self._create_experiment(name, tags, actor)
 
+    @retried_on_conflict
     def set_experiment_tag(self, experiment_id: str, key: str, value: str, actor: str) -> Written:
         """Set a tag of an experiment."""
         experiment = self.experiment(experiment_id)
         experiment.set_tag(key, value, actor=actor)
         return self._written(experiment)
 
+    @retried_on_conflict
     def delete_experiment(self, experiment_id: str, actor: str) -> Written:
         """Mark an experiment deleted (an event; nothing is erased)."""
         experiment = self.experiment(experiment_id)
         experiment.delete(actor=actor)
         return self._written(experiment)
 
+    @retried_on_conflict
     def restore_experiment(self, experiment_id: str, actor: str) -> Written:
         """Restore a deleted experiment."""
         experiment = self.experiment(experiment_id)
@@ -125,36 +127,32 @@ class TrackingCommands(GovernanceCommands):
         return [self.get(oid, Experiment) for oid in self.aggregate_ids_created(Experiment.Created.TOPIC)]
 
     # -- runs -----------------------------------------------------------------
+    @retried_on_conflict
     def start_tracked_run(self, experiment_id: str, name: str, tags: dict[str, str], actor: str) -> Written:
         """Start a client-reported run filed under an experiment, with its first tags, in one transaction."""
         Run.check_request("client", 0, "auto", name, None)
-        for attempt in range(FILING_ATTEMPTS):
-            experiment = self.experiment(experiment_id, actor=actor)
-            run = Run(
-                name=name,
-                mode="client",
-                pipeline_id=None,
-                pipeline_version=None,
-                spec_digest=None,
-                dataset_version_ids=[],
-                code_version_id=None,
-                params={},
-                seed=0,
-                device="auto",
-                reproduces=None,
-                actor=actor,
-            )
-            run.file_under(str(experiment.id), actor=actor)
-            if tags:
-                run.set_tags(tags, actor=actor)
-            experiment.file_run(str(run.id), actor=actor)
-            try:
-                return self._written_all(run, experiment)
-            except VersionConflict:
-                if attempt == FILING_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        experiment = self.experiment(experiment_id, actor=actor)
+        run = Run(
+            name=name,
+            mode="client",
+            pipeline_id=None,
+            pipeline_version=None,
+            spec_digest=None,
+            dataset_version_ids=[],
+            code_version_id=None,
+            params={},
+            seed=0,
+            device="auto",
+            reproduces=None,
+            actor=actor,
+        )
+        run.file_under(str(experiment.id), actor=actor)
+        if tags:
+            run.set_tags(tags, actor=actor)
+        experiment.file_run(str(run.id), actor=actor)
+        return self._written_all(run, experiment)
 
+    @retried_on_conflict
     def record_batch(
         self,
         run_id: str,
@@ -174,6 +172,7 @@ class TrackingCommands(GovernanceCommands):
             run.set_tags(tags, actor=actor)
         return self._written(run) if run.pending_events else Written(str(run.id), self.position())
 
+    @retried_on_conflict
     def end_tracked_run(self, run_id: str, status: str | None, name: str | None, actor: str) -> Written:
         """Rename (the ``mlflow.runName`` tag) and/or end a run (``status`` one of the ledger's end states)."""
         run: Run = self.get(run_id, Run)
@@ -184,12 +183,14 @@ class TrackingCommands(GovernanceCommands):
             run.finish(status, None, actor=actor)
         return self._written(run) if run.pending_events else Written(str(run.id), self.position())
 
+    @retried_on_conflict
     def delete_run(self, run_id: str, actor: str) -> Written:
         """Mark a run deleted (a tombstone event)."""
         run: Run = self.get(run_id, Run)
         run.delete(actor=actor)
         return self._written(run)
 
+    @retried_on_conflict
     def restore_run(self, run_id: str, actor: str) -> Written:
         """Restore a deleted run."""
         run: Run = self.get(run_id, Run)
@@ -204,6 +205,7 @@ class TrackingCommands(GovernanceCommands):
                 points.extend(p for p in stored.metrics if p["key"] == key)
         return points
 
+    @retried_on_conflict
     def log_inputs(self, run_id: str, datasets: list[dict[str, Any]], model_ids: list[str], actor: str) -> Written:
         """Record the datasets (by digest) and logged models a run used."""
         run: Run = self.get(run_id, Run)
@@ -212,6 +214,7 @@ class TrackingCommands(GovernanceCommands):
         run.log_inputs(datasets, model_ids, actor=actor)
         return self._written(run) if run.pending_events else Written(str(run.id), self.position())
 
+    @retried_on_conflict
     def log_outputs(self, run_id: str, models: list[dict[str, Any]], actor: str) -> Written:
         """Record the logged models a run produced."""
         run: Run = self.get(run_id, Run)
@@ -232,6 +235,7 @@ class TrackingCommands(GovernanceCommands):
             raise NotFound(f"no logged model with id {model_id}", field="model_id") from None
         return found
 
+    @retried_on_conflict
     def create_logged_model(
         self,
         experiment_id: str,
@@ -249,28 +253,23 @@ class TrackingCommands(GovernanceCommands):
         except NotFound:
             raise NotFound(f"no run {source_run_id}", field="source_run_id") from None
         run.check_open()
-        for attempt in range(FILING_ATTEMPTS):
-            experiment = self.experiment(experiment_id, actor=actor)
-            experiment.check_active()
-            if run.experiment_id != str(experiment.id):
-                raise InvalidPayload(f"run {source_run_id} is not filed under this experiment", field="source_run_id")
-            model = LoggedModel(
-                experiment_id=str(experiment.id),
-                name=name,
-                source_run_id=str(run.id),
-                model_type=model_type,
-                params=params,
-                tags=tags,
-                actor=actor,
-            )
-            experiment.file_model(str(model.id), actor=actor)
-            try:
-                return self._written_all(model, experiment)
-            except VersionConflict:
-                if attempt == FILING_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        experiment = self.experiment(experiment_id, actor=actor)
+        experiment.check_active()
+        if run.experiment_id != str(experiment.id):
+            raise InvalidPayload(f"run {source_run_id} is not filed under this experiment", field="source_run_id")
+        model = LoggedModel(
+            experiment_id=str(experiment.id),
+            name=name,
+            source_run_id=str(run.id),
+            model_type=model_type,
+            params=params,
+            tags=tags,
+            actor=actor,
+        )
+        experiment.file_model(str(model.id), actor=actor)
+        return self._written_all(model, experiment)
 
+    @retried_on_conflict
     def change_logged_model(
         self,
         model_id: str,
@@ -354,6 +353,7 @@ class TrackingCommands(GovernanceCommands):
             labels.set_tag(None, key, value, actor=actor)
         return self._written_all(model, labels)
 
+    @retried_on_conflict
     def label_model(
         self,
         name: str,
