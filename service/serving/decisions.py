@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -184,39 +185,45 @@ def reconstruct(
     )
 
 
-def recorded_answer(
-    ledger: LedgerCore, vault: SubjectVault, model_name: str, record: PredictRecord, actor: str
-) -> Served | None:
-    """The answer already recorded for ``record``'s request id, if it is this request again: the same
-    caller, model, data subject and input; None otherwise (no such prediction, someone else's, another
-    input, or a subject erased since).
+def recorded_answers(
+    ledger: LedgerCore, vault: SubjectVault, model_name: str, records: Sequence[PredictRecord], actor: str
+) -> list[Served] | None:
+    """The answers already recorded for ``records``' request ids, if every one is its request again: the
+    same caller, model, data subject and input; None when any is not (no such prediction, someone else's,
+    another input, a subject erased since, or a record without a request id).
 
     Read from the event log, not a read model, so a retry right after its first
-    try committed finds it. Its ``position`` is the log's head, which is at or
-    after the recorded event, so reads that wait for it see the prediction.
+    try committed finds it. Their ``position`` is the log's head, which is at or
+    after every recorded event, so reads that wait for it see the predictions.
     """
-    if record.request_id is None:
-        return None
-    made = ledger.recorder.select_events(Prediction.create_id(model_name, record.request_id), lte=1, limit=1)
-    if not made:
-        return None
-    _sealed, envelope = open_record(made[0])
-    payload = envelope["payload"]
-    if envelope["actor"] != actor or payload["subject_id"] != record.subject_id:
-        return None
-    clear, values = vault.recorded_input(payload)
-    if clear is None or canonical_json(clear) != canonical_json(dict(record.input)):
-        return None
-    return Served(
-        prediction_id=str(made[0].originator_id),
-        request_id=record.request_id,
-        model_name=payload["model_name"],
-        version=payload["number"],
-        role=payload["role"],
-        output=payload["output"],
-        reason_codes=_reason_codes(payload, values),
-        position=ledger.position(),
-    )
+    position = ledger.position()  # read first: at or after each event found below
+    answers = []
+    for record in records:
+        if record.request_id is None:
+            return None
+        made = ledger.recorder.select_events(Prediction.create_id(model_name, record.request_id), lte=1, limit=1)
+        if not made:
+            return None
+        _sealed, envelope = open_record(made[0])
+        payload = envelope["payload"]
+        if envelope["actor"] != actor or payload["subject_id"] != record.subject_id:
+            return None
+        clear, values = vault.recorded_input(payload)
+        if clear is None or canonical_json(clear) != canonical_json(dict(record.input)):
+            return None
+        answers.append(
+            Served(
+                prediction_id=str(made[0].originator_id),
+                request_id=record.request_id,
+                model_name=payload["model_name"],
+                version=payload["number"],
+                role=payload["role"],
+                output=payload["output"],
+                reason_codes=_reason_codes(payload, values),
+                position=position,
+            )
+        )
+    return answers
 
 
 def _reason_codes(payload: dict[str, Any], values: list[Any]) -> list[dict[str, Any]]:

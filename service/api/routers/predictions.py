@@ -36,7 +36,7 @@ from service.api.schemas import WriteResult
 from service.api.write_brake import WriteBrake
 from service.application.auth import authenticate_digest, token_digest
 from service.application.ledger import Ledger
-from service.serving.decisions import Decision, reconstruct, recorded_answer
+from service.serving.decisions import Decision, reconstruct, recorded_answers
 from service.serving.predict import PredictRecord, Served
 from service.serving.prediction_log import LogAsk, LoggedRecord
 from service.serving.runtime import Serving
@@ -249,7 +249,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 def _replayed(ledger: Ledger, serving: Serving, name: str, record: PredictRecord, key: str) -> Served | None:
     """The recorded answer when this request (same key's principal, input and subject) was recorded before."""
     actor = authenticate_digest(ledger, key).actor
-    return recorded_answer(ledger, serving.vault, name, record, actor)
+    answers = recorded_answers(ledger, serving.vault, name, [record], actor)
+    return answers[0] if answers else None
 
 
 router.add_api_route(
@@ -350,17 +351,9 @@ def _replayed_batch(
     ledger: Ledger, serving: Serving, name: str, records: list[PredictRecord], actor: str
 ) -> list[Served] | None:
     """The recorded answers when every record of the batch is a request this caller made before, else None."""
-    if not records or any(record.request_id is None for record in records):
+    if not records or len({record.request_id for record in records}) != len(records):
         return None
-    if len({record.request_id for record in records}) != len(records):
-        return None
-    answers = []
-    for record in records:
-        answer = recorded_answer(ledger, serving.vault, name, record, actor)
-        if answer is None:
-            return None
-        answers.append(answer)
-    return answers
+    return recorded_answers(ledger, serving.vault, name, records, actor)
 
 
 class ReasonCodeBody(BaseModel):
