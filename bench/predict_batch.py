@@ -37,6 +37,8 @@ target p99 < 2 s, and the events behind) and how long they took to catch up
 once the load stopped. ``--write-brake SECONDS`` sets the server's
 ``MLLEDGER_WRITE_BRAKE_LAG_SECONDS``: prediction writes then wait while a read
 model is that far behind, trading rows per second for a bounded lag;
+``--brake-turns N`` sets ``MLLEDGER_WRITE_BRAKE_CONCURRENCY`` (batches each API
+process records at once while the brake is on, default 2);
 ``--group-events N`` bounds what one group commit writes (so what the read
 models can find in front of them at once).
 
@@ -196,6 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         "many seconds behind (default 0: never)",
     )
     parser.add_argument(
+        "--brake-turns",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MLLEDGER_WRITE_BRAKE_CONCURRENCY of the server: batches each API process records at once while "
+        "the brake is on (default 2)",
+    )
+    parser.add_argument(
         "--group-events",
         type=int,
         default=None,
@@ -219,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_rows=max(10_000, args.rows_per_request),
         write_brake_lag_seconds=args.write_brake,
         **({"group_commit_max_events": args.group_events} if args.group_events else {}),
+        **({"write_brake_concurrency": args.brake_turns} if args.brake_turns else {}),
     ) as target:
         url, deployed, rows = target.server.base_url, target.deployed, args.rows_per_request
         sampler = LagSampler(url) if args.with_projector or args.projector_process else None
@@ -252,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 if sampler is not None:
                     sampler.stop()
             drained = caught_up_after(url) if sampler is not None else None
+            if sampler is not None and drained is None:  # say why, before the temporary directory goes
+                for log_path in (target.server.log_path.with_name("projector.log"), target.server.log_path):
+                    if log_path.exists():
+                        tail = log_path.read_text(errors="replace")[-4000:]
+                        print(f"the read models never caught up; the tail of {log_path.name}:\n{tail}", file=sys.stderr)
     load_after = load_average()
 
     rounds = measured.rounds
@@ -269,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"server: `{target.server.command}` ({measured.processes}); PostgreSQL commit before every answer")
     if args.write_brake:
-        print(f"write brake: prediction writes wait while a read model is more than {args.write_brake:g} s behind")
+        turns = args.brake_turns or 2
+        print(
+            f"write brake: prediction writes wait while a read model is more than {args.write_brake:g} s behind; "
+            f"{turns} batches per API process recorded at once"
+        )
     header = (
         f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "
         f"{'req p50 ms':>10} | {'p95 ms':>7} | {'p99 ms':>7} | {'txns':>5} | "

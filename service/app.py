@@ -69,6 +69,7 @@ def create_app(
             opened.settings.write_brake_lag_seconds,
             opened.settings.write_brake_max_wait_seconds,
             opened.settings.write_brake_max_waiting,
+            concurrency=opened.settings.write_brake_concurrency,
         )
         projector = ProjectorThread(opened) if run_projector else None
         if projector is not None:

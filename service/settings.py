@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     write_brake_max_waiting: int = Field(
         16, gt=0, description="most held-back prediction writes one API key may have waiting in an API process"
     )
+    write_brake_concurrency: int = Field(
+        2, gt=0, description="bulk prediction writes one API process records at once while the brake is on"
+    )
     group_commit_commands: bool = Field(
         True, description="every command of an API process shares group commits (not only predictions)"
     )

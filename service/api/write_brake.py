@@ -15,16 +15,28 @@ event held back after that would look older than the lag it adds. A write that w
 is refused with 503 and ``Retry-After``; nothing of it was written. The lag is
 read at most every tenth of a second per API process, shared by its requests.
 
+The bulk writes (``predict:batch``, ``predictions:log``) then also take turns:
+at most ``MLLEDGER_WRITE_BRAKE_CONCURRENCY`` of them per API process make and
+commit their events at once (:meth:`WriteBrake.writing`), the others wait for a
+turn, their events not yet made. Without turns every client's request is in
+the server at once: sixteen 1,000-row batches share two cores, each takes
+seconds from its first event to its commit, and that time is lag the read
+models can never win back. With turns a batch is committed soon after its first
+event is made, and a write that waited for its turn checks the lag again first.
+
 Each waiting write holds one of the API process's worker threads. So that one
 API key cannot take them all while the brake is on, a key may have at most
-``MLLEDGER_WRITE_BRAKE_MAX_WAITING`` writes waiting in a process; a write past
-that is refused at once with the same 503, and the key's clients retry later.
+``MLLEDGER_WRITE_BRAKE_MAX_WAITING`` writes waiting in a process (at the door or
+for a turn); a write past that is refused at once with the same 503, and the
+key's clients retry later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 from service.api.errors import ProjectionsBehind
 from service.bootstrap import Services
@@ -32,6 +44,7 @@ from service.ops.projector import projection_lag
 
 REFRESH_SECONDS = 0.1
 DEFAULT_MAX_WAITING = 16
+DEFAULT_CONCURRENCY = 2
 
 
 class WriteBrake:
@@ -44,12 +57,15 @@ class WriteBrake:
         max_wait_seconds: float,
         max_waiting: int = DEFAULT_MAX_WAITING,
         refresh: float = REFRESH_SECONDS,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.services = services
         self.lag_seconds = lag_seconds
         self.max_wait_seconds = max_wait_seconds
         self.max_waiting = max_waiting
         self.refresh = refresh
+        self.concurrency = concurrency
+        self._turns = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._checked = float("-inf")
         self._behind = 0.0
@@ -83,17 +99,49 @@ class WriteBrake:
         waiting."""
         if not self.on or self.behind() <= self.lag_seconds:
             return
+        with self._waiting_for(key):
+            self._wait_within_bound(time.monotonic() + self.max_wait_seconds)
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[None]:
+        """A bulk write's turn: held while it makes and commits its events, at most ``concurrency`` at once.
+
+        Waits for a turn (counted among the key's waiting writes), then for the read models
+        to be within the bound again; raises :class:`ProjectionsBehind` when the two waits
+        together last longer than the longest wait. Nothing is held back when the brake is off.
+        """
+        if not self.on:
+            yield
+            return
+        deadline = time.monotonic() + self.max_wait_seconds
+        if not self._turns.acquire(blocking=False):
+            with self._waiting_for(key):
+                if not self._turns.acquire(timeout=self.max_wait_seconds):
+                    raise ProjectionsBehind(
+                        f"{self.concurrency} prediction writes of this API process are being recorded and "
+                        f"none ended within {self.max_wait_seconds:g} s; nothing was written: retry later"
+                    )
+        try:
+            self._wait_within_bound(deadline)
+            yield
+        finally:
+            self._turns.release()
+
+    @contextlib.contextmanager
+    def _waiting_for(self, key: str) -> Iterator[None]:
+        """Count a write of ``key`` as waiting; refuse it at once when the key has ``max_waiting`` already."""
         with self._lock:
             held = self._waiting.get(key, 0)
             if held >= self.max_waiting:
                 raise ProjectionsBehind(
-                    f"the read models are {self._behind:.1f} s behind (the bound is {self.lag_seconds:g} s) and "
-                    f"this API key already has {held} writes waiting for them; nothing was written: retry later"
+                    f"this API key already has {held} writes waiting in this API process (the read models are "
+                    f"{self._behind:.1f} s behind, the bound is {self.lag_seconds:g} s); nothing was written: "
+                    "retry later"
                 )
             self._waiting[key] = held + 1
             self.waited += 1
         try:
-            self._wait_within_bound()
+            yield
         finally:
             with self._lock:
                 left = self._waiting[key] - 1
@@ -102,8 +150,7 @@ class WriteBrake:
                 else:
                     del self._waiting[key]
 
-    def _wait_within_bound(self) -> None:
-        deadline = time.monotonic() + self.max_wait_seconds
+    def _wait_within_bound(self, deadline: float) -> None:
         while (behind := self.behind()) > self.lag_seconds:
             if time.monotonic() >= deadline:
                 raise ProjectionsBehind(

@@ -3,6 +3,7 @@ overrides, erasure, reconstruction."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -59,15 +60,19 @@ async def get_serving(request: Request) -> Serving:
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def write_brake(request: Request) -> None:
-    """Hold a prediction write back while the read models are too far behind (``WriteBrake``); declared
-    after the caller, so only an authorized request waits."""
+def write_brake(request: Request) -> contextlib.AbstractContextManager[None]:
+    """Hold a bulk prediction write back while the read models are too far behind (``WriteBrake``);
+    declared after the caller, so only an authorized request waits. The write then makes and commits
+    its events inside the turn this returns (:meth:`WriteBrake.writing`)."""
     brake: WriteBrake | None = getattr(request.app.state, "write_brake", None)
-    if brake is not None and brake.on:  # the key's digest only when writes can be held back
-        brake.wait(token_digest(bearer_token(request)))
+    if brake is None or not brake.on:
+        return contextlib.nullcontext()
+    key = token_digest(bearer_token(request))  # the key's digest only when writes can be held back
+    brake.wait(key)
+    return brake.writing(key)
 
 
-Braked = Annotated[None, Depends(write_brake)]
+Braked = Annotated[contextlib.AbstractContextManager[None], Depends(write_brake)]
 
 
 class PredictBody(BaseModel):
@@ -319,7 +324,7 @@ def predict_batch(
     request: Request,
     name: NamePath,
     caller: Predictor,
-    _brake: Braked,
+    turn: Braked,
     records: Annotated[list[PredictRecord], Depends(batch_body)],
     serving: ServingDep,
 ) -> Response:
@@ -334,7 +339,8 @@ def predict_batch(
     # Dependencies resolve in this order: the caller is authorized before the body is read.
     replayed: list[Served] | None = None
     try:
-        results = serving.predictor.predict(name, records, caller.actor)
+        with turn:
+            results = serving.predictor.predict(name, records, caller.actor)
     except VersionConflict:
         replayed = _replayed_batch(request.app.state.services.ledger, serving, name, records, caller.actor)
         if replayed is None:
@@ -513,14 +519,15 @@ def _finite_number(value: Any) -> bool:
 def log_predictions(
     name: NamePath,
     caller: PredictionLogger,
-    _brake: Braked,
+    turn: Braked,
     body: Annotated[_LogRequest, Depends(log_body)],
     serving: ServingDep,
 ) -> Response:
     """Record predictions another serving stack made (one transaction); refused unless the version served in
     that role when each was made."""
     # Dependencies resolve in this order: the caller is authorized before the body is read.
-    batch = serving.log.log(LogAsk(name, body.version, body.role, body.records, caller.actor))
+    with turn:
+        batch = serving.log.log(LogAsk(name, body.version, body.role, body.records, caller.actor))
     answer = {
         "model_name": name,
         "version": body.version,

@@ -341,11 +341,62 @@ def test_one_api_key_may_hold_only_so_many_writes_at_the_brake_while_another_key
     assert brake.waiting == 0  # every slot given back
 
 
+def test_bulk_prediction_writes_take_turns_while_the_brake_is_on_and_a_turn_not_given_in_time_is_refused(
+    services: Services,
+) -> None:
+    """Only ``concurrency`` bulk writes make their events at once; the others wait for a turn, counted
+    among their key's waiting writes; a turn not given within the longest wait is a 503, nothing written."""
+    brake = WriteBrake(services, lag_seconds=30, max_wait_seconds=1, concurrency=1)  # read models within bound
+    order: list[str] = []
+    first_in, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with brake.writing("a"):
+            order.append("first in")
+            first_in.set()
+            release.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        with brake.writing("b"):
+            order.append("second in")
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_in.wait(10)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.3)
+    assert order == ["first in"]  # the second waits for its turn...
+    assert brake.waiting == 1  # ...counted as a waiting write of its key
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert brake.waiting == 0
+
+    with brake.writing("a"):
+        started = time.monotonic()
+        with pytest.raises(ProjectionsBehind, match=r"none ended within 1 s; nothing was written"):
+            with brake.writing("b"):
+                order.append("never")
+        assert 0.9 <= time.monotonic() - started < 5.0
+    assert "never" not in order and brake.waiting == 0
+
+    off = WriteBrake(services, lag_seconds=0, max_wait_seconds=1, concurrency=1)
+    with off.writing("a"), off.writing("b"):  # no turns while the brake is off
+        pass
+
+
 def test_a_braked_prediction_write_answers_503_with_retry_after_and_only_after_authorization(
     backend: str, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        backend, tmp_path / "braked", write_brake_lag_seconds=0.2, write_brake_max_wait_seconds=0.5
+        backend,
+        tmp_path / "braked",
+        write_brake_lag_seconds=0.2,
+        write_brake_max_wait_seconds=0.5,
+        write_brake_concurrency=1,
     )
     services = open_services(settings, migrate=True)
     try:
@@ -359,10 +410,13 @@ def test_a_braked_prediction_write_answers_503_with_retry_after_and_only_after_a
                 headers={"Authorization": f"Bearer {ADMIN_KEY}"},
             )
             services.runner.catch_up()
-            through = client.post(
-                "/v1/models/credit/predict:batch",
-                json={"records": [{"input": {"x0": 1}}]},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            through, again = (
+                client.post(
+                    "/v1/models/credit/predict:batch",
+                    json={"records": [{"input": {"x0": 1}}]},
+                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                )
+                for _ in range(2)
             )
     finally:
         services.close()
@@ -375,3 +429,4 @@ def test_a_braked_prediction_write_answers_503_with_retry_after_and_only_after_a
     assert braked.headers["content-type"].startswith("application/problem+json")
     assert "read models are" in braked.json()["detail"]
     assert through.status_code == 404  # within the bound: on to the request itself (no such model here)
+    assert again.status_code == 404  # the failed write gave its turn (the only one) back
