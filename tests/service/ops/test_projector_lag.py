@@ -377,9 +377,11 @@ def test_bulk_prediction_writes_take_turns_while_the_brake_is_on_and_a_turn_not_
 
     with brake.writing("a"):
         started = time.monotonic()
-        with pytest.raises(ProjectionsBehind, match=r"none ended within 1 s; nothing was written"):
-            with brake.writing("b"):
-                order.append("never")
+        with (
+            pytest.raises(ProjectionsBehind, match=r"none ended within 1 s; nothing was written"),
+            brake.writing("b"),
+        ):
+            order.append("never")
         assert 0.9 <= time.monotonic() - started < 5.0
     assert "never" not in order and brake.waiting == 0
 
