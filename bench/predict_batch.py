@@ -135,6 +135,18 @@ def caught_up_after(base_url: str, timeout: float = 180.0) -> float | None:
     return None
 
 
+def database_activity(database_url: str) -> str:
+    """What every session of the database is doing (state, what it waits on, its query), one per line."""
+    import psycopg
+
+    query = (
+        "SELECT pid, application_name, state, wait_event_type, wait_event, now() - xact_start, left(query, 160) "
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return "\n".join(" | ".join(str(v) for v in row) for row in conn.execute(query).fetchall())
+
+
 @contextlib.contextmanager
 def projector_process(target: Any, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m service project --follow`` against the load server's ledger, stopped at the end."""
@@ -268,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     if log_path.exists():
                         tail = log_path.read_text(errors="replace")[-4000:]
                         print(f"the read models never caught up; the tail of {log_path.name}:\n{tail}", file=sys.stderr)
+                print("the database's sessions now:\n" + database_activity(args.database_url), file=sys.stderr)
     load_after = load_average()
 
     rounds = measured.rounds
