@@ -8,6 +8,7 @@ event store seals, chains and records. Every write returns the ledger position
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import random
 import threading
@@ -46,6 +47,11 @@ R = TypeVar("R")
 _STRIPES = [threading.RLock() for _ in range(256)]
 
 
+def stripe_of(record: str) -> threading.RLock:
+    """The lock :func:`retried_on_conflict` commands on ``record`` take turns on in this process."""
+    return _STRIPES[zlib.crc32(record.encode()) % len(_STRIPES)]
+
+
 def retried_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
     """Run ``command`` again, on fresh state, when another writer changed its aggregate first.
 
@@ -62,10 +68,12 @@ def retried_on_conflict(command: Callable[P, R]) -> Callable[P, R]:
     other processes are met by retrying after a growing, jittered pause.
     """
 
+    first = list(inspect.signature(command).parameters)[1]  # after self: the run, experiment or model
+
     @functools.wraps(command)
     def retried(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = str(args[1]) if len(args) > 1 else command.__qualname__
-        with _STRIPES[zlib.crc32(record.encode()) % len(_STRIPES)]:
+        record = str(args[1] if len(args) > 1 else kwargs.get(first))
+        with stripe_of(record):
             for attempt in range(1, CONFLICT_ATTEMPTS):
                 try:
                     return command(*args, **kwargs)
