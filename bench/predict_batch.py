@@ -298,10 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"server: `{target.server.command}` ({measured.processes}); PostgreSQL commit before every answer")
     if args.write_brake:
-        turns = args.brake_turns or 2
         print(
             f"write brake: prediction writes wait while a read model is more than {args.write_brake:g} s behind; "
-            f"{turns} batches per API process recorded at once"
+            f"{target.settings.write_brake_concurrency} batches per API process recorded at once"
         )
     header = (
         f"{'#':>2} | {'requests':>8} | {'rows':>7} | {'seconds':>7} | {'rows/s':>7} | "

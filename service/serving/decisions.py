@@ -196,7 +196,8 @@ def recorded_answers(
     try committed finds it. Their ``position`` is the log's head, which is at or
     after every recorded event, so reads that wait for it see the predictions.
     """
-    position = ledger.position()  # read first: at or after each event found below
+    # Each event found below was committed before the write that conflicted with it, so before this read.
+    position = ledger.position()
     answers = []
     for record in records:
         if record.request_id is None:

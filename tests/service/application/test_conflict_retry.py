@@ -28,6 +28,11 @@ class Commands:
         return value
 
     @retried_on_conflict
+    def meet(self, run_id: str, barrier: threading.Barrier) -> None:
+        self.calls += 1
+        barrier.wait()
+
+    @retried_on_conflict
     def slow(self, run_id: str, seconds: float) -> None:
         self.inside += 1
         self.most_inside = max(self.most_inside, self.inside)
@@ -58,10 +63,11 @@ def test_commands_on_one_record_take_turns_and_others_do_not_wait() -> None:
         thread.join(10)
     assert same.most_inside == 1  # one at a time on one record
 
+    both_inside = threading.Barrier(2, timeout=10)  # broken unless both commands run at once
     other = Commands(conflicts=0)
-    pair = [threading.Thread(target=other.slow, args=(run, 0.3)) for run in ("run-a", "run-b")]
+    pair = [threading.Thread(target=other.meet, args=(run, both_inside)) for run in ("run-a", "run-b")]
     for thread in pair:
         thread.start()
     for thread in pair:
-        thread.join(10)
-    assert other.most_inside == 2  # two records: side by side
+        thread.join(15)
+    assert other.calls == 2 and not both_inside.broken  # two records: side by side

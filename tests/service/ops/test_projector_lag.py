@@ -366,9 +366,11 @@ def test_bulk_prediction_writes_take_turns_while_the_brake_is_on_and_a_turn_not_
     assert first_in.wait(10)
     waiter = threading.Thread(target=second)
     waiter.start()
-    time.sleep(0.3)
-    assert order == ["first in"]  # the second waits for its turn...
-    assert brake.waiting == 1  # ...counted as a waiting write of its key
+    deadline = time.monotonic() + 10
+    while brake.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert brake.waiting == 1  # the second waits for its turn, counted as a waiting write of its key...
+    assert order == ["first in"]  # ...and has made nothing yet
     release.set()
     holder.join(10)
     waiter.join(10)
