@@ -62,8 +62,8 @@ def read_table(path: Path, features: list[str], target: str) -> Table:
         for feature in features:
             if feature not in index:
                 raise TableError(f"feature column {feature!r} not found in {path.name}")
-        wanted = [*features, target]
-        columns: dict[str, list[str]] = {name: [] for name in wanted}
+        positions = {name: index[name] for name in [*features, target]}  # a target among the features once
+        columns: dict[str, list[str]] = {name: [] for name in positions}
         n_rows = 0
         try:
             for row in reader:
@@ -73,8 +73,8 @@ def read_table(path: Path, features: list[str], target: str) -> Table:
                     raise TableError(
                         f"{path.name} data row {n_rows + 1} has {len(row)} fields, the header has {len(header)}"
                     )
-                for name in wanted:
-                    columns[name].append(row[index[name]].strip())
+                for name, at in positions.items():
+                    columns[name].append(row[at].strip())
                 n_rows += 1
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TableError(f"dataset {path.name} is not readable CSV: {exc}") from None
@@ -85,6 +85,10 @@ def read_table(path: Path, features: list[str], target: str) -> Table:
 
 def parse_numeric(values: list[str]) -> NDArray[np.float64] | None:
     """The column as floats (NaN where missing), or None when a value is not a number."""
+    try:  # a column of numbers alone (the common case) in one pass; "nan" reads as NaN either way
+        return np.fromiter(map(float, values), dtype=np.float64, count=len(values))
+    except ValueError:  # a missing marker such as "" or "NA", or a value that is not a number
+        pass
     out = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         if value.lower() in MISSING:
