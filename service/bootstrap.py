@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -18,7 +17,6 @@ from eventsourcing.utils import Environment
 from sqlalchemy.engine import Engine
 
 import migrations
-from domain.errors import LedgerError
 from domain.integrity.keys import SigningKey
 from projections.audit_trail import AuditTrail
 from projections.base import Projection, ProjectionRunner, SelectNotifications
@@ -32,7 +30,8 @@ from service.application.runner_desk import RunnerDesk
 from service.settings import Settings
 from service.store import keystore
 from service.store.blobs import BlobStore
-from service.store.persistence import create_engine, create_inspecting_engine, eventsourcing_env, sqlite_path
+from service.store.persistence import create_engine, eventsourcing_env
+from service.store.revision import NotMigrated, require_ledger
 
 log = logging.getLogger(__name__)
 
@@ -48,56 +47,6 @@ def run_migrations(settings: Settings) -> None:
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["settings"] = settings
     command.upgrade(config, "head")
-
-
-class NotMigrated(LedgerError):
-    """The database's tables are older than this version of the service."""
-
-    title = "Database not migrated"
-
-
-class NoLedger(NotMigrated):
-    """The data directory or database holds no ledger yet (first run): nothing to open, verify or export."""
-
-    title = "No ledger"
-
-
-def ledger_location(settings: Settings) -> str:
-    """Where the ledger lives, in words for a message (never the database password)."""
-    path = sqlite_path(settings)
-    if path is not None:
-        return str(path)
-    parts = urlsplit(settings.resolved_database_url)
-    database = parts.path.lstrip("/") or "postgres"
-    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
-    return f"PostgreSQL {host}/{database} (schema {settings.database_schema})"
-
-
-def _current_revision(settings: Settings) -> str | None:
-    """The database's migration revision, or None when it has no ledger; creates nothing."""
-    from alembic.runtime.migration import MigrationContext
-
-    engine = create_inspecting_engine(settings)
-    if engine is None:
-        return None
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()
-
-
-def require_ledger(settings: Settings) -> str:
-    """The ledger's migration revision; refuse a data directory or database that holds no ledger yet.
-
-    Commands that open an existing ledger call this first; without it, opening
-    would create a key, a keyring and an event table beside missing read-model
-    tables, and then fail on them. Guarded by tests/service/test_cli_first_run.py.
-    """
-    current = _current_revision(settings)
-    if current is None:
-        raise NoLedger(f"no ledger at {ledger_location(settings)}; create one with 'mlledger migrate'")
-    return current
 
 
 def check_migrated(settings: Settings) -> None:

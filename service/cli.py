@@ -86,7 +86,8 @@ def _settings() -> Settings:
 
 def _open_existing(settings: Settings) -> Services:
     """Open a ledger that ``mlledger migrate`` created; refuse, creating nothing, where there is none."""
-    from service.bootstrap import open_services, require_ledger
+    from service.bootstrap import open_services
+    from service.store.revision import require_ledger
 
     require_ledger(settings)
     return open_services(settings)
@@ -94,7 +95,8 @@ def _open_existing(settings: Settings) -> Services:
 
 def _open_projector(settings: Settings) -> ReadModelProjector:
     """Open an existing ledger's event log and read models with no key (see :func:`_open_existing`)."""
-    from service.bootstrap import open_projector, require_ledger
+    from service.bootstrap import open_projector
+    from service.store.revision import require_ledger
 
     require_ledger(settings)
     return open_projector(settings)
@@ -394,10 +396,10 @@ def verify(
     ] = None,
 ) -> None:
     """Check every hash, signature, chain, Merkle leaf, node and checkpoint."""
-    from service.bootstrap import require_ledger
     from service.ops.verified_state import load_state, save_state, state_path
     from service.ops.verify import verify_ledger
     from service.ops.verify_since import verify_since_checkpoint
+    from service.store.revision import require_ledger
 
     settings = _settings()
     require_ledger(settings)

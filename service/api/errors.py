@@ -36,12 +36,12 @@ from domain.integrity.keys import InvalidKey
 from domain.integrity.provenance import InvalidEnvelope
 from domain.integrity.witness import CheckpointNotWitnessed
 from service.application.ledger_core import KeyNotInKeyring
-from service.bootstrap import NotMigrated
 from service.ml.model_loading import UnsupportedModel
 from service.ml.tabular import TableError
 from service.serving.batching import WriterStopped
 from service.serving.vault import KeyDestroyed
 from service.store.blobs import BlobTampered, StorageFull
+from service.store.revision import NotMigrated
 
 
 class ProjectionsBehind(LedgerError):

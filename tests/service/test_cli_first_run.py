@@ -143,3 +143,52 @@ def test_a_runner_needs_the_ledger_url_and_a_runner_key_not_the_ledger_itself(
     assert len(result.stderr.splitlines()) == 1
     assert says in result.stderr
     assert list(fresh.data_dir.iterdir()) == []
+
+
+def test_the_revision_is_read_as_alembic_reads_it_without_importing_it(settings: Settings) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    from service.store.persistence import create_engine
+    from service.store.revision import current_revision, require_ledger
+
+    assert current_revision(settings) is None
+    assert run_cli(settings, "migrate", timeout=120).returncode == 0
+    engine = create_engine(settings)
+    try:
+        with engine.connect() as conn:
+            expected = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    assert expected is not None
+    assert current_revision(settings) == require_ledger(settings) == expected
+
+
+def test_verify_runs_without_the_service_wiring_or_the_migrations(settings: Settings) -> None:
+    """``mlledger verify`` loads only what checking the ledger needs (not the read models' wiring, not
+    Alembic): its start-up is part of every verification's time."""
+    import subprocess
+    import sys
+
+    from support.ledger import REPO, settings_env
+
+    assert run_cli(settings, "migrate", timeout=120).returncode == 0
+    probe = (
+        "import atexit, sys\n"
+        "unwanted = ('alembic', 'service.bootstrap', 'projections.manifests')\n"
+        "atexit.register(lambda: print('loaded:', sorted(m for m in unwanted if m in sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['mlledger', 'verify', '--workers', '1']\n"
+        "from service.cli import main\n"
+        "main()\n"
+    )
+    verified = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK: ")
+    assert "loaded: []" in verified.stderr
