@@ -97,6 +97,15 @@ def has_plain_header(record: bytes) -> bool:
     )
 
 
+def record_hash(record: bytes) -> str:
+    """The hash a stored record's header names (sliced out of a plain header, parsed from any other);
+    raise :class:`TamperedEvent` if the record is malformed. Verification reads it for every event's
+    predecessor."""
+    if has_plain_header(record):
+        return record[9:73].decode("ascii")
+    return SealedEvent.from_record(record).hash
+
+
 _LONG_INTEGER = re.compile(rb"[:,\[]\s*-?\d{20}")
 """An integer literal of 20 digits or more where a JSON value starts (beyond 64 bits lies there)."""
 

@@ -42,7 +42,7 @@ from domain.integrity.compact_range import CompactRange
 from domain.integrity.key_lifetimes import COMPROMISED_MARK, KeyWindow
 from domain.integrity.keys import verify_raw
 from domain.integrity.ledger_key import KEYRING_ID, LedgerKeyring
-from domain.integrity.sealing import SealedEvent
+from domain.integrity.sealing import SealedEvent, record_hash
 from domain.integrity.verification import (
     UNPLACED,
     EventLink,
@@ -181,7 +181,7 @@ def _stored_hash(head: bytes | None) -> str | None:
     if head is None:
         return None
     try:
-        return SealedEvent.from_record(head).hash
+        return record_hash(head)
     except Exception:
         return ""
 

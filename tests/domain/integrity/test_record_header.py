@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import TamperedEvent
-from domain.integrity.sealing import SealedEvent, has_plain_header, record_bytes
+from domain.integrity.sealing import SealedEvent, has_plain_header, record_bytes, record_hash
 
 digests = st.binary(min_size=32, max_size=32)
 signatures = st.binary(min_size=64, max_size=64)
@@ -52,6 +53,12 @@ def test_an_edited_header_is_read_as_json_reads_it(
     record[position] = value
 
     assert read(bytes(record)) == read_as_json(bytes(record))
+    as_json = read_as_json(bytes(record))
+    if as_json is None:
+        with pytest.raises(TamperedEvent):
+            record_hash(bytes(record))
+    else:
+        assert record_hash(bytes(record)) == as_json[1]  # the hash of a predecessor, read for its link
 
 
 def test_a_header_with_escapes_or_other_spacing_is_parsed_as_json() -> None:
@@ -62,3 +69,4 @@ def test_a_header_with_escapes_or_other_spacing_is_parsed_as_json() -> None:
     for record in (spaced, escaped):
         assert not has_plain_header(record)
         assert read(record) == read_as_json(record)
+        assert record_hash(record) == "ab" * 32
