@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -106,8 +105,19 @@ def record_hash(record: bytes) -> str:
     return SealedEvent.from_record(record).hash
 
 
-_LONG_INTEGER = re.compile(rb"[:,\[]\s*-?\d{20}")
-"""An integer literal of 20 digits or more where a JSON value starts (beyond 64 bits lies there)."""
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def may_hold_long_integer(document: bytes) -> bool:
+    """Whether ``document`` has a run of 19 digits or more, as every integer ``orjson`` would not read
+    exactly has (beyond 64 bits: below -2**63, whose digits number 19, or above 2**64-1).
+
+    So have a few other documents (a long fraction), which are then read by
+    ``json`` too. Two C passes (digits mapped to one, then a substring search)
+    cost a quarter of a regular expression's search.
+    """
+    return _NINETEEN_DIGITS in document.translate(_DIGITS_AS_ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +172,12 @@ class SealedEvent:
         ``orjson`` reads it (an eighth of ``json``'s time on a prediction's
         envelope): it reads every canonical envelope as ``json`` does, since
         canonical JSON holds no integer beyond 2**53-1, no lone surrogate and no
-        infinity. An envelope that may hold an integer of 20 digits or more
+        infinity. An envelope that may hold an integer beyond 64 bits
         (which ``orjson`` would read as a float), or that it refuses, is read by
         ``json``, which decides.
         """
         try:
-            if _LONG_INTEGER.search(self.envelope):
+            if may_hold_long_integer(self.envelope):
                 raise orjson.JSONDecodeError("a long integer: read it exactly", "", 0)
             fields = orjson.loads(self.envelope)
         except orjson.JSONDecodeError:

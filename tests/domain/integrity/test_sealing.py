@@ -251,8 +251,14 @@ def test_a_sealed_envelope_decodes_to_what_the_standard_json_reader_reads(payloa
 
 @pytest.mark.parametrize(
     "envelope",
-    [b'{"a":18446744073709551616}', b'{"a":NaN}', b'{"a":"\\ud800"}'],
-    ids=["integer-beyond-64-bits", "nan", "lone-surrogate"],
+    [
+        b'{"a":18446744073709551616}',
+        b'{"a":-9223372036854775809}',
+        b'{"a":[1,-99999999999999999999]}',
+        b'{"a":NaN}',
+        b'{"a":"\\ud800"}',
+    ],
+    ids=["integer-beyond-64-bits", "below-64-bits-in-19-digits", "in-a-list", "nan", "lone-surrogate"],
 )
 def test_an_envelope_the_fast_reader_refuses_or_reads_otherwise_is_read_as_json_reads_it(envelope: bytes) -> None:
     sealed = SealedEvent(envelope, hashlib.sha256(envelope).hexdigest(), "", SIGNER.key_id)
@@ -260,3 +266,14 @@ def test_an_envelope_the_fast_reader_refuses_or_reads_otherwise_is_read_as_json_
     decoded = sealed.envelope_fields()
 
     assert json.dumps(decoded) == json.dumps(json.loads(envelope))
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_of_any_size_are_read_as_json_reads_them(integer: int, number: float) -> None:
+    envelope = json.dumps({"n": integer, "items": [number, integer], "f": number}).encode()
+    sealed = SealedEvent(envelope, hashlib.sha256(envelope).hexdigest(), "", SIGNER.key_id)
+
+    decoded = sealed.envelope_fields()
+
+    assert decoded == json.loads(envelope)
+    assert type(decoded["n"]) is int
