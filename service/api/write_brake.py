@@ -41,10 +41,11 @@ from collections.abc import Iterator
 from service.api.errors import ProjectionsBehind
 from service.bootstrap import Services
 from service.ops.projector import projection_lag
+from service.settings import Settings
 
 REFRESH_SECONDS = 0.1
-DEFAULT_MAX_WAITING = 16
-DEFAULT_CONCURRENCY = 2
+DEFAULT_MAX_WAITING: int = Settings.model_fields["write_brake_max_waiting"].default
+DEFAULT_CONCURRENCY: int = Settings.model_fields["write_brake_concurrency"].default
 
 
 class WriteBrake:
