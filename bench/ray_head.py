@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int) -> Iterator[RayCluster]:
-    """A single-node Ray head on loopback with ``num_cpus`` logical CPUs; stopped and removed on the way out."""
-    say(f"starting a Ray head on 127.0.0.1 ({num_cpus} CPUs, token auth)")
+def ray_head(num_cpus: int, num_gpus: int = 0) -> Iterator[RayCluster]:
+    """A single-node Ray head on loopback with ``num_cpus`` logical CPUs (and ``num_gpus`` GPUs); stopped and
+    removed on the way out."""
+    say(f"starting a Ray head on 127.0.0.1 ({num_cpus} CPUs, {num_gpus} GPUs, token auth)")
     started = time.perf_counter()
-    cluster = start_cluster(num_cpus)
+    cluster = start_cluster(num_cpus, num_gpus=num_gpus)
     try:
         say(f"  Ray head up at {cluster.address} in {time.perf_counter() - started:.1f} s")
         yield cluster

@@ -237,11 +237,12 @@ def runner_process(
     backend: str = "local",
     ray_address: str | None = None,
     ray_token: str | None = None,
+    device: str = "cpu",
 ) -> Iterator[str]:
-    """The ledger API and a ``python -m service runner --concurrency 1 --device cpu [--backend ray]``
+    """The ledger API and a ``python -m service runner --concurrency 1 --device DEVICE [--backend ray]``
     process that reaches it as a runner principal (no ledger key, no database credentials); with the
     Ray backend, ``ray_token`` (if any) is its ``RAY_AUTH_TOKEN``."""
-    command = [sys.executable, "-m", "service", "runner", "--concurrency", "1", "--device", "cpu"]
+    command = [sys.executable, "-m", "service", "runner", "--concurrency", "1", "--device", device]
     if backend == "ray":
         command += runner_ray_args(str(ray_address))
     log_path = log_dir / "runner.log"

@@ -85,6 +85,8 @@ class RayCluster:
 
     root: Path
     num_cpus: int = 4
+    num_gpus: int = 0
+    """GPUs the head offers its jobs (0 in the suite; a device check gives it the machine's)."""
     hidden: tuple[Path, ...] = ()
     """Folders the cluster's processes (and so every job) do not see: the head starts in a mount
     namespace of its own where each is an empty tmpfs (bubblewrap), as nodes without the ledger's volume."""
@@ -138,7 +140,7 @@ class RayCluster:
             f"--ray-client-server-port={self.ports['client_server']}",
             f"--worker-port-list={','.join(map(str, self.worker_ports))}",
             f"--num-cpus={self.num_cpus}",
-            "--num-gpus=0",
+            f"--num-gpus={self.num_gpus}",
             f"--object-store-memory={80 * 1024 * 1024}",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
@@ -257,11 +259,11 @@ class RayCluster:
         return self.start()
 
 
-def start_cluster(num_cpus: int = 4, hidden: tuple[Path, ...] = ()) -> RayCluster:
+def start_cluster(num_cpus: int = 4, hidden: tuple[Path, ...] = (), num_gpus: int = 0) -> RayCluster:
     """A started cluster in a fresh temp dir of its own (short path: Ray's sockets live there)."""
     root = Path(tempfile.mkdtemp(prefix="mlray-", dir="/tmp"))
     root.chmod(0o700)
-    cluster = RayCluster(root, num_cpus=num_cpus, hidden=hidden)
+    cluster = RayCluster(root, num_cpus=num_cpus, num_gpus=num_gpus, hidden=hidden)
     try:
         return cluster.start()
     except BaseException:
