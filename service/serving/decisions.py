@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from eventsourcing.persistence import StoredEvent
 from pydantic import BaseModel
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from domain.errors import NotFound
 from domain.integrity.canonical import canonical_json
@@ -29,6 +30,7 @@ from service.application.ledger_core import LedgerCore
 from service.serving.prediction_request import PredictRecord, Served
 from service.serving.vault import SubjectVault
 from service.store.event_store import open_record
+from service.store.persistence import read_events
 
 
 class EventProof(BaseModel):
@@ -186,26 +188,36 @@ def reconstruct(
 
 
 def recorded_answers(
-    ledger: LedgerCore, vault: SubjectVault, model_name: str, records: Sequence[PredictRecord], actor: str
+    ledger: LedgerCore,
+    engine: Engine,
+    vault: SubjectVault,
+    model_name: str,
+    records: Sequence[PredictRecord],
+    actor: str,
 ) -> list[Served] | None:
     """The answers already recorded for ``records``' request ids, if every one is its request again: the
     same caller, model, data subject and input; None when any is not (no such prediction, someone else's,
     another input, a subject erased since, or a record without a request id).
 
-    Read from the event log, not a read model, so a retry right after its first
-    try committed finds it. Their ``position`` is the log's head, which is at or
-    after every recorded event, so reads that wait for it see the predictions.
+    Read from the event log (``engine``'s database), not a read model, so a retry
+    right after its first try committed finds it; every prediction's first event
+    in one query, however many records. Their ``position`` is the log's head,
+    which is at or after every recorded event, so reads that wait for it see the
+    predictions.
     """
+    if any(record.request_id is None for record in records):
+        return None
     # Each event found below was committed before the write that conflicted with it, so before this read.
     position = ledger.position()
+    ids = [Prediction.create_id(model_name, str(record.request_id)) for record in records]
+    made = {row.aggregate_id: row for row in read_events(engine, ids) if row.version == 1}
     answers = []
-    for record in records:
-        if record.request_id is None:
+    for record, prediction_id in zip(records, ids, strict=True):
+        row = made.get(str(prediction_id))
+        if row is None:
             return None
-        made = ledger.recorder.select_events(Prediction.create_id(model_name, record.request_id), lte=1, limit=1)
-        if not made:
-            return None
-        _sealed, envelope = open_record(made[0])
+        stored = StoredEvent(originator_id=prediction_id, originator_version=1, topic=row.topic, state=row.record)
+        _sealed, envelope = open_record(stored)
         payload = envelope["payload"]
         if envelope["actor"] != actor or payload["subject_id"] != record.subject_id:
             return None
@@ -214,8 +226,8 @@ def recorded_answers(
             return None
         answers.append(
             Served(
-                prediction_id=str(made[0].originator_id),
-                request_id=record.request_id,
+                prediction_id=str(prediction_id),
+                request_id=str(record.request_id),
                 model_name=payload["model_name"],
                 version=payload["number"],
                 role=payload["role"],

@@ -36,7 +36,7 @@ from service.api.deps import (
 from service.api.schemas import WriteResult
 from service.api.write_brake import WriteBrake
 from service.application.auth import authenticate_digest, token_digest
-from service.application.ledger import Ledger
+from service.bootstrap import Services
 from service.serving.decisions import Decision, reconstruct, recorded_answers
 from service.serving.predict import PredictRecord, Served
 from service.serving.prediction_log import LogAsk, LoggedRecord
@@ -238,7 +238,7 @@ async def predict(request: Request) -> Response:
     except VersionConflict:
         if record.request_id is None:
             raise
-        replayed = await run_in_threadpool(_replayed, request.app.state.services.ledger, serving, name, record, key)
+        replayed = await run_in_threadpool(_replayed, request.app.state.services, serving, name, record, key)
         if replayed is None:
             raise
         response = _answer({**_public(replayed), "position": replayed.position}, replayed.position)
@@ -251,10 +251,10 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 """Set on the answer to a retried prediction whose first try was already recorded."""
 
 
-def _replayed(ledger: Ledger, serving: Serving, name: str, record: PredictRecord, key: str) -> Served | None:
+def _replayed(services: Services, serving: Serving, name: str, record: PredictRecord, key: str) -> Served | None:
     """The recorded answer when this request (same key's principal, input and subject) was recorded before."""
-    actor = authenticate_digest(ledger, key).actor
-    answers = recorded_answers(ledger, serving.vault, name, [record], actor)
+    actor = authenticate_digest(services.ledger, key).actor
+    answers = recorded_answers(services.ledger, services.engine, serving.vault, name, [record], actor)
     return answers[0] if answers else None
 
 
@@ -342,7 +342,7 @@ def predict_batch(
         with turn:
             results = serving.predictor.predict(name, records, caller.actor)
     except VersionConflict:
-        replayed = _replayed_batch(request.app.state.services.ledger, serving, name, records, caller.actor)
+        replayed = _replayed_batch(request.app.state.services, serving, name, records, caller.actor)
         if replayed is None:
             raise
         results = replayed
@@ -354,12 +354,12 @@ def predict_batch(
 
 
 def _replayed_batch(
-    ledger: Ledger, serving: Serving, name: str, records: list[PredictRecord], actor: str
+    services: Services, serving: Serving, name: str, records: list[PredictRecord], actor: str
 ) -> list[Served] | None:
     """The recorded answers when every record of the batch is a request this caller made before, else None."""
     if not records or len({record.request_id for record in records}) != len(records):
         return None
-    return recorded_answers(ledger, serving.vault, name, records, actor)
+    return recorded_answers(services.ledger, services.engine, serving.vault, name, records, actor)
 
 
 class ReasonCodeBody(BaseModel):
