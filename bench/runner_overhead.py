@@ -361,6 +361,8 @@ def job_phases(jobs: Any, run_id: str, claimed: float, ended: float) -> dict[str
         "submit": accepted - claimed,
         "dispatch": began - accepted,
         **{step: phases.get(step, 0.0) for step in JOB_STEPS},
+        "ready": phases.get("ready", float("nan")),
+        "asked": sum(phases.get(step, 0.0) for step in ("start", "download", "capture")),
         "job": phases["total"],
         "notice": ended - (began + phases["total"]),
         "cpu_job": phases.get("cpu_job", 0.0),
@@ -421,11 +423,14 @@ def run_governed(
 
 def print_job_phases(pairs: list[tuple[str, dict[str, float], Governed]]) -> None:
     """The Ray split of each governed run (seconds), and the medians."""
-    columns = ("submit", "dispatch", *JOB_STEPS, "job", "notice", "cpu_job", "cpu_child", "cpu_bare")
+    columns = ("submit", "dispatch", *JOB_STEPS, "job", "notice", "asked", "ready", "cpu_job", "cpu_child", "cpu_bare")
     print(
         "Ray job split (s): submit = Claimed -> job accepted, dispatch = -> job process started, "
         "start = its interpreter + imports, child = the execution child (interpreter, imports, load, fit, "
-        "predict, write), notice = job's outcome -> Finished; CPU seconds: cpu_job = the job's own process "
+        "predict, write), notice = job's outcome -> Finished; asked = when the job had the request ready "
+        "(start + download + capture) and ready = when its execution child had finished its imports, both from "
+        "the job process's start (the later of the two is when the fit could begin); "
+        "CPU seconds: cpu_job = the job's own process "
         "(imports, capture, transfers), cpu_child = its execution child, cpu_bare = the bare fit of the same "
         "repeat (its scikit-learn import included)"
     )

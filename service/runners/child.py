@@ -102,8 +102,10 @@ def _execute(request: ExecutionRequest) -> tuple[int, dict[str, Any]]:
 
 WARM = "--warm"
 """``python -m service.runners.child --warm REQUEST_JSON [BACKEND]``: read the run's kind and spec as a JSON
-line from stdin and import what that kind needs; then, once a second line says ``go`` (the request file
-is written), execute the request; stdin closed instead: exit 0 (the caller gave up)."""
+line from stdin and import what that kind needs, then write when that was done (Unix time) to ``READY_FILE``
+beside the request file; then, once a second line says ``go`` (the request file is written), execute the
+request; stdin closed instead: exit 0 (the caller gave up)."""
+READY_FILE = "child-ready"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             described = json.loads(sys.stdin.readline())
             preload(str(described["kind"]), dict(described["spec"]))
+        if args:
+            with contextlib.suppress(OSError):
+                Path(args[0]).with_name(READY_FILE).write_text(f"{time.time():.3f}", encoding="ascii")
         if sys.stdin.readline().strip() != "go":
             return 0  # the caller gave up before the request was ready (its inputs did not arrive)
     if len(args) not in (1, 2):
@@ -259,6 +264,13 @@ class WarmChild:
             self.process.stdin.flush()
             if last:
                 self.process.stdin.close()
+
+    def ready_at(self) -> float | None:
+        """When the child had imported what its run's kind needs (Unix time); None before, or if unknown."""
+        try:
+            return float((self.output_dir / READY_FILE).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
 
     def execute(self, request: ExecutionRequest, timeout: float | None) -> ChildExecution:
         """Write ``request`` to the ``request.json`` the child was told of and let it execute the request; the

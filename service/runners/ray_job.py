@@ -26,7 +26,10 @@ Before the outcome it writes where its time went to stderr (so to the job's
 log): ``MLLEDGER-PHASES <json>``, seconds of each step from the process's
 start (``start``: interpreter and imports, ``download``, ``capture``,
 ``child``: from the capture to the execution child's end, the part of its
-start-up that the downloads did not hide included, ``upload``), the seconds from the process's start to the
+start-up that the downloads did not hide included, ``upload``), when the
+execution child had finished its imports (``ready``, seconds from the
+process's start: later than the end of the capture means the child's
+start-up, not the downloads, held the run back), the seconds from the process's start to the
 outcome (``total``), when the process started (``started_at``, Unix time),
 and the CPU seconds the job's own process used (``cpu_job``, its imports and
 the environment capture included) and its execution child (``cpu_child``).
@@ -113,6 +116,11 @@ class Phases:
         now = time.time()
         self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
         self.last = now
+
+    def moment(self, name: str, at: float | None) -> None:
+        """Something happened at ``at`` (Unix time; nothing when None): kept as seconds from the start."""
+        if at is not None:
+            self.seconds[name] = round(at - self.started, 3)
 
     def report(self) -> dict[str, float]:
         """The steps, ``total``: from the process's start to now, ``started_at``: that start (Unix time), and the
@@ -234,6 +242,7 @@ class Job:
             self.collect(execution)
             result = execution.result()
             self.phases.mark("child")
+            self.phases.moment("ready", child.ready_at())
             details = request.output_dir / "execution.json"
             details.write_text(json.dumps(result.details, sort_keys=True, default=str), encoding="utf-8")
             outputs = self.ledger.upload_all([result.model_file, result.predictions_file, details])

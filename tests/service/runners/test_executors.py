@@ -440,6 +440,12 @@ def test_a_warm_child_imports_while_its_request_is_prepared_then_executes_it(
         assert time.monotonic() < deadline and child.process.poll() is None, (output / "child.log").read_text()
         time.sleep(0.1)
     assert not (output / "request.json").exists()
+    ready_by = time.monotonic() + 30  # the file follows the imports at once
+    while child.ready_at() is None:
+        assert time.monotonic() < ready_by, (output / "child.log").read_text()
+        time.sleep(0.05)
+    ready = child.ready_at()
+    assert ready is not None and ready <= time.time()
 
     execution = child.execute(request, timeout=60)
     result = execution.result()
@@ -456,6 +462,7 @@ def test_a_warm_child_whose_request_never_comes_exits_cleanly_or_is_killed(tmp_p
 
     assert given_up.process.wait(60) == 0
     assert not (tmp_path / "result.json").exists()
+    assert given_up.ready_at() is not None  # it had imported before it learned it would not run
 
     (tmp_path / "b").mkdir()
     killed = WarmChild.start("python", _python_spec("train:main"), tmp_path / "b", "local")

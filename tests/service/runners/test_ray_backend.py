@@ -422,6 +422,8 @@ def test_a_run_executes_as_a_ray_job_and_uploads_its_outputs(ray_cluster: RayClu
         assert {"start", "download", "capture", "child", "upload", "total", "started_at"} <= set(phases)
         steps = sum(phases[k] for k in ("start", "download", "capture", "child", "upload"))
         assert 0 < steps <= phases["total"] + 0.01
+        # the execution child finished its imports after the job started and before the run's end
+        assert 0 < phases["ready"] < phases["start"] + phases["download"] + phases["capture"] + phases["child"]
 
 
 @pytest.mark.slow
