@@ -73,6 +73,7 @@ def record_bytes(envelope: bytes, event_hash: str, signature: str, key_id: str) 
 
 
 _PLAIN_HEADER_LENGTH = 207
+_PLAIN_HASH = slice(9, 73)
 
 
 def has_plain_header(record: bytes) -> bool:
@@ -90,7 +91,7 @@ def has_plain_header(record: bytes) -> bool:
         and record[73:85] == b'","key_id":"'
         and record[101:116] == b'","signature":"'
         and record[204:207] == b'"}\n'
-        and record[9:73].isalnum()
+        and record[_PLAIN_HASH].isalnum()
         and record[85:101].isalnum()
         and record[116:204].rstrip(b"=").replace(b"+", b"").replace(b"/", b"").isalnum()
     )
@@ -101,7 +102,7 @@ def record_hash(record: bytes) -> str:
     raise :class:`TamperedEvent` if the record is malformed. Verification reads it for every event's
     predecessor."""
     if has_plain_header(record):
-        return record[9:73].decode("ascii")
+        return record[_PLAIN_HASH].decode("ascii")
     return SealedEvent.from_record(record).hash
 
 
@@ -118,6 +119,24 @@ def may_hold_long_integer(document: bytes) -> bool:
     cost a quarter of a regular expression's search.
     """
     return _NINETEEN_DIGITS in document.translate(_DIGITS_AS_ZERO)
+
+
+def read_envelope(envelope: bytes) -> Any:
+    """An envelope's JSON value; ``ValueError`` when it is not UTF-8 JSON.
+
+    ``orjson`` reads it (an eighth of ``json``'s time on a prediction's
+    envelope): it reads every canonical envelope as ``json`` does, since
+    canonical JSON holds no integer beyond 2**53-1, no lone surrogate and no
+    infinity. An envelope that may hold an integer beyond 64 bits (which
+    ``orjson`` would read as a float), or that it refuses, is read by ``json``,
+    which decides.
+    """
+    try:
+        if may_hold_long_integer(envelope):
+            raise orjson.JSONDecodeError("a long integer: read it exactly", "", 0)
+        return orjson.loads(envelope)
+    except orjson.JSONDecodeError:
+        return json.loads(envelope.decode("utf-8"))  # canonical JSON is UTF-8
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +159,7 @@ class SealedEvent:
         if has_plain_header(data):
             return cls(
                 envelope=data[_PLAIN_HEADER_LENGTH:],
-                hash=data[9:73].decode("ascii"),
+                hash=data[_PLAIN_HASH].decode("ascii"),
                 key_id=data[85:101].decode("ascii"),
                 signature=data[116:204].decode("ascii"),
             )
@@ -167,24 +186,11 @@ class SealedEvent:
         return self.computed_hash() == self.hash
 
     def envelope_fields(self) -> dict[str, Any]:
-        """The envelope decoded into a dict.
-
-        ``orjson`` reads it (an eighth of ``json``'s time on a prediction's
-        envelope): it reads every canonical envelope as ``json`` does, since
-        canonical JSON holds no integer beyond 2**53-1, no lone surrogate and no
-        infinity. An envelope that may hold an integer beyond 64 bits
-        (which ``orjson`` would read as a float), or that it refuses, is read by
-        ``json``, which decides.
-        """
+        """The envelope decoded into a dict (see :func:`read_envelope`)."""
         try:
-            if may_hold_long_integer(self.envelope):
-                raise orjson.JSONDecodeError("a long integer: read it exactly", "", 0)
-            fields = orjson.loads(self.envelope)
-        except orjson.JSONDecodeError:
-            try:
-                fields = json.loads(self.envelope)
-            except ValueError as exc:
-                raise TamperedEvent(f"envelope is not JSON: {exc}") from None
+            fields = read_envelope(self.envelope)
+        except ValueError as exc:
+            raise TamperedEvent(f"envelope is not JSON: {exc}") from None
         if not isinstance(fields, dict):
             raise TamperedEvent("envelope is not a JSON object")
         return fields

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
-
-import orjson
 
 from domain.aggregate import aggregate_type_of, is_known_topic
 from domain.errors import TamperedEvent
 from domain.integrity import merkle
 from domain.integrity.key_lifetimes import KeyWindow
 from domain.integrity.keys import key_id, load_public_key_pem, raw_public_key, verify_raw
-from domain.integrity.sealing import ENVELOPE_VERSION, ZERO_HASH, SealedEvent
+from domain.integrity.sealing import ENVELOPE_VERSION, ZERO_HASH, SealedEvent, read_envelope
 
 UNPLACED = 2**62
 """Sort key of findings that belong to no particular event."""
@@ -43,25 +40,6 @@ class Finding:
         return (
             f"notification {self.notification_id} (aggregate {self.aggregate_id} version {self.version}): {self.what}"
         )
-
-
-_decode_json = json.JSONDecoder().decode
-
-
-def _envelope_value(envelope: bytes) -> Any:
-    """The envelope's JSON value for :func:`check_event`; ValueError when it is not JSON.
-
-    ``orjson`` reads it (several times faster than ``json``); whatever it refuses
-    (NaN, lone surrogates, numbers beyond a double) ``json`` reads, as it read
-    every envelope before. Where both read a document they agree on everything
-    the check compares (the top level's strings and small integers): ``orjson``
-    reads an integer beyond 64 bits as a float, which is either in a payload (not
-    compared here) or a version outside 1 to 2**63-1, which no check accepts.
-    """
-    try:
-        return orjson.loads(envelope)
-    except orjson.JSONDecodeError:
-        return _decode_json(envelope.decode("utf-8"))  # canonical JSON is UTF-8
 
 
 class EventLink(NamedTuple):
@@ -119,7 +97,7 @@ def check_event(
         if refused is not None:
             return finding(refused)
     try:
-        envelope: Any = _envelope_value(sealed.envelope)
+        envelope: Any = read_envelope(sealed.envelope)
     except ValueError:
         return finding("the envelope is not JSON")
     if not isinstance(envelope, dict) or envelope.get("v") != ENVELOPE_VERSION:
