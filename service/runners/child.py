@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -106,6 +108,7 @@ line from stdin and import what that kind needs, then write when that was done (
 beside the request file; then, once a second line says ``go`` (the request file is written), execute the
 request; stdin closed instead: exit 0 (the caller gave up)."""
 READY_FILE = "child-ready"
+READY_MAX_BYTES = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,11 +269,24 @@ class WarmChild:
                 self.process.stdin.close()
 
     def ready_at(self) -> float | None:
-        """When the child had imported what its run's kind needs (Unix time); None before, or if unknown."""
+        """When the child had imported what its run's kind needs (Unix time); None before, or if unknown.
+
+        The run's own code can write in the output folder, so the file is a hint for timing only: it is
+        read without following a link, without waiting on a pipe, at most a few bytes, and only a finite
+        number is taken.
+        """
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            return float((self.output_dir / READY_FILE).read_text(encoding="ascii"))
-        except (OSError, ValueError):
+            descriptor = os.open(self.output_dir / READY_FILE, flags)
+        except OSError:
             return None
+        with os.fdopen(descriptor, "rb") as handle:
+            try:
+                text = handle.read(READY_MAX_BYTES) if stat.S_ISREG(os.fstat(descriptor).st_mode) else b""
+                value = float(text)
+            except (OSError, ValueError):
+                return None
+        return value if math.isfinite(value) else None
 
     def execute(self, request: ExecutionRequest, timeout: float | None) -> ChildExecution:
         """Write ``request`` to the ``request.json`` the child was told of and let it execute the request; the

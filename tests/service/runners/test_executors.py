@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pickle
+import subprocess
 import tarfile
 import time
 import zipfile
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from service.runners.child import WarmChild, run_in_child, run_request
+from service.runners.child import READY_FILE, WarmChild, run_in_child, run_request
 from service.runners.executors import ExecutionError, ExecutionRequest, ExecutionResult, execute
 
 CANCER_FEATURES = [f"f{i}" for i in range(30)]
@@ -536,3 +538,25 @@ def beat_forever(request):
     last = beats.read_text()
     time.sleep(0.5)
     assert beats.read_text() == last, "the entrypoint still runs after its child was killed"
+
+
+@pytest.mark.parametrize("planted", ["link-to-zero", "fifo", "huge", "infinite", "text"])
+def test_a_ready_file_the_run_planted_neither_hangs_nor_misleads_the_job(tmp_path: Path, planted: str) -> None:
+    """The run's code can write in its output folder: what it leaves as the ready file is read as a hint at most."""
+    ready = tmp_path / READY_FILE
+    if planted == "link-to-zero":
+        ready.symlink_to("/dev/zero")
+    elif planted == "fifo":
+        os.mkfifo(ready)
+    elif planted == "huge":
+        ready.write_bytes(b"x" * 10_000_000)
+    elif planted == "infinite":
+        ready.write_text("inf")
+    else:
+        ready.write_text("soon")
+    child = WarmChild(subprocess.Popen(["true"]), tmp_path)
+    child.process.wait()
+
+    started = time.monotonic()
+    assert child.ready_at() is None
+    assert time.monotonic() - started < 5
