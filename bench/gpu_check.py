@@ -50,11 +50,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.append import fresh_settings, install_sigterm_handler, opened, say
+from bench.runner_overhead import register_dataset, request_run, runner_process
 from domain.run import Run
 from service.bootstrap import Services
 
 ACTOR = "user:device-check"
 FEATURES = 8
+SEED = 7
 
 
 @dataclass
@@ -122,18 +124,7 @@ def table(rows: int, seed: int = 5) -> bytes:
 
 def prepare(services: Services, rows: int) -> tuple[str, str, str]:
     """Register the table and two torch pipelines (one asking Ray for a GPU); their names and the dataset id."""
-    blob = services.blobs.put_bytes(table(rows))
-    dataset_id = services.ledger.register_dataset_version(
-        name="device-check",
-        digest=blob.digest,
-        size=blob.size,
-        format="csv",
-        schema=[],
-        row_count=rows,
-        datasheet={},
-        source="bench/gpu_check.py",
-        actor=ACTOR,
-    ).id
+    dataset_id = register_dataset(services, "device-check", table(rows))
     spec = {
         "features": [f"f{j}" for j in range(FEATURES)],
         "target": "label",
@@ -145,22 +136,6 @@ def prepare(services: Services, rows: int) -> tuple[str, str, str]:
         name="mlp-one-gpu", kind="torch", spec={**spec, "resources": {"gpus": 1}}, actor=ACTOR
     )
     return "mlp", "mlp-one-gpu", dataset_id
-
-
-def request(services: Services, pipeline: str, dataset_id: str, epochs: int) -> str:
-    """Request a run of ``pipeline`` on the device the runner finds best (``auto``)."""
-    return services.ledger.start_run(
-        name=pipeline,
-        mode="runner",
-        pipeline=pipeline,
-        pipeline_version=None,
-        dataset_version_ids=[dataset_id],
-        code_version_id=None,
-        params={"epochs": epochs},
-        seed=7,
-        device="auto",
-        actor=ACTOR,
-    ).id
 
 
 def wait_finished(services: Services, run_id: str, timeout: float) -> Run:
@@ -209,7 +184,7 @@ def run_and_reproduce(
     """A run of ``pipeline``, then its reproduction; what each showed and the original's verdict on it."""
     say(f"{where}: requesting a run of {pipeline} (device auto, {epochs} epochs)")
     started = time.monotonic()
-    original = wait_finished(services, request(services, pipeline, dataset_id, epochs), timeout)
+    original = wait_finished(services, request_run(services, pipeline, dataset_id, SEED, {"epochs": epochs}), timeout)
     found = [seen(services, f"{where}: run", original, time.monotonic() - started)]
     if original.status != "succeeded":
         return found, None
@@ -283,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
             results += found
         if skipped is None:
             from bench.ray_head import ray_head
-            from bench.runner_overhead import runner_process
 
             gpus = 0
             if available:

@@ -294,9 +294,9 @@ def runner_thread(services: Services) -> Iterator[str]:
         thread.join(timeout=60)
 
 
-def register_dataset(services: Services, name: str, path: Path) -> str:
+def register_dataset(services: Services, name: str, data: bytes) -> str:
     """Store the CSV and register it as a dataset version; return its id."""
-    blob = services.blobs.put_bytes(path.read_bytes())
+    blob = services.blobs.put_bytes(data)
     return services.ledger.register_dataset_version(
         name=name,
         digest=blob.digest,
@@ -370,24 +370,31 @@ def job_phases(jobs: Any, run_id: str, claimed: float, ended: float) -> dict[str
     }
 
 
-def run_governed(
-    services: Services, pipeline: str, dataset_id: str, seed: int, timeout: float, jobs: Any = None
-) -> Governed:
-    """Request a run and wait until it ended; time it from the request to its Finished event."""
-    ledger = services.ledger
-    started = time.time()
-    run_id = ledger.start_run(
+def request_run(
+    services: Services, pipeline: str, dataset_id: str, seed: int, params: dict[str, Any] | None = None
+) -> str:
+    """Request a run of ``pipeline`` for runners, on the device the runner finds best (``auto``); its id."""
+    return services.ledger.start_run(
         name=pipeline,
         mode="runner",
         pipeline=pipeline,
         pipeline_version=None,
         dataset_version_ids=[dataset_id],
         code_version_id=None,
-        params={},
+        params=params or {},
         seed=seed,
         device="auto",
         actor=ACTOR,
     ).id
+
+
+def run_governed(
+    services: Services, pipeline: str, dataset_id: str, seed: int, timeout: float, jobs: Any = None
+) -> Governed:
+    """Request a run and wait until it ended; time it from the request to its Finished event."""
+    ledger = services.ledger
+    started = time.time()
+    run_id = request_run(services, pipeline, dataset_id, seed)
     deadline = time.monotonic() + timeout
     while not ledger.get(run_id, Run).finished:
         if time.monotonic() > deadline:
@@ -507,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"dataset: {rows:,} rows x {args.features} features ({mib:.1f} MiB CSV)")
         database = describe_database(settings)
         with opened(settings) as services:
-            dataset_id = register_dataset(services, "overhead", csv_path)
-            tiny_id = register_dataset(services, "tiny", tiny_path)
+            dataset_id = register_dataset(services, "overhead", csv_path.read_bytes())
+            tiny_id = register_dataset(services, "tiny", tiny_path.read_bytes())
             pipeline = add_pipeline(services, "gbm", ESTIMATOR, feature_names(args.features), params)
             warm = add_pipeline(services, "warm-up", "sklearn.linear_model.LogisticRegression", feature_names(3), {})
             runner = (
